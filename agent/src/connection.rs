@@ -1,0 +1,228 @@
+//! The agent's outbound connection to the relay: hello, publish on request, reconnect with
+//! backoff when the relay goes away.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use backon::BackoffBuilder;
+use futures_util::{SinkExt, StreamExt};
+use sightline_proto::{AGENT_WS_PATH, AgentToRelay, MAX_SIGNAL_BYTES, RelayToAgent, decode, encode};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::capture::SourceKind;
+use crate::encoder::EncoderConfig;
+use crate::publisher::{Publication, PublishConfig};
+
+/// How often the agent pings the relay, and how long silence means the relay is gone. A dead
+/// relay behind a silent network is noticed within `DEAD_AFTER`.
+const PING_EVERY: Duration = Duration::from_secs(1);
+const DEAD_AFTER: Duration = Duration::from_secs(4);
+/// A connection that lasted this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// What `agent run` needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The relay's agent WebSocket URL.
+    pub relay_url: url::Url,
+    pub agent_id: String,
+    pub name: String,
+    pub source: SourceKind,
+    pub synthetic_size: (u32, u32),
+    /// Rate and quality; the frame size comes from the source.
+    pub encoder: EncoderConfig,
+}
+
+/// Maps the relay base URL given by the user to its agent WebSocket URL.
+pub fn agent_socket_url(base: &url::Url) -> anyhow::Result<url::Url> {
+    let mut url = base.clone();
+    let scheme = match base.scheme() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        other => bail!("relay URL scheme {other:?} is not supported (use ws, wss, http or https)"),
+    };
+    url.set_scheme(scheme).map_err(|()| anyhow::anyhow!("cannot use scheme {scheme} with {base}"))?;
+    url.set_path(AGENT_WS_PATH);
+    Ok(url)
+}
+
+/// Connects, serves, and reconnects until `shutdown` completes.
+pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    let new_backoff = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = new_backoff();
+    loop {
+        let started = Instant::now();
+        tokio::select! {
+            () = &mut shutdown => break,
+            result = session(&config) => match result {
+                Ok(()) => tracing::warn!("relay closed the connection; capture stopped"),
+                Err(e) => tracing::warn!("relay connection lost: {e:#}; capture stopped"),
+            },
+        }
+        if started.elapsed() >= STABLE_AFTER {
+            backoff = new_backoff();
+        }
+        let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+        tracing::info!(?delay, "reconnecting to {}", config.relay_url);
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// The local address that routes to the relay: media binds there, so its one ICE candidate is
+/// one the relay can reach. (Connecting a UDP socket sends nothing.)
+async fn local_ip_towards(url: &url::Url) -> anyhow::Result<IpAddr> {
+    let host = url.host_str().context("relay URL has no host")?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let target = tokio::net::lookup_host((host.trim_matches(|c| c == '[' || c == ']'), port))
+        .await
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    let bind: std::net::SocketAddr =
+        if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let socket = tokio::net::UdpSocket::bind(bind).await?;
+    socket.connect(target).await?;
+    Ok(socket.local_addr()?.ip())
+}
+
+async fn session(config: &RunConfig) -> anyhow::Result<()> {
+    let media_ip = local_ip_towards(&config.relay_url).await?;
+    let ws_config =
+        WebSocketConfig::default().max_message_size(Some(MAX_SIGNAL_BYTES)).max_frame_size(Some(MAX_SIGNAL_BYTES));
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(config.relay_url.as_str(), Some(ws_config), false)
+        .await
+        .with_context(|| format!("cannot connect to {}", config.relay_url))?;
+    let (mut tx, mut rx) = ws.split();
+    let (width, height) = match config.source {
+        SourceKind::Synthetic => config.synthetic_size,
+        // The X11 size is only known once the display is opened for publishing; 0 = unknown.
+        SourceKind::X11 => (0, 0),
+    };
+    let hello = AgentToRelay::Hello { agent_id: config.agent_id.clone(), name: config.name.clone(), width, height };
+    tx.send(Message::Text(encode(&hello).into())).await?;
+    tracing::info!(relay = %config.relay_url, agent_id = %config.agent_id, "connected to relay");
+
+    let publish_config = PublishConfig {
+        source: config.source,
+        synthetic_size: config.synthetic_size,
+        encoder: config.encoder,
+        media_ip,
+    };
+    let mut publication: Option<Publication> = None;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut last_heard = Instant::now();
+    let result = loop {
+        tokio::select! {
+            _ = ping.tick() => {
+                if last_heard.elapsed() > DEAD_AFTER {
+                    break Err(anyhow::anyhow!("no answer from relay for {DEAD_AFTER:?}"));
+                }
+                if let Err(e) = tx.send(Message::Ping(Vec::new().into())).await {
+                    break Err(e.into());
+                }
+            }
+            incoming = rx.next() => {
+                last_heard = Instant::now();
+                let text = match incoming {
+                    None => break Ok(()),
+                    Some(Err(e)) => break Err(e.into()),
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_))) => break Ok(()),
+                    Some(Ok(_)) => continue,
+                };
+                let msg = match decode::<RelayToAgent>(&text) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignoring a message from the relay");
+                        continue;
+                    }
+                };
+                let reply = match msg {
+                    RelayToAgent::Publish => {
+                        if let Some(old) = publication.take() {
+                            old.stop().await;
+                        }
+                        match Publication::start(publish_config).await {
+                            Ok((p, offer)) => {
+                                tracing::info!("viewer joined: publishing");
+                                publication = Some(p);
+                                AgentToRelay::PublishOffer { sdp: offer }
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot publish");
+                                AgentToRelay::PublishFailed { reason: e.to_string() }
+                            }
+                        }
+                    }
+                    RelayToAgent::PublishAnswer { sdp } => {
+                        if let Some(p) = publication.as_mut() {
+                            if let Err(e) = p.accept_answer(&sdp).await {
+                                tracing::error!(error = %e, "cannot start publishing");
+                                if let Some(p) = publication.take() {
+                                    p.stop().await;
+                                }
+                                if let Err(e) = tx.send(Message::Text(encode(&AgentToRelay::PublishFailed { reason: e.to_string() }).into())).await {
+                                    break Err(e.into());
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    RelayToAgent::Unpublish => {
+                        if let Some(p) = publication.take() {
+                            let stats = p.stop().await;
+                            tracing::info!(frames = stats.frames_encoded, keyframes = stats.keyframes, encode_ms = stats.encode_time.as_millis() as u64, "no viewers: capture stopped");
+                        }
+                        continue;
+                    }
+                    RelayToAgent::Error { code, message } => {
+                        tracing::warn!(?code, %message, "relay refused");
+                        continue;
+                    }
+                };
+                if let Err(e) = tx.send(Message::Text(encode(&reply).into())).await {
+                    break Err(e.into());
+                }
+            }
+        }
+    };
+    if let Some(p) = publication.take() {
+        p.stop().await;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_relay_urls_to_the_agent_socket() {
+        let cases = [
+            ("ws://127.0.0.1:8080", "ws://127.0.0.1:8080/ws/agent"),
+            ("http://relay.example:8080/", "ws://relay.example:8080/ws/agent"),
+            ("https://relay.example", "wss://relay.example/ws/agent"),
+            ("wss://relay.example/some/path", "wss://relay.example/ws/agent"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(agent_socket_url(&input.parse().unwrap()).unwrap().as_str(), expected);
+        }
+        assert!(agent_socket_url(&"ftp://relay".parse().unwrap()).is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! `agent`: the Sightline endpoint agent. It dials out to the relay and never listens.
+
+use clap::{Parser, Subcommand};
+use sightline_agent::capture::SourceKind;
+use sightline_agent::connection::{self, RunConfig};
+use sightline_agent::encoder::EncoderConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "agent", version, about = "Sightline endpoint agent (outbound connections only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Connect to the relay and serve screen views until stopped.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Relay base URL (ws:// or wss://, or http(s):// which is mapped to ws(s)://).
+    #[arg(long, env = "SIGHTLINE_RELAY_URL")]
+    relay_url: url::Url,
+    /// Screen source.
+    #[arg(long, value_enum, default_value = "x11")]
+    source: SourceKind,
+    /// Name shown to operators (defaults to the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Identifier of this agent (defaults to the name); replaced by the device key at enrolment.
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// Capture rate in frames per second.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
+    fps: u32,
+    /// Target video bitrate in kbit/s.
+    #[arg(long, default_value_t = 2500, value_parser = clap::value_parser!(u32).range(100..=50_000))]
+    bitrate_kbps: u32,
+    /// libvpx cpu-used for VP8 (higher is faster, 0-16).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(0..=16))]
+    cpu_used: u32,
+    /// Synthetic source size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1280x720", value_parser = parse_size)]
+    synthetic_size: (u32, u32),
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once('x').ok_or("expected WIDTHxHEIGHT")?;
+    let (w, h): (u32, u32) = (w.parse().map_err(|_| "bad width")?, h.parse().map_err(|_| "bad height")?);
+    if !(64..=7680).contains(&w) || !(64..=4320).contains(&h) || w % 2 != 0 || h % 2 != 0 {
+        return Err("size must be even, 64x64 to 7680x4320".into());
+    }
+    Ok((w, h))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "endpoint".into())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Run(args) => {
+            let name = args.name.unwrap_or_else(host_name);
+            let config = RunConfig {
+                relay_url: connection::agent_socket_url(&args.relay_url)?,
+                agent_id: args.agent_id.unwrap_or_else(|| name.clone()),
+                name,
+                source: args.source,
+                synthetic_size: args.synthetic_size,
+                encoder: EncoderConfig {
+                    width: 0,
+                    height: 0,
+                    fps: args.fps,
+                    bitrate_kbps: args.bitrate_kbps,
+                    cpu_used: args.cpu_used,
+                    threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32),
+                },
+            };
+            connection::run(config, shutdown_signal()).await
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

@@ -1,0 +1,264 @@
+//! Publishing the screen: capture -> encode (a blocking thread) -> RTP on the peer connection.
+//!
+//! Capture and encoding run on a dedicated OS thread because both are CPU-bound and synchronous;
+//! the async side only packetizes and writes. The relay's keyframe requests reach the encoder
+//! through an atomic flag, so a viewer that joins gets a picture within one frame interval.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sightline_peer::{Peer, PeerConfig, PeerError, VideoSender, Vp8Packetizer};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::capture::{self, CaptureError, Frame, FrameSource, SourceKind};
+use crate::encoder::{EncodedFrame, EncoderConfig, EncoderError, Vp8Encoder};
+
+/// Encoded frames queued between the encoder thread and the network writer. Small on purpose:
+/// if the network cannot keep up, old frames are worthless for a live screen.
+const FRAME_QUEUE: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("screen capture: {0}")]
+    Capture(#[from] CaptureError),
+    #[error("encoder: {0}")]
+    Encoder(#[from] EncoderError),
+    #[error("peer connection: {0}")]
+    Peer(#[from] PeerError),
+}
+
+/// What to publish.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishConfig {
+    pub source: SourceKind,
+    pub synthetic_size: (u32, u32),
+    pub encoder: EncoderConfig,
+    pub media_ip: IpAddr,
+}
+
+/// Statistics of a publication, logged when it stops and used by benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PublishStats {
+    pub frames_encoded: u64,
+    pub keyframes: u64,
+    pub encode_time: Duration,
+}
+
+/// A running publication: one peer connection, one capture thread.
+pub struct Publication {
+    peer: Arc<Peer>,
+    sender: Arc<VideoSender>,
+    source: Option<Box<dyn FrameSource>>,
+    config: PublishConfig,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+    capture_thread: Option<std::thread::JoinHandle<PublishStats>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Publication {
+    /// Opens the screen source and the peer connection; returns the offer for the relay.
+    pub async fn start(config: PublishConfig) -> Result<(Publication, String), PublishError> {
+        let source = tokio::task::spawn_blocking(move || capture::open(config.source, config.synthetic_size))
+            .await
+            .map_err(|e| CaptureError::X11(format!("capture set-up panicked: {e}")))??;
+        let peer = Arc::new(Peer::new(PeerConfig { bind_ip: config.media_ip }).await?);
+        let ssrc = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), now_ms()) as u32;
+        let prepared = async {
+            let sender = peer.add_video_sender(ssrc, "screen").await?;
+            let offer = peer.offer().await?;
+            Ok::<_, PeerError>((sender, offer))
+        }
+        .await;
+        let (sender, offer) = match prepared {
+            Ok(v) => v,
+            Err(e) => {
+                peer.close().await;
+                return Err(e.into());
+            }
+        };
+        let publication = Publication {
+            peer,
+            sender: Arc::new(sender),
+            source: Some(source),
+            config,
+            stop: Arc::new(AtomicBool::new(false)),
+            tasks: Vec::new(),
+            capture_thread: None,
+        };
+        Ok((publication, offer))
+    }
+
+    /// Applies the relay's answer and starts streaming once connected.
+    pub async fn accept_answer(&mut self, sdp: &str) -> Result<(), PublishError> {
+        self.peer.accept_answer(sdp).await?;
+        let Some(source) = self.source.take() else {
+            return Ok(()); // a repeated answer changes nothing
+        };
+        let keyframe_wanted = Arc::new(AtomicBool::new(true));
+        let (frames_tx, frames_rx) = mpsc::channel::<(EncodedFrame, u64)>(FRAME_QUEUE);
+        let (size_w, size_h) = source.size();
+        let encoder_config = EncoderConfig { width: size_w, height: size_h, ..self.config.encoder };
+
+        // Keyframe requests from the relay (a viewer joined or lost packets).
+        let sender = self.sender.clone();
+        let wanted = keyframe_wanted.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while sender.keyframe_requested().await.is_some() {
+                wanted.store(true, Ordering::Relaxed);
+            }
+        }));
+
+        // Network writer: waits for the connection, then packetizes what the encoder produces.
+        let (peer, sender) = (self.peer.clone(), self.sender.clone());
+        self.tasks.push(tokio::spawn(write_frames(peer, sender, frames_rx)));
+
+        let stop = self.stop.clone();
+        let connected = self.peer.clone();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
+        self.tasks.push(tokio::spawn(async move {
+            let _ = go_tx.send(connected.connected().await.is_ok());
+        }));
+        self.capture_thread = Some(
+            std::thread::Builder::new()
+                .name("capture-encode".into())
+                .spawn(move || {
+                    // Encoding before the connection is up would only fill the queue.
+                    if go_rx.recv() != Ok(true) {
+                        return PublishStats::default();
+                    }
+                    capture_loop(source, encoder_config, &stop, &keyframe_wanted, &frames_tx)
+                })
+                .map_err(|e| CaptureError::X11(format!("cannot start capture thread: {e}")))?,
+        );
+        Ok(())
+    }
+
+    /// Stops capture and closes the peer connection.
+    pub async fn stop(mut self) -> PublishStats {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.peer.close().await;
+        match self.capture_thread.take() {
+            Some(thread) => {
+                tokio::task::spawn_blocking(move || thread.join().unwrap_or_default()).await.unwrap_or_default()
+            }
+            None => PublishStats::default(),
+        }
+    }
+}
+
+async fn write_frames(peer: Arc<Peer>, sender: Arc<VideoSender>, mut frames: mpsc::Receiver<(EncodedFrame, u64)>) {
+    if peer.connected().await.is_err() {
+        return;
+    }
+    let payload_type = match sender.payload_type().await {
+        Ok(pt) => pt,
+        Err(e) => {
+            tracing::warn!(error = %e, "no VP8 on the publishing connection");
+            return;
+        }
+    };
+    let mut packetizer = Vp8Packetizer::new(sender.ssrc(), payload_type);
+    let mut last_capture_ms: Option<u64> = None;
+    while let Some((frame, capture_ms)) = frames.recv().await {
+        let elapsed = Duration::from_millis(last_capture_ms.map_or(0, |last| capture_ms.saturating_sub(last)));
+        last_capture_ms = Some(capture_ms);
+        let packets = match packetizer.packetize(frame.data.into(), elapsed) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "packetizing failed");
+                continue;
+            }
+        };
+        for packet in packets {
+            if sender.write(packet, payload_type).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Captures at the configured rate and encodes changed frames (or any frame when a keyframe is
+/// wanted) until `stop` is set or the writer is gone.
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    config: EncoderConfig,
+    stop: &AtomicBool,
+    keyframe_wanted: &AtomicBool,
+    frames: &mpsc::Sender<(EncodedFrame, u64)>,
+) -> PublishStats {
+    let mut stats = PublishStats::default();
+    let mut encoder = match Vp8Encoder::new(config) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create encoder");
+            return stats;
+        }
+    };
+    let interval = Duration::from_secs(1) / config.fps.max(1);
+    let mut next = Instant::now();
+    let mut last: Option<Frame> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let now = now_ms();
+        let frame = match source.capture(now) {
+            Ok(Some(frame)) => Some(frame),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "capture failed; stopping publication");
+                break;
+            }
+        };
+        let force_key = keyframe_wanted.swap(false, Ordering::Relaxed);
+        // An unchanged screen costs nothing, unless a new viewer needs a keyframe of it.
+        let to_encode = match (&frame, force_key) {
+            (Some(f), _) => Some(f),
+            (None, true) => last.as_ref(),
+            (None, false) => None,
+        };
+        if let Some(f) = to_encode {
+            let started = Instant::now();
+            match encoder.encode(&f.bgra, f.stride, f.captured_at_ms as i64, force_key) {
+                Ok(encoded) => {
+                    stats.encode_time += started.elapsed();
+                    for e in encoded {
+                        stats.frames_encoded += 1;
+                        stats.keyframes += u64::from(e.keyframe);
+                        match frames.try_send((e, now)) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                // The network is behind: drop this frame and resync with a keyframe.
+                                keyframe_wanted.store(true, Ordering::Relaxed);
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return stats,
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding failed; stopping publication");
+                    break;
+                }
+            }
+        }
+        if frame.is_some() {
+            last = frame;
+        }
+        next += interval;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            // Running late: do not try to catch up with a burst.
+            next = now;
+        }
+    }
+    stats
+}

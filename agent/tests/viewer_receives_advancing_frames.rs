@@ -1,0 +1,135 @@
+//! Relay + agent (synthetic screen) + a WebRTC subscriber, all on loopback: the subscriber gets
+//! VP8 through the relay, reassembles and decodes frames, and the frame counters advance. A
+//! second subscriber on the same agent gets frames too (fan-out).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::packetizer::Depacketizer;
+use sightline_agent::capture::SourceKind;
+use sightline_agent::connection::{self, RunConfig};
+use sightline_agent::decoder::Vp8Decoder;
+use sightline_agent::encoder::EncoderConfig;
+use sightline_core::framecode;
+use sightline_peer::{Peer, PeerConfig, RtpPacket};
+use sightline_proto::{RelayToViewer, ViewerToRelay, decode, encode};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn start_relay() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = sightline_relay::config::Config {
+        listen: addr,
+        static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../static").into(),
+        media_ip: "127.0.0.1".parse().unwrap(),
+    };
+    tokio::spawn(sightline_relay::server::run(listener, config, std::future::pending()));
+    addr
+}
+
+fn start_agent(relay: std::net::SocketAddr, agent_id: &str) {
+    let config = RunConfig {
+        relay_url: connection::agent_socket_url(&format!("ws://{relay}").parse().unwrap()).unwrap(),
+        agent_id: agent_id.into(),
+        name: format!("{agent_id}-host"),
+        source: SourceKind::Synthetic,
+        synthetic_size: (1280, 720),
+        encoder: EncoderConfig { width: 0, height: 0, fps: 30, bitrate_kbps: 2500, cpu_used: 12, threads: 2 },
+    };
+    tokio::spawn(connection::run(config, std::future::pending()));
+}
+
+/// Assembles RTP packets into VP8 frames: payloads with one timestamp up to the marker bit.
+/// A sequence gap drops the frame being built (the decoder would reject it anyway).
+#[derive(Default)]
+struct FrameAssembler {
+    depacketizer: Vp8Packet,
+    current: Vec<u8>,
+    expected_seq: Option<u16>,
+    broken: bool,
+}
+
+impl FrameAssembler {
+    fn push(&mut self, packet: &RtpPacket) -> Option<Vec<u8>> {
+        if self.expected_seq.is_some_and(|s| s != packet.header.sequence_number) {
+            self.broken = true;
+        }
+        self.expected_seq = Some(packet.header.sequence_number.wrapping_add(1));
+        let payload = self.depacketizer.depacketize(&packet.payload).ok()?;
+        if self.depacketizer.s == 1 && self.depacketizer.pid == 0 {
+            // First packet of a frame.
+            self.current.clear();
+            self.broken = false;
+        }
+        self.current.extend_from_slice(&payload);
+        if packet.header.marker {
+            let frame = std::mem::take(&mut self.current);
+            return if self.broken { None } else { Some(frame) };
+        }
+        None
+    }
+}
+
+/// A viewer: signaling socket plus a receive-only peer connection. Returns decoded frame counters.
+async fn watch(relay: std::net::SocketAddr, agent_id: &str, frames_wanted: usize) -> Vec<u32> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{relay}/ws/viewer")).await.unwrap();
+    // Wait until the agent is in the roster.
+    loop {
+        let Message::Text(text) = ws.next().await.unwrap().unwrap() else { continue };
+        if let Ok(RelayToViewer::Agents { agents }) = decode::<RelayToViewer>(&text) {
+            if agents.iter().any(|a| a.agent_id == agent_id) {
+                break;
+            }
+        }
+    }
+    let peer = Peer::new(PeerConfig { bind_ip: "127.0.0.1".parse().unwrap() }).await.unwrap();
+    peer.add_video_receiver().await.unwrap();
+    let offer = peer.offer().await.unwrap();
+    ws.send(Message::Text(encode(&ViewerToRelay::Watch { agent_id: agent_id.into(), sdp: offer }).into()))
+        .await
+        .unwrap();
+    let answer = loop {
+        let Message::Text(text) = ws.next().await.unwrap().unwrap() else { continue };
+        match decode::<RelayToViewer>(&text).unwrap() {
+            RelayToViewer::WatchAnswer { sdp } => break sdp,
+            RelayToViewer::Agents { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    peer.accept_answer(&answer).await.unwrap();
+    let track = peer.next_track().await.expect("video track");
+    let mut assembler = FrameAssembler::default();
+    let mut decoder = Vp8Decoder::new().unwrap();
+    let mut counters = Vec::new();
+    while counters.len() < frames_wanted {
+        let packet = track.read().await.expect("track ended early");
+        let Some(frame) = assembler.push(&packet) else { continue };
+        // Until the first keyframe the decoder refuses delta frames; that is expected.
+        let Ok(pictures) = decoder.decode(&frame) else { continue };
+        for luma in pictures {
+            assert_eq!((luma.width, luma.height), (1280, 720));
+            counters.push(framecode::read_luma_plane(&luma.y, luma.stride).unwrap().counter);
+        }
+    }
+    peer.close().await;
+    counters
+}
+
+fn assert_advancing(counters: &[u32]) {
+    assert!(counters.windows(2).all(|w| w[1] > w[0]), "frame counters must strictly increase: {counters:?}");
+    assert!(counters.last().unwrap() - counters.first().unwrap() >= counters.len() as u32 - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_receive_advancing_frames_through_the_relay() {
+    let relay = start_relay().await;
+    start_agent(relay, "synthetic-1");
+    let (first, second) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(watch(relay, "synthetic-1", 45), watch(relay, "synthetic-1", 45))
+    })
+    .await
+    .expect("viewers got their frames within 30 s");
+    assert_advancing(&first);
+    assert_advancing(&second);
+}

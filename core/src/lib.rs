@@ -1,0 +1,7 @@
+//! Sightline's sans-IO core.
+//!
+//! Nothing here opens a socket, reads a clock or draws a random number: inputs come in as plain
+//! values and decisions go out as plain values, so every rule is unit-testable and the crate
+//! builds for wasm32 as well as for the relay and the agent.
+
+pub mod framecode;

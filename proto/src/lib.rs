@@ -1,0 +1,225 @@
+//! Sightline wire types.
+//!
+//! This crate is the only place that knows the signaling wire format. Every WebSocket message is
+//! a JSON object `{"v": 1, "type": "...", ...}`: one enum per direction, decoded with a size limit
+//! and a version check so that relay, agent and viewer fail the same way on bad input.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Version of the signaling protocol. A peer speaking another version is refused with a clear
+/// error instead of being half-understood.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest signaling message accepted, in bytes. An SDP with all candidates is a few KiB; the
+/// limit leaves room for that while bounding what a hostile peer can make us parse.
+pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
+
+/// WebSocket path the agent dials.
+pub const AGENT_WS_PATH: &str = "/ws/agent";
+/// WebSocket path the viewer dials.
+pub const VIEWER_WS_PATH: &str = "/ws/viewer";
+
+/// Identifier an agent announces for itself (replaced by its enrolled device id once agents
+/// have keys).
+pub type AgentId = String;
+
+/// What the agent sends to the relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentToRelay {
+    /// First message on a new connection.
+    Hello {
+        agent_id: AgentId,
+        /// Human-readable host name shown to operators.
+        name: String,
+        /// Screen size of the source, so viewers can scale input later.
+        width: u32,
+        height: u32,
+    },
+    /// SDP offer for the publishing peer connection (non-trickle: candidates included).
+    PublishOffer { sdp: String },
+    /// The agent could not start publishing (capture or encoder failure).
+    PublishFailed { reason: String },
+}
+
+/// What the relay sends to the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RelayToAgent {
+    /// Start capturing and publish: answer with `PublishOffer`.
+    Publish,
+    /// SDP answer to the agent's `PublishOffer`.
+    PublishAnswer { sdp: String },
+    /// Nobody watches any more: stop capturing and close the peer connection.
+    Unpublish,
+    /// The relay refuses the connection or a message; the agent logs it.
+    Error { code: ErrorCode, message: String },
+}
+
+/// What a viewer (browser) sends to the relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ViewerToRelay {
+    /// Start viewing an agent. The offer carries a receive-only video transceiver.
+    Watch { agent_id: AgentId, sdp: String },
+    /// Stop viewing.
+    Unwatch,
+}
+
+/// What the relay sends to a viewer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RelayToViewer {
+    /// The current list of online agents; sent on connect and on every change.
+    Agents { agents: Vec<AgentInfo> },
+    /// SDP answer to the viewer's `Watch` offer.
+    WatchAnswer { sdp: String },
+    /// The view ended without the viewer asking (agent went away, publish failed).
+    ViewEnded { reason: ViewEndReason },
+    /// A request was refused.
+    Error { code: ErrorCode, message: String },
+}
+
+/// An agent as operators see it in the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub agent_id: AgentId,
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Why a view ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewEndReason {
+    AgentGone,
+    PublishFailed,
+    MediaFailed,
+}
+
+/// Machine-readable error codes; the accompanying message is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadMessage,
+    UnsupportedVersion,
+    TooLarge,
+    UnknownAgent,
+    DuplicateAgent,
+    NotWatching,
+    MediaSetup,
+}
+
+/// A message with its protocol version, as it travels.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u32,
+    #[serde(flatten)]
+    msg: T,
+}
+
+/// Why an incoming message was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("protocol version {got} is not supported (this side speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion { got: u32 },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+impl DecodeError {
+    /// The wire error code to report back to the sender.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
+            DecodeError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+            DecodeError::Malformed(_) => ErrorCode::BadMessage,
+        }
+    }
+}
+
+/// Serialises a message with the current protocol version.
+pub fn encode<T: Serialize>(msg: &T) -> String {
+    // Serialising these plain enums cannot fail: no maps with non-string keys, no custom Serialize.
+    serde_json::to_string(&Envelope { v: PROTOCOL_VERSION, msg }).unwrap_or_else(|e| {
+        unreachable!("wire types always serialise: {e}");
+    })
+}
+
+/// Parses a message, enforcing the size limit and the protocol version.
+pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
+    if text.len() > MAX_SIGNAL_BYTES {
+        return Err(DecodeError::TooLarge { size: text.len(), limit: MAX_SIGNAL_BYTES });
+    }
+    // Check the version before the body so a newer peer gets "unsupported version", not a
+    // confusing complaint about a field it added.
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        v: u32,
+    }
+    let version: VersionOnly = serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if version.v != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion { got: version.v });
+    }
+    let envelope: Envelope<serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    serde_json::from_value(envelope.msg).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_direction() {
+        let hello = AgentToRelay::Hello { agent_id: "a1".into(), name: "pc-1".into(), width: 1280, height: 720 };
+        assert_eq!(decode::<AgentToRelay>(&encode(&hello)).unwrap(), hello);
+        let publish = RelayToAgent::Publish;
+        assert_eq!(decode::<RelayToAgent>(&encode(&publish)).unwrap(), publish);
+        let watch = ViewerToRelay::Watch { agent_id: "a1".into(), sdp: "v=0".into() };
+        assert_eq!(decode::<ViewerToRelay>(&encode(&watch)).unwrap(), watch);
+        let ended = RelayToViewer::ViewEnded { reason: ViewEndReason::AgentGone };
+        assert_eq!(decode::<RelayToViewer>(&encode(&ended)).unwrap(), ended);
+    }
+
+    #[test]
+    fn wire_shape_is_flat_and_versioned() {
+        let text = encode(&RelayToAgent::PublishAnswer { sdp: "x".into() });
+        assert_eq!(text, r#"{"v":1,"type":"publish_answer","sdp":"x"}"#);
+    }
+
+    #[test]
+    fn refuses_other_versions() {
+        let err = decode::<RelayToAgent>(r#"{"v":2,"type":"publish"}"#).unwrap_err();
+        assert_eq!(err, DecodeError::UnsupportedVersion { got: 2 });
+        assert_eq!(err.code(), ErrorCode::UnsupportedVersion);
+    }
+
+    #[test]
+    fn refuses_missing_version_unknown_type_and_extra_fields() {
+        for bad in [
+            r#"{"type":"publish"}"#,
+            r#"{"v":1,"type":"launch_missiles"}"#,
+            r#"{"v":1,"type":"watch","agent_id":"a","sdp":"x","extra":true}"#,
+            r#"{"v":1,"type":"watch","agent_id":"a"}"#,
+            "not json",
+        ] {
+            let err = decode::<ViewerToRelay>(bad).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::Malformed(_) | DecodeError::UnsupportedVersion { .. }),
+                "{bad}: {err:?}"
+            );
+            assert_ne!(err.code(), ErrorCode::TooLarge);
+        }
+    }
+
+    #[test]
+    fn refuses_oversized_messages_before_parsing() {
+        let huge = format!(r#"{{"v":1,"type":"watch","agent_id":"a","sdp":"{}"}}"#, "x".repeat(MAX_SIGNAL_BYTES));
+        let err = decode::<ViewerToRelay>(&huge).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::TooLarge);
+    }
+}

@@ -1,0 +1,75 @@
+//! Relay configuration: command-line flags (with environment fallbacks), validated at start.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Sightline relay.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "relay", version, about)]
+pub struct Config {
+    /// Address for HTTP and WebSocket (the viewer, /healthz, /ws/agent, /ws/viewer).
+    #[arg(long, env = "SIGHTLINE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory holding the viewer's page shell and the built wasm (`static/`).
+    #[arg(long, env = "SIGHTLINE_STATIC_DIR", default_value = "static")]
+    pub static_dir: PathBuf,
+
+    /// Address WebRTC media binds to and advertises in its ICE candidates. Media uses one UDP
+    /// port per peer connection, chosen by the OS from the ephemeral range.
+    #[arg(long, env = "SIGHTLINE_MEDIA_IP", default_value = "127.0.0.1")]
+    pub media_ip: IpAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "refusing to listen on {0}: until identity and TLS are configured the relay serves loopback only (use 127.0.0.1 or ::1)"
+    )]
+    NotLoopback(IpAddr),
+    #[error("static directory {0} has no index.html (build the viewer with `cargo xtask demo` or `cargo xtask e2e`)")]
+    NoViewer(PathBuf),
+}
+
+impl Config {
+    /// Checks what flags alone cannot: the relay has no authentication yet, so anything but
+    /// loopback would expose screens to the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for ip in [self.listen.ip(), self.media_ip] {
+            if !ip.is_loopback() {
+                return Err(ConfigError::NotLoopback(ip));
+            }
+        }
+        if !self.static_dir.join("index.html").is_file() {
+            return Err(ConfigError::NoViewer(self.static_dir.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("relay").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn refuses_non_loopback_binds() {
+        let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../static");
+        assert!(parse(&["--static-dir", static_dir]).validate().is_ok());
+        for args in [["--listen", "0.0.0.0:8080"], ["--listen", "192.0.2.1:8080"], ["--media-ip", "0.0.0.0"]] {
+            let mut all = args.to_vec();
+            all.extend(["--static-dir", static_dir]);
+            assert!(matches!(parse(&all).validate(), Err(ConfigError::NotLoopback(_))), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_missing_viewer() {
+        assert!(matches!(parse(&["--static-dir", "/nonexistent"]).validate(), Err(ConfigError::NoViewer(_))));
+    }
+}

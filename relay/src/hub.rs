@@ -1,0 +1,191 @@
+//! The hub: which agents are online, who watches which agent, and the messages between them.
+//!
+//! Media is pinned to the relay node the agent is connected to. An agent publishes only while at
+//! least one viewer watches it, so an idle endpoint captures and encodes nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sightline_proto::{AgentId, AgentInfo, RelayToAgent, ViewEndReason};
+use tokio::sync::{mpsc, watch};
+
+use crate::sfu::{Fanout, Media, Publisher};
+
+/// Buffered signaling messages per agent; the agent socket drains them as fast as it can.
+const AGENT_QUEUE: usize = 64;
+
+/// Who is online, shared by every socket handler.
+pub struct Hub {
+    pub media: Media,
+    agents: Mutex<HashMap<AgentId, Arc<AgentLink>>>,
+    /// Current roster, so viewer sockets can push changes without polling.
+    roster: watch::Sender<Vec<AgentInfo>>,
+    /// Source of connection ids (agents and viewers), to tell a reconnected agent from its ghost.
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// One online agent and its viewers.
+pub struct AgentLink {
+    pub info: AgentInfo,
+    /// Identifies this connection; a stale socket cleaning up must not remove a newer one.
+    pub conn_id: u64,
+    to_agent: mpsc::Sender<RelayToAgent>,
+    /// RTP fan-out from the agent's track to every subscriber.
+    pub fanout: Arc<Fanout>,
+    /// The agent's publishing peer connection, while it publishes.
+    publisher: Mutex<Option<Publisher>>,
+    /// Viewers of this agent, told when the view ends on the agent's side.
+    viewers: Mutex<HashMap<u64, mpsc::Sender<ViewEndReason>>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    #[error("agent {0:?} is already connected")]
+    DuplicateAgent(AgentId),
+    #[error("agent {0:?} is not online")]
+    UnknownAgent(AgentId),
+}
+
+impl Hub {
+    pub fn new(media: Media) -> Arc<Self> {
+        Arc::new(Hub {
+            media,
+            agents: Mutex::new(HashMap::new()),
+            roster: watch::channel(Vec::new()).0,
+            next_id: 1.into(),
+        })
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The agents online now.
+    pub fn roster(&self) -> Vec<AgentInfo> {
+        self.roster.borrow().clone()
+    }
+
+    /// Follows roster changes.
+    pub fn subscribe_roster(&self) -> watch::Receiver<Vec<AgentInfo>> {
+        self.roster.subscribe()
+    }
+
+    fn publish_roster(&self, agents: &HashMap<AgentId, Arc<AgentLink>>) {
+        let mut list: Vec<AgentInfo> = agents.values().map(|a| a.info.clone()).collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name).then(a.agent_id.cmp(&b.agent_id)));
+        self.roster.send_replace(list);
+    }
+
+    /// Registers a newly connected agent. Returns the link and the queue its socket drains.
+    pub fn register_agent(&self, info: AgentInfo) -> Result<(Arc<AgentLink>, mpsc::Receiver<RelayToAgent>), HubError> {
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        if agents.contains_key(&info.agent_id) {
+            return Err(HubError::DuplicateAgent(info.agent_id));
+        }
+        let (tx, rx) = mpsc::channel(AGENT_QUEUE);
+        let link = Arc::new(AgentLink {
+            info: info.clone(),
+            conn_id: self.next_id(),
+            to_agent: tx,
+            fanout: Fanout::new(),
+            publisher: Mutex::new(None),
+            viewers: Mutex::new(HashMap::new()),
+        });
+        agents.insert(info.agent_id, link.clone());
+        self.publish_roster(&agents);
+        Ok((link, rx))
+    }
+
+    /// Removes an agent whose socket closed: every view of it ends and its media is torn down.
+    pub async fn unregister_agent(&self, link: &Arc<AgentLink>) {
+        {
+            let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+            if agents.get(&link.info.agent_id).is_some_and(|l| l.conn_id == link.conn_id) {
+                agents.remove(&link.info.agent_id);
+                self.publish_roster(&agents);
+            }
+        }
+        link.end_views(ViewEndReason::AgentGone);
+        link.stop_publishing().await;
+    }
+
+    pub fn agent(&self, agent_id: &str) -> Result<Arc<AgentLink>, HubError> {
+        let agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        agents.get(agent_id).cloned().ok_or_else(|| HubError::UnknownAgent(agent_id.to_owned()))
+    }
+
+    /// Ends every agent link (relay shutdown).
+    pub async fn shutdown(&self) {
+        let links: Vec<_> = {
+            let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+            let links = agents.drain().map(|(_, l)| l).collect();
+            self.publish_roster(&agents);
+            links
+        };
+        for link in links {
+            link.end_views(ViewEndReason::AgentGone);
+            link.stop_publishing().await;
+        }
+    }
+}
+
+impl AgentLink {
+    /// Queues a message for the agent. A full queue means the agent stopped reading: dropping the
+    /// message would desynchronise signaling, so the caller treats it as the agent being gone.
+    pub fn send(&self, msg: RelayToAgent) -> bool {
+        self.to_agent.try_send(msg).is_ok()
+    }
+
+    /// Adds a viewer; the first viewer makes the agent start publishing.
+    pub fn add_viewer(&self, viewer_id: u64, ended: mpsc::Sender<ViewEndReason>) {
+        let first = {
+            let mut viewers = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            viewers.insert(viewer_id, ended);
+            viewers.len() == 1
+        };
+        let publishing = self.publisher.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if first && !publishing {
+            self.send(RelayToAgent::Publish);
+        }
+    }
+
+    /// Removes a viewer; when the last one leaves the agent stops capturing.
+    pub async fn remove_viewer(&self, viewer_id: u64) {
+        let now_empty = {
+            let mut viewers = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+            viewers.remove(&viewer_id).is_some() && viewers.is_empty()
+        };
+        if now_empty {
+            self.send(RelayToAgent::Unpublish);
+            self.stop_publishing().await;
+        }
+    }
+
+    pub fn viewer_count(&self) -> usize {
+        self.viewers.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Tells every viewer its view ended.
+    pub fn end_views(&self, reason: ViewEndReason) {
+        let viewers: Vec<_> =
+            self.viewers.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, tx)| tx).collect();
+        for tx in viewers {
+            let _ = tx.try_send(reason);
+        }
+    }
+
+    /// Installs the agent's new publishing peer connection, closing any previous one.
+    pub async fn set_publisher(&self, publisher: Publisher) {
+        let previous = self.publisher.lock().unwrap_or_else(|e| e.into_inner()).replace(publisher);
+        if let Some(previous) = previous {
+            previous.close().await;
+        }
+    }
+
+    pub async fn stop_publishing(&self) {
+        let previous = self.publisher.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(previous) = previous {
+            previous.close().await;
+        }
+    }
+}

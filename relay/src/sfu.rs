@@ -1,0 +1,214 @@
+//! Selective forwarding: the agent's VP8 RTP is copied to every viewer's peer connection without
+//! decoding. Keyframes are requested from the agent when a viewer connects, when a viewer's
+//! browser asks (PLI/FIR), and when a slow viewer missed packets.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sightline_peer::{Peer, PeerConfig, PeerError, PeerState, RtpPacket};
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
+
+/// Packets buffered per viewer before it counts as lagging (about 1 s of 1080p screen video).
+const FANOUT_BUFFER: usize = 1024;
+/// Minimum spacing of keyframe requests to the agent: several viewers joining at once, or a
+/// browser repeating its PLI, cost one keyframe, not one each.
+const KEYFRAME_REQUEST_SPACING: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("peer connection: {0}")]
+    Peer(#[from] PeerError),
+}
+
+/// Builds peer connections for the relay's side of every media leg.
+#[derive(Debug, Clone)]
+pub struct Media {
+    config: PeerConfig,
+}
+
+/// RTP from one agent to all its viewers, and keyframe requests the other way.
+pub struct Fanout {
+    packets: broadcast::Sender<RtpPacket>,
+    keyframe: Notify,
+}
+
+impl Fanout {
+    pub fn new() -> Arc<Fanout> {
+        Arc::new(Fanout { packets: broadcast::channel(FANOUT_BUFFER).0, keyframe: Notify::new() })
+    }
+
+    /// Asks the agent for a keyframe (coalesced with pending requests).
+    pub fn request_keyframe(&self) {
+        self.keyframe.notify_one();
+    }
+}
+
+/// The agent's publishing peer connection and its forwarding task.
+pub struct Publisher {
+    peer: Arc<Peer>,
+    task: JoinHandle<()>,
+}
+
+/// One viewer's peer connection and its forwarding tasks.
+pub struct Subscriber {
+    peer: Arc<Peer>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn random_ssrc() -> u32 {
+    // RandomState is seeded per instance from the OS: good enough for an SSRC, no extra crate.
+    std::hash::RandomState::new().build_hasher().finish() as u32
+}
+
+impl Media {
+    pub fn new(bind_ip: IpAddr) -> Result<Media, MediaError> {
+        Ok(Media { config: PeerConfig { bind_ip } })
+    }
+
+    /// Answers an agent's publish offer and starts forwarding its video into `fanout`.
+    pub async fn accept_publisher(
+        &self,
+        offer_sdp: &str,
+        fanout: Arc<Fanout>,
+    ) -> Result<(Publisher, String), MediaError> {
+        let peer = Arc::new(Peer::new(self.config).await?);
+        let answer = async {
+            peer.add_video_receiver().await?;
+            peer.answer(offer_sdp).await
+        }
+        .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                peer.close().await;
+                return Err(e.into());
+            }
+        };
+        let task = tokio::spawn(forward_publisher(peer.clone(), fanout));
+        Ok((Publisher { peer, task }, answer))
+    }
+
+    /// Answers a viewer's offer with a video track fed from `fanout`.
+    pub async fn add_subscriber(
+        &self,
+        offer_sdp: &str,
+        fanout: Arc<Fanout>,
+    ) -> Result<(Subscriber, String), MediaError> {
+        let peer = Arc::new(Peer::new(self.config).await?);
+        let setup = async {
+            let sender = peer.add_video_sender(random_ssrc(), "screen").await?;
+            let answer = peer.answer(offer_sdp).await?;
+            Ok::<_, PeerError>((Arc::new(sender), answer))
+        }
+        .await;
+        let (sender, answer) = match setup {
+            Ok(v) => v,
+            Err(e) => {
+                peer.close().await;
+                return Err(e.into());
+            }
+        };
+        let forward = tokio::spawn(forward_subscriber(peer.clone(), sender.clone(), fanout.clone()));
+        let feedback = tokio::spawn(async move {
+            while sender.keyframe_requested().await.is_some() {
+                fanout.request_keyframe();
+            }
+        });
+        Ok((Subscriber { peer, tasks: vec![forward, feedback] }, answer))
+    }
+}
+
+async fn forward_publisher(peer: Arc<Peer>, fanout: Arc<Fanout>) {
+    // One video track per publication; a later track (renegotiation) replaces the first.
+    while let Some(track) = peer.next_track().await {
+        let track = Arc::new(track);
+        tracing::debug!(ssrc = track.ssrc(), "publisher track started");
+        let reader = {
+            let (track, fanout) = (track.clone(), fanout.clone());
+            async move {
+                while let Some(packet) = track.read().await {
+                    // No receivers is normal between viewers; nothing to do.
+                    let _ = fanout.packets.send(packet);
+                }
+            }
+        };
+        let keyframes = {
+            let (track, fanout) = (track.clone(), fanout.clone());
+            async move {
+                loop {
+                    fanout.keyframe.notified().await;
+                    if let Err(e) = track.request_keyframe().await {
+                        tracing::debug!(error = %e, "keyframe request to agent failed");
+                    }
+                    tokio::time::sleep(KEYFRAME_REQUEST_SPACING).await;
+                }
+            }
+        };
+        tokio::select! {
+            () = reader => {}
+            () = keyframes => {}
+        }
+    }
+}
+
+async fn forward_subscriber(peer: Arc<Peer>, sender: Arc<sightline_peer::VideoSender>, fanout: Arc<Fanout>) {
+    // Packets written before DTLS is up are dropped, so subscribe only once connected.
+    if peer.connected().await.is_err() {
+        return;
+    }
+    let payload_type = match sender.payload_type().await {
+        Ok(pt) => pt,
+        Err(e) => {
+            tracing::warn!(error = %e, "viewer leg has no VP8");
+            return;
+        }
+    };
+    let mut packets = fanout.packets.subscribe();
+    fanout.request_keyframe();
+    let mut state = peer.state();
+    loop {
+        tokio::select! {
+            packet = packets.recv() => match packet {
+                Ok(packet) => {
+                    if sender.write(packet, payload_type).await.is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // The viewer fell behind: its picture is broken until the next keyframe.
+                    tracing::debug!(missed, "viewer lagged; requesting keyframe");
+                    fanout.request_keyframe();
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            changed = state.changed() => {
+                if changed.is_err() || state.borrow().is_terminal() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Publisher {
+    pub async fn close(self) {
+        self.task.abort();
+        self.peer.close().await;
+    }
+
+    pub fn state(&self) -> tokio::sync::watch::Receiver<PeerState> {
+        self.peer.state()
+    }
+}
+
+impl Subscriber {
+    pub async fn close(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.peer.close().await;
+    }
+}

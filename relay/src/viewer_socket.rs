@@ -1,0 +1,120 @@
+//! The viewer's WebSocket: the roster of online agents, and watching one agent at a time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use sightline_proto::{DecodeError, ErrorCode, RelayToViewer, ViewEndReason, ViewerToRelay, decode, encode};
+use tokio::sync::mpsc;
+
+use crate::hub::{AgentLink, Hub};
+use crate::sfu::Subscriber;
+
+/// The view a viewer has open.
+struct View {
+    link: Arc<AgentLink>,
+    subscriber: Subscriber,
+    ended: mpsc::Receiver<ViewEndReason>,
+}
+
+/// Serves one viewer connection to completion.
+pub async fn serve(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
+    let viewer_id = hub.next_id();
+    let (mut tx, mut rx) = socket.split();
+    let mut roster = hub.subscribe_roster();
+    let mut view: Option<View> = None;
+    tracing::debug!(viewer_id, %peer, "viewer connected");
+
+    let initial = RelayToViewer::Agents { agents: roster.borrow_and_update().clone() };
+    if tx.send(Message::Text(encode(&initial).into())).await.is_err() {
+        return;
+    }
+    loop {
+        let ended = async {
+            match view.as_mut() {
+                Some(v) => v.ended.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let out = tokio::select! {
+            changed = roster.changed() => {
+                if changed.is_err() { break; }
+                Some(RelayToViewer::Agents { agents: roster.borrow_and_update().clone() })
+            }
+            reason = ended => {
+                let reason = reason.unwrap_or(ViewEndReason::AgentGone);
+                if let Some(v) = view.take() { close_view(viewer_id, v).await; }
+                Some(RelayToViewer::ViewEnded { reason })
+            }
+            incoming = next_message(&mut rx) => match incoming {
+                None => break,
+                Some(Err(e)) => Some(RelayToViewer::Error { code: e.code(), message: e.to_string() }),
+                Some(Ok(ViewerToRelay::Unwatch)) => match view.take() {
+                    Some(v) => { close_view(viewer_id, v).await; None }
+                    None => Some(RelayToViewer::Error { code: ErrorCode::NotWatching, message: "no view is open".into() }),
+                },
+                Some(Ok(ViewerToRelay::Watch { agent_id, sdp })) => {
+                    if let Some(v) = view.take() { close_view(viewer_id, v).await; }
+                    match open_view(&hub, viewer_id, &agent_id, &sdp).await {
+                        Ok((v, answer)) => { view = Some(v); Some(RelayToViewer::WatchAnswer { sdp: answer }) }
+                        Err((code, message)) => Some(RelayToViewer::Error { code, message }),
+                    }
+                }
+            },
+        };
+        if let Some(msg) = out {
+            if tx.send(Message::Text(encode(&msg).into())).await.is_err() {
+                break;
+            }
+        }
+    }
+    if let Some(v) = view.take() {
+        close_view(viewer_id, v).await;
+    }
+    tracing::debug!(viewer_id, "viewer gone");
+}
+
+async fn open_view(
+    hub: &Hub,
+    viewer_id: u64,
+    agent_id: &str,
+    sdp: &str,
+) -> Result<(View, String), (ErrorCode, String)> {
+    let link = hub.agent(agent_id).map_err(|e| (ErrorCode::UnknownAgent, e.to_string()))?;
+    // Ask the agent to publish first: its peer connection comes up while ours does.
+    let (ended_tx, ended) = mpsc::channel(1);
+    link.add_viewer(viewer_id, ended_tx);
+    match hub.media.add_subscriber(sdp, link.fanout.clone()).await {
+        Ok((subscriber, answer)) => {
+            tracing::info!(viewer_id, agent = %agent_id, viewers = link.viewer_count(), "view opened");
+            Ok((View { link, subscriber, ended }, answer))
+        }
+        Err(e) => {
+            link.remove_viewer(viewer_id).await;
+            Err((ErrorCode::MediaSetup, e.to_string()))
+        }
+    }
+}
+
+async fn close_view(viewer_id: u64, view: View) {
+    view.subscriber.close().await;
+    view.link.remove_viewer(viewer_id).await;
+    tracing::info!(viewer_id, agent = %view.link.info.agent_id, "view closed");
+}
+
+async fn next_message<S>(rx: &mut S) -> Option<Result<ViewerToRelay, DecodeError>>
+where
+    S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    loop {
+        match rx.next().await? {
+            Ok(Message::Text(text)) => return Some(decode(&text)),
+            Ok(Message::Binary(_)) => {
+                return Some(Err(DecodeError::Malformed("binary frames are not part of the protocol".into())));
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The Sightline viewer: a Leptos client-side app on wasm32.
+//!
+//! `app` holds the components, `signaling` the WebSocket to the relay (with reconnect), and
+//! `media` the receive-only RTCPeerConnection. On the host the crate is empty: everything here
+//! needs a browser, and its behaviour is proven by the Playwright suite in `e2e/`.
+
+#[cfg(target_arch = "wasm32")]
+mod app;
+#[cfg(target_arch = "wasm32")]
+mod media;
+#[cfg(target_arch = "wasm32")]
+mod signaling;
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(app::App);
+}

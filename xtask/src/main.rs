@@ -1,0 +1,111 @@
+//! `cargo xtask`: Sightline's project tasks, in Rust so they run wherever cargo does.
+//!
+//! - `demo`: build the viewer, run relay + agent (synthetic screen) on loopback, print the URL.
+//! - `test`: install what is missing, then fmt, clippy, unit and integration tests, the wasm
+//!   build and the Playwright suite. This is what CI runs.
+//! - `e2e [playwright args]`: build what the browser tests need and run Playwright alone.
+//! - `bench [playwright args]`: latency benchmarks; results in `bench-results/`, summary printed.
+
+mod install;
+mod run;
+mod viewer;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::run::{cargo, cmd};
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = project_root();
+    std::env::set_current_dir(&root)?;
+    match task.as_str() {
+        "demo" => demo(&root),
+        "test" => test(&root),
+        "e2e" => e2e(&root, &rest),
+        "bench" => bench(&root, &rest),
+        _ => {
+            eprintln!("usage: cargo xtask <demo|test|e2e [playwright args]|bench [playwright args]>");
+            bail!("unknown task {task:?}")
+        }
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
+}
+
+/// Where cargo puts build output (honours `CARGO_TARGET_DIR`).
+pub fn target_dir(root: &Path) -> Result<PathBuf> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root)
+        .output()
+        .context("cargo metadata")?;
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    Ok(PathBuf::from(meta["target_directory"].as_str().context("no target_directory in cargo metadata")?))
+}
+
+/// Builds every binary of the workspace (debug). Always the whole workspace, so features unify
+/// the same way each time and dependencies are not rebuilt between steps.
+fn build_binaries(root: &Path) -> Result<PathBuf> {
+    cargo(root, &["build", "--workspace", "--all-targets"])?;
+    Ok(target_dir(root)?.join("debug"))
+}
+
+fn demo(root: &Path) -> Result<()> {
+    install::ensure_tools(root, install::Need::Demo)?;
+    viewer::build(root)?;
+    let bin = build_binaries(root)?;
+    run::demo(root, &bin)
+}
+
+fn test(root: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    install::ensure_tools(root, install::Need::Test)?;
+    cargo(root, &["fmt", "--all", "--check"])?;
+    cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    viewer::lint(root)?;
+    let bin = build_binaries(root)?;
+    cargo(root, &["test", "--workspace"])?;
+    viewer::build(root)?;
+    playwright(root, &bin, &["--grep-invert", "@bench"])?;
+    eprintln!("xtask test: all steps passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn e2e(root: &Path, args: &[String]) -> Result<()> {
+    install::ensure_tools(root, install::Need::Test)?;
+    viewer::build(root)?;
+    let bin = build_binaries(root)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    playwright(root, &bin, &args)
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    install::ensure_tools(root, install::Need::Test)?;
+    viewer::build(root)?;
+    let bin = build_binaries(root)?;
+    let mut all = vec!["--grep", "@bench", "--workers", "1"];
+    all.extend(args.iter().map(String::as_str));
+    std::fs::create_dir_all(root.join("bench-results"))?;
+    playwright(root, &bin, &all)?;
+    eprintln!("benchmark results are in {}", root.join("bench-results").display());
+    Ok(())
+}
+
+/// Runs the Playwright suite against the binaries in `bin`.
+fn playwright(root: &Path, bin: &Path, args: &[&str]) -> Result<()> {
+    let e2e = root.join("e2e");
+    let mut command = cmd(&e2e, "node_modules/.bin/playwright");
+    command
+        .arg("test")
+        .args(args)
+        .env("SIGHTLINE_BIN_DIR", bin)
+        .env("SIGHTLINE_STATIC_DIR", root.join("static"))
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1");
+    run::status(&mut command, "playwright")
+}

@@ -1,0 +1,123 @@
+//! Running commands, and the demo's process supervision.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A command with its working directory set.
+pub fn cmd(dir: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    command.current_dir(dir);
+    command
+}
+
+/// Runs a command to completion; a non-zero exit is an error naming the step.
+pub fn status(command: &mut Command, what: &str) -> Result<()> {
+    eprintln!("xtask: {what}: {command:?}");
+    let status = command.status().with_context(|| format!("cannot start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs `cargo ARGS` in the project root.
+pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let mut command = cmd(root, env!("CARGO"));
+    command.args(args);
+    status(&mut command, &format!("cargo {}", args.first().copied().unwrap_or_default()))
+}
+
+/// Kills child processes when dropped, so an error or Ctrl-C in xtask leaves nothing behind.
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (name, child) in &mut self.0 {
+            // SIGTERM first so the relay and agent shut down cleanly, then make sure.
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+            eprintln!("xtask: stopped {name}");
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn wait_healthy(addr: &str, relay: &mut Child) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = relay.try_wait()? {
+            bail!("relay exited during start-up ({status})");
+        }
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("relay did not listen on {addr} within 20 s")
+}
+
+/// Runs relay + agent (synthetic screen) until Ctrl-C.
+pub fn demo(root: &Path, bin: &Path) -> Result<()> {
+    let port = std::env::var("SIGHTLINE_DEMO_PORT").ok().and_then(|p| p.parse().ok()).map_or_else(free_port, Ok)?;
+    let addr = format!("127.0.0.1:{port}");
+    let mut children = Children(Vec::new());
+    let relay = cmd(root, bin.join("relay"))
+        .args(["--listen", &addr, "--static-dir"])
+        .arg(root.join("static"))
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting relay")?;
+    children.0.push(("relay".into(), relay));
+    wait_healthy(&addr, &mut children.0[0].1)?;
+    let agent = cmd(root, bin.join("agent"))
+        .args(["run", "--relay-url", &format!("ws://{addr}"), "--source", "synthetic", "--name", "demo-endpoint"])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting agent")?;
+    children.0.push(("agent".into(), agent));
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc_channel(tx)?;
+    println!();
+    println!("  Sightline demo is running.");
+    println!("  Viewer:  http://{addr}/");
+    println!("  Press Ctrl-C to stop relay and agent.");
+    println!();
+    loop {
+        if rx.recv_timeout(Duration::from_millis(500)).is_ok() {
+            break;
+        }
+        for (name, child) in &mut children.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited unexpectedly ({status})");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Turns Ctrl-C into a message so that `Children` stops relay and agent in order. (The terminal
+/// also sends SIGINT to the children, which shut down by themselves; the drop handles the rest.)
+fn ctrlc_channel(tx: std::sync::mpsc::Sender<()>) -> Result<()> {
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .context("installing Ctrl-C handler")
+}

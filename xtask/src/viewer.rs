@@ -1,0 +1,50 @@
+//! Building the viewer: cargo for wasm32, wasm-bindgen for the JS glue, wasm-opt from npm's
+//! binaryen (Debian's binaryen 108 emits wasm that Chromium rejects), into `static/pkg/`.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::run::{cargo, cmd, status};
+
+const TARGET: &str = "wasm32-unknown-unknown";
+
+/// Lints the viewer for the target it runs on (on the host it is an empty crate).
+pub fn lint(root: &Path) -> Result<()> {
+    cargo(root, &["clippy", "-p", "sightline-viewer", "--target", TARGET, "--", "-D", "warnings"])
+}
+
+pub fn build(root: &Path) -> Result<()> {
+    cargo(root, &["build", "-p", "sightline-viewer", "--target", TARGET, "--release"])?;
+    let wasm = crate::target_dir(root)?.join(TARGET).join("release").join("sightline_viewer.wasm");
+    let out = root.join("static").join("pkg");
+    std::fs::create_dir_all(&out)?;
+    status(
+        cmd(root, "wasm-bindgen")
+            .arg("--target")
+            .arg("web")
+            .arg("--no-typescript")
+            .arg("--out-dir")
+            .arg(&out)
+            .arg(&wasm),
+        "wasm-bindgen",
+    )?;
+    let bg = out.join("sightline_viewer_bg.wasm");
+    status(
+        cmd(root, root.join("e2e/node_modules/.bin/wasm-opt"))
+            .arg("-Oz")
+            // The features rustc enables by default for wasm32 since 1.82; wasm-opt must accept them.
+            .args([
+                "--enable-bulk-memory",
+                "--enable-nontrapping-float-to-int",
+                "--enable-sign-ext",
+                "--enable-mutable-globals",
+                "--enable-reference-types",
+                "--enable-multivalue",
+            ])
+            .arg("-o")
+            .arg(&bg)
+            .arg(&bg),
+        "wasm-opt",
+    )
+}
