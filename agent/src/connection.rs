@@ -171,18 +171,13 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                         }
                     }
                     RelayToAgent::PublishAnswer { sdp } => {
-                        if let Some(p) = publication.as_mut() {
-                            if let Err(e) = p.accept_answer(&sdp).await {
-                                tracing::error!(error = %e, "cannot start publishing");
-                                if let Some(p) = publication.take() {
-                                    p.stop().await;
-                                }
-                                if let Err(e) = tx.send(Message::Text(encode(&AgentToRelay::PublishFailed { reason: e.to_string() }).into())).await {
-                                    break Err(e.into());
-                                }
-                            }
+                        let Some(p) = publication.as_mut() else { continue };
+                        let Err(e) = p.accept_answer(&sdp).await else { continue };
+                        tracing::error!(error = %e, "cannot start publishing");
+                        if let Some(p) = publication.take() {
+                            p.stop().await;
                         }
-                        continue;
+                        AgentToRelay::PublishFailed { reason: e.to_string() }
                     }
                     RelayToAgent::Unpublish => {
                         if let Some(p) = publication.take() {

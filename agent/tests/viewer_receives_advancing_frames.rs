@@ -77,10 +77,10 @@ async fn watch(relay: std::net::SocketAddr, agent_id: &str, frames_wanted: usize
     // Wait until the agent is in the roster.
     loop {
         let Message::Text(text) = ws.next().await.unwrap().unwrap() else { continue };
-        if let Ok(RelayToViewer::Agents { agents }) = decode::<RelayToViewer>(&text) {
-            if agents.iter().any(|a| a.agent_id == agent_id) {
-                break;
-            }
+        if let Ok(RelayToViewer::Agents { agents }) = decode::<RelayToViewer>(&text)
+            && agents.iter().any(|a| a.agent_id == agent_id)
+        {
+            break;
         }
     }
     let peer = Peer::new(PeerConfig { bind_ip: "127.0.0.1".parse().unwrap() }).await.unwrap();

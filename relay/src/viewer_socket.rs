@@ -63,10 +63,10 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
                 }
             },
         };
-        if let Some(msg) = out {
-            if tx.send(Message::Text(encode(&msg).into())).await.is_err() {
-                break;
-            }
+        if let Some(msg) = out
+            && tx.send(Message::Text(encode(&msg).into())).await.is_err()
+        {
+            break;
         }
     }
     if let Some(v) = view.take() {

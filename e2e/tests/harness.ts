@@ -1,0 +1,167 @@
+// Shared harness: starts real relay, agent and Xvfb processes on loopback, on free ports, and
+// reads the frame code (counter + capture time) out of the viewer's video.
+import { ChildProcess, spawn, execFileSync } from 'node:child_process';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+import { Page, expect } from '@playwright/test';
+
+const BIN = process.env.SIGHTLINE_BIN_DIR ?? path.resolve(__dirname, '../../target/debug');
+const STATIC = process.env.SIGHTLINE_STATIC_DIR ?? path.resolve(__dirname, '../../static');
+const LOGS = path.resolve(__dirname, '../test-results/logs');
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+export class Proc {
+  constructor(public name: string, public child: ChildProcess) {}
+  get pid(): number { return this.child.pid!; }
+  exited(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => this.child.once('exit', () => resolve()));
+  }
+  async kill(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    await this.exited();
+  }
+}
+
+function launch(name: string, program: string, args: string[], env: Record<string, string> = {}): Proc {
+  fs.mkdirSync(LOGS, { recursive: true });
+  const log = fs.openSync(path.join(LOGS, `${name}-${Date.now()}.log`), 'a');
+  const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ['ignore', log, log] });
+  return new Proc(name, child);
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+export class Relay {
+  constructor(public proc: Proc, public port: number) {}
+  get url(): string { return `http://127.0.0.1:${this.port}`; }
+  static async start(port?: number): Promise<Relay> {
+    const p = port ?? (await freePort());
+    const proc = launch('relay', path.join(BIN, 'relay'), ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC]);
+    const relay = new Relay(proc, p);
+    await waitFor('relay /healthz', async () => {
+      if (proc.child.exitCode !== null) throw new Error(`relay exited with ${proc.child.exitCode}`);
+      try { return (await fetch(`${relay.url}/healthz`)).ok; } catch { return false; }
+    });
+    return relay;
+  }
+  async agentsOnline(): Promise<number> {
+    const res = await fetch(`${this.url}/healthz`);
+    return (await res.json()).agents_online;
+  }
+}
+
+export interface AgentOptions { name: string; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number }
+
+export function startAgent(relay: Relay, opts: AgentOptions): Proc {
+  const args = ['run', '--relay-url', relay.url.replace('http', 'ws'), '--source', opts.source ?? 'synthetic', '--name', opts.name];
+  if (opts.size) args.push('--synthetic-size', opts.size);
+  if (opts.fps) args.push('--fps', String(opts.fps));
+  return launch(`agent-${opts.name}`, path.join(BIN, 'agent'), args, opts.display ? { DISPLAY: opts.display } : {});
+}
+
+export class Xvfb {
+  constructor(public proc: Proc, public display: string) {}
+  static async start(width = 1280, height = 720): Promise<Xvfb> {
+    // A display number nobody uses: Xvfb refuses taken ones, so try until one starts.
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const n = 100 + Math.floor(Math.random() * 800);
+      if (fs.existsSync(`/tmp/.X11-unix/X${n}`) || fs.existsSync(`/tmp/.X${n}-lock`)) continue;
+      const proc = launch('xvfb', 'Xvfb', [`:${n}`, '-screen', '0', `${width}x${height}x24`, '-nolisten', 'tcp', '-ac']);
+      const display = `:${n}`;
+      try {
+        await waitFor('Xvfb', async () => {
+          if (proc.child.exitCode !== null) throw new Error('Xvfb exited');
+          try { execFileSync('xdpyinfo', ['-display', display], { stdio: 'ignore' }); return true; } catch { return false; }
+        }, 10_000);
+        return new Xvfb(proc, display);
+      } catch {
+        await proc.kill('SIGKILL');
+      }
+    }
+    throw new Error('could not start Xvfb');
+  }
+  setRootColour(colour: string): void {
+    execFileSync('xsetroot', ['-solid', colour], { env: { ...process.env, DISPLAY: this.display } });
+  }
+}
+
+/** Opens the viewer and starts viewing the named agent; resolves once media is live. */
+export async function openView(page: Page, relay: Relay, agentName: string): Promise<void> {
+  await page.goto(relay.url);
+  const row = page.getByTestId('agent-row').filter({ hasText: agentName });
+  await expect(row).toBeVisible();
+  await row.getByRole('button', { name: 'View' }).click();
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+}
+
+export interface FrameSample { counter: number; captureMs: number; presentedMs: number; width: number; height: number }
+
+/**
+ * Samples every frame the video presents for `durationMs`, reading the frame code from the
+ * pixels (design.md "Frame code"): 64 blocks of 16x16 from (0,0), centre pixel, luma >= 128.
+ */
+export async function sampleFrames(page: Page, durationMs: number): Promise<FrameSample[]> {
+  return page.evaluate(async (duration) => {
+    const video = document.querySelector('video') as HTMLVideoElement;
+    const canvas = document.createElement('canvas');
+    const ctx = canvas.getContext('2d', { willReadFrequently: true })!;
+    const samples: FrameSample[] = [];
+    await new Promise<void>((resolve) => {
+      const end = performance.now() + duration;
+      const onFrame = (_now: number, meta: VideoFrameCallbackMetadata) => {
+        canvas.width = 1024; canvas.height = 16;
+        ctx.drawImage(video, 0, 0, 1024, 16, 0, 0, 1024, 16);
+        const px = ctx.getImageData(0, 0, 1024, 16).data;
+        let hi = 0, lo = 0;
+        for (let i = 0; i < 64; i++) {
+          const o = (8 * 1024 + i * 16 + 8) * 4;
+          const luma = 0.299 * px[o] + 0.587 * px[o + 1] + 0.114 * px[o + 2];
+          const bit = luma >= 128 ? 1 : 0;
+          if (i < 32) hi = (hi * 2 + bit) >>> 0; else lo = (lo * 2 + bit) >>> 0;
+        }
+        const presented = Math.floor(performance.timeOrigin + meta.presentationTime);
+        samples.push({ counter: hi, captureMs: lo, presentedMs: presented, width: meta.width, height: meta.height });
+        if (performance.now() < end) video.requestVideoFrameCallback(onFrame); else resolve();
+      };
+      video.requestVideoFrameCallback(onFrame);
+    });
+    return samples;
+  }, durationMs) as Promise<FrameSample[]>;
+}
+
+/** Glass-to-glass latency of a sample in ms, on the shared wrapped 32-bit millisecond clock. */
+export function latencyMs(s: FrameSample): number {
+  return ((s.presentedMs % 2 ** 32) - s.captureMs + 2 ** 32) % 2 ** 32;
+}
+
+/** The colour at the centre of the current video frame. */
+export async function centrePixel(page: Page): Promise<[number, number, number]> {
+  return page.evaluate(() => {
+    const video = document.querySelector('video') as HTMLVideoElement;
+    const canvas = document.createElement('canvas');
+    canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+    const ctx = canvas.getContext('2d')!;
+    ctx.drawImage(video, 0, 0);
+    const d = ctx.getImageData(Math.floor(canvas.width / 2), Math.floor(canvas.height / 2), 1, 1).data;
+    return [d[0], d[1], d[2]] as [number, number, number];
+  });
+}
