@@ -66,8 +66,8 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyho
         tokio::select! {
             () = &mut shutdown => break,
             result = session(&config) => match result {
-                Ok(()) => tracing::warn!("relay closed the connection; capture stopped"),
-                Err(e) => tracing::warn!("relay connection lost: {e:#}; capture stopped"),
+                Ok(()) => tracing::warn!("relay closed the connection"),
+                Err(e) => tracing::warn!("relay connection lost: {e:#}"),
             },
         }
         if started.elapsed() >= STABLE_AFTER {
@@ -101,6 +101,20 @@ async fn local_ip_towards(url: &url::Url) -> anyhow::Result<IpAddr> {
     Ok(socket.local_addr()?.ip())
 }
 
+/// The size operators see in the list. Opening the source also tells early when the display is
+/// unreachable; publishing retries it, so a display that appears later still works.
+async fn screen_size(config: &RunConfig) -> (u32, u32) {
+    let (kind, size) = (config.source, config.synthetic_size);
+    match tokio::task::spawn_blocking(move || crate::capture::open(kind, size).map(|s| s.size())).await {
+        Ok(Ok(size)) => size,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "screen source not available yet");
+            (0, 0)
+        }
+        Err(_) => (0, 0),
+    }
+}
+
 async fn session(config: &RunConfig) -> anyhow::Result<()> {
     let media_ip = local_ip_towards(&config.relay_url).await?;
     let ws_config =
@@ -109,11 +123,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot connect to {}", config.relay_url))?;
     let (mut tx, mut rx) = ws.split();
-    let (width, height) = match config.source {
-        SourceKind::Synthetic => config.synthetic_size,
-        // The X11 size is only known once the display is opened for publishing; 0 = unknown.
-        SourceKind::X11 => (0, 0),
-    };
+    let (width, height) = screen_size(config).await;
     let hello = AgentToRelay::Hello { agent_id: config.agent_id.clone(), name: config.name.clone(), width, height };
     tx.send(Message::Text(encode(&hello).into())).await?;
     tracing::info!(relay = %config.relay_url, agent_id = %config.agent_id, "connected to relay");
@@ -199,6 +209,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
     };
     if let Some(p) = publication.take() {
         p.stop().await;
+        tracing::warn!("relay gone: screen capture stopped");
     }
     result
 }

@@ -14,7 +14,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Connect to the relay and serve screen views until stopped.
+    /// Connect to the relay and serve screen views until stopped. `--config FILE` reads a TOML
+    /// file whose keys are these flags' long names; flags on the command line override it.
+    #[command(args_override_self = true)]
     Run(RunArgs),
 }
 
@@ -71,7 +73,11 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
         )
         .init();
-    match Cli::parse().command {
+    let args = sightline_core::config_file::expand(std::env::args().collect(), Some("run"), |p| {
+        std::fs::read_to_string(p).map_err(|e| e.to_string())
+    })
+    .map_err(anyhow::Error::msg)?;
+    match Cli::parse_from(args).command {
         Command::Run(args) => {
             let name = args.name.unwrap_or_else(host_name);
             let config = RunConfig {

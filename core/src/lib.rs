@@ -4,4 +4,5 @@
 //! values and decisions go out as plain values, so every rule is unit-testable and the crate
 //! builds for wasm32 as well as for the relay and the agent.
 
+pub mod config_file;
 pub mod framecode;

@@ -1,6 +1,6 @@
 // Shared harness: starts real relay, agent and Xvfb processes on loopback, on free ports, and
 // reads the frame code (counter + capture time) out of the viewer's video.
-import { ChildProcess, spawn, execFileSync } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync, execFileSync } from 'node:child_process';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
@@ -99,8 +99,13 @@ export class Xvfb {
     }
     throw new Error('could not start Xvfb');
   }
+  /** Paints the root window. (`xsetroot -solid` leaves Xvfb's root black here; ImageMagick's
+   * `display -window root` tiles an image onto it, and exits 1 even when it worked.) */
   setRootColour(colour: string): void {
-    execFileSync('xsetroot', ['-solid', colour], { env: { ...process.env, DISPLAY: this.display } });
+    const png = path.join(LOGS, `root-${colour.replace('#', '')}.png`);
+    fs.mkdirSync(LOGS, { recursive: true });
+    execFileSync('convert', ['-size', '16x16', `xc:${colour}`, png]);
+    spawnSync('display', ['-window', 'root', png], { env: { ...process.env, DISPLAY: this.display }, timeout: 10_000 });
   }
 }
 

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use clap::Parser;
 
 /// Sightline relay.
+///
+/// `--config FILE` reads a TOML file whose keys are these flags' long names (see
+/// relay/config-sample.toml); flags on the command line override it.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "relay", version, about)]
+#[command(name = "relay", version, about, args_override_self = true)]
 pub struct Config {
     /// Address for HTTP and WebSocket (the viewer, /healthz, /ws/agent, /ws/viewer).
     #[arg(long, env = "SIGHTLINE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -66,6 +69,20 @@ mod tests {
             all.extend(["--static-dir", static_dir]);
             assert!(matches!(parse(&all).validate(), Err(ConfigError::NotLoopback(_))), "{args:?}");
         }
+    }
+
+    #[test]
+    fn sample_config_file_loads_and_flags_override_it() {
+        let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/config-sample.toml");
+        let args = sightline_core::config_file::expand(
+            vec!["relay".into(), "--config".into(), sample.into(), "--listen".into(), "127.0.0.1:9999".into()],
+            None,
+            |p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
+        )
+        .unwrap();
+        let config = Config::try_parse_from(args).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9999".parse::<SocketAddr>().unwrap());
+        assert_eq!(config.static_dir, PathBuf::from("static"));
     }
 
     #[test]

@@ -12,7 +12,11 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
         )
         .init();
-    let config = Config::parse();
+    let args = sightline_core::config_file::expand(std::env::args().collect(), None, |p| {
+        std::fs::read_to_string(p).map_err(|e| e.to_string())
+    })
+    .map_err(anyhow::Error::msg)?;
+    let config = Config::parse_from(args);
     config.validate().context("invalid configuration")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -1,6 +1,7 @@
 //! `cargo xtask`: Sightline's project tasks, in Rust so they run wherever cargo does.
 //!
 //! - `demo`: build the viewer, run relay + agent (synthetic screen) on loopback, print the URL.
+//! - `build`: build the viewer into `static/pkg` and every binary (debug).
 //! - `test`: install what is missing, then fmt, clippy, unit and integration tests, the wasm
 //!   build and the Playwright suite. This is what CI runs.
 //! - `e2e [playwright args]`: build what the browser tests need and run Playwright alone.
@@ -24,11 +25,12 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match task.as_str() {
         "demo" => demo(&root),
+        "build" => build(&root),
         "test" => test(&root),
         "e2e" => e2e(&root, &rest),
         "bench" => bench(&root, &rest),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|e2e [playwright args]|bench [playwright args]>");
+            eprintln!("usage: cargo xtask <demo|build|test|e2e [playwright args]|bench [playwright args]>");
             bail!("unknown task {task:?}")
         }
     }
@@ -40,9 +42,8 @@ fn project_root() -> PathBuf {
 
 /// Where cargo puts build output (honours `CARGO_TARGET_DIR`).
 pub fn target_dir(root: &Path) -> Result<PathBuf> {
-    let out = std::process::Command::new(env!("CARGO"))
+    let out = cmd(root, env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(root)
         .output()
         .context("cargo metadata")?;
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
@@ -61,6 +62,14 @@ fn demo(root: &Path) -> Result<()> {
     viewer::build(root)?;
     let bin = build_binaries(root)?;
     run::demo(root, &bin)
+}
+
+fn build(root: &Path) -> Result<()> {
+    install::ensure_tools(root, install::Need::Demo)?;
+    viewer::build(root)?;
+    let bin = build_binaries(root)?;
+    eprintln!("built: {} (relay, agent) and {}", bin.display(), root.join("static/pkg").display());
+    Ok(())
 }
 
 fn test(root: &Path) -> Result<()> {

@@ -7,9 +7,28 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 /// A command with its working directory set.
+///
+/// `cargo run` gives xtask the package variables of xtask itself (`CARGO_PKG_NAME`, ...). A
+/// nested cargo would pass them on to build scripts, whose fingerprints then change and rebuild
+/// half the dependency tree; so they are removed here.
 pub fn cmd(dir: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = Command::new(program);
     command.current_dir(dir);
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            command.env_remove(key);
+        }
+    }
     command
 }
 
