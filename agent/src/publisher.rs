@@ -16,6 +16,11 @@ use tokio::task::JoinHandle;
 use crate::capture::{self, CaptureError, Frame, FrameSource, SourceKind};
 use crate::encoder::{EncodedFrame, EncoderConfig, EncoderError, Vp8Encoder};
 
+/// On an unchanged screen the last frame is re-sent this often (as a tiny delta frame): a receiver
+/// that sees no video for a few seconds declares a freeze and asks for a keyframe, which costs far
+/// more than a heartbeat.
+const IDLE_REFRESH: Duration = Duration::from_secs(1);
+
 /// Encoded frames queued between the encoder thread and the network writer. Small on purpose:
 /// if the network cannot keep up, old frames are worthless for a live screen.
 const FRAME_QUEUE: usize = 4;
@@ -111,6 +116,7 @@ impl Publication {
         let wanted = keyframe_wanted.clone();
         self.tasks.push(tokio::spawn(async move {
             while sender.keyframe_requested().await.is_some() {
+                tracing::debug!("relay asked for a keyframe");
                 wanted.store(true, Ordering::Relaxed);
             }
         }));
@@ -207,6 +213,7 @@ fn capture_loop(
     let interval = Duration::from_secs(1) / config.fps.max(1);
     let mut next = Instant::now();
     let mut last: Option<Frame> = None;
+    let mut last_sent = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let now = now_ms();
         let frame = match source.capture(now) {
@@ -218,13 +225,15 @@ fn capture_loop(
             }
         };
         let force_key = keyframe_wanted.swap(false, Ordering::Relaxed);
-        // An unchanged screen costs nothing, unless a new viewer needs a keyframe of it.
-        let to_encode = match (&frame, force_key) {
+        // An unchanged screen costs nothing, unless a new viewer needs a keyframe of it or the
+        // stream needs its heartbeat.
+        let to_encode = match (&frame, force_key || last_sent.elapsed() >= IDLE_REFRESH) {
             (Some(f), _) => Some(f),
             (None, true) => last.as_ref(),
             (None, false) => None,
         };
         if let Some(f) = to_encode {
+            last_sent = Instant::now();
             let started = Instant::now();
             match encoder.encode(&f.bgra, f.stride, f.captured_at_ms as i64, force_key) {
                 Ok(encoded) => {

@@ -1,6 +1,6 @@
 // Shared harness: starts real relay, agent and Xvfb processes on loopback, on free ports, and
 // reads the frame code (counter + capture time) out of the viewer's video.
-import { ChildProcess, spawn, spawnSync, execFileSync } from 'node:child_process';
+import { ChildProcess, spawn, execFileSync } from 'node:child_process';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
@@ -85,7 +85,8 @@ export class Xvfb {
     for (let attempt = 0; attempt < 20; attempt++) {
       const n = 100 + Math.floor(Math.random() * 800);
       if (fs.existsSync(`/tmp/.X11-unix/X${n}`) || fs.existsSync(`/tmp/.X${n}-lock`)) continue;
-      const proc = launch('xvfb', 'Xvfb', [`:${n}`, '-screen', '0', `${width}x${height}x24`, '-nolisten', 'tcp', '-ac']);
+      // -noreset: by default Xvfb resets when its last client leaves, wiping the root window.
+      const proc = launch('xvfb', 'Xvfb', [`:${n}`, '-screen', '0', `${width}x${height}x24`, '-nolisten', 'tcp', '-ac', '-noreset']);
       const display = `:${n}`;
       try {
         await waitFor('Xvfb', async () => {
@@ -99,13 +100,8 @@ export class Xvfb {
     }
     throw new Error('could not start Xvfb');
   }
-  /** Paints the root window. (`xsetroot -solid` leaves Xvfb's root black here; ImageMagick's
-   * `display -window root` tiles an image onto it, and exits 1 even when it worked.) */
   setRootColour(colour: string): void {
-    const png = path.join(LOGS, `root-${colour.replace('#', '')}.png`);
-    fs.mkdirSync(LOGS, { recursive: true });
-    execFileSync('convert', ['-size', '16x16', `xc:${colour}`, png]);
-    spawnSync('display', ['-window', 'root', png], { env: { ...process.env, DISPLAY: this.display }, timeout: 10_000 });
+    execFileSync('xsetroot', ['-solid', colour], { env: { ...process.env, DISPLAY: this.display } });
   }
 }
 

@@ -140,6 +140,7 @@ async fn forward_publisher(peer: Arc<Peer>, fanout: Arc<Fanout>) {
             async move {
                 loop {
                     fanout.keyframe.notified().await;
+                    tracing::debug!("asking the agent for a keyframe");
                     if let Err(e) = track.request_keyframe().await {
                         tracing::debug!(error = %e, "keyframe request to agent failed");
                     }
