@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::capture::SourceKind;
+use crate::device::{Device, DeviceInfo};
 use crate::encoder::EncoderConfig;
 use crate::publisher::{Publication, PublishConfig};
 
@@ -28,8 +29,8 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 pub struct RunConfig {
     /// The relay's agent WebSocket URL.
     pub relay_url: url::Url,
-    pub agent_id: String,
-    pub name: String,
+    /// The enrolled identity this agent proves on every connection.
+    pub device: std::sync::Arc<Device>,
     pub source: SourceKind,
     pub synthetic_size: (u32, u32),
     /// Rate and quality; the frame size comes from the source.
@@ -115,18 +116,84 @@ async fn screen_size(config: &RunConfig) -> (u32, u32) {
     }
 }
 
-async fn session(config: &RunConfig) -> anyhow::Result<()> {
-    let media_ip = local_ip_towards(&config.relay_url).await?;
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &url::Url) -> anyhow::Result<Socket> {
     let ws_config =
         WebSocketConfig::default().max_message_size(Some(MAX_SIGNAL_BYTES)).max_frame_size(Some(MAX_SIGNAL_BYTES));
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(config.relay_url.as_str(), Some(ws_config), false)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), false)
         .await
-        .with_context(|| format!("cannot connect to {}", config.relay_url))?;
-    let (mut tx, mut rx) = ws.split();
+        .with_context(|| format!("cannot connect to {url}"))?;
+    Ok(ws)
+}
+
+/// Waits for the next relay message, with a deadline.
+async fn expect_message(ws: &mut Socket, what: &str) -> anyhow::Result<RelayToAgent> {
+    let deadline = Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout(deadline, ws.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("relay sent no {what} within {deadline:?}"))?
+            .ok_or_else(|| anyhow::anyhow!("relay closed the connection before {what}"))??;
+        match msg {
+            Message::Text(text) => return Ok(decode::<RelayToAgent>(&text)?),
+            Message::Close(_) => bail!("relay closed the connection before {what}"),
+            _ => continue,
+        }
+    }
+}
+
+/// `agent enroll`: creates a key pair, registers it with a one-time token, saves it.
+pub async fn enroll(
+    relay_url: &url::Url,
+    token: &str,
+    name: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<DeviceInfo> {
+    let (key, public_key) = crate::device::new_key()?;
+    let mut ws = connect(relay_url).await?;
+    let RelayToAgent::Challenge { .. } = expect_message(&mut ws, "challenge").await? else {
+        bail!("relay did not start with a challenge")
+    };
+    let msg = AgentToRelay::Enrol { token: token.to_owned(), public_key, name: name.to_owned() };
+    ws.send(Message::Text(encode(&msg).into())).await?;
+    match expect_message(&mut ws, "enrolment answer").await? {
+        RelayToAgent::Enrolled { device_id, name, segment } => {
+            let info = DeviceInfo { device_id, name, segment };
+            Device::save(data_dir, key, info.clone())?;
+            Ok(info)
+        }
+        RelayToAgent::Error { message, .. } => bail!("the relay refused enrolment: {message}"),
+        other => bail!("unexpected answer to enrolment: {other:?}"),
+    }
+}
+
+async fn session(config: &RunConfig) -> anyhow::Result<()> {
+    let media_ip = local_ip_towards(&config.relay_url).await?;
+    let mut ws = connect(&config.relay_url).await?;
+    let RelayToAgent::Challenge { nonce } = expect_message(&mut ws, "challenge").await? else {
+        bail!("relay did not start with a challenge")
+    };
+    let challenge = hex::decode(&nonce).context("relay challenge is not hex")?;
+    if challenge.len() < 16 {
+        bail!("relay challenge is too short");
+    }
     let (width, height) = screen_size(config).await;
-    let hello = AgentToRelay::Hello { agent_id: config.agent_id.clone(), name: config.name.clone(), width, height };
-    tx.send(Message::Text(encode(&hello).into())).await?;
-    tracing::info!(relay = %config.relay_url, agent_id = %config.agent_id, "connected to relay");
+    let hello = AgentToRelay::Hello {
+        device_id: config.device.info.device_id.clone(),
+        signature: config.device.sign_challenge(&challenge),
+        width,
+        height,
+    };
+    ws.send(Message::Text(encode(&hello).into())).await?;
+    match expect_message(&mut ws, "welcome").await? {
+        RelayToAgent::Welcome { name, segment } => {
+            tracing::info!(relay = %config.relay_url, device = %config.device.info.device_id, %name, %segment, "connected and authenticated");
+        }
+        RelayToAgent::Error { message, .. } => bail!("the relay refused this device: {message}"),
+        other => bail!("unexpected answer to hello: {other:?}"),
+    }
+    let (mut tx, mut rx) = ws.split();
 
     let publish_config = PublishConfig {
         source: config.source,
@@ -198,6 +265,10 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                     }
                     RelayToAgent::Error { code, message } => {
                         tracing::warn!(?code, %message, "relay refused");
+                        continue;
+                    }
+                    RelayToAgent::Challenge { .. } | RelayToAgent::Welcome { .. } | RelayToAgent::Enrolled { .. } => {
+                        tracing::warn!("ignoring an out-of-order handshake message");
                         continue;
                     }
                 };

@@ -10,5 +10,6 @@
 pub mod capture;
 pub mod connection;
 pub mod decoder;
+pub mod device;
 pub mod encoder;
 pub mod publisher;

@@ -14,6 +14,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Enrol this endpoint with a one-time token from the relay's admin (creates the device key).
+    Enroll(EnrollArgs),
     /// Connect to the relay and serve screen views until stopped. `--config FILE` reads a TOML
     /// file whose keys are these flags' long names; flags on the command line override it.
     #[command(args_override_self = true)]
@@ -21,19 +23,32 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+struct EnrollArgs {
+    /// Relay base URL (ws://, wss://, http:// or https://).
+    #[arg(long, env = "SIGHTLINE_RELAY_URL")]
+    relay_url: url::Url,
+    /// The one-time enrolment token.
+    #[arg(long)]
+    token: String,
+    /// Name operators will see (defaults to the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where the device key is kept.
+    #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 struct RunArgs {
+    /// Where the device key is kept (as given to `agent enroll`).
+    #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
     /// Relay base URL (ws:// or wss://, or http(s):// which is mapped to ws(s)://).
     #[arg(long, env = "SIGHTLINE_RELAY_URL")]
     relay_url: url::Url,
     /// Screen source.
     #[arg(long, value_enum, default_value = "x11")]
     source: SourceKind,
-    /// Name shown to operators (defaults to the host name).
-    #[arg(long)]
-    name: Option<String>,
-    /// Identifier of this agent (defaults to the name); replaced by the device key at enrolment.
-    #[arg(long)]
-    agent_id: Option<String>,
     /// Capture rate in frames per second.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
     fps: u32,
@@ -78,12 +93,26 @@ async fn main() -> anyhow::Result<()> {
     })
     .map_err(anyhow::Error::msg)?;
     match Cli::parse_from(args).command {
-        Command::Run(args) => {
+        Command::Enroll(args) => {
+            let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
             let name = args.name.unwrap_or_else(host_name);
+            let info =
+                connection::enroll(&connection::agent_socket_url(&args.relay_url)?, &args.token, &name, &dir).await?;
+            println!(
+                "enrolled as {} (device {}) in segment {}; key saved in {}",
+                info.name,
+                info.device_id,
+                info.segment,
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Run(args) => {
+            let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
+            let device = std::sync::Arc::new(sightline_agent::device::Device::load(&dir)?);
             let config = RunConfig {
                 relay_url: connection::agent_socket_url(&args.relay_url)?,
-                agent_id: args.agent_id.unwrap_or_else(|| name.clone()),
-                name,
+                device,
                 source: args.source,
                 synthetic_size: args.synthetic_size,
                 encoder: EncoderConfig {

@@ -1,6 +1,7 @@
 //! Relay + agent (synthetic screen) + a WebRTC subscriber, all on loopback: the subscriber gets
 //! VP8 through the relay, reassembles and decodes frames, and the frame counters advance. A
-//! second subscriber on the same agent gets frames too (fan-out).
+//! second subscriber on the same agent gets frames too (fan-out). The agent enrols with a
+//! one-time token and proves its key on connection; the viewers carry an operator session.
 
 use std::time::Duration;
 
@@ -16,28 +17,59 @@ use sightline_peer::{Peer, PeerConfig, RtpPacket};
 use sightline_proto::{RelayToViewer, ViewerToRelay, decode, encode};
 use tokio_tungstenite::tungstenite::Message;
 
-async fn start_relay() -> std::net::SocketAddr {
+/// A relay in this process, with an operator session minted on its own identity service (the
+/// passkey ceremony itself is covered by the browser tests).
+struct TestRelay {
+    addr: std::net::SocketAddr,
+    state: sightline_relay::server::AppState,
+    operator_cookie: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_relay() -> TestRelay {
+    let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = sightline_relay::config::Config {
         listen: addr,
         static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../static").into(),
         media_ip: "127.0.0.1".parse().unwrap(),
+        public_url: Some(format!("http://localhost:{}/", addr.port()).parse().unwrap()),
+        data_dir: dir.path().join("relay"),
+        redis: None,
+        token_ttl_s: 600,
     };
-    tokio::spawn(sightline_relay::server::run(listener, config, std::future::pending()));
-    addr
+    let state =
+        sightline_relay::server::build(&config, std::sync::Arc::new(sightline_relay::events::LogSink)).await.unwrap();
+    let operator = sightline_relay::identity::User {
+        id: "op-1".into(),
+        name: "operator".into(),
+        display_name: "operator".into(),
+        roles: [sightline_core::roles::Role::Operator].into_iter().collect(),
+        passkeys: vec![],
+        created_ms: 0,
+        bootstrap: false,
+    };
+    state.identity.put_user_unchecked(&operator).await.unwrap();
+    let token = state.identity.start_session(&operator).await.unwrap();
+    tokio::spawn(sightline_relay::server::serve(listener, state.clone(), config, std::future::pending()));
+    TestRelay { addr, state, operator_cookie: format!("{}={token}", sightline_relay::api::SESSION_COOKIE), _dir: dir }
 }
 
-fn start_agent(relay: std::net::SocketAddr, agent_id: &str) {
+async fn start_agent(relay: &TestRelay, name: &str) -> String {
+    let token = relay.state.identity.create_agent_token("test", "office", None).await.unwrap();
+    let url = connection::agent_socket_url(&format!("ws://{}", relay.addr).parse().unwrap()).unwrap();
+    let dir = relay._dir.path().join(name);
+    let info = connection::enroll(&url, &token, name, &dir).await.unwrap();
     let config = RunConfig {
-        relay_url: connection::agent_socket_url(&format!("ws://{relay}").parse().unwrap()).unwrap(),
-        agent_id: agent_id.into(),
-        name: format!("{agent_id}-host"),
+        relay_url: url,
+        device: std::sync::Arc::new(sightline_agent::device::Device::load(&dir).unwrap()),
         source: SourceKind::Synthetic,
         synthetic_size: (1280, 720),
         encoder: EncoderConfig { width: 0, height: 0, fps: 30, bitrate_kbps: 2500, cpu_used: 12, threads: 2 },
     };
     tokio::spawn(connection::run(config, std::future::pending()));
+    info.device_id
 }
 
 /// Assembles RTP packets into VP8 frames: payloads with one timestamp up to the marker bit.
@@ -72,8 +104,11 @@ impl FrameAssembler {
 }
 
 /// A viewer: signaling socket plus a receive-only peer connection. Returns decoded frame counters.
-async fn watch(relay: std::net::SocketAddr, agent_id: &str, frames_wanted: usize) -> Vec<u32> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{relay}/ws/viewer")).await.unwrap();
+async fn watch(relay: &TestRelay, agent_id: &str, frames_wanted: usize) -> Vec<u32> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/ws/viewer", relay.addr).into_client_request().unwrap();
+    request.headers_mut().insert("cookie", relay.operator_cookie.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     // Wait until the agent is in the roster.
     loop {
         let Message::Text(text) = ws.next().await.unwrap().unwrap() else { continue };
@@ -124,9 +159,9 @@ fn assert_advancing(counters: &[u32]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_receive_advancing_frames_through_the_relay() {
     let relay = start_relay().await;
-    start_agent(relay, "synthetic-1");
+    let device = start_agent(&relay, "synthetic-1").await;
     let (first, second) = tokio::time::timeout(Duration::from_secs(30), async {
-        tokio::join!(watch(relay, "synthetic-1", 45), watch(relay, "synthetic-1", 45))
+        tokio::join!(watch(&relay, &device, 45), watch(&relay, &device, 45))
     })
     .await
     .expect("viewers got their frames within 30 s");

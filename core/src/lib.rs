@@ -6,3 +6,5 @@
 
 pub mod config_file;
 pub mod framecode;
+pub mod lockout;
+pub mod roles;

@@ -4,7 +4,7 @@
 import { test, expect, Page } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Relay, Proc, startAgent, sampleFrames, latencyMs } from './harness';
+import { world, stopWorld, sampleFrames, latencyMs } from './harness';
 
 const OUT = path.resolve(__dirname, '../../bench-results');
 
@@ -40,16 +40,16 @@ async function closeView(page: Page) {
   await page.waitForTimeout(500);
 }
 
-test('view latency and agent cost @bench', async ({ page }) => {
+test('view latency and agent cost @bench', async ({ browser }) => {
   test.setTimeout(240_000);
   fs.mkdirSync(OUT, { recursive: true });
-  const results: Record<string, unknown> = { date: new Date().toISOString(), machine: '2 cores, loopback, Debian chromium, debug build' };
+  const results: Record<string, unknown> = { date: new Date().toISOString(), machine: '2 cores, loopback, Debian chromium 156, debug build (deps opt-level 2, workspace opt-level 1)' };
   for (const size of ['1280x720', '1920x1080']) {
-    const relay = await Relay.start();
     const name = `bench-${size}`;
-    const agent: Proc = startAgent(relay, { name, size });
+    const w = await world(browser, { name, size });
+    const agent = w.agent;
+    const page = w.operator;
     try {
-      await page.goto(relay.url);
       await expect(page.getByTestId('agent-row').filter({ hasText: name })).toBeVisible();
       const firstFrame: number[] = [];
       for (let i = 0; i < 10; i++) {
@@ -72,8 +72,7 @@ test('view latency and agent cost @bench', async ({ page }) => {
       };
       await page.getByRole('button', { name: 'Close view' }).click();
     } finally {
-      await agent.kill();
-      await relay.proc.kill();
+      await stopWorld(w);
     }
   }
   fs.writeFileSync(path.join(OUT, 'latency.json'), JSON.stringify(results, null, 2));

@@ -1,10 +1,11 @@
 // Shared harness: starts real relay, agent and Xvfb processes on loopback, on free ports, and
 // reads the frame code (counter + capture time) out of the viewer's video.
-import { ChildProcess, spawn, execFileSync } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync, execFileSync } from 'node:child_process';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
-import { Page, expect } from '@playwright/test';
+import { Browser, BrowserContext, Page, expect } from '@playwright/test';
+import * as os from 'node:os';
 
 const BIN = process.env.SIGHTLINE_BIN_DIR ?? path.resolve(__dirname, '../../target/debug');
 const STATIC = process.env.SIGHTLINE_STATIC_DIR ?? path.resolve(__dirname, '../../static');
@@ -22,7 +23,9 @@ export async function freePort(): Promise<number> {
 }
 
 export class Proc {
+  logPath = '';
   constructor(public name: string, public child: ChildProcess) {}
+  log(): string { return this.logPath ? fs.readFileSync(this.logPath, 'utf8') : ''; }
   get pid(): number { return this.child.pid!; }
   exited(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
@@ -36,9 +39,16 @@ export class Proc {
 
 function launch(name: string, program: string, args: string[], env: Record<string, string> = {}): Proc {
   fs.mkdirSync(LOGS, { recursive: true });
-  const log = fs.openSync(path.join(LOGS, `${name}-${Date.now()}.log`), 'a');
+  const logPath = path.join(LOGS, `${name}-${Date.now()}-${Math.floor(Math.random() * 1e6)}.log`);
+  const log = fs.openSync(logPath, 'a');
   const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ['ignore', log, log] });
-  return new Proc(name, child);
+  const proc = new Proc(name, child);
+  proc.logPath = logPath;
+  return proc;
+}
+
+export function tempDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `sightline-${prefix}-`));
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
@@ -50,29 +60,44 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
+export interface RelayOptions { port?: number; dataDir?: string; redis?: string }
+
 export class Relay {
-  constructor(public proc: Proc, public port: number) {}
-  get url(): string { return `http://127.0.0.1:${this.port}`; }
-  static async start(port?: number): Promise<Relay> {
-    const p = port ?? (await freePort());
-    const proc = launch('relay', path.join(BIN, 'relay'), ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC]);
-    const relay = new Relay(proc, p);
+  constructor(public proc: Proc, public port: number, public dataDir: string) {}
+  /** WebAuthn needs a host name, not an IP: the viewer is always opened on localhost. */
+  get url(): string { return `http://localhost:${this.port}`; }
+  static async start(opts: RelayOptions = {}): Promise<Relay> {
+    const p = opts.port ?? (await freePort());
+    const dataDir = opts.dataDir ?? tempDir('relay');
+    const args = ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC, '--data-dir', dataDir, '--public-url', `http://localhost:${p}/`];
+    if (opts.redis) args.push('--redis', opts.redis);
+    const proc = launch('relay', path.join(BIN, 'relay'), args);
+    const relay = new Relay(proc, p, dataDir);
     await waitFor('relay /healthz', async () => {
       if (proc.child.exitCode !== null) throw new Error(`relay exited with ${proc.child.exitCode}`);
-      try { return (await fetch(`${relay.url}/healthz`)).ok; } catch { return false; }
+      try { return (await fetch(`http://127.0.0.1:${p}/healthz`)).ok; } catch { return false; }
     });
     return relay;
   }
-  async agentsOnline(): Promise<number> {
-    const res = await fetch(`${this.url}/healthz`);
-    return (await res.json()).agents_online;
+  /** The one-time admin enrolment link a fresh relay prints. */
+  bootstrapLink(): string {
+    const m = this.proc.log().match(/(http:\/\/localhost:\d+\/#\/enrol\/[A-Za-z0-9_-]+)/);
+    if (!m) throw new Error('relay printed no bootstrap link');
+    return m[1];
   }
 }
 
-export interface AgentOptions { name: string; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number }
+export interface AgentOptions { name: string; dataDir: string; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number }
+
+/** `agent enroll` with a token; returns the agent's data directory. Throws with the agent's words on refusal. */
+export function enrolAgent(relay: Relay, token: string, name: string, dataDir = tempDir('agent')): string {
+  const r = spawnSync(path.join(BIN, 'agent'), ['enroll', '--relay-url', `ws://127.0.0.1:${relay.port}`, `--token=${token}`, '--name', name, '--data-dir', dataDir], { encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`agent enroll failed: ${r.stderr}${r.stdout}`);
+  return dataDir;
+}
 
 export function startAgent(relay: Relay, opts: AgentOptions): Proc {
-  const args = ['run', '--relay-url', relay.url.replace('http', 'ws'), '--source', opts.source ?? 'synthetic', '--name', opts.name];
+  const args = ['run', '--relay-url', `ws://127.0.0.1:${relay.port}`, '--source', opts.source ?? 'synthetic', '--data-dir', opts.dataDir];
   if (opts.size) args.push('--synthetic-size', opts.size);
   if (opts.fps) args.push('--fps', String(opts.fps));
   return launch(`agent-${opts.name}`, path.join(BIN, 'agent'), args, opts.display ? { DISPLAY: opts.display } : {});
@@ -107,7 +132,7 @@ export class Xvfb {
 
 /** Opens the viewer and starts viewing the named agent; resolves once media is live. */
 export async function openView(page: Page, relay: Relay, agentName: string): Promise<void> {
-  await page.goto(relay.url);
+  if (!page.url().startsWith(relay.url)) await page.goto(relay.url);
   const row = page.getByTestId('agent-row').filter({ hasText: agentName });
   await expect(row).toBeVisible();
   await row.getByRole('button', { name: 'View' }).click();
@@ -165,4 +190,75 @@ export async function centrePixel(page: Page): Promise<[number, number, number]>
     const d = ctx.getImageData(Math.floor(canvas.width / 2), Math.floor(canvas.height / 2), 1, 1).data;
     return [d[0], d[1], d[2]] as [number, number, number];
   });
+}
+
+/** A Chromium context with a virtual platform authenticator (CTAP2, internal, resident keys, user verification). */
+export async function contextWithPasskeys(browser: Browser): Promise<{ context: BrowserContext; page: Page; authenticatorId: string }> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true },
+  });
+  return { context, page, authenticatorId };
+}
+
+/** Enrols from a link in `page` (which has a virtual authenticator) and waits until signed in. */
+export async function enrolFromLink(page: Page, link: string, name?: string): Promise<void> {
+  await page.goto(link);
+  if (name) await page.locator('input[name="enrol-name"]').fill(name);
+  await page.getByRole('button', { name: 'Create passkey' }).click();
+  await expect(page.getByTestId('signed-in-as')).toBeVisible();
+}
+
+export async function signIn(page: Page, relay: Relay, name: string): Promise<void> {
+  await page.goto(relay.url);
+  await page.locator('input[name="username"]').fill(name);
+  await page.getByRole('button', { name: 'Sign in with passkey' }).click();
+  await expect(page.getByTestId('signed-in-as')).toContainText(name);
+}
+
+/** Calls the relay API from a signed-in page (its cookie goes along). */
+export async function api(page: Page, method: string, apiPath: string, body?: unknown): Promise<{ status: number; json: any }> {
+  return page.evaluate(async ([m, p, b]) => {
+    const res = await fetch(p as string, { method: m as string, headers: b === undefined ? {} : { 'content-type': 'application/json' }, body: b === undefined ? undefined : JSON.stringify(b) });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : null };
+  }, [method, apiPath, body] as const);
+}
+
+export interface World { relay: Relay; admin: Page; operator: Page; agent: Proc; agentDir: string; agentName: string }
+
+/**
+ * A relay with an admin (from the bootstrap link), an operator (invited, enrolled, signed in),
+ * and one enrolled agent running.
+ */
+export async function world(browser: Browser, agent: Partial<AgentOptions> & { name: string }, relayOpts: RelayOptions = {}): Promise<World> {
+  const relay = await Relay.start(relayOpts);
+  const { page: admin } = await contextWithPasskeys(browser);
+  await enrolFromLink(admin, relay.bootstrapLink(), 'admin');
+  const invite = await api(admin, 'POST', '/api/admin/invitations', { name: 'operator', role: 'operator' });
+  expect(invite.status).toBe(200);
+  const { page: operator } = await contextWithPasskeys(browser);
+  await enrolFromLink(operator, invite.json.link);
+  const token = await api(admin, 'POST', '/api/admin/agent-tokens', { segment: 'office' });
+  expect(token.status).toBe(200);
+  const agentDir = enrolAgent(relay, token.json.token, agent.name);
+  const proc = startAgent(relay, { ...agent, dataDir: agentDir });
+  return { relay, admin, operator, agent: proc, agentDir, agentName: agent.name };
+}
+
+/** An admin invites `name` with `role`; the invitee enrols in a fresh context. Returns their page. */
+export async function inviteAndEnrol(browser: Browser, admin: Page, name: string, role: string): Promise<Page> {
+  const invite = await api(admin, 'POST', '/api/admin/invitations', { name, role });
+  expect(invite.status, JSON.stringify(invite.json)).toBe(200);
+  const { page } = await contextWithPasskeys(browser);
+  await enrolFromLink(page, invite.json.link);
+  return page;
+}
+
+export async function stopWorld(w: World | undefined): Promise<void> {
+  await w?.agent.kill();
+  await w?.relay.proc.kill();
 }

@@ -1,29 +1,20 @@
 import { test, expect } from '@playwright/test';
-import { Relay, Proc, startAgent, openView, sampleFrames } from './harness';
+import { World, world, stopWorld, openView, sampleFrames, inviteAndEnrol } from './harness';
 
-let relay: Relay;
-let agent: Proc;
+let w: World;
 
-test.beforeEach(async () => {
-  relay = await Relay.start();
-  agent = startAgent(relay, { name: 'synthetic-desk' });
-});
-
-test.afterEach(async () => {
-  await agent?.kill();
-  await relay?.proc.kill();
-});
+test.afterEach(async () => stopWorld(w));
 
 test('operator sees the agent screen at 1280x720 and frames advance; a second viewer at the same time too @media', async ({ browser }) => {
-  const operator = await (await browser.newContext()).newPage();
-  const observer = await (await browser.newContext()).newPage();
-  await openView(operator, relay, 'synthetic-desk');
-  await openView(observer, relay, 'synthetic-desk');
+  w = await world(browser, { name: 'synthetic-desk' });
+  const second = await inviteAndEnrol(browser, w.admin, 'operator2', 'operator');
+  await openView(w.operator, w.relay, 'synthetic-desk');
+  await openView(second, w.relay, 'synthetic-desk');
 
-  for (const page of [operator, observer]) {
+  for (const page of [w.operator, second]) {
     await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
   }
-  const [a, b] = await Promise.all([sampleFrames(operator, 2500), sampleFrames(observer, 2500)]);
+  const [a, b] = await Promise.all([sampleFrames(w.operator, 2500), sampleFrames(second, 2500)]);
   for (const samples of [a, b]) {
     expect(samples.length).toBeGreaterThan(0);
     expect(samples[0].width).toBe(1280);
@@ -34,10 +25,11 @@ test('operator sees the agent screen at 1280x720 and frames advance; a second vi
   }
 });
 
-test('viewer reports an agent that goes offline @media', async ({ page }) => {
-  await openView(page, relay, 'synthetic-desk');
-  await agent.kill('SIGKILL');
-  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
-  await expect(page.getByTestId('view-state')).toContainText('agent went offline');
-  await expect(page.getByTestId('no-agents')).toBeVisible();
+test('viewer reports an agent that goes offline @media', async ({ browser }) => {
+  w = await world(browser, { name: 'synthetic-desk' });
+  await openView(w.operator, w.relay, 'synthetic-desk');
+  await w.agent.kill('SIGKILL');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  await expect(w.operator.getByTestId('view-state')).toContainText('agent went offline');
+  await expect(w.operator.getByTestId('no-agents')).toBeVisible();
 });

@@ -1,27 +1,27 @@
 import { test, expect } from '@playwright/test';
-import { Relay, Proc, startAgent, openView, sampleFrames } from './harness';
+import { World, world, stopWorld, Relay, openView, sampleFrames } from './harness';
 
-let relay: Relay;
-let agent: Proc;
+let w: World;
 
-test.afterEach(async () => {
-  await agent?.kill();
-  await relay?.proc.kill();
-});
+test.afterEach(async () => stopWorld(w));
 
-test('relay dies: viewer shows it; relay returns: agent reconnects by itself and the view reopens @reconnect', async ({ page }) => {
-  relay = await Relay.start();
-  const port = relay.port;
-  agent = startAgent(relay, { name: 'reconnecting-desk' });
-  await openView(page, relay, 'reconnecting-desk');
+test('relay dies: viewer shows it; relay returns: agent reconnects by itself and the view reopens @reconnect', async ({ browser }) => {
+  w = await world(browser, { name: 'reconnecting-desk' });
+  const page = w.operator;
+  await openView(page, w.relay, 'reconnecting-desk');
 
-  await relay.proc.kill('SIGKILL');
+  await w.relay.proc.kill('SIGKILL');
   await expect(page.getByTestId('relay-state')).toHaveAttribute('data-state', 'lost');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
   await expect(page.getByTestId('view-state')).toContainText('relay connection was lost');
 
-  relay = await Relay.start(port);
-  await expect(page.getByTestId('relay-state')).toHaveAttribute('data-state', 'online', { timeout: 20_000 });
+  // Same port, same data directory: users, passkeys and devices are durable; sessions live in
+  // memory with the embedded store, so the viewer notices its session ended and asks to sign in.
+  w.relay = await Relay.start({ port: w.relay.port, dataDir: w.relay.dataDir });
+  await expect(page.getByTestId('login-notice')).toContainText('session ended', { timeout: 20_000 });
+  await page.locator('input[name="username"]').fill('operator');
+  await page.getByRole('button', { name: 'Sign in with passkey' }).click();
+  await expect(page.getByTestId('signed-in-as')).toContainText('operator');
   // Nobody restarted the agent: it comes back through its own backoff.
   const row = page.getByTestId('agent-row').filter({ hasText: 'reconnecting-desk' });
   await expect(row).toBeVisible({ timeout: 20_000 });

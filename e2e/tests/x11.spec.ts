@@ -1,22 +1,20 @@
 import { test, expect } from '@playwright/test';
-import { Relay, Proc, Xvfb, startAgent, openView, centrePixel } from './harness';
+import { World, world, stopWorld, Xvfb, openView, centrePixel } from './harness';
 
-let relay: Relay;
-let agent: Proc;
+let w: World;
 let xvfb: Xvfb;
 
 test.afterEach(async () => {
-  await agent?.kill();
-  await relay?.proc.kill();
+  await stopWorld(w);
   await xvfb?.proc.kill();
 });
 
-test('agent captures a real X display: the browser shows the root window colour, and its change @x11', async ({ page }) => {
+test('agent captures a real X display: the browser shows the root window colour, and its change @x11', async ({ browser }) => {
   xvfb = await Xvfb.start(1280, 720);
   xvfb.setRootColour('#d02020');
-  relay = await Relay.start();
-  agent = startAgent(relay, { name: 'x11-desk', source: 'x11', display: xvfb.display });
-  await openView(page, relay, 'x11-desk');
+  w = await world(browser, { name: 'x11-desk', source: 'x11', display: xvfb.display });
+  const page = w.operator;
+  await openView(page, w.relay, 'x11-desk');
   await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
 
   const close = (want: number[]) => async () => {

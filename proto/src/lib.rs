@@ -27,14 +27,22 @@ pub type AgentId = String;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AgentToRelay {
-    /// First message on a new connection.
+    /// Answer to the relay's `challenge`: the enrolled device id and an Ed25519 signature (hex)
+    /// over `agent_auth::signed_message(challenge, device_id)`.
     Hello {
-        agent_id: AgentId,
-        /// Human-readable host name shown to operators.
-        name: String,
+        device_id: AgentId,
+        signature: String,
         /// Screen size of the source, so viewers can scale input later.
         width: u32,
         height: u32,
+    },
+    /// Instead of `hello` on a first connection: enrol this device with a one-time token. The
+    /// relay answers `enrolled` and closes the connection.
+    Enrol {
+        token: String,
+        /// Ed25519 public key, hex.
+        public_key: String,
+        name: String,
     },
     /// SDP offer for the publishing peer connection (non-trickle: candidates included).
     PublishOffer { sdp: String },
@@ -46,6 +54,12 @@ pub enum AgentToRelay {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RelayToAgent {
+    /// First message on a new connection: a fresh random challenge (hex) to sign.
+    Challenge { nonce: String },
+    /// Enrolment succeeded: the id to use in every later `hello`.
+    Enrolled { device_id: String, name: String, segment: String },
+    /// The device was authenticated; `name` and `segment` are as enrolled.
+    Welcome { name: String, segment: String },
     /// Start capturing and publish: answer with `PublishOffer`.
     Publish,
     /// SDP answer to the agent's `PublishOffer`.
@@ -85,6 +99,8 @@ pub enum RelayToViewer {
 pub struct AgentInfo {
     pub agent_id: AgentId,
     pub name: String,
+    /// Policy segment the device was enrolled into.
+    pub segment: String,
     pub width: u32,
     pub height: u32,
 }
@@ -109,6 +125,10 @@ pub enum ErrorCode {
     DuplicateAgent,
     NotWatching,
     MediaSetup,
+    /// The device is unknown, revoked, or its signature did not verify.
+    DeviceRefused,
+    /// The user's session ended (logout, revocation, idle timeout).
+    SessionEnded,
 }
 
 /// A message with its protocol version, as it travels.
@@ -175,7 +195,7 @@ mod tests {
 
     #[test]
     fn round_trips_every_direction() {
-        let hello = AgentToRelay::Hello { agent_id: "a1".into(), name: "pc-1".into(), width: 1280, height: 720 };
+        let hello = AgentToRelay::Hello { device_id: "a1".into(), signature: "00".into(), width: 1280, height: 720 };
         assert_eq!(decode::<AgentToRelay>(&encode(&hello)).unwrap(), hello);
         let publish = RelayToAgent::Publish;
         assert_eq!(decode::<RelayToAgent>(&encode(&publish)).unwrap(), publish);
@@ -221,5 +241,21 @@ mod tests {
         let huge = format!(r#"{{"v":1,"type":"watch","agent_id":"a","sdp":"{}"}}"#, "x".repeat(MAX_SIGNAL_BYTES));
         let err = decode::<ViewerToRelay>(&huge).unwrap_err();
         assert_eq!(err.code(), ErrorCode::TooLarge);
+    }
+}
+
+/// How an agent proves it holds its enrolled key: it signs a fresh relay challenge.
+pub mod agent_auth {
+    /// Domain separation: a signature made for this purpose is useless for any other.
+    pub const CONTEXT: &[u8] = b"sightline agent auth v1\0";
+
+    /// The exact bytes an agent signs: context, challenge, device id.
+    pub fn signed_message(challenge: &[u8], device_id: &str) -> Vec<u8> {
+        let mut m = Vec::with_capacity(CONTEXT.len() + challenge.len() + device_id.len() + 1);
+        m.extend_from_slice(CONTEXT);
+        m.extend_from_slice(challenge);
+        m.push(0);
+        m.extend_from_slice(device_id.as_bytes());
+        m
     }
 }

@@ -1,78 +1,122 @@
-//! The agent's WebSocket: hello, then publish offers and answers, until either side goes.
+//! The agent's WebSocket: challenge, signed hello, then publish offers and answers, until either
+//! side goes or the device is revoked.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use sightline_proto::{AgentInfo, AgentToRelay, ErrorCode, RelayToAgent, ViewEndReason, decode, encode};
+use sightline_proto::{AgentInfo, AgentToRelay, ErrorCode, RelayToAgent, ViewEndReason, encode};
 
 use crate::hub::Hub;
+use crate::identity::{Identity, Revocation, random_bytes};
+use crate::socket::next_message;
 
-/// How long a new connection may take to say hello.
+/// How long a new connection may take to answer the challenge.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+fn text(msg: &RelayToAgent) -> Message {
+    Message::Text(encode(msg).into())
+}
+
 /// Serves one agent connection to completion.
-pub async fn serve(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
+pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, peer: SocketAddr) {
     let (mut tx, mut rx) = socket.split();
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut rx)).await {
-        Ok(Some(Ok(AgentToRelay::Hello { agent_id, name, width, height }))) => {
-            AgentInfo { agent_id, name, width, height }
-        }
-        Ok(Some(Ok(other))) => {
-            refuse(&mut tx, ErrorCode::BadMessage, format!("expected hello, got {other:?}")).await;
-            return;
-        }
-        Ok(Some(Err(e))) => {
-            refuse(&mut tx, e.code(), e.to_string()).await;
-            return;
-        }
-        Ok(None) => return,
-        Err(_) => {
-            refuse(&mut tx, ErrorCode::BadMessage, "no hello within 10 s".into()).await;
-            return;
-        }
-    };
-    if hello.agent_id.is_empty() || hello.agent_id.len() > 128 || hello.name.len() > 256 {
-        refuse(&mut tx, ErrorCode::BadMessage, "agent_id must be 1-128 bytes and name at most 256".into()).await;
+    let challenge = random_bytes::<32>();
+    if tx.send(text(&RelayToAgent::Challenge { nonce: hex::encode(challenge) })).await.is_err() {
         return;
     }
-    let (link, mut outbox) = match hub.register_agent(hello) {
-        Ok(v) => v,
-        Err(e) => {
-            refuse(&mut tx, ErrorCode::DuplicateAgent, e.to_string()).await;
+    let (device_id, signature, width, height) = match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut rx)).await {
+        Ok(Some(Ok(AgentToRelay::Hello { device_id, signature, width, height }))) => {
+            (device_id, signature, width, height)
+        }
+        Ok(Some(Ok(AgentToRelay::Enrol { token, public_key, name }))) => {
+            match identity.enrol_device(&token, &public_key, &name, Some(peer.ip())).await {
+                Ok(device) => {
+                    let _ = tx
+                        .send(text(&RelayToAgent::Enrolled {
+                            device_id: device.id,
+                            name: device.name,
+                            segment: device.segment,
+                        }))
+                        .await;
+                    let _ = tx.close().await;
+                }
+                Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, e.to_string()).await,
+            }
             return;
         }
+        Ok(Some(Ok(other))) => {
+            return refuse(&mut tx, ErrorCode::BadMessage, format!("expected hello, got {other:?}")).await;
+        }
+        Ok(Some(Err(e))) => return refuse(&mut tx, e.code(), e.to_string()).await,
+        Ok(None) => return,
+        Err(_) => return refuse(&mut tx, ErrorCode::BadMessage, "no hello within 10 s".into()).await,
     };
-    tracing::info!(agent = %link.info.agent_id, name = %link.info.name, %peer, "agent online");
+    if device_id.is_empty() || device_id.len() > 128 {
+        return refuse(&mut tx, ErrorCode::BadMessage, "device_id must be 1-128 bytes".into()).await;
+    }
+    let device = match identity.authenticate_device(&device_id, &challenge, &signature, Some(peer.ip())).await {
+        Ok(device) => device,
+        Err(e) => return refuse(&mut tx, ErrorCode::DeviceRefused, e.to_string()).await,
+    };
+    let info = AgentInfo {
+        agent_id: device.id.clone(),
+        name: device.name.clone(),
+        segment: device.segment.clone(),
+        width,
+        height,
+    };
+    // Subscribe before registering, so a revocation racing the registration is not missed.
+    let mut revocations = hub.subscribe_revocations();
+    let (link, mut outbox) = match hub.register_agent(info) {
+        Ok(v) => v,
+        Err(e) => return refuse(&mut tx, ErrorCode::DuplicateAgent, e.to_string()).await,
+    };
+    if tx
+        .send(text(&RelayToAgent::Welcome { name: device.name.clone(), segment: device.segment.clone() }))
+        .await
+        .is_err()
+    {
+        hub.unregister_agent(&link).await;
+        return;
+    }
+    tracing::info!(agent = %link.info.agent_id, name = %link.info.name, segment = %link.info.segment, %peer, "agent online");
 
     loop {
         tokio::select! {
-            out = outbox.recv() => {
-                let Some(msg) = out else { break };
-                if tx.send(Message::Text(encode(&msg).into())).await.is_err() {
+            revoked = revocations.recv() => {
+                if let Ok(Revocation::Device { device_id }) = revoked && device_id == link.info.agent_id {
+                    let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::DeviceRefused, message: "this device was revoked".into() })).await;
+                    let _ = tx.close().await;
                     break;
                 }
             }
-            incoming = next_message(&mut rx) => {
+            out = outbox.recv() => {
+                let Some(msg) = out else { break };
+                if tx.send(text(&msg)).await.is_err() {
+                    break;
+                }
+            }
+            incoming = next_message::<AgentToRelay, _>(&mut rx) => {
                 match incoming {
                     None => break,
                     Some(Err(e)) => {
                         // A malformed message is refused but does not end a healthy agent link.
                         tracing::warn!(agent = %link.info.agent_id, error = %e, "bad message from agent");
-                        let _ = tx.send(Message::Text(encode(&RelayToAgent::Error { code: e.code(), message: e.to_string() }).into())).await;
+                        let _ = tx.send(text(&RelayToAgent::Error { code: e.code(), message: e.to_string() })).await;
                     }
                     Some(Ok(AgentToRelay::PublishOffer { sdp })) => {
                         match hub.media.accept_publisher(&sdp, link.fanout.clone()).await {
                             Ok((publisher, answer)) => {
                                 link.set_publisher(publisher).await;
-                                if tx.send(Message::Text(encode(&RelayToAgent::PublishAnswer { sdp: answer }).into())).await.is_err() {
+                                if tx.send(text(&RelayToAgent::PublishAnswer { sdp: answer })).await.is_err() {
                                     break;
                                 }
                             }
                             Err(e) => {
                                 tracing::warn!(agent = %link.info.agent_id, error = %e, "cannot accept publisher");
-                                let _ = tx.send(Message::Text(encode(&RelayToAgent::Error { code: ErrorCode::MediaSetup, message: e.to_string() }).into())).await;
+                                let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::MediaSetup, message: e.to_string() })).await;
                                 link.end_views(ViewEndReason::MediaFailed);
                             }
                         }
@@ -81,8 +125,8 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
                         tracing::warn!(agent = %link.info.agent_id, %reason, "agent could not publish");
                         link.end_views(ViewEndReason::PublishFailed);
                     }
-                    Some(Ok(AgentToRelay::Hello { .. })) => {
-                        let _ = tx.send(Message::Text(encode(&RelayToAgent::Error { code: ErrorCode::BadMessage, message: "hello already received".into() }).into())).await;
+                    Some(Ok(AgentToRelay::Hello { .. } | AgentToRelay::Enrol { .. })) => {
+                        let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::BadMessage, message: "already authenticated".into() })).await;
                     }
                 }
             }
@@ -92,31 +136,11 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
     hub.unregister_agent(&link).await;
 }
 
-/// Reads the next text message. `None` when the socket closed; binary and oversized frames are
-/// errors (axum enforces the size limit and closes the socket, which ends up as `None`).
-async fn next_message<S>(rx: &mut S) -> Option<Result<AgentToRelay, sightline_proto::DecodeError>>
-where
-    S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
-{
-    loop {
-        match rx.next().await? {
-            Ok(Message::Text(text)) => return Some(decode(&text)),
-            Ok(Message::Binary(_)) => {
-                return Some(Err(sightline_proto::DecodeError::Malformed(
-                    "binary frames are not part of the protocol".into(),
-                )));
-            }
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-        }
-    }
-}
-
 async fn refuse<S>(tx: &mut S, code: ErrorCode, message: String)
 where
     S: futures_util::Sink<Message> + Unpin,
 {
     tracing::warn!(?code, %message, "refusing agent connection");
-    let _ = tx.send(Message::Text(encode(&RelayToAgent::Error { code, message }).into())).await;
+    let _ = tx.send(text(&RelayToAgent::Error { code, message })).await;
     let _ = tx.close().await;
 }

@@ -10,7 +10,7 @@ use clap::Parser;
 /// `--config FILE` reads a TOML file whose keys are these flags' long names (see
 /// relay/config-sample.toml); flags on the command line override it.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "relay", version, about, args_override_self = true)]
+#[command(name = "relay-config", args_override_self = true)]
 pub struct Config {
     /// Address for HTTP and WebSocket (the viewer, /healthz, /ws/agent, /ws/viewer).
     #[arg(long, env = "SIGHTLINE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -24,6 +24,25 @@ pub struct Config {
     /// port per peer connection, chosen by the OS from the ephemeral range.
     #[arg(long, env = "SIGHTLINE_MEDIA_IP", default_value = "127.0.0.1")]
     pub media_ip: IpAddr,
+
+    /// The origin browsers use to reach the relay. WebAuthn binds passkeys to its host name (an
+    /// IP address cannot be a relying party), and enrolment links point here. Defaults to
+    /// `http://localhost:<port of --listen>`.
+    #[arg(long, env = "SIGHTLINE_PUBLIC_URL")]
+    pub public_url: Option<url::Url>,
+
+    /// Directory for durable state (users, passkeys, roles, devices, tokens) with the embedded store.
+    #[arg(long, env = "SIGHTLINE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Share state with other relay nodes through Redis (redis://host:port/db) instead of the
+    /// embedded store.
+    #[arg(long, env = "SIGHTLINE_REDIS")]
+    pub redis: Option<String>,
+
+    /// Lifetime of session tokens in seconds (at most 600).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(30..=600))]
+    pub token_ttl_s: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +51,10 @@ pub enum ConfigError {
         "refusing to listen on {0}: until identity and TLS are configured the relay serves loopback only (use 127.0.0.1 or ::1)"
     )]
     NotLoopback(IpAddr),
-    #[error("static directory {0} has no index.html (build the viewer with `cargo xtask demo` or `cargo xtask e2e`)")]
+    #[error("static directory {0} has no index.html (build the viewer with `cargo xtask build`)")]
     NoViewer(PathBuf),
+    #[error("public URL {0} must be https, or http on localhost")]
+    InsecurePublicUrl(url::Url),
 }
 
 impl Config {
@@ -48,7 +69,21 @@ impl Config {
         if !self.static_dir.join("index.html").is_file() {
             return Err(ConfigError::NoViewer(self.static_dir.clone()));
         }
+        let public = self.public_url();
+        let local = matches!(public.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        if public.scheme() != "https" && !(public.scheme() == "http" && local) {
+            return Err(ConfigError::InsecurePublicUrl(public));
+        }
         Ok(())
+    }
+
+    /// The origin browsers use (see `--public-url`).
+    pub fn public_url(&self) -> url::Url {
+        self.public_url.clone().unwrap_or_else(|| {
+            format!("http://localhost:{}/", self.listen.port())
+                .parse()
+                .unwrap_or_else(|e| unreachable!("valid URL: {e}"))
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use sightline_proto::{AgentId, AgentInfo, RelayToAgent, ViewEndReason};
 use tokio::sync::{mpsc, watch};
 
+use crate::identity::Revocation;
 use crate::sfu::{Fanout, Media, Publisher};
 
 /// Buffered signaling messages per agent; the agent socket drains them as fast as it can.
@@ -22,6 +23,8 @@ pub struct Hub {
     roster: watch::Sender<Vec<AgentInfo>>,
     /// Source of connection ids (agents and viewers), to tell a reconnected agent from its ghost.
     next_id: std::sync::atomic::AtomicU64,
+    /// Revocations from any node; each socket closes itself when it is the one revoked.
+    revocations: tokio::sync::broadcast::Sender<Revocation>,
 }
 
 /// One online agent and its viewers.
@@ -53,7 +56,17 @@ impl Hub {
             agents: Mutex::new(HashMap::new()),
             roster: watch::channel(Vec::new()).0,
             next_id: 1.into(),
+            revocations: tokio::sync::broadcast::channel(256).0,
         })
+    }
+
+    /// Tells every socket on this node about a revocation.
+    pub fn revoke(&self, revocation: &Revocation) {
+        let _ = self.revocations.send(revocation.clone());
+    }
+
+    pub fn subscribe_revocations(&self) -> tokio::sync::broadcast::Receiver<Revocation> {
+        self.revocations.subscribe()
     }
 
     pub fn next_id(&self) -> u64 {

@@ -1,13 +1,21 @@
 //! The Sightline relay.
 //!
-//! Module map: `config` (flags, validated at start), `server` (HTTP routes and the listener),
-//! `hub` (who is online and who watches whom), `agent_socket` / `viewer_socket` (the two
-//! WebSocket endpoints), `sfu` (the only module that knows the webrtc crate: publisher and
-//! subscriber peer connections and RTP fan-out).
+//! Module map: `config` (flags, validated at start), `server` (router, listener, start-up),
+//! `api` (HTTP API and its access table), `identity` (users, passkeys, sessions, roles, devices),
+//! `store` (embedded or Redis state), `events` (security event sink), `hub` (who is online and
+//! who watches whom), `agent_socket` / `viewer_socket` (the two WebSocket endpoints), `sfu`
+//! (publisher and subscriber media legs and RTP fan-out).
 
 pub mod agent_socket;
+pub mod api;
 pub mod config;
+pub mod events;
 pub mod hub;
+pub mod identity;
 pub mod server;
 pub mod sfu;
+pub mod socket;
+pub mod store;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod viewer_socket;

@@ -10,14 +10,19 @@ use axum::routing::get;
 use sightline_proto::{AGENT_WS_PATH, MAX_SIGNAL_BYTES, VIEWER_WS_PATH};
 use tower_http::services::ServeDir;
 
+use crate::api::{self, ApiError};
 use crate::config::Config;
+use crate::events::{EventKind, EventSink, LogSink, Outcome};
 use crate::hub::Hub;
+use crate::identity::{Identity, IdentityError, IdentitySettings, Revocation, system_clock, tokens::TokenSettings};
 use crate::sfu::Media;
+use crate::store::{Store, embedded::Embedded, redis::RedisBackend};
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Arc<Hub>,
+    pub identity: Arc<Identity>,
 }
 
 /// Builds the router; tests call it without a listener.
@@ -26,8 +31,31 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .route("/healthz", get(healthz))
         .route(AGENT_WS_PATH, get(agent_ws))
         .route(VIEWER_WS_PATH, get(viewer_ws))
+        .merge(api::router(state.clone()))
         .fallback_service(ServeDir::new(&config.static_dir))
         .with_state(state)
+}
+
+/// Opens the configured store: Redis when `--redis` is given, the embedded one otherwise.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Ok(match &config.redis {
+        Some(url) => Store::new(Arc::new(RedisBackend::connect(url).await?)),
+        None => Store::new(Arc::new(Embedded::open(&config.data_dir)?)),
+    })
+}
+
+/// Builds the identity service for `config` on `store`.
+pub async fn identity(config: &Config, store: Store, events: Arc<dyn EventSink>) -> anyhow::Result<Identity> {
+    let public_url = config.public_url();
+    let settings = IdentitySettings {
+        tokens: TokenSettings {
+            issuer: public_url.origin().ascii_serialization(),
+            audience: "sightline".into(),
+            ttl_s: config.token_ttl_s,
+        },
+        public_url,
+    };
+    Identity::new(store, settings, events, system_clock()).await
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -41,17 +69,54 @@ async fn agent_ws(
 ) -> impl IntoResponse {
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
-        .on_upgrade(move |socket| crate::agent_socket::serve(state.hub, socket, peer))
+        .on_upgrade(move |socket| crate::agent_socket::serve(state.hub, state.identity, socket, peer))
 }
 
 async fn viewer_ws(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     ws: WebSocketUpgrade,
-) -> impl IntoResponse {
+) -> axum::response::Response {
+    // Browsers send the page's origin on WebSocket handshakes; only our own pages may connect
+    // (the SameSite=Strict cookie already stays home, this closes the door twice).
+    let expected = state.identity.settings.public_url.origin().ascii_serialization();
+    if headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|o| o != expected) {
+        return ApiError(IdentityError::Forbidden("cross-origin socket refused".into())).into_response();
+    }
+    let auth = match api::authenticate(&state.identity, &headers).await {
+        Ok(auth) => auth,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    if !auth.allows(sightline_core::roles::Capability::ViewSessions) {
+        state.identity.emit(
+            EventKind::AccessDenied,
+            Outcome::Failure,
+            &auth.user.name,
+            Some("/ws/viewer"),
+            Some(peer.ip()),
+            "role does not allow viewing sessions",
+        );
+        return ApiError(IdentityError::Forbidden("your roles do not allow viewing sessions".into())).into_response();
+    }
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
-        .on_upgrade(move |socket| crate::viewer_socket::serve(state.hub, socket, peer))
+        .on_upgrade(move |socket| crate::viewer_socket::serve(state.hub, state.identity, auth, socket, peer))
+        .into_response()
+}
+
+/// Builds the relay's shared state from its configuration (opens the store, loads keys).
+pub async fn build(config: &Config, events: Arc<dyn EventSink>) -> anyhow::Result<AppState> {
+    let store = open_store(config).await?;
+    build_with_store(config, store, events).await
+}
+
+/// Builds the relay's shared state on a given store (tests hold the same store).
+pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn EventSink>) -> anyhow::Result<AppState> {
+    let identity = Arc::new(identity(config, store.clone(), events).await?);
+    let hub = Hub::new(Media::new(config.media_ip)?);
+    tokio::spawn(follow_revocations(store, hub.clone()));
+    Ok(AppState { hub, identity })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.
@@ -60,12 +125,62 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let media = Media::new(config.media_ip)?;
-    let hub = Hub::new(media);
-    let router = app(AppState { hub: hub.clone() }, &config);
+    let state = build(&config, Arc::new(LogSink)).await?;
+    if let Some(token) = state.identity.bootstrap_token().await? {
+        // The one way in on a fresh relay: printed where the person who started it looks.
+        println!(
+            "\n  No users yet. Enrol the first admin (one-time link, expires in 72 h):\n  {}\n",
+            state.identity.enrolment_link(&token)
+        );
+    }
+    serve(listener, state, config, shutdown).await
+}
+
+/// Serves HTTP and WebSockets with `state` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let rotation = {
+        let identity = state.identity.clone();
+        tokio::spawn(async move {
+            let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+            every_hour.tick().await;
+            loop {
+                every_hour.tick().await;
+                if let Err(e) = identity.rotate_keys_if_due().await {
+                    tracing::error!(error = %e, "signing key rotation failed");
+                }
+            }
+        })
+    };
+    let hub = state.hub.clone();
+    let router = app(state, &config);
     axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await?;
+    rotation.abort();
     hub.shutdown().await;
     Ok(())
+}
+
+/// Applies revocations published by any node: sockets of revoked sessions, users and devices on
+/// this node close at once.
+async fn follow_revocations(store: Store, hub: Arc<Hub>) {
+    let mut events = store.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(bytes) => match serde_json::from_slice::<Revocation>(&bytes) {
+                Ok(revocation) => hub.revoke(&revocation),
+                Err(e) => tracing::warn!(error = %e, "ignoring an unknown relay event"),
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                // Missed events: sockets re-check their sessions periodically, so nothing stays open for long.
+                tracing::warn!(missed = n, "relay events lagged");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }

@@ -5,11 +5,17 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use sightline_proto::{DecodeError, ErrorCode, RelayToViewer, ViewEndReason, ViewerToRelay, decode, encode};
+use sightline_proto::{ErrorCode, RelayToViewer, ViewEndReason, ViewerToRelay, encode};
 use tokio::sync::mpsc;
 
 use crate::hub::{AgentLink, Hub};
+use crate::identity::{AuthUser, Identity, Revocation};
 use crate::sfu::Subscriber;
+use crate::socket::next_message;
+
+/// Open sockets re-check their session this often, so an expired, idle or revoked session ends
+/// even if the revocation event was missed.
+const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The view a viewer has open.
 struct View {
@@ -19,12 +25,14 @@ struct View {
 }
 
 /// Serves one viewer connection to completion.
-pub async fn serve(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
+pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, auth: AuthUser, socket: WebSocket, peer: SocketAddr) {
     let viewer_id = hub.next_id();
     let (mut tx, mut rx) = socket.split();
     let mut roster = hub.subscribe_roster();
+    let mut revocations = hub.subscribe_revocations();
+    let mut recheck = tokio::time::interval(SESSION_RECHECK);
     let mut view: Option<View> = None;
-    tracing::debug!(viewer_id, %peer, "viewer connected");
+    tracing::debug!(viewer_id, user = %auth.user.name, %peer, "viewer connected");
 
     let initial = RelayToViewer::Agents { agents: roster.borrow_and_update().clone() };
     if tx.send(Message::Text(encode(&initial).into())).await.is_err() {
@@ -38,6 +46,24 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
             }
         };
         let out = tokio::select! {
+            revoked = revocations.recv() => {
+                let mine = match &revoked {
+                    Ok(Revocation::Session { sid }) => *sid == auth.claims.sid,
+                    Ok(Revocation::User { user_id }) => *user_id == auth.user.id,
+                    _ => false,
+                };
+                if !mine { continue; }
+                end_session(&mut tx).await;
+                break;
+            }
+            _ = recheck.tick() => {
+                // Fail closed: a store error ends the socket too.
+                if !identity.session_alive(&auth.claims).await.unwrap_or(false) {
+                    end_session(&mut tx).await;
+                    break;
+                }
+                None
+            }
             changed = roster.changed() => {
                 if changed.is_err() { break; }
                 Some(RelayToViewer::Agents { agents: roster.borrow_and_update().clone() })
@@ -47,7 +73,7 @@ pub async fn serve(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
                 if let Some(v) = view.take() { close_view(viewer_id, v).await; }
                 Some(RelayToViewer::ViewEnded { reason })
             }
-            incoming = next_message(&mut rx) => match incoming {
+            incoming = next_message::<ViewerToRelay, _>(&mut rx) => match incoming {
                 None => break,
                 Some(Err(e)) => Some(RelayToViewer::Error { code: e.code(), message: e.to_string() }),
                 Some(Ok(ViewerToRelay::Unwatch)) => match view.take() {
@@ -103,18 +129,12 @@ async fn close_view(viewer_id: u64, view: View) {
     tracing::info!(viewer_id, agent = %view.link.info.agent_id, "view closed");
 }
 
-async fn next_message<S>(rx: &mut S) -> Option<Result<ViewerToRelay, DecodeError>>
+async fn end_session<S>(tx: &mut S)
 where
-    S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+    S: futures_util::Sink<Message> + Unpin,
 {
-    loop {
-        match rx.next().await? {
-            Ok(Message::Text(text)) => return Some(decode(&text)),
-            Ok(Message::Binary(_)) => {
-                return Some(Err(DecodeError::Malformed("binary frames are not part of the protocol".into())));
-            }
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-        }
-    }
+    let msg =
+        RelayToViewer::Error { code: ErrorCode::SessionEnded, message: "your session ended; sign in again".into() };
+    let _ = tx.send(Message::Text(encode(&msg).into())).await;
+    let _ = tx.close().await;
 }

@@ -1,11 +1,137 @@
-//! The viewer's components: relay status, the list of online agents, and the view of one agent.
+//! The viewer's components: the page router (enrolment link, sign-in, signed-in home), relay
+//! status, the list of online agents, the view of one agent, and the admin area.
 
 use leptos::prelude::*;
 use sightline_proto::{AgentInfo, ErrorCode, RelayToViewer, ViewEndReason, ViewerToRelay};
 use web_sys::{MediaStream, RtcPeerConnection, RtcPeerConnectionState};
 
+use crate::admin::AdminView;
+use crate::auth::{self, EnrolForm, LoginForm, Me};
 use crate::media::{self, MediaEvent};
 use crate::signaling::{RelayState, Signaling};
+
+/// What the page shows.
+#[derive(Debug, Clone, PartialEq)]
+enum Page {
+    Loading,
+    Enrol(String),
+    SignIn(Option<String>),
+    Home(Me),
+}
+
+fn enrolment_token_from_hash() -> Option<String> {
+    let hash = window().location().hash().ok()?;
+    hash.strip_prefix("#/enrol/").map(str::to_owned).filter(|t| !t.is_empty())
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    let page = RwSignal::new(Page::Loading);
+    let load_me = move |notice: Option<String>| {
+        leptos::task::spawn_local(async move {
+            match auth::me().await {
+                Ok(me) => page.set(Page::Home(me)),
+                Err(_) => page.set(Page::SignIn(notice)),
+            }
+        });
+    };
+    match enrolment_token_from_hash() {
+        Some(token) => page.set(Page::Enrol(token)),
+        None => load_me(None),
+    }
+    let signed_in = Callback::new(move |()| {
+        let _ = window().location().set_hash("");
+        load_me(None);
+    });
+    let session_ended = Callback::new(move |why: String| page.set(Page::SignIn(Some(why))));
+    keep_session_alive(session_ended);
+
+    view! {
+        {move || match page.get() {
+            Page::Loading => view! { <p class="muted">"Loading…"</p> }.into_any(),
+            Page::Enrol(token) => view! { <Shell me=None on_logout=session_ended><EnrolForm token on_done=signed_in/></Shell> }.into_any(),
+            Page::SignIn(notice) => view! { <Shell me=None on_logout=session_ended><LoginForm on_done=signed_in notice=notice.unwrap_or_default()/></Shell> }.into_any(),
+            Page::Home(me) => view! { <Home me on_session_ended=session_ended/> }.into_any(),
+        }}
+    }
+}
+
+/// Renews the session while its user is active (pointer or keyboard in the last minutes) and
+/// lets it lapse otherwise: the relay ends sessions after 15 minutes idle.
+fn keep_session_alive(on_ended: Callback<String>) {
+    let last_input = std::rc::Rc::new(std::cell::Cell::new(js_sys::Date::now()));
+    for event in ["pointerdown", "keydown", "pointermove"] {
+        let last = last_input.clone();
+        let handler = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(move || last.set(js_sys::Date::now()));
+        let _ = window().add_event_listener_with_callback(event, wasm_bindgen::JsCast::unchecked_ref(handler.as_ref()));
+        handler.forget();
+    }
+    let tick = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(move || {
+        // Active in the last 4 minutes: renew. Otherwise let the token run out.
+        if js_sys::Date::now() - last_input.get() < 4.0 * 60.0 * 1000.0 {
+            leptos::task::spawn_local(async move {
+                let result: Result<serde_json::Value, _> =
+                    crate::http::post("/api/session/refresh", &serde_json::json!({})).await;
+                if let Err(e) = result
+                    && e.status == 401
+                {
+                    on_ended.run("Your session ended. Sign in again.".into());
+                }
+            });
+        }
+    });
+    let _ = window().set_interval_with_callback_and_timeout_and_arguments_0(
+        wasm_bindgen::JsCast::unchecked_ref(tick.as_ref()),
+        60_000,
+    );
+    tick.forget();
+}
+
+#[component]
+fn Shell(me: Option<Me>, on_logout: Callback<String>, children: Children) -> impl IntoView {
+    let logout = move |_| {
+        leptos::task::spawn_local(async move {
+            auth::logout().await;
+            on_logout.run("Signed out.".into());
+        });
+    };
+    view! {
+        <header class="topbar">
+            <h1>"Sightline"</h1>
+            {me.map(|me| view! {
+                <span class="who" data-testid="signed-in-as">{format!("{} ({})", me.user.name, me.user.roles.join(", "))}</span>
+                <button on:click=logout data-testid="logout">"Sign out"</button>
+            })}
+        </header>
+        {children()}
+    }
+}
+
+#[component]
+fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
+    let can_view = me.can("view_sessions");
+    let can_admin = me.can("administer");
+    let tab = RwSignal::new(if can_view {
+        "sessions"
+    } else if can_admin {
+        "admin"
+    } else {
+        "none"
+    });
+    view! {
+        <Shell me=Some(me) on_logout=on_session_ended>
+            <nav class="tabs">
+                {can_view.then(|| view! { <button on:click=move |_| tab.set("sessions") data-testid="tab-sessions">"Sessions"</button> })}
+                {can_admin.then(|| view! { <button on:click=move |_| tab.set("admin") data-testid="tab-admin">"Admin"</button> })}
+            </nav>
+            {move || match tab.get() {
+                "sessions" => view! { <Sessions on_session_ended/> }.into_any(),
+                "admin" => view! { <AdminView/> }.into_any(),
+                _ => view! { <p class="muted" data-testid="no-access">"Your roles give you no area here yet."</p> }.into_any(),
+            }}
+        </Shell>
+    }
+}
 
 /// Where the open view stands, as shown to the operator.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +176,7 @@ fn error_text(code: ErrorCode, message: &str) -> String {
 }
 
 #[component]
-pub fn App() -> impl IntoView {
+fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
     let (agents, set_agents) = signal(Vec::<AgentInfo>::new());
     let (view_state, set_view_state) = signal(ViewState::Idle);
     let (watching, set_watching) = signal(None::<AgentInfo>);
@@ -80,6 +206,10 @@ pub fn App() -> impl IntoView {
             close_pc();
             set_view_state.set(ViewState::Ended(end_reason_text(reason).into()));
         }
+        RelayToViewer::Error { code: ErrorCode::SessionEnded, message } => {
+            close_pc();
+            on_session_ended.run(message);
+        }
         RelayToViewer::Error { code, message } => {
             if matches!(view_state.get_untracked(), ViewState::Negotiating | ViewState::Connecting) {
                 close_pc();
@@ -90,6 +220,14 @@ pub fn App() -> impl IntoView {
         }
     };
     let on_lost = move || {
+        // A relay that restarted may no longer know this session: ask, and go to sign-in if so.
+        leptos::task::spawn_local(async move {
+            if let Err(e) = auth::me().await
+                && e.status == 401
+            {
+                on_session_ended.run("Your session ended. Sign in again.".into());
+            }
+        });
         set_agents.set(Vec::new());
         if view_state.get_untracked() != ViewState::Idle {
             close_pc();
@@ -151,12 +289,9 @@ pub fn App() -> impl IntoView {
     };
 
     view! {
-        <header class="topbar">
-            <h1>"Sightline"</h1>
-            <span class="relay-state" data-testid="relay-state" data-state=move || format!("{:?}", signaling.state.get()).to_lowercase()>
-                {relay_label}
-            </span>
-        </header>
+        <p class="relay-state" data-testid="relay-state" data-state=move || format!("{:?}", signaling.state.get()).to_lowercase()>
+            {relay_label}
+        </p>
         <main class="layout">
             <section class="agents">
                 <h2>"Online endpoints"</h2>
@@ -165,7 +300,7 @@ pub fn App() -> impl IntoView {
                         <For each=move || agents.get() key=|a| a.agent_id.clone() let(agent)>
                             <li data-testid="agent-row" data-agent-id=agent.agent_id.clone()>
                                 <span class="agent-name">{agent.name.clone()}</span>
-                                <span class="muted">{format!(" {}×{}", agent.width, agent.height)}</span>
+                                <span class="muted">{format!(" {} · {}×{}", agent.segment, agent.width, agent.height)}</span>
                                 <button on:click={
                                     let agent = agent.clone();
                                     move |_| watch(agent.clone())

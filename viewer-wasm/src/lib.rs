@@ -5,11 +5,19 @@
 //! needs a browser, and its behaviour is proven by the Playwright suite in `e2e/`.
 
 #[cfg(target_arch = "wasm32")]
+mod admin;
+#[cfg(target_arch = "wasm32")]
 mod app;
+#[cfg(target_arch = "wasm32")]
+mod auth;
+#[cfg(target_arch = "wasm32")]
+mod http;
 #[cfg(target_arch = "wasm32")]
 mod media;
 #[cfg(target_arch = "wasm32")]
 mod signaling;
+#[cfg(target_arch = "wasm32")]
+mod webauthn;
 
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen::prelude::wasm_bindgen(start)]

@@ -1,0 +1,477 @@
+//! The HTTP API: enrolment, login, sessions, step-up, administration, agent enrolment.
+//!
+//! Every route is listed in `ROUTES` with the access it requires; the authorisation-matrix test
+//! checks each against every role and against the router itself, so a route cannot be added
+//! without deciding who may call it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sightline_core::roles::{Capability, Role, RoleChange};
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
+use crate::identity::{AuthUser, Identity, IdentityError, User, require};
+use crate::server::AppState;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "sightline_session";
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// Any signed-in user.
+    SignedIn,
+    Needs(Capability),
+}
+
+/// Every route of the relay with its access rule (the WebSocket endpoints included).
+pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Access::Public),
+    ("POST", "/api/enrol/start", Access::Public),
+    ("POST", "/api/enrol/finish", Access::Public),
+    ("POST", "/api/login/start", Access::Public),
+    ("POST", "/api/login/finish", Access::Public),
+    ("GET", "/ws/agent", Access::Public),
+    ("GET", "/api/me", Access::SignedIn),
+    ("POST", "/api/logout", Access::SignedIn),
+    ("POST", "/api/session/refresh", Access::SignedIn),
+    ("POST", "/api/step-up/start", Access::SignedIn),
+    ("POST", "/api/step-up/finish", Access::SignedIn),
+    ("GET", "/ws/viewer", Access::Needs(Capability::ViewSessions)),
+    ("GET", "/api/admin/users", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/invitations", Access::Needs(Capability::Administer)),
+    ("GET", "/api/admin/role-requests", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/role-requests", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/role-requests/{id}/approve", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/role-requests/{id}/refuse", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/users/{id}/revoke-sessions", Access::Needs(Capability::Administer)),
+    ("GET", "/api/admin/locks", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/locks/unlock", Access::Needs(Capability::Administer)),
+    ("GET", "/api/admin/devices", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/devices/{id}/revoke", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/agent-tokens", Access::Needs(Capability::Administer)),
+];
+
+/// Errors as clients see them: a status, a stable code and a message for people. Internal
+/// details (store failures) go to the log only.
+pub struct ApiError(pub IdentityError);
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self.0 {
+            IdentityError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            IdentityError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            IdentityError::StepUpRequired => (StatusCode::FORBIDDEN, "step_up_required"),
+            IdentityError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            IdentityError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            IdentityError::Locked => (StatusCode::LOCKED, "locked"),
+            IdentityError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            IdentityError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            IdentityError::Store(e) => {
+                tracing::error!(error = %e, "request failed on the state store");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+        };
+        let message = match &self.0 {
+            IdentityError::Store(_) => "the relay cannot reach its state store; try again shortly".to_owned(),
+            other => other.to_string(),
+        };
+        let mut response = (status, Json(json!({ "error": code, "message": message }))).into_response();
+        if let IdentityError::Throttled { retry_after_s } = self.0
+            && let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == SESSION_COOKIE).then(|| value.to_owned())
+    })
+}
+
+/// The session cookie: HttpOnly (no script reads it), Secure, SameSite=Strict (no cross-site
+/// request carries it). It lives as long as the browser session; the token inside expires.
+pub fn session_cookie(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/"))
+        .unwrap_or_else(|_| HeaderValue::from_static("sightline_session=; Path=/"))
+}
+
+fn clear_cookie() -> HeaderValue {
+    HeaderValue::from_static("sightline_session=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+/// Verifies the session of a request; `None` when there is none or it is invalid.
+pub async fn authenticate(identity: &Identity, headers: &HeaderMap) -> Result<AuthUser, IdentityError> {
+    let token = cookie_value(headers).ok_or(IdentityError::Unauthenticated)?;
+    identity.authenticate(&token).await
+}
+
+/// Middleware for signed-in routes: verifies the session, hands `AuthUser` to the handler, and
+/// renews the cookie when the token is half-spent.
+async fn signed_in(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let auth = match authenticate(&state.identity, request.headers()).await {
+        Ok(auth) => auth,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let renewed = auth.renewed.clone();
+    request.extensions_mut().insert(auth);
+    let mut response = next.run(request).await;
+    if let Some(token) = renewed {
+        response.headers_mut().append(header::SET_COOKIE, session_cookie(&token));
+    }
+    response
+}
+
+fn with_cookie(token: &str, body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    response.headers_mut().append(header::SET_COOKIE, session_cookie(token));
+    response
+}
+
+/// The routes under `/api`, with their middleware. (`/healthz` and the sockets are in `server`.)
+pub fn router(state: AppState) -> Router<AppState> {
+    let public = Router::new()
+        .route("/api/enrol/start", post(enrol_start))
+        .route("/api/enrol/finish", post(enrol_finish))
+        .route("/api/login/start", post(login_start))
+        .route("/api/login/finish", post(login_finish));
+    let signed_in_routes = Router::new()
+        .route("/api/me", get(me))
+        .route("/api/logout", post(logout))
+        .route("/api/session/refresh", post(refresh))
+        .route("/api/step-up/start", post(step_up_start))
+        .route("/api/step-up/finish", post(step_up_finish))
+        .route("/api/admin/users", get(admin_users))
+        .route("/api/admin/invitations", post(admin_invite))
+        .route("/api/admin/role-requests", get(admin_role_requests).post(admin_request_role_change))
+        .route("/api/admin/role-requests/{id}/approve", post(admin_approve))
+        .route("/api/admin/role-requests/{id}/refuse", post(admin_refuse))
+        .route("/api/admin/users/{id}/revoke-sessions", post(admin_revoke_sessions))
+        .route("/api/admin/locks", get(admin_locks))
+        .route("/api/admin/locks/unlock", post(admin_unlock))
+        .route("/api/admin/devices", get(admin_devices))
+        .route("/api/admin/devices/{id}/revoke", post(admin_revoke_device))
+        .route("/api/admin/agent-tokens", post(admin_agent_token))
+        .route_layer(axum::middleware::from_fn_with_state(state, signed_in));
+    public.merge(signed_in_routes).layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+}
+
+fn ip(addr: SocketAddr) -> IpAddr {
+    addr.ip()
+}
+
+// ---------------------------------------------------------------- views of records
+
+#[derive(Serialize)]
+struct UserView {
+    id: String,
+    name: String,
+    roles: Vec<Role>,
+    passkeys: usize,
+    bootstrap: bool,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id.clone(),
+            name: u.name.clone(),
+            roles: u.roles.iter().copied().collect(),
+            passkeys: u.passkeys.len(),
+            bootstrap: u.bootstrap,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- public
+
+#[derive(Deserialize)]
+struct EnrolStart {
+    token: String,
+    /// Only for the bootstrap link: the first admin chooses their name.
+    name: Option<String>,
+}
+
+async fn enrol_start(
+    State(state): State<AppState>,
+    Json(body): Json<EnrolStart>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (ceremony_id, options) = state.identity.start_enrolment(&body.token, body.name.as_deref()).await?;
+    Ok(Json(json!({ "ceremony_id": ceremony_id, "options": options })))
+}
+
+#[derive(Deserialize)]
+struct EnrolFinish {
+    token: String,
+    ceremony_id: String,
+    credential: RegisterPublicKeyCredential,
+}
+
+async fn enrol_finish(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(body): Json<EnrolFinish>,
+) -> ApiResult<Response> {
+    let (user, token) =
+        state.identity.finish_enrolment(&body.token, &body.ceremony_id, &body.credential, Some(ip(peer))).await?;
+    Ok(with_cookie(&token, Json(UserView::from(&user))))
+}
+
+#[derive(Deserialize)]
+struct LoginStart {
+    name: String,
+}
+
+async fn login_start(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(body): Json<LoginStart>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (ceremony_id, options) = state.identity.start_login(&body.name, ip(peer)).await?;
+    Ok(Json(json!({ "ceremony_id": ceremony_id, "options": options })))
+}
+
+#[derive(Deserialize)]
+struct Finish {
+    ceremony_id: String,
+    credential: PublicKeyCredential,
+}
+
+async fn login_finish(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(body): Json<Finish>,
+) -> ApiResult<Response> {
+    let (user, token) = state.identity.finish_login(&body.ceremony_id, &body.credential, ip(peer)).await?;
+    Ok(with_cookie(&token, Json(UserView::from(&user))))
+}
+
+// ---------------------------------------------------------------- signed in
+
+async fn me(Extension(auth): Extension<AuthUser>) -> Json<serde_json::Value> {
+    let capabilities: Vec<&str> = [
+        (Capability::ViewSessions, "view_sessions"),
+        (Capability::ObserveSessions, "observe_sessions"),
+        (Capability::ApproveElevation, "approve_elevation"),
+        (Capability::Administer, "administer"),
+        (Capability::Audit, "audit"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| auth.allows(*c))
+    .map(|(_, n)| n)
+    .collect();
+    Json(
+        json!({ "user": UserView::from(&auth.user), "capabilities": capabilities, "session_expires": auth.claims.exp }),
+    )
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Response> {
+    state.identity.logout(&auth, Some(ip(peer))).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().append(header::SET_COOKIE, clear_cookie());
+    Ok(response)
+}
+
+/// Called by the viewer while its user is active: renews the token (the middleware has already
+/// recorded the activity).
+async fn refresh(State(state): State<AppState>, Extension(auth): Extension<AuthUser>) -> ApiResult<Response> {
+    let _ = state;
+    Ok(Json(json!({ "session_expires": auth.claims.exp })).into_response())
+}
+
+async fn step_up_start(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (ceremony_id, options) = state.identity.start_step_up(&auth).await?;
+    Ok(Json(json!({ "ceremony_id": ceremony_id, "options": options })))
+}
+
+async fn step_up_finish(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Json(body): Json<Finish>,
+) -> ApiResult<StatusCode> {
+    state.identity.finish_step_up(&auth, &body.ceremony_id, &body.credential, ip(peer)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------- admin
+
+async fn admin_users(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<Vec<UserView>>> {
+    require(&auth, Capability::Administer)?;
+    Ok(Json(state.identity.users().await?.iter().map(UserView::from).collect()))
+}
+
+#[derive(Deserialize)]
+struct Invite {
+    name: String,
+    role: Role,
+}
+
+async fn admin_invite(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Json(body): Json<Invite>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let link = state.identity.invite(&auth, &body.name, body.role, Some(ip(peer))).await?;
+    Ok(Json(json!({ "link": link })))
+}
+
+async fn admin_role_requests(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require(&auth, Capability::Administer)?;
+    Ok(Json(serde_json::to_value(state.identity.role_requests().await?).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+struct RoleChangeBody {
+    user_id: String,
+    change: RoleChange,
+}
+
+async fn admin_request_role_change(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Json(body): Json<RoleChangeBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require(&auth, Capability::Administer)?;
+    let request = state.identity.request_role_change(&auth, &body.user_id, body.change, Some(ip(peer))).await?;
+    Ok(Json(serde_json::to_value(request).unwrap_or_default()))
+}
+
+async fn admin_approve(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.identity.decide_role_request(&auth, &id, true, Some(ip(peer))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_refuse(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.identity.decide_role_request(&auth, &id, false, Some(ip(peer))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_revoke_sessions(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.identity.revoke_sessions(&auth, &id, Some(ip(peer))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_locks(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require(&auth, Capability::Administer)?;
+    let locks: Vec<serde_json::Value> = state
+        .identity
+        .locked_subjects()
+        .await?
+        .into_iter()
+        .map(|(key, a)| json!({ "key": key, "failures": a.failures, "last_failure_ms": a.last_failure_ms }))
+        .collect();
+    Ok(Json(json!(locks)))
+}
+
+#[derive(Deserialize)]
+struct Unlock {
+    key: String,
+}
+
+async fn admin_unlock(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Json(body): Json<Unlock>,
+) -> ApiResult<StatusCode> {
+    state.identity.unlock(&auth, &body.key, Some(ip(peer))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_devices(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require(&auth, Capability::Administer)?;
+    Ok(Json(serde_json::to_value(state.identity.devices().await?).unwrap_or_default()))
+}
+
+async fn admin_revoke_device(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    require(&auth, Capability::Administer)?;
+    state.identity.revoke_device(&auth.user.name, &id, Some(ip(peer))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct AgentToken {
+    segment: String,
+}
+
+async fn admin_agent_token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Json(body): Json<AgentToken>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require(&auth, Capability::Administer)?;
+    let token = state.identity.create_agent_token(&auth.user.name, &body.segment, Some(ip(peer))).await?;
+    Ok(Json(json!({ "token": token })))
+}
+
+/// Whether a method string names a method the matrix uses.
+pub fn method(name: &str) -> Method {
+    Method::from_bytes(name.as_bytes()).unwrap_or(Method::GET)
+}
+
+/// Shared handle type for handlers outside this module.
+pub type SharedIdentity = Arc<Identity>;

@@ -1,0 +1,161 @@
+//! Security events: one sink interface for everything the audit trail must hold.
+//!
+//! Every authentication success and failure, lock, enrolment, role change, token revocation and
+//! device revocation is an `Event`. Today the sink writes structured log lines (target
+//! `sightline::audit`); the tamper-evident audit log plugs into the same trait later. Event names
+//! are dotted and registered in `EventKind`, so a new kind cannot appear unnoticed.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// Every kind of security event the relay emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum EventKind {
+    #[serde(rename = "auth.login")]
+    Login,
+    #[serde(rename = "auth.login_failed")]
+    LoginFailed,
+    #[serde(rename = "auth.locked")]
+    Locked,
+    #[serde(rename = "auth.unlocked")]
+    Unlocked,
+    #[serde(rename = "auth.logout")]
+    Logout,
+    #[serde(rename = "auth.step_up")]
+    StepUp,
+    #[serde(rename = "auth.sessions_revoked")]
+    SessionsRevoked,
+    #[serde(rename = "user.enrolled")]
+    UserEnrolled,
+    #[serde(rename = "user.invited")]
+    UserInvited,
+    #[serde(rename = "user.bootstrap_admin")]
+    BootstrapAdmin,
+    #[serde(rename = "role.change_requested")]
+    RoleChangeRequested,
+    #[serde(rename = "role.change_approved")]
+    RoleChangeApproved,
+    #[serde(rename = "role.change_refused")]
+    RoleChangeRefused,
+    #[serde(rename = "role.change_denied")]
+    RoleChangeDenied,
+    #[serde(rename = "device.token_created")]
+    DeviceTokenCreated,
+    #[serde(rename = "device.enrolled")]
+    DeviceEnrolled,
+    #[serde(rename = "device.enrolment_refused")]
+    DeviceEnrolmentRefused,
+    #[serde(rename = "device.auth_failed")]
+    DeviceAuthFailed,
+    #[serde(rename = "device.revoked")]
+    DeviceRevoked,
+    #[serde(rename = "access.denied")]
+    AccessDenied,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 20] = [
+        EventKind::Login,
+        EventKind::LoginFailed,
+        EventKind::Locked,
+        EventKind::Unlocked,
+        EventKind::Logout,
+        EventKind::StepUp,
+        EventKind::SessionsRevoked,
+        EventKind::UserEnrolled,
+        EventKind::UserInvited,
+        EventKind::BootstrapAdmin,
+        EventKind::RoleChangeRequested,
+        EventKind::RoleChangeApproved,
+        EventKind::RoleChangeRefused,
+        EventKind::RoleChangeDenied,
+        EventKind::DeviceTokenCreated,
+        EventKind::DeviceEnrolled,
+        EventKind::DeviceEnrolmentRefused,
+        EventKind::DeviceAuthFailed,
+        EventKind::DeviceRevoked,
+        EventKind::AccessDenied,
+    ];
+
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+/// One security event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Unix milliseconds, UTC.
+    pub ts_ms: u64,
+    pub kind: EventKind,
+    pub outcome: Outcome,
+    /// Who acted: a user name, `device:<id>`, or `system`.
+    pub actor: String,
+    /// Who or what was acted on, when not the actor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<IpAddr>,
+    /// Free-form detail for people (never secrets).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// Where events go.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: Event);
+}
+
+/// Writes each event as one structured log line.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl EventSink for LogSink {
+    fn emit(&self, event: Event) {
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        match event.outcome {
+            Outcome::Success => tracing::info!(target: "sightline::audit", event = %json),
+            Outcome::Failure => tracing::warn!(target: "sightline::audit", event = %json),
+        }
+    }
+}
+
+/// Keeps events in memory, for tests.
+#[derive(Debug, Default, Clone)]
+pub struct MemorySink(pub Arc<Mutex<Vec<Event>>>);
+
+impl EventSink for MemorySink {
+    fn emit(&self, event: Event) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}
+
+impl MemorySink {
+    pub fn kinds(&self) -> Vec<EventKind> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|e| e.kind).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_kind_is_registered_with_a_unique_dotted_name() {
+        let names: Vec<String> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "duplicate names: {names:?}");
+        for name in &names {
+            assert!(name.contains('.') && !name.starts_with('.'), "{name} is not dotted");
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Agent devices (R18): enrolment with a one-time token, proof of key possession on every
+//! connection, revocation.
+
+use std::net::IpAddr;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use super::{Identity, IdentityError, Revocation, TokenPurpose, random_bytes};
+use crate::events::{EventKind, Outcome};
+use crate::store::Collection;
+
+/// An enrolled agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    pub segment: String,
+    /// Ed25519 public key, hex.
+    pub public_key: String,
+    pub enrolled_ms: u64,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+impl Identity {
+    /// Registers an agent's public key in exchange for a one-time agent token.
+    pub async fn enrol_device(
+        &self,
+        token: &str,
+        public_key_hex: &str,
+        name: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Device, IdentityError> {
+        let name = super::valid_name(name)?;
+        let key: [u8; 32] = hex::decode(public_key_hex)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| IdentityError::BadRequest("public_key must be 32 bytes of hex (Ed25519)".into()))?;
+        VerifyingKey::from_bytes(&key)
+            .map_err(|_| IdentityError::BadRequest("public_key is not a valid Ed25519 key".into()))?;
+        let record = match self.consume_token(token).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.emit(
+                    EventKind::DeviceEnrolmentRefused,
+                    Outcome::Failure,
+                    &format!("device:{name}"),
+                    None,
+                    source,
+                    e.to_string(),
+                );
+                return Err(e);
+            }
+        };
+        let TokenPurpose::Agent { segment, .. } = record.purpose else {
+            self.emit(
+                EventKind::DeviceEnrolmentRefused,
+                Outcome::Failure,
+                &format!("device:{name}"),
+                None,
+                source,
+                "not an agent token",
+            );
+            return Err(IdentityError::BadRequest("this is not an agent enrolment token".into()));
+        };
+        let device = Device {
+            id: hex::encode(random_bytes::<12>()),
+            name,
+            segment,
+            public_key: public_key_hex.to_lowercase(),
+            enrolled_ms: self.now_ms(),
+            revoked: false,
+        };
+        self.store.put(Collection::Devices, &device.id, &device).await?;
+        self.emit(
+            EventKind::DeviceEnrolled,
+            Outcome::Success,
+            &format!("device:{}", device.id),
+            None,
+            source,
+            format!("{} in segment {}", device.name, device.segment),
+        );
+        Ok(device)
+    }
+
+    /// Checks an agent's answer to this connection's challenge. Unknown and revoked devices and
+    /// bad signatures are refused and logged.
+    pub async fn authenticate_device(
+        &self,
+        device_id: &str,
+        challenge: &[u8],
+        signature_hex: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Device, IdentityError> {
+        let refuse = |why: &str| {
+            self.emit(EventKind::DeviceAuthFailed, Outcome::Failure, &format!("device:{device_id}"), None, source, why);
+            IdentityError::Forbidden(why.to_owned())
+        };
+        let Some(device) = self.store.get::<Device>(Collection::Devices, device_id).await? else {
+            return Err(refuse("unknown device: enrol it with a token first"));
+        };
+        if device.revoked {
+            return Err(refuse("this device was revoked"));
+        }
+        let key: [u8; 32] = hex::decode(&device.public_key)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| refuse("stored key is corrupt"))?;
+        let key = VerifyingKey::from_bytes(&key).map_err(|_| refuse("stored key is corrupt"))?;
+        let signature: [u8; 64] = hex::decode(signature_hex)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| refuse("malformed signature"))?;
+        let message = sightline_proto::agent_auth::signed_message(challenge, device_id);
+        key.verify_strict(&message, &Signature::from_bytes(&signature))
+            .map_err(|_| refuse("signature does not match the enrolled key"))?;
+        Ok(device)
+    }
+
+    pub async fn devices(&self) -> Result<Vec<Device>, IdentityError> {
+        let mut list: Vec<Device> = self.store.list(Collection::Devices).await?.into_iter().map(|(_, d)| d).collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    pub async fn revoke_device(
+        &self,
+        actor: &str,
+        device_id: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(), IdentityError> {
+        let updated = self
+            .store
+            .update::<Device, _>(Collection::Devices, device_id, |d| {
+                let mut d = d?;
+                if d.revoked {
+                    return None;
+                }
+                d.revoked = true;
+                Some(d)
+            })
+            .await?;
+        if updated.is_none() {
+            return Err(IdentityError::NotFound);
+        }
+        self.store.publish(&Revocation::Device { device_id: device_id.to_owned() }).await?;
+        self.emit(EventKind::DeviceRevoked, Outcome::Success, actor, Some(&format!("device:{device_id}")), source, "");
+        Ok(())
+    }
+}

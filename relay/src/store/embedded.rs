@@ -1,0 +1,186 @@
+//! The embedded backend: one relay node, no server to run.
+//!
+//! Durable collections live in a redb file (`state.redb` in the data directory). redb is a
+//! pure-Rust, ACID, single-file key-value store with a stable format and an active maintainer; it
+//! needs no C library and no separate process, which is what a relay that must "just start" on a
+//! bank's server wants. Its calls block, so they run on tokio's blocking pool. Ephemeral records
+//! live in memory and vanish with the process, which is what ceremony state and presence should do.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::broadcast;
+
+use super::{Backend, Collection, StoreError};
+
+/// Events buffered for slow subscribers before they start missing some.
+const EVENT_BUFFER: usize = 1024;
+
+fn table(coll: Collection) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(coll.name())
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+pub struct Embedded {
+    db: Arc<Database>,
+    ephemeral: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    events: broadcast::Sender<Vec<u8>>,
+}
+
+impl Embedded {
+    /// Opens (or creates) `dir/state.redb`.
+    pub fn open(dir: &Path) -> Result<Embedded, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("cannot create data directory {}: {e}", dir.display())))?;
+        let path = dir.join("state.redb");
+        let db = Database::create(&path).map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+        // Create every table up front: reading a table that was never written is an error in redb.
+        let tx = db.begin_write().map_err(io)?;
+        for coll in Collection::ALL {
+            tx.open_table(table(coll)).map_err(io)?;
+        }
+        tx.commit().map_err(io)?;
+        Ok(Embedded {
+            db: Arc::new(db),
+            ephemeral: Mutex::new(HashMap::new()),
+            events: broadcast::channel(EVENT_BUFFER).0,
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(io)?.map_err(io)
+    }
+
+    fn ephemeral_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, Instant)>> {
+        self.ephemeral.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Embedded {
+    async fn get(&self, coll: Collection, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(table(coll))?;
+            Ok(t.get(key.as_str())?.map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn put(&self, coll: Collection, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_vec());
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(table(coll))?.insert(key.as_str(), value.as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_new(&self, coll: Collection, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        self.compare_and_swap(coll, key, None, value).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        coll: Collection,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let (key, expected, new) = (key.to_owned(), expected.map(<[u8]>::to_vec), new.to_vec());
+        self.blocking(move |db| {
+            // One write transaction at a time: the read and the write below are atomic together.
+            let tx = db.begin_write()?;
+            let swapped = {
+                let mut t = tx.open_table(table(coll))?;
+                let current = t.get(key.as_str())?.map(|v| v.value().to_vec());
+                if current == expected {
+                    t.insert(key.as_str(), new.as_slice())?;
+                    true
+                } else {
+                    false
+                }
+            };
+            if swapped {
+                tx.commit()?;
+            } else {
+                tx.abort()?;
+            }
+            Ok(swapped)
+        })
+        .await
+    }
+
+    async fn take(&self, coll: Collection, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let value = tx.open_table(table(coll))?.remove(key.as_str())?.map(|v| v.value().to_vec());
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+
+    async fn delete(&self, coll: Collection, key: &str) -> Result<bool, StoreError> {
+        Ok(self.take(coll, key).await?.is_some())
+    }
+
+    async fn list(&self, coll: Collection) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(table(coll))?;
+            let mut rows = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                rows.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn put_ephemeral(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut map = self.ephemeral_map();
+        // Expired records are dropped lazily; sweep now and then so the map cannot grow unbounded.
+        if map.len() > 1024 {
+            map.retain(|_, (_, expires)| *expires > now);
+        }
+        map.insert(key.to_owned(), (value.to_vec(), now + ttl));
+        Ok(())
+    }
+
+    async fn get_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let map = self.ephemeral_map();
+        Ok(map.get(key).filter(|(_, expires)| *expires > Instant::now()).map(|(v, _)| v.clone()))
+    }
+
+    async fn take_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut map = self.ephemeral_map();
+        Ok(map.remove(key).filter(|(_, expires)| *expires > Instant::now()).map(|(v, _)| v))
+    }
+
+    async fn publish(&self, event: &[u8]) -> Result<(), StoreError> {
+        // Nobody listening is fine.
+        let _ = self.events.send(event.to_vec());
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Vec<u8>> {
+        self.events.subscribe()
+    }
+}

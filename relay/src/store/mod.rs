@@ -1,0 +1,233 @@
+//! Relay state behind one interface, with two backends that pass the same contract tests:
+//! `embedded` (the default: durable records in a redb file in the data directory, ephemeral
+//! records in memory with TTLs, events on an in-process channel) and `redis` (several relay
+//! nodes share everything; events travel on a pub/sub channel so a revocation on one node takes
+//! effect on all).
+//!
+//! The backends store bytes; `Store` adds typed, JSON-encoded records on top, so both backends
+//! share one serialisation and the contract tests cover the typed layer too.
+//!
+//! Failure is explicit: every operation returns `StoreError` (a dead Redis, a full disk), and
+//! callers making security decisions treat an error as "no".
+
+pub mod embedded;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+
+/// Durable collections. The Redis key of each is documented in `redis::keys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collection {
+    /// User accounts with roles and passkeys, by user id.
+    Users,
+    /// User name -> user id (names are unique).
+    UserNames,
+    /// Pending role changes awaiting a second admin, by request id.
+    RoleRequests,
+    /// Enrolled agents (device public keys), by device id.
+    Devices,
+    /// One-time enrolment tokens (admin bootstrap, user invitations, agent enrolment), by token hash.
+    EnrolmentTokens,
+    /// JWT signing keys, by key id.
+    SigningKeys,
+    /// Failed-login state per account and per source address.
+    Lockouts,
+}
+
+impl Collection {
+    pub const ALL: [Collection; 7] = [
+        Collection::Users,
+        Collection::UserNames,
+        Collection::RoleRequests,
+        Collection::Devices,
+        Collection::EnrolmentTokens,
+        Collection::SigningKeys,
+        Collection::Lockouts,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Collection::Users => "users",
+            Collection::UserNames => "user_names",
+            Collection::RoleRequests => "role_requests",
+            Collection::Devices => "devices",
+            Collection::EnrolmentTokens => "enrolment_tokens",
+            Collection::SigningKeys => "signing_keys",
+            Collection::Lockouts => "lockouts",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    #[error("state store I/O failed: {0}")]
+    Io(String),
+    #[error("stored record {collection}/{key} is corrupt: {detail}")]
+    Corrupt { collection: &'static str, key: String, detail: String },
+}
+
+/// What a backend must do. Values are opaque bytes.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    async fn get(&self, coll: Collection, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn put(&self, coll: Collection, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Inserts only if the key is absent; `false` if it existed.
+    async fn insert_new(&self, coll: Collection, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    /// Replaces the value only if it is still `expected` (absent when `None`): optimistic updates.
+    async fn compare_and_swap(
+        &self,
+        coll: Collection,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
+    /// Removes and returns the value atomically: a one-time token can be taken once.
+    async fn take(&self, coll: Collection, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn delete(&self, coll: Collection, key: &str) -> Result<bool, StoreError>;
+    async fn list(&self, coll: Collection) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Ephemeral records expire by themselves (ceremony state, revocations, presence).
+    async fn put_ephemeral(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    async fn get_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn take_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Sends an event to every relay node sharing this store (this one included).
+    async fn publish(&self, event: &[u8]) -> Result<(), StoreError>;
+    /// Events published by any node, from now on.
+    fn subscribe(&self) -> broadcast::Receiver<Vec<u8>>;
+}
+
+/// Typed access to a backend.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("state records always serialise: {e}"))
+}
+
+fn decode<T: DeserializeOwned>(coll: Collection, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        collection: coll.name(),
+        key: key.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+impl Store {
+    pub fn new(backend: Arc<dyn Backend>) -> Store {
+        Store { backend }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, coll: Collection, key: &str) -> Result<Option<T>, StoreError> {
+        match self.backend.get(coll, key).await? {
+            Some(bytes) => Ok(Some(decode(coll, key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn put<T: Serialize>(&self, coll: Collection, key: &str, value: &T) -> Result<(), StoreError> {
+        self.backend.put(coll, key, &encode(value)).await
+    }
+
+    pub async fn insert_new<T: Serialize>(&self, coll: Collection, key: &str, value: &T) -> Result<bool, StoreError> {
+        self.backend.insert_new(coll, key, &encode(value)).await
+    }
+
+    pub async fn take<T: DeserializeOwned>(&self, coll: Collection, key: &str) -> Result<Option<T>, StoreError> {
+        match self.backend.take(coll, key).await? {
+            Some(bytes) => Ok(Some(decode(coll, key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn delete(&self, coll: Collection, key: &str) -> Result<bool, StoreError> {
+        self.backend.delete(coll, key).await
+    }
+
+    pub async fn list<T: DeserializeOwned>(&self, coll: Collection) -> Result<Vec<(String, T)>, StoreError> {
+        let rows = self.backend.list(coll).await?;
+        rows.into_iter().map(|(k, v)| decode(coll, &k, &v).map(|t| (k, t))).collect()
+    }
+
+    /// Reads, changes and writes a record, retrying when another writer got there first.
+    /// `change` returns `None` to leave the record alone. Returns the record as stored.
+    pub async fn update<T, F>(&self, coll: Collection, key: &str, mut change: F) -> Result<Option<T>, StoreError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> Option<T>,
+    {
+        for _ in 0..16 {
+            let current = self.backend.get(coll, key).await?;
+            let value = match &current {
+                Some(bytes) => Some(decode(coll, key, bytes)?),
+                None => None,
+            };
+            let Some(new) = change(value) else {
+                return match current {
+                    Some(bytes) => Ok(Some(decode(coll, key, &bytes)?)),
+                    None => Ok(None),
+                };
+            };
+            if self.backend.compare_and_swap(coll, key, current.as_deref(), &encode(&new)).await? {
+                return Ok(Some(new));
+            }
+        }
+        Err(StoreError::Unavailable(format!("{}/{key}: too much contention", coll.name())))
+    }
+
+    pub async fn put_ephemeral<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) -> Result<(), StoreError> {
+        self.backend.put_ephemeral(key, &encode(value), ttl).await
+    }
+
+    pub async fn get_ephemeral<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.backend.get_ephemeral(key).await? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                collection: "ephemeral",
+                key: key.to_owned(),
+                detail: e.to_string(),
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn take_ephemeral<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.backend.take_ephemeral(key).await? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                collection: "ephemeral",
+                key: key.to_owned(),
+                detail: e.to_string(),
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn publish<T: Serialize>(&self, event: &T) -> Result<(), StoreError> {
+        self.backend.publish(&encode(event)).await
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Vec<u8>> {
+        self.backend.subscribe()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract;

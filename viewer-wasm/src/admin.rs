@@ -1,0 +1,251 @@
+//! The admin area: users and invitations, role changes awaiting a second admin, locks,
+//! devices and agent enrolment tokens. Critical actions ask for a passkey step-up.
+
+use leptos::prelude::*;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::with_step_up;
+use crate::http;
+
+const ROLES: [&str; 5] = ["operator", "senior_operator", "observer", "admin", "auditor"];
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct UserRow {
+    id: String,
+    name: String,
+    roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct RoleRequestRow {
+    id: String,
+    target_name: String,
+    change: serde_json::Value,
+    requested_by_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct DeviceRow {
+    id: String,
+    name: String,
+    segment: String,
+    revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct LockRow {
+    key: String,
+    failures: u32,
+}
+
+fn describe_change(change: &serde_json::Value) -> String {
+    if let Some(r) = change.get("grant").and_then(|r| r.as_str()) {
+        format!("grant {r}")
+    } else if let Some(r) = change.get("revoke").and_then(|r| r.as_str()) {
+        format!("revoke {r}")
+    } else {
+        change.to_string()
+    }
+}
+
+#[component]
+pub fn AdminView() -> impl IntoView {
+    let users = RwSignal::new(Vec::<UserRow>::new());
+    let requests = RwSignal::new(Vec::<RoleRequestRow>::new());
+    let devices = RwSignal::new(Vec::<DeviceRow>::new());
+    let locks = RwSignal::new(Vec::<LockRow>::new());
+    let message = RwSignal::new(None::<(bool, String)>);
+    let invite_link = RwSignal::new(None::<String>);
+    let agent_token = RwSignal::new(None::<String>);
+
+    let reload = move || {
+        leptos::task::spawn_local(async move {
+            if let Ok(u) = http::get::<Vec<UserRow>>("/api/admin/users").await {
+                users.set(u);
+            }
+            if let Ok(r) = http::get::<Vec<RoleRequestRow>>("/api/admin/role-requests").await {
+                requests.set(r);
+            }
+            if let Ok(d) = http::get::<Vec<DeviceRow>>("/api/admin/devices").await {
+                devices.set(d);
+            }
+            if let Ok(l) = http::get::<Vec<LockRow>>("/api/admin/locks").await {
+                locks.set(l);
+            }
+        });
+    };
+    reload();
+    let report = move |result: Result<(), String>, ok: &str| {
+        match result {
+            Ok(()) => message.set(Some((true, ok.to_owned()))),
+            Err(e) => message.set(Some((false, e))),
+        }
+        reload();
+    };
+
+    let invite_name = RwSignal::new(String::new());
+    let invite_role = RwSignal::new("operator".to_owned());
+    let invite = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let body = json!({ "name": invite_name.get_untracked(), "role": invite_role.get_untracked() });
+        leptos::task::spawn_local(async move {
+            match http::post::<_, serde_json::Value>("/api/admin/invitations", &body).await {
+                Ok(v) => {
+                    invite_link.set(v["link"].as_str().map(str::to_owned));
+                    report(Ok(()), "invitation created: send the link to the person");
+                }
+                Err(e) => report(Err(e.to_string()), ""),
+            }
+        });
+    };
+
+    let change_user = RwSignal::new(String::new());
+    let change_kind = RwSignal::new("grant".to_owned());
+    let change_role = RwSignal::new("operator".to_owned());
+    let request_change = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let body = json!({ "user_id": change_user.get_untracked(), "change": { change_kind.get_untracked(): change_role.get_untracked() } });
+        leptos::task::spawn_local(async move {
+            let result = with_step_up(|| http::post::<_, serde_json::Value>("/api/admin/role-requests", &body))
+                .await
+                .map(|_| ());
+            report(result, "role change requested: a second admin must approve it");
+        });
+    };
+
+    let decide = move |id: String, approve: bool| {
+        leptos::task::spawn_local(async move {
+            let path = format!("/api/admin/role-requests/{id}/{}", if approve { "approve" } else { "refuse" });
+            let empty = json!({});
+            let result = with_step_up(|| http::post::<_, serde_json::Value>(&path, &empty)).await.map(|_| ());
+            report(result, if approve { "role change approved" } else { "role change refused" });
+        });
+    };
+
+    let segment = RwSignal::new("office".to_owned());
+    let create_agent_token = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let body = json!({ "segment": segment.get_untracked() });
+        leptos::task::spawn_local(async move {
+            match http::post::<_, serde_json::Value>("/api/admin/agent-tokens", &body).await {
+                Ok(v) => {
+                    agent_token.set(v["token"].as_str().map(str::to_owned));
+                    report(Ok(()), "agent enrolment token created (valid 24 h, one use)");
+                }
+                Err(e) => report(Err(e.to_string()), ""),
+            }
+        });
+    };
+
+    let post_action = move |path: String, ok: &'static str| {
+        leptos::task::spawn_local(async move {
+            let result =
+                http::post::<_, serde_json::Value>(&path, &json!({})).await.map(|_| ()).map_err(|e| e.to_string());
+            report(result, ok);
+        });
+    };
+    let unlock = move |key: String| {
+        leptos::task::spawn_local(async move {
+            let result = http::post::<_, serde_json::Value>("/api/admin/locks/unlock", &json!({ "key": key }))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            report(result, "unlocked");
+        });
+    };
+
+    view! {
+        <section class="admin" data-testid="admin-area">
+            {move || message.get().map(|(ok, text)| view! {
+                <p class=if ok { "notice" } else { "error" } data-testid="admin-message">{text}</p>
+            })}
+            <div class="card">
+                <h2>"Users"</h2>
+                <table data-testid="users">
+                    <tr><th>"Name"</th><th>"Roles"</th><th></th></tr>
+                    <For each=move || users.get() key=|u| (u.id.clone(), u.roles.clone()) let(u)>
+                        <tr data-testid="user-row" data-user=u.name.clone()>
+                            <td>{u.name.clone()}</td>
+                            <td data-testid="user-roles">{u.roles.join(", ")}</td>
+                            <td><button on:click={
+                                let id = u.id.clone();
+                                move |_| post_action(format!("/api/admin/users/{id}/revoke-sessions"), "sessions revoked")
+                            }>"Revoke sessions"</button></td>
+                        </tr>
+                    </For>
+                </table>
+                <form on:submit=invite data-testid="invite-form">
+                    <h3>"Invite"</h3>
+                    <input name="invite-name" placeholder="user name" bind:value=invite_name/>
+                    <select name="invite-role" on:change=move |ev| invite_role.set(event_target_value(&ev))>
+                        {ROLES.iter().map(|r| view! { <option value=*r selected=*r == "operator">{*r}</option> }).collect_view()}
+                    </select>
+                    <button type="submit">"Create invitation"</button>
+                </form>
+                {move || invite_link.get().map(|l| view! { <p>"Link: " <code data-testid="invite-link">{l}</code></p> })}
+            </div>
+            <div class="card">
+                <h2>"Role changes (need a second admin)"</h2>
+                <form on:submit=request_change data-testid="role-change-form">
+                    <select name="change-user" on:change=move |ev| change_user.set(event_target_value(&ev))>
+                        <option value="">"user…"</option>
+                        <For each=move || users.get() key=|u| u.id.clone() let(u)>
+                            <option value=u.id.clone()>{u.name.clone()}</option>
+                        </For>
+                    </select>
+                    <select name="change-kind" on:change=move |ev| change_kind.set(event_target_value(&ev))>
+                        <option value="grant">"grant"</option>
+                        <option value="revoke">"revoke"</option>
+                    </select>
+                    <select name="change-role" on:change=move |ev| change_role.set(event_target_value(&ev))>
+                        {ROLES.iter().map(|r| view! { <option value=*r>{*r}</option> }).collect_view()}
+                    </select>
+                    <button type="submit">"Request"</button>
+                </form>
+                <ul data-testid="role-requests">
+                    <For each=move || requests.get() key=|r| r.id.clone() let(r)>
+                        <li data-testid="role-request">
+                            {format!("{} for {} (requested by {}) ", describe_change(&r.change), r.target_name, r.requested_by_name)}
+                            <button on:click={ let id = r.id.clone(); move |_| decide(id.clone(), true) }>"Approve"</button>
+                            <button on:click={ let id = r.id.clone(); move |_| decide(id.clone(), false) }>"Refuse"</button>
+                        </li>
+                    </For>
+                </ul>
+            </div>
+            <div class="card">
+                <h2>"Locked accounts and addresses"</h2>
+                <ul data-testid="locks">
+                    <For each=move || locks.get() key=|l| l.key.clone() let(l)>
+                        <li data-testid="lock-row">
+                            {format!("{} ({} failures) ", l.key, l.failures)}
+                            <button on:click={ let k = l.key.clone(); move |_| unlock(k.clone()) }>"Unlock"</button>
+                        </li>
+                    </For>
+                </ul>
+            </div>
+            <div class="card">
+                <h2>"Devices"</h2>
+                <table data-testid="devices">
+                    <tr><th>"Name"</th><th>"Segment"</th><th>"State"</th><th></th></tr>
+                    <For each=move || devices.get() key=|d| (d.id.clone(), d.revoked) let(d)>
+                        <tr data-testid="device-row" data-device=d.name.clone()>
+                            <td>{d.name.clone()}</td>
+                            <td>{d.segment.clone()}</td>
+                            <td>{if d.revoked { "revoked" } else { "active" }}</td>
+                            <td><button disabled=d.revoked on:click={
+                                let id = d.id.clone();
+                                move |_| post_action(format!("/api/admin/devices/{id}/revoke"), "device revoked")
+                            }>"Revoke"</button></td>
+                        </tr>
+                    </For>
+                </table>
+                <form on:submit=create_agent_token data-testid="agent-token-form">
+                    <input name="segment" bind:value=segment/>
+                    <button type="submit">"Create agent enrolment token"</button>
+                </form>
+                {move || agent_token.get().map(|t| view! { <p>"Token: " <code data-testid="agent-token">{t}</code></p> })}
+            </div>
+        </section>
+    }
+}

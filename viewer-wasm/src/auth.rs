@@ -1,0 +1,157 @@
+//! Sign-in, enrolment from a link, step-up, and keeping an active session alive.
+
+use leptos::prelude::*;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::http::{self, ApiError};
+use crate::webauthn;
+
+/// Who is signed in, as `/api/me` says.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Me {
+    pub user: UserSummary,
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct UserSummary {
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<String>,
+}
+
+impl Me {
+    pub fn can(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c == capability)
+    }
+}
+
+#[derive(Deserialize)]
+struct Ceremony {
+    ceremony_id: String,
+    options: serde_json::Value,
+}
+
+pub async fn me() -> Result<Me, ApiError> {
+    http::get("/api/me").await
+}
+
+/// Passkey login for `name`.
+pub async fn login(name: &str) -> Result<(), String> {
+    let ceremony: Ceremony =
+        http::post("/api/login/start", &json!({ "name": name })).await.map_err(|e| e.to_string())?;
+    let credential = webauthn::get(&ceremony.options).await?;
+    let _: serde_json::Value =
+        http::post("/api/login/finish", &json!({ "ceremony_id": ceremony.ceremony_id, "credential": credential }))
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Enrolment from a link: registers a passkey and signs in.
+pub async fn enrol(token: &str, name: Option<&str>) -> Result<(), String> {
+    let ceremony: Ceremony =
+        http::post("/api/enrol/start", &json!({ "token": token, "name": name })).await.map_err(|e| e.to_string())?;
+    let credential = webauthn::create(&ceremony.options).await?;
+    let _: serde_json::Value = http::post(
+        "/api/enrol/finish",
+        &json!({ "token": token, "ceremony_id": ceremony.ceremony_id, "credential": credential }),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A fresh passkey confirmation for a critical action (valid five minutes).
+pub async fn step_up() -> Result<(), String> {
+    let ceremony: Ceremony = http::post("/api/step-up/start", &json!({})).await.map_err(|e| e.to_string())?;
+    let credential = webauthn::get(&ceremony.options).await?;
+    let _: serde_json::Value =
+        http::post("/api/step-up/finish", &json!({ "ceremony_id": ceremony.ceremony_id, "credential": credential }))
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Runs a critical action; when the relay asks for step-up, confirms with the passkey and retries once.
+pub async fn with_step_up<T, F, Fut>(action: F) -> Result<T, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    match action().await {
+        Err(e) if e.code == "step_up_required" => {
+            step_up().await?;
+            action().await.map_err(|e| e.to_string())
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+pub async fn logout() {
+    let _: Result<serde_json::Value, _> = http::post("/api/logout", &json!({})).await;
+}
+
+#[component]
+pub fn LoginForm(on_done: Callback<()>, #[prop(optional)] notice: Option<String>) -> impl IntoView {
+    let name = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        busy.set(true);
+        error.set(None);
+        let n = name.get_untracked();
+        leptos::task::spawn_local(async move {
+            match login(&n).await {
+                Ok(()) => on_done.run(()),
+                Err(e) => error.set(Some(e)),
+            }
+            busy.set(false);
+        });
+    };
+    view! {
+        <section class="card auth">
+            <h2>"Sign in"</h2>
+            {notice.map(|n| view! { <p class="muted" data-testid="login-notice">{n}</p> })}
+            <form on:submit=submit>
+                <label>"User name " <input name="username" autocomplete="username webauthn" bind:value=name/></label>
+                <button type="submit" disabled=move || busy.get()>"Sign in with passkey"</button>
+            </form>
+            {move || error.get().map(|e| view! { <p class="error" data-testid="login-error">{e}</p> })}
+        </section>
+    }
+}
+
+#[component]
+pub fn EnrolForm(token: String, on_done: Callback<()>) -> impl IntoView {
+    let name = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        busy.set(true);
+        error.set(None);
+        let (token, n) = (token.clone(), name.get_untracked());
+        leptos::task::spawn_local(async move {
+            let chosen = (!n.trim().is_empty()).then_some(n);
+            match enrol(&token, chosen.as_deref()).await {
+                Ok(()) => on_done.run(()),
+                Err(e) => error.set(Some(e)),
+            }
+            busy.set(false);
+        });
+    };
+    view! {
+        <section class="card auth">
+            <h2>"Enrol your passkey"</h2>
+            <p class="muted">"This one-time link creates your account. Your device will ask you to verify (PIN, fingerprint or face)."</p>
+            <form on:submit=submit>
+                <label>"User name (first admin only) " <input name="enrol-name" bind:value=name/></label>
+                <button type="submit" disabled=move || busy.get()>"Create passkey"</button>
+            </form>
+            {move || error.get().map(|e| view! { <p class="error" data-testid="enrol-error">{e}</p> })}
+        </section>
+    }
+}
