@@ -143,6 +143,15 @@ async fn signed_in(State(state): State<AppState>, mut request: Request, next: Ne
     response
 }
 
+/// Middleware for admin routes (after `signed_in`).
+async fn needs_admin(request: Request, next: Next) -> Response {
+    match request.extensions().get::<AuthUser>() {
+        Some(auth) if auth.allows(Capability::Administer) => next.run(request).await,
+        Some(_) => ApiError(IdentityError::Forbidden("your roles do not allow this".into())).into_response(),
+        None => ApiError(IdentityError::Unauthenticated).into_response(),
+    }
+}
+
 fn with_cookie(token: &str, body: impl IntoResponse) -> Response {
     let mut response = body.into_response();
     response.headers_mut().append(header::SET_COOKIE, session_cookie(token));
@@ -162,6 +171,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/session/refresh", post(refresh))
         .route("/api/step-up/start", post(step_up_start))
         .route("/api/step-up/finish", post(step_up_finish))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), signed_in));
+    // Capability checks run before the body is even parsed: an unauthorised caller learns nothing
+    // about what the route would accept. (Handlers check again.)
+    let admin_routes = Router::new()
         .route("/api/admin/users", get(admin_users))
         .route("/api/admin/invitations", post(admin_invite))
         .route("/api/admin/role-requests", get(admin_role_requests).post(admin_request_role_change))
@@ -173,8 +186,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/admin/devices", get(admin_devices))
         .route("/api/admin/devices/{id}/revoke", post(admin_revoke_device))
         .route("/api/admin/agent-tokens", post(admin_agent_token))
+        .route_layer(axum::middleware::from_fn(needs_admin))
         .route_layer(axum::middleware::from_fn_with_state(state, signed_in));
-    public.merge(signed_in_routes).layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+    public.merge(signed_in_routes).merge(admin_routes).layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
 }
 
 fn ip(addr: SocketAddr) -> IpAddr {
