@@ -60,7 +60,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
-export interface RelayOptions { port?: number; dataDir?: string; redis?: string }
+export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string }
 
 export class Relay {
   constructor(public proc: Proc, public port: number, public dataDir: string) {}
@@ -69,7 +69,7 @@ export class Relay {
   static async start(opts: RelayOptions = {}): Promise<Relay> {
     const p = opts.port ?? (await freePort());
     const dataDir = opts.dataDir ?? tempDir('relay');
-    const args = ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC, '--data-dir', dataDir, '--public-url', `http://localhost:${p}/`];
+    const args = ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC, '--data-dir', dataDir, '--public-url', opts.publicUrl ?? `http://localhost:${p}/`];
     if (opts.redis) args.push('--redis', opts.redis);
     const proc = launch('relay', path.join(BIN, 'relay'), args);
     const relay = new Relay(proc, p, dataDir);
@@ -261,4 +261,20 @@ export async function inviteAndEnrol(browser: Browser, admin: Page, name: string
 export async function stopWorld(w: World | undefined): Promise<void> {
   await w?.agent.kill();
   await w?.relay.proc.kill();
+}
+
+/** A redis-server on a free loopback port, for multi-node tests. */
+export class RedisServer {
+  constructor(public proc: Proc, public port: number) {}
+  url(): string { return `redis://127.0.0.1:${this.port}/`; }
+  static async start(): Promise<RedisServer> {
+    const port = await freePort();
+    const proc = launch('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tempDir('redis')]);
+    await waitFor('redis-server', async () => new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
+      socket.on('error', () => resolve(false));
+    }));
+    return new RedisServer(proc, port);
+  }
+  async kill(): Promise<void> { await this.proc.kill(); }
 }

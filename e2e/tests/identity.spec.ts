@@ -1,0 +1,214 @@
+// Identity and access through the real path: Chromium's virtual authenticator, the relay's
+// passkey ceremonies, its session cookies and sockets, and (for @R17) two relays on one Redis.
+import { test, expect, request as playwrightRequest, Page } from '@playwright/test';
+import {
+  Relay, World, world, stopWorld, contextWithPasskeys, enrolFromLink, inviteAndEnrol, api, signIn, enrolAgent,
+  startAgent, tempDir, RedisServer, Proc,
+} from './harness';
+
+let w: World | undefined;
+const extra: { kill(): Promise<void> }[] = [];
+
+test.afterEach(async () => {
+  await stopWorld(w);
+  w = undefined;
+  for (const p of extra.splice(0)) await p.kill();
+});
+
+async function socketOutcome(page: Page, url: string): Promise<'open' | 'refused'> {
+  return page.evaluate((u) => new Promise<'open' | 'refused'>((resolve) => {
+    const ws = new WebSocket(u);
+    ws.onopen = () => { ws.close(); resolve('open'); };
+    ws.onerror = () => resolve('refused');
+  }), url);
+}
+
+test('admin enrols from the bootstrap link, invites an operator who enrols, signs in and sees the agents; without sign-in everything refuses @R11', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  // The operator signs out and back in with the passkey alone.
+  await w.operator.getByTestId('logout').click();
+  await expect(w.operator.locator('input[name="username"]')).toBeVisible();
+  await signIn(w.operator, w.relay, 'operator');
+  await expect(w.operator.getByTestId('agent-row').filter({ hasText: 'front-desk' })).toBeVisible();
+
+  // A stranger gets the sign-in form, 401 from every API, and no socket.
+  const { page: stranger } = await contextWithPasskeys(browser);
+  await stranger.goto(w.relay.url);
+  await expect(stranger.locator('input[name="username"]')).toBeVisible();
+  await expect(stranger.getByTestId('agent-row')).toHaveCount(0);
+  for (const path of ['/api/me', '/api/admin/users', '/api/admin/devices']) {
+    expect((await api(stranger, 'GET', path)).status, path).toBe(401);
+  }
+  expect((await api(stranger, 'POST', '/api/admin/invitations', { name: 'x', role: 'admin' })).status).toBe(401);
+  expect(await socketOutcome(stranger, `ws://localhost:${w.relay.port}/ws/viewer`)).toBe('refused');
+  // The admin, by being admin, cannot watch screens either (no universal role).
+  expect(await socketOutcome(w.admin, `ws://localhost:${w.relay.port}/ws/viewer`)).toBe('refused');
+  expect(await socketOutcome(w.operator, `ws://localhost:${w.relay.port}/ws/viewer`)).toBe('open');
+  // The bootstrap link worked once only.
+  const again = await contextWithPasskeys(browser);
+  await again.page.goto(w.relay.bootstrapLink());
+  await again.page.getByRole('button', { name: 'Create passkey' }).click();
+  await expect(again.page.getByTestId('enrol-error')).toContainText('unknown or was already used');
+});
+
+test('a role grant stays pending until a second admin approves with step-up; nobody grants themselves @R13', async ({ browser }) => {
+  const relay = await Relay.start();
+  extra.push(relay.proc);
+  const { page: alice } = await contextWithPasskeys(browser);
+  await enrolFromLink(alice, relay.bootstrapLink(), 'alice');
+  const bob = await inviteAndEnrol(browser, alice, 'bob', 'admin');
+  await inviteAndEnrol(browser, alice, 'carol', 'operator');
+
+  // Alice asks to grant carol the auditor role (the UI confirms with a passkey step-up).
+  await alice.getByTestId('tab-admin').click();
+  const form = alice.getByTestId('role-change-form');
+  await form.locator('select[name="change-user"]').selectOption({ label: 'carol' });
+  await form.locator('select[name="change-kind"]').selectOption('grant');
+  await form.locator('select[name="change-role"]').selectOption('auditor');
+  await form.getByRole('button', { name: 'Request' }).click();
+  await expect(alice.getByTestId('admin-message')).toContainText('second admin must approve');
+  await expect(alice.getByTestId('role-request')).toHaveCount(1);
+  const carolRoles = alice.locator('[data-testid="user-row"][data-user="carol"] [data-testid="user-roles"]');
+  await expect(carolRoles).toHaveText('operator');
+
+  // Alice cannot approve her own request.
+  await alice.getByTestId('role-request').getByRole('button', { name: 'Approve' }).click();
+  await expect(alice.getByTestId('admin-message')).toContainText('second admin');
+  await expect(carolRoles).toHaveText('operator');
+
+  // Nobody requests a change of their own roles.
+  const users = (await api(alice, 'GET', '/api/admin/users')).json as { id: string; name: string }[];
+  const aliceId = users.find((u) => u.name === 'alice')!.id;
+  const own = await api(alice, 'POST', '/api/admin/role-requests', { user_id: aliceId, change: { grant: 'auditor' } });
+  expect(own.status).toBe(403);
+  expect(own.json.message).toContain('own roles');
+
+  // Bob, a second admin, approves: a step-up first, then the role applies.
+  const decisionWithoutStepUp = await api(bob, 'POST', `/api/admin/role-requests/${(await api(bob, 'GET', '/api/admin/role-requests')).json[0].id}/approve`, {});
+  expect(decisionWithoutStepUp.status).toBe(403);
+  expect(decisionWithoutStepUp.json.error).toBe('step_up_required');
+  await bob.getByTestId('tab-admin').click();
+  await bob.getByTestId('role-request').getByRole('button', { name: 'Approve' }).click();
+  await expect(bob.getByTestId('admin-message')).toContainText('approved');
+  await expect(bob.locator('[data-testid="user-row"][data-user="carol"] [data-testid="user-roles"]')).toHaveText('operator, auditor');
+  await expect(bob.getByTestId('role-request')).toHaveCount(0);
+  // The decision is in the security log.
+  expect(relay.proc.log()).toContain('role.change_approved');
+  expect(relay.proc.log()).toContain('role.change_denied');
+});
+
+/** One passkey login attempt in `page`, with the assertion's signature corrupted when `tamper`. */
+async function loginAttempt(page: Page, name: string, tamper: boolean): Promise<{ status: number; retryAfter: number | null }> {
+  return page.evaluate(async ([n, t]) => {
+    const start = await fetch('/api/login/start', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: n }) });
+    if (!start.ok) return { status: start.status, retryAfter: Number(start.headers.get('retry-after')) || null };
+    const { ceremony_id, options } = await start.json();
+    const cred = await navigator.credentials.get({ publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options.publicKey) }) as PublicKeyCredential;
+    const json = (cred as any).toJSON();
+    if (t) {
+      const sig: string = json.response.signature;
+      json.response.signature = (sig[5] === 'A' ? 'B' : 'A') + sig.slice(1, 5) + (sig[5] === 'A' ? 'B' : 'A') + sig.slice(6);
+    }
+    const finish = await fetch('/api/login/finish', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ceremony_id, credential: json }) });
+    return { status: finish.status, retryAfter: Number(finish.headers.get('retry-after')) || null };
+  }, [name, tamper] as const);
+}
+
+test('tampered assertions slow down, then lock the account and the address until an admin unlocks @R15', async ({ browser }) => {
+  test.setTimeout(120_000);
+  w = await world(browser, { name: 'locked-desk' });
+  const op = w.operator;
+  await op.getByTestId('logout').click();
+  const statuses: number[] = [];
+  let throttled = 0;
+  for (let i = 0; i < 20; i++) {
+    const r = await loginAttempt(op, 'operator', true);
+    statuses.push(r.status);
+    if (r.status === 423) break;
+    if (r.status === 429) {
+      throttled++;
+      await op.waitForTimeout((r.retryAfter ?? 1) * 1000 + 100);
+    }
+  }
+  expect(statuses.slice(0, 3)).toEqual([401, 401, 401]);
+  expect(throttled, `statuses: ${statuses}`).toBeGreaterThan(0);
+  expect(statuses[statuses.length - 1], `statuses: ${statuses}`).toBe(423);
+  // Locked means locked: the genuine passkey is refused too.
+  expect((await loginAttempt(op, 'operator', false)).status).toBe(423);
+  // The admin sees both locks and lifts them; the genuine login works again.
+  await w.admin.getByTestId('tab-admin').click();
+  await expect(w.admin.getByTestId('lock-row')).toHaveCount(2);
+  for (let i = 0; i < 2; i++) {
+    await w.admin.getByTestId('lock-row').first().getByRole('button', { name: 'Unlock' }).click();
+    await expect(w.admin.getByTestId('lock-row')).toHaveCount(1 - i);
+  }
+  expect((await loginAttempt(op, 'operator', false)).status).toBe(200);
+  const log = w.relay.proc.log();
+  expect(log).toContain('auth.locked');
+  expect(log).toContain('auth.unlocked');
+});
+
+test('two relays on one Redis: logout on node A refuses the cookie on node B at once and closes its socket @R17', async ({ browser }) => {
+  const redis = await RedisServer.start();
+  extra.push(redis);
+  const portA = await (await import('./harness')).freePort();
+  const publicUrl = `http://localhost:${portA}/`;
+  const nodeA = await Relay.start({ port: portA, redis: redis.url(), publicUrl });
+  const nodeB = await Relay.start({ redis: redis.url(), publicUrl });
+  extra.push(nodeA.proc, nodeB.proc);
+
+  const { page: admin } = await contextWithPasskeys(browser);
+  // Each fresh node replaces the bootstrap link; the latest one printed is the valid one.
+  await enrolFromLink(admin, nodeB.bootstrapLink(), 'admin');
+  const operator = await inviteAndEnrol(browser, admin, 'operator', 'operator');
+  const cookie = (await operator.context().cookies()).find((c) => c.name === 'sightline_session')!;
+  expect(cookie.httpOnly).toBe(true);
+  expect(cookie.secure).toBe(true);
+  expect(cookie.sameSite).toBe('Strict');
+
+  const asOperator = await playwrightRequest.newContext({ extraHTTPHeaders: { cookie: `sightline_session=${cookie.value}` } });
+  expect((await asOperator.get(`http://127.0.0.1:${nodeB.port}/api/me`)).status()).toBe(200);
+  // A viewer socket on node B, opened from the operator's page (same site, same cookie).
+  await operator.evaluate((u) => {
+    const ws = new WebSocket(u);
+    (window as any).__nodeB = 'connecting';
+    ws.onopen = () => { (window as any).__nodeB = 'open'; };
+    ws.onclose = () => { (window as any).__nodeB = 'closed'; };
+  }, `ws://localhost:${nodeB.port}/ws/viewer`);
+  await expect.poll(() => operator.evaluate(() => (window as any).__nodeB)).toBe('open');
+
+  await operator.getByTestId('logout').click();
+  await expect(operator.locator('input[name="username"]')).toBeVisible();
+  expect((await asOperator.get(`http://127.0.0.1:${nodeB.port}/api/me`)).status()).toBe(401);
+  expect((await asOperator.get(`http://127.0.0.1:${nodeA.port}/api/me`)).status()).toBe(401);
+  await expect.poll(() => operator.evaluate(() => (window as any).__nodeB), { timeout: 3_000 }).toBe('closed');
+  await asOperator.dispose();
+});
+
+test('a revoked agent cannot connect, and an enrolment token works once @R18', async ({ browser }) => {
+  w = await world(browser, { name: 'teller-3' });
+  await expect(w.operator.getByTestId('agent-row').filter({ hasText: 'teller-3' })).toBeVisible();
+
+  // Reusing the enrolment token is refused.
+  const token = (await api(w.admin, 'POST', '/api/admin/agent-tokens', { segment: 'office' })).json.token;
+  enrolAgent(w.relay, token, 'teller-4');
+  expect(() => enrolAgent(w!.relay, token, 'teller-5')).toThrow(/unknown or was already used/);
+
+  // Revoking the device drops it at once, and it stays out.
+  await w.admin.getByTestId('tab-admin').click();
+  await w.admin.locator('[data-testid="device-row"][data-device="teller-3"]').getByRole('button', { name: 'Revoke' }).click();
+  await expect(w.admin.locator('[data-testid="device-row"][data-device="teller-3"]')).toContainText('revoked');
+  await expect(w.operator.getByTestId('agent-row').filter({ hasText: 'teller-3' })).toHaveCount(0);
+  await expect.poll(() => w!.agent.log(), { timeout: 15_000 }).toContain('refused this device: this device was revoked');
+
+  // A key that was never enrolled is refused too.
+  const stranger = tempDir('agent');
+  const fs = await import('node:fs');
+  fs.cpSync(w.agentDir, stranger, { recursive: true });
+  const info = JSON.parse(fs.readFileSync(`${stranger}/device.json`, 'utf8'));
+  info.device_id = 'ffffffffffffffffffffffff';
+  fs.writeFileSync(`${stranger}/device.json`, JSON.stringify(info));
+  const impostor: Proc = startAgent(w.relay, { name: 'impostor', dataDir: stranger });
+  extra.push(impostor);
+  await expect.poll(() => impostor.log(), { timeout: 15_000 }).toContain('unknown device');
+});
