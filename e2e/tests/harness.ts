@@ -37,11 +37,18 @@ export class Proc {
   }
 }
 
+// Every process a test starts; killed when the worker exits, whatever happened to the test.
+const launched: ChildProcess[] = [];
+process.on('exit', () => {
+  for (const child of launched) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
 function launch(name: string, program: string, args: string[], env: Record<string, string> = {}): Proc {
   fs.mkdirSync(LOGS, { recursive: true });
   const logPath = path.join(LOGS, `${name}-${Date.now()}-${Math.floor(Math.random() * 1e6)}.log`);
   const log = fs.openSync(logPath, 'a');
   const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ['ignore', log, log] });
+  launched.push(child);
   const proc = new Proc(name, child);
   proc.logPath = logPath;
   return proc;
@@ -73,10 +80,15 @@ export class Relay {
     if (opts.redis) args.push('--redis', opts.redis);
     const proc = launch('relay', path.join(BIN, 'relay'), args);
     const relay = new Relay(proc, p, dataDir);
-    await waitFor('relay /healthz', async () => {
-      if (proc.child.exitCode !== null) throw new Error(`relay exited with ${proc.child.exitCode}`);
-      try { return (await fetch(`http://127.0.0.1:${p}/healthz`)).ok; } catch { return false; }
-    });
+    try {
+      await waitFor('relay /healthz', async () => {
+        if (proc.child.exitCode !== null) throw new Error(`relay exited with ${proc.child.exitCode}: ${proc.log().slice(-2000)}`);
+        try { return (await fetch(`http://127.0.0.1:${p}/healthz`)).ok; } catch { return false; }
+      });
+    } catch (e) {
+      await proc.kill('SIGKILL');
+      throw e;
+    }
     return relay;
   }
   /** The one-time admin enrolment link a fresh relay prints. */

@@ -92,21 +92,61 @@ fn wait_healthy(addr: &str, relay: &mut Child) -> Result<()> {
     bail!("relay did not listen on {addr} within 20 s")
 }
 
-/// Runs relay + agent (synthetic screen) until Ctrl-C.
+/// Runs relay + agent (synthetic screen) until Ctrl-C. State lives in `demo-data/` so the
+/// admin's passkey and the enrolled agent survive restarts of the demo.
 pub fn demo(root: &Path, bin: &Path) -> Result<()> {
-    let port = std::env::var("SIGHTLINE_DEMO_PORT").ok().and_then(|p| p.parse().ok()).map_or_else(free_port, Ok)?;
+    let port = match std::env::var("SIGHTLINE_DEMO_PORT").ok().and_then(|p| p.parse().ok()) {
+        Some(p) => p,
+        None if std::net::TcpListener::bind("127.0.0.1:8080").is_ok() => 8080,
+        None => free_port()?,
+    };
     let addr = format!("127.0.0.1:{port}");
+    let public_url = format!("http://localhost:{port}/");
+    let data = root.join("demo-data");
+    let (relay_data, agent_data) = (data.join("relay"), data.join("agent"));
+    let relay_args = |extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--data-dir".into(), relay_data.clone().into(), "--public-url".into(), public_url.clone().into()];
+        args.extend(extra.iter().map(Into::into));
+        args
+    };
+
+    // The agent enrols once; the token is made before the relay holds the embedded store.
+    let enrol_token = if agent_data.join("device.key").exists() {
+        None
+    } else {
+        let out = cmd(root, bin.join("relay"))
+            .args(relay_args(&["agent-token", "create", "--segment", "demo"]))
+            .output()
+            .context("creating an agent token")?;
+        if !out.status.success() {
+            bail!("relay agent-token create failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+
     let mut children = Children(Vec::new());
     let relay = cmd(root, bin.join("relay"))
-        .args(["--listen", &addr, "--static-dir"])
+        .args(relay_args(&["--listen", &addr, "--static-dir"]))
         .arg(root.join("static"))
         .stdin(Stdio::null())
         .spawn()
         .context("starting relay")?;
     children.0.push(("relay".into(), relay));
     wait_healthy(&addr, &mut children.0[0].1)?;
+    let relay_url = format!("ws://{addr}");
+    if let Some(token) = enrol_token {
+        status(
+            cmd(root, bin.join("agent"))
+                .args(["enroll", "--relay-url", &relay_url, "--name", "demo-endpoint", "--data-dir"])
+                .arg(&agent_data)
+                .arg(format!("--token={token}")),
+            "agent enroll",
+        )?;
+    }
     let agent = cmd(root, bin.join("agent"))
-        .args(["run", "--relay-url", &format!("ws://{addr}"), "--source", "synthetic", "--name", "demo-endpoint"])
+        .args(["run", "--relay-url", &relay_url, "--source", "synthetic", "--data-dir"])
+        .arg(&agent_data)
         .stdin(Stdio::null())
         .spawn()
         .context("starting agent")?;
@@ -116,8 +156,10 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
     ctrlc_channel(tx)?;
     println!();
     println!("  Sightline demo is running.");
-    println!("  Viewer:  http://{addr}/");
-    println!("  Press Ctrl-C to stop relay and agent.");
+    println!("  Viewer:  {public_url}");
+    println!("  First run: open the one-time admin enrolment link the relay printed above, create your");
+    println!("  passkey, invite an operator from the Admin tab, and view `demo-endpoint` as that operator.");
+    println!("  State is kept in {}; delete it to start over. Ctrl-C stops relay and agent.", data.display());
     println!();
     loop {
         if rx.recv_timeout(Duration::from_millis(500)).is_ok() {
