@@ -37,16 +37,18 @@ pub async fn me() -> Result<Me, ApiError> {
     http::get("/api/me").await
 }
 
+/// A passkey assertion: start (`{stage}/start` with `body`), sign in the browser, finish.
+async fn assert_passkey(stage: &str, body: serde_json::Value) -> Result<(), String> {
+    let ceremony: Ceremony = http::post(&format!("{stage}/start"), &body).await.map_err(|e| e.to_string())?;
+    let credential = webauthn::get(&ceremony.options).await?;
+    let finish = json!({ "ceremony_id": ceremony.ceremony_id, "credential": credential });
+    let _: serde_json::Value = http::post(&format!("{stage}/finish"), &finish).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Passkey login for `name`.
 pub async fn login(name: &str) -> Result<(), String> {
-    let ceremony: Ceremony =
-        http::post("/api/login/start", &json!({ "name": name })).await.map_err(|e| e.to_string())?;
-    let credential = webauthn::get(&ceremony.options).await?;
-    let _: serde_json::Value =
-        http::post("/api/login/finish", &json!({ "ceremony_id": ceremony.ceremony_id, "credential": credential }))
-            .await
-            .map_err(|e| e.to_string())?;
-    Ok(())
+    assert_passkey("/api/login", json!({ "name": name })).await
 }
 
 /// Enrolment from a link: registers a passkey and signs in.
@@ -65,13 +67,7 @@ pub async fn enrol(token: &str, name: Option<&str>) -> Result<(), String> {
 
 /// A fresh passkey confirmation for a critical action (valid five minutes).
 pub async fn step_up() -> Result<(), String> {
-    let ceremony: Ceremony = http::post("/api/step-up/start", &json!({})).await.map_err(|e| e.to_string())?;
-    let credential = webauthn::get(&ceremony.options).await?;
-    let _: serde_json::Value =
-        http::post("/api/step-up/finish", &json!({ "ceremony_id": ceremony.ceremony_id, "credential": credential }))
-            .await
-            .map_err(|e| e.to_string())?;
-    Ok(())
+    assert_passkey("/api/step-up", json!({})).await
 }
 
 /// Runs a critical action; when the relay asks for step-up, confirms with the passkey and retries once.

@@ -337,27 +337,28 @@ impl Identity {
         url.to_string()
     }
 
-    async fn peek_token(&self, token: &str) -> Result<EnrolmentToken, IdentityError> {
-        let record: EnrolmentToken =
-            self.store.get(Collection::EnrolmentTokens, &token_hash(token)).await?.ok_or_else(|| {
-                IdentityError::BadRequest("this enrolment link is unknown or was already used".into())
-            })?;
+    /// Looks a token up; `consume` takes it for good, so a second taker (or a replay) fails.
+    async fn enrolment_token(&self, token: &str, consume: bool) -> Result<EnrolmentToken, IdentityError> {
+        let key = token_hash(token);
+        let record: Option<EnrolmentToken> = if consume {
+            self.store.take(Collection::EnrolmentTokens, &key).await?
+        } else {
+            self.store.get(Collection::EnrolmentTokens, &key).await?
+        };
+        let record = record
+            .ok_or_else(|| IdentityError::BadRequest("this enrolment link is unknown or was already used".into()))?;
         if record.expires_ms < self.now_ms() {
             return Err(IdentityError::BadRequest("this enrolment link has expired".into()));
         }
         Ok(record)
     }
 
-    /// Takes a token for good; a second taker (or a replay) gets an error.
+    async fn peek_token(&self, token: &str) -> Result<EnrolmentToken, IdentityError> {
+        self.enrolment_token(token, false).await
+    }
+
     async fn consume_token(&self, token: &str) -> Result<EnrolmentToken, IdentityError> {
-        let record: EnrolmentToken =
-            self.store.take(Collection::EnrolmentTokens, &token_hash(token)).await?.ok_or_else(|| {
-                IdentityError::BadRequest("this enrolment link is unknown or was already used".into())
-            })?;
-        if record.expires_ms < self.now_ms() {
-            return Err(IdentityError::BadRequest("this enrolment link has expired".into()));
-        }
-        Ok(record)
+        self.enrolment_token(token, true).await
     }
 
     // ---------------------------------------------------------------- users

@@ -128,6 +128,14 @@ fn decode<T: DeserializeOwned>(coll: Collection, key: &str, bytes: &[u8]) -> Res
     })
 }
 
+fn decode_ephemeral<T: DeserializeOwned>(key: &str, bytes: Option<Vec<u8>>) -> Result<Option<T>, StoreError> {
+    bytes.map(|b| serde_json::from_slice(&b)).transpose().map_err(|e| StoreError::Corrupt {
+        collection: "ephemeral",
+        key: key.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
 impl Store {
     pub fn new(backend: Arc<dyn Backend>) -> Store {
         Store { backend }
@@ -199,25 +207,11 @@ impl Store {
     }
 
     pub async fn get_ephemeral<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        match self.backend.get_ephemeral(key).await? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                collection: "ephemeral",
-                key: key.to_owned(),
-                detail: e.to_string(),
-            })?)),
-            None => Ok(None),
-        }
+        decode_ephemeral(key, self.backend.get_ephemeral(key).await?)
     }
 
     pub async fn take_ephemeral<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        match self.backend.take_ephemeral(key).await? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                collection: "ephemeral",
-                key: key.to_owned(),
-                detail: e.to_string(),
-            })?)),
-            None => Ok(None),
-        }
+        decode_ephemeral(key, self.backend.take_ephemeral(key).await?)
     }
 
     pub async fn publish<T: Serialize>(&self, event: &T) -> Result<(), StoreError> {
