@@ -35,6 +35,8 @@ pub struct RunConfig {
     pub synthetic_size: (u32, u32),
     /// Rate and quality; the frame size comes from the source.
     pub encoder: EncoderConfig,
+    /// Extra CA certificate (PEM) trusted for `wss://` besides the system's.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Maps the relay base URL given by the user to its agent WebSocket URL.
@@ -118,10 +120,34 @@ async fn screen_size(config: &RunConfig) -> (u32, u32) {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: &url::Url) -> anyhow::Result<Socket> {
+/// TLS trust for `wss://`: the system's CA store plus an optional extra CA (a bank's internal one).
+fn tls_connector(ca_cert: Option<&std::path::Path>) -> anyhow::Result<tokio_tungstenite::Connector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_cert {
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("cannot read CA certificate {}", path.display()))?
+        {
+            roots.add(cert.with_context(|| format!("invalid PEM in {}", path.display()))?)?;
+        }
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config)))
+}
+
+async fn connect(url: &url::Url, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Socket> {
     let ws_config =
         WebSocketConfig::default().max_message_size(Some(MAX_SIGNAL_BYTES)).max_frame_size(Some(MAX_SIGNAL_BYTES));
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), false)
+    let connector = if url.scheme() == "wss" { Some(tls_connector(ca_cert)?) } else { None };
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), Some(ws_config), false, connector)
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
     Ok(ws)
@@ -149,9 +175,10 @@ pub async fn enroll(
     token: &str,
     name: &str,
     data_dir: &std::path::Path,
+    ca_cert: Option<&std::path::Path>,
 ) -> anyhow::Result<DeviceInfo> {
     let (key, public_key) = crate::device::new_key()?;
-    let mut ws = connect(relay_url).await?;
+    let mut ws = connect(relay_url, ca_cert).await?;
     let RelayToAgent::Challenge { .. } = expect_message(&mut ws, "challenge").await? else {
         bail!("relay did not start with a challenge")
     };
@@ -170,7 +197,7 @@ pub async fn enroll(
 
 async fn session(config: &RunConfig) -> anyhow::Result<()> {
     let media_ip = local_ip_towards(&config.relay_url).await?;
-    let mut ws = connect(&config.relay_url).await?;
+    let mut ws = connect(&config.relay_url, config.ca_cert.as_deref()).await?;
     let RelayToAgent::Challenge { nonce } = expect_message(&mut ws, "challenge").await? else {
         bail!("relay did not start with a challenge")
     };

@@ -36,6 +36,9 @@ struct EnrollArgs {
     /// Where the device key is kept.
     #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
+    #[arg(long, env = "SIGHTLINE_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +46,9 @@ struct RunArgs {
     /// Where the device key is kept (as given to `agent enroll`).
     #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
+    #[arg(long, env = "SIGHTLINE_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Relay base URL (ws:// or wss://, or http(s):// which is mapped to ws(s)://).
     #[arg(long, env = "SIGHTLINE_RELAY_URL")]
     relay_url: url::Url,
@@ -97,8 +103,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Enroll(args) => {
             let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
             let name = args.name.unwrap_or_else(host_name);
-            let info =
-                connection::enroll(&connection::agent_socket_url(&args.relay_url)?, &args.token, &name, &dir).await?;
+            let info = connection::enroll(
+                &connection::agent_socket_url(&args.relay_url)?,
+                &args.token,
+                &name,
+                &dir,
+                args.ca_cert.as_deref(),
+            )
+            .await?;
             println!(
                 "enrolled as {} (device {}) in segment {}; key saved in {}",
                 info.name,
@@ -115,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
                 relay_url: connection::agent_socket_url(&args.relay_url)?,
                 device,
                 source: args.source,
+                ca_cert: args.ca_cert,
                 synthetic_size: args.synthetic_size,
                 encoder: EncoderConfig {
                     width: 0,

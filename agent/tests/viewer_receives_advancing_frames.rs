@@ -38,6 +38,8 @@ async fn start_relay() -> TestRelay {
         data_dir: dir.path().join("relay"),
         redis: None,
         token_ttl_s: 600,
+        tls_cert: None,
+        tls_key: None,
     };
     let state =
         sightline_relay::server::build(&config, std::sync::Arc::new(sightline_relay::events::LogSink)).await.unwrap();
@@ -60,11 +62,12 @@ async fn start_agent(relay: &TestRelay, name: &str) -> String {
     let token = relay.state.identity.create_agent_token("test", "office", None).await.unwrap();
     let url = connection::agent_socket_url(&format!("ws://{}", relay.addr).parse().unwrap()).unwrap();
     let dir = relay._dir.path().join(name);
-    let info = connection::enroll(&url, &token, name, &dir).await.unwrap();
+    let info = connection::enroll(&url, &token, name, &dir, None).await.unwrap();
     let config = RunConfig {
         relay_url: url,
         device: std::sync::Arc::new(sightline_agent::device::Device::load(&dir).unwrap()),
         source: SourceKind::Synthetic,
+        ca_cert: None,
         synthetic_size: (1280, 720),
         encoder: EncoderConfig { width: 0, height: 0, fps: 30, bitrate_kbps: 2500, cpu_used: 12, threads: 2 },
     };

@@ -40,6 +40,15 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_REDIS")]
     pub redis: Option<String>,
 
+    /// TLS certificate chain (PEM). With `--tls-key`, the relay serves HTTPS/WSS and may listen
+    /// on non-loopback addresses.
+    #[arg(long, env = "SIGHTLINE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM, PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SIGHTLINE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Lifetime of session tokens in seconds (at most 600).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(30..=600))]
     pub token_ttl_s: u64,
@@ -48,7 +57,7 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "refusing to listen on {0}: until identity and TLS are configured the relay serves loopback only (use 127.0.0.1 or ::1)"
+        "refusing to serve on {0} without TLS: WebAuthn and session cookies need a secure context (give --tls-cert and --tls-key, or use 127.0.0.1)"
     )]
     NotLoopback(IpAddr),
     #[error("static directory {0} has no index.html (build the viewer with `cargo xtask build`)")]
@@ -61,9 +70,11 @@ impl Config {
     /// Checks what flags alone cannot: the relay has no authentication yet, so anything but
     /// loopback would expose screens to the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for ip in [self.listen.ip(), self.media_ip] {
-            if !ip.is_loopback() {
-                return Err(ConfigError::NotLoopback(ip));
+        if !self.tls() {
+            for ip in [self.listen.ip(), self.media_ip] {
+                if !ip.is_loopback() {
+                    return Err(ConfigError::NotLoopback(ip));
+                }
             }
         }
         if !self.static_dir.join("index.html").is_file() {
@@ -71,16 +82,22 @@ impl Config {
         }
         let public = self.public_url();
         let local = matches!(public.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-        if public.scheme() != "https" && !(public.scheme() == "http" && local) {
+        if public.scheme() != "https" && !(public.scheme() == "http" && local && !self.tls()) {
             return Err(ConfigError::InsecurePublicUrl(public));
         }
         Ok(())
     }
 
+    /// Whether the relay serves HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
     /// The origin browsers use (see `--public-url`).
     pub fn public_url(&self) -> url::Url {
         self.public_url.clone().unwrap_or_else(|| {
-            format!("http://localhost:{}/", self.listen.port())
+            let scheme = if self.tls() { "https" } else { "http" };
+            format!("{scheme}://localhost:{}/", self.listen.port())
                 .parse()
                 .unwrap_or_else(|e| unreachable!("valid URL: {e}"))
         })
@@ -118,6 +135,21 @@ mod tests {
         let config = Config::try_parse_from(args).unwrap();
         assert_eq!(config.listen, "127.0.0.1:9999".parse::<SocketAddr>().unwrap());
         assert_eq!(config.static_dir, PathBuf::from("static"));
+    }
+
+    #[test]
+    fn non_loopback_needs_tls_and_tls_needs_https() {
+        let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../static");
+        let tls = ["--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--static-dir", static_dir];
+        let mut args = vec!["--listen", "0.0.0.0:8443", "--media-ip", "192.0.2.10"];
+        args.extend(tls);
+        let config = parse(&args);
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
+        assert_eq!(config.public_url().scheme(), "https");
+        let mut args = vec!["--public-url", "http://relay.example/"];
+        args.extend(tls);
+        assert!(matches!(parse(&args).validate(), Err(ConfigError::InsecurePublicUrl(_))));
+        assert!(Config::try_parse_from(["relay", "--tls-cert", "/c.pem"]).is_err(), "a certificate needs its key");
     }
 
     #[test]

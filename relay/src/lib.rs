@@ -18,4 +18,5 @@ pub mod socket;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod tls;
 pub mod viewer_socket;

@@ -158,9 +158,16 @@ pub async fn serve(
     };
     let hub = state.hub.clone();
     let router = app(state, &config);
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            use axum::serve::ListenerExt;
+            let tls = crate::tls::TlsListener::new(listener, crate::tls::server_config(cert, key)?)?;
+            // tap_io gives the TLS listener axum's ConnectInfo<SocketAddr>, which handlers use.
+            axum::serve(tls.tap_io(|_| {}), service).with_graceful_shutdown(shutdown).await?;
+        }
+        _ => axum::serve(listener, service).with_graceful_shutdown(shutdown).await?,
+    }
     rotation.abort();
     hub.shutdown().await;
     Ok(())

@@ -23,6 +23,8 @@ fn config(dir: &std::path::Path, addr: SocketAddr) -> Config {
         data_dir: dir.to_path_buf(),
         redis: None,
         token_ttl_s: 600,
+        tls_cert: None,
+        tls_key: None,
     }
 }
 
