@@ -1,10 +1,12 @@
 // Benchmarks, run by `cargo xtask bench` (never by `cargo xtask test`): time from opening a view
-// to the first decoded frame, glass-to-glass latency from the synthetic source, and agent CPU
-// time per frame. Results go to bench-results/latency.json; nothing here asserts a timing.
+// to the first decoded frame, glass-to-glass latency from the synthetic source, agent CPU time per
+// frame, passkey login round trip, and authenticated requests per second on one core. Results go
+// to bench-results/*.json; nothing here asserts a timing.
 import { test, expect, Page } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { world, stopWorld, sampleFrames, latencyMs } from './harness';
+import { world, worldOn, stopWorld, sampleFrames, latencyMs, Relay, RedisServer } from './harness';
+import { spawnSync } from 'node:child_process';
 
 const OUT = path.resolve(__dirname, '../../bench-results');
 
@@ -76,5 +78,53 @@ test('view latency and agent cost @bench', async ({ browser }) => {
     }
   }
   fs.writeFileSync(path.join(OUT, 'latency.json'), JSON.stringify(results, null, 2));
+  console.log(JSON.stringify(results, null, 2));
+});
+
+/** Requests per second `wrk` (on core 1) gets from `url` with the session cookie, over `seconds`. */
+function wrk(url: string, cookie: string, seconds: number): number {
+  const r = spawnSync('taskset', ['-c', '1', 'wrk', '-t1', '-c32', `-d${seconds}s`, '-H', `Cookie: sightline_session=${cookie}`, url], { encoding: 'utf8' });
+  const m = r.stdout.match(/Requests\/sec:\s+([\d.]+)/);
+  const non2xx = r.stdout.match(/Non-2xx or 3xx responses:\s+(\d+)/);
+  if (!m) throw new Error(`wrk failed: ${r.stderr}${r.stdout}`);
+  if (non2xx) throw new Error(`wrk saw ${non2xx[1]} refused requests: the session did not hold`);
+  return Number(m[1]);
+}
+
+test('passkey login round trip and authenticated requests per second on one core @bench', async ({ browser }) => {
+  test.setTimeout(180_000);
+  fs.mkdirSync(OUT, { recursive: true });
+  const results: Record<string, unknown> = { date: new Date().toISOString(), route: 'GET /api/me (verify JWT, load session, revocation and user from the store)' };
+  const redis = await RedisServer.start();
+  try {
+    for (const store of ['embedded', 'redis']) {
+      const relay = await Relay.start({ cpu: 0, redis: store === 'redis' ? redis.url() : undefined });
+      const w = await worldOn(browser, relay, { name: `bench-${store}` });
+      try {
+        // Login round trip as the operator's browser does it: start, passkey assertion, finish.
+        const times: number[] = [];
+        for (let i = 0; i < 20; i++) {
+          times.push(await w.operator.evaluate(async () => {
+            const t0 = performance.now();
+            const start = await fetch('/api/login/start', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'operator' }) });
+            const { ceremony_id, options } = await start.json();
+            const cred = await navigator.credentials.get({ publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options.publicKey) }) as PublicKeyCredential;
+            const finish = await fetch('/api/login/finish', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ceremony_id, credential: (cred as any).toJSON() }) });
+            if (!finish.ok) throw new Error(`login failed: ${finish.status}`);
+            return performance.now() - t0;
+          }));
+        }
+        const cookie = (await w.operator.context().cookies()).find((c) => c.name === 'sightline_session')!.value;
+        wrk(`http://127.0.0.1:${relay.port}/api/me`, cookie, 2); // warm-up
+        const rps = wrk(`http://127.0.0.1:${relay.port}/api/me`, cookie, 8);
+        results[store] = { login_round_trip_ms: { median: quantile(times, 0.5), p95: quantile(times, 0.95) }, authenticated_rps_one_core: Math.round(rps) };
+      } finally {
+        await stopWorld(w);
+      }
+    }
+  } finally {
+    await redis.kill();
+  }
+  fs.writeFileSync(path.join(OUT, 'auth.json'), JSON.stringify(results, null, 2));
   console.log(JSON.stringify(results, null, 2));
 });

@@ -67,7 +67,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
-export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string }
+export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number }
 
 export class Relay {
   constructor(public proc: Proc, public port: number, public dataDir: string) {}
@@ -78,7 +78,10 @@ export class Relay {
     const dataDir = opts.dataDir ?? tempDir('relay');
     const args = ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC, '--data-dir', dataDir, '--public-url', opts.publicUrl ?? `http://localhost:${p}/`];
     if (opts.redis) args.push('--redis', opts.redis);
-    const proc = launch('relay', path.join(BIN, 'relay'), args);
+    // Benchmarks pin the relay to one core (taskset execs it, so the pid is the relay's).
+    const proc = opts.cpu === undefined
+      ? launch('relay', path.join(BIN, 'relay'), args)
+      : launch('relay', 'taskset', ['-c', String(opts.cpu), path.join(BIN, 'relay'), ...args]);
     const relay = new Relay(proc, p, dataDir);
     try {
       await waitFor('relay /healthz', async () => {
@@ -248,6 +251,11 @@ export interface World { relay: Relay; admin: Page; operator: Page; agent: Proc;
  */
 export async function world(browser: Browser, agent: Partial<AgentOptions> & { name: string }, relayOpts: RelayOptions = {}): Promise<World> {
   const relay = await Relay.start(relayOpts);
+  return worldOn(browser, relay, agent);
+}
+
+/** `world` on a relay that is already running. */
+export async function worldOn(browser: Browser, relay: Relay, agent: Partial<AgentOptions> & { name: string }): Promise<World> {
   const { page: admin } = await contextWithPasskeys(browser);
   await enrolFromLink(admin, relay.bootstrapLink(), 'admin');
   const invite = await api(admin, 'POST', '/api/admin/invitations', { name: 'operator', role: 'operator' });

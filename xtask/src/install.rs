@@ -38,6 +38,8 @@ const APT_TEST: &[&str] = &[
     "libxi6",
     "x11-apps",
     "fonts-dejavu-core",
+    // Load generator for `cargo xtask bench`.
+    "wrk",
 ];
 
 pub fn ensure_tools(root: &Path, need: Need) -> Result<()> {
