@@ -7,4 +7,6 @@
 pub mod config_file;
 pub mod framecode;
 pub mod lockout;
+pub mod policy;
 pub mod roles;
+pub mod session;

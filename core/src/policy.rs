@@ -1,0 +1,506 @@
+//! Session policy as data (R3, R4, R16, R20, R23): segments of devices, and per segment who may
+//! connect, from where, when, with which levels, and the obligations that follow (consent
+//! timeout, grant expiry, maximum duration, idle timeout, observer and recording requirements).
+//!
+//! `Policy::from_toml` validates a whole file up front (the relay refuses to start with an invalid
+//! one); `Policy::decide` is a pure function of the policy and one request, with the time given.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::roles::Role;
+
+/// What an operator may do in a session; the user grants a subset (R6, R20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    View,
+    Control,
+    Clipboard,
+    FileTransfer,
+}
+
+/// Longest consent timeout a policy may set (R5: a dialog nobody answers is a deny).
+pub const MAX_CONSENT_TIMEOUT_S: u32 = 120;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    reasons: Vec<String>,
+    segments: BTreeMap<String, SegmentFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SegmentFile {
+    roles: Vec<Role>,
+    operator_cidrs: Vec<String>,
+    hours: Option<HoursFile>,
+    levels: Vec<Level>,
+    #[serde(default)]
+    unattended: bool,
+    #[serde(default)]
+    maintenance_window: bool,
+    #[serde(default = "default_consent_timeout")]
+    consent_timeout_s: u32,
+    grant_expiry_s: u32,
+    max_duration_s: u32,
+    idle_timeout_s: u32,
+    #[serde(default)]
+    observer_required_for_control: bool,
+    #[serde(default = "yes")]
+    recording_required: bool,
+    #[serde(default)]
+    elevation_needs_senior: bool,
+}
+
+fn default_consent_timeout() -> u32 {
+    60
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoursFile {
+    tz: String,
+    days: Vec<String>,
+    from: String,
+    to: String,
+}
+
+/// Working hours in a time zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hours {
+    pub tz: jiff::tz::TimeZone,
+    pub days: Vec<jiff::civil::Weekday>,
+    pub from: jiff::civil::Time,
+    pub to: jiff::civil::Time,
+}
+
+/// One segment's rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub roles: BTreeSet<Role>,
+    pub operator_cidrs: Vec<ipnet::IpNet>,
+    pub hours: Option<Hours>,
+    pub levels: BTreeSet<Level>,
+    pub unattended: bool,
+    pub maintenance_window: bool,
+    pub consent_timeout_s: u32,
+    pub grant_expiry_s: u32,
+    pub max_duration_s: u32,
+    pub idle_timeout_s: u32,
+    pub observer_required_for_control: bool,
+    pub recording_required: bool,
+    pub elevation_needs_senior: bool,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub reasons: BTreeSet<String>,
+    pub segments: BTreeMap<String, Segment>,
+}
+
+/// Why a policy file was refused; the message names the place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError(pub String);
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+fn weekday(s: &str) -> Option<jiff::civil::Weekday> {
+    use jiff::civil::Weekday::*;
+    Some(match s {
+        "mon" => Monday,
+        "tue" => Tuesday,
+        "wed" => Wednesday,
+        "thu" => Thursday,
+        "fri" => Friday,
+        "sat" => Saturday,
+        "sun" => Sunday,
+        _ => return None,
+    })
+}
+
+impl Policy {
+    pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError(format!("policy file: {e}")))?;
+        let reasons: BTreeSet<String> =
+            file.reasons.into_iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
+        if reasons.is_empty() {
+            return Err(PolicyError("policy file: the reason catalog is empty".into()));
+        }
+        if file.segments.is_empty() {
+            return Err(PolicyError("policy file: no segments".into()));
+        }
+        let mut segments = BTreeMap::new();
+        for (name, s) in file.segments {
+            let at = |what: &str| PolicyError(format!("segment {name}: {what}"));
+            let operator_cidrs = s
+                .operator_cidrs
+                .iter()
+                .map(|c| c.parse::<ipnet::IpNet>().map_err(|_| at(&format!("operator_cidrs: {c:?} is not a CIDR"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let hours = match s.hours {
+                None => None,
+                Some(h) => {
+                    let tz = jiff::tz::TimeZone::get(&h.tz)
+                        .map_err(|_| at(&format!("hours.tz: unknown time zone {:?}", h.tz)))?;
+                    let days = h
+                        .days
+                        .iter()
+                        .map(|d| weekday(d).ok_or_else(|| at(&format!("hours.days: {d:?} (use mon..sun)"))))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let from: jiff::civil::Time =
+                        h.from.parse().map_err(|_| at(&format!("hours.from: {:?} is not HH:MM", h.from)))?;
+                    let to: jiff::civil::Time =
+                        h.to.parse().map_err(|_| at(&format!("hours.to: {:?} is not HH:MM", h.to)))?;
+                    if from >= to || days.is_empty() {
+                        return Err(at("hours: need at least one day and from < to"));
+                    }
+                    Some(Hours { tz, days, from, to })
+                }
+            };
+            let levels: BTreeSet<Level> = s.levels.into_iter().collect();
+            if !levels.contains(&Level::View) {
+                return Err(at("levels must include view"));
+            }
+            if s.roles.is_empty() {
+                return Err(at("roles is empty: nobody could connect"));
+            }
+            if s.consent_timeout_s == 0 || s.consent_timeout_s > MAX_CONSENT_TIMEOUT_S {
+                return Err(at(&format!("consent_timeout_s must be 1-{MAX_CONSENT_TIMEOUT_S}")));
+            }
+            for (field, v) in [
+                ("grant_expiry_s", s.grant_expiry_s),
+                ("max_duration_s", s.max_duration_s),
+                ("idle_timeout_s", s.idle_timeout_s),
+            ] {
+                if v == 0 {
+                    return Err(at(&format!("{field} must be positive")));
+                }
+            }
+            if s.unattended && !s.recording_required {
+                return Err(at("unattended access requires recording (R2)"));
+            }
+            segments.insert(
+                name,
+                Segment {
+                    roles: s.roles.into_iter().collect(),
+                    operator_cidrs,
+                    hours,
+                    levels,
+                    unattended: s.unattended,
+                    maintenance_window: s.maintenance_window,
+                    consent_timeout_s: s.consent_timeout_s,
+                    grant_expiry_s: s.grant_expiry_s,
+                    max_duration_s: s.max_duration_s,
+                    idle_timeout_s: s.idle_timeout_s,
+                    observer_required_for_control: s.observer_required_for_control,
+                    recording_required: s.recording_required,
+                    elevation_needs_senior: s.elevation_needs_senior,
+                },
+            );
+        }
+        Ok(Policy { reasons, segments })
+    }
+}
+
+/// An operator's request to start a session, as plain facts.
+#[derive(Debug, Clone)]
+pub struct AccessRequest<'a> {
+    pub roles: &'a BTreeSet<Role>,
+    pub source: IpAddr,
+    pub segment: &'a str,
+    pub levels: &'a BTreeSet<Level>,
+    pub ticket: &'a str,
+    pub reason: &'a str,
+    pub now: jiff::Timestamp,
+    /// A maintenance window for this device is open now (R3).
+    pub maintenance_window_open: bool,
+    /// Nobody is at the endpoint to consent (R2).
+    pub unattended: bool,
+}
+
+/// Why a request is refused; shown to the operator and logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    UnknownSegment,
+    RoleNotAllowed,
+    AddressNotAllowed,
+    OutsideHours,
+    LevelNotAllowed(Level),
+    NoTicket,
+    UnknownReason,
+    MaintenanceWindowClosed,
+    UnattendedNotAllowed,
+    NoLevels,
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denial::UnknownSegment => f.write_str("the device's segment has no policy"),
+            Denial::RoleNotAllowed => f.write_str("your roles may not connect to this segment"),
+            Denial::AddressNotAllowed => f.write_str("your network address is not allowed for this segment"),
+            Denial::OutsideHours => f.write_str("outside the support hours of this segment"),
+            Denial::LevelNotAllowed(l) => write!(f, "level {l:?} is not allowed in this segment"),
+            Denial::NoTicket => f.write_str("a request/ticket ID is required"),
+            Denial::UnknownReason => f.write_str("the reason must be chosen from the catalog"),
+            Denial::MaintenanceWindowClosed => {
+                f.write_str("remote support is off for this device: no maintenance window is open")
+            }
+            Denial::UnattendedNotAllowed => f.write_str("unattended access is not allowed in this segment"),
+            Denial::NoLevels => f.write_str("no levels requested"),
+        }
+    }
+}
+
+/// What an allowed session must respect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obligations {
+    pub consent_timeout_s: u32,
+    pub grant_expiry_s: u32,
+    pub max_duration_s: u32,
+    pub idle_timeout_s: u32,
+    pub observer_required_for_control: bool,
+    pub recording_required: bool,
+    pub elevation_needs_senior: bool,
+}
+
+impl Policy {
+    /// Decides a session request. Checks run in a fixed order so the reason is stable.
+    pub fn decide(&self, req: &AccessRequest<'_>) -> Result<Obligations, Denial> {
+        let seg = self.segments.get(req.segment).ok_or(Denial::UnknownSegment)?;
+        if req.ticket.trim().is_empty() {
+            return Err(Denial::NoTicket);
+        }
+        if !self.reasons.contains(req.reason.trim()) {
+            return Err(Denial::UnknownReason);
+        }
+        if !req.roles.iter().any(|r| seg.roles.contains(r)) {
+            return Err(Denial::RoleNotAllowed);
+        }
+        if !seg.operator_cidrs.iter().any(|net| net.contains(&req.source)) {
+            return Err(Denial::AddressNotAllowed);
+        }
+        if let Some(hours) = &seg.hours {
+            let local = req.now.to_zoned(hours.tz.clone());
+            let t = local.time();
+            if !hours.days.contains(&local.weekday()) || t < hours.from || t >= hours.to {
+                return Err(Denial::OutsideHours);
+            }
+        }
+        if req.levels.is_empty() {
+            return Err(Denial::NoLevels);
+        }
+        if let Some(level) = req.levels.iter().find(|l| !seg.levels.contains(l)) {
+            return Err(Denial::LevelNotAllowed(*level));
+        }
+        if req.unattended && !seg.unattended {
+            return Err(Denial::UnattendedNotAllowed);
+        }
+        if seg.maintenance_window && !req.maintenance_window_open {
+            return Err(Denial::MaintenanceWindowClosed);
+        }
+        Ok(Obligations {
+            consent_timeout_s: seg.consent_timeout_s,
+            grant_expiry_s: seg.grant_expiry_s,
+            max_duration_s: seg.max_duration_s,
+            idle_timeout_s: seg.idle_timeout_s,
+            observer_required_for_control: seg.observer_required_for_control,
+            recording_required: seg.recording_required,
+            elevation_needs_senior: seg.elevation_needs_senior,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+reasons = ["incident", "password-reset", "software-install"]
+
+[segments.office]
+roles = ["operator", "senior_operator"]
+operator_cidrs = ["10.0.0.0/8", "127.0.0.0/8"]
+hours = { tz = "Europe/Berlin", days = ["mon", "tue", "wed", "thu", "fri"], from = "07:00", to = "19:00" }
+levels = ["view", "control", "clipboard"]
+grant_expiry_s = 900
+max_duration_s = 7200
+idle_timeout_s = 900
+
+[segments.payment]
+roles = ["senior_operator"]
+operator_cidrs = ["10.1.0.0/16"]
+levels = ["view", "control"]
+maintenance_window = true
+consent_timeout_s = 120
+grant_expiry_s = 300
+max_duration_s = 1800
+idle_timeout_s = 300
+observer_required_for_control = true
+elevation_needs_senior = true
+"#;
+
+    fn policy() -> Policy {
+        Policy::from_toml(SAMPLE).unwrap()
+    }
+
+    /// Wednesday 2026-11-25 10:00 in Berlin (09:00 UTC).
+    fn office_hours() -> jiff::Timestamp {
+        OK.at.parse().unwrap()
+    }
+
+    /// One table row: a request and the decision it must get.
+    #[derive(Clone)]
+    struct Case {
+        segment: &'static str,
+        roles: &'static [Role],
+        source: &'static str,
+        levels: &'static [Level],
+        ticket: &'static str,
+        reason: &'static str,
+        at: &'static str,
+        window: bool,
+        expect: Result<(), Denial>,
+    }
+
+    /// An office request that is allowed (Wednesday, 10:00 in Berlin).
+    const OK: Case = Case {
+        segment: "office",
+        roles: &[Role::Operator],
+        source: "10.2.3.4",
+        levels: &[Level::View],
+        ticket: "INC-1",
+        reason: "incident",
+        at: "2026-11-25T09:00:00Z",
+        window: false,
+        expect: Ok(()),
+    };
+
+    fn decide(case: &Case) -> Result<(), Denial> {
+        let roles: BTreeSet<Role> = case.roles.iter().copied().collect();
+        let levels: BTreeSet<Level> = case.levels.iter().copied().collect();
+        let req = AccessRequest {
+            roles: &roles,
+            source: case.source.parse().unwrap(),
+            segment: case.segment,
+            levels: &levels,
+            ticket: case.ticket,
+            reason: case.reason,
+            now: case.at.parse().unwrap(),
+            maintenance_window_open: case.window,
+            unattended: false,
+        };
+        policy().decide(&req).map(|_| ())
+    }
+
+    #[test]
+    fn decisions() {
+        use Level::*;
+        use Role::*;
+        let payment = Case {
+            segment: "payment",
+            roles: &[SeniorOperator],
+            source: "10.1.2.3",
+            ticket: "CHG-7",
+            reason: "software-install",
+            ..OK
+        };
+        let cases = [
+            OK,
+            Case { levels: &[View, Control], ..OK },
+            Case { segment: "nowhere", expect: Err(Denial::UnknownSegment), ..OK },
+            Case { ticket: "  ", expect: Err(Denial::NoTicket), ..OK },
+            Case { reason: "because", expect: Err(Denial::UnknownReason), ..OK },
+            Case { roles: &[Observer], expect: Err(Denial::RoleNotAllowed), ..OK },
+            Case { roles: &[Admin], expect: Err(Denial::RoleNotAllowed), ..OK },
+            Case { source: "192.0.2.1", expect: Err(Denial::AddressNotAllowed), ..OK },
+            // 19:30 in Berlin, and a Saturday: outside hours.
+            Case { at: "2026-11-25T18:30:00Z", expect: Err(Denial::OutsideHours), ..OK },
+            Case { at: "2026-11-28T09:00:00Z", expect: Err(Denial::OutsideHours), ..OK },
+            // 07:30 in Berlin is 06:30 UTC: inside (the time zone matters).
+            Case { at: "2026-11-25T06:30:00Z", ..OK },
+            Case { levels: &[View, FileTransfer], expect: Err(Denial::LevelNotAllowed(FileTransfer)), ..OK },
+            Case { levels: &[], expect: Err(Denial::NoLevels), ..OK },
+            Case { expect: Err(Denial::MaintenanceWindowClosed), ..payment.clone() },
+            Case { window: true, ..payment.clone() },
+            Case { window: true, roles: &[Operator], expect: Err(Denial::RoleNotAllowed), ..payment },
+        ];
+        for case in cases {
+            assert_eq!(
+                decide(&case),
+                case.expect,
+                "{} {:?} {} {:?} {}",
+                case.segment,
+                case.roles,
+                case.source,
+                case.levels,
+                case.at
+            );
+        }
+    }
+
+    #[test]
+    fn obligations_come_from_the_segment() {
+        let roles = BTreeSet::from([Role::SeniorOperator]);
+        let levels = BTreeSet::from([Level::View]);
+        let req = AccessRequest {
+            roles: &roles,
+            source: "10.1.0.9".parse().unwrap(),
+            segment: "payment",
+            levels: &levels,
+            ticket: "CHG-1",
+            reason: "incident",
+            now: office_hours(),
+            maintenance_window_open: true,
+            unattended: false,
+        };
+        let o = policy().decide(&req).unwrap();
+        assert_eq!((o.consent_timeout_s, o.grant_expiry_s, o.max_duration_s, o.idle_timeout_s), (120, 300, 1800, 300));
+        assert!(o.observer_required_for_control && o.recording_required && o.elevation_needs_senior);
+        let unattended = AccessRequest { unattended: true, ..req };
+        assert_eq!(policy().decide(&unattended), Err(Denial::UnattendedNotAllowed));
+    }
+
+    #[test]
+    fn invalid_files_are_refused_with_the_place_named() {
+        let bad = [
+            (SAMPLE.replace("consent_timeout_s = 120", "consent_timeout_s = 300"), "consent_timeout_s"),
+            (SAMPLE.replace("Europe/Berlin", "Mars/Olympus"), "unknown time zone"),
+            (SAMPLE.replace("\"10.1.0.0/16\"", "\"10.1.0.0/99\""), "operator_cidrs"),
+            (SAMPLE.replace("levels = [\"view\", \"control\"]", "levels = [\"control\"]"), "include view"),
+            (SAMPLE.replace("roles = [\"senior_operator\"]", "roles = []"), "roles is empty"),
+            (SAMPLE.replace("from = \"07:00\"", "from = \"20:00\""), "from < to"),
+            (
+                SAMPLE.replace("reasons = [\"incident\", \"password-reset\", \"software-install\"]", "reasons = []"),
+                "catalog is empty",
+            ),
+            (SAMPLE.replace("idle_timeout_s = 300", "idle_timeout_s = 300\nsurprise = 1"), "unknown field"),
+            (
+                SAMPLE.replace(
+                    "maintenance_window = true",
+                    "maintenance_window = true\nunattended = true\nrecording_required = false",
+                ),
+                "requires recording",
+            ),
+        ];
+        for (text, expected) in bad {
+            let err = Policy::from_toml(&text).unwrap_err().0;
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+}

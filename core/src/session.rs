@@ -1,0 +1,527 @@
+//! The session lifecycle (design.md "Session lifecycle"), shared by relay and agent.
+//!
+//! A `Session` is created once policy allowed a request; it then waits for the user's consent,
+//! runs, pauses, elevates and ends. `step(now, event)` changes state and returns effects for the
+//! caller to carry out (media, input release, prompts, audit); `may_inject(now)` is the single
+//! answer to "may input reach the endpoint now?" (R19), asked by the relay and again by the agent.
+
+use std::collections::BTreeSet;
+
+use crate::policy::{Level, Obligations};
+
+pub type Levels = BTreeSet<Level>;
+
+/// Who did something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    User,
+    Operator,
+    Admin,
+    System,
+}
+
+/// Why a session ended; recorded with every end (R22, R23).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    DeniedByUser,
+    ConsentTimedOut,
+    ConsentClosed,
+    EndedByUser,
+    EndedByOperator,
+    KilledByAdmin(String),
+    MaxDuration,
+    Idle,
+    AgentLost,
+    OperatorLost,
+    RecorderFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    AwaitingConsent { requested: Levels, deadline_ms: u64 },
+    Active,
+    Paused { by: Party },
+    Ended(EndReason),
+}
+
+/// An elevation waiting for the user (and, in critical segments, a senior operator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elevation {
+    pub levels: Levels,
+    pub user_confirmed: bool,
+    pub senior_approved: bool,
+}
+
+/// What happens to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    ConsentAllowed {
+        levels: Levels,
+    },
+    ConsentDenied,
+    /// The consent window was closed without an answer.
+    ConsentClosed,
+    Pause {
+        by: Party,
+    },
+    Resume {
+        by: Party,
+    },
+    End {
+        by: Party,
+    },
+    Kill {
+        admin: String,
+    },
+    ElevationRequested {
+        levels: Levels,
+    },
+    ElevationConfirmed {
+        levels: Levels,
+    },
+    ElevationRefused,
+    SeniorApproved,
+    ObserverJoined,
+    ObserverLeft,
+    /// The operator did something (input, chat): resets the idle timer.
+    OperatorActivity,
+    AgentLost,
+    OperatorLost,
+    RecorderFailed,
+    /// Time passed; deadlines are checked.
+    Tick,
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Show the consent prompt on the endpoint.
+    AskConsent {
+        levels: Levels,
+        deadline_ms: u64,
+    },
+    StartMedia,
+    PauseMedia,
+    ResumeMedia,
+    StopMedia,
+    /// Release every held key and button on the endpoint.
+    ReleaseInput,
+    /// The granted levels changed (shown in the session bar and the viewer).
+    Granted {
+        levels: Levels,
+    },
+    AskUserToElevate {
+        levels: Levels,
+    },
+    AskSeniorToApprove {
+        levels: Levels,
+    },
+    Ended(EndReason),
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub phase: Phase,
+    pub obligations: Obligations,
+    /// Levels the segment allows (elevation cannot go beyond them).
+    allowed: Levels,
+    granted: Levels,
+    /// When grants beyond view expire (R7).
+    grant_expires_ms: Option<u64>,
+    started_ms: u64,
+    last_activity_ms: u64,
+    observers: u32,
+    pub elevation: Option<Elevation>,
+    /// Input events refused so far (counted, not logged one by one).
+    pub dropped_input: u64,
+}
+
+impl Session {
+    /// A session that policy allowed: the user is asked for `requested`.
+    pub fn new(now_ms: u64, obligations: Obligations, allowed: Levels, requested: Levels) -> (Session, Vec<Effect>) {
+        let deadline_ms = now_ms + u64::from(obligations.consent_timeout_s) * 1000;
+        let session = Session {
+            phase: Phase::AwaitingConsent { requested: requested.clone(), deadline_ms },
+            obligations,
+            allowed,
+            granted: Levels::new(),
+            grant_expires_ms: None,
+            started_ms: now_ms,
+            last_activity_ms: now_ms,
+            observers: 0,
+            elevation: None,
+            dropped_input: 0,
+        };
+        (session, vec![Effect::AskConsent { levels: requested, deadline_ms }])
+    }
+
+    pub fn granted(&self) -> &Levels {
+        &self.granted
+    }
+
+    pub fn is_ended(&self) -> bool {
+        matches!(self.phase, Phase::Ended(_))
+    }
+
+    /// Whether input may reach the endpoint now: control granted and not expired, the session
+    /// running (not paused), and an observer present where the segment requires one.
+    pub fn may_inject(&self, now_ms: u64) -> bool {
+        self.phase == Phase::Active
+            && self.granted.contains(&Level::Control)
+            && self.grant_expires_ms.is_none_or(|t| now_ms < t)
+            && (!self.obligations.observer_required_for_control || self.observers > 0)
+    }
+
+    /// Filters one input event: `true` to pass it on, `false` (and counted) to drop it.
+    pub fn admit_input(&mut self, now_ms: u64) -> bool {
+        if self.may_inject(now_ms) {
+            self.last_activity_ms = now_ms;
+            true
+        } else {
+            self.dropped_input += 1;
+            false
+        }
+    }
+
+    fn end(&mut self, reason: EndReason) -> Vec<Effect> {
+        if self.is_ended() {
+            return Vec::new();
+        }
+        let was_live = !matches!(self.phase, Phase::AwaitingConsent { .. });
+        self.phase = Phase::Ended(reason.clone());
+        self.granted.clear();
+        self.elevation = None;
+        let mut effects = Vec::new();
+        if was_live {
+            effects.extend([Effect::ReleaseInput, Effect::StopMedia]);
+        }
+        effects.push(Effect::Ended(reason));
+        effects
+    }
+
+    fn grant(&mut self, now_ms: u64, levels: Levels) -> Vec<Effect> {
+        let beyond_view = levels.iter().any(|l| *l != Level::View);
+        self.grant_expires_ms = beyond_view.then(|| now_ms + u64::from(self.obligations.grant_expiry_s) * 1000);
+        self.granted = levels.clone();
+        vec![Effect::Granted { levels }]
+    }
+
+    /// Applies one event at time `now_ms`.
+    pub fn step(&mut self, now_ms: u64, event: Event) -> Vec<Effect> {
+        if self.is_ended() {
+            return Vec::new();
+        }
+        match (&self.phase, event) {
+            (Phase::Ended(_), _) => Vec::new(),
+
+            // ------------------------------------------------ consent
+            (Phase::AwaitingConsent { requested, .. }, Event::ConsentAllowed { levels }) => {
+                // The user grants a subset of what was asked; view is the floor of any session.
+                let granted: Levels = levels.intersection(requested).copied().collect();
+                if !granted.contains(&Level::View) {
+                    return self.end(EndReason::DeniedByUser);
+                }
+                self.phase = Phase::Active;
+                self.started_ms = now_ms;
+                self.last_activity_ms = now_ms;
+                let mut effects = vec![Effect::StartMedia];
+                effects.extend(self.grant(now_ms, granted));
+                effects
+            }
+            (Phase::AwaitingConsent { .. }, Event::ConsentDenied) => self.end(EndReason::DeniedByUser),
+            (Phase::AwaitingConsent { .. }, Event::ConsentClosed) => self.end(EndReason::ConsentClosed),
+            (Phase::AwaitingConsent { deadline_ms, .. }, Event::Tick) if now_ms >= *deadline_ms => {
+                self.end(EndReason::ConsentTimedOut)
+            }
+            (Phase::AwaitingConsent { .. }, Event::AgentLost) => self.end(EndReason::AgentLost),
+            (Phase::AwaitingConsent { .. }, Event::OperatorLost) => self.end(EndReason::OperatorLost),
+            (Phase::AwaitingConsent { .. }, Event::Kill { admin }) => self.end(EndReason::KilledByAdmin(admin)),
+            (Phase::AwaitingConsent { .. }, Event::End { by: Party::Operator }) => self.end(EndReason::EndedByOperator),
+            (Phase::AwaitingConsent { .. }, _) => Vec::new(),
+
+            // ------------------------------------------------ ending, from any live phase
+            (_, Event::End { by: Party::User }) => self.end(EndReason::EndedByUser),
+            (_, Event::End { .. }) => self.end(EndReason::EndedByOperator),
+            (_, Event::Kill { admin }) => self.end(EndReason::KilledByAdmin(admin)),
+            (_, Event::AgentLost) => self.end(EndReason::AgentLost),
+            (_, Event::OperatorLost) => self.end(EndReason::OperatorLost),
+            (_, Event::RecorderFailed) if self.obligations.recording_required => self.end(EndReason::RecorderFailed),
+            (_, Event::RecorderFailed) => Vec::new(),
+
+            // ------------------------------------------------ pause and resume (R8)
+            (Phase::Active, Event::Pause { by }) => {
+                self.phase = Phase::Paused { by };
+                vec![Effect::ReleaseInput, Effect::PauseMedia]
+            }
+            (Phase::Paused { by: paused_by }, Event::Resume { by }) => {
+                // The operator cannot lift a pause the user made.
+                if *paused_by == Party::User && by != Party::User {
+                    return Vec::new();
+                }
+                self.phase = Phase::Active;
+                self.last_activity_ms = now_ms;
+                vec![Effect::ResumeMedia]
+            }
+
+            // ------------------------------------------------ elevation (R7)
+            (Phase::Active | Phase::Paused { .. }, Event::ElevationRequested { levels }) => {
+                let wanted: Levels =
+                    levels.iter().filter(|l| self.allowed.contains(l) && !self.granted.contains(l)).copied().collect();
+                if wanted.is_empty() {
+                    return Vec::new();
+                }
+                self.elevation =
+                    Some(Elevation { levels: wanted.clone(), user_confirmed: false, senior_approved: false });
+                let mut effects = vec![Effect::AskUserToElevate { levels: wanted.clone() }];
+                if self.obligations.elevation_needs_senior {
+                    effects.push(Effect::AskSeniorToApprove { levels: wanted });
+                }
+                effects
+            }
+            (_, Event::ElevationConfirmed { levels }) => {
+                let Some(elevation) = self.elevation.as_mut() else { return Vec::new() };
+                elevation.levels = elevation.levels.intersection(&levels).copied().collect();
+                elevation.user_confirmed = true;
+                self.complete_elevation(now_ms)
+            }
+            (_, Event::SeniorApproved) => {
+                let Some(elevation) = self.elevation.as_mut() else { return Vec::new() };
+                elevation.senior_approved = true;
+                self.complete_elevation(now_ms)
+            }
+            (_, Event::ElevationRefused) => {
+                self.elevation = None;
+                Vec::new()
+            }
+
+            // ------------------------------------------------ observer (R21)
+            (_, Event::ObserverJoined) => {
+                self.observers += 1;
+                Vec::new()
+            }
+            (_, Event::ObserverLeft) => {
+                self.observers = self.observers.saturating_sub(1);
+                if self.obligations.observer_required_for_control
+                    && self.observers == 0
+                    && self.granted.contains(&Level::Control)
+                {
+                    // Control is suspended, not revoked: it returns when an observer does.
+                    vec![Effect::ReleaseInput]
+                } else {
+                    Vec::new()
+                }
+            }
+
+            (_, Event::OperatorActivity) => {
+                self.last_activity_ms = now_ms;
+                Vec::new()
+            }
+
+            // ------------------------------------------------ time (R23, R7)
+            (_, Event::Tick) => {
+                if now_ms >= self.started_ms + u64::from(self.obligations.max_duration_s) * 1000 {
+                    return self.end(EndReason::MaxDuration);
+                }
+                if now_ms >= self.last_activity_ms + u64::from(self.obligations.idle_timeout_s) * 1000 {
+                    return self.end(EndReason::Idle);
+                }
+                if self.grant_expires_ms.is_some_and(|t| now_ms >= t) {
+                    self.grant_expires_ms = None;
+                    self.granted = Levels::from([Level::View]);
+                    return vec![Effect::ReleaseInput, Effect::Granted { levels: self.granted.clone() }];
+                }
+                Vec::new()
+            }
+
+            (
+                _,
+                Event::ConsentAllowed { .. }
+                | Event::ConsentDenied
+                | Event::ConsentClosed
+                | Event::Pause { .. }
+                | Event::Resume { .. },
+            ) => Vec::new(),
+        }
+    }
+
+    fn complete_elevation(&mut self, now_ms: u64) -> Vec<Effect> {
+        let Some(elevation) = &self.elevation else { return Vec::new() };
+        if !elevation.user_confirmed || (self.obligations.elevation_needs_senior && !elevation.senior_approved) {
+            return Vec::new();
+        }
+        let mut levels = self.granted.clone();
+        levels.extend(elevation.levels.iter().copied());
+        self.elevation = None;
+        self.grant(now_ms, levels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Level::*;
+
+    fn obligations() -> Obligations {
+        Obligations {
+            consent_timeout_s: 60,
+            grant_expiry_s: 300,
+            max_duration_s: 3600,
+            idle_timeout_s: 600,
+            observer_required_for_control: false,
+            recording_required: true,
+            elevation_needs_senior: false,
+        }
+    }
+
+    fn levels(l: &[Level]) -> Levels {
+        l.iter().copied().collect()
+    }
+
+    fn started(o: Obligations, requested: &[Level], granted: &[Level]) -> Session {
+        let (mut s, _) = Session::new(0, o, levels(&[View, Control, Clipboard]), levels(requested));
+        s.step(1_000, Event::ConsentAllowed { levels: levels(granted) });
+        s
+    }
+
+    #[test]
+    fn consent_outcomes() {
+        let (s, effects) = Session::new(0, obligations(), levels(&[View, Control]), levels(&[View, Control]));
+        assert_eq!(effects, vec![Effect::AskConsent { levels: levels(&[View, Control]), deadline_ms: 60_000 }]);
+        let cases: Vec<(Event, u64, Phase)> = vec![
+            (Event::ConsentDenied, 5, Phase::Ended(EndReason::DeniedByUser)),
+            (Event::ConsentClosed, 5, Phase::Ended(EndReason::ConsentClosed)),
+            (Event::Tick, 59_999, Phase::AwaitingConsent { requested: levels(&[View, Control]), deadline_ms: 60_000 }),
+            (Event::Tick, 60_000, Phase::Ended(EndReason::ConsentTimedOut)),
+            (Event::AgentLost, 5, Phase::Ended(EndReason::AgentLost)),
+            (Event::ConsentAllowed { levels: levels(&[Control]) }, 5, Phase::Ended(EndReason::DeniedByUser)),
+            (Event::ConsentAllowed { levels: levels(&[View]) }, 5, Phase::Active),
+            (
+                Event::Pause { by: Party::User },
+                5,
+                Phase::AwaitingConsent { requested: levels(&[View, Control]), deadline_ms: 60_000 },
+            ),
+        ];
+        for (event, at, expected) in cases {
+            let mut s = s.clone();
+            s.step(at, event.clone());
+            assert_eq!(s.phase, expected, "{event:?} at {at}");
+            assert!(!s.may_inject(at), "no input before control is granted ({event:?})");
+        }
+    }
+
+    #[test]
+    fn user_grants_a_subset_and_never_more_than_asked() {
+        let s = started(obligations(), &[View, Control], &[View, Control, Clipboard]);
+        assert_eq!(s.granted(), &levels(&[View, Control]));
+        let s = started(obligations(), &[View, Control], &[View]);
+        assert_eq!(s.granted(), &levels(&[View]));
+        assert!(!s.may_inject(2_000), "view only: no input");
+    }
+
+    #[test]
+    fn input_only_while_control_is_granted_running_and_not_expired() {
+        let mut s = started(obligations(), &[View, Control], &[View, Control]);
+        assert!(s.admit_input(2_000));
+        assert_eq!(s.step(3_000, Event::Pause { by: Party::User }), vec![Effect::ReleaseInput, Effect::PauseMedia]);
+        assert!(!s.admit_input(3_001));
+        // The operator cannot lift the user's pause; the user can.
+        assert!(s.step(3_002, Event::Resume { by: Party::Operator }).is_empty());
+        assert!(!s.may_inject(3_003));
+        assert_eq!(s.step(3_004, Event::Resume { by: Party::User }), vec![Effect::ResumeMedia]);
+        assert!(s.admit_input(3_005));
+        // The grant expires 300 s after consent (at 301 000) and falls back to view.
+        assert!(s.may_inject(300_999));
+        let effects = s.step(301_000, Event::Tick);
+        assert_eq!(effects, vec![Effect::ReleaseInput, Effect::Granted { levels: levels(&[View]) }]);
+        assert!(!s.admit_input(301_001));
+        assert_eq!(s.dropped_input, 2);
+    }
+
+    #[test]
+    fn elevation_needs_the_user_and_in_critical_segments_a_senior() {
+        let mut s = started(obligations(), &[View], &[View]);
+        assert_eq!(
+            s.step(2_000, Event::ElevationRequested { levels: levels(&[Control]) }),
+            vec![Effect::AskUserToElevate { levels: levels(&[Control]) }]
+        );
+        assert!(!s.may_inject(2_001));
+        assert_eq!(
+            s.step(3_000, Event::ElevationConfirmed { levels: levels(&[Control]) }),
+            vec![Effect::Granted { levels: levels(&[View, Control]) }]
+        );
+        assert!(s.may_inject(3_001));
+
+        let critical = Obligations { elevation_needs_senior: true, ..obligations() };
+        let mut s = started(critical, &[View], &[View]);
+        let effects = s.step(2_000, Event::ElevationRequested { levels: levels(&[Control, FileTransfer]) });
+        // File transfer is not allowed in the segment: only control is asked for.
+        assert_eq!(
+            effects,
+            vec![
+                Effect::AskUserToElevate { levels: levels(&[Control]) },
+                Effect::AskSeniorToApprove { levels: levels(&[Control]) }
+            ]
+        );
+        assert!(
+            s.step(3_000, Event::ElevationConfirmed { levels: levels(&[Control]) }).is_empty(),
+            "still needs the senior"
+        );
+        assert!(!s.may_inject(3_001));
+        assert_eq!(s.step(4_000, Event::SeniorApproved), vec![Effect::Granted { levels: levels(&[View, Control]) }]);
+        assert!(s.may_inject(4_001));
+        // A refused elevation grants nothing.
+        let mut s = started(obligations(), &[View], &[View]);
+        s.step(2_000, Event::ElevationRequested { levels: levels(&[Control]) });
+        s.step(2_500, Event::ElevationRefused);
+        assert!(s.step(3_000, Event::ElevationConfirmed { levels: levels(&[Control]) }).is_empty());
+        assert!(!s.may_inject(3_001));
+    }
+
+    #[test]
+    fn observer_required_for_control() {
+        let o = Obligations { observer_required_for_control: true, ..obligations() };
+        let mut s = started(o, &[View, Control], &[View, Control]);
+        assert!(!s.may_inject(2_000), "no observer yet");
+        s.step(2_000, Event::ObserverJoined);
+        assert!(s.may_inject(2_001));
+        assert_eq!(s.step(3_000, Event::ObserverLeft), vec![Effect::ReleaseInput]);
+        assert!(!s.may_inject(3_001), "suspended while the observer is away");
+        s.step(4_000, Event::ObserverJoined);
+        assert!(s.may_inject(4_001));
+    }
+
+    #[test]
+    fn every_end_says_why_and_releases_input() {
+        let cases: Vec<(Event, u64, EndReason)> = vec![
+            (Event::End { by: Party::User }, 2_000, EndReason::EndedByUser),
+            (Event::End { by: Party::Operator }, 2_000, EndReason::EndedByOperator),
+            (Event::Kill { admin: "alice".into() }, 2_000, EndReason::KilledByAdmin("alice".into())),
+            (Event::AgentLost, 2_000, EndReason::AgentLost),
+            (Event::OperatorLost, 2_000, EndReason::OperatorLost),
+            (Event::RecorderFailed, 2_000, EndReason::RecorderFailed),
+            (Event::Tick, 1_000 + 600_000, EndReason::Idle),
+        ];
+        for (event, at, reason) in cases {
+            let mut s = started(obligations(), &[View, Control], &[View, Control]);
+            let effects = s.step(at, event.clone());
+            assert_eq!(
+                effects,
+                vec![Effect::ReleaseInput, Effect::StopMedia, Effect::Ended(reason.clone())],
+                "{event:?}"
+            );
+            assert!(!s.may_inject(at + 1));
+            assert!(s.step(at + 2, Event::ConsentAllowed { levels: levels(&[View]) }).is_empty(), "ended stays ended");
+        }
+        // Activity keeps a session from idling; the maximum duration ends it anyway.
+        let long = Obligations { idle_timeout_s: 600, max_duration_s: 1_000, ..obligations() };
+        let mut s = started(long, &[View], &[View]);
+        for t in (100_000..1_001_000).step_by(100_000) {
+            s.step(t, Event::OperatorActivity);
+            assert!(s.step(t, Event::Tick).is_empty(), "at {t}");
+        }
+        assert_eq!(
+            s.step(1_001_000, Event::Tick),
+            vec![Effect::ReleaseInput, Effect::StopMedia, Effect::Ended(EndReason::MaxDuration)]
+        );
+    }
+}
