@@ -5,10 +5,9 @@
 //! without deciding who may call it.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +17,7 @@ use serde_json::json;
 use sightline_core::roles::{Capability, Role, RoleChange};
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
+use crate::events::{EventKind, Outcome};
 use crate::identity::{AuthUser, Identity, IdentityError, User, require};
 use crate::server::AppState;
 
@@ -143,11 +143,23 @@ async fn signed_in(State(state): State<AppState>, mut request: Request, next: Ne
     response
 }
 
-/// Middleware for admin routes (after `signed_in`).
-async fn needs_admin(request: Request, next: Next) -> Response {
+/// Middleware for admin routes (after `signed_in`); refusals are security events.
+async fn needs_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match request.extensions().get::<AuthUser>() {
         Some(auth) if auth.allows(Capability::Administer) => next.run(request).await,
-        Some(_) => ApiError(IdentityError::Forbidden("your roles do not allow this".into())).into_response(),
+        Some(auth) => {
+            let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            let path = request.uri().path().to_owned();
+            state.identity.emit(
+                EventKind::AccessDenied,
+                Outcome::Failure,
+                &auth.user.name,
+                Some(&path),
+                source,
+                "admin route without the admin role",
+            );
+            ApiError(IdentityError::Forbidden("your roles do not allow this".into())).into_response()
+        }
         None => ApiError(IdentityError::Unauthenticated).into_response(),
     }
 }
@@ -186,7 +198,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/admin/devices", get(admin_devices))
         .route("/api/admin/devices/{id}/revoke", post(admin_revoke_device))
         .route("/api/admin/agent-tokens", post(admin_agent_token))
-        .route_layer(axum::middleware::from_fn(needs_admin))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), needs_admin))
         .route_layer(axum::middleware::from_fn_with_state(state, signed_in));
     public.merge(signed_in_routes).merge(admin_routes).layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
 }
@@ -313,9 +325,8 @@ async fn logout(
 
 /// Called by the viewer while its user is active: renews the token (the middleware has already
 /// recorded the activity).
-async fn refresh(State(state): State<AppState>, Extension(auth): Extension<AuthUser>) -> ApiResult<Response> {
-    let _ = state;
-    Ok(Json(json!({ "session_expires": auth.claims.exp })).into_response())
+async fn refresh(Extension(auth): Extension<AuthUser>) -> Json<serde_json::Value> {
+    Json(json!({ "session_expires": auth.claims.exp }))
 }
 
 async fn step_up_start(
@@ -481,11 +492,3 @@ async fn admin_agent_token(
     let token = state.identity.create_agent_token(&auth.user.name, &body.segment, Some(ip(peer))).await?;
     Ok(Json(json!({ "token": token })))
 }
-
-/// Whether a method string names a method the matrix uses.
-pub fn method(name: &str) -> Method {
-    Method::from_bytes(name.as_bytes()).unwrap_or(Method::GET)
-}
-
-/// Shared handle type for handlers outside this module.
-pub type SharedIdentity = Arc<Identity>;
