@@ -24,6 +24,7 @@ async fn agent_enrols_over_wss_only_with_a_trusted_certificate() {
         data_dir: dir.path().join("relay"),
         redis: None,
         token_ttl_s: 600,
+        policy: concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").into(),
         tls_cert: Some(cert.clone()),
         tls_key: Some(key),
     };

@@ -38,6 +38,7 @@ async fn start_relay() -> TestRelay {
         data_dir: dir.path().join("relay"),
         redis: None,
         token_ttl_s: 600,
+        policy: concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").into(),
         tls_cert: None,
         tls_key: None,
     };
@@ -124,14 +125,18 @@ async fn watch(relay: &TestRelay, agent_id: &str, frames_wanted: usize) -> Vec<u
     let peer = Peer::new(PeerConfig { bind_ip: "127.0.0.1".parse().unwrap() }).await.unwrap();
     peer.add_video_receiver().await.unwrap();
     let offer = peer.offer().await.unwrap();
-    ws.send(Message::Text(encode(&ViewerToRelay::Watch { agent_id: agent_id.into(), sdp: offer }).into()))
-        .await
-        .unwrap();
+    let watch = ViewerToRelay::Watch {
+        agent_id: agent_id.into(),
+        sdp: offer,
+        ticket: "INC-42".into(),
+        reason: "incident".into(),
+    };
+    ws.send(Message::Text(encode(&watch).into())).await.unwrap();
     let answer = loop {
         let Message::Text(text) = ws.next().await.unwrap().unwrap() else { continue };
         match decode::<RelayToViewer>(&text).unwrap() {
             RelayToViewer::WatchAnswer { sdp } => break sdp,
-            RelayToViewer::Agents { .. } => continue,
+            RelayToViewer::Agents { .. } | RelayToViewer::Reasons { .. } => continue,
             other => panic!("unexpected {other:?}"),
         }
     };

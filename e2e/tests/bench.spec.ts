@@ -30,6 +30,7 @@ async function timeToFirstFrame(page: Page, agentName: string): Promise<number> 
     video.requestVideoFrameCallback((_now, meta) => { w.__firstFrame = meta.presentationTime; });
     document.addEventListener('click', () => { w.__clickAt = performance.now(); }, { capture: true, once: true });
   });
+  await page.locator('input[name="ticket"]').fill('BENCH-1');
   await page.getByTestId('agent-row').filter({ hasText: agentName }).getByRole('button', { name: 'View' }).click();
   await page.waitForFunction(() => (window as any).__firstFrame !== undefined, undefined, { timeout: 15_000 });
   return page.evaluate(() => (window as any).__firstFrame - (window as any).__clickAt);

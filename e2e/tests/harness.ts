@@ -9,6 +9,7 @@ import * as os from 'node:os';
 
 const BIN = process.env.SIGHTLINE_BIN_DIR ?? path.resolve(__dirname, '../../target/debug');
 const STATIC = process.env.SIGHTLINE_STATIC_DIR ?? path.resolve(__dirname, '../../static');
+export const SAMPLE_POLICY = path.resolve(__dirname, '../../relay/policy-sample.toml');
 const LOGS = path.resolve(__dirname, '../test-results/logs');
 
 export async function freePort(): Promise<number> {
@@ -67,7 +68,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
-export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number }
+export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string }
 
 export class Relay {
   constructor(public proc: Proc, public port: number, public dataDir: string) {}
@@ -76,7 +77,7 @@ export class Relay {
   static async start(opts: RelayOptions = {}): Promise<Relay> {
     const p = opts.port ?? (await freePort());
     const dataDir = opts.dataDir ?? tempDir('relay');
-    const args = ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC, '--data-dir', dataDir, '--public-url', opts.publicUrl ?? `http://localhost:${p}/`];
+    const args = ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC, '--data-dir', dataDir, '--public-url', opts.publicUrl ?? `http://localhost:${p}/`, '--policy', opts.policy ?? SAMPLE_POLICY];
     if (opts.redis) args.push('--redis', opts.redis);
     // Benchmarks pin the relay to one core (taskset execs it, so the pid is the relay's).
     const proc = opts.cpu === undefined
@@ -85,7 +86,7 @@ export class Relay {
     const relay = new Relay(proc, p, dataDir);
     try {
       await waitFor('relay /healthz', async () => {
-        if (proc.child.exitCode !== null) throw new Error(`relay exited with ${proc.child.exitCode}: ${proc.log().slice(-2000)}`);
+        if (proc.child.exitCode !== null) throw new Error(`relay exited with ${proc.child.exitCode}: ${proc.log().slice(0, 4000)}`);
         try { return (await fetch(`http://127.0.0.1:${p}/healthz`)).ok; } catch { return false; }
       });
     } catch (e) {
@@ -145,12 +146,19 @@ export class Xvfb {
   }
 }
 
-/** Opens the viewer and starts viewing the named agent; resolves once media is live. */
-export async function openView(page: Page, relay: Relay, agentName: string): Promise<void> {
+/** Fills the session request (ticket and catalog reason) and clicks View on the named agent. */
+export async function requestView(page: Page, relay: Relay, agentName: string, ticket = 'INC-4711', reason = 'incident'): Promise<void> {
   if (!page.url().startsWith(relay.url)) await page.goto(relay.url);
   const row = page.getByTestId('agent-row').filter({ hasText: agentName });
   await expect(row).toBeVisible();
+  await page.locator('input[name="ticket"]').fill(ticket);
+  await page.locator('select[name="reason"]').selectOption(reason);
   await row.getByRole('button', { name: 'View' }).click();
+}
+
+/** Opens the viewer and starts viewing the named agent; resolves once media is live. */
+export async function openView(page: Page, relay: Relay, agentName: string): Promise<void> {
+  await requestView(page, relay, agentName);
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
 }
 

@@ -25,6 +25,7 @@ test('relay dies: viewer shows it; relay returns: agent reconnects by itself and
   // Nobody restarted the agent: it comes back through its own backoff.
   const row = page.getByTestId('agent-row').filter({ hasText: 'reconnecting-desk' });
   await expect(row).toBeVisible({ timeout: 20_000 });
+  await page.locator('input[name="ticket"]').fill('INC-4711');
   await row.getByRole('button', { name: 'View' }).click();
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   const samples = await sampleFrames(page, 1500);

@@ -74,8 +74,9 @@ pub enum RelayToAgent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ViewerToRelay {
-    /// Start viewing an agent. The offer carries a receive-only video transceiver.
-    Watch { agent_id: AgentId, sdp: String },
+    /// Start viewing an agent. The offer carries a receive-only video transceiver. Every
+    /// session names its request/ticket ID and a reason from the relay's catalog (R4).
+    Watch { agent_id: AgentId, sdp: String, ticket: String, reason: String },
     /// Stop viewing.
     Unwatch,
 }
@@ -86,6 +87,8 @@ pub enum ViewerToRelay {
 pub enum RelayToViewer {
     /// The current list of online agents; sent on connect and on every change.
     Agents { agents: Vec<AgentInfo> },
+    /// The reasons an operator may choose from; sent on connect.
+    Reasons { reasons: Vec<String> },
     /// SDP answer to the viewer's `Watch` offer.
     WatchAnswer { sdp: String },
     /// The view ended without the viewer asking (agent went away, publish failed).
@@ -129,6 +132,8 @@ pub enum ErrorCode {
     DeviceRefused,
     /// The user's session ended (logout, revocation, idle timeout).
     SessionEnded,
+    /// The session policy refuses the request; the message says why.
+    PolicyDenied,
 }
 
 /// A message with its protocol version, as it travels.
@@ -199,7 +204,12 @@ mod tests {
         assert_eq!(decode::<AgentToRelay>(&encode(&hello)).unwrap(), hello);
         let publish = RelayToAgent::Publish;
         assert_eq!(decode::<RelayToAgent>(&encode(&publish)).unwrap(), publish);
-        let watch = ViewerToRelay::Watch { agent_id: "a1".into(), sdp: "v=0".into() };
+        let watch = ViewerToRelay::Watch {
+            agent_id: "a1".into(),
+            sdp: "v=0".into(),
+            ticket: "INC-1".into(),
+            reason: "incident".into(),
+        };
         assert_eq!(decode::<ViewerToRelay>(&encode(&watch)).unwrap(), watch);
         let ended = RelayToViewer::ViewEnded { reason: ViewEndReason::AgentGone };
         assert_eq!(decode::<RelayToViewer>(&encode(&ended)).unwrap(), ended);
@@ -223,7 +233,7 @@ mod tests {
         for bad in [
             r#"{"type":"publish"}"#,
             r#"{"v":1,"type":"launch_missiles"}"#,
-            r#"{"v":1,"type":"watch","agent_id":"a","sdp":"x","extra":true}"#,
+            r#"{"v":1,"type":"watch","agent_id":"a","sdp":"x","ticket":"t","reason":"r","extra":true}"#,
             r#"{"v":1,"type":"watch","agent_id":"a"}"#,
             "not json",
         ] {
@@ -238,7 +248,10 @@ mod tests {
 
     #[test]
     fn refuses_oversized_messages_before_parsing() {
-        let huge = format!(r#"{{"v":1,"type":"watch","agent_id":"a","sdp":"{}"}}"#, "x".repeat(MAX_SIGNAL_BYTES));
+        let huge = format!(
+            r#"{{"v":1,"type":"watch","agent_id":"a","ticket":"t","reason":"r","sdp":"{}"}}"#,
+            "x".repeat(MAX_SIGNAL_BYTES)
+        );
         let err = decode::<ViewerToRelay>(&huge).unwrap_err();
         assert_eq!(err.code(), ErrorCode::TooLarge);
     }

@@ -49,6 +49,11 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Session policy file (TOML; see relay/policy-sample.toml). Validated at start: the relay
+    /// refuses to run without a valid one.
+    #[arg(long, env = "SIGHTLINE_POLICY", default_value = "policy.toml")]
+    pub policy: PathBuf,
+
     /// Lifetime of session tokens in seconds (at most 600).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(30..=600))]
     pub token_ttl_s: u64,

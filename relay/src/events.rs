@@ -53,10 +53,14 @@ pub enum EventKind {
     DeviceRevoked,
     #[serde(rename = "access.denied")]
     AccessDenied,
+    #[serde(rename = "session.refused")]
+    SessionRefused,
+    #[serde(rename = "session.start")]
+    SessionStarted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -77,6 +81,8 @@ impl EventKind {
         EventKind::DeviceAuthFailed,
         EventKind::DeviceRevoked,
         EventKind::AccessDenied,
+        EventKind::SessionRefused,
+        EventKind::SessionStarted,
     ];
 
     pub fn name(self) -> String {

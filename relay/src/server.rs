@@ -1,6 +1,8 @@
 //! HTTP surface: the viewer's static files, `/healthz`, and the two WebSocket endpoints.
 
 use std::future::Future;
+
+use anyhow::Context;
 use std::sync::Arc;
 
 use axum::Router;
@@ -23,6 +25,14 @@ use crate::store::{Store, embedded::Embedded, redis::RedisBackend};
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub identity: Arc<Identity>,
+    /// The session policy, validated at start.
+    pub policy: Arc<sightline_core::policy::Policy>,
+}
+
+/// Reads and validates the policy file.
+pub fn load_policy(path: &std::path::Path) -> anyhow::Result<sightline_core::policy::Policy> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read policy file {}", path.display()))?;
+    sightline_core::policy::Policy::from_toml(&text).with_context(|| format!("invalid policy file {}", path.display()))
 }
 
 /// Builds the router; tests call it without a listener.
@@ -101,7 +111,7 @@ async fn viewer_ws(
     }
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
-        .on_upgrade(move |socket| crate::viewer_socket::serve(state.hub, state.identity, auth, socket, peer))
+        .on_upgrade(move |socket| crate::viewer_socket::serve(state, auth, socket, peer))
         .into_response()
 }
 
@@ -113,10 +123,11 @@ pub async fn build(config: &Config, events: Arc<dyn EventSink>) -> anyhow::Resul
 
 /// Builds the relay's shared state on a given store (tests hold the same store).
 pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn EventSink>) -> anyhow::Result<AppState> {
+    let policy = Arc::new(load_policy(&config.policy)?);
     let identity = Arc::new(identity(config, store.clone(), events).await?);
     let hub = Hub::new(Media::new(config.media_ip)?);
     tokio::spawn(follow_revocations(store, hub.clone()));
-    Ok(AppState { hub, identity })
+    Ok(AppState { hub, identity, policy })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.

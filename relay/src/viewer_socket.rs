@@ -8,8 +8,12 @@ use futures_util::{SinkExt, StreamExt};
 use sightline_proto::{ErrorCode, RelayToViewer, ViewEndReason, ViewerToRelay, encode};
 use tokio::sync::mpsc;
 
-use crate::hub::{AgentLink, Hub};
-use crate::identity::{AuthUser, Identity, Revocation};
+use sightline_core::policy::{AccessRequest, Level};
+
+use crate::events::{EventKind, Outcome};
+use crate::hub::AgentLink;
+use crate::identity::{AuthUser, Revocation};
+use crate::server::AppState;
 use crate::sfu::Subscriber;
 use crate::socket::next_message;
 
@@ -25,7 +29,8 @@ struct View {
 }
 
 /// Serves one viewer connection to completion.
-pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, auth: AuthUser, socket: WebSocket, peer: SocketAddr) {
+pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: SocketAddr) {
+    let (hub, identity) = (state.hub.clone(), state.identity.clone());
     let viewer_id = hub.next_id();
     let (mut tx, mut rx) = socket.split();
     let mut roster = hub.subscribe_roster();
@@ -34,9 +39,12 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, auth: AuthUser, socke
     let mut view: Option<View> = None;
     tracing::debug!(viewer_id, user = %auth.user.name, %peer, "viewer connected");
 
+    let reasons = RelayToViewer::Reasons { reasons: state.policy.reasons.iter().cloned().collect() };
     let initial = RelayToViewer::Agents { agents: roster.borrow_and_update().clone() };
-    if tx.send(Message::Text(encode(&initial).into())).await.is_err() {
-        return;
+    for msg in [reasons, initial] {
+        if tx.send(Message::Text(encode(&msg).into())).await.is_err() {
+            return;
+        }
     }
     loop {
         let ended = async {
@@ -80,9 +88,9 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, auth: AuthUser, socke
                     Some(v) => { close_view(viewer_id, v).await; None }
                     None => Some(RelayToViewer::Error { code: ErrorCode::NotWatching, message: "no view is open".into() }),
                 },
-                Some(Ok(ViewerToRelay::Watch { agent_id, sdp })) => {
+                Some(Ok(ViewerToRelay::Watch { agent_id, sdp, ticket, reason })) => {
                     if let Some(v) = view.take() { close_view(viewer_id, v).await; }
-                    match open_view(&hub, viewer_id, &agent_id, &sdp).await {
+                    match open_view(&state, &auth, peer, viewer_id, &agent_id, &sdp, &ticket, &reason).await {
                         Ok((v, answer)) => { view = Some(v); Some(RelayToViewer::WatchAnswer { sdp: answer }) }
                         Err((code, message)) => Some(RelayToViewer::Error { code, message }),
                     }
@@ -101,13 +109,54 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, auth: AuthUser, socke
     tracing::debug!(viewer_id, "viewer gone");
 }
 
+/// Checks the request against the session policy, then sets up media. Every refusal names its
+/// reason to the operator and is a security event with the ticket.
+#[allow(clippy::too_many_arguments)]
 async fn open_view(
-    hub: &Hub,
+    state: &AppState,
+    auth: &AuthUser,
+    peer: SocketAddr,
     viewer_id: u64,
     agent_id: &str,
     sdp: &str,
+    ticket: &str,
+    reason: &str,
 ) -> Result<(View, String), (ErrorCode, String)> {
+    let hub = &state.hub;
     let link = hub.agent(agent_id).map_err(|e| (ErrorCode::UnknownAgent, e.to_string()))?;
+    let levels = std::collections::BTreeSet::from([Level::View]);
+    let request = AccessRequest {
+        roles: &auth.user.roles,
+        source: peer.ip(),
+        segment: &link.info.segment,
+        levels: &levels,
+        ticket,
+        reason,
+        now: jiff::Timestamp::now(),
+        // Maintenance windows are not implemented yet: segments that need one stay closed.
+        maintenance_window_open: false,
+        unattended: false,
+    };
+    let subject = format!("device:{} ticket:{} reason:{}", link.info.agent_id, ticket.trim(), reason.trim());
+    if let Err(denial) = state.policy.decide(&request) {
+        state.identity.emit(
+            EventKind::SessionRefused,
+            Outcome::Failure,
+            &auth.user.name,
+            Some(&subject),
+            Some(peer.ip()),
+            denial.to_string(),
+        );
+        return Err((ErrorCode::PolicyDenied, denial.to_string()));
+    }
+    state.identity.emit(
+        EventKind::SessionStarted,
+        Outcome::Success,
+        &auth.user.name,
+        Some(&subject),
+        Some(peer.ip()),
+        "view",
+    );
     // Ask the agent to publish first: its peer connection comes up while ours does.
     let (ended_tx, ended) = mpsc::channel(1);
     link.add_viewer(viewer_id, ended_tx);

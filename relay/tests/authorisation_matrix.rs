@@ -23,6 +23,7 @@ fn config(dir: &std::path::Path, addr: SocketAddr) -> Config {
         data_dir: dir.to_path_buf(),
         redis: None,
         token_ttl_s: 600,
+        policy: concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").into(),
         tls_cert: None,
         tls_key: None,
     }

@@ -178,6 +178,10 @@ fn error_text(code: ErrorCode, message: &str) -> String {
 #[component]
 fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
     let (agents, set_agents) = signal(Vec::<AgentInfo>::new());
+    let reasons = RwSignal::new(Vec::<String>::new());
+    // Every session names its ticket and a catalog reason (R4); the relay enforces it.
+    let ticket = RwSignal::new(String::new());
+    let reason = RwSignal::new(String::new());
     let (view_state, set_view_state) = signal(ViewState::Idle);
     let (watching, set_watching) = signal(None::<AgentInfo>);
     let stream = RwSignal::new_local(None::<MediaStream>);
@@ -193,6 +197,12 @@ fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
 
     let on_message = move |msg: RelayToViewer| match msg {
         RelayToViewer::Agents { agents } => set_agents.set(agents),
+        RelayToViewer::Reasons { reasons: list } => {
+            if reason.get_untracked().is_empty() {
+                reason.set(list.first().cloned().unwrap_or_default());
+            }
+            reasons.set(list);
+        }
         RelayToViewer::WatchAnswer { sdp } => {
             let Some(conn) = pc.try_get_value().flatten() else { return };
             set_view_state.set(ViewState::Connecting);
@@ -255,7 +265,13 @@ fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
             match media::offer(on_event).await {
                 Ok((conn, sdp)) => {
                     pc.set_value(Some(conn));
-                    if !signaling.send(&ViewerToRelay::Watch { agent_id: agent.agent_id, sdp }) {
+                    let watch = ViewerToRelay::Watch {
+                        agent_id: agent.agent_id,
+                        sdp,
+                        ticket: ticket.get_untracked(),
+                        reason: reason.get_untracked(),
+                    };
+                    if !signaling.send(&watch) {
                         close_pc();
                         set_view_state.set(ViewState::Ended("the relay is not connected".into()));
                     }
@@ -294,6 +310,17 @@ fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
         </p>
         <main class="layout">
             <section class="agents">
+                <h2>"Session request"</h2>
+                <div class="request" data-testid="session-request">
+                    <label>"Ticket / request ID " <input name="ticket" placeholder="INC-12345" bind:value=ticket/></label>
+                    <label>"Reason "
+                        <select name="reason" on:change=move |ev| reason.set(event_target_value(&ev))>
+                            <For each=move || reasons.get() key=|r| r.clone() let(r)>
+                                <option value=r.clone() selected=move || reason.get() == r>{r.clone()}</option>
+                            </For>
+                        </select>
+                    </label>
+                </div>
                 <h2>"Online endpoints"</h2>
                 <Show when=move || agents.with(|a| !a.is_empty()) fallback=|| view! { <p class="muted" data-testid="no-agents">"No endpoint is online."</p> }>
                     <ul>

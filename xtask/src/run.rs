@@ -105,8 +105,14 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
     let data = root.join("demo-data");
     let (relay_data, agent_data) = (data.join("relay"), data.join("agent"));
     let relay_args = |extra: &[&str]| {
-        let mut args: Vec<std::ffi::OsString> =
-            vec!["--data-dir".into(), relay_data.clone().into(), "--public-url".into(), public_url.clone().into()];
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--data-dir".into(),
+            relay_data.clone().into(),
+            "--public-url".into(),
+            public_url.clone().into(),
+            "--policy".into(),
+            root.join("relay/policy-sample.toml").into(),
+        ];
         args.extend(extra.iter().map(Into::into));
         args
     };

@@ -1,0 +1,81 @@
+// Session policy through the real path: the operator's browser asks, the relay decides from the
+// policy file, and refusals name their reason.
+import { test, expect, Page } from '@playwright/test';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { World, world, stopWorld, requestView, tempDir, SAMPLE_POLICY } from './harness';
+
+let w: World | undefined;
+
+test.afterEach(async () => {
+  await stopWorld(w);
+  w = undefined;
+});
+
+/** Sends a raw `watch` on a second viewer socket from the operator's page; returns the relay's answer. */
+async function rawWatch(page: Page, port: number, agentId: string, ticket: string, reason: string): Promise<any> {
+  return page.evaluate(([p, agent, t, r]) => new Promise((resolve) => {
+    const ws = new WebSocket(`ws://localhost:${p}/ws/viewer`);
+    ws.onopen = () => ws.send(JSON.stringify({ v: 1, type: 'watch', agent_id: agent, sdp: 'v=0', ticket: t, reason: r }));
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === 'error' || msg.type === 'watch_answer') { ws.close(); resolve(msg); }
+    };
+  }), [port, agentId, ticket, reason] as const);
+}
+
+function policyWith(change: (text: string) => string): string {
+  const file = path.join(tempDir('policy'), 'policy.toml');
+  fs.writeFileSync(file, change(fs.readFileSync(SAMPLE_POLICY, 'utf8')));
+  return file;
+}
+
+test('no ticket, or a reason outside the catalog: the session is refused with the reason @R4', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  await requestView(w.operator, w.relay, 'front-desk', '   ');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  await expect(w.operator.getByTestId('view-state')).toContainText('ticket ID is required');
+
+  const agents = await w.operator.evaluate(() => [...document.querySelectorAll('[data-testid="agent-row"]')].map((r) => r.getAttribute('data-agent-id')));
+  const refused = await rawWatch(w.operator, w.relay.port, agents[0]!, 'INC-1', 'because I can');
+  expect(refused.code).toBe('policy_denied');
+  expect(refused.message).toContain('catalog');
+  // With both, the same operator gets the screen.
+  await requestView(w.operator, w.relay, 'front-desk', 'INC-1', 'password-reset');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  const log = w.relay.proc.log();
+  expect(log).toContain('session.refused');
+  expect(log).toContain('ticket:INC-1 reason:password-reset');
+});
+
+test('an operator address outside the segment networks is refused @R16', async ({ browser }) => {
+  const policy = policyWith((t) => t.replace(
+    'operator_cidrs = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]',
+    'operator_cidrs = ["10.9.0.0/16"]',
+  ));
+  w = await world(browser, { name: 'front-desk' }, { policy });
+  await requestView(w.operator, w.relay, 'front-desk');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  await expect(w.operator.getByTestId('view-state')).toContainText('network address is not allowed');
+});
+
+test('outside the segment hours the session is refused @R16', async ({ browser }) => {
+  // Support hours on every day but today (UTC), so "now" is always outside them.
+  const days = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+  const today = days[new Date().getUTCDay()];
+  const others = days.filter((d) => d !== today).map((d) => `"${d}"`).join(', ');
+  const policy = policyWith((t) => t.replace(
+    'levels = ["view", "control", "clipboard", "file_transfer"]',
+    `levels = ["view", "control", "clipboard", "file_transfer"]\nhours = { tz = "UTC", days = [${others}], from = "00:00", to = "23:59" }`,
+  ));
+  w = await world(browser, { name: 'front-desk' }, { policy });
+  await requestView(w.operator, w.relay, 'front-desk');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  await expect(w.operator.getByTestId('view-state')).toContainText('outside the support hours');
+});
+
+test('the relay refuses to start with an invalid policy file @R16', async () => {
+  const { Relay } = await import('./harness');
+  const policy = policyWith((t) => t.replace('consent_timeout_s = 120', 'consent_timeout_s = 900'));
+  await expect(Relay.start({ policy })).rejects.toThrow(/consent_timeout_s/);
+});
