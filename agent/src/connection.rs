@@ -47,6 +47,17 @@ pub fn agent_socket_url(base: &url::Url) -> anyhow::Result<url::Url> {
         "wss" | "https" => "wss",
         other => bail!("relay URL scheme {other:?} is not supported (use ws, wss, http or https)"),
     };
+    // Without TLS the relay is not authenticated: anyone on the path could pose as it and ask
+    // for the screen. Cleartext is for a relay on this very machine only.
+    let local = match base.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if scheme == "ws" && !local {
+        bail!("refusing a cleartext connection to {base}: use wss:// (https://) for a relay on another host");
+    }
     url.set_scheme(scheme).map_err(|()| anyhow::anyhow!("cannot use scheme {scheme} with {base}"))?;
     url.set_path(AGENT_WS_PATH);
     Ok(url)
@@ -320,7 +331,7 @@ mod tests {
     fn maps_relay_urls_to_the_agent_socket() {
         let cases = [
             ("ws://127.0.0.1:8080", "ws://127.0.0.1:8080/ws/agent"),
-            ("http://relay.example:8080/", "ws://relay.example:8080/ws/agent"),
+            ("http://localhost:8080/", "ws://localhost:8080/ws/agent"),
             ("https://relay.example", "wss://relay.example/ws/agent"),
             ("wss://relay.example/some/path", "wss://relay.example/ws/agent"),
         ];
@@ -328,5 +339,10 @@ mod tests {
             assert_eq!(agent_socket_url(&input.parse().unwrap()).unwrap().as_str(), expected);
         }
         assert!(agent_socket_url(&"ftp://relay".parse().unwrap()).is_err());
+        // Cleartext only to this machine.
+        for remote in ["ws://relay.example", "http://192.0.2.7:8080", "ws://[2001:db8::1]/"] {
+            let err = agent_socket_url(&remote.parse().unwrap()).unwrap_err().to_string();
+            assert!(err.contains("wss://"), "{remote}: {err}");
+        }
     }
 }

@@ -56,8 +56,16 @@ test('a role grant stays pending until a second admin approves with step-up; nob
   extra.push(relay.proc);
   const { page: alice } = await contextWithPasskeys(browser);
   await enrolFromLink(alice, relay.bootstrapLink(), 'alice');
-  const bob = await inviteAndEnrol(browser, alice, 'bob', 'admin');
+  // While alice is the only admin her invitations apply at once (the audited bootstrap exception).
   await inviteAndEnrol(browser, alice, 'carol', 'operator');
+  const bob = await inviteAndEnrol(browser, alice, 'bob', 'admin');
+  // With two admins, an invitation's role waits for the other admin like any grant.
+  await inviteAndEnrol(browser, alice, 'dave', 'auditor');
+  const dave = ((await api(alice, 'GET', '/api/admin/users')).json as { name: string; roles: string[] }[]).find((u) => u.name === 'dave')!;
+  expect(dave.roles).toEqual([]);
+  const pending = (await api(alice, 'GET', '/api/admin/role-requests')).json as { id: string; target_name: string }[];
+  expect(pending.map((r) => r.target_name)).toEqual(['dave']);
+  expect((await api(bob, 'POST', `/api/admin/role-requests/${pending[0].id}/refuse`, {})).json.error).toBe('step_up_required');
 
   // Alice asks to grant carol the auditor role (the UI confirms with a passkey step-up).
   await alice.getByTestId('tab-admin').click();
@@ -67,12 +75,12 @@ test('a role grant stays pending until a second admin approves with step-up; nob
   await form.locator('select[name="change-role"]').selectOption('auditor');
   await form.getByRole('button', { name: 'Request' }).click();
   await expect(alice.getByTestId('admin-message')).toContainText('second admin must approve');
-  await expect(alice.getByTestId('role-request')).toHaveCount(1);
+  await expect(alice.getByTestId('role-request')).toHaveCount(2);
   const carolRoles = alice.locator('[data-testid="user-row"][data-user="carol"] [data-testid="user-roles"]');
   await expect(carolRoles).toHaveText('operator');
 
   // Alice cannot approve her own request.
-  await alice.getByTestId('role-request').getByRole('button', { name: 'Approve' }).click();
+  await alice.getByTestId('role-request').filter({ hasText: 'carol' }).getByRole('button', { name: 'Approve' }).click();
   await expect(alice.getByTestId('admin-message')).toContainText('second admin');
   await expect(carolRoles).toHaveText('operator');
 
@@ -84,13 +92,16 @@ test('a role grant stays pending until a second admin approves with step-up; nob
   expect(own.json.message).toContain('own roles');
 
   // Bob, a second admin, approves: a step-up first, then the role applies.
-  const decisionWithoutStepUp = await api(bob, 'POST', `/api/admin/role-requests/${(await api(bob, 'GET', '/api/admin/role-requests')).json[0].id}/approve`, {});
+  const carolRequest = ((await api(bob, 'GET', '/api/admin/role-requests')).json as { id: string; target_name: string }[]).find((r) => r.target_name === 'carol')!;
+  const decisionWithoutStepUp = await api(bob, 'POST', `/api/admin/role-requests/${carolRequest.id}/approve`, {});
   expect(decisionWithoutStepUp.status).toBe(403);
   expect(decisionWithoutStepUp.json.error).toBe('step_up_required');
   await bob.getByTestId('tab-admin').click();
-  await bob.getByTestId('role-request').getByRole('button', { name: 'Approve' }).click();
+  await bob.getByTestId('role-request').filter({ hasText: 'carol' }).getByRole('button', { name: 'Approve' }).click();
   await expect(bob.getByTestId('admin-message')).toContainText('approved');
   await expect(bob.locator('[data-testid="user-row"][data-user="carol"] [data-testid="user-roles"]')).toHaveText('operator, auditor');
+  await bob.getByTestId('role-request').filter({ hasText: 'dave' }).getByRole('button', { name: 'Approve' }).click();
+  await expect(bob.locator('[data-testid="user-row"][data-user="dave"] [data-testid="user-roles"]')).toHaveText('auditor');
   await expect(bob.getByTestId('role-request')).toHaveCount(0);
   // The decision is in the security log.
   expect(relay.proc.log()).toContain('role.change_approved');

@@ -9,8 +9,19 @@ use futures_util::{SinkExt, StreamExt};
 use sightline_proto::{AgentInfo, AgentToRelay, ErrorCode, RelayToAgent, ViewEndReason, encode};
 
 use crate::hub::Hub;
-use crate::identity::{Identity, Revocation, random_bytes};
+use crate::identity::{Identity, IdentityError, Revocation, random_bytes};
 use crate::socket::next_message;
+
+/// How often a connected agent's enrolment is re-checked (revocations whose event was missed).
+const DEVICE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What an unauthenticated peer may learn about a refusal: internal failures stay in the log.
+fn public_reason(e: &IdentityError) -> String {
+    match e {
+        IdentityError::Store(_) => "the relay cannot check devices right now; retry later".into(),
+        other => other.to_string(),
+    }
+}
 
 /// How long a new connection may take to answer the challenge.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -22,6 +33,8 @@ fn text(msg: &RelayToAgent) -> Message {
 /// Serves one agent connection to completion.
 pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, peer: SocketAddr) {
     let (mut tx, mut rx) = socket.split();
+    // Subscribe before authenticating, so a revocation racing the handshake is not missed.
+    let mut revocations = hub.subscribe_revocations();
     let challenge = random_bytes::<32>();
     if tx.send(text(&RelayToAgent::Challenge { nonce: hex::encode(challenge) })).await.is_err() {
         return;
@@ -42,7 +55,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                         .await;
                     let _ = tx.close().await;
                 }
-                Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, e.to_string()).await,
+                Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
             }
             return;
         }
@@ -58,7 +71,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
     }
     let device = match identity.authenticate_device(&device_id, &challenge, &signature, Some(peer.ip())).await {
         Ok(device) => device,
-        Err(e) => return refuse(&mut tx, ErrorCode::DeviceRefused, e.to_string()).await,
+        Err(e) => return refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
     };
     let info = AgentInfo {
         agent_id: device.id.clone(),
@@ -67,8 +80,6 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
         width,
         height,
     };
-    // Subscribe before registering, so a revocation racing the registration is not missed.
-    let mut revocations = hub.subscribe_revocations();
     let (link, mut outbox) = match hub.register_agent(info) {
         Ok(v) => v,
         Err(e) => return refuse(&mut tx, ErrorCode::DuplicateAgent, e.to_string()).await,
@@ -83,11 +94,26 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
     }
     tracing::info!(agent = %link.info.agent_id, name = %link.info.name, segment = %link.info.segment, %peer, "agent online");
 
+    let mut recheck = tokio::time::interval(DEVICE_RECHECK);
     loop {
         tokio::select! {
             revoked = revocations.recv() => {
-                if let Ok(Revocation::Device { device_id }) = revoked && device_id == link.info.agent_id {
+                let ours = match revoked {
+                    Ok(Revocation::Device { device_id }) => device_id == link.info.agent_id,
+                    // Missed events: check the store now instead of trusting silence.
+                    Err(_) => !identity.device_active(&link.info.agent_id).await.unwrap_or(false),
+                    Ok(_) => false,
+                };
+                if ours {
                     let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::DeviceRefused, message: "this device was revoked".into() })).await;
+                    let _ = tx.close().await;
+                    break;
+                }
+            }
+            _ = recheck.tick() => {
+                // Fail closed: a store error drops the agent too; it reconnects and is checked again.
+                if !identity.device_active(&link.info.agent_id).await.unwrap_or(false) {
+                    let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::DeviceRefused, message: "this device is no longer enrolled".into() })).await;
                     let _ = tx.close().await;
                     break;
                 }

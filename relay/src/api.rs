@@ -241,9 +241,10 @@ struct EnrolStart {
 
 async fn enrol_start(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(body): Json<EnrolStart>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (ceremony_id, options) = state.identity.start_enrolment(&body.token, body.name.as_deref()).await?;
+    let (ceremony_id, options) = state.identity.start_enrolment(&body.token, body.name.as_deref(), ip(peer)).await?;
     Ok(Json(json!({ "ceremony_id": ceremony_id, "options": options })))
 }
 

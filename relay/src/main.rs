@@ -24,6 +24,15 @@ enum Command {
         #[command(subcommand)]
         action: AgentTokenAction,
     },
+    /// Break-glass: lift a login lock when no admin can sign in (audited).
+    Unlock {
+        /// User name whose account lock to lift.
+        #[arg(long, conflicts_with = "address")]
+        account: Option<String>,
+        /// Source address whose lock to lift.
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +67,15 @@ async fn main() -> anyhow::Result<()> {
             let identity = server::identity(&config, store, Arc::new(LogSink)).await?;
             let token = identity.create_agent_token("cli", &segment, None).await?;
             println!("{token}");
+            Ok(())
+        }
+        Some(Command::Unlock { account, address }) => {
+            let store = server::open_store(&config)
+                .await
+                .context("cannot open the relay's state (with the embedded store, stop the relay first)")?;
+            let identity = server::identity(&config, store, Arc::new(LogSink)).await?;
+            identity.unlock_from_cli(account.as_deref(), address).await?;
+            println!("unlocked");
             Ok(())
         }
         None => {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use super::{Identity, IdentityError, Revocation, TokenPurpose, random_bytes};
+use super::{EnrolmentToken, Identity, IdentityError, Revocation, TokenPurpose, random_bytes};
 use crate::events::{EventKind, Outcome};
 use crate::store::Collection;
 
@@ -39,6 +39,32 @@ impl Identity {
             .ok_or_else(|| IdentityError::BadRequest("public_key must be 32 bytes of hex (Ed25519)".into()))?;
         VerifyingKey::from_bytes(&key)
             .map_err(|_| IdentityError::BadRequest("public_key is not a valid Ed25519 key".into()))?;
+        // Look first: a link meant for a person is not burnt by an agent presenting it.
+        match self.peek_token(token).await {
+            Ok(EnrolmentToken { purpose: TokenPurpose::Agent { .. }, .. }) => {}
+            Ok(_) => {
+                self.emit(
+                    EventKind::DeviceEnrolmentRefused,
+                    Outcome::Failure,
+                    &format!("device:{name}"),
+                    None,
+                    source,
+                    "not an agent token",
+                );
+                return Err(IdentityError::BadRequest("this is not an agent enrolment token".into()));
+            }
+            Err(e) => {
+                self.emit(
+                    EventKind::DeviceEnrolmentRefused,
+                    Outcome::Failure,
+                    &format!("device:{name}"),
+                    None,
+                    source,
+                    e.to_string(),
+                );
+                return Err(e);
+            }
+        }
         let record = match self.consume_token(token).await {
             Ok(r) => r,
             Err(e) => {
@@ -116,6 +142,11 @@ impl Identity {
         key.verify_strict(&message, &Signature::from_bytes(&signature))
             .map_err(|_| refuse("signature does not match the enrolled key"))?;
         Ok(device)
+    }
+
+    /// Whether a device is still enrolled and not revoked (sockets re-check this periodically).
+    pub async fn device_active(&self, device_id: &str) -> Result<bool, IdentityError> {
+        Ok(self.store.get::<Device>(Collection::Devices, device_id).await?.is_some_and(|d| !d.revoked))
     }
 
     pub async fn devices(&self) -> Result<Vec<Device>, IdentityError> {

@@ -155,6 +155,12 @@ pub fn system_clock() -> Clock {
 }
 
 pub struct Identity {
+    /// Ceremonies an address may start (login, enrolment): anonymous callers create server state,
+    /// so each address gets a budget (60 a minute, bursts of 30).
+    ceremony_starts: governor::DefaultKeyedRateLimiter<IpAddr>,
+    ceremony_checks: std::sync::atomic::AtomicU64,
+    /// Last reload of signing keys prompted by an unknown `kid` (bounded: such tokens are cheap to forge).
+    last_key_reload: std::sync::Mutex<Option<std::time::Instant>>,
     store: Store,
     webauthn: Webauthn,
     keyring: RwLock<Arc<Keyring>>,
@@ -223,7 +229,12 @@ impl Identity {
             .rp_name("Sightline")
             .timeout(CEREMONY_TTL)
             .build()?;
+        let per_minute = std::num::NonZeroU32::new(60).unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = std::num::NonZeroU32::new(30).unwrap_or(std::num::NonZeroU32::MIN);
         let identity = Identity {
+            ceremony_starts: governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute).allow_burst(burst)),
+            ceremony_checks: 0.into(),
+            last_key_reload: std::sync::Mutex::new(None),
             store,
             webauthn,
             keyring: RwLock::new(Arc::new(Keyring::new(&[]).0)),
@@ -234,6 +245,15 @@ impl Identity {
         };
         identity.rotate_keys_if_due().await?;
         Ok(identity)
+    }
+
+    /// Spends one ceremony start from `source`'s budget.
+    fn ceremony_budget(&self, source: IpAddr) -> Result<(), IdentityError> {
+        // Forget idle addresses now and then, so the limiter's memory stays bounded too.
+        if self.ceremony_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(4096) {
+            self.ceremony_starts.retain_recent();
+        }
+        self.ceremony_starts.check_key(&source).map_err(|_| IdentityError::Throttled { retry_after_s: 2 })
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -400,21 +420,6 @@ impl Identity {
         if self.user_by_name(&name).await?.is_some() {
             return Err(IdentityError::Conflict(format!("a user named {name:?} exists")));
         }
-        // A new admin account is a role grant too: only the bootstrap phase (one admin) may invite
-        // one directly; afterwards invite with another role and have a second admin approve.
-        if role == Role::Admin && self.admin_count().await? > 1 {
-            self.emit(
-                EventKind::RoleChangeDenied,
-                Outcome::Failure,
-                &admin.user.name,
-                Some(&name),
-                source,
-                "admin invitation needs two admins",
-            );
-            return Err(IdentityError::Forbidden(
-                "invite with another role, then request the admin role for a second admin to approve".into(),
-            ));
-        }
         let token = self
             .create_token(
                 TokenPurpose::Invite { name: name.clone(), role, invited_by: admin.user.id.clone() },
@@ -437,7 +442,9 @@ impl Identity {
         &self,
         token: &str,
         display_name: Option<&str>,
+        source: IpAddr,
     ) -> Result<(String, CreationChallengeResponse), IdentityError> {
+        self.ceremony_budget(source)?;
         let record = self.peek_token(token).await?;
         let name = match &record.purpose {
             TokenPurpose::BootstrapAdmin => valid_name(display_name.unwrap_or("admin"))?,
@@ -495,9 +502,24 @@ impl Identity {
         })?;
         // The link is consumed only now, with a verified passkey in hand, and only once.
         let record = self.consume_token(token).await?;
+        // An invitation's role applies at once only in the bootstrap phase (one admin, who must
+        // still be an admin): that is the audited exception. With two or more admins the new
+        // account starts without roles and the grant waits for an admin other than the inviter.
+        let mut pending: Option<(Role, String)> = None;
         let (roles, bootstrap) = match &record.purpose {
             TokenPurpose::BootstrapAdmin => (BTreeSet::from([Role::Admin]), true),
-            TokenPurpose::Invite { role, .. } => (BTreeSet::from([*role]), false),
+            TokenPurpose::Invite { role, invited_by, .. } => {
+                let inviter_is_admin = self.user(invited_by).await?.is_some_and(|u| u.roles.contains(&Role::Admin));
+                if !inviter_is_admin {
+                    return Err(IdentityError::Forbidden("the admin who sent this invitation no longer is one".into()));
+                }
+                if self.admin_count().await? <= 1 {
+                    (BTreeSet::from([*role]), false)
+                } else {
+                    pending = Some((*role, invited_by.clone()));
+                    (BTreeSet::new(), false)
+                }
+            }
             TokenPurpose::Agent { .. } => {
                 return Err(IdentityError::BadRequest("this is an agent enrolment token".into()));
             }
@@ -515,15 +537,42 @@ impl Identity {
             bootstrap,
         };
         self.store.put(Collection::Users, &user.id, &user).await?;
-        let detail = match &record.purpose {
-            TokenPurpose::BootstrapAdmin => {
+        let detail = match (&record.purpose, &pending) {
+            (TokenPurpose::BootstrapAdmin, _) => {
                 "first admin from the bootstrap link (audited exception to two-admin grants)".to_owned()
             }
-            TokenPurpose::Invite { role, invited_by, .. } => {
-                format!("role {} by invitation of {invited_by}", role.as_str())
+            (TokenPurpose::Invite { role, invited_by, .. }, None) => {
+                format!(
+                    "role {} by invitation of {invited_by} (single-admin bootstrap phase: audited exception)",
+                    role.as_str()
+                )
             }
-            TokenPurpose::Agent { .. } => String::new(),
+            (TokenPurpose::Invite { role, invited_by, .. }, Some(_)) => {
+                format!("no role yet: grant of {} requested by {invited_by} awaits a second admin", role.as_str())
+            }
+            (TokenPurpose::Agent { .. }, _) => String::new(),
         };
+        if let Some((role, inviter_id)) = pending {
+            let inviter_name = self.user(&inviter_id).await?.map(|u| u.name).unwrap_or_default();
+            let req = RoleRequest {
+                id: hex::encode(random_bytes::<8>()),
+                target_id: user.id.clone(),
+                target_name: user.name.clone(),
+                change: RoleChange::Grant(role),
+                requested_by: inviter_id,
+                requested_by_name: inviter_name.clone(),
+                created_ms: self.now_ms(),
+            };
+            self.store.put(Collection::RoleRequests, &req.id, &req).await?;
+            self.emit(
+                EventKind::RoleChangeRequested,
+                Outcome::Success,
+                &inviter_name,
+                Some(&user.name),
+                source,
+                describe(req.change),
+            );
+        }
         self.emit(EventKind::UserEnrolled, Outcome::Success, &user.name, None, source, detail);
         let token = self.start_session(&user).await?;
         Ok((user, token))
@@ -550,6 +599,7 @@ impl Identity {
         name: &str,
         source: IpAddr,
     ) -> Result<(String, RequestChallengeResponse), IdentityError> {
+        self.ceremony_budget(source)?;
         self.check_lockout(&self.attempts(&lockout_key_addr(source)).await?)?;
         let user = self.user_by_name(name.trim()).await?;
         let Some(user) = user.filter(|u| !u.passkeys.is_empty()) else {
@@ -694,7 +744,18 @@ impl Identity {
         let mut ring = self.keyring();
         let claims = match ring.verify(&self.settings.tokens, token, now) {
             Err(tokens::TokenError::UnknownKey) => {
-                // Another node may have rotated: reload once.
+                // Another node may have rotated: reload, but at most every 10 s whatever callers send.
+                let due = {
+                    let mut last = self.last_key_reload.lock().unwrap_or_else(|e| e.into_inner());
+                    let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+                    if due {
+                        *last = Some(std::time::Instant::now());
+                    }
+                    due
+                };
+                if !due {
+                    return Err(IdentityError::Unauthenticated);
+                }
                 self.rotate_keys_if_due().await?;
                 ring = self.keyring();
                 ring.verify(&self.settings.tokens, token, now).map_err(|_| IdentityError::Unauthenticated)?
@@ -758,12 +819,18 @@ impl Identity {
     ) -> Result<(), IdentityError> {
         require(admin, roles::Capability::Administer)?;
         let target = self.user(user_id).await?.ok_or(IdentityError::NotFound)?;
-        let now = self.now_s();
-        self.store
-            .put_ephemeral(&user_revocation_key(user_id), &now, Duration::from_secs(tokens::MAX_SESSION_S + 60))
-            .await?;
-        self.store.publish(&Revocation::User { user_id: user_id.to_owned() }).await?;
+        self.revoke_user_sessions_now(user_id).await?;
         self.emit(EventKind::SessionsRevoked, Outcome::Success, &admin.user.name, Some(&target.name), source, "");
+        Ok(())
+    }
+
+    /// Ends every session of `user_id` that began before now. Keeps the latest marker when two
+    /// revocations race (a node with a slower clock must not shorten an earlier revocation).
+    async fn revoke_user_sessions_now(&self, user_id: &str) -> Result<(), IdentityError> {
+        let key = user_revocation_key(user_id);
+        let now = self.now_s().max(self.store.get_ephemeral::<u64>(&key).await?.unwrap_or(0));
+        self.store.put_ephemeral(&key, &now, Duration::from_secs(tokens::MAX_SESSION_S + 60)).await?;
+        self.store.publish(&Revocation::User { user_id: user_id.to_owned() }).await?;
         Ok(())
     }
 
@@ -924,14 +991,7 @@ impl Identity {
                 })
                 .await?;
             // Sessions carry roles in their token: end them so the change applies at once.
-            self.store
-                .put_ephemeral(
-                    &user_revocation_key(&target.id),
-                    &self.now_s(),
-                    Duration::from_secs(tokens::MAX_SESSION_S + 60),
-                )
-                .await?;
-            self.store.publish(&Revocation::User { user_id: target.id.clone() }).await?;
+            self.revoke_user_sessions_now(&target.id).await?;
             let detail = format!("{} (requested by {})", describe(req.change), req.requested_by_name);
             self.emit(
                 EventKind::RoleChangeApproved,
@@ -963,13 +1023,30 @@ impl Identity {
 
     pub async fn unlock(&self, admin: &AuthUser, key: &str, source: Option<IpAddr>) -> Result<(), IdentityError> {
         require(admin, roles::Capability::Administer)?;
+        self.unlock_as(&admin.user.name, key, source).await
+    }
+
+    /// Break-glass unlock from the relay's command line (`relay unlock`), for operators of the
+    /// system when every admin is locked out. Audited like any unlock.
+    pub async fn unlock_from_cli(&self, account: Option<&str>, address: Option<IpAddr>) -> Result<(), IdentityError> {
+        let key = match (account, address) {
+            (Some(name), None) => {
+                lockout_key_account(&self.user_by_name(name).await?.ok_or(IdentityError::NotFound)?.id)
+            }
+            (None, Some(ip)) => lockout_key_addr(ip),
+            _ => return Err(IdentityError::BadRequest("give exactly one of --account or --address".into())),
+        };
+        self.unlock_as("cli", &key, None).await
+    }
+
+    async fn unlock_as(&self, actor: &str, key: &str, source: Option<IpAddr>) -> Result<(), IdentityError> {
         if !(key.starts_with("account:") || key.starts_with("addr:")) {
             return Err(IdentityError::BadRequest("unknown lock".into()));
         }
         if !self.store.delete(Collection::Lockouts, key).await? {
             return Err(IdentityError::NotFound);
         }
-        self.emit(EventKind::Unlocked, Outcome::Success, &admin.user.name, Some(key), source, "");
+        self.emit(EventKind::Unlocked, Outcome::Success, actor, Some(key), source, "");
         Ok(())
     }
 

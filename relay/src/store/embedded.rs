@@ -18,6 +18,11 @@ use super::{Backend, Collection, StoreError};
 
 /// Events buffered for slow subscribers before they start missing some.
 const EVENT_BUFFER: usize = 1024;
+/// Most ephemeral records held at once: anonymous callers create some (login ceremonies), so
+/// memory is bounded; beyond it new ones are refused rather than the process growing.
+const MAX_EPHEMERAL: usize = 100_000;
+/// Expired records are swept every this many insertions (amortised, never per request).
+const SWEEP_EVERY: u64 = 1024;
 
 fn table(coll: Collection) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(coll.name())
@@ -30,6 +35,7 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 pub struct Embedded {
     db: Arc<Database>,
     ephemeral: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    inserts: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Vec<u8>>,
 }
 
@@ -49,6 +55,7 @@ impl Embedded {
         Ok(Embedded {
             db: Arc::new(db),
             ephemeral: Mutex::new(HashMap::new()),
+            inserts: 0.into(),
             events: broadcast::channel(EVENT_BUFFER).0,
         })
     }
@@ -156,9 +163,12 @@ impl Backend for Embedded {
     async fn put_ephemeral(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut map = self.ephemeral_map();
-        // Expired records are dropped lazily; sweep now and then so the map cannot grow unbounded.
-        if map.len() > 1024 {
+        let n = self.inserts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n.is_multiple_of(SWEEP_EVERY) || map.len() >= MAX_EPHEMERAL {
             map.retain(|_, (_, expires)| *expires > now);
+        }
+        if map.len() >= MAX_EPHEMERAL && !map.contains_key(key) {
+            return Err(StoreError::Unavailable("too many pending ephemeral records".into()));
         }
         map.insert(key.to_owned(), (value.to_vec(), now + ttl));
         Ok(())
