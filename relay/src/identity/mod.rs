@@ -951,6 +951,54 @@ impl Identity {
         source: Option<IpAddr>,
     ) -> Result<(), IdentityError> {
         require(admin, roles::Capability::Administer)?;
+        // Decisions run one at a time across all nodes: the checks below (admin count, the
+        // approver's own roles) must still hold when the change is written.
+        let lock = self.lock("role-decisions").await?;
+        let result = self.decide_role_request_locked(admin, request_id, approve, source).await;
+        self.unlock_mutex("role-decisions", &lock).await;
+        result
+    }
+
+    /// A cross-node mutex in the store; a holder that died is overtaken after 30 s.
+    async fn lock(&self, name: &str) -> Result<String, IdentityError> {
+        let holder = random_token();
+        for _ in 0..100 {
+            let now = self.now_ms();
+            if self.store.insert_new(Collection::Mutexes, name, &(holder.clone(), now)).await? {
+                return Ok(holder);
+            }
+            if let Some((_, since)) = self.store.get::<(String, u64)>(Collection::Mutexes, name).await?
+                && since + 30_000 < now
+            {
+                self.store.delete(Collection::Mutexes, name).await?;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(IdentityError::Store(StoreError::Unavailable(format!("{name} is busy"))))
+    }
+
+    async fn unlock_mutex(&self, name: &str, holder: &str) {
+        let mine =
+            matches!(self.store.get::<(String, u64)>(Collection::Mutexes, name).await, Ok(Some((h, _))) if h == holder);
+        if mine && let Err(e) = self.store.delete(Collection::Mutexes, name).await {
+            tracing::error!(error = %e, "cannot release {name}; it expires in 30 s");
+        }
+    }
+
+    async fn decide_role_request_locked(
+        &self,
+        admin: &AuthUser,
+        request_id: &str,
+        approve: bool,
+        source: Option<IpAddr>,
+    ) -> Result<(), IdentityError> {
+        // The approver's roles as they are now, not as the request that got here saw them.
+        let admin = &AuthUser {
+            user: self.user(&admin.user.id).await?.ok_or(IdentityError::Unauthenticated)?,
+            ..admin.clone()
+        };
+        require(admin, roles::Capability::Administer)?;
         let req: RoleRequest =
             self.store.get(Collection::RoleRequests, request_id).await?.ok_or(IdentityError::NotFound)?;
         let target = self.user(&req.target_id).await?.ok_or(IdentityError::NotFound)?;
@@ -1089,4 +1137,62 @@ pub fn valid_name(name: &str) -> Result<String, IdentityError> {
         return Err(IdentityError::BadRequest("names are 1-64 letters, digits, '.', '-', '_' or '@'".into()));
     }
     Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::MemorySink;
+    use crate::store::embedded::Embedded;
+
+    async fn identity(dir: &std::path::Path) -> Identity {
+        let store = Store::new(Arc::new(Embedded::open(dir).unwrap()));
+        let settings = IdentitySettings {
+            public_url: "http://localhost:8080/".parse().unwrap(),
+            tokens: TokenSettings { issuer: "http://localhost:8080".into(), audience: "sightline".into(), ttl_s: 600 },
+        };
+        Identity::new(store, settings, Arc::new(MemorySink::default()), system_clock()).await.unwrap()
+    }
+
+    /// An admin with a live session and a fresh step-up.
+    async fn admin(identity: &Identity, name: &str) -> AuthUser {
+        let user = User {
+            id: format!("id-{name}"),
+            name: name.into(),
+            display_name: name.into(),
+            roles: BTreeSet::from([Role::Admin]),
+            passkeys: vec![],
+            created_ms: 0,
+            bootstrap: false,
+        };
+        identity.put_user_unchecked(&user).await.unwrap();
+        let token = identity.start_session(&user).await.unwrap();
+        let auth = identity.authenticate(&token).await.unwrap();
+        identity
+            .store
+            .put_ephemeral(&step_up_key(&auth.claims.sid), &identity.now_s(), Duration::from_secs(300))
+            .await
+            .unwrap();
+        auth
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_approvals_cannot_remove_the_last_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Arc::new(identity(dir.path()).await);
+        let (a, b, c) = (admin(&identity, "a").await, admin(&identity, "b").await, admin(&identity, "c").await);
+        // A circle of requests: a asks to demote b, b asks to demote c, c asks to demote a.
+        let r1 = identity.request_role_change(&a, &b.user.id, RoleChange::Revoke(Role::Admin), None).await.unwrap();
+        let r2 = identity.request_role_change(&b, &c.user.id, RoleChange::Revoke(Role::Admin), None).await.unwrap();
+        let r3 = identity.request_role_change(&c, &a.user.id, RoleChange::Revoke(Role::Admin), None).await.unwrap();
+        // Each approved by the one admin who is neither requester nor target, all at once.
+        let (x, y, z) = tokio::join!(
+            identity.decide_role_request(&c, &r1.id, true, None),
+            identity.decide_role_request(&a, &r2.id, true, None),
+            identity.decide_role_request(&b, &r3.id, true, None),
+        );
+        let admins = identity.admin_count().await.unwrap();
+        assert!(admins >= 1, "no admin left: {x:?} {y:?} {z:?}");
+        assert!([&x, &y, &z].iter().any(|r| r.is_err()), "at least one approval must be refused");
+    }
 }

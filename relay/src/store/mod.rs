@@ -37,10 +37,12 @@ pub enum Collection {
     SigningKeys,
     /// Failed-login state per account and per source address.
     Lockouts,
+    /// Cross-node mutexes (holder, since): decisions that must not interleave.
+    Mutexes,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 7] = [
+    pub const ALL: [Collection; 8] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -48,6 +50,7 @@ impl Collection {
         Collection::EnrolmentTokens,
         Collection::SigningKeys,
         Collection::Lockouts,
+        Collection::Mutexes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Collection {
             Collection::EnrolmentTokens => "enrolment_tokens",
             Collection::SigningKeys => "signing_keys",
             Collection::Lockouts => "lockouts",
+            Collection::Mutexes => "mutexes",
         }
     }
 }
