@@ -39,56 +39,26 @@ impl Identity {
             .ok_or_else(|| IdentityError::BadRequest("public_key must be 32 bytes of hex (Ed25519)".into()))?;
         VerifyingKey::from_bytes(&key)
             .map_err(|_| IdentityError::BadRequest("public_key is not a valid Ed25519 key".into()))?;
-        // Look first: a link meant for a person is not burnt by an agent presenting it.
-        match self.peek_token(token).await {
-            Ok(EnrolmentToken { purpose: TokenPurpose::Agent { .. }, .. }) => {}
-            Ok(_) => {
-                self.emit(
-                    EventKind::DeviceEnrolmentRefused,
-                    Outcome::Failure,
-                    &format!("device:{name}"),
-                    None,
-                    source,
-                    "not an agent token",
-                );
-                return Err(IdentityError::BadRequest("this is not an agent enrolment token".into()));
-            }
-            Err(e) => {
-                self.emit(
-                    EventKind::DeviceEnrolmentRefused,
-                    Outcome::Failure,
-                    &format!("device:{name}"),
-                    None,
-                    source,
-                    e.to_string(),
-                );
-                return Err(e);
-            }
-        }
-        let record = match self.consume_token(token).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.emit(
-                    EventKind::DeviceEnrolmentRefused,
-                    Outcome::Failure,
-                    &format!("device:{name}"),
-                    None,
-                    source,
-                    e.to_string(),
-                );
-                return Err(e);
-            }
-        };
-        let TokenPurpose::Agent { segment, .. } = record.purpose else {
+        let refused = |e: IdentityError| {
             self.emit(
                 EventKind::DeviceEnrolmentRefused,
                 Outcome::Failure,
                 &format!("device:{name}"),
                 None,
                 source,
-                "not an agent token",
+                e.to_string(),
             );
-            return Err(IdentityError::BadRequest("this is not an agent enrolment token".into()));
+            e
+        };
+        // Look first: a link meant for a person is not burnt by an agent presenting it.
+        match self.peek_token(token).await {
+            Ok(EnrolmentToken { purpose: TokenPurpose::Agent { .. }, .. }) => {}
+            Ok(_) => return Err(refused(IdentityError::BadRequest("this is not an agent enrolment token".into()))),
+            Err(e) => return Err(refused(e)),
+        }
+        let record = self.consume_token(token).await.map_err(refused)?;
+        let TokenPurpose::Agent { segment, .. } = record.purpose else {
+            return Err(refused(IdentityError::BadRequest("this is not an agent enrolment token".into())));
         };
         let device = Device {
             id: hex::encode(random_bytes::<12>()),
