@@ -206,6 +206,31 @@ pub async fn enroll(
     }
 }
 
+/// `agent allow --for D`: the person at the endpoint releases remote support for a period (R3).
+/// Signed with the device key over the relay's challenge and the exact window.
+pub async fn open_window(
+    relay_url: &url::Url,
+    device: &Device,
+    duration: Duration,
+    ca_cert: Option<&std::path::Path>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut ws = connect(relay_url, ca_cert).await?;
+    let RelayToAgent::Challenge { nonce } = expect_message(&mut ws, "challenge").await? else {
+        bail!("relay did not start with a challenge")
+    };
+    let challenge = hex::decode(&nonce).context("relay challenge is not hex")?;
+    let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let end_ms = start_ms + duration.as_millis() as u64;
+    let signature = device.sign_window(&challenge, start_ms, end_ms);
+    let msg = AgentToRelay::OpenWindow { device_id: device.info.device_id.clone(), signature, start_ms, end_ms };
+    ws.send(Message::Text(encode(&msg).into())).await?;
+    match expect_message(&mut ws, "window confirmation").await? {
+        RelayToAgent::WindowOpened { start_ms, end_ms } => Ok((start_ms, end_ms)),
+        RelayToAgent::Error { message, .. } => bail!("the relay refused the window: {message}"),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
 async fn session(config: &RunConfig) -> anyhow::Result<()> {
     let media_ip = local_ip_towards(&config.relay_url).await?;
     let mut ws = connect(&config.relay_url, config.ca_cert.as_deref()).await?;
@@ -305,7 +330,10 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                         tracing::warn!(?code, %message, "relay refused");
                         continue;
                     }
-                    RelayToAgent::Challenge { .. } | RelayToAgent::Welcome { .. } | RelayToAgent::Enrolled { .. } => {
+                    RelayToAgent::Challenge { .. }
+                    | RelayToAgent::Welcome { .. }
+                    | RelayToAgent::Enrolled { .. }
+                    | RelayToAgent::WindowOpened { .. } => {
                         tracing::warn!("ignoring an out-of-order handshake message");
                         continue;
                     }

@@ -99,6 +99,12 @@ impl Device {
         Ok(Device { info, key: SigningKey::from_bytes(&seed) })
     }
 
+    /// Signs a maintenance-window request over the relay's challenge.
+    pub fn sign_window(&self, challenge: &[u8], start_ms: u64, end_ms: u64) -> String {
+        let message = sightline_proto::agent_auth::window_message(challenge, &self.info.device_id, start_ms, end_ms);
+        hex::encode(self.key.sign(&message).to_bytes())
+    }
+
     /// Signs the relay's challenge for this connection.
     pub fn sign_challenge(&self, challenge: &[u8]) -> String {
         let message = sightline_proto::agent_auth::signed_message(challenge, &self.info.device_id);

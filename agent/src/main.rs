@@ -16,6 +16,8 @@ struct Cli {
 enum Command {
     /// Enrol this endpoint with a one-time token from the relay's admin (creates the device key).
     Enroll(EnrollArgs),
+    /// Release remote support for this endpoint for a while (a maintenance window), e.g. `--for 30m`.
+    Allow(AllowArgs),
     /// Connect to the relay and serve screen views until stopped. `--config FILE` reads a TOML
     /// file whose keys are these flags' long names; flags on the command line override it.
     #[command(args_override_self = true)]
@@ -39,6 +41,37 @@ struct EnrollArgs {
     /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
     #[arg(long, env = "SIGHTLINE_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct AllowArgs {
+    /// Relay base URL (ws://, wss://, http:// or https://).
+    #[arg(long, env = "SIGHTLINE_RELAY_URL")]
+    relay_url: url::Url,
+    /// How long, e.g. 30m, 2h, 90s (at most 12h).
+    #[arg(long = "for", value_parser = parse_duration)]
+    duration: std::time::Duration,
+    /// Where the device key is kept (as given to `agent enroll`).
+    #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
+    #[arg(long, env = "SIGHTLINE_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{s:?}: expected a number with s, m or h"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" | "" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: unit must be s, m or h")),
+    };
+    if seconds == 0 || seconds > 12 * 3600 {
+        return Err("a window lasts between 1 s and 12 h".into());
+    }
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +151,19 @@ async fn main() -> anyhow::Result<()> {
                 info.segment,
                 dir.display()
             );
+            Ok(())
+        }
+        Command::Allow(args) => {
+            let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
+            let device = sightline_agent::device::Device::load(&dir)?;
+            let (_, end_ms) = connection::open_window(
+                &connection::agent_socket_url(&args.relay_url)?,
+                &device,
+                args.duration,
+                args.ca_cert.as_deref(),
+            )
+            .await?;
+            println!("remote support allowed for {} s (until {end_ms} Unix ms)", args.duration.as_secs());
             Ok(())
         }
         Command::Run(args) => {

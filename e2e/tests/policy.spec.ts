@@ -3,7 +3,8 @@
 import { test, expect, Page } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { World, world, stopWorld, requestView, tempDir, SAMPLE_POLICY } from './harness';
+import { spawnSync } from 'node:child_process';
+import { World, world, stopWorld, requestView, tempDir, api, SAMPLE_POLICY } from './harness';
 
 let w: World | undefined;
 
@@ -78,4 +79,33 @@ test('the relay refuses to start with an invalid policy file @R16', async () => 
   const { Relay } = await import('./harness');
   const policy = policyWith((t) => t.replace('consent_timeout_s = 120', 'consent_timeout_s = 900'));
   await expect(Relay.start({ policy })).rejects.toThrow(/consent_timeout_s/);
+});
+
+test('outside a maintenance window the session is refused with the reason; the user opens one with `agent allow` @R3', async ({ browser }) => {
+  const policy = policyWith((t) => t.replace(
+    'levels = ["view", "control", "clipboard", "file_transfer"]',
+    'levels = ["view", "control", "clipboard", "file_transfer"]\nmaintenance_window = true',
+  ));
+  w = await world(browser, { name: 'branch-pc' }, { policy });
+  await requestView(w.operator, w.relay, 'branch-pc');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  await expect(w.operator.getByTestId('view-state')).toContainText('no maintenance window is open');
+
+  // An admin's window must have an exact start and end; one starting in an hour is not open now.
+  const devices = (await api(w.admin, 'GET', '/api/admin/devices')).json as { id: string; name: string }[];
+  const device = devices.find((d) => d.name === 'branch-pc')!;
+  const now = Date.now();
+  expect((await api(w.admin, 'POST', `/api/admin/devices/${device.id}/maintenance-window`, { start_ms: now - 7_200_000, end_ms: now - 3_600_000 })).status).toBe(400);
+  expect((await api(w.admin, 'POST', `/api/admin/devices/${device.id}/maintenance-window`, { start_ms: now + 3_600_000, end_ms: now + 7_200_000 })).status).toBe(200);
+  await requestView(w.operator, w.relay, 'branch-pc');
+  await expect(w.operator.getByTestId('view-state')).toContainText('no maintenance window is open');
+
+  // The person at the endpoint releases remote support for 5 minutes.
+  const allow = spawnSync(path.join(process.env.SIGHTLINE_BIN_DIR ?? path.resolve(__dirname, '../../target/debug'), 'agent'),
+    ['allow', '--for', '5m', '--relay-url', `ws://127.0.0.1:${w.relay.port}`, '--data-dir', w.agentDir], { encoding: 'utf8', timeout: 30_000 });
+  expect(allow.status, allow.stderr).toBe(0);
+  expect(allow.stdout).toContain('remote support allowed for 300 s');
+  await requestView(w.operator, w.relay, 'branch-pc');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  expect(w.relay.proc.log()).toContain('maintenance.window_opened');
 });

@@ -44,6 +44,10 @@ pub enum AgentToRelay {
         public_key: String,
         name: String,
     },
+    /// Instead of `hello`: the person at the endpoint opens a maintenance window (R3) for this
+    /// device, `start_ms`..`end_ms` (Unix ms). Signed like `hello`; the relay answers
+    /// `window_opened` and closes the connection.
+    OpenWindow { device_id: AgentId, signature: String, start_ms: u64, end_ms: u64 },
     /// SDP offer for the publishing peer connection (non-trickle: candidates included).
     PublishOffer { sdp: String },
     /// The agent could not start publishing (capture or encoder failure).
@@ -56,6 +60,8 @@ pub enum AgentToRelay {
 pub enum RelayToAgent {
     /// First message on a new connection: a fresh random challenge (hex) to sign.
     Challenge { nonce: String },
+    /// The maintenance window was recorded.
+    WindowOpened { start_ms: u64, end_ms: u64 },
     /// Enrolment succeeded: the id to use in every later `hello`.
     Enrolled { device_id: String, name: String, segment: String },
     /// The device was authenticated; `name` and `segment` are as enrolled.
@@ -261,6 +267,16 @@ mod tests {
 pub mod agent_auth {
     /// Domain separation: a signature made for this purpose is useless for any other.
     pub const CONTEXT: &[u8] = b"sightline agent auth v1\0";
+
+    /// What an agent signs to open a maintenance window: the hello message plus the window, so
+    /// a signature for one window cannot be replayed for another.
+    pub fn window_message(challenge: &[u8], device_id: &str, start_ms: u64, end_ms: u64) -> Vec<u8> {
+        let mut m = signed_message(challenge, device_id);
+        m.extend_from_slice(b"\0window\0");
+        m.extend_from_slice(&start_ms.to_be_bytes());
+        m.extend_from_slice(&end_ms.to_be_bytes());
+        m
+    }
 
     /// The exact bytes an agent signs: context, challenge, device id.
     pub fn signed_message(challenge: &[u8], device_id: &str) -> Vec<u8> {

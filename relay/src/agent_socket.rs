@@ -43,6 +43,25 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
         Ok(Some(Ok(AgentToRelay::Hello { device_id, signature, width, height }))) => {
             (device_id, signature, width, height)
         }
+        Ok(Some(Ok(AgentToRelay::OpenWindow { device_id, signature, start_ms, end_ms }))) => {
+            let opened = async {
+                let device = identity
+                    .authenticate_window(&device_id, &challenge, &signature, start_ms, end_ms, Some(peer.ip()))
+                    .await?;
+                identity
+                    .open_window(&device.id, start_ms, end_ms, &format!("user@{}", device.name), Some(peer.ip()))
+                    .await
+            }
+            .await;
+            match opened {
+                Ok(w) => {
+                    let _ = tx.send(text(&RelayToAgent::WindowOpened { start_ms: w.start_ms, end_ms: w.end_ms })).await;
+                    let _ = tx.close().await;
+                }
+                Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
+            }
+            return;
+        }
         Ok(Some(Ok(AgentToRelay::Enrol { token, public_key, name }))) => {
             match identity.enrol_device(&token, &public_key, &name, Some(peer.ip())).await {
                 Ok(device) => {
@@ -151,7 +170,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                         tracing::warn!(agent = %link.info.agent_id, %reason, "agent could not publish");
                         link.end_views(ViewEndReason::PublishFailed);
                     }
-                    Some(Ok(AgentToRelay::Hello { .. } | AgentToRelay::Enrol { .. })) => {
+                    Some(Ok(AgentToRelay::Hello { .. } | AgentToRelay::Enrol { .. } | AgentToRelay::OpenWindow { .. })) => {
                         let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::BadMessage, message: "already authenticated".into() })).await;
                     }
                 }

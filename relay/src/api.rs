@@ -58,6 +58,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/admin/locks/unlock", Access::Needs(Capability::Administer)),
     ("GET", "/api/admin/devices", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/devices/{id}/revoke", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/devices/{id}/maintenance-window", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/agent-tokens", Access::Needs(Capability::Administer)),
 ];
 
@@ -197,6 +198,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/admin/locks/unlock", post(admin_unlock))
         .route("/api/admin/devices", get(admin_devices))
         .route("/api/admin/devices/{id}/revoke", post(admin_revoke_device))
+        .route("/api/admin/devices/{id}/maintenance-window", post(admin_open_window))
         .route("/api/admin/agent-tokens", post(admin_agent_token))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), needs_admin))
         .route_layer(axum::middleware::from_fn_with_state(state, signed_in));
@@ -476,6 +478,25 @@ async fn admin_revoke_device(
     require(&auth, Capability::Administer)?;
     state.identity.revoke_device(&auth.user.name, &id, Some(ip(peer))).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct WindowBody {
+    /// Unix milliseconds.
+    start_ms: u64,
+    end_ms: u64,
+}
+
+async fn admin_open_window(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+    Json(body): Json<WindowBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require(&auth, Capability::Administer)?;
+    let window = state.identity.open_window(&id, body.start_ms, body.end_ms, &auth.user.name, Some(ip(peer))).await?;
+    Ok(Json(serde_json::to_value(window).unwrap_or_default()))
 }
 
 #[derive(Deserialize)]

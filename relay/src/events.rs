@@ -57,10 +57,12 @@ pub enum EventKind {
     SessionRefused,
     #[serde(rename = "session.start")]
     SessionStarted,
+    #[serde(rename = "maintenance.window_opened")]
+    MaintenanceWindowOpened,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -83,6 +85,7 @@ impl EventKind {
         EventKind::AccessDenied,
         EventKind::SessionRefused,
         EventKind::SessionStarted,
+        EventKind::MaintenanceWindowOpened,
     ];
 
     pub fn name(self) -> String {

@@ -133,8 +133,12 @@ async fn open_view(
         ticket,
         reason,
         now: jiff::Timestamp::now(),
-        // Maintenance windows are not implemented yet: segments that need one stay closed.
-        maintenance_window_open: false,
+        // Fail closed: a store error counts as "no window".
+        maintenance_window_open: state
+            .identity
+            .window_open(&link.info.agent_id, state.identity.now_ms())
+            .await
+            .unwrap_or(false),
         unattended: false,
     };
     let subject = format!("device:{} ticket:{} reason:{}", link.info.agent_id, ticket.trim(), reason.trim());

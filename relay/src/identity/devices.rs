@@ -23,6 +23,18 @@ pub struct Device {
     pub revoked: bool,
 }
 
+/// A period in which remote support is released for one device (R3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// `user@endpoint` or the admin's name.
+    pub opened_by: String,
+}
+
+/// Longest window anyone may open at once.
+pub const MAX_WINDOW_MS: u64 = 12 * 60 * 60 * 1000;
+
 impl Identity {
     /// Registers an agent's public key in exchange for a one-time agent token.
     pub async fn enrol_device(
@@ -89,6 +101,18 @@ impl Identity {
         signature_hex: &str,
         source: Option<IpAddr>,
     ) -> Result<Device, IdentityError> {
+        let message = sightline_proto::agent_auth::signed_message(challenge, device_id);
+        self.verify_device_signature(device_id, &message, signature_hex, source).await
+    }
+
+    /// Verifies `signature_hex` over `message` with the enrolled key of an active device.
+    async fn verify_device_signature(
+        &self,
+        device_id: &str,
+        message: &[u8],
+        signature_hex: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Device, IdentityError> {
         let refuse = |why: &str| {
             self.emit(EventKind::DeviceAuthFailed, Outcome::Failure, &format!("device:{device_id}"), None, source, why);
             IdentityError::Forbidden(why.to_owned())
@@ -108,10 +132,68 @@ impl Identity {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| refuse("malformed signature"))?;
-        let message = sightline_proto::agent_auth::signed_message(challenge, device_id);
-        key.verify_strict(&message, &Signature::from_bytes(&signature))
+        key.verify_strict(message, &Signature::from_bytes(&signature))
             .map_err(|_| refuse("signature does not match the enrolled key"))?;
         Ok(device)
+    }
+
+    /// Records a maintenance window for `device_id`, replacing windows that already ended.
+    pub async fn open_window(
+        &self,
+        device_id: &str,
+        start_ms: u64,
+        end_ms: u64,
+        opened_by: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Window, IdentityError> {
+        let now = self.now_ms();
+        if end_ms <= start_ms || end_ms <= now || end_ms - start_ms > MAX_WINDOW_MS {
+            return Err(IdentityError::BadRequest(
+                "a window needs start < end, an end in the future, and at most 12 hours".into(),
+            ));
+        }
+        let device: Device = self.store.get(Collection::Devices, device_id).await?.ok_or(IdentityError::NotFound)?;
+        if device.revoked {
+            return Err(IdentityError::Forbidden("this device was revoked".into()));
+        }
+        let window = Window { start_ms, end_ms, opened_by: opened_by.to_owned() };
+        self.store
+            .update::<Vec<Window>, _>(Collection::MaintenanceWindows, device_id, |w| {
+                let mut windows: Vec<Window> = w.unwrap_or_default().into_iter().filter(|w| w.end_ms > now).collect();
+                windows.push(window.clone());
+                Some(windows)
+            })
+            .await?;
+        let detail = format!("maintenance window {start_ms}..{end_ms} (Unix ms) for {}", device.name);
+        self.emit(
+            EventKind::MaintenanceWindowOpened,
+            Outcome::Success,
+            opened_by,
+            Some(&format!("device:{device_id}")),
+            source,
+            detail,
+        );
+        Ok(window)
+    }
+
+    /// Whether a window is open for `device_id` at `at_ms`.
+    pub async fn window_open(&self, device_id: &str, at_ms: u64) -> Result<bool, IdentityError> {
+        let windows: Vec<Window> = self.store.get(Collection::MaintenanceWindows, device_id).await?.unwrap_or_default();
+        Ok(windows.iter().any(|w| w.start_ms <= at_ms && at_ms < w.end_ms))
+    }
+
+    /// Checks a device's signature over a window request (see `agent_auth::window_message`).
+    pub async fn authenticate_window(
+        &self,
+        device_id: &str,
+        challenge: &[u8],
+        signature_hex: &str,
+        start_ms: u64,
+        end_ms: u64,
+        source: Option<IpAddr>,
+    ) -> Result<Device, IdentityError> {
+        let message = sightline_proto::agent_auth::window_message(challenge, device_id, start_ms, end_ms);
+        self.verify_device_signature(device_id, &message, signature_hex, source).await
     }
 
     /// Whether a device is still enrolled and not revoked (sockets re-check this periodically).

@@ -39,10 +39,12 @@ pub enum Collection {
     Lockouts,
     /// Cross-node mutexes (holder, since): decisions that must not interleave.
     Mutexes,
+    /// Maintenance windows per device (R3), by device id.
+    MaintenanceWindows,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 8] = [
+    pub const ALL: [Collection; 9] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -51,6 +53,7 @@ impl Collection {
         Collection::SigningKeys,
         Collection::Lockouts,
         Collection::Mutexes,
+        Collection::MaintenanceWindows,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Collection {
             Collection::SigningKeys => "signing_keys",
             Collection::Lockouts => "lockouts",
             Collection::Mutexes => "mutexes",
+            Collection::MaintenanceWindows => "maintenance_windows",
         }
     }
 }
