@@ -109,3 +109,16 @@ test('outside a maintenance window the session is refused with the reason; the u
   await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   expect(w.relay.proc.log()).toContain('maintenance.window_opened');
 });
+
+test('an admin opens a maintenance window from the dashboard @R3', async ({ browser }) => {
+  const policy = policyWith((t) => t.replace(
+    'levels = ["view", "control", "clipboard", "file_transfer"]',
+    'levels = ["view", "control", "clipboard", "file_transfer"]\nmaintenance_window = true',
+  ));
+  w = await world(browser, { name: 'branch-pc' }, { policy });
+  await w.admin.getByTestId('tab-admin').click();
+  await w.admin.locator('[data-testid="device-row"][data-device="branch-pc"]').getByRole('button', { name: 'Open window 30 min' }).click();
+  await expect(w.admin.getByTestId('admin-message')).toContainText('maintenance window open');
+  await requestView(w.operator, w.relay, 'branch-pc');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+});

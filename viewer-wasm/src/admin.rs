@@ -145,6 +145,16 @@ pub fn AdminView() -> impl IntoView {
             report(result, ok);
         });
     };
+    // A maintenance window of 30 minutes from now (R3); the relay records exact start and end.
+    let open_window = move |id: String| {
+        leptos::task::spawn_local(async move {
+            let now = js_sys::Date::now() as u64;
+            let body = json!({ "start_ms": now, "end_ms": now + 30 * 60 * 1000 });
+            let path = format!("/api/admin/devices/{id}/maintenance-window");
+            let result = http::post::<_, serde_json::Value>(&path, &body).await.map(|_| ()).map_err(|e| e.to_string());
+            report(result, "maintenance window open for 30 minutes");
+        });
+    };
     let unlock = move |key: String| {
         leptos::task::spawn_local(async move {
             let result = http::post::<_, serde_json::Value>("/api/admin/locks/unlock", &json!({ "key": key }))
@@ -233,10 +243,16 @@ pub fn AdminView() -> impl IntoView {
                             <td>{d.name.clone()}</td>
                             <td>{d.segment.clone()}</td>
                             <td>{if d.revoked { "revoked" } else { "active" }}</td>
-                            <td><button disabled=d.revoked on:click={
-                                let id = d.id.clone();
-                                move |_| post_action(format!("/api/admin/devices/{id}/revoke"), "device revoked")
-                            }>"Revoke"</button></td>
+                            <td>
+                                <button disabled=d.revoked on:click={
+                                    let id = d.id.clone();
+                                    move |_| open_window(id.clone())
+                                }>"Open window 30 min"</button>
+                                <button disabled=d.revoked on:click={
+                                    let id = d.id.clone();
+                                    move |_| post_action(format!("/api/admin/devices/{id}/revoke"), "device revoked")
+                                }>"Revoke"</button>
+                            </td>
                         </tr>
                     </For>
                 </table>
