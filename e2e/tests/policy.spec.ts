@@ -81,7 +81,7 @@ test('the relay refuses to start with an invalid policy file @R16', async () => 
   await expect(Relay.start({ policy })).rejects.toThrow(/consent_timeout_s/);
 });
 
-test('outside a maintenance window the session is refused with the reason; the user opens one with `agent allow` @R3', async ({ browser }) => {
+test('outside a maintenance window the session is refused with the reason; the user opens one with agent allow @R3', async ({ browser }) => {
   const policy = policyWith((t) => t.replace(
     'levels = ["view", "control", "clipboard", "file_transfer"]',
     'levels = ["view", "control", "clipboard", "file_transfer"]\nmaintenance_window = true',
