@@ -381,6 +381,20 @@ impl Identity {
         self.enrolment_token(token, true).await
     }
 
+    // ---------------------------------------------------------------- ceremonies
+
+    /// Stores a ceremony's state until its finish (at most `CEREMONY_TTL`); returns its id.
+    async fn begin_ceremony(&self, ceremony: &Ceremony) -> Result<String, IdentityError> {
+        let id = random_token();
+        self.store.put_ephemeral(&format!("ceremony:{id}"), ceremony, CEREMONY_TTL).await?;
+        Ok(id)
+    }
+
+    /// Takes a ceremony's state: each ceremony finishes at most once.
+    async fn take_ceremony(&self, id: &str) -> Result<Option<Ceremony>, IdentityError> {
+        Ok(self.store.take_ephemeral(&format!("ceremony:{id}")).await?)
+    }
+
     // ---------------------------------------------------------------- users
 
     /// Stores a user record as given, bypassing invitations and approvals: for in-process
@@ -461,7 +475,6 @@ impl Identity {
             .webauthn
             .start_passkey_registration(user_id, &name, &name, None)
             .map_err(|e| IdentityError::BadRequest(format!("cannot start registration: {e}")))?;
-        let ceremony_id = random_token();
         let ceremony = Ceremony::Enrol {
             token_hash: token_hash(token),
             user_id: user_id.to_string(),
@@ -469,8 +482,7 @@ impl Identity {
             display_name: name,
             state,
         };
-        self.store.put_ephemeral(&format!("ceremony:{ceremony_id}"), &ceremony, CEREMONY_TTL).await?;
-        Ok((ceremony_id, challenge))
+        Ok((self.begin_ceremony(&ceremony).await?, challenge))
     }
 
     /// Finishes registration: consumes the link, creates the user, starts a session.
@@ -482,7 +494,7 @@ impl Identity {
         source: Option<IpAddr>,
     ) -> Result<(User, String), IdentityError> {
         let Some(Ceremony::Enrol { token_hash: expected_hash, user_id, name, display_name, state }) =
-            self.store.take_ephemeral::<Ceremony>(&format!("ceremony:{ceremony_id}")).await?
+            self.take_ceremony(ceremony_id).await?
         else {
             return Err(IdentityError::BadRequest("enrolment expired or unknown; open the link again".into()));
         };
@@ -613,15 +625,7 @@ impl Identity {
             .webauthn
             .start_passkey_authentication(&user.passkeys)
             .map_err(|e| IdentityError::BadRequest(format!("cannot start login: {e}")))?;
-        let ceremony_id = random_token();
-        self.store
-            .put_ephemeral(
-                &format!("ceremony:{ceremony_id}"),
-                &Ceremony::Login { user_id: user.id, state },
-                CEREMONY_TTL,
-            )
-            .await?;
-        Ok((ceremony_id, challenge))
+        Ok((self.begin_ceremony(&Ceremony::Login { user_id: user.id, state }).await?, challenge))
     }
 
     async fn record_failure(&self, user: Option<&User>, source: IpAddr, detail: &str) -> Result<(), IdentityError> {
@@ -667,9 +671,7 @@ impl Identity {
         credential: &PublicKeyCredential,
         source: IpAddr,
     ) -> Result<(User, String), IdentityError> {
-        let Some(Ceremony::Login { user_id, state }) =
-            self.store.take_ephemeral::<Ceremony>(&format!("ceremony:{ceremony_id}")).await?
-        else {
+        let Some(Ceremony::Login { user_id, state }) = self.take_ceremony(ceremony_id).await? else {
             self.record_failure(None, source, "login finished without a valid ceremony").await?;
             return Err(IdentityError::Unauthenticated);
         };
@@ -841,10 +843,8 @@ impl Identity {
             .webauthn
             .start_passkey_authentication(&auth.user.passkeys)
             .map_err(|e| IdentityError::BadRequest(format!("cannot start step-up: {e}")))?;
-        let ceremony_id = random_token();
         let ceremony = Ceremony::StepUp { user_id: auth.user.id.clone(), sid: auth.claims.sid.clone(), state };
-        self.store.put_ephemeral(&format!("ceremony:{ceremony_id}"), &ceremony, CEREMONY_TTL).await?;
-        Ok((ceremony_id, challenge))
+        Ok((self.begin_ceremony(&ceremony).await?, challenge))
     }
 
     pub async fn finish_step_up(
@@ -854,9 +854,7 @@ impl Identity {
         credential: &PublicKeyCredential,
         source: IpAddr,
     ) -> Result<(), IdentityError> {
-        let Some(Ceremony::StepUp { user_id, sid, state }) =
-            self.store.take_ephemeral::<Ceremony>(&format!("ceremony:{ceremony_id}")).await?
-        else {
+        let Some(Ceremony::StepUp { user_id, sid, state }) = self.take_ceremony(ceremony_id).await? else {
             return Err(IdentityError::BadRequest("step-up expired or unknown".into()));
         };
         if user_id != auth.user.id || sid != auth.claims.sid {
