@@ -165,10 +165,6 @@ impl Vp8Encoder {
         vpx_check("codec_control", Some(&mut self.ctx), err)
     }
 
-    pub fn config(&self) -> EncoderConfig {
-        self.config
-    }
-
     /// Converts a BGRA frame to I420 and encodes it. `pts_ms` must increase between calls.
     pub fn encode(
         &mut self,

@@ -148,12 +148,6 @@ impl EventSink for MemorySink {
     }
 }
 
-impl MemorySink {
-    pub fn kinds(&self) -> Vec<EventKind> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|e| e.kind).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

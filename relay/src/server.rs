@@ -125,7 +125,7 @@ pub async fn build(config: &Config, events: Arc<dyn EventSink>) -> anyhow::Resul
 pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn EventSink>) -> anyhow::Result<AppState> {
     let policy = Arc::new(load_policy(&config.policy)?);
     let identity = Arc::new(identity(config, store.clone(), events).await?);
-    let hub = Hub::new(Media::new(config.media_ip)?);
+    let hub = Hub::new(Media::new(config.media_ip));
     tokio::spawn(follow_revocations(store, hub.clone()));
     Ok(AppState { hub, identity, policy })
 }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sightline_peer::{Peer, PeerConfig, PeerError, PeerState, RtpPacket};
+use sightline_peer::{Peer, PeerConfig, PeerError, RtpPacket};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
@@ -64,8 +64,8 @@ fn random_ssrc() -> u32 {
 }
 
 impl Media {
-    pub fn new(bind_ip: IpAddr) -> Result<Media, MediaError> {
-        Ok(Media { config: PeerConfig { bind_ip } })
+    pub fn new(bind_ip: IpAddr) -> Media {
+        Media { config: PeerConfig { bind_ip } }
     }
 
     /// Answers an agent's publish offer and starts forwarding its video into `fanout`.
@@ -198,10 +198,6 @@ impl Publisher {
     pub async fn close(self) {
         self.task.abort();
         self.peer.close().await;
-    }
-
-    pub fn state(&self) -> tokio::sync::watch::Receiver<PeerState> {
-        self.peer.state()
     }
 }
 

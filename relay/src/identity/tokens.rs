@@ -140,10 +140,6 @@ impl Keyring {
         self.keys.first().map(|k| (k.kid.as_str(), k.created_s))
     }
 
-    pub fn has(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.kid == kid)
-    }
-
     pub fn issue(&self, claims: &Claims) -> Result<String, TokenError> {
         let key = self.keys.first().ok_or(TokenError::NoKey)?;
         let header = Header { alg: Algorithm::EdDSA, kid: Some(key.kid.clone()), ..Default::default() };

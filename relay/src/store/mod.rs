@@ -149,10 +149,6 @@ impl Store {
         Store { backend }
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
-    }
-
     pub async fn get<T: DeserializeOwned>(&self, coll: Collection, key: &str) -> Result<Option<T>, StoreError> {
         match self.backend.get(coll, key).await? {
             Some(bytes) => Ok(Some(decode(coll, key, &bytes)?)),
