@@ -880,6 +880,25 @@ impl Identity {
 
     // ---------------------------------------------------------------- role changes
 
+    /// Logs a refused role change and turns it into the error the caller sees.
+    fn role_change_denied(
+        &self,
+        admin: &AuthUser,
+        target: &User,
+        source: Option<IpAddr>,
+        denied: roles::RoleChangeDenied,
+    ) -> IdentityError {
+        self.emit(
+            EventKind::RoleChangeDenied,
+            Outcome::Failure,
+            &admin.user.name,
+            Some(&target.name),
+            source,
+            denied.to_string(),
+        );
+        IdentityError::Forbidden(denied.to_string())
+    }
+
     async fn admin_count(&self) -> Result<usize, IdentityError> {
         Ok(self.users().await?.iter().filter(|u| u.roles.contains(&Role::Admin)).count())
     }
@@ -901,15 +920,7 @@ impl Identity {
             admin_count: self.admin_count().await?,
         };
         if let Err(denied) = roles::check_request(request) {
-            self.emit(
-                EventKind::RoleChangeDenied,
-                Outcome::Failure,
-                &admin.user.name,
-                Some(&target.name),
-                source,
-                denied.to_string(),
-            );
-            return Err(IdentityError::Forbidden(denied.to_string()));
+            return Err(self.role_change_denied(admin, &target, source, denied));
         }
         self.require_step_up(admin).await?;
         let req = RoleRequest {
@@ -1010,15 +1021,7 @@ impl Identity {
                 admin_count: self.admin_count().await?,
             };
             if let Err(denied) = roles::check_approval(&req.requested_by, check) {
-                self.emit(
-                    EventKind::RoleChangeDenied,
-                    Outcome::Failure,
-                    &admin.user.name,
-                    Some(&target.name),
-                    source,
-                    denied.to_string(),
-                );
-                return Err(IdentityError::Forbidden(denied.to_string()));
+                return Err(self.role_change_denied(admin, &target, source, denied));
             }
         } else if admin.user.id == target.id {
             return Err(IdentityError::Forbidden("nobody may decide on their own roles".into()));
