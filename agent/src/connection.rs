@@ -15,7 +15,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::capture::SourceKind;
 use crate::device::{Device, DeviceInfo};
 use crate::encoder::EncoderConfig;
+use crate::frontend::FrontendEvent;
 use crate::publisher::{Publication, PublishConfig};
+use crate::session::{Action, EndpointSession};
+use sightline_proto::channel::ChannelMessage;
+
+/// How often the session's local deadlines are checked.
+const SESSION_TICK: Duration = Duration::from_millis(250);
 
 /// How often the agent pings the relay, and how long silence means the relay is gone. A dead
 /// relay behind a silent network is noticed within `DEAD_AFTER`.
@@ -265,10 +271,19 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
         media_ip,
     };
     let mut publication: Option<Publication> = None;
+    let mut endpoint: Option<EndpointSession> = None;
+    let (frontend_tx, mut frontend_rx) = tokio::sync::mpsc::channel::<FrontendEvent>(16);
     let mut ping = tokio::time::interval(PING_EVERY);
+    let mut tick = tokio::time::interval(SESSION_TICK);
     let mut last_heard = Instant::now();
     let result = loop {
-        tokio::select! {
+        let channel_message = async {
+            match publication.as_mut().and_then(|p| p.incoming.as_mut()) {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let actions: Vec<Action> = tokio::select! {
             _ = ping.tick() => {
                 if last_heard.elapsed() > DEAD_AFTER {
                     break Err(anyhow::anyhow!("no answer from relay for {DEAD_AFTER:?}"));
@@ -276,7 +291,32 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                 if let Err(e) = tx.send(Message::Ping(Vec::new().into())).await {
                     break Err(e.into());
                 }
+                continue;
             }
+            _ = tick.tick() => match endpoint.as_mut() {
+                Some(s) => s.tick().await,
+                None => continue,
+            },
+            event = frontend_rx.recv() => match (event, endpoint.as_mut()) {
+                (Some(event), Some(s)) => s.on_frontend(event).await,
+                _ => continue,
+            },
+            msg = channel_message => match (msg, endpoint.as_mut()) {
+                (Some(ChannelMessage::Input { input }), Some(s)) => {
+                    s.on_input(&input);
+                    continue;
+                }
+                (Some(ChannelMessage::Chat { from, text }), Some(s)) => {
+                    s.on_chat(from, text).await;
+                    continue;
+                }
+                (Some(_), None) => continue,
+                (None, _) => {
+                    // The data channel closed: no more input can come; media stays up.
+                    if let Some(p) = publication.as_mut() { p.incoming = None; }
+                    continue;
+                }
+            },
             incoming = rx.next() => {
                 last_heard = Instant::now();
                 let text = match incoming {
@@ -293,20 +333,47 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                let reply = match msg {
+                match msg {
+                    RelayToAgent::ConsentRequest { request } => {
+                        if endpoint.as_ref().is_some_and(|s| !s.is_ended()) {
+                            tracing::warn!("a second session request while one runs; refused");
+                            continue;
+                        }
+                        let (session, actions) =
+                            EndpointSession::ask(request, config.device.clone(), frontend_tx.clone()).await;
+                        endpoint = Some(session);
+                        actions
+                    }
+                    RelayToAgent::ElevationRequest { session_id, levels } => match endpoint.as_mut() {
+                        Some(s) if s.id == session_id => s.on_elevation_request(levels).await,
+                        _ => continue,
+                    },
+                    RelayToAgent::Session { session_id, event } => match endpoint.as_mut() {
+                        Some(s) if s.id == session_id => s.on_relay(event).await,
+                        _ => continue,
+                    },
                     RelayToAgent::Publish => {
                         if let Some(old) = publication.take() {
                             old.stop().await;
                         }
-                        match Publication::start(publish_config).await {
-                            Ok((p, offer)) => {
-                                tracing::info!("viewer joined: publishing");
-                                publication = Some(p);
-                                AgentToRelay::PublishOffer { sdp: offer }
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "cannot publish");
-                                AgentToRelay::PublishFailed { reason: e.to_string() }
+                        // The second gate: no screen leaves without the user's consent.
+                        if !endpoint.as_ref().is_some_and(EndpointSession::consented) {
+                            tracing::warn!("relay asked to publish without a consented session; refused");
+                            vec![Action::Signal(AgentToRelay::PublishFailed { reason: "no session the user consented to".into() })]
+                        } else {
+                            match Publication::start(publish_config).await {
+                                Ok((p, offer)) => {
+                                    tracing::info!("session consented: publishing");
+                                    if endpoint.as_ref().is_some_and(EndpointSession::is_paused) {
+                                        p.set_paused(true);
+                                    }
+                                    publication = Some(p);
+                                    vec![Action::Signal(AgentToRelay::PublishOffer { sdp: offer })]
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot publish");
+                                    vec![Action::Signal(AgentToRelay::PublishFailed { reason: e.to_string() })]
+                                }
                             }
                         }
                     }
@@ -317,7 +384,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                         if let Some(p) = publication.take() {
                             p.stop().await;
                         }
-                        AgentToRelay::PublishFailed { reason: e.to_string() }
+                        vec![Action::Signal(AgentToRelay::PublishFailed { reason: e.to_string() })]
                     }
                     RelayToAgent::Unpublish => {
                         if let Some(p) = publication.take() {
@@ -337,18 +404,63 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                         tracing::warn!("ignoring an out-of-order handshake message");
                         continue;
                     }
-                };
-                if let Err(e) = tx.send(Message::Text(encode(&reply).into())).await {
-                    break Err(e.into());
                 }
             }
+        };
+        if let Err(e) = carry_out(actions, &mut tx, &mut publication).await {
+            break Err(e);
         }
     };
+    if let Some(mut s) = endpoint.take()
+        && !s.is_ended()
+    {
+        // Capture stops below and held keys are released now, not when the relay returns.
+        let _ = s.relay_lost().await;
+    }
     if let Some(p) = publication.take() {
         p.stop().await;
         tracing::warn!("relay gone: screen capture stopped");
     }
     result
+}
+
+/// Does what the session asked for: messages to the relay, media pause/resume/stop.
+async fn carry_out(
+    actions: Vec<Action>,
+    tx: &mut futures_util::stream::SplitSink<Socket, Message>,
+    publication: &mut Option<Publication>,
+) -> anyhow::Result<()> {
+    for action in actions {
+        match action {
+            Action::Signal(msg) => tx.send(Message::Text(encode(&msg).into())).await?,
+            Action::Channel(msg) => {
+                // Best effort (chat): without a publication there is no channel yet.
+                let channel = publication.as_ref().map(Publication::channel);
+                if let Some(channel) = channel
+                    && let Err(e) = channel.send(&sightline_proto::channel::encode(&msg)).await
+                {
+                    tracing::debug!(error = %e, "data channel send failed");
+                }
+            }
+            Action::PauseMedia => {
+                if let Some(p) = publication.as_ref() {
+                    p.set_paused(true);
+                }
+            }
+            Action::ResumeMedia => {
+                if let Some(p) = publication.as_ref() {
+                    p.set_paused(false);
+                }
+            }
+            Action::StopMedia => {
+                if let Some(p) = publication.take() {
+                    p.stop().await;
+                    tracing::info!("session over: screen capture stopped");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -105,6 +105,15 @@ impl Device {
         hex::encode(self.key.sign(&message).to_bytes())
     }
 
+    /// Fills in the device id and signs a consent receipt (R2): the relay keeps it as evidence
+    /// of what the user decided.
+    pub fn sign_receipt(&self, mut receipt: sightline_proto::ConsentReceipt) -> sightline_proto::ConsentReceipt {
+        receipt.device_id = self.info.device_id.clone();
+        let message = sightline_proto::agent_auth::consent_message(&receipt);
+        receipt.signature = hex::encode(self.key.sign(&message).to_bytes());
+        receipt
+    }
+
     /// Signs the relay's challenge for this connection.
     pub fn sign_challenge(&self, challenge: &[u8]) -> String {
         let message = sightline_proto::agent_auth::signed_message(challenge, &self.info.device_id);

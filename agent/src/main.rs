@@ -22,6 +22,10 @@ enum Command {
     /// file whose keys are these flags' long names; flags on the command line override it.
     #[command(args_override_self = true)]
     Run(RunArgs),
+    /// The consent window and session bar (started by `agent run`; speaks JSON lines on stdin
+    /// and stdout).
+    #[command(hide = true)]
+    ConsentUi,
 }
 
 #[derive(Debug, clap::Args)]
@@ -166,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
             println!("remote support allowed for {} s (until {end_ms} Unix ms)", args.duration.as_secs());
             Ok(())
         }
+        Command::ConsentUi => sightline_agent::ui::run(),
         Command::Run(args) => {
             let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
             let device = std::sync::Arc::new(sightline_agent::device::Device::load(&dir)?);

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sightline_peer::{Peer, PeerConfig, PeerError, VideoSender, Vp8Packetizer};
+use sightline_peer::{ChannelEvent, DataChannel, Peer, PeerConfig, PeerError, VideoSender, Vp8Packetizer};
+use sightline_proto::channel::ChannelMessage;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -59,8 +60,15 @@ pub struct Publication {
     source: Option<Box<dyn FrameSource>>,
     config: PublishConfig,
     stop: Arc<AtomicBool>,
+    /// While the session is paused nothing is captured or sent (R8).
+    paused: Arc<AtomicBool>,
+    keyframe_wanted: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
     capture_thread: Option<std::thread::JoinHandle<PublishStats>>,
+    /// The `session` data channel: input and chat from the relay, chat to it.
+    channel: DataChannel,
+    /// Messages from the data channel, taken by the connection.
+    pub incoming: Option<mpsc::Receiver<ChannelMessage>>,
 }
 
 fn now_ms() -> u64 {
@@ -77,25 +85,32 @@ impl Publication {
         let ssrc = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), now_ms()) as u32;
         let prepared = async {
             let sender = peer.add_video_sender(ssrc, "screen").await?;
+            let channel = peer.create_data_channel(sightline_proto::channel::LABEL).await?;
             let offer = peer.offer().await?;
-            Ok::<_, PeerError>((sender, offer))
+            Ok::<_, PeerError>((sender, channel, offer))
         }
         .await;
-        let (sender, offer) = match prepared {
+        let (sender, channel, offer) = match prepared {
             Ok(v) => v,
             Err(e) => {
                 peer.close().await;
                 return Err(e.into());
             }
         };
+        let (incoming_tx, incoming) = mpsc::channel(256);
+        let reader = tokio::spawn(read_channel(channel.clone(), incoming_tx));
         let publication = Publication {
             peer,
             sender: Arc::new(sender),
             source: Some(source),
             config,
             stop: Arc::new(AtomicBool::new(false)),
-            tasks: Vec::new(),
+            paused: Arc::new(AtomicBool::new(false)),
+            keyframe_wanted: Arc::new(AtomicBool::new(true)),
+            tasks: vec![reader],
             capture_thread: None,
+            channel,
+            incoming: Some(incoming),
         };
         Ok((publication, offer))
     }
@@ -106,7 +121,7 @@ impl Publication {
         let Some(source) = self.source.take() else {
             return Ok(()); // a repeated answer changes nothing
         };
-        let keyframe_wanted = Arc::new(AtomicBool::new(true));
+        let keyframe_wanted = self.keyframe_wanted.clone();
         let (frames_tx, frames_rx) = mpsc::channel::<(EncodedFrame, u64)>(FRAME_QUEUE);
         let (size_w, size_h) = source.size();
         let encoder_config = EncoderConfig { width: size_w, height: size_h, ..self.config.encoder };
@@ -126,6 +141,7 @@ impl Publication {
         self.tasks.push(tokio::spawn(write_frames(peer, sender, frames_rx)));
 
         let stop = self.stop.clone();
+        let paused = self.paused.clone();
         let connected = self.peer.clone();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
         self.tasks.push(tokio::spawn(async move {
@@ -139,11 +155,24 @@ impl Publication {
                     if go_rx.recv() != Ok(true) {
                         return PublishStats::default();
                     }
-                    capture_loop(source, encoder_config, &stop, &keyframe_wanted, &frames_tx)
+                    capture_loop(source, encoder_config, &stop, &paused, &keyframe_wanted, &frames_tx)
                 })
                 .map_err(|e| CaptureError::X11(format!("cannot start capture thread: {e}")))?,
         );
         Ok(())
+    }
+
+    /// Pauses or resumes capture; a resumed stream starts with a keyframe.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        if !paused {
+            self.keyframe_wanted.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The `session` data channel to the relay.
+    pub fn channel(&self) -> DataChannel {
+        self.channel.clone()
     }
 
     /// Stops capture and closes the peer connection.
@@ -158,6 +187,21 @@ impl Publication {
                 tokio::task::spawn_blocking(move || thread.join().unwrap_or_default()).await.unwrap_or_default()
             }
             None => PublishStats::default(),
+        }
+    }
+}
+
+/// Decodes what the relay sends on the data channel; anything malformed is logged and dropped.
+async fn read_channel(channel: DataChannel, incoming: mpsc::Sender<ChannelMessage>) {
+    while let Some(event) = channel.recv().await {
+        let ChannelEvent::Text(text) = event else { continue };
+        match sightline_proto::channel::decode(&text) {
+            Ok(msg) => {
+                if incoming.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "bad data channel message from the relay"),
         }
     }
 }
@@ -199,6 +243,7 @@ fn capture_loop(
     mut source: Box<dyn FrameSource>,
     config: EncoderConfig,
     stop: &AtomicBool,
+    paused: &AtomicBool,
     keyframe_wanted: &AtomicBool,
     frames: &mpsc::Sender<(EncodedFrame, u64)>,
 ) -> PublishStats {
@@ -215,6 +260,12 @@ fn capture_loop(
     let mut last: Option<Frame> = None;
     let mut last_sent = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if paused.load(Ordering::Relaxed) {
+            // Nothing leaves the endpoint while paused; resuming asks for a keyframe.
+            std::thread::sleep(interval);
+            next = Instant::now();
+            continue;
+        }
         let now = now_ms();
         let frame = match source.capture(now) {
             Ok(Some(frame)) => Some(frame),

@@ -8,19 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::roles::Role;
 
-/// What an operator may do in a session; the user grants a subset (R6, R20).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    View,
-    Control,
-    Clipboard,
-    FileTransfer,
-}
+/// What an operator may do in a session; defined with the wire types, so the prompt, the receipt
+/// and the policy speak of the same levels.
+pub use sightline_proto::Level;
 
 /// Longest consent timeout a policy may set (R5: a dialog nobody answers is a deny).
 pub const MAX_CONSENT_TIMEOUT_S: u32 = 120;
@@ -28,6 +22,9 @@ pub const MAX_CONSENT_TIMEOUT_S: u32 = 120;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
+    /// Who runs this relay, shown to the user in the consent prompt.
+    #[serde(default = "default_organisation")]
+    organisation: String,
     reasons: Vec<String>,
     segments: BTreeMap<String, SegmentFile>,
 }
@@ -54,6 +51,12 @@ struct SegmentFile {
     recording_required: bool,
     #[serde(default)]
     elevation_needs_senior: bool,
+    #[serde(default)]
+    active_confirmation: bool,
+}
+
+fn default_organisation() -> String {
+    "IT support".into()
 }
 
 fn default_consent_timeout() -> u32 {
@@ -98,11 +101,14 @@ pub struct Segment {
     pub observer_required_for_control: bool,
     pub recording_required: bool,
     pub elevation_needs_senior: bool,
+    /// Hiding or minimising the session bar on the endpoint pauses the session.
+    pub active_confirmation: bool,
 }
 
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
+    pub organisation: String,
     pub reasons: BTreeSet<String>,
     pub segments: BTreeMap<String, Segment>,
 }
@@ -210,10 +216,11 @@ impl Policy {
                     observer_required_for_control: s.observer_required_for_control,
                     recording_required: s.recording_required,
                     elevation_needs_senior: s.elevation_needs_senior,
+                    active_confirmation: s.active_confirmation,
                 },
             );
         }
-        Ok(Policy { reasons, segments })
+        Ok(Policy { organisation: file.organisation, reasons, segments })
     }
 }
 
@@ -267,17 +274,9 @@ impl std::fmt::Display for Denial {
     }
 }
 
-/// What an allowed session must respect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Obligations {
-    pub consent_timeout_s: u32,
-    pub grant_expiry_s: u32,
-    pub max_duration_s: u32,
-    pub idle_timeout_s: u32,
-    pub observer_required_for_control: bool,
-    pub recording_required: bool,
-    pub elevation_needs_senior: bool,
-}
+/// What an allowed session must respect. The same struct travels to the agent (as the wire's
+/// `SessionTerms`), so both sides run the session machine under the same rules.
+pub use sightline_proto::SessionTerms as Obligations;
 
 impl Policy {
     /// Decides a session request. Checks run in a fixed order so the reason is stable.
@@ -322,6 +321,7 @@ impl Policy {
             observer_required_for_control: seg.observer_required_for_control,
             recording_required: seg.recording_required,
             elevation_needs_senior: seg.elevation_needs_senior,
+            active_confirmation: seg.active_confirmation,
         })
     }
 }

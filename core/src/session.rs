@@ -12,29 +12,10 @@ use crate::policy::{Level, Obligations};
 pub type Levels = BTreeSet<Level>;
 
 /// Who did something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Party {
-    User,
-    Operator,
-    Admin,
-    System,
-}
+pub use sightline_proto::Party;
 
 /// Why a session ended; recorded with every end (R22, R23).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndReason {
-    DeniedByUser,
-    ConsentTimedOut,
-    ConsentClosed,
-    EndedByUser,
-    EndedByOperator,
-    KilledByAdmin(String),
-    MaxDuration,
-    Idle,
-    AgentLost,
-    OperatorLost,
-    RecorderFailed,
-}
+pub use sightline_proto::EndReason;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -88,6 +69,8 @@ pub enum Event {
     AgentLost,
     OperatorLost,
     RecorderFailed,
+    /// The other side ended the session (the agent mirrors the relay's end, with its reason).
+    EndedElsewhere(EndReason),
     /// Time passed; deadlines are checked.
     Tick,
 }
@@ -157,6 +140,20 @@ impl Session {
 
     pub fn granted(&self) -> &Levels {
         &self.granted
+    }
+
+    /// When grants beyond view fall back to view (Unix ms), if they do.
+    pub fn grant_expires_ms(&self) -> Option<u64> {
+        self.grant_expires_ms
+    }
+
+    pub fn observers(&self) -> u32 {
+        self.observers
+    }
+
+    /// When the session became active (or was requested, before consent).
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
     }
 
     pub fn is_ended(&self) -> bool {
@@ -234,6 +231,7 @@ impl Session {
                 self.end(EndReason::ConsentTimedOut)
             }
             (Phase::AwaitingConsent { .. }, Event::AgentLost) => self.end(EndReason::AgentLost),
+            (Phase::AwaitingConsent { .. }, Event::EndedElsewhere(reason)) => self.end(reason),
             (Phase::AwaitingConsent { .. }, Event::OperatorLost) => self.end(EndReason::OperatorLost),
             (Phase::AwaitingConsent { .. }, Event::Kill { admin }) => self.end(EndReason::KilledByAdmin(admin)),
             (Phase::AwaitingConsent { .. }, Event::End { by: Party::Operator }) => self.end(EndReason::EndedByOperator),
@@ -244,6 +242,7 @@ impl Session {
             (_, Event::End { .. }) => self.end(EndReason::EndedByOperator),
             (_, Event::Kill { admin }) => self.end(EndReason::KilledByAdmin(admin)),
             (_, Event::AgentLost) => self.end(EndReason::AgentLost),
+            (_, Event::EndedElsewhere(reason)) => self.end(reason),
             (_, Event::OperatorLost) => self.end(EndReason::OperatorLost),
             (_, Event::RecorderFailed) if self.obligations.recording_required => self.end(EndReason::RecorderFailed),
             (_, Event::RecorderFailed) => Vec::new(),
@@ -370,6 +369,7 @@ mod tests {
             observer_required_for_control: false,
             recording_required: true,
             elevation_needs_senior: false,
+            active_confirmation: false,
         }
     }
 

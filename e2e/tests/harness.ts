@@ -146,19 +146,91 @@ export class Xvfb {
   }
 }
 
-/** Fills the session request (ticket and catalog reason) and clicks View on the named agent. */
-export async function requestView(page: Page, relay: Relay, agentName: string, ticket = 'INC-4711', reason = 'incident'): Promise<void> {
+/**
+ * Fills the session request (ticket, catalog reason, whether to ask for control) and clicks View
+ * on the named agent.
+ */
+export async function requestView(page: Page, relay: Relay, agentName: string, ticket = 'INC-4711', reason = 'incident', control = true): Promise<void> {
   if (!page.url().startsWith(relay.url)) await page.goto(relay.url);
   const row = page.getByTestId('agent-row').filter({ hasText: agentName });
   await expect(row).toBeVisible();
   await page.locator('input[name="ticket"]').fill(ticket);
   await page.locator('select[name="reason"]').selectOption(reason);
+  await page.locator('input[name="level-control"]').setChecked(control);
   await row.getByRole('button', { name: 'View' }).click();
 }
 
-/** Opens the viewer and starts viewing the named agent; resolves once media is live. */
-export async function openView(page: Page, relay: Relay, agentName: string): Promise<void> {
+export interface Rect { x: number; y: number; w: number; h: number }
+
+/**
+ * The person at the endpoint: the agent's X display, where its consent window and session bar
+ * appear. Widgets are found from the layout the window logs (`consent-ui layout name=x,y,w,h`)
+ * and clicked with xdotool at their real position, like a user would.
+ */
+export class Endpoint {
+  constructor(public display: string, private logs: () => string) {}
+  xdo(args: string[]): string {
+    return execFileSync('xdotool', args, { env: { ...process.env, DISPLAY: this.display }, encoding: 'utf8' }).trim();
+  }
+  /** The latest layout the window logged. */
+  layout(): Map<string, Rect> {
+    const lines = this.logs().split('\n').filter((l) => l.startsWith('consent-ui layout '));
+    const map = new Map<string, Rect>();
+    for (const item of (lines[lines.length - 1] ?? '').split(' ').slice(2)) {
+      const [name, r] = item.split('=');
+      const [x, y, w, h] = r.split(',').map(Number);
+      map.set(name, { x, y, w, h });
+    }
+    return map;
+  }
+  /** The consent window's id, once it is on screen. */
+  async window(timeoutMs = 20_000): Promise<string> {
+    let id = '';
+    await waitFor('the consent window', async () => {
+      try { id = this.xdo(['search', '--onlyvisible', '--name', 'Sightline remote support']).split('\n')[0]; } catch { id = ''; }
+      return id !== '';
+    }, timeoutMs);
+    return id;
+  }
+  async windowGone(timeoutMs = 20_000): Promise<void> {
+    await waitFor('the consent window to close', async () => {
+      try { return this.xdo(['search', '--onlyvisible', '--name', 'Sightline remote support']) === ''; } catch { return true; }
+    }, timeoutMs);
+  }
+  /** Clicks a widget of the window (`allow`, `deny`, `level:control`, `pause`, `end`, ...). */
+  async click(widget: string): Promise<void> {
+    const id = await this.window();
+    await waitFor(`widget ${widget} in the consent window`, async () => this.layout().has(widget));
+    const r = this.layout().get(widget)!;
+    const geometry = Object.fromEntries(this.xdo(['getwindowgeometry', '--shell', id]).split('\n').map((l) => l.split('=')));
+    const x = Number(geometry.X) + Math.round(r.x + r.w / 2);
+    const y = Number(geometry.Y) + Math.round(r.y + r.h / 2);
+    this.xdo(['mousemove', String(x), String(y), 'sleep', '0.2', 'click', '1']);
+  }
+  /** What the prompt showed, as the window logged it. */
+  promptText(): string {
+    const lines = this.logs().split('\n').filter((l) => l.startsWith('consent-ui prompt: '));
+    return lines[lines.length - 1] ?? '';
+  }
+  /** Kills the window's X client (the user closes it; no window manager runs here). */
+  async killWindow(): Promise<void> {
+    this.xdo(['windowkill', await this.window()]);
+  }
+  screenshot(file: string): void {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    execFileSync('import', ['-window', 'root', file], { env: { ...process.env, DISPLAY: this.display } });
+  }
+  pointer(): { x: number; y: number } {
+    const g = Object.fromEntries(this.xdo(['getmouselocation', '--shell']).split('\n').map((l) => l.split('=')));
+    return { x: Number(g.X), y: Number(g.Y) };
+  }
+}
+
+/** Opens the viewer, asks for a session, the user allows it; resolves once media is live. */
+export async function openView(page: Page, relay: Relay, agentName: string, endpoint: Endpoint): Promise<void> {
   await requestView(page, relay, agentName);
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+  await endpoint.click('allow');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
 }
 
@@ -251,7 +323,7 @@ export async function api(page: Page, method: string, apiPath: string, body?: un
   }, [method, apiPath, body] as const);
 }
 
-export interface World { relay: Relay; admin: Page; operator: Page; agent: Proc; agentDir: string; agentName: string }
+export interface World { relay: Relay; admin: Page; operator: Page; agent: Proc; agentDir: string; agentName: string; endpoint: Endpoint; xvfb?: Xvfb }
 
 /**
  * A relay with an admin (from the bootstrap link), an operator (invited, enrolled, signed in),
@@ -273,8 +345,13 @@ export async function worldOn(browser: Browser, relay: Relay, agent: Partial<Age
   const token = await api(admin, 'POST', '/api/admin/agent-tokens', { segment: 'office' });
   expect(token.status).toBe(200);
   const agentDir = enrolAgent(relay, token.json.token, agent.name);
-  const proc = startAgent(relay, { ...agent, dataDir: agentDir });
-  return { relay, admin, operator, agent: proc, agentDir, agentName: agent.name };
+  // The endpoint's display: the consent window shows there (and the screen, for x11 sources).
+  const xvfb = agent.display ? undefined : await Xvfb.start(1280, 720);
+  const display = agent.display ?? xvfb!.display;
+  const proc = startAgent(relay, { ...agent, display, dataDir: agentDir });
+  const w: World = { relay, admin, operator, agent: proc, agentDir, agentName: agent.name, endpoint: new Endpoint(display, () => ''), xvfb };
+  w.endpoint = new Endpoint(display, () => w.agent.log());
+  return w;
 }
 
 /** An admin invites `name` with `role`; the invitee enrols in a fresh context. Returns their page. */
@@ -289,6 +366,7 @@ export async function inviteAndEnrol(browser: Browser, admin: Page, name: string
 export async function stopWorld(w: World | undefined): Promise<void> {
   await w?.agent.kill();
   await w?.relay.proc.kill();
+  await w?.xvfb?.proc.kill();
 }
 
 /** A redis-server on a free loopback port, for multi-node tests. */

@@ -5,11 +5,12 @@ let w: World;
 
 test.afterEach(async () => stopWorld(w));
 
-test('operator sees the agent screen at 1280x720 and frames advance; a second viewer at the same time too @media', async ({ browser }) => {
+test('operator sees the agent screen at 1280x720 and frames advance; an observer at the same time too @media', async ({ browser }) => {
   w = await world(browser, { name: 'synthetic-desk' });
-  const second = await inviteAndEnrol(browser, w.admin, 'operator2', 'operator');
-  await openView(w.operator, w.relay, 'synthetic-desk');
-  await openView(second, w.relay, 'synthetic-desk');
+  const second = await inviteAndEnrol(browser, w.admin, 'observer1', 'observer');
+  await openView(w.operator, w.relay, 'synthetic-desk', w.endpoint);
+  await second.getByTestId('session-row').getByTestId('observe').click();
+  await expect(second.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
 
   for (const page of [w.operator, second]) {
     await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
@@ -27,9 +28,9 @@ test('operator sees the agent screen at 1280x720 and frames advance; a second vi
 
 test('viewer reports an agent that goes offline @media', async ({ browser }) => {
   w = await world(browser, { name: 'synthetic-desk' });
-  await openView(w.operator, w.relay, 'synthetic-desk');
+  await openView(w.operator, w.relay, 'synthetic-desk', w.endpoint);
   await w.agent.kill('SIGKILL');
   await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
-  await expect(w.operator.getByTestId('view-state')).toContainText('agent went offline');
+  await expect(w.operator.getByTestId('view-state')).toContainText('connection to the endpoint was lost');
   await expect(w.operator.getByTestId('no-agents')).toBeVisible();
 });

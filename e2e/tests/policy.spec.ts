@@ -106,7 +106,8 @@ test('outside a maintenance window the session is refused with the reason; the u
   expect(allow.status, allow.stderr).toBe(0);
   expect(allow.stdout).toContain('remote support allowed for 300 s');
   await requestView(w.operator, w.relay, 'branch-pc');
-  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  // Policy lets the request through: it now waits for the user at the endpoint.
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
   expect(w.relay.proc.log()).toContain('maintenance.window_opened');
 });
 
@@ -120,5 +121,6 @@ test('an admin opens a maintenance window from the dashboard @R3', async ({ brow
   await w.admin.locator('[data-testid="device-row"][data-device="branch-pc"]').getByRole('button', { name: 'Open window 30 min' }).click();
   await expect(w.admin.getByTestId('admin-message')).toContainText('maintenance window open');
   await requestView(w.operator, w.relay, 'branch-pc');
-  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  // Policy lets the request through: it now waits for the user at the endpoint.
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
 });

@@ -14,7 +14,7 @@ test('agent captures a real X display: the browser shows the root window colour,
   xvfb.setRootColour('#d02020');
   w = await world(browser, { name: 'x11-desk', source: 'x11', display: xvfb.display });
   const page = w.operator;
-  await openView(page, w.relay, 'x11-desk');
+  await openView(page, w.relay, 'x11-desk', w.endpoint);
   await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
 
   const close = (want: number[]) => async () => {

@@ -26,6 +26,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch};
+use webrtc::data_channel::{DataChannel as RtcDataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -102,6 +103,7 @@ pub struct Peer {
     gathered: tokio::sync::Mutex<mpsc::Receiver<()>>,
     state: watch::Receiver<PeerState>,
     tracks: tokio::sync::Mutex<mpsc::Receiver<VideoReceiver>>,
+    channels: tokio::sync::Mutex<mpsc::Receiver<DataChannel>>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -114,6 +116,7 @@ struct Events {
     gathered: mpsc::Sender<()>,
     state: watch::Sender<PeerState>,
     tracks: mpsc::Sender<VideoReceiver>,
+    channels: mpsc::Sender<DataChannel>,
 }
 
 #[async_trait::async_trait]
@@ -132,6 +135,11 @@ impl PeerConnectionEventHandler for Events {
         // Runs on the connection's driver task: hand the track over, never block here.
         let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
         let _ = self.tracks.try_send(VideoReceiver { track, ssrc });
+    }
+
+    async fn on_data_channel(&self, channel: Arc<dyn RtcDataChannel>) {
+        // Same as tracks: hand over. A peer opening more channels than we read is dropped.
+        let _ = self.channels.try_send(DataChannel { channel });
     }
 }
 
@@ -163,7 +171,9 @@ impl Peer {
         let (gathered_tx, gathered) = mpsc::channel(1);
         let (state_tx, state) = watch::channel(PeerState::New);
         let (tracks_tx, tracks) = mpsc::channel(4);
-        let events = Arc::new(Events { gathered: gathered_tx, state: state_tx, tracks: tracks_tx });
+        let (channels_tx, channels) = mpsc::channel(4);
+        let events =
+            Arc::new(Events { gathered: gathered_tx, state: state_tx, tracks: tracks_tx, channels: channels_tx });
         // A concrete address, not a wildcard: the wildcard expansion skips loopback interfaces.
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -179,7 +189,19 @@ impl Peer {
             gathered: tokio::sync::Mutex::new(gathered),
             state,
             tracks: tokio::sync::Mutex::new(tracks),
+            channels: tokio::sync::Mutex::new(channels),
         })
+    }
+
+    /// Creates an ordered, reliable data channel (before the offer, so it is negotiated in it).
+    pub async fn create_data_channel(&self, label: &str) -> Result<DataChannel, PeerError> {
+        let channel = self.pc.create_data_channel(label, None).await?;
+        Ok(DataChannel { channel })
+    }
+
+    /// The next data channel the remote side opened; `None` once closed.
+    pub async fn next_data_channel(&self) -> Option<DataChannel> {
+        self.channels.lock().await.recv().await
     }
 
     /// Adds a send-only VP8 track with our own SSRC.
@@ -373,6 +395,59 @@ impl VideoReceiver {
     pub async fn request_keyframe(&self) -> Result<(), PeerError> {
         self.track.write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: self.ssrc })]).await?;
         Ok(())
+    }
+}
+
+/// A data channel carrying text messages. Clones share the channel.
+#[derive(Clone)]
+pub struct DataChannel {
+    channel: Arc<dyn RtcDataChannel>,
+}
+
+impl std::fmt::Debug for DataChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataChannel").finish_non_exhaustive()
+    }
+}
+
+/// What a data channel delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelEvent {
+    Open,
+    /// A text message. Binary messages are reported as `Binary` with their size and never parsed.
+    Text(String),
+    Binary(usize),
+}
+
+impl DataChannel {
+    pub async fn label(&self) -> Result<String, PeerError> {
+        Ok(self.channel.label().await?)
+    }
+
+    /// The next event; `None` once the channel closed.
+    pub async fn recv(&self) -> Option<ChannelEvent> {
+        loop {
+            match self.channel.poll().await? {
+                DataChannelEvent::OnOpen => return Some(ChannelEvent::Open),
+                DataChannelEvent::OnMessage(msg) if msg.is_string => {
+                    return Some(match String::from_utf8(msg.data.to_vec()) {
+                        Ok(text) => ChannelEvent::Text(text),
+                        Err(e) => ChannelEvent::Binary(e.into_bytes().len()),
+                    });
+                }
+                DataChannelEvent::OnMessage(msg) => return Some(ChannelEvent::Binary(msg.data.len())),
+                DataChannelEvent::OnClose => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn send(&self, text: &str) -> Result<(), PeerError> {
+        Ok(self.channel.send_text(text).await?)
+    }
+
+    pub async fn close(&self) {
+        let _ = self.channel.close().await;
     }
 }
 

@@ -52,6 +52,11 @@ pub enum AgentToRelay {
     PublishOffer { sdp: String },
     /// The agent could not start publishing (capture or encoder failure).
     PublishFailed { reason: String },
+    /// The user's answer to a `consent_request` or an `elevation_request`, signed with the
+    /// device key (R2, R5): the relay verifies it and keeps it with the session.
+    Consent { receipt: ConsentReceipt },
+    /// Something the user did in the session bar.
+    Session { session_id: String, event: SessionEvent },
 }
 
 /// What the relay sends to the agent.
@@ -72,6 +77,12 @@ pub enum RelayToAgent {
     PublishAnswer { sdp: String },
     /// Nobody watches any more: stop capturing and close the peer connection.
     Unpublish,
+    /// An operator asks for a session: show the consent prompt and answer with `consent`.
+    ConsentRequest { request: ConsentRequest },
+    /// The operator asks for more levels mid-session: the user confirms them (R7).
+    ElevationRequest { session_id: String, levels: Vec<Level> },
+    /// Something happened to the session elsewhere (operator, observer, admin, relay timers).
+    Session { session_id: String, event: SessionEvent },
     /// The relay refuses the connection or a message; the agent logs it.
     Error { code: ErrorCode, message: String },
 }
@@ -80,11 +91,30 @@ pub enum RelayToAgent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ViewerToRelay {
-    /// Start viewing an agent. The offer carries a receive-only video transceiver. Every
-    /// session names its request/ticket ID and a reason from the relay's catalog (R4).
-    Watch { agent_id: AgentId, sdp: String, ticket: String, reason: String },
-    /// Stop viewing.
+    /// Ask for a session with an agent. The offer carries a receive-only video transceiver and
+    /// the `session` data channel; it is answered only once the user consented. Every session
+    /// names its request/ticket ID and a reason from the relay's catalog (R4), and the levels
+    /// the operator asks for (view is always included).
+    Watch { agent_id: AgentId, sdp: String, ticket: String, reason: String, levels: Vec<Level> },
+    /// Join a running session as its observer (view only, R21).
+    Observe { session_id: String, sdp: String },
+    /// Stop viewing (the operator's own session ends with it).
     Unwatch,
+    /// The operator asks the user for more levels (R7).
+    Elevate { levels: Vec<Level> },
+    /// A senior operator approves a pending elevation in a segment that requires it.
+    Approve { session_id: String },
+    /// Pause, resume or end the operator's session.
+    Control { action: ControlAction },
+}
+
+/// What an operator does to their session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    Pause,
+    Resume,
+    End,
 }
 
 /// What the relay sends to a viewer.
@@ -99,8 +129,240 @@ pub enum RelayToViewer {
     WatchAnswer { sdp: String },
     /// The view ended without the viewer asking (agent went away, publish failed).
     ViewEnded { reason: ViewEndReason },
+    /// The state of the session this viewer runs or observes, on every change.
+    Session { status: SessionStatus },
+    /// Sessions running now (for observers and senior operators); sent on every change.
+    Sessions { sessions: Vec<SessionSummary> },
     /// A request was refused.
     Error { code: ErrorCode, message: String },
+}
+
+/// What an operator may do in a session; the user grants a subset (R6, R20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    View,
+    Control,
+    Clipboard,
+    FileTransfer,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [Level::View, Level::Control, Level::Clipboard, Level::FileTransfer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::View => "view",
+            Level::Control => "control",
+            Level::Clipboard => "clipboard",
+            Level::FileTransfer => "file_transfer",
+        }
+    }
+}
+
+/// Levels as people read them: `view, control`.
+pub fn levels_text(levels: &[Level]) -> String {
+    if levels.is_empty() {
+        return "none".into();
+    }
+    levels.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Who asks, as the consent prompt shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorInfo {
+    pub name: String,
+    pub display_name: String,
+    pub role: String,
+    pub organisation: String,
+}
+
+/// What the user is asked, and the rules of the session that follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRequest {
+    pub session_id: String,
+    pub operator: OperatorInfo,
+    pub ticket: String,
+    pub reason: String,
+    pub levels: Vec<Level>,
+    /// Unix ms after which no answer counts as a deny.
+    pub deadline_ms: u64,
+    pub terms: SessionTerms,
+}
+
+/// The segment's obligations the agent enforces again on its side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTerms {
+    pub consent_timeout_s: u32,
+    pub grant_expiry_s: u32,
+    pub max_duration_s: u32,
+    pub idle_timeout_s: u32,
+    pub observer_required_for_control: bool,
+    pub recording_required: bool,
+    pub elevation_needs_senior: bool,
+    /// Hiding or minimising the session bar pauses the session.
+    pub active_confirmation: bool,
+}
+
+/// The user's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// The prompt was closed without an answer.
+    Closed,
+    TimedOut,
+}
+
+/// Whether a receipt answers the session's opening request or a later elevation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentKind {
+    Session,
+    Elevation,
+}
+
+/// A signed consent decision (R2, R5). `signature` is Ed25519 by the device key over
+/// `agent_auth::consent_message(self)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentReceipt {
+    pub kind: ConsentKind,
+    pub session_id: String,
+    pub device_id: String,
+    pub operator: String,
+    pub ticket: String,
+    pub decision: Decision,
+    /// The levels granted (empty unless allowed).
+    pub levels: Vec<Level>,
+    pub time_ms: u64,
+    pub signature: String,
+}
+
+/// Session events that travel between relay and agent, so both drive the same state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SessionEvent {
+    Pause {
+        by: Party,
+    },
+    Resume {
+        by: Party,
+    },
+    End {
+        by: Party,
+    },
+    /// An elevation was confirmed by the user and, where needed, approved by a senior operator.
+    Granted {
+        levels: Vec<Level>,
+    },
+    ObserverJoined {
+        name: String,
+    },
+    ObserverLeft {
+        name: String,
+    },
+    /// The session is over (any reason); the agent stops and releases everything.
+    Ended {
+        reason: EndReason,
+    },
+}
+
+/// Why a session ended; recorded with every end (R22, R23).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    DeniedByUser,
+    ConsentTimedOut,
+    ConsentClosed,
+    EndedByUser,
+    EndedByOperator,
+    KilledByAdmin(String),
+    MaxDuration,
+    Idle,
+    AgentLost,
+    OperatorLost,
+    RecorderFailed,
+}
+
+impl EndReason {
+    /// For people: the viewer, the session bar and the audit detail say this.
+    pub fn describe(&self) -> String {
+        match self {
+            EndReason::DeniedByUser => "the user denied the request".into(),
+            EndReason::ConsentTimedOut => "the user did not answer in time".into(),
+            EndReason::ConsentClosed => "the user closed the consent prompt".into(),
+            EndReason::EndedByUser => "the user ended the session".into(),
+            EndReason::EndedByOperator => "the operator ended the session".into(),
+            EndReason::KilledByAdmin(admin) => format!("ended by administrator {admin}"),
+            EndReason::MaxDuration => "the maximum session duration was reached".into(),
+            EndReason::Idle => "the session was idle too long".into(),
+            EndReason::AgentLost => "the connection to the endpoint was lost".into(),
+            EndReason::OperatorLost => "the operator's connection was lost".into(),
+            EndReason::RecorderFailed => "recording failed".into(),
+        }
+    }
+}
+
+/// Who did something to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Party {
+    User,
+    Operator,
+    Admin,
+    System,
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionPhase {
+    AwaitingConsent,
+    Active,
+    Paused,
+    Ended,
+}
+
+/// The state of a session as its viewers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    pub session_id: String,
+    pub agent_id: AgentId,
+    pub phase: SessionPhase,
+    pub operator: String,
+    pub ticket: String,
+    pub reason: String,
+    pub granted: Vec<Level>,
+    /// Levels waiting for the user's (and a senior's) confirmation.
+    pub pending_elevation: Vec<Level>,
+    pub paused_by: Option<Party>,
+    pub observers: Vec<String>,
+    /// Unix ms when grants beyond view fall back to view.
+    pub grant_expires_ms: Option<u64>,
+    /// Unix ms of the consent deadline while awaiting consent.
+    pub consent_deadline_ms: Option<u64>,
+    pub end_reason: Option<EndReason>,
+    /// Whether this viewer is the session's observer (no input).
+    pub observing: bool,
+}
+
+/// A running session as others see it in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub session_id: String,
+    pub agent_id: AgentId,
+    pub agent_name: String,
+    pub segment: String,
+    pub operator: String,
+    pub ticket: String,
+    pub reason: String,
+    pub phase: SessionPhase,
+    pub granted: Vec<Level>,
+    pub pending_elevation: Vec<Level>,
+    pub needs_senior: bool,
+    pub observers: Vec<String>,
+    pub started_ms: u64,
 }
 
 /// An agent as operators see it in the list.
@@ -140,6 +402,14 @@ pub enum ErrorCode {
     SessionEnded,
     /// The session policy refuses the request; the message says why.
     PolicyDenied,
+    /// The endpoint already has a session running.
+    Busy,
+    /// No such session, or not one this viewer may act on.
+    UnknownSession,
+    /// A consent receipt's signature or content did not verify.
+    BadReceipt,
+    /// The viewer's role does not allow this.
+    Forbidden,
 }
 
 /// A message with its protocol version, as it travels.
@@ -215,6 +485,7 @@ mod tests {
             sdp: "v=0".into(),
             ticket: "INC-1".into(),
             reason: "incident".into(),
+            levels: vec![Level::View, Level::Control],
         };
         assert_eq!(decode::<ViewerToRelay>(&encode(&watch)).unwrap(), watch);
         let ended = RelayToViewer::ViewEnded { reason: ViewEndReason::AgentGone };
@@ -239,7 +510,7 @@ mod tests {
         for bad in [
             r#"{"type":"publish"}"#,
             r#"{"v":1,"type":"launch_missiles"}"#,
-            r#"{"v":1,"type":"watch","agent_id":"a","sdp":"x","ticket":"t","reason":"r","extra":true}"#,
+            r#"{"v":1,"type":"watch","agent_id":"a","sdp":"x","ticket":"t","reason":"r","levels":[],"extra":true}"#,
             r#"{"v":1,"type":"watch","agent_id":"a"}"#,
             "not json",
         ] {
@@ -278,6 +549,29 @@ pub mod agent_auth {
         m
     }
 
+    /// The exact bytes of a consent receipt the device signs: every field, in a fixed order,
+    /// length-prefixed so no two receipts share their bytes.
+    pub fn consent_message(r: &crate::ConsentReceipt) -> Vec<u8> {
+        let mut m = b"sightline consent receipt v1\0".to_vec();
+        let kind = match r.kind {
+            crate::ConsentKind::Session => "session",
+            crate::ConsentKind::Elevation => "elevation",
+        };
+        let decision = match r.decision {
+            crate::Decision::Allow => "allow",
+            crate::Decision::Deny => "deny",
+            crate::Decision::Closed => "closed",
+            crate::Decision::TimedOut => "timed_out",
+        };
+        let levels = crate::levels_text(&r.levels);
+        for field in [kind, &r.session_id, &r.device_id, &r.operator, &r.ticket, decision, &levels] {
+            m.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            m.extend_from_slice(field.as_bytes());
+        }
+        m.extend_from_slice(&r.time_ms.to_be_bytes());
+        m
+    }
+
     /// The exact bytes an agent signs: context, challenge, device id.
     pub fn signed_message(challenge: &[u8], device_id: &str) -> Vec<u8> {
         let mut m = Vec::with_capacity(CONTEXT.len() + challenge.len() + device_id.len() + 1);
@@ -286,5 +580,70 @@ pub mod agent_auth {
         m.push(0);
         m.extend_from_slice(device_id.as_bytes());
         m
+    }
+}
+
+/// Messages on the WebRTC data channel `session` (viewer <-> relay <-> agent): input and chat.
+/// Typed and versioned like signaling, with a smaller limit (SCTP messages are small).
+pub mod channel {
+    use serde::{Deserialize, Serialize};
+
+    /// Label of the data channel every session connection opens.
+    pub const LABEL: &str = "session";
+    /// Largest data channel message accepted, in bytes.
+    pub const MAX_CHANNEL_BYTES: usize = 4 * 1024;
+    /// Longest chat message, in characters.
+    pub const MAX_CHAT_CHARS: usize = 1000;
+
+    /// One input event, in the remote screen's pixels.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+    pub enum Input {
+        PointerMove {
+            x: u32,
+            y: u32,
+        },
+        /// `button`: 0 left, 1 middle, 2 right (the DOM's numbering).
+        PointerButton {
+            x: u32,
+            y: u32,
+            button: u8,
+            down: bool,
+        },
+        /// Wheel steps: positive is down/right.
+        Wheel {
+            dx: i32,
+            dy: i32,
+        },
+        /// `key` as in the DOM (`"a"`, `"Enter"`, `"Shift"`).
+        Key {
+            key: String,
+            down: bool,
+        },
+    }
+
+    /// What travels on the channel.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+    pub enum ChannelMessage {
+        Input {
+            input: Input,
+        },
+        /// Chat: `from` is set by the relay (never trusted from the sender).
+        Chat {
+            from: String,
+            text: String,
+        },
+    }
+
+    pub fn encode(msg: &ChannelMessage) -> String {
+        crate::encode(msg)
+    }
+
+    pub fn decode(text: &str) -> Result<ChannelMessage, crate::DecodeError> {
+        if text.len() > MAX_CHANNEL_BYTES {
+            return Err(crate::DecodeError::TooLarge { size: text.len(), limit: MAX_CHANNEL_BYTES });
+        }
+        crate::decode(text)
     }
 }

@@ -8,7 +8,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use sightline_proto::{AgentInfo, AgentToRelay, ErrorCode, RelayToAgent, ViewEndReason, encode};
 
-use crate::hub::Hub;
+use crate::hub::{AgentLink, Hub};
 use crate::identity::{Identity, IdentityError, Revocation, random_bytes};
 use crate::socket::next_message;
 
@@ -154,6 +154,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                     Some(Ok(AgentToRelay::PublishOffer { sdp })) => {
                         match hub.media.accept_publisher(&sdp, link.fanout.clone()).await {
                             Ok((publisher, answer)) => {
+                                tokio::spawn(read_agent_channel(publisher.peer(), link.clone()));
                                 link.set_publisher(publisher).await;
                                 if tx.send(text(&RelayToAgent::PublishAnswer { sdp: answer })).await.is_err() {
                                     break;
@@ -163,6 +164,24 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                                 tracing::warn!(agent = %link.info.agent_id, error = %e, "cannot accept publisher");
                                 let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::MediaSetup, message: e.to_string() })).await;
                                 link.end_views(ViewEndReason::MediaFailed);
+                            }
+                        }
+                    }
+                    Some(Ok(AgentToRelay::Consent { receipt })) => {
+                        let Some(session) = link.session().filter(|s| s.id == receipt.session_id) else {
+                            let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await;
+                            continue;
+                        };
+                        if let Err(e) = session.accept_receipt(receipt).await {
+                            tracing::warn!(agent = %link.info.agent_id, error = %e, "consent receipt refused");
+                            let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::BadReceipt, message: e.to_string() })).await;
+                        }
+                    }
+                    Some(Ok(AgentToRelay::Session { session_id, event })) => {
+                        match link.session().filter(|s| s.id == session_id) {
+                            Some(session) => session.user_event(event),
+                            None => {
+                                let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await;
                             }
                         }
                     }
@@ -179,6 +198,33 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
     }
     tracing::info!(agent = %link.info.agent_id, "agent offline");
     hub.unregister_agent(&link).await;
+}
+
+/// Reads the agent's `session` data channel: installs it for input and chat to the endpoint, and
+/// passes the user's chat lines to the session. Nothing else may come from the agent here.
+async fn read_agent_channel(peer: std::sync::Arc<sightline_peer::Peer>, link: Arc<AgentLink>) {
+    use sightline_peer::ChannelEvent;
+    use sightline_proto::channel::{ChannelMessage, LABEL};
+    let Some(channel) = peer.next_data_channel().await else { return };
+    if channel.label().await.ok().as_deref() != Some(LABEL) {
+        tracing::warn!(agent = %link.info.agent_id, "agent opened an unexpected data channel");
+        return;
+    }
+    link.set_channel(Some(channel.clone()));
+    while let Some(event) = channel.recv().await {
+        let ChannelEvent::Text(text) = event else { continue };
+        match sightline_proto::channel::decode(&text) {
+            Ok(ChannelMessage::Chat { text, .. }) => {
+                if let Some(session) = link.session() {
+                    session.user_chat(&text);
+                }
+            }
+            Ok(ChannelMessage::Input { .. }) => {
+                tracing::warn!(agent = %link.info.agent_id, "agent sent input on its data channel; ignored");
+            }
+            Err(e) => tracing::warn!(agent = %link.info.agent_id, error = %e, "bad data channel message from agent"),
+        }
+    }
 }
 
 async fn refuse<S>(tx: &mut S, code: ErrorCode, message: String)

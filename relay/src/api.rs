@@ -31,7 +31,14 @@ pub enum Access {
     /// Any signed-in user.
     SignedIn,
     Needs(Capability),
+    /// Any one of these capabilities.
+    NeedsAny(&'static [Capability]),
 }
+
+/// Who may open the viewer socket: operators (sessions), observers (join one), senior operators
+/// (approve elevations).
+pub const VIEWER_SOCKET: &[Capability] =
+    &[Capability::ViewSessions, Capability::ObserveSessions, Capability::ApproveElevation];
 
 /// Every route of the relay with its access rule (the WebSocket endpoints included).
 pub const ROUTES: &[(&str, &str, Access)] = &[
@@ -46,7 +53,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/session/refresh", Access::SignedIn),
     ("POST", "/api/step-up/start", Access::SignedIn),
     ("POST", "/api/step-up/finish", Access::SignedIn),
-    ("GET", "/ws/viewer", Access::Needs(Capability::ViewSessions)),
+    ("GET", "/ws/viewer", Access::NeedsAny(VIEWER_SOCKET)),
     ("GET", "/api/admin/users", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/invitations", Access::Needs(Capability::Administer)),
     ("GET", "/api/admin/role-requests", Access::Needs(Capability::Administer)),
@@ -60,6 +67,8 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/admin/devices/{id}/revoke", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/devices/{id}/maintenance-window", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/agent-tokens", Access::Needs(Capability::Administer)),
+    ("GET", "/api/admin/sessions", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/sessions/{id}/kill", Access::Needs(Capability::Administer)),
 ];
 
 /// Errors as clients see them: a status, a stable code and a message for people. Internal
@@ -200,6 +209,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/admin/devices/{id}/revoke", post(admin_revoke_device))
         .route("/api/admin/devices/{id}/maintenance-window", post(admin_open_window))
         .route("/api/admin/agent-tokens", post(admin_agent_token))
+        .route("/api/admin/sessions", get(admin_sessions))
+        .route("/api/admin/sessions/{id}/kill", post(admin_kill_session))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), needs_admin))
         .route_layer(axum::middleware::from_fn_with_state(state, signed_in));
     public.merge(signed_in_routes).merge(admin_routes).layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
@@ -513,4 +524,26 @@ async fn admin_agent_token(
     require(&auth, Capability::Administer)?;
     let token = state.identity.create_agent_token(&auth.user.name, &body.segment, Some(ip(peer))).await?;
     Ok(Json(json!({ "token": token })))
+}
+
+/// Sessions running on this node (who, on what, under which ticket; never the screen: admins
+/// do not view sessions).
+async fn admin_sessions(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<Vec<sightline_proto::SessionSummary>>> {
+    require(&auth, Capability::Administer)?;
+    Ok(Json(state.hub.sessions()))
+}
+
+/// Ends a session at once (R22); recorded with the admin's name.
+async fn admin_kill_session(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require(&auth, Capability::Administer)?;
+    let session = state.hub.session(&id).ok_or(IdentityError::NotFound)?;
+    session.kill(&auth.user.name);
+    Ok(Json(json!({ "ended": id })))
 }

@@ -59,10 +59,42 @@ pub enum EventKind {
     SessionStarted,
     #[serde(rename = "maintenance.window_opened")]
     MaintenanceWindowOpened,
+    #[serde(rename = "consent.asked")]
+    ConsentAsked,
+    #[serde(rename = "consent.allowed")]
+    ConsentAllowed,
+    #[serde(rename = "consent.denied")]
+    ConsentDenied,
+    #[serde(rename = "consent.timed_out")]
+    ConsentTimedOut,
+    #[serde(rename = "consent.receipt_refused")]
+    ConsentReceiptRefused,
+    #[serde(rename = "session.granted")]
+    SessionGranted,
+    #[serde(rename = "session.paused")]
+    SessionPaused,
+    #[serde(rename = "session.resumed")]
+    SessionResumed,
+    #[serde(rename = "session.ended")]
+    SessionEnded,
+    #[serde(rename = "elevation.requested")]
+    ElevationRequested,
+    #[serde(rename = "elevation.confirmed")]
+    ElevationConfirmed,
+    #[serde(rename = "elevation.refused")]
+    ElevationRefused,
+    #[serde(rename = "elevation.approved")]
+    ElevationApproved,
+    #[serde(rename = "observer.joined")]
+    ObserverJoined,
+    #[serde(rename = "observer.left")]
+    ObserverLeft,
+    #[serde(rename = "input.dropped")]
+    InputDropped,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 39] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -86,6 +118,22 @@ impl EventKind {
         EventKind::SessionRefused,
         EventKind::SessionStarted,
         EventKind::MaintenanceWindowOpened,
+        EventKind::ConsentAsked,
+        EventKind::ConsentAllowed,
+        EventKind::ConsentDenied,
+        EventKind::ConsentTimedOut,
+        EventKind::ConsentReceiptRefused,
+        EventKind::SessionGranted,
+        EventKind::SessionPaused,
+        EventKind::SessionResumed,
+        EventKind::SessionEnded,
+        EventKind::ElevationRequested,
+        EventKind::ElevationConfirmed,
+        EventKind::ElevationRefused,
+        EventKind::ElevationApproved,
+        EventKind::ObserverJoined,
+        EventKind::ObserverLeft,
+        EventKind::InputDropped,
     ];
 
     pub fn name(self) -> String {

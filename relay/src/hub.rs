@@ -10,7 +10,11 @@ use sightline_proto::{AgentId, AgentInfo, RelayToAgent, ViewEndReason};
 use tokio::sync::{mpsc, watch};
 
 use crate::identity::Revocation;
+use crate::session::LiveSession;
 use crate::sfu::{Fanout, Media, Publisher};
+use sightline_peer::DataChannel;
+use sightline_proto::SessionSummary;
+use sightline_proto::channel::ChannelMessage;
 
 /// Buffered signaling messages per agent; the agent socket drains them as fast as it can.
 const AGENT_QUEUE: usize = 64;
@@ -25,6 +29,8 @@ pub struct Hub {
     next_id: std::sync::atomic::AtomicU64,
     /// Revocations from any node; each socket closes itself when it is the one revoked.
     revocations: tokio::sync::broadcast::Sender<Revocation>,
+    /// Bumped whenever any session changes, so lists of sessions can be pushed.
+    sessions_changed: Arc<watch::Sender<u64>>,
 }
 
 /// One online agent and its viewers.
@@ -39,6 +45,11 @@ pub struct AgentLink {
     publisher: Mutex<Option<Publisher>>,
     /// Viewers of this agent, told when the view ends on the agent's side.
     viewers: Mutex<HashMap<u64, mpsc::Sender<ViewEndReason>>>,
+    /// The session running on this endpoint (at most one).
+    session: Mutex<Option<Arc<LiveSession>>>,
+    /// The agent's `session` data channel (input and chat to the endpoint), while it publishes.
+    channel: Mutex<Option<DataChannel>>,
+    sessions_changed: Arc<watch::Sender<u64>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,7 +68,27 @@ impl Hub {
             roster: watch::channel(Vec::new()).0,
             next_id: 1.into(),
             revocations: tokio::sync::broadcast::channel(256).0,
+            sessions_changed: Arc::new(watch::channel(0).0),
         })
+    }
+
+    /// Follows changes to any session (to push lists of sessions).
+    pub fn subscribe_sessions(&self) -> watch::Receiver<u64> {
+        self.sessions_changed.subscribe()
+    }
+
+    /// Sessions running on this node.
+    pub fn sessions(&self) -> Vec<SessionSummary> {
+        let links: Vec<_> = self.agents.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut list: Vec<SessionSummary> = links.iter().filter_map(|l| l.session()).map(|s| s.summary()).collect();
+        list.sort_by(|a, b| a.started_ms.cmp(&b.started_ms).then(a.session_id.cmp(&b.session_id)));
+        list
+    }
+
+    /// A running session by id.
+    pub fn session(&self, session_id: &str) -> Option<Arc<LiveSession>> {
+        let links: Vec<_> = self.agents.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        links.iter().filter_map(|l| l.session()).find(|s| s.id == session_id)
     }
 
     /// Tells every socket on this node about a revocation.
@@ -103,6 +134,9 @@ impl Hub {
             fanout: Fanout::new(),
             publisher: Mutex::new(None),
             viewers: Mutex::new(HashMap::new()),
+            session: Mutex::new(None),
+            channel: Mutex::new(None),
+            sessions_changed: self.sessions_changed.clone(),
         });
         agents.insert(info.agent_id, link.clone());
         self.publish_roster(&agents);
@@ -117,6 +151,9 @@ impl Hub {
                 agents.remove(&link.info.agent_id);
                 self.publish_roster(&agents);
             }
+        }
+        if let Some(session) = link.session() {
+            session.step(sightline_core::session::Event::AgentLost, "system");
         }
         link.end_views(ViewEndReason::AgentGone);
         link.stop_publishing().await;
@@ -136,6 +173,9 @@ impl Hub {
             links
         };
         for link in links {
+            if let Some(session) = link.session() {
+                session.step(sightline_core::session::Event::AgentLost, "system");
+            }
             link.end_views(ViewEndReason::AgentGone);
             link.stop_publishing().await;
         }
@@ -143,6 +183,50 @@ impl Hub {
 }
 
 impl AgentLink {
+    /// Attaches a new session; `Err` if one is running.
+    pub fn attach_session(&self, session: Arc<LiveSession>) -> Result<(), ()> {
+        let mut slot = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|s| !s.is_ended()) {
+            return Err(());
+        }
+        *slot = Some(session);
+        drop(slot);
+        self.sessions_changed();
+        Ok(())
+    }
+
+    /// Detaches the session `id` (after it ended).
+    pub fn detach_session(&self, id: &str) {
+        let mut slot = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|s| s.id == id) {
+            *slot = None;
+        }
+    }
+
+    pub fn session(&self) -> Option<Arc<LiveSession>> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn sessions_changed(&self) {
+        self.sessions_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Installs the agent's data channel (one per publication).
+    pub fn set_channel(&self, channel: Option<DataChannel>) {
+        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = channel;
+    }
+
+    /// Sends a message on the agent's data channel. Without a channel (not publishing yet) the
+    /// message is dropped: input before media makes no sense, and chat is best effort.
+    pub async fn send_channel(&self, msg: &ChannelMessage) {
+        let channel = self.channel.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(channel) = channel
+            && let Err(e) = channel.send(&sightline_proto::channel::encode(msg)).await
+        {
+            tracing::debug!(agent = %self.info.agent_id, error = %e, "agent data channel send failed");
+        }
+    }
+
     /// Queues a message for the agent. A full queue means the agent stopped reading: dropping the
     /// message would desynchronise signaling, so the caller treats it as the agent being gone.
     pub fn send(&self, msg: RelayToAgent) -> bool {
@@ -196,6 +280,7 @@ impl AgentLink {
     }
 
     pub async fn stop_publishing(&self) {
+        self.set_channel(None);
         let previous = self.publisher.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(previous) = previous {
             previous.close().await;

@@ -13,6 +13,7 @@ pub mod events;
 pub mod hub;
 pub mod identity;
 pub mod server;
+pub mod session;
 pub mod sfu;
 pub mod socket;
 pub mod store;

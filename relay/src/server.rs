@@ -98,7 +98,7 @@ async fn viewer_ws(
         Ok(auth) => auth,
         Err(e) => return ApiError(e).into_response(),
     };
-    if !auth.allows(sightline_core::roles::Capability::ViewSessions) {
+    if !api::VIEWER_SOCKET.iter().any(|c| auth.allows(*c)) {
         state.identity.emit(
             EventKind::AccessDenied,
             Outcome::Failure,

@@ -33,11 +33,21 @@ pub struct Media {
 pub struct Fanout {
     packets: broadcast::Sender<RtpPacket>,
     keyframe: Notify,
+    /// While a session is paused nothing reaches viewers (R8), whatever the agent still sends.
+    paused: std::sync::atomic::AtomicBool,
 }
 
 impl Fanout {
     pub fn new() -> Arc<Fanout> {
-        Arc::new(Fanout { packets: broadcast::channel(FANOUT_BUFFER).0, keyframe: Notify::new() })
+        Arc::new(Fanout { packets: broadcast::channel(FANOUT_BUFFER).0, keyframe: Notify::new(), paused: false.into() })
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Asks the agent for a keyframe (coalesced with pending requests).
@@ -173,6 +183,7 @@ async fn forward_subscriber(peer: Arc<Peer>, sender: Arc<sightline_peer::VideoSe
     loop {
         tokio::select! {
             packet = packets.recv() => match packet {
+                Ok(_) if fanout.paused() => {}
                 Ok(packet) => {
                     if sender.write(packet, payload_type).await.is_err() {
                         break;
@@ -195,6 +206,11 @@ async fn forward_subscriber(peer: Arc<Peer>, sender: Arc<sightline_peer::VideoSe
 }
 
 impl Publisher {
+    /// The agent's peer connection (to take its data channel).
+    pub fn peer(&self) -> Arc<Peer> {
+        self.peer.clone()
+    }
+
     pub async fn close(self) {
         self.task.abort();
         self.peer.close().await;
@@ -202,6 +218,11 @@ impl Publisher {
 }
 
 impl Subscriber {
+    /// The viewer's peer connection (to take its data channel).
+    pub fn peer(&self) -> Arc<Peer> {
+        self.peer.clone()
+    }
+
     pub async fn close(self) {
         for task in &self.tasks {
             task.abort();

@@ -1,19 +1,26 @@
-//! The viewer's WebSocket: the roster of online agents, and watching one agent at a time.
+//! The viewer's WebSocket: the roster of online agents, asking for a session (policy, then the
+//! user's consent, then media), observing one, and the operator's session controls.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use sightline_proto::{ErrorCode, RelayToViewer, ViewEndReason, ViewerToRelay, encode};
-use tokio::sync::mpsc;
-
 use sightline_core::policy::{AccessRequest, Level};
+use sightline_core::roles::{Capability, Role};
+use sightline_core::session::{Event, Levels};
+use sightline_peer::{ChannelEvent, DataChannel, Peer};
+use sightline_proto::channel::{ChannelMessage, LABEL};
+use sightline_proto::{
+    ErrorCode, OperatorInfo, RelayToViewer, SessionPhase, SessionStatus, ViewEndReason, ViewerToRelay, encode,
+};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::events::{EventKind, Outcome};
-use crate::hub::AgentLink;
 use crate::identity::{AuthUser, Revocation};
 use crate::server::AppState;
+use crate::session::{LiveSession, Request};
 use crate::sfu::Subscriber;
 use crate::socket::next_message;
 
@@ -21,11 +28,38 @@ use crate::socket::next_message;
 /// even if the revocation event was missed.
 const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The view a viewer has open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seat {
+    Operator,
+    Observer,
+}
+
+/// The session a viewer runs or observes.
 struct View {
-    link: Arc<AgentLink>,
+    session: Arc<LiveSession>,
+    seat: Seat,
+    status: watch::Receiver<SessionStatus>,
+    /// The viewer's offer, answered once the user consented.
+    pending_sdp: Option<String>,
+    media: Option<ViewMedia>,
+}
+
+/// Media of a view: the subscriber leg and the task serving its data channel.
+struct ViewMedia {
     subscriber: Subscriber,
+    channel_task: JoinHandle<()>,
     ended: mpsc::Receiver<ViewEndReason>,
+}
+
+type Reply = Option<RelayToViewer>;
+
+enum ViewSignal {
+    Status { alive: bool },
+    MediaEnded(Option<ViewEndReason>),
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
+    Some(RelayToViewer::Error { code, message: message.into() })
 }
 
 /// Serves one viewer connection to completion.
@@ -35,25 +69,42 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
     let (mut tx, mut rx) = socket.split();
     let mut roster = hub.subscribe_roster();
     let mut revocations = hub.subscribe_revocations();
+    let mut sessions = hub.subscribe_sessions();
+    let sees_sessions = auth.allows(Capability::ObserveSessions) || auth.allows(Capability::ApproveElevation);
     let mut recheck = tokio::time::interval(SESSION_RECHECK);
     let mut view: Option<View> = None;
     tracing::debug!(viewer_id, user = %auth.user.name, %peer, "viewer connected");
 
-    let reasons = RelayToViewer::Reasons { reasons: state.policy.reasons.iter().cloned().collect() };
-    let initial = RelayToViewer::Agents { agents: roster.borrow_and_update().clone() };
-    for msg in [reasons, initial] {
+    let mut initial = vec![
+        RelayToViewer::Reasons { reasons: state.policy.reasons.iter().cloned().collect() },
+        RelayToViewer::Agents { agents: roster.borrow_and_update().clone() },
+    ];
+    if sees_sessions {
+        sessions.borrow_and_update();
+        initial.push(RelayToViewer::Sessions { sessions: hub.sessions() });
+    }
+    for msg in initial {
         if tx.send(Message::Text(encode(&msg).into())).await.is_err() {
             return;
         }
     }
     loop {
-        let ended = async {
-            match view.as_mut() {
-                Some(v) => v.ended.recv().await,
-                None => std::future::pending().await,
+        let view_signal = async {
+            let Some(View { status, media, .. }) = view.as_mut() else {
+                return std::future::pending().await;
+            };
+            let media_ended = async {
+                match media.as_mut() {
+                    Some(m) => m.ended.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = status.changed() => ViewSignal::Status { alive: changed.is_ok() },
+                reason = media_ended => ViewSignal::MediaEnded(reason),
             }
         };
-        let out = tokio::select! {
+        let out: Vec<RelayToViewer> = tokio::select! {
             revoked = revocations.recv() => {
                 let mine = match &revoked {
                     Ok(Revocation::Session { sid }) => *sid == auth.claims.sid,
@@ -61,70 +112,191 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                     _ => false,
                 };
                 if !mine { continue; }
-                end_session(&mut tx).await;
+                end_socket(&mut tx).await;
                 break;
             }
             _ = recheck.tick() => {
                 // Fail closed: a store error ends the socket too.
                 if !identity.session_alive(&auth.claims).await.unwrap_or(false) {
-                    end_session(&mut tx).await;
+                    end_socket(&mut tx).await;
                     break;
                 }
-                None
+                Vec::new()
             }
             changed = roster.changed() => {
                 if changed.is_err() { break; }
-                Some(RelayToViewer::Agents { agents: roster.borrow_and_update().clone() })
+                vec![RelayToViewer::Agents { agents: roster.borrow_and_update().clone() }]
             }
-            reason = ended => {
-                let reason = reason.unwrap_or(ViewEndReason::AgentGone);
-                if let Some(v) = view.take() { close_view(viewer_id, v).await; }
-                Some(RelayToViewer::ViewEnded { reason })
+            changed = sessions.changed(), if sees_sessions => {
+                if changed.is_err() { break; }
+                vec![RelayToViewer::Sessions { sessions: hub.sessions() }]
             }
-            incoming = next_message::<ViewerToRelay, _>(&mut rx) => match incoming {
-                None => break,
-                Some(Err(e)) => Some(RelayToViewer::Error { code: e.code(), message: e.to_string() }),
-                Some(Ok(ViewerToRelay::Unwatch)) => match view.take() {
-                    Some(v) => { close_view(viewer_id, v).await; None }
-                    None => Some(RelayToViewer::Error { code: ErrorCode::NotWatching, message: "no view is open".into() }),
-                },
-                Some(Ok(ViewerToRelay::Watch { agent_id, sdp, ticket, reason })) => {
-                    if let Some(v) = view.take() { close_view(viewer_id, v).await; }
-                    match open_view(&state, &auth, peer, viewer_id, &agent_id, &sdp, &ticket, &reason).await {
-                        Ok((v, answer)) => { view = Some(v); Some(RelayToViewer::WatchAnswer { sdp: answer }) }
-                        Err((code, message)) => Some(RelayToViewer::Error { code, message }),
-                    }
+            signal = view_signal => match signal {
+                ViewSignal::Status { alive } => {
+                let Some(v) = view.as_mut() else { continue };
+                if !alive {
+                    continue;
                 }
+                let mut status = v.status.borrow_and_update().clone();
+                status.observing = v.seat == Seat::Observer;
+                let mut out = vec![RelayToViewer::Session { status: status.clone() }];
+                match status.phase {
+                    SessionPhase::Ended => {
+                        if let Some(v) = view.take() { close_view(viewer_id, v, None).await; }
+                    }
+                    SessionPhase::Active | SessionPhase::Paused if v.pending_sdp.is_some() => {
+                        match open_media(&state, viewer_id, &auth.user.name, v).await {
+                            Ok(answer) => out.push(RelayToViewer::WatchAnswer { sdp: answer }),
+                            Err(message) => {
+                                out.push(RelayToViewer::Error { code: ErrorCode::MediaSetup, message });
+                                if let Some(v) = view.take() { close_view(viewer_id, v, Some(Event::End { by: sightline_proto::Party::Operator })).await; }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                out
+                            }
+                ViewSignal::MediaEnded(reason) => {
+                let reason = reason.unwrap_or(ViewEndReason::AgentGone);
+                if let Some(v) = view.take() { close_view(viewer_id, v, None).await; }
+                vec![RelayToViewer::ViewEnded { reason }]
+                            }
             },
+            incoming = next_message::<ViewerToRelay, _>(&mut rx) => {
+                let reply = match incoming {
+                    None => break,
+                    Some(Err(e)) => error(e.code(), e.to_string()),
+                    Some(Ok(msg)) => handle(&state, &auth, peer, viewer_id, &mut view, msg).await,
+                };
+                reply.into_iter().collect()
+            }
         };
-        if let Some(msg) = out
-            && tx.send(Message::Text(encode(&msg).into())).await.is_err()
-        {
-            break;
+        for msg in out {
+            if tx.send(Message::Text(encode(&msg).into())).await.is_err() {
+                break;
+            }
         }
     }
     if let Some(v) = view.take() {
-        close_view(viewer_id, v).await;
+        // The operator's browser went away: the session ends (R22).
+        close_view(viewer_id, v, Some(Event::OperatorLost)).await;
     }
     tracing::debug!(viewer_id, "viewer gone");
 }
 
-/// Checks the request against the session policy, then sets up media. Every refusal names its
-/// reason to the operator and is a security event with the ticket.
-#[allow(clippy::too_many_arguments)]
-async fn open_view(
+/// One message from the viewer.
+async fn handle(
     state: &AppState,
     auth: &AuthUser,
     peer: SocketAddr,
     viewer_id: u64,
+    view: &mut Option<View>,
+    msg: ViewerToRelay,
+) -> Reply {
+    let operator_session = || view.as_ref().filter(|v| v.seat == Seat::Operator).map(|v| v.session.clone());
+    match msg {
+        ViewerToRelay::Watch { agent_id, sdp, ticket, reason, levels } => {
+            if !auth.allows(Capability::ViewSessions) {
+                return error(ErrorCode::Forbidden, "your roles do not allow starting sessions");
+            }
+            if let Some(v) = view.take() {
+                close_view(viewer_id, v, Some(Event::End { by: sightline_proto::Party::Operator })).await;
+            }
+            match open_session(state, auth, peer, &agent_id, &ticket, &reason, levels).await {
+                Ok(session) => {
+                    let mut status = session.status();
+                    let current = status.borrow_and_update().clone();
+                    *view = Some(View { session, seat: Seat::Operator, status, pending_sdp: Some(sdp), media: None });
+                    Some(RelayToViewer::Session { status: current })
+                }
+                Err((code, message)) => error(code, message),
+            }
+        }
+        ViewerToRelay::Observe { session_id, sdp } => {
+            if !auth.allows(Capability::ObserveSessions) {
+                return error(ErrorCode::Forbidden, "your roles do not allow observing sessions");
+            }
+            let Some(session) = state.hub.session(&session_id).filter(|s| !s.is_ended()) else {
+                return error(ErrorCode::UnknownSession, "no such session is running");
+            };
+            if session.request.operator.name == auth.user.name {
+                return error(ErrorCode::Forbidden, "the operator cannot observe their own session");
+            }
+            if let Some(v) = view.take() {
+                close_view(viewer_id, v, Some(Event::End { by: sightline_proto::Party::Operator })).await;
+            }
+            let mut status = session.status();
+            status.mark_changed(); // answers the offer at once if the session is already active
+            session.observer_joined(viewer_id, &auth.user.name);
+            *view = Some(View { session, seat: Seat::Observer, status, pending_sdp: Some(sdp), media: None });
+            None
+        }
+        ViewerToRelay::Unwatch => match view.take() {
+            Some(v) => {
+                close_view(viewer_id, v, Some(Event::End { by: sightline_proto::Party::Operator })).await;
+                None
+            }
+            None => error(ErrorCode::NotWatching, "no view is open"),
+        },
+        ViewerToRelay::Control { action } => match operator_session() {
+            Some(session) => {
+                session.operator_control(action);
+                None
+            }
+            None => error(ErrorCode::NotWatching, "you run no session"),
+        },
+        ViewerToRelay::Elevate { levels } => match operator_session() {
+            Some(session) => {
+                let levels: Levels = levels.into_iter().collect();
+                if session.elevate(levels).is_empty() {
+                    error(
+                        ErrorCode::PolicyDenied,
+                        "nothing to ask: those levels are granted or not allowed in this segment",
+                    )
+                } else {
+                    None
+                }
+            }
+            None => error(ErrorCode::NotWatching, "you run no session"),
+        },
+        ViewerToRelay::Approve { session_id } => {
+            if !auth.allows(Capability::ApproveElevation) {
+                return error(ErrorCode::Forbidden, "your roles do not allow approving elevations");
+            }
+            let Some(session) = state.hub.session(&session_id) else {
+                return error(ErrorCode::UnknownSession, "no such session is running");
+            };
+            if session.request.operator.name == auth.user.name {
+                return error(ErrorCode::Forbidden, "the operator cannot approve their own elevation");
+            }
+            if session.approve(&auth.user.name) {
+                None
+            } else {
+                error(ErrorCode::UnknownSession, "no elevation is pending")
+            }
+        }
+    }
+}
+
+/// Checks the request against the session policy, then asks the endpoint's user. Every refusal
+/// names its reason to the operator and is a security event with the ticket.
+async fn open_session(
+    state: &AppState,
+    auth: &AuthUser,
+    peer: SocketAddr,
     agent_id: &str,
-    sdp: &str,
     ticket: &str,
     reason: &str,
-) -> Result<(View, String), (ErrorCode, String)> {
-    let hub = &state.hub;
-    let link = hub.agent(agent_id).map_err(|e| (ErrorCode::UnknownAgent, e.to_string()))?;
-    let levels = std::collections::BTreeSet::from([Level::View]);
+    levels: Vec<Level>,
+) -> Result<Arc<LiveSession>, (ErrorCode, String)> {
+    let link = state.hub.agent(agent_id).map_err(|e| (ErrorCode::UnknownAgent, e.to_string()))?;
+    // View is the floor of every session.
+    let mut levels: Levels = levels.into_iter().collect();
+    levels.insert(Level::View);
+    let now_ms = state.identity.now_ms();
+    // Fail closed: a store error counts as "no window".
+    let window_open = state.identity.window_open(&link.info.agent_id, now_ms).await.unwrap_or(false);
     let request = AccessRequest {
         roles: &auth.user.roles,
         source: peer.ip(),
@@ -133,56 +305,142 @@ async fn open_view(
         ticket,
         reason,
         now: jiff::Timestamp::now(),
-        // Fail closed: a store error counts as "no window".
-        maintenance_window_open: state
-            .identity
-            .window_open(&link.info.agent_id, state.identity.now_ms())
-            .await
-            .unwrap_or(false),
+        maintenance_window_open: window_open,
         unattended: false,
     };
     let subject = format!("device:{} ticket:{} reason:{}", link.info.agent_id, ticket.trim(), reason.trim());
-    if let Err(denial) = state.policy.decide(&request) {
-        state.identity.emit(
-            EventKind::SessionRefused,
-            Outcome::Failure,
-            &auth.user.name,
-            Some(&subject),
-            Some(peer.ip()),
-            denial.to_string(),
-        );
-        return Err((ErrorCode::PolicyDenied, denial.to_string()));
-    }
+    let obligations = match state.policy.decide(&request) {
+        Ok(o) => o,
+        Err(denial) => {
+            state.identity.emit(
+                EventKind::SessionRefused,
+                Outcome::Failure,
+                &auth.user.name,
+                Some(&subject),
+                Some(peer.ip()),
+                denial.to_string(),
+            );
+            return Err((ErrorCode::PolicyDenied, denial.to_string()));
+        }
+    };
+    let allowed = state.policy.segments.get(&link.info.segment).map(|s| s.levels.clone()).unwrap_or_default();
+    let role = if auth.user.roles.contains(&Role::SeniorOperator) { Role::SeniorOperator } else { Role::Operator };
+    let request = Request {
+        operator: OperatorInfo {
+            name: auth.user.name.clone(),
+            display_name: auth.user.display_name.clone(),
+            role: role.as_str().to_owned(),
+            organisation: state.policy.organisation.clone(),
+        },
+        ticket: ticket.trim().to_owned(),
+        reason: reason.trim().to_owned(),
+        levels,
+        allowed,
+        source: Some(peer.ip()),
+    };
+    let session = LiveSession::open(state.identity.clone(), link, request, obligations)
+        .map_err(|e| (ErrorCode::Busy, e.to_string()))?;
     state.identity.emit(
         EventKind::SessionStarted,
         Outcome::Success,
         &auth.user.name,
-        Some(&subject),
+        Some(&session.subject()),
         Some(peer.ip()),
-        "view",
+        "awaiting the user's consent",
     );
-    // Ask the agent to publish first: its peer connection comes up while ours does.
+    Ok(session)
+}
+
+/// Answers the viewer's offer with a leg on the agent's fan-out (after consent).
+async fn open_media(state: &AppState, viewer_id: u64, name: &str, view: &mut View) -> Result<String, String> {
+    let Some(sdp) = view.pending_sdp.take() else { return Err("no offer".into()) };
+    let link = view.session.link.clone();
     let (ended_tx, ended) = mpsc::channel(1);
     link.add_viewer(viewer_id, ended_tx);
-    match hub.media.add_subscriber(sdp, link.fanout.clone()).await {
+    match state.hub.media.add_subscriber(&sdp, link.fanout.clone()).await {
         Ok((subscriber, answer)) => {
-            tracing::info!(viewer_id, agent = %agent_id, viewers = link.viewer_count(), "view opened");
-            Ok((View { link, subscriber, ended }, answer))
+            let channel_task = tokio::spawn(serve_channel(
+                subscriber.peer(),
+                view.session.clone(),
+                view.seat,
+                name.to_owned(),
+                view.session.chat(),
+            ));
+            tracing::info!(viewer_id, agent = %link.info.agent_id, seat = ?view.seat, "view opened");
+            view.media = Some(ViewMedia { subscriber, channel_task, ended });
+            Ok(answer)
         }
         Err(e) => {
             link.remove_viewer(viewer_id).await;
-            Err((ErrorCode::MediaSetup, e.to_string()))
+            Err(e.to_string())
         }
     }
 }
 
-async fn close_view(viewer_id: u64, view: View) {
-    view.subscriber.close().await;
-    view.link.remove_viewer(viewer_id).await;
-    tracing::info!(viewer_id, agent = %view.link.info.agent_id, "view closed");
+/// Serves a viewer's `session` data channel: input from the operator goes through the session's
+/// gate; an observer's input is dropped and counted (observers carry no input, R21); chat goes
+/// both ways.
+async fn serve_channel(
+    peer: Arc<Peer>,
+    session: Arc<LiveSession>,
+    seat: Seat,
+    name: String,
+    mut chat: broadcast::Receiver<(String, String)>,
+) {
+    let Some(channel) = peer.next_data_channel().await else { return };
+    if channel.label().await.ok().as_deref() != Some(LABEL) {
+        tracing::warn!(session = %session.id, "viewer opened an unexpected data channel");
+        return;
+    }
+    let send_chat = |channel: DataChannel, from: String, text: String| async move {
+        let _ = channel.send(&sightline_proto::channel::encode(&ChannelMessage::Chat { from, text })).await;
+    };
+    loop {
+        tokio::select! {
+            event = channel.recv() => {
+                let Some(event) = event else { break };
+                let ChannelEvent::Text(text) = event else { continue };
+                match (sightline_proto::channel::decode(&text), seat) {
+                    (Ok(ChannelMessage::Input { input }), Seat::Operator) => {
+                        session.input(input).await;
+                    }
+                    (Ok(ChannelMessage::Input { .. }), Seat::Observer) => session.drop_input(),
+                    (Ok(ChannelMessage::Chat { text, .. }), _) => session.operator_chat(&name, &text).await,
+                    (Err(e), _) => tracing::debug!(session = %session.id, error = %e, "bad data channel message from viewer"),
+                }
+            }
+            line = chat.recv() => match line {
+                Ok((from, text)) => send_chat(channel.clone(), from, text).await,
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
 }
 
-async fn end_session<S>(tx: &mut S)
+/// Leaves a view: media closed; for the operator the session ends with `end` (if still running),
+/// for an observer the session is told it left.
+async fn close_view(viewer_id: u64, view: View, end: Option<Event>) {
+    if let Some(media) = view.media {
+        media.channel_task.abort();
+        media.subscriber.close().await;
+        view.session.link.remove_viewer(viewer_id).await;
+    }
+    match view.seat {
+        Seat::Observer => view.session.observer_left(viewer_id),
+        Seat::Operator => {
+            if let Some(event) = end
+                && !view.session.is_ended()
+            {
+                let actor = view.session.request.operator.name.clone();
+                view.session.step(event, &actor);
+            }
+        }
+    }
+    tracing::info!(viewer_id, agent = %view.session.link.info.agent_id, "view closed");
+}
+
+async fn end_socket<S>(tx: &mut S)
 where
     S: futures_util::Sink<Message> + Unpin,
 {

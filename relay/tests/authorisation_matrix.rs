@@ -62,6 +62,13 @@ fn expected(access: Access, roles: Option<&BTreeSet<Role>>) -> Result<(), Status
         (Access::Public, _) => Ok(()),
         (_, None) => Err(StatusCode::UNAUTHORIZED),
         (Access::SignedIn, Some(_)) => Ok(()),
+        (Access::NeedsAny(caps), Some(r)) => {
+            if caps.iter().any(|c| roles::allows(r, *c)) {
+                Ok(())
+            } else {
+                Err(StatusCode::FORBIDDEN)
+            }
+        }
         (Access::Needs(cap), Some(r)) => {
             if roles::allows(r, cap) {
                 Ok(())

@@ -2,11 +2,16 @@
 //! status, the list of online agents, the view of one agent, and the admin area.
 
 use leptos::prelude::*;
-use sightline_proto::{AgentInfo, ErrorCode, RelayToViewer, ViewEndReason, ViewerToRelay};
-use web_sys::{MediaStream, RtcPeerConnection, RtcPeerConnectionState};
+use sightline_proto::channel::{ChannelMessage, Input};
+use sightline_proto::{
+    AgentInfo, ControlAction, ErrorCode, Level, RelayToViewer, SessionPhase, SessionStatus, SessionSummary,
+    ViewEndReason, ViewerToRelay, levels_text,
+};
+use web_sys::{MediaStream, RtcDataChannel, RtcPeerConnection, RtcPeerConnectionState};
 
 use crate::admin::AdminView;
 use crate::auth::{self, EnrolForm, LoginForm, Me};
+use crate::input;
 use crate::media::{self, MediaEvent};
 use crate::signaling::{RelayState, Signaling};
 
@@ -109,8 +114,9 @@ fn Shell(me: Option<Me>, on_logout: Callback<String>, children: Children) -> imp
 
 #[component]
 fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
-    let can_view = me.can("view_sessions");
+    let can_view = me.can("view_sessions") || me.can("observe_sessions") || me.can("approve_elevation");
     let can_admin = me.can("administer");
+    let me_for_sessions = me.clone();
     let tab = RwSignal::new(if can_view {
         "sessions"
     } else if can_admin {
@@ -125,7 +131,7 @@ fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                 {can_admin.then(|| view! { <button on:click=move |_| tab.set("admin") data-testid="tab-admin">"Admin"</button> })}
             </nav>
             {move || match tab.get() {
-                "sessions" => view! { <Sessions on_session_ended/> }.into_any(),
+                "sessions" => view! { <Sessions me=me_for_sessions.clone() on_session_ended/> }.into_any(),
                 "admin" => view! { <AdminView/> }.into_any(),
                 _ => view! { <p class="muted" data-testid="no-access">"Your roles give you no area here yet."</p> }.into_any(),
             }}
@@ -138,8 +144,10 @@ fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
 enum ViewState {
     /// Nothing open.
     Idle,
-    /// Offer sent, waiting for the relay.
+    /// Request sent, waiting for the relay.
     Negotiating,
+    /// The user at the endpoint is being asked.
+    AwaitingConsent,
     /// Answer applied, media connecting.
     Connecting,
     /// Media connected.
@@ -153,9 +161,18 @@ impl ViewState {
         match self {
             ViewState::Idle => "idle".into(),
             ViewState::Negotiating => "negotiating".into(),
+            ViewState::AwaitingConsent => "awaiting consent".into(),
             ViewState::Connecting => "connecting".into(),
             ViewState::Live => "live".into(),
             ViewState::Ended(why) => format!("ended: {why}"),
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            ViewState::Ended(_) => "ended".into(),
+            ViewState::AwaitingConsent => "awaiting-consent".into(),
+            other => other.label(),
         }
     }
 }
@@ -175,33 +192,71 @@ fn error_text(code: ErrorCode, message: &str) -> String {
     }
 }
 
+fn phase_key(phase: SessionPhase) -> &'static str {
+    match phase {
+        SessionPhase::AwaitingConsent => "awaiting_consent",
+        SessionPhase::Active => "active",
+        SessionPhase::Paused => "paused",
+        SessionPhase::Ended => "ended",
+    }
+}
+
 #[component]
-fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
+fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
+    let can_start = me.can("view_sessions");
+    let can_observe = me.can("observe_sessions");
+    let can_approve = me.can("approve_elevation");
     let (agents, set_agents) = signal(Vec::<AgentInfo>::new());
+    let (running, set_running) = signal(Vec::<SessionSummary>::new());
     let reasons = RwSignal::new(Vec::<String>::new());
     // Every session names its ticket and a catalog reason (R4); the relay enforces it.
     let ticket = RwSignal::new(String::new());
     let reason = RwSignal::new(String::new());
+    let want_control = RwSignal::new(true);
+    let want_clipboard = RwSignal::new(false);
+    let want_files = RwSignal::new(false);
     let (view_state, set_view_state) = signal(ViewState::Idle);
-    let (watching, set_watching) = signal(None::<AgentInfo>);
+    let (watching, set_watching) = signal(None::<String>);
+    let status = RwSignal::new(None::<SessionStatus>);
+    let chat = RwSignal::new(Vec::<(String, String)>::new());
+    let draft = RwSignal::new(String::new());
+    let notice = RwSignal::new(String::new());
     let stream = RwSignal::new_local(None::<MediaStream>);
     let pc = StoredValue::new_local(None::<RtcPeerConnection>);
+    let dc = StoredValue::new_local(None::<RtcDataChannel>);
 
     let close_pc = move || {
         if let Some(old) = pc.try_get_value().flatten() {
             media::close(&old);
         }
+        if let Some(old) = dc.try_get_value().flatten() {
+            old.close();
+        }
         pc.set_value(None);
+        dc.set_value(None);
         stream.set(None);
     };
 
     let on_message = move |msg: RelayToViewer| match msg {
         RelayToViewer::Agents { agents } => set_agents.set(agents),
+        RelayToViewer::Sessions { sessions } => set_running.set(sessions),
         RelayToViewer::Reasons { reasons: list } => {
             if reason.get_untracked().is_empty() {
                 reason.set(list.first().cloned().unwrap_or_default());
             }
             reasons.set(list);
+        }
+        RelayToViewer::Session { status: s } => {
+            match s.phase {
+                SessionPhase::AwaitingConsent => set_view_state.set(ViewState::AwaitingConsent),
+                SessionPhase::Ended => {
+                    close_pc();
+                    let why = s.end_reason.as_ref().map(|r| r.describe()).unwrap_or_else(|| "ended".into());
+                    set_view_state.set(ViewState::Ended(why));
+                }
+                SessionPhase::Active | SessionPhase::Paused => {}
+            }
+            status.set(Some(s));
         }
         RelayToViewer::WatchAnswer { sdp } => {
             let Some(conn) = pc.try_get_value().flatten() else { return };
@@ -226,6 +281,7 @@ fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
                 set_view_state.set(ViewState::Ended(error_text(code, &message)));
             } else {
                 leptos::logging::warn!("relay error: {message}");
+                notice.set(message);
             }
         }
     };
@@ -239,6 +295,7 @@ fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
             }
         });
         set_agents.set(Vec::new());
+        set_running.set(Vec::new());
         if view_state.get_untracked() != ViewState::Idle {
             close_pc();
             set_view_state.set(ViewState::Ended("the relay connection was lost".into()));
@@ -246,13 +303,17 @@ fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
     };
     let signaling = Signaling::connect(on_message, on_lost);
 
-    let watch = move |agent: AgentInfo| {
+    // Opens a peer connection and sends what `request` builds from its offer.
+    let open = move |label: String, request: std::rc::Rc<dyn Fn(String) -> ViewerToRelay>| {
         close_pc();
-        set_watching.set(Some(agent.clone()));
+        status.set(None);
+        chat.set(Vec::new());
+        set_watching.set(Some(label));
         set_view_state.set(ViewState::Negotiating);
         leptos::task::spawn_local(async move {
             let on_event = move |event: MediaEvent| match event {
                 MediaEvent::Stream(s) => stream.set(Some(s)),
+                MediaEvent::Chat { from, text } => chat.update(|c| c.push((from, text))),
                 MediaEvent::State(state) => match state {
                     RtcPeerConnectionState::Connected => set_view_state.set(ViewState::Live),
                     RtcPeerConnectionState::Failed => {
@@ -263,15 +324,10 @@ fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
                 },
             };
             match media::offer(on_event).await {
-                Ok((conn, sdp)) => {
+                Ok((conn, channel, sdp)) => {
                     pc.set_value(Some(conn));
-                    let watch = ViewerToRelay::Watch {
-                        agent_id: agent.agent_id,
-                        sdp,
-                        ticket: ticket.get_untracked(),
-                        reason: reason.get_untracked(),
-                    };
-                    if !signaling.send(&watch) {
+                    dc.set_value(Some(channel));
+                    if !signaling.send(&request(sdp)) {
                         close_pc();
                         set_view_state.set(ViewState::Ended("the relay is not connected".into()));
                     }
@@ -280,11 +336,67 @@ fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
             }
         });
     };
+    let watch = move |agent: AgentInfo| {
+        let mut levels = vec![Level::View];
+        if want_control.get_untracked() {
+            levels.push(Level::Control);
+        }
+        if want_clipboard.get_untracked() {
+            levels.push(Level::Clipboard);
+        }
+        if want_files.get_untracked() {
+            levels.push(Level::FileTransfer);
+        }
+        let (ticket, reason) = (ticket.get_untracked(), reason.get_untracked());
+        let agent_id = agent.agent_id.clone();
+        open(
+            agent.name,
+            std::rc::Rc::new(move |sdp| ViewerToRelay::Watch {
+                agent_id: agent_id.clone(),
+                sdp,
+                ticket: ticket.clone(),
+                reason: reason.clone(),
+                levels: levels.clone(),
+            }),
+        );
+    };
+    let observe = move |s: SessionSummary| {
+        let session_id = s.session_id.clone();
+        open(
+            format!("{} (observing {})", s.agent_name, s.operator),
+            std::rc::Rc::new(move |sdp| ViewerToRelay::Observe { session_id: session_id.clone(), sdp }),
+        );
+    };
     let stop = move |_| {
         signaling.send(&ViewerToRelay::Unwatch);
         close_pc();
         set_watching.set(None);
+        status.set(None);
         set_view_state.set(ViewState::Idle);
+    };
+    let control = move |action: ControlAction| {
+        signaling.send(&ViewerToRelay::Control { action });
+    };
+    let observing = move || status.with(|s| s.as_ref().is_some_and(|s| s.observing));
+    let send_input = move |input: Option<Input>| {
+        // Observers send nothing; for the operator the relay and the agent decide.
+        if observing() {
+            return;
+        }
+        if let (Some(input), Some(channel)) = (input, dc.try_get_value().flatten()) {
+            media::send(&channel, &ChannelMessage::Input { input });
+        }
+    };
+    let send_chat = move || {
+        let text = draft.get_untracked();
+        if text.trim().is_empty() {
+            return;
+        }
+        if let Some(channel) = dc.try_get_value().flatten()
+            && media::send(&channel, &ChannelMessage::Chat { from: String::new(), text })
+        {
+            draft.set(String::new());
+        }
     };
 
     let video_ref = NodeRef::<leptos::html::Video>::new();
@@ -297,11 +409,21 @@ fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
             }
         }
     });
+    let with_video =
+        move |f: &dyn Fn(&web_sys::HtmlVideoElement) -> Option<Input>| video_ref.get_untracked().and_then(|v| f(&v));
 
     let relay_label = move || match signaling.state.get() {
         RelayState::Connecting => "connecting to relay…",
         RelayState::Online => "relay online",
         RelayState::Lost => "relay unreachable — retrying",
+    };
+    let granted_text = move || status.with(|s| s.as_ref().map(|s| levels_text(&s.granted)).unwrap_or_default());
+    let phase = move || status.with(|s| s.as_ref().map(|s| phase_key(s.phase)).unwrap_or("none"));
+    let paused = move || status.with(|s| s.as_ref().is_some_and(|s| s.phase == SessionPhase::Paused));
+    let is_operator_live = move || {
+        status.with(|s| {
+            s.as_ref().is_some_and(|s| !s.observing && matches!(s.phase, SessionPhase::Active | SessionPhase::Paused))
+        })
     };
 
     view! {
@@ -310,45 +432,112 @@ fn Sessions(on_session_ended: Callback<String>) -> impl IntoView {
         </p>
         <main class="layout">
             <section class="agents">
-                <h2>"Session request"</h2>
-                <div class="request" data-testid="session-request">
-                    <label>"Ticket / request ID " <input name="ticket" placeholder="INC-12345" bind:value=ticket/></label>
-                    <label>"Reason "
-                        <select name="reason" on:change=move |ev| reason.set(event_target_value(&ev))>
-                            <For each=move || reasons.get() key=|r| r.clone() let(r)>
-                                <option value=r.clone() selected=move || reason.get() == r>{r.clone()}</option>
+                {can_start.then(|| view! {
+                    <h2>"Session request"</h2>
+                    <div class="request" data-testid="session-request">
+                        <label>"Ticket / request ID " <input name="ticket" placeholder="INC-12345" bind:value=ticket/></label>
+                        <label>"Reason "
+                            <select name="reason" on:change=move |ev| reason.set(event_target_value(&ev))>
+                                <For each=move || reasons.get() key=|r| r.clone() let(r)>
+                                    <option value=r.clone() selected=move || reason.get() == r>{r.clone()}</option>
+                                </For>
+                            </select>
+                        </label>
+                        <fieldset class="levels">
+                            <legend>"Ask for"</legend>
+                            <label><input type="checkbox" checked=true disabled=true/>" view"</label>
+                            <label><input type="checkbox" name="level-control" bind:checked=want_control/>" control"</label>
+                            <label><input type="checkbox" name="level-clipboard" bind:checked=want_clipboard/>" clipboard"</label>
+                            <label><input type="checkbox" name="level-file_transfer" bind:checked=want_files/>" file transfer"</label>
+                        </fieldset>
+                    </div>
+                    <h2>"Online endpoints"</h2>
+                    <Show when=move || agents.with(|a| !a.is_empty()) fallback=|| view! { <p class="muted" data-testid="no-agents">"No endpoint is online."</p> }>
+                        <ul>
+                            <For each=move || agents.get() key=|a| a.agent_id.clone() let(agent)>
+                                <li data-testid="agent-row" data-agent-id=agent.agent_id.clone()>
+                                    <span class="agent-name">{agent.name.clone()}</span>
+                                    <span class="muted">{format!(" {} · {}×{}", agent.segment, agent.width, agent.height)}</span>
+                                    <button on:click={
+                                        let agent = agent.clone();
+                                        move |_| watch(agent.clone())
+                                    }>"View"</button>
+                                </li>
                             </For>
-                        </select>
-                    </label>
-                </div>
-                <h2>"Online endpoints"</h2>
-                <Show when=move || agents.with(|a| !a.is_empty()) fallback=|| view! { <p class="muted" data-testid="no-agents">"No endpoint is online."</p> }>
-                    <ul>
-                        <For each=move || agents.get() key=|a| a.agent_id.clone() let(agent)>
-                            <li data-testid="agent-row" data-agent-id=agent.agent_id.clone()>
-                                <span class="agent-name">{agent.name.clone()}</span>
-                                <span class="muted">{format!(" {} · {}×{}", agent.segment, agent.width, agent.height)}</span>
-                                <button on:click={
-                                    let agent = agent.clone();
-                                    move |_| watch(agent.clone())
-                                }>"View"</button>
-                            </li>
-                        </For>
-                    </ul>
-                </Show>
+                        </ul>
+                    </Show>
+                })}
+                {(can_observe || can_approve).then(|| view! {
+                    <h2>"Running sessions"</h2>
+                    <Show when=move || running.with(|r| !r.is_empty()) fallback=|| view! { <p class="muted" data-testid="no-sessions">"No session is running."</p> }>
+                        <ul>
+                            <For each=move || running.get() key=|s| (s.session_id.clone(), s.pending_elevation.clone(), s.observers.clone(), s.phase) let(s)>
+                                <li data-testid="session-row" data-session-id=s.session_id.clone()>
+                                    <span>{format!("{} · {} · {} ({}) · {}", s.agent_name, s.operator, s.ticket, s.reason, phase_key(s.phase))}</span>
+                                    {(can_observe && s.phase != SessionPhase::Ended).then(|| {
+                                        let s = s.clone();
+                                        view! { <button data-testid="observe" on:click=move |_| observe(s.clone())>"Observe"</button> }
+                                    })}
+                                    {(can_approve && s.needs_senior && !s.pending_elevation.is_empty()).then(|| {
+                                        let id = s.session_id.clone();
+                                        let what = levels_text(&s.pending_elevation);
+                                        view! {
+                                            <button data-testid="approve" on:click=move |_| { signaling.send(&ViewerToRelay::Approve { session_id: id.clone() }); }>
+                                                {format!("Approve {what}")}
+                                            </button>
+                                        }
+                                    })}
+                                </li>
+                            </For>
+                        </ul>
+                    </Show>
+                })}
             </section>
             <section class="view">
                 <div class="view-bar">
-                    <span data-testid="view-agent">{move || watching.get().map(|a| a.name).unwrap_or_default()}</span>
-                    <span class="view-state" data-testid="view-state" data-state=move || match view_state.get() {
-                        ViewState::Ended(_) => "ended".to_owned(),
-                        other => other.label(),
-                    }>{move || view_state.get().label()}</span>
+                    <span data-testid="view-agent">{move || watching.get().unwrap_or_default()}</span>
+                    <span class="view-state" data-testid="view-state" data-state=move || view_state.get().key()>{move || view_state.get().label()}</span>
+                    <span class="session-phase" data-testid="session-phase" data-phase=phase>{move || format!("session: {}", phase())}</span>
+                    <span data-testid="granted">{move || format!("granted: {}", granted_text())}</span>
                     <Show when=move || watching.get().is_some()>
-                        <button on:click=stop>"Close view"</button>
+                        <button on:click=stop data-testid="close-view">"Close view"</button>
                     </Show>
                 </div>
-                <video node_ref=video_ref id="remote-video" data-testid="remote-video" autoplay=true playsinline=true muted=true></video>
+                <Show when=is_operator_live>
+                    <div class="session-controls">
+                        <Show when=paused fallback=move || view! { <button data-testid="pause" on:click=move |_| control(ControlAction::Pause)>"Pause"</button> }>
+                            <button data-testid="resume" on:click=move |_| control(ControlAction::Resume)>"Resume"</button>
+                        </Show>
+                        <button data-testid="end-session" on:click=move |_| control(ControlAction::End)>"End session"</button>
+                        <button data-testid="elevate" on:click=move |_| { signaling.send(&ViewerToRelay::Elevate { levels: vec![Level::Control] }); }>"Request control"</button>
+                        <span class="muted" data-testid="pending-elevation">{move || status.with(|s| s.as_ref().filter(|s| !s.pending_elevation.is_empty()).map(|s| format!("waiting for: {}", levels_text(&s.pending_elevation))).unwrap_or_default())}</span>
+                    </div>
+                </Show>
+                <video node_ref=video_ref id="remote-video" data-testid="remote-video" autoplay=true playsinline=true muted=true tabindex="0"
+                    on:pointermove=move |ev| send_input(with_video(&|v| input::pointer_move(v, &ev)))
+                    on:pointerdown=move |ev| {
+                        if let Some(v) = video_ref.get_untracked() { let _ = v.focus(); }
+                        send_input(with_video(&|v| input::pointer_button(v, &ev, true)))
+                    }
+                    on:pointerup=move |ev| send_input(with_video(&|v| input::pointer_button(v, &ev, false)))
+                    on:contextmenu=move |ev| ev.prevent_default()
+                    on:wheel=move |ev| { ev.prevent_default(); send_input(input::wheel(&ev)) }
+                    on:keydown=move |ev| { ev.prevent_default(); send_input(input::key(&ev, true)) }
+                    on:keyup=move |ev| { ev.prevent_default(); send_input(input::key(&ev, false)) }
+                ></video>
+                <Show when=move || status.with(|s| s.as_ref().is_some_and(|s| s.phase != SessionPhase::Ended))>
+                    <div class="chat">
+                        <ul data-testid="chat-log">
+                            <For each=move || chat.get().into_iter().enumerate() key=|(i, _)| *i let((_, line))>
+                                <li>{format!("{}: {}", line.0, line.1)}</li>
+                            </For>
+                        </ul>
+                        <input name="chat" placeholder="Message to the user" bind:value=draft
+                            on:keydown=move |ev| if ev.key() == "Enter" { send_chat() }/>
+                        <button data-testid="chat-send" on:click=move |_| send_chat()>"Send"</button>
+                    </div>
+                </Show>
+                <p class="notice" data-testid="notice">{move || notice.get()}</p>
             </section>
         </main>
     }

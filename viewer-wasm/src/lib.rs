@@ -13,6 +13,8 @@ mod auth;
 #[cfg(target_arch = "wasm32")]
 mod http;
 #[cfg(target_arch = "wasm32")]
+mod input;
+#[cfg(target_arch = "wasm32")]
 mod media;
 #[cfg(target_arch = "wasm32")]
 mod signaling;

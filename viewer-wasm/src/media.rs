@@ -4,26 +4,42 @@
 //! before sending the offer: on the relay's networks host candidates gather in milliseconds, and
 //! one offer/answer exchange is simpler and faster to first frame than trickling.
 
+use sightline_proto::channel::{self, ChannelMessage};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState, RtcRtpTransceiverDirection,
-    RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
+    MediaStream, MessageEvent, RtcDataChannel, RtcDataChannelState, RtcIceGatheringState, RtcPeerConnection,
+    RtcPeerConnectionState, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
+    RtcTrackEvent,
 };
 
 /// Peer connection events the view reacts to.
 pub enum MediaEvent {
     Stream(MediaStream),
     State(RtcPeerConnectionState),
+    /// A chat line from the session (the user, the operator, or ourselves echoed).
+    Chat {
+        from: String,
+        text: String,
+    },
 }
 
-/// Creates the peer connection and returns it with the complete offer SDP.
-pub async fn offer(on_event: impl Fn(MediaEvent) + 'static) -> Result<(RtcPeerConnection, String), JsValue> {
+/// Sends one message on the session data channel; `false` if it is not open.
+pub fn send(dc: &RtcDataChannel, msg: &ChannelMessage) -> bool {
+    dc.ready_state() == RtcDataChannelState::Open && dc.send_with_str(&channel::encode(msg)).is_ok()
+}
+
+/// Creates the peer connection with its `session` data channel (input and chat) and returns
+/// them with the complete offer SDP.
+pub async fn offer(
+    on_event: impl Fn(MediaEvent) + 'static,
+) -> Result<(RtcPeerConnection, RtcDataChannel, String), JsValue> {
     let pc = RtcPeerConnection::new()?;
     let init = RtcRtpTransceiverInit::new();
     init.set_direction(RtcRtpTransceiverDirection::Recvonly);
     pc.add_transceiver_with_str_and_init("video", &init);
+    let dc = pc.create_data_channel(channel::LABEL);
 
     let on_event = std::rc::Rc::new(on_event);
     let handler = on_event.clone();
@@ -39,6 +55,16 @@ pub async fn offer(on_event: impl Fn(MediaEvent) + 'static) -> Result<(RtcPeerCo
         handler(MediaEvent::Stream(stream));
     });
     pc.set_ontrack(Some(ontrack.into_js_value().unchecked_ref()));
+    let chat_handler = on_event.clone();
+    let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+        let Some(text) = ev.data().as_string() else { return };
+        match channel::decode(&text) {
+            Ok(ChannelMessage::Chat { from, text }) => chat_handler(MediaEvent::Chat { from, text }),
+            Ok(ChannelMessage::Input { .. }) => {}
+            Err(e) => leptos::logging::warn!("bad data channel message: {e}"),
+        }
+    });
+    dc.set_onmessage(Some(onmessage.into_js_value().unchecked_ref()));
     let pc_for_state = pc.clone();
     let onstate = Closure::<dyn FnMut()>::new(move || on_event(MediaEvent::State(pc_for_state.connection_state())));
     pc.set_onconnectionstatechange(Some(onstate.into_js_value().unchecked_ref()));
@@ -47,7 +73,7 @@ pub async fn offer(on_event: impl Fn(MediaEvent) + 'static) -> Result<(RtcPeerCo
     JsFuture::from(pc.set_local_description(&offer)).await?;
     gathering_complete(&pc).await?;
     let sdp = pc.local_description().map(|d| d.sdp()).ok_or_else(|| JsValue::from_str("no local description"))?;
-    Ok((pc, sdp))
+    Ok((pc, dc, sdp))
 }
 
 /// Applies the relay's answer.

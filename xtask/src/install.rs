@@ -17,8 +17,20 @@ pub enum Need {
     Test,
 }
 
-/// Packages for building (libvpx) and for running the agent's X11 source.
-const APT_BUILD: &[&str] = &["build-essential", "pkg-config", "libvpx-dev", "nodejs", "npm"];
+/// Packages for building (libvpx) and for running the agent (X11 source, consent window).
+const APT_BUILD: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    "libvpx-dev",
+    "nodejs",
+    "npm",
+    "libgl1",
+    "libegl1",
+    "libgl1-mesa-dri",
+    "libxkbcommon-x11-0",
+    "libxcursor1",
+    "libxi6",
+];
 /// Packages the test suites use: browser, X server and tools, media tools, Redis, GUI runtime.
 const APT_TEST: &[&str] = &[
     "chromium",
@@ -30,13 +42,9 @@ const APT_TEST: &[&str] = &[
     "imagemagick",
     "ffmpeg",
     "redis-server",
-    "libgl1",
-    "libegl1",
-    "libgl1-mesa-dri",
-    "libxkbcommon-x11-0",
-    "libxcursor1",
-    "libxi6",
     "x11-apps",
+    // A window to type into in the input tests (@R19, @R7).
+    "xterm",
     "fonts-dejavu-core",
     // Load generator for `cargo xtask bench`.
     "wrk",

@@ -78,8 +78,11 @@ fn test(root: &Path) -> Result<()> {
     cargo(root, &["fmt", "--all", "--check"])?;
     cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     viewer::lint(root)?;
+    // In-process integration tests answer consent through the `test-consent` feature; the
+    // binaries the browser tests run are rebuilt without it right after (only the agent crate
+    // differs, and cargo keeps both builds, so this costs a relink).
+    cargo(root, &["test", "--workspace", "--features", "sightline-agent/test-consent"])?;
     let bin = build_binaries(root)?;
-    cargo(root, &["test", "--workspace"])?;
     viewer::build(root)?;
     playwright(root, &bin, &["--grep-invert", "@bench"])?;
     eprintln!("xtask test: all steps passed in {:.0?}", started.elapsed());

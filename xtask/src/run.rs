@@ -150,10 +150,11 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
             "agent enroll",
         )?;
     }
+    // The agent keeps this terminal's stdin: without a display (DISPLAY unset) it asks for
+    // consent here, on the terminal; with one, its window appears on that display.
     let agent = cmd(root, bin.join("agent"))
         .args(["run", "--relay-url", &relay_url, "--source", "synthetic", "--data-dir"])
         .arg(&agent_data)
-        .stdin(Stdio::null())
         .spawn()
         .context("starting agent")?;
     children.0.push(("agent".into(), agent));
@@ -165,6 +166,8 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
     println!("  Viewer:  {public_url}");
     println!("  First run: open the one-time admin enrolment link the relay printed above, create your");
     println!("  passkey, invite an operator from the Admin tab, and view `demo-endpoint` as that operator.");
+    println!("  The endpoint's user answers the request in the consent window (with a display) or here,");
+    println!("  on this terminal: type allow, deny, or levels such as view,control.");
     println!("  State is kept in {}; delete it to start over. Ctrl-C stops relay and agent.", data.display());
     println!();
     loop {

@@ -105,6 +105,16 @@ impl Identity {
         self.verify_device_signature(device_id, &message, signature_hex, source).await
     }
 
+    /// Verifies a message the device signed during its session (consent receipts).
+    pub async fn verify_device_message(
+        &self,
+        device_id: &str,
+        message: &[u8],
+        signature_hex: &str,
+    ) -> Result<Device, IdentityError> {
+        self.verify_device_signature(device_id, message, signature_hex, None).await
+    }
+
     /// Verifies `signature_hex` over `message` with the enrolled key of an active device.
     async fn verify_device_signature(
         &self,

@@ -1,0 +1,160 @@
+//! What the person at the endpoint is told and can answer, independent of how it is shown (the
+//! window in `ui`, or the terminal prompt in `tty`): the prompt text, and the line protocol between
+//! the agent and its front end. The front end runs as a child process (`agent consent-ui`)
+//! because a GUI owns its thread and may crash; the agent treats a vanished front end as a deny
+//! (while asking) or as the user ending the session (while running).
+
+use serde::{Deserialize, Serialize};
+use sightline_proto::{ConsentRequest, Decision, Level, Party, levels_text};
+
+/// From the agent to the front end, one JSON object per line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UiCommand {
+    Ask { request: ConsentRequest },
+    Elevate { levels: Vec<Level> },
+    Status { granted: Vec<Level>, observers: Vec<String>, paused_by: Option<Party>, recording: bool },
+    Chat { from: String, text: String },
+    Ended { reason: String },
+}
+
+/// From the front end to the agent, one JSON object per line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UiReport {
+    Decision {
+        decision: Decision,
+        levels: Vec<Level>,
+    },
+    ElevationDecision {
+        decision: Decision,
+        levels: Vec<Level>,
+    },
+    Pause,
+    Resume,
+    End,
+    Chat {
+        text: String,
+    },
+    /// The session bar was minimised or hidden (`true`) or shown again.
+    Hidden {
+        hidden: bool,
+    },
+}
+
+/// The lines every consent prompt shows, in order (the window, the terminal and the log use the
+/// same ones, so what the user saw is what the log says they saw).
+pub fn consent_lines(r: &ConsentRequest) -> Vec<String> {
+    vec![
+        format!("Operator: {} ({})", r.operator.display_name, r.operator.name),
+        format!("Role: {}", r.operator.role.replace('_', " ")),
+        format!("Organisation: {}", r.operator.organisation),
+        format!("Reason: {}", r.reason),
+        format!("Ticket: {}", r.ticket),
+        format!("Requested: {}", levels_text(&r.levels)),
+    ]
+}
+
+/// Human name of a level, for check boxes.
+pub fn level_label(level: Level) -> &'static str {
+    match level {
+        Level::View => "See my screen",
+        Level::Control => "Control mouse and keyboard",
+        Level::Clipboard => "Use my clipboard",
+        Level::FileTransfer => "Transfer files",
+    }
+}
+
+/// Parses a terminal answer: `deny`, `allow` (everything asked), or a list of levels
+/// (`view,control`). Levels not asked for are ignored; view is implied by any allow.
+pub fn parse_tty_answer(answer: &str, asked: &[Level]) -> Option<(Decision, Vec<Level>)> {
+    let answer = answer.trim().to_ascii_lowercase();
+    match answer.as_str() {
+        "" => None,
+        "n" | "no" | "deny" => Some((Decision::Deny, Vec::new())),
+        "y" | "yes" | "allow" => Some((Decision::Allow, asked.to_vec())),
+        list => {
+            let mut levels = Vec::new();
+            for word in list.split([',', ' ']).filter(|w| !w.is_empty()) {
+                let level = Level::ALL.into_iter().find(|l| l.as_str() == word)?;
+                if asked.contains(&level) && !levels.contains(&level) {
+                    levels.push(level);
+                }
+            }
+            if !levels.contains(&Level::View) && asked.contains(&Level::View) {
+                levels.insert(0, Level::View);
+            }
+            Some((Decision::Allow, levels))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sightline_proto::{OperatorInfo, SessionTerms};
+
+    fn request() -> ConsentRequest {
+        ConsentRequest {
+            session_id: "s1".into(),
+            operator: OperatorInfo {
+                name: "op".into(),
+                display_name: "Olga Operator".into(),
+                role: "senior_operator".into(),
+                organisation: "Bank IT".into(),
+            },
+            ticket: "INC-1".into(),
+            reason: "incident".into(),
+            levels: vec![Level::View, Level::Control],
+            deadline_ms: 0,
+            terms: SessionTerms {
+                consent_timeout_s: 60,
+                grant_expiry_s: 60,
+                max_duration_s: 60,
+                idle_timeout_s: 60,
+                observer_required_for_control: false,
+                recording_required: false,
+                elevation_needs_senior: false,
+                active_confirmation: false,
+            },
+        }
+    }
+
+    #[test]
+    fn prompt_names_operator_role_organisation_reason_ticket_and_levels() {
+        let lines = consent_lines(&request());
+        assert_eq!(
+            lines,
+            [
+                "Operator: Olga Operator (op)",
+                "Role: senior operator",
+                "Organisation: Bank IT",
+                "Reason: incident",
+                "Ticket: INC-1",
+                "Requested: view, control",
+            ]
+        );
+    }
+
+    #[test]
+    fn terminal_answers() {
+        let asked = [Level::View, Level::Control];
+        assert_eq!(parse_tty_answer("deny", &asked), Some((Decision::Deny, vec![])));
+        assert_eq!(parse_tty_answer("Y", &asked), Some((Decision::Allow, asked.to_vec())));
+        assert_eq!(parse_tty_answer("view", &asked), Some((Decision::Allow, vec![Level::View])));
+        // Not asked for: ignored; view implied.
+        assert_eq!(parse_tty_answer("control,file_transfer", &asked), Some((Decision::Allow, asked.to_vec())));
+        assert_eq!(parse_tty_answer("launch", &asked), None);
+        assert_eq!(parse_tty_answer("  ", &asked), None);
+    }
+
+    #[test]
+    fn protocol_lines_round_trip() {
+        let cmd = UiCommand::Ask { request: request() };
+        let line = serde_json::to_string(&cmd).unwrap();
+        assert_eq!(serde_json::from_str::<UiCommand>(&line).unwrap(), cmd);
+        let report = UiReport::Decision { decision: Decision::Allow, levels: vec![Level::View] };
+        let line = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<UiReport>(&line).unwrap(), report);
+    }
+}

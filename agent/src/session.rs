@@ -1,0 +1,345 @@
+//! The endpoint's half of a session: the same `core::session` machine the relay runs, driven by
+//! the user (front end), the relay's messages and local time, and the second gate for input.
+//!
+//! The agent does not trust the relay to have checked: input is injected only when this machine
+//! also says control is granted, unexpired and not paused, and media is published only while a
+//! session the user consented to is running.
+
+use std::sync::Arc;
+
+use sightline_core::session::{Effect, Event, Levels, Phase, Session};
+use sightline_proto::channel::{ChannelMessage, Input};
+use sightline_proto::{
+    AgentToRelay, ConsentKind, ConsentReceipt, ConsentRequest, Decision, EndReason, Level, Party, SessionEvent,
+};
+use tokio::sync::mpsc;
+
+use crate::device::Device;
+use crate::frontend::{Frontend, FrontendEvent};
+use crate::input::Injector;
+use crate::prompt::{UiCommand, UiReport, consent_lines};
+
+/// What the connection must do for the session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Signal(AgentToRelay),
+    Channel(ChannelMessage),
+    PauseMedia,
+    ResumeMedia,
+    StopMedia,
+}
+
+/// A session on this endpoint, from the consent prompt to its end.
+pub struct EndpointSession {
+    pub id: String,
+    request: ConsentRequest,
+    machine: Session,
+    frontend: Option<Frontend>,
+    injector: Option<Injector>,
+    observers: Vec<String>,
+    device: Arc<Device>,
+    /// Input injected and refused, for the log at the end.
+    pub injected: u64,
+}
+
+impl std::fmt::Debug for EndpointSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSession").field("id", &self.id).field("phase", &self.machine.phase).finish()
+    }
+}
+
+impl EndpointSession {
+    /// Asks the user. Without anyone to ask, the request is refused at once (a signed `closed`).
+    pub async fn ask(
+        request: ConsentRequest,
+        device: Arc<Device>,
+        events: mpsc::Sender<FrontendEvent>,
+    ) -> (EndpointSession, Vec<Action>) {
+        let now = crate::now_ms();
+        let requested: Levels = request.levels.iter().copied().collect();
+        // The relay bounds elevation by the segment; here any level may be asked later.
+        let allowed: Levels = Level::ALL.into_iter().collect();
+        let (mut machine, _ask) = Session::new(now, request.terms, allowed, requested);
+        // The relay's deadline, not ours: both sides time out at the same instant.
+        if let Phase::AwaitingConsent { deadline_ms, .. } = &mut machine.phase {
+            *deadline_ms = request.deadline_ms;
+        }
+        tracing::info!(session = %request.session_id, "consent prompt shown: {}", consent_lines(&request).join(" | "));
+        let mut session = EndpointSession {
+            id: request.session_id.clone(),
+            request,
+            machine,
+            frontend: None,
+            injector: None,
+            observers: Vec::new(),
+            device,
+            injected: 0,
+        };
+        match Frontend::open(events) {
+            Ok(mut frontend) => {
+                frontend.send(&UiCommand::Ask { request: session.request.clone() }).await;
+                session.frontend = Some(frontend);
+                (session, Vec::new())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refusing the session request");
+                let actions = session.decide(ConsentKind::Session, Decision::Closed, Vec::new()).await;
+                (session, actions)
+            }
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.machine.is_ended()
+    }
+
+    /// Whether the user consented and the session runs (media may flow).
+    pub fn consented(&self) -> bool {
+        matches!(self.machine.phase, Phase::Active | Phase::Paused { .. })
+    }
+
+    pub fn is_paused(&self) -> bool {
+        matches!(self.machine.phase, Phase::Paused { .. })
+    }
+
+    fn receipt(&self, kind: ConsentKind, decision: Decision, levels: Vec<Level>) -> ConsentReceipt {
+        self.device.sign_receipt(ConsentReceipt {
+            kind,
+            session_id: self.id.clone(),
+            device_id: String::new(),
+            operator: self.request.operator.name.clone(),
+            ticket: self.request.ticket.clone(),
+            decision,
+            levels,
+            time_ms: crate::now_ms(),
+            signature: String::new(),
+        })
+    }
+
+    /// Records a decision of the user: signed receipt to the relay, and the local machine.
+    async fn decide(&mut self, kind: ConsentKind, decision: Decision, levels: Vec<Level>) -> Vec<Action> {
+        let levels = if decision == Decision::Allow { levels } else { Vec::new() };
+        tracing::info!(session = %self.id, ?kind, ?decision, levels = %sightline_proto::levels_text(&levels), "user decided");
+        let receipt = self.receipt(kind, decision, levels.clone());
+        let mut actions = vec![Action::Signal(AgentToRelay::Consent { receipt })];
+        let set: Levels = levels.into_iter().collect();
+        let event = match (kind, decision) {
+            (ConsentKind::Session, Decision::Allow) => Event::ConsentAllowed { levels: set },
+            (ConsentKind::Session, Decision::Deny) => Event::ConsentDenied,
+            (ConsentKind::Session, Decision::Closed) => Event::ConsentClosed,
+            (ConsentKind::Session, Decision::TimedOut) => Event::EndedElsewhere(EndReason::ConsentTimedOut),
+            (ConsentKind::Elevation, Decision::Allow) if !set.is_empty() => Event::ElevationConfirmed { levels: set },
+            (ConsentKind::Elevation, _) => Event::ElevationRefused,
+        };
+        actions.extend(self.step(event).await);
+        actions
+    }
+
+    /// Applies an event and carries out the effects that are the endpoint's.
+    async fn step(&mut self, event: Event) -> Vec<Action> {
+        let effects = self.machine.step(crate::now_ms(), event);
+        let mut actions = Vec::new();
+        let mut status_changed = !effects.is_empty();
+        for effect in effects {
+            match effect {
+                Effect::PauseMedia => actions.push(Action::PauseMedia),
+                Effect::ResumeMedia => actions.push(Action::ResumeMedia),
+                Effect::StopMedia => actions.push(Action::StopMedia),
+                Effect::ReleaseInput => self.release_input(),
+                Effect::AskUserToElevate { levels } => {
+                    if let Some(f) = self.frontend.as_mut() {
+                        f.send(&UiCommand::Elevate { levels: levels.into_iter().collect() }).await;
+                    }
+                }
+                Effect::Ended(reason) => {
+                    self.release_input();
+                    self.injector = None;
+                    actions.push(Action::StopMedia);
+                    // The machine's "agent lost" is, seen from here, the relay gone.
+                    let text = if reason == EndReason::AgentLost {
+                        "the connection to the relay was lost".to_owned()
+                    } else {
+                        reason.describe()
+                    };
+                    tracing::info!(session = %self.id, reason = %text, injected = self.injected, "session ended");
+                    if let Some(mut f) = self.frontend.take() {
+                        f.send(&UiCommand::Ended { reason: text }).await;
+                        f.finish();
+                    }
+                    status_changed = false;
+                }
+                Effect::Granted { .. }
+                | Effect::StartMedia
+                | Effect::AskConsent { .. }
+                | Effect::AskSeniorToApprove { .. } => {}
+            }
+        }
+        if status_changed {
+            self.show_status().await;
+        }
+        actions
+    }
+
+    async fn show_status(&mut self) {
+        if self.machine.is_ended() || matches!(self.machine.phase, Phase::AwaitingConsent { .. }) {
+            return;
+        }
+        let paused_by = match self.machine.phase {
+            Phase::Paused { by } => Some(by),
+            _ => None,
+        };
+        let cmd = UiCommand::Status {
+            granted: self.machine.granted().iter().copied().collect(),
+            observers: self.observers.clone(),
+            paused_by,
+            // No recorder runs yet: the bar says so rather than promising one.
+            recording: false,
+        };
+        if let Some(f) = self.frontend.as_mut() {
+            f.send(&cmd).await;
+        }
+    }
+
+    fn release_input(&mut self) {
+        if let Some(injector) = self.injector.as_mut()
+            && let Err(e) = injector.release_all()
+        {
+            tracing::warn!(error = %e, "cannot release held keys");
+        }
+    }
+
+    /// Something the user did in the window or on the terminal.
+    pub async fn on_frontend(&mut self, event: FrontendEvent) -> Vec<Action> {
+        let awaiting = matches!(self.machine.phase, Phase::AwaitingConsent { .. });
+        let report = match event {
+            FrontendEvent::Gone if awaiting => {
+                return self.decide(ConsentKind::Session, Decision::Closed, Vec::new()).await;
+            }
+            FrontendEvent::Gone => {
+                // Without the bar the user could not pause or end: the session cannot go on.
+                tracing::warn!(session = %self.id, "the session bar is gone: ending the session");
+                self.frontend = None;
+                return self.user(SessionEvent::End { by: Party::User }, Event::End { by: Party::User }).await;
+            }
+            FrontendEvent::Report(report) => report,
+        };
+        match report {
+            UiReport::Decision { decision, levels } if awaiting => {
+                self.decide(ConsentKind::Session, decision, levels).await
+            }
+            UiReport::ElevationDecision { decision, levels } if self.machine.elevation.is_some() => {
+                self.decide(ConsentKind::Elevation, decision, levels).await
+            }
+            UiReport::Pause => {
+                self.user(SessionEvent::Pause { by: Party::User }, Event::Pause { by: Party::User }).await
+            }
+            UiReport::Resume => {
+                self.user(SessionEvent::Resume { by: Party::User }, Event::Resume { by: Party::User }).await
+            }
+            UiReport::End => self.user(SessionEvent::End { by: Party::User }, Event::End { by: Party::User }).await,
+            UiReport::Hidden { hidden: true } if self.request.terms.active_confirmation => {
+                tracing::info!(session = %self.id, "session bar hidden: pausing (active confirmation)");
+                self.user(SessionEvent::Pause { by: Party::User }, Event::Pause { by: Party::User }).await
+            }
+            UiReport::Chat { text } if self.consented() => {
+                if let Some(f) = self.frontend.as_mut() {
+                    f.send(&UiCommand::Chat { from: "you".into(), text: text.clone() }).await;
+                }
+                vec![Action::Channel(ChannelMessage::Chat { from: String::new(), text })]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A user action: applied here and reported to the relay if the machine accepted it.
+    async fn user(&mut self, wire: SessionEvent, event: Event) -> Vec<Action> {
+        let before = self.machine.phase.clone();
+        let mut actions = self.step(event).await;
+        if self.machine.phase != before {
+            actions.insert(0, Action::Signal(AgentToRelay::Session { session_id: self.id.clone(), event: wire }));
+        }
+        actions
+    }
+
+    /// The operator asks for more levels.
+    pub async fn on_elevation_request(&mut self, levels: Vec<Level>) -> Vec<Action> {
+        self.step(Event::ElevationRequested { levels: levels.into_iter().collect() }).await
+    }
+
+    /// Something happened at the relay (operator, observer, admin, relay timers).
+    pub async fn on_relay(&mut self, event: SessionEvent) -> Vec<Action> {
+        let event = match event {
+            SessionEvent::Pause { by } => Event::Pause { by },
+            SessionEvent::Resume { by } => Event::Resume { by },
+            SessionEvent::End { by } => Event::End { by },
+            // The relay completed an elevation (the user confirmed here; a senior approved there).
+            SessionEvent::Granted { .. } => Event::SeniorApproved,
+            SessionEvent::ObserverJoined { name } => {
+                self.observers.push(name);
+                Event::ObserverJoined
+            }
+            SessionEvent::ObserverLeft { name } => {
+                if let Some(i) = self.observers.iter().position(|n| *n == name) {
+                    self.observers.remove(i);
+                }
+                Event::ObserverLeft
+            }
+            SessionEvent::Ended { reason } => Event::EndedElsewhere(reason),
+        };
+        let mut actions = self.step(event).await;
+        // Observer changes have no effect on the machine's output but show in the bar.
+        if actions.is_empty() {
+            self.show_status().await;
+        }
+        actions.retain(|a| !matches!(a, Action::Signal(_)));
+        actions
+    }
+
+    /// Input from the relay's data channel: injected only if this side agrees too (R19).
+    pub fn on_input(&mut self, input: &Input) {
+        if !self.machine.admit_input(crate::now_ms()) {
+            return;
+        }
+        if self.injector.is_none() {
+            match Injector::open() {
+                Ok(injector) => self.injector = Some(injector),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot inject input");
+                    return;
+                }
+            }
+        }
+        if let Some(injector) = self.injector.as_mut() {
+            match injector.inject(input) {
+                Ok(()) => self.injected += 1,
+                Err(e) => tracing::warn!(error = %e, "input injection failed"),
+            }
+        }
+    }
+
+    pub async fn on_chat(&mut self, from: String, text: String) {
+        if let Some(f) = self.frontend.as_mut() {
+            f.send(&UiCommand::Chat { from, text }).await;
+        }
+    }
+
+    /// Local deadlines: consent timeout (a signed `timed_out`), grant expiry, idle, duration.
+    pub async fn tick(&mut self) -> Vec<Action> {
+        if let Phase::AwaitingConsent { deadline_ms, .. } = self.machine.phase
+            && crate::now_ms() >= deadline_ms
+        {
+            return self.decide(ConsentKind::Session, Decision::TimedOut, Vec::new()).await;
+        }
+        self.step(Event::Tick).await
+    }
+
+    /// The relay connection is gone: the session ends here at once (R22).
+    pub async fn relay_lost(&mut self) -> Vec<Action> {
+        self.step(Event::AgentLost).await
+    }
+
+    /// Dropped input so far (refused by this side's gate).
+    pub fn dropped_input(&self) -> u64 {
+        self.machine.dropped_input
+    }
+}

@@ -1,0 +1,481 @@
+//! Live sessions: the IO edge around `core::session`.
+//!
+//! One session per endpoint at a time. The relay's copy of the state machine decides; this module
+//! feeds it events (operator, observer, admin, timers, the agent's signed decisions), carries out
+//! its effects (tell the agent, pause the fan-out, publish the status to viewers) and writes every
+//! transition to the event sink with the session id, ticket, device, operator and levels.
+//! Input passes `admit_input` here and nowhere else: "input reaches the agent only while control
+//! is granted, not expired and not paused".
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sightline_core::session::{Effect, Event, Levels, Phase, Session};
+use sightline_proto::channel::{ChannelMessage, Input};
+use sightline_proto::{
+    ConsentKind, ConsentReceipt, ConsentRequest, Decision, EndReason, Level, OperatorInfo, Party, RelayToAgent,
+    SessionEvent, SessionPhase, SessionStatus, SessionSummary,
+};
+use tokio::sync::{broadcast, watch};
+
+use crate::events::{EventKind, Outcome};
+use crate::hub::AgentLink;
+use crate::identity::Identity;
+
+/// How often deadlines (consent timeout, grant expiry, idle, maximum duration) are checked.
+const TICK: Duration = Duration::from_millis(250);
+/// Chat lines buffered per viewer.
+const CHAT_BUFFER: usize = 64;
+
+/// Who asked for the session, and why.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub operator: OperatorInfo,
+    pub ticket: String,
+    pub reason: String,
+    pub levels: Levels,
+    /// Levels the segment allows (elevation cannot go beyond them).
+    pub allowed: Levels,
+    pub source: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SessionError {
+    #[error("{0} already has a session running")]
+    Busy(String),
+    #[error("the consent receipt does not verify: {0}")]
+    BadReceipt(String),
+    #[error("the session has ended")]
+    Ended,
+}
+
+/// A session between one operator and one endpoint, with its observers.
+pub struct LiveSession {
+    pub id: String,
+    pub link: Arc<AgentLink>,
+    pub request: Request,
+    pub created_ms: u64,
+    identity: Arc<Identity>,
+    machine: Mutex<Session>,
+    /// Observers by viewer connection id.
+    observers: Mutex<BTreeMap<u64, String>>,
+    status: watch::Sender<SessionStatus>,
+    chat: broadcast::Sender<(String, String)>,
+    /// Signed decisions of the user, kept with the session (R2).
+    receipts: Mutex<Vec<ConsentReceipt>>,
+}
+
+fn sorted(levels: &Levels) -> Vec<Level> {
+    levels.iter().copied().collect()
+}
+
+impl LiveSession {
+    /// Opens a session that policy allowed: the agent is asked for consent. Fails if the endpoint
+    /// already has one.
+    pub fn open(
+        identity: Arc<Identity>,
+        link: Arc<AgentLink>,
+        request: Request,
+        obligations: sightline_core::policy::Obligations,
+    ) -> Result<Arc<LiveSession>, SessionError> {
+        let now = identity.now_ms();
+        let (machine, effects) = Session::new(now, obligations, request.allowed.clone(), request.levels.clone());
+        let id = hex::encode(crate::identity::random_bytes::<12>());
+        let status = SessionStatus {
+            session_id: id.clone(),
+            agent_id: link.info.agent_id.clone(),
+            phase: SessionPhase::AwaitingConsent,
+            operator: request.operator.name.clone(),
+            ticket: request.ticket.clone(),
+            reason: request.reason.clone(),
+            granted: Vec::new(),
+            pending_elevation: Vec::new(),
+            paused_by: None,
+            observers: Vec::new(),
+            grant_expires_ms: None,
+            consent_deadline_ms: None,
+            end_reason: None,
+            observing: false,
+        };
+        let session = Arc::new(LiveSession {
+            id,
+            link: link.clone(),
+            request,
+            created_ms: now,
+            identity,
+            machine: Mutex::new(machine),
+            observers: Mutex::new(BTreeMap::new()),
+            status: watch::channel(status).0,
+            chat: broadcast::channel(CHAT_BUFFER).0,
+            receipts: Mutex::new(Vec::new()),
+        });
+        link.attach_session(session.clone()).map_err(|()| SessionError::Busy(link.info.name.clone()))?;
+        session.carry_out(effects, &session.request.operator.name.clone());
+        let ticker = Arc::downgrade(&session);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            loop {
+                tick.tick().await;
+                let Some(session) = ticker.upgrade() else { break };
+                if session.is_ended() {
+                    break;
+                }
+                session.step(Event::Tick, "system");
+            }
+        });
+        Ok(session)
+    }
+
+    pub fn status(&self) -> watch::Receiver<SessionStatus> {
+        self.status.subscribe()
+    }
+
+    pub fn chat(&self) -> broadcast::Receiver<(String, String)> {
+        self.chat.subscribe()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.lock().is_ended()
+    }
+
+    pub fn receipts(&self) -> Vec<ConsentReceipt> {
+        self.receipts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// "session:ID device:D ticket:T reason:R operator:O" - every session event carries it (R4).
+    pub fn subject(&self) -> String {
+        format!(
+            "session:{} device:{} ({}) ticket:{} reason:{} operator:{}",
+            self.id,
+            self.link.info.agent_id,
+            self.link.info.name,
+            self.request.ticket,
+            self.request.reason,
+            self.request.operator.name
+        )
+    }
+
+    fn emit(&self, kind: EventKind, outcome: Outcome, actor: &str, detail: String) {
+        self.identity.emit(kind, outcome, actor, Some(&self.subject()), self.request.source, detail);
+    }
+
+    /// Feeds one event to the machine and carries out what it decides.
+    pub fn step(&self, event: Event, actor: &str) -> Vec<Effect> {
+        let now = self.identity.now_ms();
+        let effects = self.lock().step(now, event);
+        self.carry_out(effects.clone(), actor);
+        effects
+    }
+
+    /// Tells the agent about an event that did not start there.
+    pub fn tell_agent(&self, event: SessionEvent) {
+        self.link.send(RelayToAgent::Session { session_id: self.id.clone(), event });
+    }
+
+    fn carry_out(&self, effects: Vec<Effect>, actor: &str) {
+        for effect in effects {
+            match effect {
+                Effect::AskConsent { levels, deadline_ms } => {
+                    let terms = self.lock().obligations;
+                    let request = ConsentRequest {
+                        session_id: self.id.clone(),
+                        operator: self.request.operator.clone(),
+                        ticket: self.request.ticket.clone(),
+                        reason: self.request.reason.clone(),
+                        levels: sorted(&levels),
+                        deadline_ms,
+                        terms,
+                    };
+                    self.emit(
+                        EventKind::ConsentAsked,
+                        Outcome::Success,
+                        actor,
+                        format!("levels: {}", sightline_proto::levels_text(&request.levels)),
+                    );
+                    self.link.send(RelayToAgent::ConsentRequest { request });
+                }
+                Effect::StartMedia => {}
+                Effect::PauseMedia => self.link.fanout.set_paused(true),
+                Effect::ResumeMedia => {
+                    self.link.fanout.set_paused(false);
+                    self.link.fanout.request_keyframe();
+                }
+                // The agent mirrors the machine and releases its own keys; the relay holds none.
+                Effect::ReleaseInput | Effect::StopMedia => {}
+                Effect::Granted { levels } => {
+                    self.emit(
+                        EventKind::SessionGranted,
+                        Outcome::Success,
+                        actor,
+                        format!("levels: {}", sightline_proto::levels_text(&sorted(&levels))),
+                    );
+                    // Idempotent on the agent: it confirmed the user's part already.
+                    self.tell_agent(SessionEvent::Granted { levels: sorted(&levels) });
+                }
+                Effect::AskUserToElevate { levels } => {
+                    self.emit(
+                        EventKind::ElevationRequested,
+                        Outcome::Success,
+                        actor,
+                        format!("levels: {}", sightline_proto::levels_text(&sorted(&levels))),
+                    );
+                    self.link
+                        .send(RelayToAgent::ElevationRequest { session_id: self.id.clone(), levels: sorted(&levels) });
+                }
+                Effect::AskSeniorToApprove { .. } => {}
+                Effect::Ended(reason) => {
+                    let dropped = self.lock().dropped_input;
+                    self.emit(
+                        EventKind::SessionEnded,
+                        Outcome::Success,
+                        actor,
+                        format!("{}; input events dropped: {dropped}", reason.describe()),
+                    );
+                    if dropped > 0 {
+                        self.emit(EventKind::InputDropped, Outcome::Failure, actor, format!("{dropped} input events"));
+                    }
+                    self.link.fanout.set_paused(false);
+                    self.tell_agent(SessionEvent::Ended { reason });
+                    self.link.detach_session(&self.id);
+                }
+            }
+        }
+        self.publish_status();
+    }
+
+    fn publish_status(&self) {
+        let m = self.lock();
+        let observers: Vec<String> =
+            self.observers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let (phase, paused_by, end_reason, deadline) = match &m.phase {
+            Phase::AwaitingConsent { deadline_ms, .. } => {
+                (SessionPhase::AwaitingConsent, None, None, Some(*deadline_ms))
+            }
+            Phase::Active => (SessionPhase::Active, None, None, None),
+            Phase::Paused { by } => (SessionPhase::Paused, Some(*by), None, None),
+            Phase::Ended(reason) => (SessionPhase::Ended, None, Some(reason.clone()), None),
+        };
+        let pending = m.elevation.as_ref().map(|e| sorted(&e.levels)).unwrap_or_default();
+        let granted = sorted(m.granted());
+        let expires = m.grant_expires_ms();
+        drop(m);
+        self.status.send_modify(|s| {
+            s.phase = phase;
+            s.paused_by = paused_by;
+            s.end_reason = end_reason;
+            s.consent_deadline_ms = deadline;
+            s.granted = granted;
+            s.pending_elevation = pending;
+            s.grant_expires_ms = expires;
+            s.observers = observers;
+        });
+        self.link.sessions_changed();
+    }
+
+    /// The session as a list shows it.
+    pub fn summary(&self) -> SessionSummary {
+        let s = self.status.borrow().clone();
+        let needs_senior = self.lock().obligations.elevation_needs_senior;
+        SessionSummary {
+            session_id: self.id.clone(),
+            agent_id: self.link.info.agent_id.clone(),
+            agent_name: self.link.info.name.clone(),
+            segment: self.link.info.segment.clone(),
+            operator: s.operator,
+            ticket: s.ticket,
+            reason: s.reason,
+            phase: s.phase,
+            granted: s.granted,
+            pending_elevation: s.pending_elevation,
+            needs_senior,
+            observers: s.observers,
+            started_ms: self.created_ms,
+        }
+    }
+
+    /// A signed decision from the agent: verified against the device key and the session's own
+    /// facts, kept, then applied. A receipt that does not verify is refused and changes nothing.
+    pub async fn accept_receipt(&self, receipt: ConsentReceipt) -> Result<(), SessionError> {
+        let refuse = |why: String| {
+            self.emit(
+                EventKind::ConsentReceiptRefused,
+                Outcome::Failure,
+                &format!("device:{}", receipt.device_id),
+                why.clone(),
+            );
+            SessionError::BadReceipt(why)
+        };
+        if receipt.session_id != self.id
+            || receipt.device_id != self.link.info.agent_id
+            || receipt.operator != self.request.operator.name
+            || receipt.ticket != self.request.ticket
+        {
+            return Err(refuse("it names another session, device, operator or ticket".into()));
+        }
+        let message = sightline_proto::agent_auth::consent_message(&receipt);
+        if let Err(e) = self.identity.verify_device_message(&receipt.device_id, &message, &receipt.signature).await {
+            return Err(refuse(e.to_string()));
+        }
+        if self.is_ended() {
+            return Err(SessionError::Ended);
+        }
+        self.receipts.lock().unwrap_or_else(|e| e.into_inner()).push(receipt.clone());
+        let actor = format!("user@{}", self.link.info.name);
+        let levels: Levels = receipt.levels.iter().copied().collect();
+        let text = sightline_proto::levels_text(&receipt.levels);
+        let detail = format!("receipt signed at {} by the device key", receipt.time_ms);
+        match (receipt.kind, receipt.decision) {
+            (ConsentKind::Session, Decision::Allow) => {
+                self.emit(EventKind::ConsentAllowed, Outcome::Success, &actor, format!("levels: {text}; {detail}"));
+                self.step(Event::ConsentAllowed { levels }, &actor);
+            }
+            (ConsentKind::Session, Decision::Deny) => {
+                self.emit(EventKind::ConsentDenied, Outcome::Failure, &actor, detail);
+                self.step(Event::ConsentDenied, &actor);
+            }
+            (ConsentKind::Session, Decision::Closed) => {
+                self.emit(EventKind::ConsentDenied, Outcome::Failure, &actor, format!("prompt closed; {detail}"));
+                self.step(Event::ConsentClosed, &actor);
+            }
+            (ConsentKind::Session, Decision::TimedOut) => {
+                self.emit(EventKind::ConsentTimedOut, Outcome::Failure, &actor, detail);
+                self.step(Event::EndedElsewhere(EndReason::ConsentTimedOut), &actor);
+            }
+            (ConsentKind::Elevation, Decision::Allow) if !levels.is_empty() => {
+                self.emit(EventKind::ElevationConfirmed, Outcome::Success, &actor, format!("levels: {text}; {detail}"));
+                self.step(Event::ElevationConfirmed { levels }, &actor);
+            }
+            (ConsentKind::Elevation, _) => {
+                self.emit(EventKind::ElevationRefused, Outcome::Failure, &actor, detail);
+                self.step(Event::ElevationRefused, &actor);
+            }
+        }
+        Ok(())
+    }
+
+    /// The session bar's buttons (pause, resume, end by the user).
+    pub fn user_event(&self, event: SessionEvent) {
+        let actor = format!("user@{}", self.link.info.name);
+        match event {
+            SessionEvent::Pause { .. } => {
+                self.emit(EventKind::SessionPaused, Outcome::Success, &actor, "by the user".into());
+                self.step(Event::Pause { by: Party::User }, &actor);
+            }
+            SessionEvent::Resume { .. } => {
+                self.emit(EventKind::SessionResumed, Outcome::Success, &actor, "by the user".into());
+                self.step(Event::Resume { by: Party::User }, &actor);
+            }
+            SessionEvent::End { .. } => {
+                self.step(Event::End { by: Party::User }, &actor);
+            }
+            other => tracing::warn!(session = %self.id, ?other, "ignoring a session event the agent may not send"),
+        }
+    }
+
+    /// The operator's pause, resume and end.
+    pub fn operator_control(&self, action: sightline_proto::ControlAction) {
+        use sightline_proto::ControlAction;
+        let actor = self.request.operator.name.clone();
+        let (event, wire) = match action {
+            ControlAction::Pause => (Event::Pause { by: Party::Operator }, SessionEvent::Pause { by: Party::Operator }),
+            ControlAction::Resume => {
+                (Event::Resume { by: Party::Operator }, SessionEvent::Resume { by: Party::Operator })
+            }
+            ControlAction::End => (Event::End { by: Party::Operator }, SessionEvent::End { by: Party::Operator }),
+        };
+        let effects = self.step(event, &actor);
+        let kind = match action {
+            ControlAction::Pause => Some(EventKind::SessionPaused),
+            ControlAction::Resume => Some(EventKind::SessionResumed),
+            ControlAction::End => None,
+        };
+        if effects.is_empty() {
+            return; // refused by the machine (e.g. resuming a pause the user made)
+        }
+        if let Some(kind) = kind {
+            self.emit(kind, Outcome::Success, &actor, "by the operator".into());
+        }
+        if !matches!(action, ControlAction::End) {
+            self.tell_agent(wire);
+        }
+    }
+
+    /// An administrator ends the session at once.
+    pub fn kill(&self, admin: &str) {
+        self.step(Event::Kill { admin: admin.to_owned() }, admin);
+    }
+
+    /// The operator asks for more levels.
+    pub fn elevate(&self, levels: Levels) -> Vec<Effect> {
+        let actor = self.request.operator.name.clone();
+        self.step(Event::ElevationRequested { levels }, &actor)
+    }
+
+    /// A senior operator approves the pending elevation.
+    pub fn approve(&self, senior: &str) -> bool {
+        let pending = self.lock().elevation.is_some();
+        if !pending {
+            return false;
+        }
+        self.emit(EventKind::ElevationApproved, Outcome::Success, senior, "senior approval".into());
+        self.step(Event::SeniorApproved, senior);
+        true
+    }
+
+    pub fn observer_joined(&self, viewer_id: u64, name: &str) {
+        self.observers.lock().unwrap_or_else(|e| e.into_inner()).insert(viewer_id, name.to_owned());
+        self.emit(EventKind::ObserverJoined, Outcome::Success, name, String::new());
+        self.tell_agent(SessionEvent::ObserverJoined { name: name.to_owned() });
+        self.step(Event::ObserverJoined, name);
+    }
+
+    pub fn observer_left(&self, viewer_id: u64) {
+        let Some(name) = self.observers.lock().unwrap_or_else(|e| e.into_inner()).remove(&viewer_id) else { return };
+        self.emit(EventKind::ObserverLeft, Outcome::Success, &name, String::new());
+        if !self.is_ended() {
+            self.tell_agent(SessionEvent::ObserverLeft { name: name.clone() });
+        }
+        self.step(Event::ObserverLeft, &name);
+    }
+
+    /// One input event from the operator: forwarded only if the machine admits it (R19).
+    pub async fn input(&self, input: Input) -> bool {
+        let admitted = self.lock().admit_input(self.identity.now_ms());
+        if admitted {
+            self.link.send_channel(&ChannelMessage::Input { input }).await;
+        }
+        admitted
+    }
+
+    /// Input that arrived where none may come from (an observer's connection): counted.
+    pub fn drop_input(&self) {
+        self.lock().dropped_input += 1;
+    }
+
+    /// A chat line from the operator (`from` set here, never taken from the sender).
+    pub async fn operator_chat(&self, from: &str, text: &str) {
+        let Some(text) = clean_chat(text) else { return };
+        let now = self.identity.now_ms();
+        self.lock().step(now, Event::OperatorActivity);
+        self.link.send_channel(&ChannelMessage::Chat { from: from.to_owned(), text: text.clone() }).await;
+        let _ = self.chat.send((from.to_owned(), text));
+    }
+
+    /// A chat line from the user at the endpoint.
+    pub fn user_chat(&self, text: &str) {
+        let Some(text) = clean_chat(text) else { return };
+        let _ = self.chat.send((format!("user@{}", self.link.info.name), text));
+    }
+}
+
+/// Trims and bounds a chat line; empty lines are dropped.
+fn clean_chat(text: &str) -> Option<String> {
+    let text: String =
+        text.trim().chars().filter(|c| !c.is_control()).take(sightline_proto::channel::MAX_CHAT_CHARS).collect();
+    (!text.is_empty()).then_some(text)
+}
