@@ -161,9 +161,11 @@ impl Session {
     }
 
     /// Whether input may reach the endpoint now: control granted and not expired, the session
-    /// running (not paused), and an observer present where the segment requires one.
+    /// running (not paused), an observer present where the segment requires one, and no
+    /// elevation waiting for the user (the operator must not click the user's own prompt).
     pub fn may_inject(&self, now_ms: u64) -> bool {
         self.phase == Phase::Active
+            && self.elevation.is_none()
             && self.granted.contains(&Level::Control)
             && self.grant_expires_ms.is_none_or(|t| now_ms < t)
             && (!self.obligations.observer_required_for_control || self.observers > 0)

@@ -229,6 +229,14 @@ impl LiveSession {
                 }
                 Effect::AskSeniorToApprove { .. } => {}
                 Effect::Ended(reason) => {
+                    if reason == EndReason::ConsentTimedOut {
+                        self.emit(
+                            EventKind::ConsentTimedOut,
+                            Outcome::Failure,
+                            actor,
+                            "no answer before the deadline".into(),
+                        );
+                    }
                     let dropped = self.lock().dropped_input;
                     self.emit(
                         EventKind::SessionEnded,
@@ -321,10 +329,11 @@ impl LiveSession {
         if let Err(e) = self.identity.verify_device_message(&receipt.device_id, &message, &receipt.signature).await {
             return Err(refuse(e.to_string()));
         }
+        // Kept even when it arrives after the end (a timeout both sides noticed): it is evidence.
+        self.receipts.lock().unwrap_or_else(|e| e.into_inner()).push(receipt.clone());
         if self.is_ended() {
             return Err(SessionError::Ended);
         }
-        self.receipts.lock().unwrap_or_else(|e| e.into_inner()).push(receipt.clone());
         let actor = format!("user@{}", self.link.info.name);
         let levels: Levels = receipt.levels.iter().copied().collect();
         let text = sightline_proto::levels_text(&receipt.levels);
@@ -343,7 +352,7 @@ impl LiveSession {
                 self.step(Event::ConsentClosed, &actor);
             }
             (ConsentKind::Session, Decision::TimedOut) => {
-                self.emit(EventKind::ConsentTimedOut, Outcome::Failure, &actor, detail);
+                // The event is written by the end itself (the relay's clock may get there first).
                 self.step(Event::EndedElsewhere(EndReason::ConsentTimedOut), &actor);
             }
             (ConsentKind::Elevation, Decision::Allow) if !levels.is_empty() => {

@@ -1,0 +1,312 @@
+// Sessions: the user's consent in the real window on the endpoint's X display (clicked with
+// xdotool), input injected only while control is granted, pause/end, observers, forced ends.
+import { test, expect, Page } from '@playwright/test';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawn, ChildProcess } from 'node:child_process';
+import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY } from './harness';
+
+let w: World | undefined;
+let xterm: ChildProcess | undefined;
+
+test.afterEach(async () => {
+  xterm?.kill('SIGKILL');
+  xterm = undefined;
+  await stopWorld(w);
+  w = undefined;
+});
+
+/** The sample policy with one setting of the office segment replaced or added. */
+function officePolicy(setting: string): string {
+  const file = path.join(tempDir('policy'), 'policy.toml');
+  const key = setting.split('=')[0].trim();
+  const text = fs.readFileSync(SAMPLE_POLICY, 'utf8');
+  const start = text.indexOf('[segments.office]');
+  const end = text.indexOf('\n[', start + 1);
+  let segment = text.slice(start, end);
+  const line = new RegExp(`^${key} = .*$`, 'm');
+  segment = line.test(segment) ? segment.replace(line, setting) : segment.replace('[segments.office]\n', `[segments.office]\n${setting}\n`);
+  fs.writeFileSync(file, text.slice(0, start) + segment + text.slice(end));
+  return file;
+}
+
+/** An xterm on the endpoint at a known place, writing what is typed into a file. */
+function startXterm(display: string): string {
+  const file = path.join(tempDir('typed'), 'typed.txt');
+  fs.writeFileSync(file, '');
+  xterm = spawn('xterm', ['-geometry', '60x8+640+420', '-e', 'sh', '-c', `stty -echo; cat > ${file}`], { env: { ...process.env, DISPLAY: display }, stdio: 'ignore' });
+  return file;
+}
+
+/** Page coordinates of a point on the remote screen (the video is letterboxed). */
+async function pagePoint(page: Page, x: number, y: number): Promise<{ x: number; y: number }> {
+  const dims = () => page.evaluate(() => {
+    const v = document.querySelector('video') as HTMLVideoElement;
+    return `${v.videoWidth}x${v.videoHeight} in ${v.getBoundingClientRect().width}x${v.getBoundingClientRect().height}`;
+  });
+  await expect.poll(dims, { message: 'the video has a size' }).toMatch(/^[1-9]\d*x[1-9]\d* in [1-9][\d.]*x[1-9]/);
+  return page.evaluate(([rx, ry]) => {
+    const v = document.querySelector('video') as HTMLVideoElement;
+    const r = v.getBoundingClientRect();
+    const scale = Math.min(r.width / v.videoWidth, r.height / v.videoHeight);
+    const ox = (r.width - v.videoWidth * scale) / 2, oy = (r.height - v.videoHeight * scale) / 2;
+    return { x: r.left + ox + (rx + 0.5) * scale, y: r.top + oy + (ry + 0.5) * scale };
+  }, [x, y]);
+}
+
+async function clickRemote(page: Page, x: number, y: number): Promise<void> {
+  const p = await pagePoint(page, x, y);
+  await page.mouse.click(p.x, p.y);
+}
+
+/**
+ * Clicks until the X pointer is there: right after a resume or an observer joining, the agent may
+ * still be applying the change when the first click arrives (control and input travel on
+ * different channels), and refuses it as it should.
+ */
+async function clickLands(w: World, page: Page, x: number, y: number): Promise<void> {
+  for (let i = 0; i < 20; i++) {
+    await clickRemote(page, x, y);
+    await sleep(150);
+    if (near(w.endpoint.pointer(), x, y)) return;
+  }
+  expect(w.endpoint.pointer()).toEqual({ x, y });
+}
+
+/** The video is scaled in the page (1280 px shown in fewer): one page pixel spans more than one
+ * remote pixel, so a click lands within a pixel of its aim. */
+function near(p: { x: number; y: number }, x: number, y: number): boolean {
+  return Math.abs(p.x - x) <= 2 && Math.abs(p.y - y) <= 2;
+}
+
+/** The frame counter of the frame the video shows now (synthetic source). */
+async function shownCounter(page: Page): Promise<number> {
+  return page.evaluate(() => {
+    const video = document.querySelector('video') as HTMLVideoElement;
+    const canvas = document.createElement('canvas');
+    canvas.width = 1024; canvas.height = 16;
+    const ctx = canvas.getContext('2d')!;
+    ctx.drawImage(video, 0, 0, 1024, 16, 0, 0, 1024, 16);
+    const px = ctx.getImageData(0, 0, 1024, 16).data;
+    let hi = 0;
+    for (let i = 0; i < 32; i++) {
+      const o = (8 * 1024 + i * 16 + 8) * 4;
+      hi = (hi * 2 + ((0.299 * px[o] + 0.587 * px[o + 1] + 0.114 * px[o + 2]) >= 128 ? 1 : 0)) >>> 0;
+    }
+    return hi;
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test('the consent window shows operator, role, organisation, reason, ticket and levels; deny, closing and the timeout refuse; allow starts media @R5', async ({ browser }, testInfo) => {
+  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('consent_timeout_s = 6') });
+  const page = w.operator;
+
+  // Deny: no media, a refused session.
+  await requestView(page, w.relay, 'front-desk');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+  await w.endpoint.click('deny');
+  await expect(page.getByTestId('view-state')).toContainText('the user denied the request');
+  expect(await page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(0);
+  await w.endpoint.windowGone();
+
+  // Closing the window is a deny.
+  await requestView(page, w.relay, 'front-desk');
+  await w.endpoint.window();
+  await w.endpoint.killWindow();
+  await expect(page.getByTestId('view-state')).toContainText('closed the consent prompt');
+  await w.endpoint.windowGone();
+
+  // No answer within the segment's timeout is a deny.
+  await requestView(page, w.relay, 'front-desk');
+  await w.endpoint.window();
+  await expect(page.getByTestId('view-state')).toContainText('did not answer in time', { timeout: 15_000 });
+  await w.endpoint.windowGone();
+  expect(await page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(0);
+
+  // The prompt, as the user sees it; the screenshot is kept with the test results.
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident');
+  await w.endpoint.window();
+  await expect.poll(() => w!.endpoint.layout().has('allow')).toBe(true);
+  const shot = testInfo.outputPath('consent-popup.png');
+  w.endpoint.screenshot(shot);
+  await testInfo.attach('consent-popup', { path: shot, contentType: 'image/png' });
+  const text = w.endpoint.promptText();
+  for (const part of ['Operator: operator (operator)', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, control']) {
+    expect(text).toContain(part);
+  }
+  await w.endpoint.click('allow');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+
+  // Every decision is in the relay's events with the ticket, and was signed by the device.
+  const log = w.relay.proc.log();
+  for (const event of ['consent.asked', 'consent.denied', 'consent.timed_out', 'consent.allowed']) expect(log).toContain(event);
+  expect(log).toContain('ticket:INC-4711');
+  expect(log).toContain('receipt signed at');
+});
+
+test('the user grants view only: the operator sees the screen and pointer events do not move the X pointer @R6', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  await requestView(page, w.relay, 'front-desk');
+  await w.endpoint.click('level:control');
+  await w.endpoint.click('allow');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
+
+  w.endpoint.xdo(['mousemove', '900', '600']);
+  const before = w.endpoint.pointer();
+  await clickRemote(page, 200, 150);
+  await page.mouse.move(10, 10);
+  await clickRemote(page, 300, 250);
+  await sleep(1000);
+  expect(w.endpoint.pointer()).toEqual(before);
+  await page.getByTestId('end-session').click();
+  await expect(page.getByTestId('view-state')).toContainText('the operator ended the session');
+  await expect.poll(() => w!.relay.proc.log()).toContain('input.dropped');
+});
+
+test('with control granted a browser click moves the X pointer there and typed text arrives in an X window; input sent before the grant never does @R19 @R7', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('grant_expiry_s = 8') });
+  const page = w.operator;
+  const typed = startXterm(w.endpoint.display);
+
+  // View only first: input the operator sends now is dropped by the relay (and would be by the agent).
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
+  await w.endpoint.click('allow');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
+  w.endpoint.xdo(['mousemove', '700', '470']); // the user's pointer rests on the xterm
+  await clickRemote(page, 100, 100);
+  await page.keyboard.type('forged\n');
+  await sleep(1000);
+  expect(w.endpoint.pointer()).toEqual({ x: 700, y: 470 });
+
+  // Elevation to control needs the user's second confirmation (R7).
+  await page.getByTestId('elevate').click();
+  await expect(page.getByTestId('pending-elevation')).toContainText('control');
+  await w.endpoint.click('elevate-allow');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+
+  // Now a click lands where it was aimed, and typing reaches the window under the pointer.
+  await clickRemote(page, 720, 480);
+  await expect.poll(() => near(w!.endpoint.pointer(), 720, 480)).toBe(true);
+  await page.keyboard.type('hello sightline\n');
+  await expect.poll(() => fs.readFileSync(typed, 'utf8')).toContain('hello sightline');
+  expect(fs.readFileSync(typed, 'utf8')).not.toContain('forged');
+
+  // The grant expires (8 s in this segment) and falls back to view: input stops.
+  await expect(page.getByTestId('granted')).toHaveText('granted: view', { timeout: 15_000 });
+  await page.keyboard.type('too late\n');
+  await sleep(1000);
+  expect(fs.readFileSync(typed, 'utf8')).not.toContain('too late');
+  expect(w.relay.proc.log()).toContain('elevation.confirmed');
+});
+
+test('pause stops frames and input within 1 s, resume restores them, end ends it for everyone @R8', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  const observer = await inviteAndEnrol(browser, w.admin, 'observer1', 'observer');
+  await openView(page, w.relay, 'front-desk', w.endpoint);
+  await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
+  await observer.getByTestId('session-row').getByTestId('observe').click();
+  await expect(observer.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+
+  // The operator pauses: within a second the picture stands still and clicks do nothing.
+  await page.getByTestId('pause').click();
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
+  await sleep(1000);
+  const frozen = await shownCounter(page);
+  w.endpoint.xdo(['mousemove', '900', '650']);
+  await clickRemote(page, 100, 100);
+  await sleep(1000);
+  expect(await shownCounter(page)).toBe(frozen);
+  expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
+  await page.getByTestId('resume').click();
+  await expect.poll(() => shownCounter(page)).toBeGreaterThan(frozen);
+  await clickLands(w, page, 1000, 150);
+
+  // The user pauses from the session bar; the operator cannot lift it, the user can.
+  await w.endpoint.click('pause');
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
+  await page.getByTestId('resume').click();
+  await sleep(500);
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
+  await w.endpoint.click('resume');
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'active');
+
+  // The user ends it: operator and observer both see the end, media stops.
+  await w.endpoint.click('end');
+  await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
+  await expect(observer.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  await expect.poll(() => w!.agent.log()).toContain('session over: screen capture stopped');
+});
+
+test('an observer sees the same frames and cannot send input; where required, control works only while an observer is present @R21', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('observer_required_for_control = true') });
+  const page = w.operator;
+  const observer = await inviteAndEnrol(browser, w.admin, 'observer1', 'observer');
+  await openView(page, w.relay, 'front-desk', w.endpoint);
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
+
+  // No observer yet: control is granted but suspended.
+  w.endpoint.xdo(['mousemove', '900', '650']);
+  await clickRemote(page, 100, 100);
+  await sleep(1000);
+  expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
+
+  await observer.getByTestId('session-row').getByTestId('observe').click();
+  await expect(observer.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  await expect(page.getByTestId('view-agent')).toBeVisible();
+  // Same frames: the observer's counter reaches what the operator saw.
+  const seen = await shownCounter(page);
+  await expect.poll(() => shownCounter(observer)).toBeGreaterThanOrEqual(seen);
+  // The observer's clicks go nowhere.
+  await clickRemote(observer, 300, 300);
+  await sleep(1000);
+  expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
+  // With the observer present the operator's click lands.
+  await clickLands(w, page, 1000, 200);
+
+  // The observer leaves: control is suspended again.
+  await observer.getByTestId('close-view').click();
+  await sleep(1000);
+  await clickRemote(page, 1100, 500);
+  await sleep(1000);
+  expect(near(w.endpoint.pointer(), 1000, 200)).toBe(true);
+  const log = w.relay.proc.log();
+  expect(log).toContain('observer.joined');
+  expect(log).toContain('observer.left');
+});
+
+test('the endpoint session ends within 5 s of losing the relay, within 10 s of losing the operator, and at once on an admin kill @R22', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+
+  // Admin kill.
+  await openView(w.operator, w.relay, 'front-desk', w.endpoint);
+  const sessions = (await api(w.admin, 'GET', '/api/admin/sessions')).json as { session_id: string; ticket: string }[];
+  expect(sessions).toHaveLength(1);
+  expect(sessions[0].ticket).toBe('INC-4711');
+  expect((await api(w.admin, 'POST', `/api/admin/sessions/${sessions[0].session_id}/kill`)).status).toBe(200);
+  await expect(w.operator.getByTestId('view-state')).toContainText('ended by administrator admin', { timeout: 2_000 });
+  await expect.poll(() => w!.agent.log(), { timeout: 2_000 }).toContain('ended by administrator admin');
+  await w.endpoint.windowGone();
+
+  // The operator's browser disappears.
+  await openView(w.operator, w.relay, 'front-desk', w.endpoint);
+  await w.operator.context().close();
+  await expect.poll(() => w!.agent.log(), { timeout: 10_000 }).toContain("the operator's connection was lost");
+  await w.endpoint.windowGone();
+
+  // The relay dies. (The first operator's passkey lived in the closed context: a second one.)
+  const again = await inviteAndEnrol(browser, w.admin, 'operator2', 'operator');
+  await openView(again, w.relay, 'front-desk', w.endpoint);
+  await w.relay.proc.kill('SIGKILL');
+  await expect.poll(() => w!.agent.log(), { timeout: 5_000 }).toContain('the connection to the relay was lost');
+  await expect.poll(() => w!.agent.log(), { timeout: 5_000 }).toContain('screen capture stopped');
+});
