@@ -30,7 +30,7 @@ pub enum FrontendError {
 
 /// The front end of one session.
 pub enum Frontend {
-    Window { stdin: Option<tokio::process::ChildStdin>, child: tokio::process::Child },
+    Window { stdin: Option<tokio::process::ChildStdin>, child: Box<tokio::process::Child> },
     Terminal { state: Arc<Mutex<TtyState>> },
 }
 
@@ -94,7 +94,7 @@ impl Frontend {
                 let _ = events.send(FrontendEvent::Gone).await;
             });
         }
-        Ok(Frontend::Window { stdin, child })
+        Ok(Frontend::Window { stdin, child: Box::new(child) })
     }
 
     fn terminal(events: mpsc::Sender<FrontendEvent>) -> Frontend {

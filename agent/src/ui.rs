@@ -71,7 +71,7 @@ fn report(report: &UiReport) {
 
 enum Mode {
     Waiting,
-    Asking { request: ConsentRequest, checked: Vec<(Level, bool)> },
+    Asking { request: Box<ConsentRequest>, checked: Vec<(Level, bool)> },
     Running,
     Ended { reason: String, since: Instant },
 }
@@ -119,7 +119,7 @@ impl Window {
                 self.operator =
                     format!("{} ({})", request.operator.display_name, request.operator.role.replace('_', " "));
                 let checked = request.levels.iter().map(|l| (*l, true)).collect();
-                self.mode = Mode::Asking { request, checked };
+                self.mode = Mode::Asking { request: Box::new(request), checked };
             }
             UiCommand::Elevate { levels } => {
                 self.elevation = Some(levels.into_iter().map(|l| (l, true)).collect());

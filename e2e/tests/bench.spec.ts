@@ -5,7 +5,7 @@
 import { test, expect, Page } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { world, worldOn, stopWorld, sampleFrames, latencyMs, Relay, RedisServer } from './harness';
+import { World, world, worldOn, stopWorld, sampleFrames, latencyMs, requestView, Relay, RedisServer } from './harness';
 import { spawnSync } from 'node:child_process';
 
 const OUT = path.resolve(__dirname, '../../bench-results');
@@ -22,18 +22,52 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-async function timeToFirstFrame(page: Page, agentName: string): Promise<number> {
+/**
+ * From the user's Allow to the first decoded frame in the operator's browser: the agent logs the
+ * moment the window reported Allow (UTC, microseconds); the browser's frame callback gives the
+ * wall-clock presentation time. Same machine, same clock.
+ */
+async function allowToFirstFrame(w: World, agentName: string): Promise<number> {
+  const page = w.operator;
   await page.evaluate(() => {
-    const w = window as any;
-    w.__firstFrame = undefined;
+    const win = window as any;
+    win.__firstFrame = undefined;
     const video = document.querySelector('video') as HTMLVideoElement;
-    video.requestVideoFrameCallback((_now, meta) => { w.__firstFrame = meta.presentationTime; });
-    document.addEventListener('click', () => { w.__clickAt = performance.now(); }, { capture: true, once: true });
+    video.requestVideoFrameCallback((_now, meta) => { win.__firstFrame = performance.timeOrigin + meta.presentationTime; });
   });
-  await page.locator('input[name="ticket"]').fill('BENCH-1');
-  await page.getByTestId('agent-row').filter({ hasText: agentName }).getByRole('button', { name: 'View' }).click();
+  const decidedBefore = decidedTimes(w).length;
+  await requestView(page, w.relay, agentName, 'BENCH-1');
+  await w.endpoint.click('allow');
   await page.waitForFunction(() => (window as any).__firstFrame !== undefined, undefined, { timeout: 15_000 });
-  return page.evaluate(() => (window as any).__firstFrame - (window as any).__clickAt);
+  await expect.poll(() => decidedTimes(w).length).toBeGreaterThan(decidedBefore);
+  const decided = decidedTimes(w)[decidedBefore];
+  return (await page.evaluate(() => (window as any).__firstFrame)) - decided;
+}
+
+/** Wall-clock ms of every "user decided" line in the agent's log. */
+function decidedTimes(w: World): number[] {
+  return w.agent.log().split('\n').filter((l) => l.includes('user decided')).map((l) => {
+    const m = l.replace(/\x1b\[[0-9;]*m/g, '').match(/^(\S+Z)/);
+    return m ? Date.parse(m[1]) + Number((m[1].match(/\.\d{3}(\d{3})/) ?? ['', '0'])[1]) / 1000 : NaN;
+  });
+}
+
+/** Browser click to XTEST injection, observed as the X pointer arriving (polled with xdotool). */
+async function inputLatency(w: World, x: number, y: number): Promise<number> {
+  const page = w.operator;
+  const p = await page.evaluate(([rx, ry]) => {
+    const v = document.querySelector('video') as HTMLVideoElement;
+    const r = v.getBoundingClientRect();
+    const scale = Math.min(r.width / v.videoWidth, r.height / v.videoHeight);
+    return { x: r.left + (r.width - v.videoWidth * scale) / 2 + (rx + 0.5) * scale, y: r.top + (r.height - v.videoHeight * scale) / 2 + (ry + 0.5) * scale };
+  }, [x, y]);
+  const t0 = Date.now();
+  await page.mouse.move(p.x, p.y);
+  for (;;) {
+    const g = w.endpoint.pointer();
+    if (Math.abs(g.x - x) <= 2 && Math.abs(g.y - y) <= 2) return Date.now() - t0;
+    if (Date.now() - t0 > 5000) throw new Error('input never arrived');
+  }
 }
 
 async function closeView(page: Page) {
@@ -56,10 +90,16 @@ test('view latency and agent cost @bench', async ({ browser }) => {
       await expect(page.getByTestId('agent-row').filter({ hasText: name })).toBeVisible();
       const firstFrame: number[] = [];
       for (let i = 0; i < 10; i++) {
-        firstFrame.push(await timeToFirstFrame(page, name));
-        if (i < 9) await closeView(page);
+        firstFrame.push(await allowToFirstFrame(w, name));
+        if (i < 9) {
+          await closeView(page);
+          await w.endpoint.windowGone();
+        }
       }
       await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+      await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBeGreaterThan(0);
+      const input: number[] = [];
+      for (let i = 0; i < 20; i++) input.push(await inputLatency(w, 700 + (i % 2) * 200, 500 + i * 5));
       await page.waitForTimeout(1000);
       const cpuBefore = cpuSeconds(agent.pid);
       const samples = await sampleFrames(page, 10_000);
@@ -67,7 +107,8 @@ test('view latency and agent cost @bench', async ({ browser }) => {
       const frames = samples[samples.length - 1].counter - samples[0].counter;
       const lat = samples.map(latencyMs);
       results[size] = {
-        first_frame_ms: { median: quantile(firstFrame, 0.5), p95: quantile(firstFrame, 0.95), all: firstFrame.map(Math.round) },
+        allow_to_first_frame_ms: { median: quantile(firstFrame, 0.5), p95: quantile(firstFrame, 0.95), all: firstFrame.map(Math.round) },
+        input_to_injection_ms: { median: quantile(input, 0.5), p95: quantile(input, 0.95), note: 'browser event to X pointer observed by polling xdotool (each poll ~5 ms): an upper bound' },
         glass_to_glass_ms: { median: quantile(lat, 0.5), p95: quantile(lat, 0.95), samples: lat.length },
         frames_captured: frames,
         frames_presented: samples.length,

@@ -130,7 +130,7 @@ pub enum RelayToViewer {
     /// The view ended without the viewer asking (agent went away, publish failed).
     ViewEnded { reason: ViewEndReason },
     /// The state of the session this viewer runs or observes, on every change.
-    Session { status: SessionStatus },
+    Session { status: Box<SessionStatus> },
     /// Sessions running now (for observers and senior operators); sent on every change.
     Sessions { sessions: Vec<SessionSummary> },
     /// A request was refused.

@@ -183,16 +183,16 @@ impl Hub {
 }
 
 impl AgentLink {
-    /// Attaches a new session; `Err` if one is running.
-    pub fn attach_session(&self, session: Arc<LiveSession>) -> Result<(), ()> {
+    /// Attaches a new session; `false` if one is running.
+    pub fn attach_session(&self, session: Arc<LiveSession>) -> bool {
         let mut slot = self.session.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_some_and(|s| !s.is_ended()) {
-            return Err(());
+            return false;
         }
         *slot = Some(session);
         drop(slot);
         self.sessions_changed();
-        Ok(())
+        true
     }
 
     /// Detaches the session `id` (after it ended).

@@ -110,7 +110,9 @@ impl LiveSession {
             chat: broadcast::channel(CHAT_BUFFER).0,
             receipts: Mutex::new(Vec::new()),
         });
-        link.attach_session(session.clone()).map_err(|()| SessionError::Busy(link.info.name.clone()))?;
+        if !link.attach_session(session.clone()) {
+            return Err(SessionError::Busy(link.info.name.clone()));
+        }
         session.carry_out(effects, &session.request.operator.name.clone());
         let ticker = Arc::downgrade(&session);
         tokio::spawn(async move {

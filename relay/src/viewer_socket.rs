@@ -139,7 +139,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 }
                 let mut status = v.status.borrow_and_update().clone();
                 status.observing = v.seat == Seat::Observer;
-                let mut out = vec![RelayToViewer::Session { status: status.clone() }];
+                let mut out = vec![RelayToViewer::Session { status: Box::new(status.clone()) }];
                 match status.phase {
                     SessionPhase::Ended => {
                         if let Some(v) = view.take() { close_view(viewer_id, v, None).await; }
@@ -208,7 +208,7 @@ async fn handle(
                     let mut status = session.status();
                     let current = status.borrow_and_update().clone();
                     *view = Some(View { session, seat: Seat::Operator, status, pending_sdp: Some(sdp), media: None });
-                    Some(RelayToViewer::Session { status: current })
+                    Some(RelayToViewer::Session { status: Box::new(current) })
                 }
                 Err((code, message)) => error(code, message),
             }

@@ -256,7 +256,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                 }
                 SessionPhase::Active | SessionPhase::Paused => {}
             }
-            status.set(Some(s));
+            status.set(Some(*s));
         }
         RelayToViewer::WatchAnswer { sdp } => {
             let Some(conn) = pc.try_get_value().flatten() else { return };
