@@ -526,4 +526,32 @@ mod tests {
             vec![Effect::ReleaseInput, Effect::StopMedia, Effect::Ended(EndReason::MaxDuration)]
         );
     }
+
+    #[test]
+    fn no_input_while_an_elevation_waits_for_the_user() {
+        let mut s = started(obligations(), &[View, Control], &[View, Control]);
+        assert!(s.may_inject(2_000));
+        s.step(2_000, Event::ElevationRequested { levels: levels(&[Clipboard]) });
+        // The operator must not be able to click the user's own prompt.
+        assert!(!s.admit_input(2_100));
+        s.step(2_200, Event::ElevationConfirmed { levels: levels(&[Clipboard]) });
+        assert!(s.may_inject(2_300));
+        assert_eq!(s.granted(), &levels(&[View, Control, Clipboard]));
+    }
+
+    #[test]
+    fn the_agent_mirrors_an_end_decided_elsewhere_with_its_reason() {
+        let mut s = started(obligations(), &[View, Control], &[View, Control]);
+        let effects = s.step(3_000, Event::EndedElsewhere(EndReason::KilledByAdmin("ada".into())));
+        assert_eq!(
+            effects,
+            [Effect::ReleaseInput, Effect::StopMedia, Effect::Ended(EndReason::KilledByAdmin("ada".into()))]
+        );
+        let (mut waiting, _) = Session::new(0, obligations(), levels(&[View]), levels(&[View]));
+        assert_eq!(
+            waiting.step(10, Event::EndedElsewhere(EndReason::ConsentTimedOut)),
+            [Effect::Ended(EndReason::ConsentTimedOut)]
+        );
+        assert!(!waiting.may_inject(20));
+    }
 }

@@ -17,7 +17,7 @@ test.afterEach(async () => {
 async function rawWatch(page: Page, port: number, agentId: string, ticket: string, reason: string): Promise<any> {
   return page.evaluate(([p, agent, t, r]) => new Promise((resolve) => {
     const ws = new WebSocket(`ws://localhost:${p}/ws/viewer`);
-    ws.onopen = () => ws.send(JSON.stringify({ v: 1, type: 'watch', agent_id: agent, sdp: 'v=0', ticket: t, reason: r }));
+    ws.onopen = () => ws.send(JSON.stringify({ v: 1, type: 'watch', agent_id: agent, sdp: 'v=0', ticket: t, reason: r, levels: ['view'] }));
     ws.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
       if (msg.type === 'error' || msg.type === 'watch_answer') { ws.close(); resolve(msg); }
@@ -41,8 +41,10 @@ test('no ticket, or a reason outside the catalog: the session is refused with th
   const refused = await rawWatch(w.operator, w.relay.port, agents[0]!, 'INC-1', 'because I can');
   expect(refused.code).toBe('policy_denied');
   expect(refused.message).toContain('catalog');
-  // With both, the same operator gets the screen.
+  // With both, the request goes on to the user at the endpoint, and with their consent the screen.
   await requestView(w.operator, w.relay, 'front-desk', 'INC-1', 'password-reset');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+  await w.endpoint.click('allow');
   await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   const log = w.relay.proc.log();
   expect(log).toContain('session.refused');

@@ -493,6 +493,47 @@ mod tests {
     }
 
     #[test]
+    fn consent_receipts_sign_every_field() {
+        let receipt = ConsentReceipt {
+            kind: ConsentKind::Session,
+            session_id: "s".into(),
+            device_id: "d".into(),
+            operator: "op".into(),
+            ticket: "INC-1".into(),
+            decision: Decision::Allow,
+            levels: vec![Level::View, Level::Control],
+            time_ms: 7,
+            signature: String::new(),
+        };
+        let base = agent_auth::consent_message(&receipt);
+        let variants = [
+            ConsentReceipt { kind: ConsentKind::Elevation, ..receipt.clone() },
+            ConsentReceipt { session_id: "s2".into(), ..receipt.clone() },
+            ConsentReceipt { operator: "op2".into(), ..receipt.clone() },
+            ConsentReceipt { ticket: "INC-2".into(), ..receipt.clone() },
+            ConsentReceipt { decision: Decision::Deny, ..receipt.clone() },
+            ConsentReceipt { levels: vec![Level::View], ..receipt.clone() },
+            ConsentReceipt { time_ms: 8, ..receipt.clone() },
+            // Shifting bytes between fields changes the message too (length prefixes).
+            ConsentReceipt { session_id: "sd".into(), device_id: String::new(), ..receipt.clone() },
+        ];
+        for v in variants {
+            assert_ne!(agent_auth::consent_message(&v), base, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn channel_messages_have_their_own_limit() {
+        let chat = channel::ChannelMessage::Chat { from: String::new(), text: "hi".into() };
+        assert_eq!(channel::decode(&channel::encode(&chat)).unwrap(), chat);
+        let key = channel::ChannelMessage::Input { input: channel::Input::Key { key: "a".into(), down: true } };
+        assert_eq!(channel::decode(&channel::encode(&key)).unwrap(), key);
+        let big = format!(r#"{{"v":1,"type":"chat","from":"","text":"{}"}}"#, "x".repeat(channel::MAX_CHANNEL_BYTES));
+        assert_eq!(channel::decode(&big).unwrap_err().code(), ErrorCode::TooLarge);
+        assert!(channel::decode(r#"{"v":1,"type":"input","input":{"type":"launch"}}"#).is_err());
+    }
+
+    #[test]
     fn wire_shape_is_flat_and_versioned() {
         let text = encode(&RelayToAgent::PublishAnswer { sdp: "x".into() });
         assert_eq!(text, r#"{"v":1,"type":"publish_answer","sdp":"x"}"#);
