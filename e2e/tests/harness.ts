@@ -177,6 +177,8 @@ export class Endpoint {
     const lines = this.logs().split('\n').filter((l) => l.startsWith('consent-ui layout '));
     const map = new Map<string, Rect>();
     for (const item of (lines[lines.length - 1] ?? '').split(' ').slice(2)) {
+      // A window with no widgets (session ended) logs an empty layout.
+      if (!item.includes('=')) continue;
       const [name, r] = item.split('=');
       const [x, y, w, h] = r.split(',').map(Number);
       map.set(name, { x, y, w, h });
