@@ -38,8 +38,8 @@ pub struct EndpointSession {
     injector: Option<Injector>,
     observers: Vec<String>,
     device: Arc<Device>,
-    /// Input injected and refused, for the log at the end.
-    pub injected: u64,
+    /// Input injected, for the log at the end (the machine counts what it refused).
+    injected: u64,
 }
 
 impl std::fmt::Debug for EndpointSession {
@@ -161,7 +161,7 @@ impl EndpointSession {
                     } else {
                         reason.describe()
                     };
-                    tracing::info!(session = %self.id, reason = %text, injected = self.injected, "session ended");
+                    tracing::info!(session = %self.id, reason = %text, injected = self.injected, dropped = self.machine.dropped_input, "session ended");
                     if let Some(mut f) = self.frontend.take() {
                         f.send(&UiCommand::Ended { reason: text }).await;
                         f.finish();
@@ -336,10 +336,5 @@ impl EndpointSession {
     /// The relay connection is gone: the session ends here at once (R22).
     pub async fn relay_lost(&mut self) -> Vec<Action> {
         self.step(Event::AgentLost).await
-    }
-
-    /// Dropped input so far (refused by this side's gate).
-    pub fn dropped_input(&self) -> u64 {
-        self.machine.dropped_input
     }
 }

@@ -94,15 +94,8 @@ pub struct Segment {
     pub levels: BTreeSet<Level>,
     pub unattended: bool,
     pub maintenance_window: bool,
-    pub consent_timeout_s: u32,
-    pub grant_expiry_s: u32,
-    pub max_duration_s: u32,
-    pub idle_timeout_s: u32,
-    pub observer_required_for_control: bool,
-    pub recording_required: bool,
-    pub elevation_needs_senior: bool,
-    /// Hiding or minimising the session bar on the endpoint pauses the session.
-    pub active_confirmation: bool,
+    /// What an allowed session in this segment must respect.
+    pub terms: Obligations,
 }
 
 /// A validated policy.
@@ -209,14 +202,16 @@ impl Policy {
                     levels,
                     unattended: s.unattended,
                     maintenance_window: s.maintenance_window,
-                    consent_timeout_s: s.consent_timeout_s,
-                    grant_expiry_s: s.grant_expiry_s,
-                    max_duration_s: s.max_duration_s,
-                    idle_timeout_s: s.idle_timeout_s,
-                    observer_required_for_control: s.observer_required_for_control,
-                    recording_required: s.recording_required,
-                    elevation_needs_senior: s.elevation_needs_senior,
-                    active_confirmation: s.active_confirmation,
+                    terms: Obligations {
+                        consent_timeout_s: s.consent_timeout_s,
+                        grant_expiry_s: s.grant_expiry_s,
+                        max_duration_s: s.max_duration_s,
+                        idle_timeout_s: s.idle_timeout_s,
+                        observer_required_for_control: s.observer_required_for_control,
+                        recording_required: s.recording_required,
+                        elevation_needs_senior: s.elevation_needs_senior,
+                        active_confirmation: s.active_confirmation,
+                    },
                 },
             );
         }
@@ -313,16 +308,7 @@ impl Policy {
         if seg.maintenance_window && !req.maintenance_window_open {
             return Err(Denial::MaintenanceWindowClosed);
         }
-        Ok(Obligations {
-            consent_timeout_s: seg.consent_timeout_s,
-            grant_expiry_s: seg.grant_expiry_s,
-            max_duration_s: seg.max_duration_s,
-            idle_timeout_s: seg.idle_timeout_s,
-            observer_required_for_control: seg.observer_required_for_control,
-            recording_required: seg.recording_required,
-            elevation_needs_senior: seg.elevation_needs_senior,
-            active_confirmation: seg.active_confirmation,
-        })
+        Ok(seg.terms)
     }
 }
 

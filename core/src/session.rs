@@ -147,15 +147,6 @@ impl Session {
         self.grant_expires_ms
     }
 
-    pub fn observers(&self) -> u32 {
-        self.observers
-    }
-
-    /// When the session became active (or was requested, before consent).
-    pub fn started_ms(&self) -> u64 {
-        self.started_ms
-    }
-
     pub fn is_ended(&self) -> bool {
         matches!(self.phase, Phase::Ended(_))
     }

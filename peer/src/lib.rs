@@ -445,10 +445,6 @@ impl DataChannel {
     pub async fn send(&self, text: &str) -> Result<(), PeerError> {
         Ok(self.channel.send_text(text).await?)
     }
-
-    pub async fn close(&self) {
-        let _ = self.channel.close().await;
-    }
 }
 
 /// Splits encoded VP8 frames into RTP packets (payload descriptor with picture id, marker on the

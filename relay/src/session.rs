@@ -62,8 +62,6 @@ pub struct LiveSession {
     observers: Mutex<BTreeMap<u64, String>>,
     status: watch::Sender<SessionStatus>,
     chat: broadcast::Sender<(String, String)>,
-    /// Signed decisions of the user, kept with the session (R2).
-    receipts: Mutex<Vec<ConsentReceipt>>,
 }
 
 fn sorted(levels: &Levels) -> Vec<Level> {
@@ -108,7 +106,6 @@ impl LiveSession {
             observers: Mutex::new(BTreeMap::new()),
             status: watch::channel(status).0,
             chat: broadcast::channel(CHAT_BUFFER).0,
-            receipts: Mutex::new(Vec::new()),
         });
         if !link.attach_session(session.clone()) {
             return Err(SessionError::Busy(link.info.name.clone()));
@@ -139,10 +136,6 @@ impl LiveSession {
 
     pub fn is_ended(&self) -> bool {
         self.lock().is_ended()
-    }
-
-    pub fn receipts(&self) -> Vec<ConsentReceipt> {
-        self.receipts.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
@@ -274,7 +267,9 @@ impl LiveSession {
         let granted = sorted(m.granted());
         let expires = m.grant_expires_ms();
         drop(m);
-        self.status.send_modify(|s| {
+        // Called after every tick: viewers and session lists hear only of real changes.
+        let changed = self.status.send_if_modified(|s| {
+            let before = s.clone();
             s.phase = phase;
             s.paused_by = paused_by;
             s.end_reason = end_reason;
@@ -283,8 +278,11 @@ impl LiveSession {
             s.pending_elevation = pending;
             s.grant_expires_ms = expires;
             s.observers = observers;
+            *s != before
         });
-        self.link.sessions_changed();
+        if changed {
+            self.link.sessions_changed();
+        }
     }
 
     /// The session as a list shows it.
@@ -331,15 +329,19 @@ impl LiveSession {
         if let Err(e) = self.identity.verify_device_message(&receipt.device_id, &message, &receipt.signature).await {
             return Err(refuse(e.to_string()));
         }
-        // Kept even when it arrives after the end (a timeout both sides noticed): it is evidence.
-        self.receipts.lock().unwrap_or_else(|e| e.into_inner()).push(receipt.clone());
         if self.is_ended() {
             return Err(SessionError::Ended);
         }
         let actor = format!("user@{}", self.link.info.name);
         let levels: Levels = receipt.levels.iter().copied().collect();
         let text = sightline_proto::levels_text(&receipt.levels);
-        let detail = format!("receipt signed at {} by the device key", receipt.time_ms);
+        // The signed receipt itself goes into the event: the audit trail keeps the evidence, and
+        // anyone with the device's public key can check it again later (R2).
+        let detail = format!(
+            "receipt signed at {} by the device key: {}",
+            receipt.time_ms,
+            serde_json::to_string(&receipt).unwrap_or_default()
+        );
         match (receipt.kind, receipt.decision) {
             (ConsentKind::Session, Decision::Allow) => {
                 self.emit(EventKind::ConsentAllowed, Outcome::Success, &actor, format!("levels: {text}; {detail}"));
@@ -490,3 +492,4 @@ fn clean_chat(text: &str) -> Option<String> {
         text.trim().chars().filter(|c| !c.is_control()).take(sightline_proto::channel::MAX_CHAT_CHARS).collect();
     (!text.is_empty()).then_some(text)
 }
+
