@@ -493,3 +493,98 @@ fn clean_chat(text: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+    use sightline_proto::AgentInfo;
+
+    async fn state(dir: &std::path::Path) -> crate::server::AppState {
+        let config = crate::config::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../static").into(),
+            media_ip: "127.0.0.1".parse().unwrap(),
+            public_url: Some("http://localhost:1/".parse().unwrap()),
+            data_dir: dir.to_path_buf(),
+            redis: None,
+            token_ttl_s: 600,
+            policy: concat!(env!("CARGO_MANIFEST_DIR"), "/policy-sample.toml").into(),
+            tls_cert: None,
+            tls_key: None,
+        };
+        crate::server::build(&config, Arc::new(crate::events::MemorySink::default())).await.unwrap()
+    }
+
+    fn signed(key: &SigningKey, mut r: ConsentReceipt) -> ConsentReceipt {
+        r.signature = hex::encode(key.sign(&sightline_proto::agent_auth::consent_message(&r)).to_bytes());
+        r
+    }
+
+    /// A decision counts only with the enrolled device's signature over this very session's
+    /// facts; anything else is refused and leaves the session waiting (R2, R5).
+    #[tokio::test]
+    async fn only_a_receipt_signed_by_the_device_for_this_session_moves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let stranger = SigningKey::from_bytes(&[8; 32]);
+        let token = state.identity.create_agent_token("test", "office", None).await.unwrap();
+        let device = state
+            .identity
+            .enrol_device(&token, &hex::encode(key.verifying_key().to_bytes()), "desk", None)
+            .await
+            .unwrap();
+        let info = AgentInfo {
+            agent_id: device.id.clone(),
+            name: "desk".into(),
+            segment: "office".into(),
+            width: 1,
+            height: 1,
+        };
+        let (link, _outbox) = state.hub.register_agent(info).unwrap();
+        let obligations = state.policy.segments["office"].terms;
+        let request = Request {
+            operator: OperatorInfo {
+                name: "op".into(),
+                display_name: "Op".into(),
+                role: "operator".into(),
+                organisation: "IT".into(),
+            },
+            ticket: "INC-1".into(),
+            reason: "incident".into(),
+            levels: [Level::View, Level::Control].into(),
+            allowed: [Level::View, Level::Control].into(),
+            source: None,
+        };
+        let session = LiveSession::open(state.identity.clone(), link, request, obligations).unwrap();
+        let allow = ConsentReceipt {
+            kind: ConsentKind::Session,
+            session_id: session.id.clone(),
+            device_id: device.id.clone(),
+            operator: "op".into(),
+            ticket: "INC-1".into(),
+            decision: Decision::Allow,
+            levels: vec![Level::View, Level::Control],
+            time_ms: 1,
+            signature: String::new(),
+        };
+        let refused = [
+            signed(&stranger, allow.clone()),
+            ConsentReceipt { signature: "00".into(), ..allow.clone() },
+            signed(&key, ConsentReceipt { ticket: "INC-2".into(), ..allow.clone() }),
+            signed(&key, ConsentReceipt { session_id: "other".into(), ..allow.clone() }),
+            // Signed for view only, then widened in transit.
+            ConsentReceipt {
+                levels: vec![Level::View, Level::Control],
+                ..signed(&key, ConsentReceipt { levels: vec![Level::View], ..allow.clone() })
+            },
+        ];
+        for receipt in refused {
+            assert!(matches!(session.accept_receipt(receipt).await, Err(SessionError::BadReceipt(_))));
+            assert_eq!(session.status().borrow().phase, SessionPhase::AwaitingConsent);
+        }
+        session.accept_receipt(signed(&key, allow)).await.unwrap();
+        let status = session.status().borrow().clone();
+        assert_eq!((status.phase, status.granted), (SessionPhase::Active, vec![Level::View, Level::Control]));
+    }
+}
