@@ -158,10 +158,19 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 out
                             }
                 ViewSignal::MediaEnded(reason) => {
-                let reason = reason.unwrap_or(ViewEndReason::AgentGone);
-                if let Some(v) = view.take() { close_view(viewer_id, v, None).await; }
-                vec![RelayToViewer::ViewEnded { reason }]
-                            }
+                    // One account of the end: the session's, when it has one (an agent that went
+                    // away ended the session before its views), otherwise the media's. A view
+                    // that lost its media ends the operator's session with it.
+                    let Some(v) = view.take() else { continue };
+                    let mut status = v.status.borrow().clone();
+                    status.observing = v.seat == Seat::Observer;
+                    close_view(viewer_id, v, Some(Event::OperatorLost)).await;
+                    if status.phase == SessionPhase::Ended {
+                        vec![RelayToViewer::Session { status: Box::new(status) }]
+                    } else {
+                        vec![RelayToViewer::ViewEnded { reason: reason.unwrap_or(ViewEndReason::AgentGone) }]
+                    }
+                }
             },
             incoming = next_message::<ViewerToRelay, _>(&mut rx) => {
                 let reply = match incoming {
