@@ -256,6 +256,9 @@ impl Session {
             }
 
             // ------------------------------------------------ elevation (R7)
+            // One elevation at a time: a second request while one waits would swap what the user
+            // (or the senior) is confirming under their hands.
+            (_, Event::ElevationRequested { .. }) if self.elevation.is_some() => Vec::new(),
             (Phase::Active | Phase::Paused { .. }, Event::ElevationRequested { levels }) => {
                 let wanted: Levels =
                     levels.iter().filter(|l| self.allowed.contains(l) && !self.granted.contains(l)).copied().collect();
@@ -462,6 +465,12 @@ mod tests {
         assert!(!s.may_inject(3_001));
         assert_eq!(s.step(4_000, Event::SeniorApproved), vec![Effect::Granted { levels: levels(&[View, Control]) }]);
         assert!(s.may_inject(4_001));
+        // While one elevation waits, another request changes nothing (the approver confirms what
+        // they saw).
+        let mut s = started(critical, &[View], &[View]);
+        s.step(2_000, Event::ElevationRequested { levels: levels(&[Control]) });
+        assert!(s.step(2_100, Event::ElevationRequested { levels: levels(&[Clipboard]) }).is_empty());
+        assert_eq!(s.elevation.as_ref().map(|e| e.levels.clone()), Some(levels(&[Control])));
         // A refused elevation grants nothing.
         let mut s = started(obligations(), &[View], &[View]);
         s.step(2_000, Event::ElevationRequested { levels: levels(&[Control]) });
