@@ -253,6 +253,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
         signature: config.device.sign_challenge(&challenge),
         width,
         height,
+        user: crate::endpoint_user(),
     };
     ws.send(Message::Text(encode(&hello).into())).await?;
     match expect_message(&mut ws, "welcome").await? {

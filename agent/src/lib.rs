@@ -29,3 +29,9 @@ pub mod ui;
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
+
+/// The account logged in at this endpoint (the agent runs as the person it asks), named in the
+/// agent's hello and in every consent receipt it signs.
+pub fn endpoint_user() -> String {
+    whoami::username()
+}

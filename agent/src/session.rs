@@ -109,6 +109,7 @@ impl EndpointSession {
             device_id: String::new(),
             operator: self.request.operator.name.clone(),
             ticket: self.request.ticket.clone(),
+            endpoint_user: crate::endpoint_user(),
             decision,
             levels,
             time_ms: crate::now_ms(),

@@ -35,6 +35,8 @@ pub enum AgentToRelay {
         /// Screen size of the source, so viewers can scale input later.
         width: u32,
         height: u32,
+        /// The account logged in at the endpoint (who is asked for consent), for the record.
+        user: String,
     },
     /// Instead of `hello` on a first connection: enrol this device with a one-time token. The
     /// relay answers `enrolled` and closes the connection.
@@ -102,8 +104,6 @@ pub enum ViewerToRelay {
     Unwatch,
     /// The operator asks the user for more levels (R7).
     Elevate { levels: Vec<Level> },
-    /// A senior operator approves a pending elevation in a segment that requires it.
-    Approve { session_id: String },
     /// Pause, resume or end the operator's session.
     Control { action: ControlAction },
 }
@@ -232,6 +232,8 @@ pub struct ConsentReceipt {
     pub device_id: String,
     pub operator: String,
     pub ticket: String,
+    /// The endpoint account that answered (the agent's logged-in user).
+    pub endpoint_user: String,
     pub decision: Decision,
     /// The levels granted (empty unless allowed).
     pub levels: Vec<Level>,
@@ -374,6 +376,8 @@ pub struct AgentInfo {
     pub segment: String,
     pub width: u32,
     pub height: u32,
+    /// The account logged in at the endpoint.
+    pub user: String,
 }
 
 /// Why a view ended.
@@ -476,7 +480,13 @@ mod tests {
 
     #[test]
     fn round_trips_every_direction() {
-        let hello = AgentToRelay::Hello { device_id: "a1".into(), signature: "00".into(), width: 1280, height: 720 };
+        let hello = AgentToRelay::Hello {
+            device_id: "a1".into(),
+            signature: "00".into(),
+            width: 1280,
+            height: 720,
+            user: "alice".into(),
+        };
         assert_eq!(decode::<AgentToRelay>(&encode(&hello)).unwrap(), hello);
         let publish = RelayToAgent::Publish;
         assert_eq!(decode::<RelayToAgent>(&encode(&publish)).unwrap(), publish);
@@ -500,6 +510,7 @@ mod tests {
             device_id: "d".into(),
             operator: "op".into(),
             ticket: "INC-1".into(),
+            endpoint_user: "alice".into(),
             decision: Decision::Allow,
             levels: vec![Level::View, Level::Control],
             time_ms: 7,
@@ -511,6 +522,7 @@ mod tests {
             ConsentReceipt { session_id: "s2".into(), ..receipt.clone() },
             ConsentReceipt { operator: "op2".into(), ..receipt.clone() },
             ConsentReceipt { ticket: "INC-2".into(), ..receipt.clone() },
+            ConsentReceipt { endpoint_user: "mallory".into(), ..receipt.clone() },
             ConsentReceipt { decision: Decision::Deny, ..receipt.clone() },
             ConsentReceipt { levels: vec![Level::View], ..receipt.clone() },
             ConsentReceipt { time_ms: 8, ..receipt.clone() },
@@ -593,7 +605,7 @@ pub mod agent_auth {
     /// The exact bytes of a consent receipt the device signs: every field, in a fixed order,
     /// length-prefixed so no two receipts share their bytes.
     pub fn consent_message(r: &crate::ConsentReceipt) -> Vec<u8> {
-        let mut m = b"sightline consent receipt v1\0".to_vec();
+        let mut m = b"sightline consent receipt v2\0".to_vec();
         let kind = match r.kind {
             crate::ConsentKind::Session => "session",
             crate::ConsentKind::Elevation => "elevation",
@@ -605,7 +617,7 @@ pub mod agent_auth {
             crate::Decision::TimedOut => "timed_out",
         };
         let levels = crate::levels_text(&r.levels);
-        for field in [kind, &r.session_id, &r.device_id, &r.operator, &r.ticket, decision, &levels] {
+        for field in [kind, &r.session_id, &r.device_id, &r.operator, &r.ticket, &r.endpoint_user, decision, &levels] {
             m.extend_from_slice(&(field.len() as u64).to_be_bytes());
             m.extend_from_slice(field.as_bytes());
         }

@@ -10,7 +10,7 @@ use sightline_proto::{AgentInfo, AgentToRelay, ErrorCode, RelayToAgent, ViewEndR
 
 use crate::hub::{AgentLink, Hub};
 use crate::identity::{Identity, IdentityError, Revocation, random_bytes};
-use crate::socket::next_message;
+use crate::socket::{Liveness, PING_EVERY, SILENCE_LIMIT, next_message, send_within};
 
 /// How often a connected agent's enrolment is re-checked (revocations whose event was missed).
 const DEVICE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -26,22 +26,33 @@ fn public_reason(e: &IdentityError) -> String {
 /// How long a new connection may take to answer the challenge.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The endpoint account an agent names: it lands in every session record, so it must be
+/// printable and bounded.
+fn endpoint_user(user: &str) -> Option<String> {
+    let user = user.trim();
+    (!user.is_empty() && user.chars().count() <= 128 && !user.chars().any(char::is_control)).then(|| user.to_owned())
+}
+
 fn text(msg: &RelayToAgent) -> Message {
     Message::Text(encode(msg).into())
 }
 
 /// Serves one agent connection to completion.
 pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, peer: SocketAddr) {
-    let (mut tx, mut rx) = socket.split();
+    let (mut tx, rx) = socket.split();
+    let live = Liveness::default();
+    let mut rx = rx.inspect(|_| live.heard());
     // Subscribe before authenticating, so a revocation racing the handshake is not missed.
     let mut revocations = hub.subscribe_revocations();
     let challenge = random_bytes::<32>();
     if tx.send(text(&RelayToAgent::Challenge { nonce: hex::encode(challenge) })).await.is_err() {
         return;
     }
-    let (device_id, signature, width, height) = match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut rx)).await {
-        Ok(Some(Ok(AgentToRelay::Hello { device_id, signature, width, height }))) => {
-            (device_id, signature, width, height)
+    let (device_id, signature, width, height, user) = match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut rx))
+        .await
+    {
+        Ok(Some(Ok(AgentToRelay::Hello { device_id, signature, width, height, user }))) => {
+            (device_id, signature, width, height, user)
         }
         Ok(Some(Ok(AgentToRelay::OpenWindow { device_id, signature, start_ms, end_ms }))) => {
             let opened = async {
@@ -88,6 +99,9 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
     if device_id.is_empty() || device_id.len() > 128 {
         return refuse(&mut tx, ErrorCode::BadMessage, "device_id must be 1-128 bytes".into()).await;
     }
+    let Some(user) = endpoint_user(&user) else {
+        return refuse(&mut tx, ErrorCode::BadMessage, "user must be 1-128 printable characters".into()).await;
+    };
     let device = match identity.authenticate_device(&device_id, &challenge, &signature, Some(peer.ip())).await {
         Ok(device) => device,
         Err(e) => return refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
@@ -98,6 +112,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
         segment: device.segment.clone(),
         width,
         height,
+        user,
     };
     let (link, mut outbox) = match hub.register_agent(info) {
         Ok(v) => v,
@@ -114,8 +129,20 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
     tracing::info!(agent = %link.info.agent_id, name = %link.info.name, segment = %link.info.segment, %peer, "agent online");
 
     let mut recheck = tokio::time::interval(DEVICE_RECHECK);
+    let mut heartbeat = tokio::time::interval(PING_EVERY);
     loop {
         tokio::select! {
+            _ = heartbeat.tick() => {
+                // An endpoint that vanished without closing TCP (power cut, network gone) ends its
+                // session here too, not only on its own side (R22).
+                if live.silent_for() > SILENCE_LIMIT {
+                    tracing::info!(agent = %link.info.agent_id, "agent silent: treating it as gone");
+                    break;
+                }
+                if !send_within(&mut tx, Message::Ping(Vec::new().into())).await {
+                    break;
+                }
+            }
             revoked = revocations.recv() => {
                 let ours = match revoked {
                     Ok(Revocation::Device { device_id }) => device_id == link.info.agent_id,
@@ -139,7 +166,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
             }
             out = outbox.recv() => {
                 let Some(msg) = out else { break };
-                if tx.send(text(&msg)).await.is_err() {
+                if !send_within(&mut tx, text(&msg)).await {
                     break;
                 }
             }
@@ -168,7 +195,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                         }
                     }
                     Some(Ok(AgentToRelay::Consent { receipt })) => {
-                        let Some(session) = link.session().filter(|s| s.id == receipt.session_id) else {
+                        let Some(session) = link.session_by_id(&receipt.session_id) else {
                             let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await;
                             continue;
                         };

@@ -67,6 +67,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/admin/devices/{id}/revoke", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/devices/{id}/maintenance-window", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/agent-tokens", Access::Needs(Capability::Administer)),
+    ("POST", "/api/sessions/{id}/approve-elevation", Access::Needs(Capability::ApproveElevation)),
     ("GET", "/api/admin/sessions", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/sessions/{id}/kill", Access::Needs(Capability::Administer)),
 ];
@@ -153,10 +154,15 @@ async fn signed_in(State(state): State<AppState>, mut request: Request, next: Ne
     response
 }
 
-/// Middleware for admin routes (after `signed_in`); refusals are security events.
-async fn needs_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Middleware for routes that need one capability (after `signed_in`); refusals are security
+/// events.
+async fn needs_capability(
+    State((state, capability)): State<(AppState, Capability)>,
+    request: Request,
+    next: Next,
+) -> Response {
     match request.extensions().get::<AuthUser>() {
-        Some(auth) if auth.allows(Capability::Administer) => next.run(request).await,
+        Some(auth) if auth.allows(capability) => next.run(request).await,
         Some(auth) => {
             let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
             let path = request.uri().path().to_owned();
@@ -166,7 +172,7 @@ async fn needs_admin(State(state): State<AppState>, request: Request, next: Next
                 &auth.user.name,
                 Some(&path),
                 source,
-                "admin route without the admin role",
+                format!("route needs {capability:?}, which the caller's roles lack"),
             );
             ApiError(IdentityError::Forbidden("your roles do not allow this".into())).into_response()
         }
@@ -211,9 +217,20 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/admin/agent-tokens", post(admin_agent_token))
         .route("/api/admin/sessions", get(admin_sessions))
         .route("/api/admin/sessions/{id}/kill", post(admin_kill_session))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), needs_admin))
+        .route_layer(axum::middleware::from_fn_with_state((state.clone(), Capability::Administer), needs_capability))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), signed_in));
+    let senior_routes = Router::new()
+        .route("/api/sessions/{id}/approve-elevation", post(approve_elevation))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), Capability::ApproveElevation),
+            needs_capability,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(state, signed_in));
-    public.merge(signed_in_routes).merge(admin_routes).layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+    public
+        .merge(signed_in_routes)
+        .merge(admin_routes)
+        .merge(senior_routes)
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
 }
 
 fn ip(addr: SocketAddr) -> IpAddr {
@@ -546,4 +563,33 @@ async fn admin_kill_session(
     let session = state.hub.session(&id).ok_or(IdentityError::NotFound)?;
     session.kill(&auth.user.name);
     Ok(Json(json!({ "ended": id })))
+}
+
+#[derive(Deserialize)]
+struct Approval {
+    /// The levels the senior operator saw pending: the approval applies to exactly those.
+    levels: Vec<sightline_proto::Level>,
+}
+
+/// A senior operator approves a pending elevation in a segment that requires it (R7), with a
+/// fresh passkey step-up (R14). Nobody approves their own session's elevation.
+async fn approve_elevation(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+    Json(body): Json<Approval>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require(&auth, Capability::ApproveElevation)?;
+    let session = state.hub.session(&id).filter(|s| !s.is_ended()).ok_or(IdentityError::NotFound)?;
+    if session.request.operator.name == auth.user.name {
+        return Err(IdentityError::Forbidden("the operator cannot approve their own elevation".into()).into());
+    }
+    let levels = body.levels.into_iter().collect();
+    let conflict = |e: crate::session::SessionError| IdentityError::Conflict(e.to_string());
+    // Checked before the step-up so a stale approval costs the senior no passkey prompt; checked
+    // again when it is applied.
+    session.check_approval(&levels).map_err(conflict)?;
+    state.identity.require_step_up(&auth).await?;
+    session.approve(&auth.user.name, &levels).map_err(conflict)?;
+    Ok(Json(json!({ "approved": id })))
 }

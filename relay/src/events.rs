@@ -69,6 +69,8 @@ pub enum EventKind {
     ConsentTimedOut,
     #[serde(rename = "consent.receipt_refused")]
     ConsentReceiptRefused,
+    #[serde(rename = "consent.late")]
+    ConsentLate,
     #[serde(rename = "session.granted")]
     SessionGranted,
     #[serde(rename = "session.paused")]
@@ -94,7 +96,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 39] = [
+    pub const ALL: [EventKind; 40] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -123,6 +125,7 @@ impl EventKind {
         EventKind::ConsentDenied,
         EventKind::ConsentTimedOut,
         EventKind::ConsentReceiptRefused,
+        EventKind::ConsentLate,
         EventKind::SessionGranted,
         EventKind::SessionPaused,
         EventKind::SessionResumed,
@@ -165,6 +168,24 @@ pub struct Event {
     /// Free-form detail for people (never secrets).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// For session events: the session's facts as fields, so a SIEM can search them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionFacts>,
+}
+
+/// What every session event carries (R10, R38): which session, on which device and for which
+/// endpoint account, by which operator, under which ticket and reason, with which levels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionFacts {
+    pub session_id: String,
+    pub ticket: String,
+    pub reason: String,
+    pub device_id: String,
+    pub device: String,
+    pub endpoint_user: String,
+    pub operator: String,
+    /// Granted at the time of the event; while consent is awaited, the levels asked for.
+    pub levels: Vec<sightline_proto::Level>,
 }
 
 /// Where events go.

@@ -47,6 +47,9 @@ pub struct AgentLink {
     viewers: Mutex<HashMap<u64, mpsc::Sender<ViewEndReason>>>,
     /// The session running on this endpoint (at most one).
     session: Mutex<Option<Arc<LiveSession>>>,
+    /// The session that ended last: a decision the agent signed just as the relay ended it (the
+    /// consent deadline racing the user's click) is still verified and kept as evidence.
+    ended: Mutex<Option<Arc<LiveSession>>>,
     /// The agent's `session` data channel (input and chat to the endpoint), while it publishes.
     channel: Mutex<Option<DataChannel>>,
     sessions_changed: Arc<watch::Sender<u64>>,
@@ -135,6 +138,7 @@ impl Hub {
             publisher: Mutex::new(None),
             viewers: Mutex::new(HashMap::new()),
             session: Mutex::new(None),
+            ended: Mutex::new(None),
             channel: Mutex::new(None),
             sessions_changed: self.sessions_changed.clone(),
         });
@@ -199,8 +203,17 @@ impl AgentLink {
     pub fn detach_session(&self, id: &str) {
         let mut slot = self.session.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_some_and(|s| s.id == id) {
-            *slot = None;
+            let ended = slot.take();
+            drop(slot);
+            *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = ended;
         }
+    }
+
+    /// The running session, or the one that ended last, if it has this id.
+    pub fn session_by_id(&self, id: &str) -> Option<Arc<LiveSession>> {
+        self.session()
+            .filter(|s| s.id == id)
+            .or_else(|| self.ended.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|s| s.id == id))
     }
 
     pub fn session(&self) -> Option<Arc<LiveSession>> {

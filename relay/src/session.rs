@@ -48,6 +48,10 @@ pub enum SessionError {
     BadReceipt(String),
     #[error("the session has ended")]
     Ended,
+    #[error("no elevation waits for a senior's approval in this session")]
+    NothingToApprove,
+    #[error("the pending elevation is for {pending}, not {approved}")]
+    OtherElevation { pending: String, approved: String },
 }
 
 /// A session between one operator and one endpoint, with its observers.
@@ -110,7 +114,15 @@ impl LiveSession {
         if !link.attach_session(session.clone()) {
             return Err(SessionError::Busy(link.info.name.clone()));
         }
-        session.carry_out(effects, &session.request.operator.name.clone());
+        let operator = session.request.operator.name.clone();
+        // "Session start and parameters" (R38): the segment's terms this session runs under.
+        session.emit(
+            EventKind::SessionStarted,
+            Outcome::Success,
+            &operator,
+            format!("awaiting the user's consent; terms: {}", serde_json::to_string(&obligations).unwrap_or_default()),
+        );
+        session.carry_out(effects, &operator);
         let ticker = Arc::downgrade(&session);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
@@ -142,21 +154,30 @@ impl LiveSession {
         self.machine.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// "session:ID device:D ticket:T reason:R operator:O" - every session event carries it (R4).
-    pub fn subject(&self) -> String {
-        format!(
-            "session:{} device:{} ({}) ticket:{} reason:{} operator:{}",
-            self.id,
-            self.link.info.agent_id,
-            self.link.info.name,
-            self.request.ticket,
-            self.request.reason,
-            self.request.operator.name
-        )
+    /// The facts every event of this session carries (R4, R10).
+    fn facts(&self) -> crate::events::SessionFacts {
+        let levels = {
+            let m = self.lock();
+            match &m.phase {
+                Phase::AwaitingConsent { requested, .. } => sorted(requested),
+                _ => sorted(m.granted()),
+            }
+        };
+        crate::events::SessionFacts {
+            session_id: self.id.clone(),
+            ticket: self.request.ticket.clone(),
+            reason: self.request.reason.clone(),
+            device_id: self.link.info.agent_id.clone(),
+            device: self.link.info.name.clone(),
+            endpoint_user: self.link.info.user.clone(),
+            operator: self.request.operator.name.clone(),
+            levels,
+        }
     }
 
-    fn emit(&self, kind: EventKind, outcome: Outcome, actor: &str, detail: String) {
-        self.identity.emit(kind, outcome, actor, Some(&self.subject()), self.request.source, detail);
+    /// Writes a session event (never while the machine is locked).
+    pub fn emit(&self, kind: EventKind, outcome: Outcome, actor: &str, detail: String) {
+        self.identity.emit_session(kind, outcome, actor, self.facts(), self.request.source, detail);
     }
 
     /// Feeds one event to the machine and carries out what it decides.
@@ -329,9 +350,6 @@ impl LiveSession {
         if let Err(e) = self.identity.verify_device_message(&receipt.device_id, &message, &receipt.signature).await {
             return Err(refuse(e.to_string()));
         }
-        if self.is_ended() {
-            return Err(SessionError::Ended);
-        }
         let actor = format!("user@{}", self.link.info.name);
         let levels: Levels = receipt.levels.iter().copied().collect();
         let text = sightline_proto::levels_text(&receipt.levels);
@@ -342,6 +360,11 @@ impl LiveSession {
             receipt.time_ms,
             serde_json::to_string(&receipt).unwrap_or_default()
         );
+        if self.is_ended() {
+            // Too late to change anything, but what the user decided is still evidence.
+            self.emit(EventKind::ConsentLate, Outcome::Failure, &actor, format!("after the session ended; {detail}"));
+            return Err(SessionError::Ended);
+        }
         match (receipt.kind, receipt.decision) {
             (ConsentKind::Session, Decision::Allow) => {
                 self.emit(EventKind::ConsentAllowed, Outcome::Success, &actor, format!("levels: {text}; {detail}"));
@@ -429,15 +452,32 @@ impl LiveSession {
         self.step(Event::ElevationRequested { levels }, &actor)
     }
 
-    /// A senior operator approves the pending elevation.
-    pub fn approve(&self, senior: &str) -> bool {
-        let pending = self.lock().elevation.is_some();
-        if !pending {
-            return false;
-        }
-        self.emit(EventKind::ElevationApproved, Outcome::Success, senior, "senior approval".into());
-        self.step(Event::SeniorApproved, senior);
-        true
+    /// Whether a senior's approval of `levels` would apply: an elevation waits for one, for
+    /// exactly those levels.
+    pub fn check_approval(&self, levels: &Levels) -> Result<(), SessionError> {
+        approvable(&self.lock(), levels)
+    }
+
+    /// A senior operator approves the pending elevation, naming the levels they saw; an
+    /// approval for anything else (a changed or finished request) is refused. Checked and
+    /// applied under one lock, so the request cannot change in between.
+    pub fn approve(&self, senior: &str, levels: &Levels) -> Result<(), SessionError> {
+        let effects = {
+            let mut m = self.lock();
+            approvable(&m, levels)?;
+            m.step(self.identity.now_ms(), Event::SeniorApproved)
+        };
+        self.emit(
+            EventKind::ElevationApproved,
+            Outcome::Success,
+            senior,
+            format!(
+                "levels: {}; senior approval with a passkey step-up",
+                sightline_proto::levels_text(&sorted(levels))
+            ),
+        );
+        self.carry_out(effects, senior);
+        Ok(())
     }
 
     pub fn observer_joined(&self, viewer_id: u64, name: &str) {
@@ -486,6 +526,21 @@ impl LiveSession {
     }
 }
 
+/// Whether a senior's approval of `levels` applies to the machine's pending elevation.
+fn approvable(m: &Session, levels: &Levels) -> Result<(), SessionError> {
+    let pending = match &m.elevation {
+        Some(e) if m.obligations.elevation_needs_senior && !e.senior_approved => &e.levels,
+        _ => return Err(SessionError::NothingToApprove),
+    };
+    if pending != levels {
+        return Err(SessionError::OtherElevation {
+            pending: sightline_proto::levels_text(&sorted(pending)),
+            approved: sightline_proto::levels_text(&sorted(levels)),
+        });
+    }
+    Ok(())
+}
+
 /// Trims and bounds a chat line; empty lines are dropped.
 fn clean_chat(text: &str) -> Option<String> {
     let text: String =
@@ -496,23 +551,98 @@ fn clean_chat(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::MemorySink;
     use ed25519_dalek::{Signer, SigningKey};
     use sightline_proto::AgentInfo;
 
-    async fn state(dir: &std::path::Path) -> crate::server::AppState {
+    /// A relay with one enrolled device (key `[7; 32]`) in `segment`, online.
+    struct Fixture {
+        state: crate::server::AppState,
+        events: MemorySink,
+        key: SigningKey,
+        device_id: String,
+        link: Arc<AgentLink>,
+        _outbox: tokio::sync::mpsc::Receiver<RelayToAgent>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture(segment: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
         let config = crate::config::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../static").into(),
             media_ip: "127.0.0.1".parse().unwrap(),
             public_url: Some("http://localhost:1/".parse().unwrap()),
-            data_dir: dir.to_path_buf(),
+            data_dir: dir.path().to_path_buf(),
             redis: None,
             token_ttl_s: 600,
             policy: concat!(env!("CARGO_MANIFEST_DIR"), "/policy-sample.toml").into(),
             tls_cert: None,
             tls_key: None,
         };
-        crate::server::build(&config, Arc::new(crate::events::MemorySink::default())).await.unwrap()
+        let events = MemorySink::default();
+        let state = crate::server::build(&config, Arc::new(events.clone())).await.unwrap();
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let token = state.identity.create_agent_token("test", segment, None).await.unwrap();
+        let device = state
+            .identity
+            .enrol_device(&token, &hex::encode(key.verifying_key().to_bytes()), "desk", None)
+            .await
+            .unwrap();
+        let info = AgentInfo {
+            agent_id: device.id.clone(),
+            name: "desk".into(),
+            segment: segment.into(),
+            width: 1,
+            height: 1,
+            user: "alice".into(),
+        };
+        let (link, outbox) = state.hub.register_agent(info).unwrap();
+        Fixture { state, events, key, device_id: device.id, link, _outbox: outbox, _dir: dir }
+    }
+
+    impl Fixture {
+        /// Opens a session asking for `levels`, under the segment's terms.
+        fn open(&self, levels: &[Level]) -> Arc<LiveSession> {
+            let segment = &self.state.policy.segments[&self.link.info.segment];
+            let request = Request {
+                operator: OperatorInfo {
+                    name: "op".into(),
+                    display_name: "Op".into(),
+                    role: "operator".into(),
+                    organisation: "IT".into(),
+                },
+                ticket: "INC-1".into(),
+                reason: "incident".into(),
+                levels: levels.iter().copied().collect(),
+                allowed: segment.levels.clone(),
+                source: None,
+            };
+            LiveSession::open(self.state.identity.clone(), self.link.clone(), request, segment.terms).unwrap()
+        }
+
+        /// The device's signed decision for `session`.
+        fn receipt(&self, session: &LiveSession, kind: ConsentKind, levels: &[Level]) -> ConsentReceipt {
+            signed(
+                &self.key,
+                ConsentReceipt {
+                    kind,
+                    session_id: session.id.clone(),
+                    device_id: self.device_id.clone(),
+                    operator: "op".into(),
+                    ticket: "INC-1".into(),
+                    endpoint_user: "alice".into(),
+                    decision: Decision::Allow,
+                    levels: levels.to_vec(),
+                    time_ms: 1,
+                    signature: String::new(),
+                },
+            )
+        }
+
+        fn events_of(&self, kind: EventKind) -> Vec<crate::events::Event> {
+            self.events.0.lock().unwrap().iter().filter(|e| e.kind == kind).cloned().collect()
+        }
     }
 
     fn signed(key: &SigningKey, mut r: ConsentReceipt) -> ConsentReceipt {
@@ -524,67 +654,88 @@ mod tests {
     /// facts; anything else is refused and leaves the session waiting (R2, R5).
     #[tokio::test]
     async fn only_a_receipt_signed_by_the_device_for_this_session_moves_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = state(dir.path()).await;
-        let key = SigningKey::from_bytes(&[7; 32]);
+        let f = fixture("office").await;
         let stranger = SigningKey::from_bytes(&[8; 32]);
-        let token = state.identity.create_agent_token("test", "office", None).await.unwrap();
-        let device = state
-            .identity
-            .enrol_device(&token, &hex::encode(key.verifying_key().to_bytes()), "desk", None)
-            .await
-            .unwrap();
-        let info = AgentInfo {
-            agent_id: device.id.clone(),
-            name: "desk".into(),
-            segment: "office".into(),
-            width: 1,
-            height: 1,
-        };
-        let (link, _outbox) = state.hub.register_agent(info).unwrap();
-        let obligations = state.policy.segments["office"].terms;
-        let request = Request {
-            operator: OperatorInfo {
-                name: "op".into(),
-                display_name: "Op".into(),
-                role: "operator".into(),
-                organisation: "IT".into(),
-            },
-            ticket: "INC-1".into(),
-            reason: "incident".into(),
-            levels: [Level::View, Level::Control].into(),
-            allowed: [Level::View, Level::Control].into(),
-            source: None,
-        };
-        let session = LiveSession::open(state.identity.clone(), link, request, obligations).unwrap();
-        let allow = ConsentReceipt {
-            kind: ConsentKind::Session,
-            session_id: session.id.clone(),
-            device_id: device.id.clone(),
-            operator: "op".into(),
-            ticket: "INC-1".into(),
-            decision: Decision::Allow,
-            levels: vec![Level::View, Level::Control],
-            time_ms: 1,
-            signature: String::new(),
-        };
+        let session = f.open(&[Level::View, Level::Control]);
+        let allow = f.receipt(&session, ConsentKind::Session, &[Level::View, Level::Control]);
         let refused = [
             signed(&stranger, allow.clone()),
             ConsentReceipt { signature: "00".into(), ..allow.clone() },
-            signed(&key, ConsentReceipt { ticket: "INC-2".into(), ..allow.clone() }),
-            signed(&key, ConsentReceipt { session_id: "other".into(), ..allow.clone() }),
+            signed(&f.key, ConsentReceipt { ticket: "INC-2".into(), ..allow.clone() }),
+            signed(&f.key, ConsentReceipt { session_id: "other".into(), ..allow.clone() }),
             // Signed for view only, then widened in transit.
             ConsentReceipt {
                 levels: vec![Level::View, Level::Control],
-                ..signed(&key, ConsentReceipt { levels: vec![Level::View], ..allow.clone() })
+                ..signed(&f.key, ConsentReceipt { levels: vec![Level::View], ..allow.clone() })
             },
+            // The endpoint account changed in transit.
+            ConsentReceipt { endpoint_user: "mallory".into(), ..allow.clone() },
         ];
         for receipt in refused {
             assert!(matches!(session.accept_receipt(receipt).await, Err(SessionError::BadReceipt(_))));
             assert_eq!(session.status().borrow().phase, SessionPhase::AwaitingConsent);
         }
-        session.accept_receipt(signed(&key, allow)).await.unwrap();
+        session.accept_receipt(allow).await.unwrap();
         let status = session.status().borrow().clone();
         assert_eq!((status.phase, status.granted), (SessionPhase::Active, vec![Level::View, Level::Control]));
+
+        // Every session event carries the session's facts as fields (R10).
+        let allowed = f.events_of(EventKind::ConsentAllowed);
+        let facts = allowed[0].session.as_ref().unwrap();
+        assert_eq!(
+            (facts.ticket.as_str(), facts.endpoint_user.as_str(), facts.operator.as_str(), facts.device_id.as_str()),
+            ("INC-1", "alice", "op", f.device_id.as_str())
+        );
+        assert_eq!(
+            f.events_of(EventKind::SessionStarted)[0].session.as_ref().unwrap().levels,
+            [Level::View, Level::Control]
+        );
+    }
+
+    /// The user's click and the relay's deadline can cross: a decision signed just after the
+    /// session ended changes nothing, but is verified and kept as evidence (R2, R10).
+    #[tokio::test]
+    async fn a_decision_that_arrives_after_the_end_is_kept_not_applied() {
+        let f = fixture("office").await;
+        let session = f.open(&[Level::View]);
+        session.kill("ada");
+        let late = f.receipt(&session, ConsentKind::Session, &[Level::View]);
+        let found = f.link.session_by_id(&session.id).expect("the ended session is still found by id");
+        assert_eq!(found.accept_receipt(late.clone()).await, Err(SessionError::Ended));
+        assert_eq!(session.status().borrow().phase, SessionPhase::Ended);
+        let kept = f.events_of(EventKind::ConsentLate);
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].detail.contains(&late.signature), "the signed receipt is in the record");
+        // A forged late receipt is refused as forged, not kept as evidence.
+        let forged = ConsentReceipt { levels: vec![Level::View, Level::Control], ..late };
+        assert!(matches!(found.accept_receipt(forged).await, Err(SessionError::BadReceipt(_))));
+        assert_eq!(f.events_of(EventKind::ConsentLate).len(), 1);
+    }
+
+    /// In a segment that needs a senior's approval, control comes only with the user's signed
+    /// confirmation and the senior's approval of exactly the levels pending (R7).
+    #[tokio::test]
+    async fn a_senior_approves_exactly_the_pending_elevation() {
+        let f = fixture("payment").await;
+        let session = f.open(&[Level::View]);
+        session.accept_receipt(f.receipt(&session, ConsentKind::Session, &[Level::View])).await.unwrap();
+        assert_eq!(session.approve("sam", &[Level::Control].into()), Err(SessionError::NothingToApprove));
+        assert!(!session.elevate([Level::Control].into()).is_empty());
+        assert!(matches!(session.approve("sam", &[Level::Clipboard].into()), Err(SessionError::OtherElevation { .. })));
+        session.approve("sam", &[Level::Control].into()).unwrap();
+        assert_eq!(session.status().borrow().granted, [Level::View], "the user has not confirmed yet");
+        assert_eq!(session.approve("sam", &[Level::Control].into()), Err(SessionError::NothingToApprove));
+        session.accept_receipt(f.receipt(&session, ConsentKind::Elevation, &[Level::Control])).await.unwrap();
+        assert_eq!(session.status().borrow().granted, [Level::View, Level::Control]);
+        let approved = f.events_of(EventKind::ElevationApproved);
+        assert_eq!(approved.len(), 1);
+        assert_eq!(approved[0].actor, "sam");
+
+        // Where the segment needs no senior, there is nothing for one to approve.
+        let office = fixture("office").await;
+        let session = office.open(&[Level::View]);
+        session.accept_receipt(office.receipt(&session, ConsentKind::Session, &[Level::View])).await.unwrap();
+        assert!(!session.elevate([Level::Control].into()).is_empty());
+        assert_eq!(session.approve("sam", &[Level::Control].into()), Err(SessionError::NothingToApprove));
     }
 }

@@ -23,3 +23,64 @@ where
         }
     }
 }
+
+/// How often the relay pings a socket's peer (browsers and agents answer pings by themselves).
+pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Silence after which the peer counts as gone: three missed pings. The operator's session ends
+/// within 10 s of their browser vanishing (R22): at most this plus one ping interval.
+pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(6);
+/// A send that takes longer than this means the peer stopped reading (its buffers are full).
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends one frame, giving up after `SEND_TIMEOUT`; `false` when the peer is gone or stuck.
+pub async fn send_within<S>(tx: &mut S, msg: Message) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    use futures_util::SinkExt;
+    matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await, Ok(Ok(())))
+}
+
+/// When a peer was last heard from. A WebSocket whose far end vanished without closing TCP (a
+/// frozen browser, a cut network, a suspended laptop) looks open for minutes; every frame it
+/// sends, pongs included, counts as a sign of life, and silence beyond a limit ends it.
+#[derive(Debug)]
+pub struct Liveness {
+    start: std::time::Instant,
+    /// Milliseconds after `start` of the last frame; atomic so the stream adapter that records
+    /// it and the loop that checks it can share it by reference.
+    heard_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness { start: std::time::Instant::now(), heard_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+}
+
+impl Liveness {
+    pub fn heard(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.heard_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn silent_for(&self) -> std::time::Duration {
+        let heard = std::time::Duration::from_millis(self.heard_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(heard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_measured_from_the_last_frame() {
+        let live = Liveness::default();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let before = live.silent_for();
+        assert!(before >= std::time::Duration::from_millis(30));
+        live.heard();
+        assert!(live.silent_for() < before);
+    }
+}

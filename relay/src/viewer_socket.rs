@@ -22,7 +22,7 @@ use crate::identity::{AuthUser, Revocation};
 use crate::server::AppState;
 use crate::session::{LiveSession, Request};
 use crate::sfu::Subscriber;
-use crate::socket::next_message;
+use crate::socket::{Liveness, PING_EVERY, SILENCE_LIMIT, next_message, send_within};
 
 /// Open sockets re-check their session this often, so an expired, idle or revoked session ends
 /// even if the revocation event was missed.
@@ -66,7 +66,10 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
 pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: SocketAddr) {
     let (hub, identity) = (state.hub.clone(), state.identity.clone());
     let viewer_id = hub.next_id();
-    let (mut tx, mut rx) = socket.split();
+    let (mut tx, rx) = socket.split();
+    let live = Liveness::default();
+    let mut rx = rx.inspect(|_| live.heard());
+    let mut heartbeat = tokio::time::interval(PING_EVERY);
     let mut roster = hub.subscribe_roster();
     let mut revocations = hub.subscribe_revocations();
     let mut sessions = hub.subscribe_sessions();
@@ -84,7 +87,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
         initial.push(RelayToViewer::Sessions { sessions: hub.sessions() });
     }
     for msg in initial {
-        if tx.send(Message::Text(encode(&msg).into())).await.is_err() {
+        if !send_within(&mut tx, Message::Text(encode(&msg).into())).await {
             return;
         }
     }
@@ -114,6 +117,18 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 if !mine { continue; }
                 end_socket(&mut tx).await;
                 break;
+            }
+            _ = heartbeat.tick() => {
+                // A browser that vanished without closing TCP answers no pings: its session ends
+                // as if it had closed (R22).
+                if live.silent_for() > SILENCE_LIMIT {
+                    tracing::info!(viewer_id, user = %auth.user.name, "viewer silent: treating the browser as gone");
+                    break;
+                }
+                if !send_within(&mut tx, Message::Ping(Vec::new().into())).await {
+                    break;
+                }
+                Vec::new()
             }
             _ = recheck.tick() => {
                 // Fail closed: a store error ends the socket too.
@@ -181,10 +196,15 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 reply.into_iter().collect()
             }
         };
+        let mut sent = true;
         for msg in out {
-            if tx.send(Message::Text(encode(&msg).into())).await.is_err() {
+            if !send_within(&mut tx, Message::Text(encode(&msg).into())).await {
+                sent = false;
                 break;
             }
+        }
+        if !sent {
+            break;
         }
     }
     if let Some(v) = view.take() {
@@ -261,7 +281,7 @@ async fn handle(
                 if session.elevate(levels).is_empty() {
                     error(
                         ErrorCode::PolicyDenied,
-                        "nothing to ask: those levels are granted or not allowed in this segment",
+                        "nothing to ask: those levels are granted or not allowed here, or another request is waiting",
                     )
                 } else {
                     None
@@ -269,22 +289,6 @@ async fn handle(
             }
             None => error(ErrorCode::NotWatching, "you run no session"),
         },
-        ViewerToRelay::Approve { session_id } => {
-            if !auth.allows(Capability::ApproveElevation) {
-                return error(ErrorCode::Forbidden, "your roles do not allow approving elevations");
-            }
-            let Some(session) = state.hub.session(&session_id) else {
-                return error(ErrorCode::UnknownSession, "no such session is running");
-            };
-            if session.request.operator.name == auth.user.name {
-                return error(ErrorCode::Forbidden, "the operator cannot approve their own elevation");
-            }
-            if session.approve(&auth.user.name) {
-                None
-            } else {
-                error(ErrorCode::UnknownSession, "no elevation is pending")
-            }
-        }
     }
 }
 
@@ -347,17 +351,7 @@ async fn open_session(
         allowed,
         source: Some(peer.ip()),
     };
-    let session = LiveSession::open(state.identity.clone(), link, request, obligations)
-        .map_err(|e| (ErrorCode::Busy, e.to_string()))?;
-    state.identity.emit(
-        EventKind::SessionStarted,
-        Outcome::Success,
-        &auth.user.name,
-        Some(&session.subject()),
-        Some(peer.ip()),
-        "awaiting the user's consent",
-    );
-    Ok(session)
+    LiveSession::open(state.identity.clone(), link, request, obligations).map_err(|e| (ErrorCode::Busy, e.to_string()))
 }
 
 /// Answers the viewer's offer with a leg on the agent's fan-out (after consent).

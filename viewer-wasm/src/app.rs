@@ -225,6 +225,20 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let pc = StoredValue::new_local(None::<RtcPeerConnection>);
     let dc = StoredValue::new_local(None::<RtcDataChannel>);
 
+    // A senior's approval is a critical action: the relay asks for a passkey step-up (R14), and
+    // the approval names the levels shown, so it cannot apply to a different request.
+    let approve = move |session_id: String, levels: Vec<Level>| {
+        leptos::task::spawn_local(async move {
+            let path = format!("/api/sessions/{session_id}/approve-elevation");
+            let body = serde_json::json!({ "levels": levels });
+            let result = auth::with_step_up(|| crate::http::post::<_, serde_json::Value>(&path, &body)).await;
+            notice.set(match result {
+                Ok(_) => format!("approved {}", levels_text(&levels)),
+                Err(e) => format!("approval refused: {e}"),
+            });
+        });
+    };
+
     let close_pc = move || {
         if let Some(old) = pc.try_get_value().flatten() {
             media::close(&old);
@@ -457,7 +471,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                             <For each=move || agents.get() key=|a| a.agent_id.clone() let(agent)>
                                 <li data-testid="agent-row" data-agent-id=agent.agent_id.clone()>
                                     <span class="agent-name">{agent.name.clone()}</span>
-                                    <span class="muted">{format!(" {} · {}×{}", agent.segment, agent.width, agent.height)}</span>
+                                    <span class="muted">{format!(" {} · {} · {}×{}", agent.user, agent.segment, agent.width, agent.height)}</span>
                                     <button on:click={
                                         let agent = agent.clone();
                                         move |_| watch(agent.clone())
@@ -479,10 +493,10 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                                         view! { <button data-testid="observe" on:click=move |_| observe(s.clone())>"Observe"</button> }
                                     })}
                                     {(can_approve && s.needs_senior && !s.pending_elevation.is_empty()).then(|| {
-                                        let id = s.session_id.clone();
+                                        let (id, levels) = (s.session_id.clone(), s.pending_elevation.clone());
                                         let what = levels_text(&s.pending_elevation);
                                         view! {
-                                            <button data-testid="approve" on:click=move |_| { signaling.send(&ViewerToRelay::Approve { session_id: id.clone() }); }>
+                                            <button data-testid="approve" on:click=move |_| approve(id.clone(), levels.clone())>
                                                 {format!("Approve {what}")}
                                             </button>
                                         }

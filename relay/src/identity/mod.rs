@@ -285,6 +285,39 @@ impl Identity {
             subject: subject.map(str::to_owned),
             source,
             detail: detail.into(),
+            session: None,
+        });
+    }
+
+    /// A session event: the subject for people, the facts as fields.
+    pub fn emit_session(
+        &self,
+        kind: EventKind,
+        outcome: Outcome,
+        actor: &str,
+        facts: crate::events::SessionFacts,
+        source: Option<IpAddr>,
+        detail: String,
+    ) {
+        let subject = format!(
+            "session:{} device:{} ({}) user:{} ticket:{} reason:{} operator:{}",
+            facts.session_id,
+            facts.device_id,
+            facts.device,
+            facts.endpoint_user,
+            facts.ticket,
+            facts.reason,
+            facts.operator
+        );
+        self.events.emit(Event {
+            ts_ms: self.now_ms(),
+            kind,
+            outcome,
+            actor: actor.to_owned(),
+            subject: Some(subject),
+            source,
+            detail,
+            session: Some(facts),
         });
     }
 
