@@ -4,8 +4,9 @@
 //! `unsafe`), `publisher` (capture -> encode -> RTP on a peer connection, keyframes on request),
 //! `connection` (the outbound WebSocket to the relay, with reconnect and backoff), `session` (the
 //! endpoint's copy of the session machine, the second gate for input), `frontend` (who is asked:
-//! window or terminal), `ui` (the consent window and session bar, `agent consent-ui`), `prompt`
-//! (what the user is shown, and the window's line protocol), `input` (XTEST injection).
+//! window or terminal), `ui` (the consent window and session bar, `agent consent-ui`),
+//! `bar_visibility` (whether the user can see the bar: active confirmation), `prompt` (what the
+//! user is shown, and the window's line protocol), `input` (XTEST injection).
 //!
 //! **Invariant:** the agent never listens. It dials the relay's WebSocket and its peer connection
 //! answers only ICE checks on the flow it opened towards the relay.
@@ -13,6 +14,7 @@
 //! **Invariant:** the screen is published only while a session the user consented to runs, and
 //! input is injected only while this side's session machine says control is granted.
 
+pub mod bar_visibility;
 pub mod capture;
 pub mod connection;
 pub mod decoder;

@@ -40,6 +40,9 @@ pub struct EndpointSession {
     device: Arc<Device>,
     /// Input injected, for the log at the end (the machine counts what it refused).
     injected: u64,
+    /// Whether the user cannot see the session bar, as the window last reported. Starts hidden:
+    /// until the window says it is on screen, active confirmation does not let a session run.
+    bar_hidden: bool,
 }
 
 impl std::fmt::Debug for EndpointSession {
@@ -74,6 +77,7 @@ impl EndpointSession {
             observers: Vec::new(),
             device,
             injected: 0,
+            bar_hidden: true,
         };
         match Frontend::open(events) {
             Ok(mut frontend) => {
@@ -224,7 +228,7 @@ impl EndpointSession {
             }
             FrontendEvent::Report(report) => report,
         };
-        match report {
+        let mut actions = match report {
             UiReport::Decision { decision, levels } if awaiting => {
                 self.decide(ConsentKind::Session, decision, levels).await
             }
@@ -238,9 +242,9 @@ impl EndpointSession {
                 self.user(SessionEvent::Resume { by: Party::User }, Event::Resume { by: Party::User }).await
             }
             UiReport::End => self.user(SessionEvent::End { by: Party::User }, Event::End { by: Party::User }).await,
-            UiReport::Hidden { hidden: true } if self.request.terms.active_confirmation => {
-                tracing::info!(session = %self.id, "session bar hidden: pausing (active confirmation)");
-                self.user(SessionEvent::Pause { by: Party::User }, Event::Pause { by: Party::User }).await
+            UiReport::Hidden { hidden } => {
+                self.bar_hidden = hidden;
+                Vec::new()
             }
             UiReport::Chat { text } if self.consented() => {
                 if let Some(f) = self.frontend.as_mut() {
@@ -249,7 +253,21 @@ impl EndpointSession {
                 vec![Action::Channel(ChannelMessage::Chat { from: String::new(), text })]
             }
             _ => Vec::new(),
+        };
+        actions.extend(self.confirm_visible().await);
+        actions
+    }
+
+    /// Active confirmation (R8): in segments that ask for it, a session runs only while the user
+    /// can see the session bar; hiding, minimising or pushing it off screen pauses it (as the
+    /// user's own pause, so only the user lifts it), and so does running on while hidden after a
+    /// consent or a resume.
+    async fn confirm_visible(&mut self) -> Vec<Action> {
+        if !self.request.terms.active_confirmation || !self.bar_hidden || self.machine.phase != Phase::Active {
+            return Vec::new();
         }
+        tracing::info!(session = %self.id, "session bar hidden: pausing (active confirmation)");
+        self.user(SessionEvent::Pause { by: Party::User }, Event::Pause { by: Party::User }).await
     }
 
     /// A user action: applied here and reported to the relay if the machine accepted it.
@@ -293,6 +311,8 @@ impl EndpointSession {
             self.show_status().await;
         }
         actions.retain(|a| !matches!(a, Action::Signal(_)));
+        // An operator's resume does not bring a session back to life behind a hidden bar.
+        actions.extend(self.confirm_visible().await);
         actions
     }
 

@@ -62,6 +62,30 @@ pub fn run() -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot open the consent window: {e}"))
 }
 
+/// Starts reporting whether the window can be seen (the agent pauses sessions under active
+/// confirmation while it cannot). A window whose X id is unknown counts as hidden.
+fn watch_visibility(frame: &eframe::Frame) {
+    use raw_window_handle::{HasWindowHandle, RawWindowHandle};
+    let window = match frame.window_handle().map(|h| h.as_raw()) {
+        Ok(RawWindowHandle::Xlib(h)) => u32::try_from(h.window).ok(),
+        Ok(RawWindowHandle::Xcb(h)) => Some(h.window.get()),
+        _ => None,
+    };
+    match window {
+        Some(window) => {
+            eprintln!("consent-ui window {window:#x}");
+            crate::bar_visibility::watch(window, |hidden| {
+                eprintln!("consent-ui {}", if hidden { "hidden" } else { "visible" });
+                report(&UiReport::Hidden { hidden });
+            });
+        }
+        None => {
+            eprintln!("consent-ui: the window is not an X11 window; counting it as hidden");
+            report(&UiReport::Hidden { hidden: true });
+        }
+    }
+}
+
 fn report(report: &UiReport) {
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer(&mut out, report);
@@ -87,7 +111,9 @@ struct Window {
     chat: Vec<(String, String)>,
     draft: String,
     elevation: Option<Vec<(Level, bool)>>,
-    hidden: bool,
+    /// Whether the X watcher of the window's visibility runs (started on the first frame, when
+    /// the window exists).
+    watching: bool,
     /// Widgets drawn this frame, logged when the layout changes.
     rects: Vec<(String, egui::Rect)>,
     logged_layout: String,
@@ -106,7 +132,7 @@ impl Window {
             chat: Vec::new(),
             draft: String::new(),
             elevation: None,
-            hidden: false,
+            watching: false,
             rects: Vec::new(),
             logged_layout: String::new(),
         }
@@ -296,8 +322,12 @@ impl Window {
 }
 
 impl eframe::App for Window {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
+        if !self.watching {
+            self.watching = true;
+            watch_visibility(frame);
+        }
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 Some(cmd) => self.apply(&ctx, cmd),
@@ -311,11 +341,6 @@ impl eframe::App for Window {
                 Mode::Running => report(&UiReport::End),
                 Mode::Waiting | Mode::Ended { .. } => {}
             }
-        }
-        let hidden = ctx.input(|i| i.viewport().minimized == Some(true));
-        if hidden != self.hidden && matches!(self.mode, Mode::Running) {
-            self.hidden = hidden;
-            report(&UiReport::Hidden { hidden });
         }
         egui::Frame::central_panel(ui.style()).show(ui, |ui| match &self.mode {
             Mode::Waiting => {
