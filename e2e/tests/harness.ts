@@ -44,11 +44,15 @@ process.on('exit', () => {
   for (const child of launched) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
-function launch(name: string, program: string, args: string[], env: Record<string, string> = {}): Proc {
+/** Starts a program with its output in a log file. `env` values of `undefined` unset a variable;
+ * with `stdin` the test can write to the program's input. */
+function launch(name: string, program: string, args: string[], env: Record<string, string | undefined> = {}, stdin: 'ignore' | 'pipe' = 'ignore'): Proc {
   fs.mkdirSync(LOGS, { recursive: true });
   const logPath = path.join(LOGS, `${name}-${Date.now()}-${Math.floor(Math.random() * 1e6)}.log`);
   const log = fs.openSync(logPath, 'a');
-  const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ['ignore', log, log] });
+  const merged: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) merged[k] = v;
+  const child = spawn(program, args, { env: merged, stdio: [stdin, log, log] });
   launched.push(child);
   const proc = new Proc(name, child);
   proc.logPath = logPath;
@@ -103,7 +107,11 @@ export class Relay {
   }
 }
 
-export interface AgentOptions { name: string; dataDir: string; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number }
+/**
+ * `terminal`: the endpoint has no display and the agent runs on a terminal (a pseudo-terminal
+ * from `script`), where it asks for consent; the test types the user's answers into it.
+ */
+export interface AgentOptions { name: string; dataDir: string; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number; terminal?: boolean }
 
 /** `agent enroll` with a token; returns the agent's data directory. Throws with the agent's words on refusal. */
 export function enrolAgent(relay: Relay, token: string, name: string, dataDir = tempDir('agent')): string {
@@ -116,6 +124,10 @@ export function startAgent(relay: Relay, opts: AgentOptions): Proc {
   const args = ['run', '--relay-url', `ws://127.0.0.1:${relay.port}`, '--source', opts.source ?? 'synthetic', '--data-dir', opts.dataDir];
   if (opts.size) args.push('--synthetic-size', opts.size);
   if (opts.fps) args.push('--fps', String(opts.fps));
+  if (opts.terminal) {
+    const command = [path.join(BIN, 'agent'), ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    return launch(`agent-${opts.name}`, 'script', ['-qfec', command, '/dev/null'], { DISPLAY: undefined }, 'pipe');
+  }
   return launch(`agent-${opts.name}`, path.join(BIN, 'agent'), args, opts.display ? { DISPLAY: opts.display } : {});
 }
 
@@ -204,19 +216,35 @@ export class Endpoint {
     const id = await this.window();
     await waitFor(`widget ${widget} in the consent window`, async () => this.layout().has(widget));
     const r = this.layout().get(widget)!;
-    const geometry = Object.fromEntries(this.xdo(['getwindowgeometry', '--shell', id]).split('\n').map((l) => l.split('=')));
-    const x = Number(geometry.X) + Math.round(r.x + r.w / 2);
-    const y = Number(geometry.Y) + Math.round(r.y + r.h / 2);
+    const origin = this.windowOrigin(id);
+    const x = origin.x + Math.round(r.x + r.w / 2);
+    const y = origin.y + Math.round(r.y + r.h / 2);
     this.xdo(['mousemove', String(x), String(y), 'sleep', '0.2', 'click', '1']);
+  }
+  /** Where the window's content starts on the screen. (xdotool's getwindowgeometry counts a
+   * window manager's frame offset twice; xwininfo translates to the root window itself.) */
+  windowOrigin(id: string): { x: number; y: number } {
+    const info = execFileSync('xwininfo', ['-id', id], { env: { ...process.env, DISPLAY: this.display }, encoding: 'utf8' });
+    const at = (axis: string) => Number(info.match(new RegExp(`Absolute upper-left ${axis}:\\s+(-?\\d+)`))![1]);
+    return { x: at('X'), y: at('Y') };
   }
   /** What the prompt showed, as the window logged it. */
   promptText(): string {
     const lines = this.logs().split('\n').filter((l) => l.startsWith('consent-ui prompt: '));
     return lines[lines.length - 1] ?? '';
   }
-  /** Kills the window's X client (the user closes it; no window manager runs here). */
+  /** Kills the window's X client (it crashed, or was closed where no window manager runs). */
   async killWindow(): Promise<void> {
     this.xdo(['windowkill', await this.window()]);
+  }
+  /** Starts a window manager (openbox) on the display: minimising and closing windows the way a
+   * user does need one. It ends with the display. */
+  startWindowManager(): Proc {
+    return launch('openbox', 'openbox', ['--sm-disable'], { DISPLAY: this.display });
+  }
+  /** Asks the window manager to close the window, as its close button does (WM_DELETE_WINDOW). */
+  closeThroughWindowManager(): void {
+    execFileSync('wmctrl', ['-c', 'Sightline remote support'], { env: { ...process.env, DISPLAY: this.display } });
   }
   screenshot(file: string): void {
     fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -348,8 +376,9 @@ export async function worldOn(browser: Browser, relay: Relay, agent: Partial<Age
   expect(token.status).toBe(200);
   const agentDir = enrolAgent(relay, token.json.token, agent.name);
   // The endpoint's display: the consent window shows there (and the screen, for x11 sources).
-  const xvfb = agent.display ? undefined : await Xvfb.start(1280, 720);
-  const display = agent.display ?? xvfb!.display;
+  // A terminal endpoint has none.
+  const xvfb = agent.display || agent.terminal ? undefined : await Xvfb.start(1280, 720);
+  const display = agent.display ?? xvfb?.display ?? '';
   const proc = startAgent(relay, { ...agent, display, dataDir: agentDir });
   const w: World = { relay, admin, operator, agent: proc, agentDir, agentName: agent.name, endpoint: new Endpoint(display, () => ''), xvfb };
   w.endpoint = new Endpoint(display, () => w.agent.log());

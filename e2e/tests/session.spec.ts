@@ -1,10 +1,11 @@
 // Sessions: the user's consent in the real window on the endpoint's X display (clicked with
 // xdotool), input injected only while control is granted, pause/end, observers, forced ends.
-import { test, expect, Page } from '@playwright/test';
+import { test, expect, Page, chromium } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, ChildProcess } from 'node:child_process';
 import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY } from './harness';
+import { execFileSync } from 'node:child_process';
 
 let w: World | undefined;
 let xterm: ChildProcess | undefined;
@@ -16,16 +17,18 @@ test.afterEach(async () => {
   w = undefined;
 });
 
-/** The sample policy with one setting of the office segment replaced or added. */
-function officePolicy(setting: string): string {
+/** The sample policy with settings of the office segment replaced or added. */
+function officePolicy(...settings: string[]): string {
   const file = path.join(tempDir('policy'), 'policy.toml');
-  const key = setting.split('=')[0].trim();
   const text = fs.readFileSync(SAMPLE_POLICY, 'utf8');
   const start = text.indexOf('[segments.office]');
   const end = text.indexOf('\n[', start + 1);
   let segment = text.slice(start, end);
-  const line = new RegExp(`^${key} = .*$`, 'm');
-  segment = line.test(segment) ? segment.replace(line, setting) : segment.replace('[segments.office]\n', `[segments.office]\n${setting}\n`);
+  for (const setting of settings) {
+    const key = setting.split('=')[0].trim();
+    const line = new RegExp(`^${key} = .*$`, 'm');
+    segment = line.test(segment) ? segment.replace(line, setting) : segment.replace('[segments.office]\n', `[segments.office]\n${setting}\n`);
+  }
   fs.writeFileSync(file, text.slice(0, start) + segment + text.slice(end));
   return file;
 }
@@ -310,3 +313,136 @@ test('the endpoint session ends within 5 s of losing the relay, within 10 s of l
   await expect.poll(() => w!.agent.log(), { timeout: 5_000 }).toContain('the connection to the relay was lost');
   await expect.poll(() => w!.agent.log(), { timeout: 5_000 }).toContain('screen capture stopped');
 });
+
+test('where the segment needs a senior, control waits for the user and a senior operator who approves with a passkey step-up @R7 @R14', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('elevation_needs_senior = true') });
+  const page = w.operator;
+  const senior = await inviteAndEnrol(browser, w.admin, 'senior1', 'senior_operator');
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
+  await w.endpoint.click('allow');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
+
+  // The operator asks, the user confirms: not enough here.
+  await page.getByTestId('elevate').click();
+  await w.endpoint.click('elevate-allow');
+  await expect.poll(() => w!.relay.proc.log()).toContain('elevation.confirmed');
+  w.endpoint.xdo(['mousemove', '900', '650']);
+  await clickRemote(page, 100, 100);
+  await sleep(1000);
+  expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
+  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+
+  // Only a senior operator approves, never the operator of the session.
+  const row = senior.getByTestId('session-row');
+  await expect(row.getByTestId('approve')).toHaveText('Approve control');
+  const sessionId = await row.getAttribute('data-session-id');
+  const own = await api(page, 'POST', `/api/sessions/${sessionId}/approve-elevation`, { levels: ['control'] });
+  expect(own.status).toBe(403);
+  // Approving something else than what is pending is refused.
+  const other = await api(senior, 'POST', `/api/sessions/${sessionId}/approve-elevation`, { levels: ['clipboard'] });
+  expect(other.status).toBe(409);
+  expect(other.json.message).toContain('the pending elevation is for control, not clipboard');
+  await row.getByTestId('approve').click();
+  await expect(senior.getByTestId('notice')).toHaveText('approved control');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  await clickLands(w, page, 1000, 150);
+  const log = w.relay.proc.log();
+  expect(log).toContain('auth.step_up');
+  expect(log).toContain('elevation.approved');
+  expect(log).toContain('senior approval with a passkey step-up');
+});
+
+test('with active confirmation, minimising the session bar pauses the session until the user resumes; closing the window is a deny, closing the bar ends the session @R8 @R5', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('active_confirmation = true') });
+  const page = w.operator;
+  const wm = w.endpoint.startWindowManager();
+
+  // Closing the prompt with the window manager's close (as its close button does) is a deny.
+  await requestView(page, w.relay, 'front-desk');
+  await w.endpoint.window();
+  await expect.poll(() => w!.endpoint.layout().has('allow')).toBe(true);
+  w.endpoint.closeThroughWindowManager();
+  await expect(page.getByTestId('view-state')).toContainText('closed the consent prompt');
+  await w.endpoint.windowGone();
+
+  await openView(page, w.relay, 'front-desk', w.endpoint);
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'active');
+  await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
+  await expect.poll(() => w!.endpoint.layout().has('pause')).toBe(true);
+  const bar = await w.endpoint.window();
+
+  // The user minimises the bar: the session pauses within a second, frames stop.
+  w.endpoint.xdo(['windowminimize', bar]);
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused', { timeout: 1_500 });
+  await sleep(1000);
+  const frozen = await shownCounter(page);
+  await sleep(1000);
+  expect(await shownCounter(page)).toBe(frozen);
+  expect(w.agent.log()).toContain('session bar hidden: pausing (active confirmation)');
+  // The operator cannot lift it; showing the bar again does not either: the user resumes.
+  await page.getByTestId('resume').click();
+  w.endpoint.xdo(['windowactivate', bar]);
+  await w.endpoint.window();
+  await sleep(1000);
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
+  await w.endpoint.click('resume');
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'active');
+  await expect.poll(() => shownCounter(page)).toBeGreaterThan(frozen);
+
+  // Closing the bar is the user ending the session.
+  w.endpoint.closeThroughWindowManager();
+  await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
+  await wm.kill();
+});
+
+test('an operator browser that freezes without closing its connection ends the session within 10 s @R22', async ({ browser }, testInfo) => {
+  w = await world(browser, { name: 'front-desk' });
+  // A browser of its own, so freezing it stops nothing else; the marker finds its processes.
+  const marker = `--sightline-frozen-operator=${process.pid}-${Date.now()}`;
+  const launchOptions = testInfo.project.use.launchOptions ?? {};
+  const frozenBrowser = await chromium.launch({ ...launchOptions, args: [...(launchOptions.args ?? []), marker] });
+  try {
+    const page = await inviteAndEnrol(frozenBrowser, w.admin, 'operator2', 'operator');
+    await openView(page, w.relay, 'front-desk', w.endpoint);
+    await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
+
+    // Stop every process of that browser (its process group): TCP stays open, nothing answers.
+    const group = processGroupOf(Number(execFileSync('pgrep', ['-f', '--', marker], { encoding: 'utf8' }).trim().split('\n')[0]));
+    expect(group).not.toBe(processGroupOf(process.pid));
+    process.kill(-group, 'SIGSTOP');
+    try {
+      await expect.poll(() => w!.agent.log(), { timeout: 10_000 }).toContain("the operator's connection was lost");
+      expect(w.relay.proc.log()).toContain('viewer silent: treating the browser as gone');
+      await w.endpoint.windowGone();
+    } finally {
+      process.kill(-group, 'SIGCONT');
+    }
+  } finally {
+    await frozenBrowser.close();
+  }
+});
+
+test('an endpoint without a display asks on its terminal: the user grants view only and ends the session there @R5 @R6', async ({ browser }) => {
+  w = await world(browser, { name: 'kiosk', terminal: true });
+  const page = w.operator;
+  await requestView(page, w.relay, 'kiosk', 'INC-4711', 'incident');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+  await expect.poll(() => w!.agent.log()).toContain('Allow? [allow / deny / levels');
+  const prompt = w.agent.log();
+  for (const part of ['Operator: operator (operator)', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, control']) {
+    expect(prompt).toContain(part);
+  }
+  w.agent.child.stdin!.write('view\n');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect.poll(() => w!.agent.log()).toContain('[session] granted: view; observers: none; recording off');
+  w.agent.child.stdin!.write('end\n');
+  await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
+});
+
+/** The process group of a process (field 5 of /proc/PID/stat, after the command in brackets). */
+function processGroupOf(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+}

@@ -46,6 +46,12 @@ const APT_TEST: &[&str] = &[
     // A window to type into in the input tests (@R19, @R7).
     "xterm",
     "fonts-dejavu-core",
+    // A window manager and its remote control: minimising and closing the session bar the way a
+    // user does (@R8 active confirmation, @R5 closing the prompt).
+    "openbox",
+    "wmctrl",
+    // `script` gives the agent a terminal in the headless-endpoint test.
+    "bsdutils",
     // Load generator for `cargo xtask bench`.
     "wrk",
 ];
