@@ -160,7 +160,11 @@ impl Window {
                 self.paused_by = paused_by;
                 self.recording = recording;
             }
-            UiCommand::Chat { from, text } => self.chat.push((from, text)),
+            UiCommand::Chat { from, text } => {
+                // Logged like the prompt: what the user was shown is on record at the endpoint.
+                eprintln!("consent-ui chat {from}: {text}");
+                self.chat.push((from, text));
+            }
             UiCommand::Ended { reason } => {
                 if matches!(self.mode, Mode::Asking { .. } | Mode::Waiting) {
                     // Nothing to read for a prompt that was answered or timed out: just go.
@@ -313,6 +317,8 @@ impl Window {
         ui.horizontal(|ui| {
             let edit = ui.add(egui::TextEdit::singleline(&mut self.draft).hint_text("Message to the operator"));
             let send = ui.button("Send");
+            self.rects.push(("chat-input".to_owned(), edit.rect));
+            self.rects.push(("chat-send".to_owned(), send.rect));
             let entered = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             if (send.clicked() || entered) && !self.draft.trim().is_empty() {
                 report(&UiReport::Chat { text: std::mem::take(&mut self.draft) });

@@ -441,6 +441,25 @@ test('an endpoint without a display asks on its terminal: the user grants view o
   await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
 });
 
+test('operator and user chat over the data channel: the viewer and the session bar show both sides @R24', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  await openView(page, w.relay, 'front-desk', w.endpoint);
+  await page.locator('input[name="chat"]').fill('hello, I am looking at your printer settings');
+  await page.getByTestId('chat-send').click();
+  await expect(page.getByTestId('chat-log')).toContainText('operator: hello, I am looking at your printer settings');
+  await expect.poll(() => w!.agent.log()).toContain('consent-ui chat operator: hello, I am looking at your printer settings');
+
+  // The user answers in the session bar. (No window manager runs here to give the window the
+  // keyboard focus when it is clicked, so the test gives it.)
+  w.endpoint.xdo(['windowfocus', await w.endpoint.window()]);
+  await w.endpoint.click('chat-input');
+  w.endpoint.xdo(['type', '--delay', '30', 'thanks, go ahead']);
+  w.endpoint.xdo(['key', 'Return']);
+  await expect(page.getByTestId('chat-log')).toContainText('user@front-desk: thanks, go ahead');
+  await expect.poll(() => w!.agent.log()).toContain('consent-ui chat you: thanks, go ahead');
+});
+
 /** The process group of a process (field 5 of /proc/PID/stat, after the command in brackets). */
 function processGroupOf(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
