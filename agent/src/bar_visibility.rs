@@ -50,7 +50,8 @@ pub fn on_screen_share(x: i32, y: i32, w: u32, h: u32, screen_w: u32, screen_h: 
 
 /// Watches `window` on the display in `DISPLAY` from a new thread and calls `report(hidden)`
 /// once at the start and on every change. If the display cannot be read the bar counts as
-/// hidden: active confirmation fails closed. The thread ends when the window is gone.
+/// hidden: active confirmation fails closed. The thread ends, reporting hidden, when the window
+/// is gone.
 pub fn watch(window: Window, report: impl Fn(bool) + Send + 'static) {
     std::thread::spawn(move || {
         let reader = match Reader::connect(window) {
@@ -63,7 +64,11 @@ pub fn watch(window: Window, report: impl Fn(bool) + Send + 'static) {
         };
         let mut last = None;
         loop {
-            let Ok(facts) = reader.facts() else { return };
+            let Ok(facts) = reader.facts() else {
+                // The window is gone (or the display): nothing is visible any more.
+                report(true);
+                return;
+            };
             let now = hidden(&facts);
             if last != Some(now) {
                 report(now);

@@ -273,7 +273,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
     };
     let mut publication: Option<Publication> = None;
     let mut endpoint: Option<EndpointSession> = None;
-    let (frontend_tx, mut frontend_rx) = tokio::sync::mpsc::channel::<FrontendEvent>(16);
+    let (frontend_tx, mut frontend_rx) = tokio::sync::mpsc::channel::<(String, FrontendEvent)>(16);
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut tick = tokio::time::interval(SESSION_TICK);
     let mut last_heard = Instant::now();
@@ -299,7 +299,8 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                 None => continue,
             },
             event = frontend_rx.recv() => match (event, endpoint.as_mut()) {
-                (Some(event), Some(s)) => s.on_frontend(event).await,
+                (Some((id, event)), Some(s)) if s.id == id => s.on_frontend(event).await,
+                // A window of an earlier session (lingering, or dying late) acts on nothing.
                 _ => continue,
             },
             msg = channel_message => match (msg, endpoint.as_mut()) {

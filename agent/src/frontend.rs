@@ -20,6 +20,10 @@ pub enum FrontendEvent {
     Gone,
 }
 
+/// Where front ends send their events, each with the id of the session it belongs to: a window
+/// that lingers after its session (or dies late) must not act on the next one.
+pub type FrontendEvents = mpsc::Sender<(String, FrontendEvent)>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrontendError {
     #[error("no display (DISPLAY is unset) and no terminal: nobody at this endpoint can be asked")]
@@ -31,7 +35,7 @@ pub enum FrontendError {
 /// The front end of one session.
 pub enum Frontend {
     Window { stdin: Option<tokio::process::ChildStdin>, child: Box<tokio::process::Child> },
-    Terminal { state: Arc<Mutex<TtyState>> },
+    Terminal { terminal: Arc<Mutex<Terminal>> },
 }
 
 impl std::fmt::Debug for Frontend {
@@ -51,23 +55,39 @@ pub struct TtyState {
     running: bool,
 }
 
+/// The agent's terminal. One thread reads it for the agent's whole life and hands each line to
+/// the session that holds the prompt now (a reader per session would leave old readers stealing
+/// the user's answers).
+#[derive(Debug, Default)]
+pub struct Terminal {
+    state: TtyState,
+    session: Option<(String, FrontendEvents)>,
+}
+
+static TERMINAL: std::sync::OnceLock<Arc<Mutex<Terminal>>> = std::sync::OnceLock::new();
+
+fn lock(terminal: &Mutex<Terminal>) -> std::sync::MutexGuard<'_, Terminal> {
+    terminal.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Frontend {
-    /// Opens the window (with a display) or the terminal prompt; events arrive on `events`.
-    pub fn open(events: mpsc::Sender<FrontendEvent>) -> Result<Frontend, FrontendError> {
+    /// Opens the window (with a display) or the terminal prompt for session `session_id`; its
+    /// events arrive on `events`, tagged with that id.
+    pub fn open(events: FrontendEvents, session_id: &str) -> Result<Frontend, FrontendError> {
         #[cfg(feature = "test-consent")]
         if let Some(answer) = scripted::answer() {
-            return Ok(scripted::open(events, answer));
+            return Ok(scripted::open(events, session_id.to_owned(), answer));
         }
         if std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty()) {
-            return Self::window(events);
+            return Self::window(events, session_id.to_owned());
         }
         if std::io::stdin().is_terminal() {
-            return Ok(Self::terminal(events));
+            return Ok(Self::terminal(events, session_id.to_owned()));
         }
         Err(FrontendError::NobodyToAsk)
     }
 
-    fn window(events: mpsc::Sender<FrontendEvent>) -> Result<Frontend, FrontendError> {
+    fn window(events: FrontendEvents, session_id: String) -> Result<Frontend, FrontendError> {
         let exe = std::env::current_exe().map_err(FrontendError::Spawn)?;
         let mut child = tokio::process::Command::new(exe)
             .arg("consent-ui")
@@ -84,43 +104,35 @@ impl Frontend {
                 while let Ok(Some(line)) = lines.next_line().await {
                     match serde_json::from_str::<UiReport>(&line) {
                         Ok(report) => {
-                            if events.send(FrontendEvent::Report(report)).await.is_err() {
+                            if events.send((session_id.clone(), FrontendEvent::Report(report))).await.is_err() {
                                 return;
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "bad line from the consent window"),
                     }
                 }
-                let _ = events.send(FrontendEvent::Gone).await;
+                let _ = events.send((session_id, FrontendEvent::Gone)).await;
             });
         }
         Ok(Frontend::Window { stdin, child: Box::new(child) })
     }
 
-    fn terminal(events: mpsc::Sender<FrontendEvent>) -> Frontend {
-        let state = Arc::new(Mutex::new(TtyState::default()));
-        let shared = state.clone();
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lines() {
-                let Ok(line) = line else { break };
-                let report = {
-                    let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
-                    tty_report(&mut st, &line)
-                };
-                match report {
-                    Some(report) => {
-                        if events.blocking_send(FrontendEvent::Report(report)).is_err() {
-                            return;
-                        }
-                    }
-                    None => println!(
-                        "? answer allow, deny, or levels (view,control); in a session: pause, resume, end, chat TEXT"
-                    ),
-                }
-            }
-            let _ = events.blocking_send(FrontendEvent::Gone);
-        });
-        Frontend::Terminal { state }
+    fn terminal(events: FrontendEvents, session_id: String) -> Frontend {
+        let terminal = TERMINAL
+            .get_or_init(|| {
+                let terminal = Arc::new(Mutex::new(Terminal::default()));
+                let reader = terminal.clone();
+                std::thread::spawn(move || read_terminal(&reader));
+                terminal
+            })
+            .clone();
+        *lock(&terminal) = Terminal { state: TtyState::default(), session: Some((session_id, events)) };
+        Frontend::Terminal { terminal }
+    }
+
+    /// Whether the user answers on a terminal (no window to watch).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Frontend::Terminal { .. })
     }
 
     /// Shows something to the user. A window that cannot be written to is reported as gone by
@@ -135,10 +147,7 @@ impl Frontend {
                 }
             }
             Frontend::Window { stdin: None, .. } => {}
-            Frontend::Terminal { state } => {
-                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-                print_tty(&mut st, cmd);
-            }
+            Frontend::Terminal { terminal } => print_tty(&mut lock(terminal).state, cmd),
         }
     }
 
@@ -151,6 +160,30 @@ impl Frontend {
                 let _ = child.kill().await;
             });
         }
+    }
+}
+
+/// Reads the terminal until it hangs up, passing each answer to the session holding the prompt.
+fn read_terminal(terminal: &Mutex<Terminal>) {
+    for line in std::io::stdin().lines() {
+        let Ok(line) = line else { break };
+        let (report, session) = {
+            let mut t = lock(terminal);
+            (tty_report(&mut t.state, &line), t.session.clone())
+        };
+        match (report, session) {
+            (Some(report), Some((id, events))) => {
+                let _ = events.blocking_send((id, FrontendEvent::Report(report)));
+            }
+            (Some(_), None) => {}
+            (None, _) => {
+                println!("? answer allow, deny, or levels (view,control); in a session: pause, resume, end, chat TEXT")
+            }
+        }
+    }
+    let session = lock(terminal).session.take();
+    if let Some((id, events)) = session {
+        let _ = events.blocking_send((id, FrontendEvent::Gone));
     }
 }
 
@@ -167,6 +200,11 @@ fn print_tty(st: &mut TtyState, cmd: &UiCommand) {
         UiCommand::Elevate { levels } => {
             println!("The operator asks for more access: {}. [allow / deny]", sightline_proto::levels_text(levels));
             st.elevation = Some(levels.clone());
+        }
+        UiCommand::ElevationClosed => {
+            if st.elevation.take().is_some() {
+                println!("The request for more access lapsed.");
+            }
         }
         UiCommand::Status { granted, observers, paused_by, recording } => {
             st.asking = None;
@@ -229,10 +267,14 @@ pub mod scripted {
         ANSWER.get().cloned()
     }
 
-    pub(super) fn open(events: mpsc::Sender<FrontendEvent>, (decision, levels): (Decision, Vec<Level>)) -> Frontend {
+    pub(super) fn open(
+        events: FrontendEvents,
+        session_id: String,
+        (decision, levels): (Decision, Vec<Level>),
+    ) -> Frontend {
         tokio::spawn(async move {
-            let _ = events.send(FrontendEvent::Report(UiReport::Decision { decision, levels })).await;
+            let _ = events.send((session_id, FrontendEvent::Report(UiReport::Decision { decision, levels }))).await;
         });
-        Frontend::Terminal { state: Arc::new(Mutex::new(TtyState::default())) }
+        Frontend::Terminal { terminal: Arc::new(Mutex::new(Terminal::default())) }
     }
 }

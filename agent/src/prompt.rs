@@ -11,11 +11,27 @@ use sightline_proto::{ConsentRequest, Decision, Level, Party, levels_text};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum UiCommand {
-    Ask { request: ConsentRequest },
-    Elevate { levels: Vec<Level> },
-    Status { granted: Vec<Level>, observers: Vec<String>, paused_by: Option<Party>, recording: bool },
-    Chat { from: String, text: String },
-    Ended { reason: String },
+    Ask {
+        request: ConsentRequest,
+    },
+    Elevate {
+        levels: Vec<Level>,
+    },
+    /// The elevation request lapsed: take its prompt away.
+    ElevationClosed,
+    Status {
+        granted: Vec<Level>,
+        observers: Vec<String>,
+        paused_by: Option<Party>,
+        recording: bool,
+    },
+    Chat {
+        from: String,
+        text: String,
+    },
+    Ended {
+        reason: String,
+    },
 }
 
 /// From the front end to the agent, one JSON object per line.

@@ -12,10 +12,9 @@ use sightline_proto::channel::{ChannelMessage, Input};
 use sightline_proto::{
     AgentToRelay, ConsentKind, ConsentReceipt, ConsentRequest, Decision, EndReason, Level, Party, SessionEvent,
 };
-use tokio::sync::mpsc;
 
 use crate::device::Device;
-use crate::frontend::{Frontend, FrontendEvent};
+use crate::frontend::{Frontend, FrontendEvent, FrontendEvents};
 use crate::input::Injector;
 use crate::prompt::{UiCommand, UiReport, consent_lines};
 
@@ -56,7 +55,7 @@ impl EndpointSession {
     pub async fn ask(
         request: ConsentRequest,
         device: Arc<Device>,
-        events: mpsc::Sender<FrontendEvent>,
+        events: FrontendEvents,
     ) -> (EndpointSession, Vec<Action>) {
         let now = crate::now_ms();
         let requested: Levels = request.levels.iter().copied().collect();
@@ -79,7 +78,15 @@ impl EndpointSession {
             injected: 0,
             bar_hidden: true,
         };
-        match Frontend::open(events) {
+        match Frontend::open(events, &session.id) {
+            Ok(frontend) if session.request.terms.active_confirmation && frontend.is_terminal() => {
+                // A terminal cannot show that the session is watched: refused at once, with the
+                // reason on the terminal, rather than a session that could never run.
+                tracing::warn!(session = %session.id, "active confirmation needs the session window: refusing");
+                println!("A remote support request was refused: this device's policy needs the session window.");
+                let actions = session.decide(ConsentKind::Session, Decision::Closed, Vec::new()).await;
+                (session, actions)
+            }
             Ok(mut frontend) => {
                 frontend.send(&UiCommand::Ask { request: session.request.clone() }).await;
                 session.frontend = Some(frontend);
@@ -154,6 +161,12 @@ impl EndpointSession {
                 Effect::AskUserToElevate { levels } => {
                     if let Some(f) = self.frontend.as_mut() {
                         f.send(&UiCommand::Elevate { levels: levels.into_iter().collect() }).await;
+                    }
+                }
+                Effect::ElevationExpired { .. } => {
+                    tracing::info!(session = %self.id, "the request for more access lapsed");
+                    if let Some(f) = self.frontend.as_mut() {
+                        f.send(&UiCommand::ElevationClosed).await;
                     }
                 }
                 Effect::Ended(reason) => {

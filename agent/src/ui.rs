@@ -151,6 +151,7 @@ impl Window {
                 self.elevation = Some(levels.into_iter().map(|l| (l, true)).collect());
                 ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
             }
+            UiCommand::ElevationClosed => self.elevation = None,
             UiCommand::Status { granted, observers, paused_by, recording } => {
                 if matches!(self.mode, Mode::Asking { .. } | Mode::Waiting) {
                     self.enter_bar(ctx);

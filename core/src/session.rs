@@ -31,6 +31,9 @@ pub struct Elevation {
     pub levels: Levels,
     pub user_confirmed: bool,
     pub senior_approved: bool,
+    /// Unanswered by then (the segment's consent timeout), the request lapses: a missing senior
+    /// must not hold the session's control hostage.
+    pub deadline_ms: u64,
 }
 
 /// What happens to a session.
@@ -99,6 +102,10 @@ pub enum Effect {
     AskSeniorToApprove {
         levels: Levels,
     },
+    /// The elevation was not completed in time: close its prompt.
+    ElevationExpired {
+        levels: Levels,
+    },
     Ended(EndReason),
 }
 
@@ -153,10 +160,11 @@ impl Session {
 
     /// Whether input may reach the endpoint now: control granted and not expired, the session
     /// running (not paused), an observer present where the segment requires one, and no
-    /// elevation waiting for the user (the operator must not click the user's own prompt).
+    /// elevation prompt in front of the user (the operator must not click the user's own prompt;
+    /// once the user answered, waiting for a senior does not block the control already granted).
     pub fn may_inject(&self, now_ms: u64) -> bool {
         self.phase == Phase::Active
-            && self.elevation.is_none()
+            && self.elevation.as_ref().is_none_or(|e| e.user_confirmed)
             && self.granted.contains(&Level::Control)
             && self.grant_expires_ms.is_none_or(|t| now_ms < t)
             && (!self.obligations.observer_required_for_control || self.observers > 0)
@@ -265,8 +273,13 @@ impl Session {
                 if wanted.is_empty() {
                     return Vec::new();
                 }
-                self.elevation =
-                    Some(Elevation { levels: wanted.clone(), user_confirmed: false, senior_approved: false });
+                let deadline_ms = now_ms + u64::from(self.obligations.consent_timeout_s) * 1000;
+                self.elevation = Some(Elevation {
+                    levels: wanted.clone(),
+                    user_confirmed: false,
+                    senior_approved: false,
+                    deadline_ms,
+                });
                 let mut effects = vec![Effect::AskUserToElevate { levels: wanted.clone() }];
                 if self.obligations.elevation_needs_senior {
                     effects.push(Effect::AskSeniorToApprove { levels: wanted });
@@ -276,6 +289,11 @@ impl Session {
             (_, Event::ElevationConfirmed { levels }) => {
                 let Some(elevation) = self.elevation.as_mut() else { return Vec::new() };
                 elevation.levels = elevation.levels.intersection(&levels).copied().collect();
+                if elevation.levels.is_empty() {
+                    // Confirming none of what was asked is a refusal.
+                    self.elevation = None;
+                    return Vec::new();
+                }
                 elevation.user_confirmed = true;
                 self.complete_elevation(now_ms)
             }
@@ -320,12 +338,16 @@ impl Session {
                 if now_ms >= self.last_activity_ms + u64::from(self.obligations.idle_timeout_s) * 1000 {
                     return self.end(EndReason::Idle);
                 }
+                let mut effects = Vec::new();
                 if self.grant_expires_ms.is_some_and(|t| now_ms >= t) {
                     self.grant_expires_ms = None;
                     self.granted = Levels::from([Level::View]);
-                    return vec![Effect::ReleaseInput, Effect::Granted { levels: self.granted.clone() }];
+                    effects.extend([Effect::ReleaseInput, Effect::Granted { levels: self.granted.clone() }]);
                 }
-                Vec::new()
+                if let Some(elevation) = self.elevation.take_if(|e| now_ms >= e.deadline_ms) {
+                    effects.push(Effect::ElevationExpired { levels: elevation.levels });
+                }
+                effects
             }
 
             (
@@ -525,6 +547,27 @@ mod tests {
             s.step(1_001_000, Event::Tick),
             vec![Effect::ReleaseInput, Effect::StopMedia, Effect::Ended(EndReason::MaxDuration)]
         );
+    }
+
+    #[test]
+    fn an_unanswered_or_emptied_elevation_lapses_and_control_returns() {
+        let critical = Obligations { elevation_needs_senior: true, ..obligations() };
+        let mut s = started(critical, &[View, Control], &[View, Control]);
+        s.step(2_000, Event::ElevationRequested { levels: levels(&[Clipboard]) });
+        assert!(!s.may_inject(2_100), "the user's prompt is up");
+        s.step(3_000, Event::ElevationConfirmed { levels: levels(&[Clipboard]) });
+        assert!(s.may_inject(3_100), "waiting for the senior does not block control already granted");
+        // No senior within the consent timeout (60 s): the request lapses, nothing more is granted.
+        assert!(s.step(61_999, Event::Tick).is_empty());
+        assert_eq!(s.step(62_000, Event::Tick), vec![Effect::ElevationExpired { levels: levels(&[Clipboard]) }]);
+        assert!(s.elevation.is_none());
+        assert!(s.step(62_100, Event::SeniorApproved).is_empty());
+        assert_eq!(s.granted(), &levels(&[View, Control]));
+        // A new request can be made; confirming none of it is a refusal.
+        assert!(!s.step(63_000, Event::ElevationRequested { levels: levels(&[Clipboard]) }).is_empty());
+        assert!(s.step(63_500, Event::ElevationConfirmed { levels: levels(&[FileTransfer]) }).is_empty());
+        assert!(s.elevation.is_none());
+        assert!(s.may_inject(63_600));
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub enum EventKind {
     ElevationRefused,
     #[serde(rename = "elevation.approved")]
     ElevationApproved,
+    #[serde(rename = "elevation.expired")]
+    ElevationExpired,
     #[serde(rename = "observer.joined")]
     ObserverJoined,
     #[serde(rename = "observer.left")]
@@ -96,7 +98,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 40] = [
+    pub const ALL: [EventKind; 41] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -134,6 +136,7 @@ impl EventKind {
         EventKind::ElevationConfirmed,
         EventKind::ElevationRefused,
         EventKind::ElevationApproved,
+        EventKind::ElevationExpired,
         EventKind::ObserverJoined,
         EventKind::ObserverLeft,
         EventKind::InputDropped,

@@ -159,6 +159,7 @@ impl Hub {
         if let Some(session) = link.session() {
             session.step(sightline_core::session::Event::AgentLost, "system");
         }
+        link.forget_ended_session();
         link.end_views(ViewEndReason::AgentGone);
         link.stop_publishing().await;
     }
@@ -180,6 +181,7 @@ impl Hub {
             if let Some(session) = link.session() {
                 session.step(sightline_core::session::Event::AgentLost, "system");
             }
+            link.forget_ended_session();
             link.end_views(ViewEndReason::AgentGone);
             link.stop_publishing().await;
         }
@@ -207,6 +209,12 @@ impl AgentLink {
             drop(slot);
             *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = ended;
         }
+    }
+
+    /// Drops the last ended session: it holds this link, so keeping it past the link's life would
+    /// keep both alive.
+    pub fn forget_ended_session(&self) {
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// The running session, or the one that ended last, if it has this id.

@@ -27,6 +27,9 @@ use crate::identity::Identity;
 const TICK: Duration = Duration::from_millis(250);
 /// Chat lines buffered per viewer.
 const CHAT_BUFFER: usize = 64;
+/// Late decisions (signed after the session ended) recorded per session; one prompt yields at
+/// most a few genuine ones.
+const MAX_LATE_RECEIPTS: usize = 4;
 
 /// Who asked for the session, and why.
 #[derive(Debug, Clone)]
@@ -66,6 +69,8 @@ pub struct LiveSession {
     observers: Mutex<BTreeMap<u64, String>>,
     status: watch::Sender<SessionStatus>,
     chat: broadcast::Sender<(String, String)>,
+    /// Signatures of decisions recorded after the end (`consent.late`), each kept once.
+    late_receipts: Mutex<Vec<String>>,
 }
 
 fn sorted(levels: &Levels) -> Vec<Level> {
@@ -110,6 +115,7 @@ impl LiveSession {
             observers: Mutex::new(BTreeMap::new()),
             status: watch::channel(status).0,
             chat: broadcast::channel(CHAT_BUFFER).0,
+            late_receipts: Mutex::new(Vec::new()),
         });
         if !link.attach_session(session.clone()) {
             return Err(SessionError::Busy(link.info.name.clone()));
@@ -244,6 +250,12 @@ impl LiveSession {
                         .send(RelayToAgent::ElevationRequest { session_id: self.id.clone(), levels: sorted(&levels) });
                 }
                 Effect::AskSeniorToApprove { .. } => {}
+                Effect::ElevationExpired { levels } => self.emit(
+                    EventKind::ElevationExpired,
+                    Outcome::Failure,
+                    actor,
+                    format!("levels: {}; not completed in time", sightline_proto::levels_text(&sorted(&levels))),
+                ),
                 Effect::Ended(reason) => {
                     if reason == EndReason::ConsentTimedOut {
                         self.emit(
@@ -343,8 +355,9 @@ impl LiveSession {
             || receipt.device_id != self.link.info.agent_id
             || receipt.operator != self.request.operator.name
             || receipt.ticket != self.request.ticket
+            || receipt.endpoint_user != self.link.info.user
         {
-            return Err(refuse("it names another session, device, operator or ticket".into()));
+            return Err(refuse("it names another session, device, operator, ticket or endpoint account".into()));
         }
         let message = sightline_proto::agent_auth::consent_message(&receipt);
         if let Err(e) = self.identity.verify_device_message(&receipt.device_id, &message, &receipt.signature).await {
@@ -361,8 +374,24 @@ impl LiveSession {
             serde_json::to_string(&receipt).unwrap_or_default()
         );
         if self.is_ended() {
-            // Too late to change anything, but what the user decided is still evidence.
-            self.emit(EventKind::ConsentLate, Outcome::Failure, &actor, format!("after the session ended; {detail}"));
+            // Too late to change anything, but what the user decided is still evidence (once:
+            // a replayed copy adds nothing, and the record must not grow without bound).
+            let first = {
+                let mut kept = self.late_receipts.lock().unwrap_or_else(|e| e.into_inner());
+                let first = kept.len() < MAX_LATE_RECEIPTS && !kept.contains(&receipt.signature);
+                if first {
+                    kept.push(receipt.signature.clone());
+                }
+                first
+            };
+            if first {
+                self.emit(
+                    EventKind::ConsentLate,
+                    Outcome::Failure,
+                    &actor,
+                    format!("after the session ended; {detail}"),
+                );
+            }
             return Err(SessionError::Ended);
         }
         match (receipt.kind, receipt.decision) {
@@ -670,6 +699,8 @@ mod tests {
             },
             // The endpoint account changed in transit.
             ConsentReceipt { endpoint_user: "mallory".into(), ..allow.clone() },
+            // Signed by the device, but for another account than the one logged in at hello.
+            signed(&f.key, ConsentReceipt { endpoint_user: "mallory".into(), ..allow.clone() }),
         ];
         for receipt in refused {
             assert!(matches!(session.accept_receipt(receipt).await, Err(SessionError::BadReceipt(_))));
@@ -706,6 +737,9 @@ mod tests {
         let kept = f.events_of(EventKind::ConsentLate);
         assert_eq!(kept.len(), 1);
         assert!(kept[0].detail.contains(&late.signature), "the signed receipt is in the record");
+        // A replayed copy is refused and not recorded again.
+        assert_eq!(found.accept_receipt(late.clone()).await, Err(SessionError::Ended));
+        assert_eq!(f.events_of(EventKind::ConsentLate).len(), 1);
         // A forged late receipt is refused as forged, not kept as evidence.
         let forged = ConsentReceipt { levels: vec![Level::View, Level::Control], ..late };
         assert!(matches!(found.accept_receipt(forged).await, Err(SessionError::BadReceipt(_))));
