@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use sightline_proto::{AgentInfo, AgentToRelay, ErrorCode, RelayToAgent, ViewEndReason, encode};
 
 use crate::hub::{AgentLink, Hub};
 use crate::identity::{Identity, IdentityError, Revocation, random_bytes};
-use crate::socket::{Liveness, PING_EVERY, SILENCE_LIMIT, next_message, send_within};
+use crate::socket::{Heartbeat, Liveness, close_within, next_message, send_within};
 
 /// How often a connected agent's enrolment is re-checked (revocations whose event was missed).
 const DEVICE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -45,7 +45,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
     // Subscribe before authenticating, so a revocation racing the handshake is not missed.
     let mut revocations = hub.subscribe_revocations();
     let challenge = random_bytes::<32>();
-    if tx.send(text(&RelayToAgent::Challenge { nonce: hex::encode(challenge) })).await.is_err() {
+    if !send_within(&mut tx, text(&RelayToAgent::Challenge { nonce: hex::encode(challenge) })).await {
         return;
     }
     let (device_id, signature, width, height, user) = match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut rx))
@@ -66,8 +66,9 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
             .await;
             match opened {
                 Ok(w) => {
-                    let _ = tx.send(text(&RelayToAgent::WindowOpened { start_ms: w.start_ms, end_ms: w.end_ms })).await;
-                    let _ = tx.close().await;
+                    send_within(&mut tx, text(&RelayToAgent::WindowOpened { start_ms: w.start_ms, end_ms: w.end_ms }))
+                        .await;
+                    close_within(&mut tx).await;
                 }
                 Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
             }
@@ -76,14 +77,10 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
         Ok(Some(Ok(AgentToRelay::Enrol { token, public_key, name }))) => {
             match identity.enrol_device(&token, &public_key, &name, Some(peer.ip())).await {
                 Ok(device) => {
-                    let _ = tx
-                        .send(text(&RelayToAgent::Enrolled {
-                            device_id: device.id,
-                            name: device.name,
-                            segment: device.segment,
-                        }))
-                        .await;
-                    let _ = tx.close().await;
+                    let enrolled =
+                        RelayToAgent::Enrolled { device_id: device.id, name: device.name, segment: device.segment };
+                    send_within(&mut tx, text(&enrolled)).await;
+                    close_within(&mut tx).await;
                 }
                 Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
             }
@@ -118,10 +115,11 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
         Ok(v) => v,
         Err(e) => return refuse(&mut tx, ErrorCode::DuplicateAgent, e.to_string()).await,
     };
-    if tx
-        .send(text(&RelayToAgent::Welcome { name: device.name.clone(), segment: device.segment.clone() }))
-        .await
-        .is_err()
+    if !send_within(
+        &mut tx,
+        text(&RelayToAgent::Welcome { name: device.name.clone(), segment: device.segment.clone() }),
+    )
+    .await
     {
         hub.unregister_agent(&link).await;
         return;
@@ -129,13 +127,13 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
     tracing::info!(agent = %link.info.agent_id, name = %link.info.name, segment = %link.info.segment, %peer, "agent online");
 
     let mut recheck = tokio::time::interval(DEVICE_RECHECK);
-    let mut heartbeat = tokio::time::interval(PING_EVERY);
+    let mut heartbeat = Heartbeat::default();
     loop {
         tokio::select! {
-            _ = heartbeat.tick() => {
+            _ = heartbeat.next() => {
                 // An endpoint that vanished without closing TCP (power cut, network gone) ends its
                 // session here too, not only on its own side (R22).
-                if live.silent_for() > SILENCE_LIMIT {
+                if heartbeat.peer_gone(&live) {
                     tracing::info!(agent = %link.info.agent_id, "agent silent: treating it as gone");
                     break;
                 }
@@ -151,16 +149,16 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                     Ok(_) => false,
                 };
                 if ours {
-                    let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::DeviceRefused, message: "this device was revoked".into() })).await;
-                    let _ = tx.close().await;
+                    send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::DeviceRefused, message: "this device was revoked".into() })).await;
+                    close_within(&mut tx).await;
                     break;
                 }
             }
             _ = recheck.tick() => {
                 // Fail closed: a store error drops the agent too; it reconnects and is checked again.
                 if !identity.device_active(&link.info.agent_id).await.unwrap_or(false) {
-                    let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::DeviceRefused, message: "this device is no longer enrolled".into() })).await;
-                    let _ = tx.close().await;
+                    send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::DeviceRefused, message: "this device is no longer enrolled".into() })).await;
+                    close_within(&mut tx).await;
                     break;
                 }
             }
@@ -176,39 +174,39 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                     Some(Err(e)) => {
                         // A malformed message is refused but does not end a healthy agent link.
                         tracing::warn!(agent = %link.info.agent_id, error = %e, "bad message from agent");
-                        let _ = tx.send(text(&RelayToAgent::Error { code: e.code(), message: e.to_string() })).await;
+                        if !send_within(&mut tx, text(&RelayToAgent::Error { code: e.code(), message: e.to_string() })).await { break; }
                     }
                     Some(Ok(AgentToRelay::PublishOffer { sdp })) => {
                         match hub.media.accept_publisher(&sdp, link.fanout.clone()).await {
                             Ok((publisher, answer)) => {
                                 tokio::spawn(read_agent_channel(publisher.peer(), link.clone()));
                                 link.set_publisher(publisher).await;
-                                if tx.send(text(&RelayToAgent::PublishAnswer { sdp: answer })).await.is_err() {
+                                if !send_within(&mut tx, text(&RelayToAgent::PublishAnswer { sdp: answer })).await {
                                     break;
                                 }
                             }
                             Err(e) => {
                                 tracing::warn!(agent = %link.info.agent_id, error = %e, "cannot accept publisher");
-                                let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::MediaSetup, message: e.to_string() })).await;
+                                if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::MediaSetup, message: e.to_string() })).await { break; }
                                 link.end_views(ViewEndReason::MediaFailed);
                             }
                         }
                     }
                     Some(Ok(AgentToRelay::Consent { receipt })) => {
                         let Some(session) = link.session_by_id(&receipt.session_id) else {
-                            let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await;
+                            if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await { break; }
                             continue;
                         };
                         if let Err(e) = session.accept_receipt(receipt).await {
                             tracing::warn!(agent = %link.info.agent_id, error = %e, "consent receipt refused");
-                            let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::BadReceipt, message: e.to_string() })).await;
+                            if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::BadReceipt, message: e.to_string() })).await { break; }
                         }
                     }
                     Some(Ok(AgentToRelay::Session { session_id, event })) => {
                         match link.session().filter(|s| s.id == session_id) {
                             Some(session) => session.user_event(event),
                             None => {
-                                let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await;
+                                if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await { break; }
                             }
                         }
                     }
@@ -217,7 +215,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                         link.end_views(ViewEndReason::PublishFailed);
                     }
                     Some(Ok(AgentToRelay::Hello { .. } | AgentToRelay::Enrol { .. } | AgentToRelay::OpenWindow { .. })) => {
-                        let _ = tx.send(text(&RelayToAgent::Error { code: ErrorCode::BadMessage, message: "already authenticated".into() })).await;
+                        if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::BadMessage, message: "already authenticated".into() })).await { break; }
                     }
                 }
             }
@@ -259,6 +257,6 @@ where
     S: futures_util::Sink<Message> + Unpin,
 {
     tracing::warn!(?code, %message, "refusing agent connection");
-    let _ = tx.send(text(&RelayToAgent::Error { code, message })).await;
-    let _ = tx.close().await;
+    send_within(tx, text(&RelayToAgent::Error { code, message })).await;
+    close_within(tx).await;
 }

@@ -26,9 +26,10 @@ where
 
 /// How often the relay pings a socket's peer (browsers and agents answer pings by themselves).
 pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-/// Silence after which the peer counts as gone: three missed pings. The operator's session ends
-/// within 10 s of their browser vanishing (R22): at most this plus one ping interval.
-pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(6);
+/// Silence after which the peer counts as gone (more than two ping intervals without a pong).
+/// The operator's session ends within 10 s of their browser vanishing (R22): the last frame came
+/// at most one interval before, and the silence is noticed at most one interval late.
+pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// A send that takes longer than this means the peer stopped reading (its buffers are full).
 pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -39,6 +40,15 @@ where
 {
     use futures_util::SinkExt;
     matches!(tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await, Ok(Ok(())))
+}
+
+/// Closes the socket, giving up after `SEND_TIMEOUT` (a peer that stopped reading never acks).
+pub async fn close_within<S>(tx: &mut S)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    use futures_util::SinkExt;
+    let _ = tokio::time::timeout(SEND_TIMEOUT, tx.close()).await;
 }
 
 /// When a peer was last heard from. A WebSocket whose far end vanished without closing TCP (a
@@ -67,6 +77,37 @@ impl Liveness {
     pub fn silent_for(&self) -> std::time::Duration {
         let heard = std::time::Duration::from_millis(self.heard_ms.load(std::sync::atomic::Ordering::Relaxed));
         self.start.elapsed().saturating_sub(heard)
+    }
+}
+
+/// The socket's ping clock. It judges silence only when the loop kept time: after the loop was
+/// busy elsewhere (a slow send, media set-up), the peer's answers may be waiting unread, so that
+/// beat only pings and the next one judges.
+#[derive(Debug)]
+pub struct Heartbeat {
+    interval: tokio::time::Interval,
+    last_beat: std::time::Instant,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        let mut interval = tokio::time::interval(PING_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Heartbeat { interval, last_beat: std::time::Instant::now() }
+    }
+}
+
+impl Heartbeat {
+    /// Waits for the next beat.
+    pub async fn next(&mut self) {
+        self.interval.tick().await;
+    }
+
+    /// Whether the peer has been silent too long, judged at this beat.
+    pub fn peer_gone(&mut self, live: &Liveness) -> bool {
+        let kept_time = self.last_beat.elapsed() < PING_EVERY + std::time::Duration::from_secs(1);
+        self.last_beat = std::time::Instant::now();
+        kept_time && live.silent_for() > SILENCE_LIMIT
     }
 }
 

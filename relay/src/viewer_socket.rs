@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use sightline_core::policy::{AccessRequest, Level};
 use sightline_core::roles::{Capability, Role};
 use sightline_core::session::{Event, Levels};
@@ -22,7 +22,7 @@ use crate::identity::{AuthUser, Revocation};
 use crate::server::AppState;
 use crate::session::{LiveSession, Request};
 use crate::sfu::Subscriber;
-use crate::socket::{Liveness, PING_EVERY, SILENCE_LIMIT, next_message, send_within};
+use crate::socket::{Heartbeat, Liveness, next_message, send_within};
 
 /// Open sockets re-check their session this often, so an expired, idle or revoked session ends
 /// even if the revocation event was missed.
@@ -69,7 +69,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
     let (mut tx, rx) = socket.split();
     let live = Liveness::default();
     let mut rx = rx.inspect(|_| live.heard());
-    let mut heartbeat = tokio::time::interval(PING_EVERY);
+    let mut heartbeat = Heartbeat::default();
     let mut roster = hub.subscribe_roster();
     let mut revocations = hub.subscribe_revocations();
     let mut sessions = hub.subscribe_sessions();
@@ -118,10 +118,10 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 end_socket(&mut tx).await;
                 break;
             }
-            _ = heartbeat.tick() => {
+            _ = heartbeat.next() => {
                 // A browser that vanished without closing TCP answers no pings: its session ends
                 // as if it had closed (R22).
-                if live.silent_for() > SILENCE_LIMIT {
+                if heartbeat.peer_gone(&live) {
                     tracing::info!(viewer_id, user = %auth.user.name, "viewer silent: treating the browser as gone");
                     break;
                 }
@@ -449,6 +449,6 @@ where
 {
     let msg =
         RelayToViewer::Error { code: ErrorCode::SessionEnded, message: "your session ended; sign in again".into() };
-    let _ = tx.send(Message::Text(encode(&msg).into())).await;
-    let _ = tx.close().await;
+    send_within(tx, Message::Text(encode(&msg).into())).await;
+    crate::socket::close_within(tx).await;
 }
