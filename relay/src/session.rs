@@ -500,10 +500,8 @@ impl LiveSession {
             EventKind::ElevationApproved,
             Outcome::Success,
             senior,
-            format!(
-                "levels: {}; senior approval with a passkey step-up",
-                sightline_proto::levels_text(&sorted(levels))
-            ),
+            // The step-up is the caller's to require (the API does); its own event records it.
+            format!("levels: {}; senior approval", sightline_proto::levels_text(&sorted(levels))),
         );
         self.carry_out(effects, senior);
         Ok(())
