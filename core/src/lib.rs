@@ -4,6 +4,7 @@
 //! values and decisions go out as plain values, so every rule is unit-testable and the crate
 //! builds for wasm32 as well as for the relay and the agent.
 
+pub mod audit;
 pub mod config_file;
 pub mod framecode;
 pub mod lockout;
