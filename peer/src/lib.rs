@@ -6,9 +6,13 @@
 //!   address), VP8 only, default interceptors (NACK, RTCP reports, TWCC feedback), mDNS off, and
 //!   keyframe requests (PLI/FIR) from the remote side delivered to us instead of swallowed;
 //! - [`PeerEvent`]: connection state, gathering, and remote tracks as our own enum;
-//! - [`VideoSender`] and [`VideoReceiver`]: write and read VP8 RTP, send and see keyframe requests.
+//! - [`VideoSender`] and [`VideoReceiver`]: write and read VP8 RTP, send and see keyframe requests;
+//! - [`Outbox`]: ordered, bounded delivery to a data channel that may not be open yet.
 
 mod keyframe_requests;
+mod outbox;
+
+pub use outbox::{OnDelivery, Outbox, Undelivered};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -444,6 +448,11 @@ impl DataChannel {
 
     pub async fn send(&self, text: &str) -> Result<(), PeerError> {
         Ok(self.channel.send_text(text).await?)
+    }
+
+    /// Whether both handles are the same channel.
+    pub fn same(&self, other: &DataChannel) -> bool {
+        Arc::ptr_eq(&self.channel, &other.channel)
     }
 }
 
