@@ -18,7 +18,15 @@ use crate::encoder::EncoderConfig;
 use crate::frontend::FrontendEvent;
 use crate::publisher::{Publication, PublishConfig};
 use crate::session::{Action, EndpointSession};
+use sightline_peer::Outbox;
 use sightline_proto::channel::ChannelMessage;
+
+/// Chat lines waiting for the data channel.
+const CHANNEL_QUEUE: usize = 64;
+/// How long a chat line may wait for the data channel before the user is told it was not sent.
+const CHAT_WAIT: Duration = Duration::from_secs(10);
+/// The `from` of a chat notice that a line did not reach the relay.
+const NOT_DELIVERED: &str = "not delivered";
 
 /// How often the session's local deadlines are checked.
 const SESSION_TICK: Duration = Duration::from_millis(250);
@@ -274,6 +282,10 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
     let mut publication: Option<Publication> = None;
     let mut endpoint: Option<EndpointSession> = None;
     let (frontend_tx, mut frontend_rx) = tokio::sync::mpsc::channel::<(String, FrontendEvent)>(16);
+    // The user's chat lines wait here for the publication's data channel to open; a line that
+    // cannot be delivered comes back (session id, text) so the bar says so.
+    let outbox = Outbox::new(CHANNEL_QUEUE);
+    let (undelivered_tx, mut undelivered_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut tick = tokio::time::interval(SESSION_TICK);
     let mut last_heard = Instant::now();
@@ -297,6 +309,13 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
             _ = tick.tick() => match endpoint.as_mut() {
                 Some(s) => s.tick().await,
                 None => continue,
+            },
+            line = undelivered_rx.recv() => match (line, endpoint.as_mut()) {
+                (Some((id, text)), Some(s)) if s.id == id => {
+                    s.on_chat(NOT_DELIVERED.into(), text).await;
+                    continue;
+                }
+                _ => continue,
             },
             event = frontend_rx.recv() => match (event, endpoint.as_mut()) {
                 (Some((id, event)), Some(s)) if s.id == id => s.on_frontend(event).await,
@@ -409,8 +428,18 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                 }
             }
         };
-        if let Err(e) = carry_out(actions, &mut tx, &mut publication).await {
+        let session_id = endpoint.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+        let chat = Chat { outbox: &outbox, session_id, undelivered: &undelivered_tx };
+        if let Err(e) = carry_out(actions, &mut tx, &mut publication, chat).await {
             break Err(e);
+        }
+        // The outbox writes to the channel of the publication running now (or waits for one).
+        let current = publication.as_ref().map(Publication::channel);
+        let installed = outbox.channel();
+        if !matches!((&current, &installed), (Some(a), Some(b)) if a.same(b))
+            && (current.is_some() || installed.is_some())
+        {
+            outbox.set_channel(current);
         }
     };
     if let Some(mut s) = endpoint.take()
@@ -426,23 +455,39 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
     result
 }
 
+/// Where the user's chat lines go: the data channel's outbox, with a way back for lines that
+/// could not be delivered.
+struct Chat<'a> {
+    outbox: &'a Outbox,
+    session_id: String,
+    undelivered: &'a tokio::sync::mpsc::UnboundedSender<(String, String)>,
+}
+
 /// Does what the session asked for: messages to the relay, media pause/resume/stop.
 async fn carry_out(
     actions: Vec<Action>,
     tx: &mut futures_util::stream::SplitSink<Socket, Message>,
     publication: &mut Option<Publication>,
+    chat: Chat<'_>,
 ) -> anyhow::Result<()> {
     for action in actions {
         match action {
             Action::Signal(msg) => tx.send(Message::Text(encode(&msg).into())).await?,
             Action::Channel(msg) => {
-                // Best effort (chat): without a publication there is no channel yet.
-                let channel = publication.as_ref().map(Publication::channel);
-                if let Some(channel) = channel
-                    && let Err(e) = channel.send(&sightline_proto::channel::encode(&msg)).await
-                {
-                    tracing::debug!(error = %e, "data channel send failed");
-                }
+                // Waits (bounded) for the publication's channel; the user learns of a failure.
+                let text = match &msg {
+                    ChannelMessage::Chat { text, .. } => text.clone(),
+                    ChannelMessage::Input { .. } => String::new(),
+                };
+                let back = chat.undelivered.clone();
+                let session_id = chat.session_id.clone();
+                let on_delivery: sightline_peer::OnDelivery = Box::new(move |result| {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "chat line not delivered to the relay");
+                        let _ = back.send((session_id, format!("{text} ({e})")));
+                    }
+                });
+                chat.outbox.send(sightline_proto::channel::encode(&msg), CHAT_WAIT, on_delivery);
             }
             Action::PauseMedia => {
                 if let Some(p) = publication.as_ref() {

@@ -24,13 +24,19 @@ async fn agent_enrols_over_wss_only_with_a_trusted_certificate() {
         data_dir: dir.path().join("relay"),
         redis: None,
         token_ttl_s: 600,
+        node: Some("test".into()),
+        audit_dir: None,
+        audit_checkpoint_records: 1000,
+        audit_checkpoint_ms: 1000,
         policy: concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").into(),
         tls_cert: Some(cert.clone()),
         tls_key: Some(key),
     };
     config.validate().unwrap();
     let state =
-        sightline_relay::server::build(&config, std::sync::Arc::new(sightline_relay::events::LogSink)).await.unwrap();
+        sightline_relay::server::build(&config, std::sync::Arc::new(sightline_relay::events::MemorySink::default()))
+            .await
+            .unwrap();
     let token = state.identity.create_agent_token("test", "office", None).await.unwrap();
     tokio::spawn(sightline_relay::server::serve(listener, state, config, std::future::pending()));
 

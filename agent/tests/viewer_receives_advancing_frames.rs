@@ -38,12 +38,18 @@ async fn start_relay() -> TestRelay {
         data_dir: dir.path().join("relay"),
         redis: None,
         token_ttl_s: 600,
+        node: Some("test".into()),
+        audit_dir: None,
+        audit_checkpoint_records: 1000,
+        audit_checkpoint_ms: 1000,
         policy: concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").into(),
         tls_cert: None,
         tls_key: None,
     };
     let state =
-        sightline_relay::server::build(&config, std::sync::Arc::new(sightline_relay::events::LogSink)).await.unwrap();
+        sightline_relay::server::build(&config, std::sync::Arc::new(sightline_relay::events::MemorySink::default()))
+            .await
+            .unwrap();
     let operator = sightline_relay::identity::User {
         id: "op-1".into(),
         name: "operator".into(),

@@ -72,6 +72,8 @@ pub enum Event {
     AgentLost,
     OperatorLost,
     RecorderFailed,
+    /// The relay's audit log cannot be written (R41): the session ends.
+    AuditUnavailable,
     /// The other side ended the session (the agent mirrors the relay's end, with its reason).
     EndedElsewhere(EndReason),
     /// Time passed; deadlines are checked.
@@ -232,6 +234,7 @@ impl Session {
                 self.end(EndReason::ConsentTimedOut)
             }
             (Phase::AwaitingConsent { .. }, Event::AgentLost) => self.end(EndReason::AgentLost),
+            (Phase::AwaitingConsent { .. }, Event::AuditUnavailable) => self.end(EndReason::AuditUnavailable),
             (Phase::AwaitingConsent { .. }, Event::EndedElsewhere(reason)) => self.end(reason),
             (Phase::AwaitingConsent { .. }, Event::OperatorLost) => self.end(EndReason::OperatorLost),
             (Phase::AwaitingConsent { .. }, Event::Kill { admin }) => self.end(EndReason::KilledByAdmin(admin)),
@@ -243,6 +246,7 @@ impl Session {
             (_, Event::End { .. }) => self.end(EndReason::EndedByOperator),
             (_, Event::Kill { admin }) => self.end(EndReason::KilledByAdmin(admin)),
             (_, Event::AgentLost) => self.end(EndReason::AgentLost),
+            (_, Event::AuditUnavailable) => self.end(EndReason::AuditUnavailable),
             (_, Event::EndedElsewhere(reason)) => self.end(reason),
             (_, Event::OperatorLost) => self.end(EndReason::OperatorLost),
             (_, Event::RecorderFailed) if self.obligations.recording_required => self.end(EndReason::RecorderFailed),

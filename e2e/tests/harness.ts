@@ -72,10 +72,17 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
-export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string }
+export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined> }
 
 export class Relay {
-  constructor(public proc: Proc, public port: number, public dataDir: string) {}
+  constructor(public proc: Proc, public port: number, public dataDir: string, public opts: RelayOptions = {}) {}
+  /** This node's audit directory. */
+  get auditDir(): string { return this.opts.auditDir ?? path.join(this.dataDir, 'audit'); }
+  /** The audit log's records, parsed (each line is one canonical JSON record). */
+  auditRecords(): AuditRecord[] {
+    const text = fs.readFileSync(path.join(this.auditDir, 'log.jsonl'), 'utf8');
+    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AuditRecord);
+  }
   /** WebAuthn needs a host name, not an IP: the viewer is always opened on localhost. */
   get url(): string { return `http://localhost:${this.port}`; }
   static async start(opts: RelayOptions = {}): Promise<Relay> {
@@ -83,11 +90,13 @@ export class Relay {
     const dataDir = opts.dataDir ?? tempDir('relay');
     const args = ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC, '--data-dir', dataDir, '--public-url', opts.publicUrl ?? `http://localhost:${p}/`, '--policy', opts.policy ?? SAMPLE_POLICY];
     if (opts.redis) args.push('--redis', opts.redis);
+    if (opts.node) args.push('--node', opts.node);
+    if (opts.auditDir) args.push('--audit-dir', opts.auditDir);
     // Benchmarks pin the relay to one core (taskset execs it, so the pid is the relay's).
     const proc = opts.cpu === undefined
-      ? launch('relay', path.join(BIN, 'relay'), args)
-      : launch('relay', 'taskset', ['-c', String(opts.cpu), path.join(BIN, 'relay'), ...args]);
-    const relay = new Relay(proc, p, dataDir);
+      ? launch('relay', path.join(BIN, 'relay'), args, opts.env)
+      : launch('relay', 'taskset', ['-c', String(opts.cpu), path.join(BIN, 'relay'), ...args], opts.env);
+    const relay = new Relay(proc, p, dataDir, opts);
     try {
       await waitFor('relay /healthz', async () => {
         if (proc.child.exitCode !== null) throw new Error(`relay exited with ${proc.child.exitCode}: ${proc.log().slice(0, 4000)}`);
@@ -105,6 +114,19 @@ export class Relay {
     if (!m) throw new Error('relay printed no bootstrap link');
     return m[1];
   }
+}
+
+/** One audit record (sightline_core::audit::Record). */
+export interface AuditRecord {
+  seq: number; ts_ms: number; node: string; kind: string; outcome: 'success' | 'failure'; actor: string;
+  source: string | null; subject: string | null; detail: string; prev: string;
+  session: { session_id: string; ticket: string; reason: string; device_id: string; device: string; endpoint_user: string; operator: string; levels: string[] } | null;
+}
+
+/** Runs `relay ARGS` (a CLI subcommand) to completion. */
+export function relayCli(args: string[], env: Record<string, string> = {}): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync(path.join(BIN, 'relay'), args, { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...env } });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
 /**

@@ -285,6 +285,8 @@ pub enum EndReason {
     AgentLost,
     OperatorLost,
     RecorderFailed,
+    /// The relay's audit log could not be written: no session runs unrecorded in it (R41).
+    AuditUnavailable,
 }
 
 impl EndReason {
@@ -302,6 +304,7 @@ impl EndReason {
             EndReason::AgentLost => "the connection to the endpoint was lost".into(),
             EndReason::OperatorLost => "the operator's connection was lost".into(),
             EndReason::RecorderFailed => "recording failed".into(),
+            EndReason::AuditUnavailable => "the relay's audit log could not be written".into(),
         }
     }
 }
@@ -414,6 +417,8 @@ pub enum ErrorCode {
     BadReceipt,
     /// The viewer's role does not allow this.
     Forbidden,
+    /// The relay's audit log cannot be written: no security action proceeds (R41).
+    AuditUnavailable,
 }
 
 /// A message with its protocol version, as it travels.

@@ -97,6 +97,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %e, "request failed on the state store");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
+            IdentityError::AuditUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
         };
         let message = match &self.0 {
             IdentityError::Store(_) => "the relay cannot reach its state store; try again shortly".to_owned(),

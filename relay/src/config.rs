@@ -54,6 +54,23 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_POLICY", default_value = "policy.toml")]
     pub policy: PathBuf,
 
+    /// Name of this relay node: in every audit record, and the origin of its signed checkpoints.
+    /// Defaults to the host name. Each node of a cluster needs its own name and audit directory.
+    #[arg(long, env = "SIGHTLINE_NODE")]
+    pub node: Option<String>,
+
+    /// Directory of this node's audit log (default: `<data-dir>/audit`).
+    #[arg(long, env = "SIGHTLINE_AUDIT_DIR")]
+    pub audit_dir: Option<PathBuf>,
+
+    /// Sign an audit checkpoint after this many records...
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub audit_checkpoint_records: u64,
+
+    /// ...or this many milliseconds after the first record not yet covered (and at shutdown).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub audit_checkpoint_ms: u64,
+
     /// Lifetime of session tokens in seconds (at most 600).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(30..=600))]
     pub token_ttl_s: u64,
@@ -96,6 +113,16 @@ impl Config {
     /// Whether the relay serves HTTPS.
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// How this node keeps its audit log.
+    pub fn audit_settings(&self) -> crate::audit::AuditSettings {
+        crate::audit::AuditSettings {
+            dir: self.audit_dir.clone().unwrap_or_else(|| self.data_dir.join("audit")),
+            node: self.node.clone().unwrap_or_else(crate::audit::default_node_name),
+            checkpoint_records: self.audit_checkpoint_records,
+            checkpoint_interval: std::time::Duration::from_millis(self.audit_checkpoint_ms),
+        }
     }
 
     /// The origin browsers use (see `--public-url`).

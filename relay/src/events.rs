@@ -1,17 +1,21 @@
 //! Security events: one sink interface for everything the audit trail must hold.
 //!
 //! Every authentication success and failure, lock, enrolment, role change, token revocation and
-//! device revocation is an `Event`. Today the sink writes structured log lines (target
-//! `sightline::audit`); the tamper-evident audit log plugs into the same trait later. Event names
-//! are dotted and registered in `EventKind`, so a new kind cannot appear unnoticed.
+//! device revocation is an `Event`. The relay's sink is its tamper-evident audit log
+//! (`crate::audit`); tests use `MemorySink`. Event names are dotted and registered in
+//! `EventKind`, so a new kind cannot appear unnoticed.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub use sightline_core::audit::{Outcome, SessionFacts};
+
+use crate::audit::AuditUnavailable;
 
 /// Every kind of security event the relay emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
     #[serde(rename = "auth.login")]
     Login,
@@ -147,15 +151,8 @@ impl EventKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Success,
-    Failure,
-}
-
 /// One security event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Unix milliseconds, UTC.
     pub ts_ms: u64,
@@ -176,37 +173,22 @@ pub struct Event {
     pub session: Option<SessionFacts>,
 }
 
-/// What every session event carries (R10, R38): which session, on which device and for which
-/// endpoint account, by which operator, under which ticket and reason, with which levels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SessionFacts {
-    pub session_id: String,
-    pub ticket: String,
-    pub reason: String,
-    pub device_id: String,
-    pub device: String,
-    pub endpoint_user: String,
-    pub operator: String,
-    /// Granted at the time of the event; while consent is awaited, the levels asked for.
-    pub levels: Vec<sightline_proto::Level>,
-}
+/// Waiting for events to be durable.
+pub type Commit<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AuditUnavailable>> + Send + 'a>>;
 
 /// Where events go.
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: Event);
-}
 
-/// Writes each event as one structured log line.
-#[derive(Debug, Default)]
-pub struct LogSink;
+    /// Resolves when every event emitted before the call is durable; an action is acknowledged
+    /// only after its event is (R41). Fails while the log cannot be written.
+    fn committed(&self) -> Commit<'_> {
+        Box::pin(async { Ok(()) })
+    }
 
-impl EventSink for LogSink {
-    fn emit(&self, event: Event) {
-        let json = serde_json::to_string(&event).unwrap_or_default();
-        match event.outcome {
-            Outcome::Success => tracing::info!(target: "sightline::audit", event = %json),
-            Outcome::Failure => tracing::warn!(target: "sightline::audit", event = %json),
-        }
+    /// Whether security actions may start now (the log can be written).
+    fn available(&self) -> Result<(), AuditUnavailable> {
+        Ok(())
     }
 }
 

@@ -12,12 +12,19 @@ use tokio::sync::{mpsc, watch};
 use crate::identity::Revocation;
 use crate::session::LiveSession;
 use crate::sfu::{Fanout, Media, Publisher};
-use sightline_peer::DataChannel;
+use sightline_peer::{DataChannel, OnDelivery, Outbox};
 use sightline_proto::SessionSummary;
 use sightline_proto::channel::ChannelMessage;
 
 /// Buffered signaling messages per agent; the agent socket drains them as fast as it can.
 const AGENT_QUEUE: usize = 64;
+/// Messages waiting for the agent's data channel (input and chat).
+const CHANNEL_QUEUE: usize = 256;
+/// How long a chat line may wait for the agent's data channel to open before the operator is
+/// told it was not delivered.
+pub const CHAT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long input may wait for the channel: later than this it would act on a stale screen.
+const INPUT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Who is online, shared by every socket handler.
 pub struct Hub {
@@ -50,8 +57,9 @@ pub struct AgentLink {
     /// The session that ended last: a decision the agent signed just as the relay ended it (the
     /// consent deadline racing the user's click) is still verified and kept as evidence.
     ended: Mutex<Option<Arc<LiveSession>>>,
-    /// The agent's `session` data channel (input and chat to the endpoint), while it publishes.
-    channel: Mutex<Option<DataChannel>>,
+    /// The agent's `session` data channel (input and chat to the endpoint), while it publishes,
+    /// behind an ordered queue: the channel opens after the media flows.
+    channel: Outbox,
     sessions_changed: Arc<watch::Sender<u64>>,
 }
 
@@ -139,7 +147,7 @@ impl Hub {
             viewers: Mutex::new(HashMap::new()),
             session: Mutex::new(None),
             ended: Mutex::new(None),
-            channel: Mutex::new(None),
+            channel: Outbox::new(CHANNEL_QUEUE),
             sessions_changed: self.sessions_changed.clone(),
         });
         agents.insert(info.agent_id, link.clone());
@@ -234,18 +242,25 @@ impl AgentLink {
 
     /// Installs the agent's data channel (one per publication).
     pub fn set_channel(&self, channel: Option<DataChannel>) {
-        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = channel;
+        self.channel.set_channel(channel);
     }
 
-    /// Sends a message on the agent's data channel. Without a channel (not publishing yet) the
-    /// message is dropped: input before media makes no sense, and chat is best effort.
-    pub async fn send_channel(&self, msg: &ChannelMessage) {
-        let channel = self.channel.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(channel) = channel
-            && let Err(e) = channel.send(&sightline_proto::channel::encode(msg)).await
-        {
-            tracing::debug!(agent = %self.info.agent_id, error = %e, "agent data channel send failed");
-        }
+    /// Sends input on the agent's data channel; input that cannot go out within `INPUT_WAIT`
+    /// (no publication, channel not open yet) is dropped rather than injected late.
+    pub fn send_input(&self, msg: &ChannelMessage) {
+        let agent = self.info.agent_id.clone();
+        let on_delivery: OnDelivery = Box::new(move |result| {
+            if let Err(e) = result {
+                tracing::debug!(%agent, error = %e, "input not delivered to the agent");
+            }
+        });
+        self.channel.send(sightline_proto::channel::encode(msg), INPUT_WAIT, on_delivery);
+    }
+
+    /// Queues a chat line for the agent's data channel; `on_delivery` learns, in order, whether
+    /// it went out (it waits up to `CHAT_WAIT` for the channel to open).
+    pub fn send_chat(&self, msg: &ChannelMessage, on_delivery: OnDelivery) {
+        self.channel.send(sightline_proto::channel::encode(msg), CHAT_WAIT, on_delivery);
     }
 
     /// Queues a message for the agent. A full queue means the agent stopped reading: dropping the

@@ -8,6 +8,7 @@
 
 pub mod agent_socket;
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod events;
 pub mod hub;

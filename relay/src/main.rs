@@ -1,11 +1,12 @@
 //! `relay`: the Sightline relay binary.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sightline_relay::audit::{CliSink, commands};
 use sightline_relay::config::Config;
-use sightline_relay::events::LogSink;
 use sightline_relay::server;
 
 #[derive(Debug, Parser)]
@@ -24,6 +25,12 @@ enum Command {
         #[command(subcommand)]
         action: AgentTokenAction,
     },
+    /// The audit log: verify it, prove records and consistency, export it (for auditors; works
+    /// on copies of the audit directories and trusts only the node's public key).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Break-glass: lift a login lock when no admin can sign in (audited).
     Unlock {
         /// User name whose account lock to lift.
@@ -32,6 +39,87 @@ enum Command {
         /// Source address whose lock to lift.
         #[arg(long)]
         address: Option<std::net::IpAddr>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Verify whole logs; names the first altered record or bad checkpoint.
+    Verify {
+        /// Audit directories (one per node; default: this node's).
+        #[arg(long = "dir")]
+        dirs: Vec<PathBuf>,
+        /// The verifier key to trust (default: audit.pub in each directory).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Print the C2SP tlog-proof that record SEQ is in the log (against the newest checkpoint).
+    Prove {
+        #[arg(long)]
+        seq: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Also write the record's canonical bytes here.
+        #[arg(long)]
+        record_out: Option<PathBuf>,
+    },
+    /// Check an inclusion proof with only the record, the proof and the public key.
+    CheckProof {
+        #[arg(long)]
+        record: PathBuf,
+        #[arg(long)]
+        proof: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Print the newest signed checkpoint (keep it to check the log later).
+    Checkpoint {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Prove that the log now extends the checkpoint in OLD_CHECKPOINT.
+    Consistency {
+        old_checkpoint: PathBuf,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Check a consistency proof with only the proof and the public key.
+    CheckConsistency {
+        #[arg(long)]
+        proof: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Export records (verified first), merged by time across nodes.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: commands::Format,
+        #[arg(long = "dir")]
+        dirs: Vec<PathBuf>,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// From this time (RFC 3339 or Unix ms), inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// Until this time (RFC 3339 or Unix ms), exclusive.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long)]
+        ticket: Option<String>,
+        #[arg(long)]
+        operator: Option<String>,
+        /// Device id or name.
+        #[arg(long)]
+        device: Option<String>,
+        /// Event kind, or a prefix such as `session`.
+        #[arg(long)]
+        kind: Option<String>,
     },
 }
 
@@ -64,20 +152,26 @@ async fn main() -> anyhow::Result<()> {
             let store = server::open_store(&config).await.context(
                 "cannot open the relay's state (with the embedded store the running relay holds it: stop it, or create the token from the admin dashboard)",
             )?;
-            let identity = server::identity(&config, store, Arc::new(LogSink)).await?;
-            let token = identity.create_agent_token("cli", &segment, None).await?;
-            println!("{token}");
+            let audit = Arc::new(CliSink::open(&config.audit_settings()).context("cannot open the audit log")?);
+            let identity = server::identity(&config, store, audit.clone()).await?;
+            let token = identity.create_agent_token("cli", &segment, None).await;
+            audit.close();
+            println!("{}", token?);
             Ok(())
         }
         Some(Command::Unlock { account, address }) => {
             let store = server::open_store(&config)
                 .await
                 .context("cannot open the relay's state (with the embedded store, stop the relay first)")?;
-            let identity = server::identity(&config, store, Arc::new(LogSink)).await?;
-            identity.unlock_from_cli(account.as_deref(), address).await?;
+            let audit = Arc::new(CliSink::open(&config.audit_settings()).context("cannot open the audit log")?);
+            let identity = server::identity(&config, store, audit.clone()).await?;
+            let unlocked = identity.unlock_from_cli(account.as_deref(), address).await;
+            audit.close();
+            unlocked?;
             println!("unlocked");
             Ok(())
         }
+        Some(Command::Audit { action }) => audit(&config, action),
         None => {
             config.validate().context("invalid configuration")?;
             let listener = tokio::net::TcpListener::bind(config.listen)
@@ -86,6 +180,50 @@ async fn main() -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "relay listening; open {}", config.public_url());
             server::run(listener, config, shutdown_signal()).await
+        }
+    }
+}
+
+fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
+    let own = || config.audit_settings().dir;
+    let dirs = |dirs: Vec<PathBuf>| if dirs.is_empty() { vec![own()] } else { dirs };
+    match action {
+        AuditAction::Verify { dirs: d, key } => commands::verify(&dirs(d), key.as_deref()),
+        AuditAction::Prove { seq, dir, key, record_out } => {
+            print!("{}", commands::prove(&dir.unwrap_or_else(own), key.as_deref(), seq, record_out.as_deref())?);
+            Ok(())
+        }
+        AuditAction::CheckProof { record, proof, key } => {
+            println!("{}", commands::check_proof(&record, &proof, &key)?);
+            Ok(())
+        }
+        AuditAction::Checkpoint { dir } => {
+            let log = commands::NodeLog::load(&dir.unwrap_or_else(own), None)?;
+            print!("{}", log.newest_checkpoint().context("the log has no checkpoint yet")?);
+            Ok(())
+        }
+        AuditAction::Consistency { old_checkpoint, dir, key } => {
+            println!("{}", commands::consistency(&dir.unwrap_or_else(own), key.as_deref(), &old_checkpoint)?);
+            Ok(())
+        }
+        AuditAction::CheckConsistency { proof, key } => {
+            println!("{}", commands::check_consistency(&proof, &key)?);
+            Ok(())
+        }
+        AuditAction::Export { format, dirs: d, key, from, to, session, ticket, operator, device, kind } => {
+            let filter = commands::Filter {
+                from_ms: from.as_deref().map(commands::parse_time).transpose()?,
+                to_ms: to.as_deref().map(commands::parse_time).transpose()?,
+                session,
+                ticket,
+                operator,
+                device,
+                kind,
+            };
+            let stdout = std::io::stdout();
+            let n = commands::export(&dirs(d), key.as_deref(), &filter, format, &mut stdout.lock())?;
+            eprintln!("{n} records exported");
+            Ok(())
         }
     }
 }

@@ -13,8 +13,9 @@ use sightline_proto::{AGENT_WS_PATH, MAX_SIGNAL_BYTES, VIEWER_WS_PATH};
 use tower_http::services::ServeDir;
 
 use crate::api::{self, ApiError};
+use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::events::{EventKind, EventSink, LogSink, Outcome};
+use crate::events::{EventKind, EventSink, Outcome};
 use crate::hub::Hub;
 use crate::identity::{Identity, IdentityError, IdentitySettings, Revocation, system_clock, tokens::TokenSettings};
 use crate::sfu::Media;
@@ -68,8 +69,18 @@ pub async fn identity(config: &Config, store: Store, events: Arc<dyn EventSink>)
     Identity::new(store, settings, events, system_clock()).await
 }
 
-async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok", "agents_online": state.hub.roster().len() }))
+async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    match state.identity.audit_available() {
+        Ok(()) => {
+            axum::Json(serde_json::json!({ "status": "ok", "agents_online": state.hub.roster().len() })).into_response()
+        }
+        // Fails closed, and says why: load balancers take the node out, people see the reason.
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "audit_unavailable", "reason": e.to_string() })),
+        )
+            .into_response(),
+    }
 }
 
 async fn agent_ws(
@@ -136,7 +147,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = build(&config, Arc::new(LogSink)).await?;
+    let settings = config.audit_settings();
+    let audit = Arc::new(AuditLog::open(&settings).context("cannot open the audit log")?);
+    tracing::info!(node = %audit.node(), dir = %settings.dir.display(), size = audit.progress().size, key = %audit.verifier_key(), "audit log open");
+    let ingest =
+        crate::audit::serve_ingest(&settings.dir, audit.clone()).context("cannot open the audit ingest socket")?;
+    let state = build(&config, audit.clone()).await?;
+    tokio::spawn(end_sessions_while_unaudited(audit.subscribe(), state.hub.clone()));
     if let Some(token) = state.identity.bootstrap_token().await? {
         // The one way in on a fresh relay: printed where the person who started it looks.
         println!(
@@ -144,7 +161,33 @@ pub async fn run(
             state.identity.enrolment_link(&token)
         );
     }
-    serve(listener, state, config, shutdown).await
+    let served = serve(listener, state, config, shutdown).await;
+    ingest.abort();
+    // Everything written, and a final checkpoint signed.
+    tokio::task::spawn_blocking(move || audit.close()).await?;
+    served
+}
+
+/// Fails closed (R41): while the audit log cannot be written, running sessions end (and new ones
+/// are refused where they start).
+async fn end_sessions_while_unaudited(
+    mut progress: tokio::sync::watch::Receiver<crate::audit::Progress>,
+    hub: Arc<Hub>,
+) {
+    loop {
+        let failing = progress.borrow_and_update().failure.clone();
+        if let Some(why) = failing {
+            for summary in hub.sessions() {
+                if let Some(session) = hub.session(&summary.session_id) {
+                    tracing::error!(session = %session.id, %why, "ending a session: the audit log cannot be written");
+                    session.step(sightline_core::session::Event::AuditUnavailable, "system");
+                }
+            }
+        }
+        if progress.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Serves HTTP and WebSockets with `state` until `shutdown` completes.

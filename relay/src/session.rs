@@ -25,6 +25,8 @@ use crate::identity::Identity;
 
 /// How often deadlines (consent timeout, grant expiry, idle, maximum duration) are checked.
 const TICK: Duration = Duration::from_millis(250);
+/// The `from` of a chat notice that a line did not reach the endpoint.
+pub const NOT_DELIVERED: &str = "not delivered";
 /// Chat lines buffered per viewer.
 const CHAT_BUFFER: usize = 64;
 /// Late decisions (signed after the session ended) recorded per session; one prompt yields at
@@ -55,6 +57,8 @@ pub enum SessionError {
     NothingToApprove,
     #[error("the pending elevation is for {pending}, not {approved}")]
     OtherElevation { pending: String, approved: String },
+    #[error(transparent)]
+    AuditUnavailable(#[from] crate::audit::AuditUnavailable),
 }
 
 /// A session between one operator and one endpoint, with its observers.
@@ -78,9 +82,9 @@ fn sorted(levels: &Levels) -> Vec<Level> {
 }
 
 impl LiveSession {
-    /// Opens a session that policy allowed: the agent is asked for consent. Fails if the endpoint
-    /// already has one.
-    pub fn open(
+    /// Opens a session that policy allowed: the agent is asked for consent once the session's
+    /// start is on disk (R41). Fails if the endpoint already has one, or the log cannot be written.
+    pub async fn open(
         identity: Arc<Identity>,
         link: Arc<AgentLink>,
         request: Request,
@@ -128,6 +132,10 @@ impl LiveSession {
             &operator,
             format!("awaiting the user's consent; terms: {}", serde_json::to_string(&obligations).unwrap_or_default()),
         );
+        if let Err(e) = session.identity.events_committed().await {
+            session.step(Event::AuditUnavailable, "system");
+            return Err(SessionError::AuditUnavailable(e));
+        }
         session.carry_out(effects, &operator);
         let ticker = Arc::downgrade(&session);
         tokio::spawn(async move {
@@ -397,6 +405,11 @@ impl LiveSession {
         match (receipt.kind, receipt.decision) {
             (ConsentKind::Session, Decision::Allow) => {
                 self.emit(EventKind::ConsentAllowed, Outcome::Success, &actor, format!("levels: {text}; {detail}"));
+                // The screen flows only once the consent is on disk (R41).
+                if let Err(e) = self.identity.events_committed().await {
+                    self.step(Event::AuditUnavailable, "system");
+                    return Err(SessionError::AuditUnavailable(e));
+                }
                 self.step(Event::ConsentAllowed { levels }, &actor);
             }
             (ConsentKind::Session, Decision::Deny) => {
@@ -524,10 +537,10 @@ impl LiveSession {
     }
 
     /// One input event from the operator: forwarded only if the machine admits it (R19).
-    pub async fn input(&self, input: Input) -> bool {
+    pub fn input(&self, input: Input) -> bool {
         let admitted = self.lock().admit_input(self.identity.now_ms());
         if admitted {
-            self.link.send_channel(&ChannelMessage::Input { input }).await;
+            self.link.send_input(&ChannelMessage::Input { input });
         }
         admitted
     }
@@ -538,12 +551,21 @@ impl LiveSession {
     }
 
     /// A chat line from the operator (`from` set here, never taken from the sender).
-    pub async fn operator_chat(&self, from: &str, text: &str) {
+    pub fn operator_chat(&self, from: &str, text: &str) {
         let Some(text) = clean_chat(text) else { return };
         let now = self.identity.now_ms();
         self.lock().step(now, Event::OperatorActivity);
-        self.link.send_channel(&ChannelMessage::Chat { from: from.to_owned(), text: text.clone() }).await;
-        let _ = self.chat.send((from.to_owned(), text));
+        // The line is shown to the viewers once it reached the agent's channel, in order; a line
+        // that could not be delivered is shown as such instead of as sent.
+        let chat = self.chat.clone();
+        let line = (from.to_owned(), text.clone());
+        let on_delivery: sightline_peer::OnDelivery = Box::new(move |result| {
+            let _ = match result {
+                Ok(()) => chat.send(line),
+                Err(e) => chat.send((NOT_DELIVERED.to_owned(), format!("{} ({e})", line.1))),
+            };
+        });
+        self.link.send_chat(&ChannelMessage::Chat { from: from.to_owned(), text }, on_delivery);
     }
 
     /// A chat line from the user at the endpoint.
@@ -603,6 +625,10 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             redis: None,
             token_ttl_s: 600,
+            node: Some("test".into()),
+            audit_dir: None,
+            audit_checkpoint_records: 1000,
+            audit_checkpoint_ms: 1000,
             policy: concat!(env!("CARGO_MANIFEST_DIR"), "/policy-sample.toml").into(),
             tls_cert: None,
             tls_key: None,
@@ -630,7 +656,7 @@ mod tests {
 
     impl Fixture {
         /// Opens a session asking for `levels`, under the segment's terms.
-        fn open(&self, levels: &[Level]) -> Arc<LiveSession> {
+        async fn open(&self, levels: &[Level]) -> Arc<LiveSession> {
             let segment = &self.state.policy.segments[&self.link.info.segment];
             let request = Request {
                 operator: OperatorInfo {
@@ -645,7 +671,7 @@ mod tests {
                 allowed: segment.levels.clone(),
                 source: None,
             };
-            LiveSession::open(self.state.identity.clone(), self.link.clone(), request, segment.terms).unwrap()
+            LiveSession::open(self.state.identity.clone(), self.link.clone(), request, segment.terms).await.unwrap()
         }
 
         /// The device's signed decision for `session`.
@@ -683,7 +709,7 @@ mod tests {
     async fn only_a_receipt_signed_by_the_device_for_this_session_moves_it() {
         let f = fixture("office").await;
         let stranger = SigningKey::from_bytes(&[8; 32]);
-        let session = f.open(&[Level::View, Level::Control]);
+        let session = f.open(&[Level::View, Level::Control]).await;
         let allow = f.receipt(&session, ConsentKind::Session, &[Level::View, Level::Control]);
         let refused = [
             signed(&stranger, allow.clone()),
@@ -726,7 +752,7 @@ mod tests {
     #[tokio::test]
     async fn a_decision_that_arrives_after_the_end_is_kept_not_applied() {
         let f = fixture("office").await;
-        let session = f.open(&[Level::View]);
+        let session = f.open(&[Level::View]).await;
         session.kill("ada");
         let late = f.receipt(&session, ConsentKind::Session, &[Level::View]);
         let found = f.link.session_by_id(&session.id).expect("the ended session is still found by id");
@@ -749,7 +775,7 @@ mod tests {
     #[tokio::test]
     async fn a_senior_approves_exactly_the_pending_elevation() {
         let f = fixture("payment").await;
-        let session = f.open(&[Level::View]);
+        let session = f.open(&[Level::View]).await;
         session.accept_receipt(f.receipt(&session, ConsentKind::Session, &[Level::View])).await.unwrap();
         assert_eq!(session.approve("sam", &[Level::Control].into()), Err(SessionError::NothingToApprove));
         assert!(!session.elevate([Level::Control].into()).is_empty());
@@ -765,7 +791,7 @@ mod tests {
 
         // Where the segment needs no senior, there is nothing for one to approve.
         let office = fixture("office").await;
-        let session = office.open(&[Level::View]);
+        let session = office.open(&[Level::View]).await;
         session.accept_receipt(office.receipt(&session, ConsentKind::Session, &[Level::View])).await.unwrap();
         assert!(!session.elevate([Level::Control].into()).is_empty());
         assert_eq!(session.approve("sam", &[Level::Control].into()), Err(SessionError::NothingToApprove));

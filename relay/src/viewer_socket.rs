@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::events::{EventKind, Outcome};
 use crate::identity::{AuthUser, Revocation};
 use crate::server::AppState;
-use crate::session::{LiveSession, Request};
+use crate::session::{LiveSession, Request, SessionError};
 use crate::sfu::Subscriber;
 use crate::socket::{Heartbeat, Liveness, next_message, send_within};
 
@@ -303,6 +303,8 @@ async fn open_session(
     reason: &str,
     levels: Vec<Level>,
 ) -> Result<Arc<LiveSession>, (ErrorCode, String)> {
+    // Fail closed before anything else: no session runs that the audit log cannot record.
+    state.identity.audit_available().map_err(|e| (ErrorCode::AuditUnavailable, e.to_string()))?;
     let link = state.hub.agent(agent_id).map_err(|e| (ErrorCode::UnknownAgent, e.to_string()))?;
     // View is the floor of every session.
     let mut levels: Levels = levels.into_iter().collect();
@@ -351,7 +353,10 @@ async fn open_session(
         allowed,
         source: Some(peer.ip()),
     };
-    LiveSession::open(state.identity.clone(), link, request, obligations).map_err(|e| (ErrorCode::Busy, e.to_string()))
+    LiveSession::open(state.identity.clone(), link, request, obligations).await.map_err(|e| match e {
+        SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, e.to_string()),
+        e => (ErrorCode::Busy, e.to_string()),
+    })
 }
 
 /// Answers the viewer's offer with a leg on the agent's fan-out (after consent).
@@ -405,16 +410,20 @@ async fn serve_channel(
                 let ChannelEvent::Text(text) = event else { continue };
                 match (sightline_proto::channel::decode(&text), seat) {
                     (Ok(ChannelMessage::Input { input }), Seat::Operator) => {
-                        session.input(input).await;
+                        session.input(input);
                     }
                     (Ok(ChannelMessage::Input { .. }), Seat::Observer) => session.drop_input(),
-                    (Ok(ChannelMessage::Chat { text, .. }), _) => session.operator_chat(&name, &text).await,
+                    (Ok(ChannelMessage::Chat { text, .. }), _) => session.operator_chat(&name, &text),
                     (Err(e), _) => tracing::debug!(session = %session.id, error = %e, "bad data channel message from viewer"),
                 }
             }
             line = chat.recv() => match line {
                 Ok((from, text)) => send_chat(channel.clone(), from, text).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Never silently: the viewer learns that lines are missing here.
+                    let notice = format!("{missed} chat lines came too fast to be shown here");
+                    send_chat(channel.clone(), "relay".into(), notice).await;
+                }
                 Err(broadcast::error::RecvError::Closed) => break,
             }
         }

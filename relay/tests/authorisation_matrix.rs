@@ -23,6 +23,10 @@ fn config(dir: &std::path::Path, addr: SocketAddr) -> Config {
         data_dir: dir.to_path_buf(),
         redis: None,
         token_ttl_s: 600,
+        node: Some("test".into()),
+        audit_dir: None,
+        audit_checkpoint_records: 1000,
+        audit_checkpoint_ms: 1000,
         policy: concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").into(),
         tls_cert: None,
         tls_key: None,
@@ -85,7 +89,9 @@ async fn every_route_answers_each_role_as_the_table_says() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = config(dir.path(), addr);
-    let state = sightline_relay::server::build(&config, Arc::new(sightline_relay::events::LogSink)).await.unwrap();
+    let state = sightline_relay::server::build(&config, Arc::new(sightline_relay::events::MemorySink::default()))
+        .await
+        .unwrap();
 
     // One user per role; each check gets a fresh session (logout is one of the routes).
     let mut identities: Vec<(String, Option<BTreeSet<Role>>, Option<User>)> = vec![("nobody".into(), None, None)];

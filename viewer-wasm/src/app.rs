@@ -220,6 +220,8 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let status = RwSignal::new(None::<SessionStatus>);
     let chat = RwSignal::new(Vec::<(String, String)>::new());
     let draft = RwSignal::new(String::new());
+    // Chat is offered only once the data channel is open: a line typed before would be lost.
+    let chat_ready = RwSignal::new(false);
     let notice = RwSignal::new(String::new());
     let stream = RwSignal::new_local(None::<MediaStream>);
     let pc = StoredValue::new_local(None::<RtcPeerConnection>);
@@ -322,12 +324,14 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         close_pc();
         status.set(None);
         chat.set(Vec::new());
+        chat_ready.set(false);
         set_watching.set(Some(label));
         set_view_state.set(ViewState::Negotiating);
         leptos::task::spawn_local(async move {
             let on_event = move |event: MediaEvent| match event {
                 MediaEvent::Stream(s) => stream.set(Some(s)),
                 MediaEvent::Chat { from, text } => chat.update(|c| c.push((from, text))),
+                MediaEvent::ChannelOpen => chat_ready.set(true),
                 MediaEvent::State(state) => match state {
                     RtcPeerConnectionState::Connected => set_view_state.set(ViewState::Live),
                     RtcPeerConnectionState::Failed => {
@@ -548,7 +552,8 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                         </ul>
                         <input name="chat" placeholder="Message to the user" bind:value=draft
                             on:keydown=move |ev| if ev.key() == "Enter" { send_chat() }/>
-                        <button data-testid="chat-send" on:click=move |_| send_chat()>"Send"</button>
+                        <button data-testid="chat-send" disabled=move || !chat_ready.get()
+                            on:click=move |_| send_chat()>"Send"</button>
                     </div>
                 </Show>
                 <p class="notice" data-testid="notice">{move || notice.get()}</p>

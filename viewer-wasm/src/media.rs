@@ -18,6 +18,8 @@ use web_sys::{
 pub enum MediaEvent {
     Stream(MediaStream),
     State(RtcPeerConnectionState),
+    /// The `session` data channel is open: chat can be sent.
+    ChannelOpen,
     /// A chat line from the session (the user, the operator, or ourselves echoed).
     Chat {
         from: String,
@@ -65,6 +67,9 @@ pub async fn offer(
         }
     });
     dc.set_onmessage(Some(onmessage.into_js_value().unchecked_ref()));
+    let open_handler = on_event.clone();
+    let onopen = Closure::<dyn FnMut()>::new(move || open_handler(MediaEvent::ChannelOpen));
+    dc.set_onopen(Some(onopen.into_js_value().unchecked_ref()));
     let pc_for_state = pc.clone();
     let onstate = Closure::<dyn FnMut()>::new(move || on_event(MediaEvent::State(pc_for_state.connection_state())));
     pc.set_onconnectionstatechange(Some(onstate.into_js_value().unchecked_ref()));

@@ -64,6 +64,9 @@ pub enum IdentityError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The audit log cannot be written: security actions are refused (R41).
+    #[error(transparent)]
+    AuditUnavailable(#[from] crate::audit::AuditUnavailable),
 }
 
 /// A person's account.
@@ -266,6 +269,21 @@ impl Identity {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether security actions may start: refused while the audit log cannot be written.
+    pub fn audit_available(&self) -> Result<(), IdentityError> {
+        Ok(self.events.available()?)
+    }
+
+    /// Waits until every event emitted so far is durable; an action is acknowledged only then.
+    pub async fn audit_committed(&self) -> Result<(), IdentityError> {
+        Ok(self.events.committed().await?)
+    }
+
+    /// The same, with the audit error itself (for callers outside the identity service).
+    pub async fn events_committed(&self) -> Result<(), crate::audit::AuditUnavailable> {
+        self.events.committed().await
     }
 
     pub fn emit(
@@ -491,6 +509,7 @@ impl Identity {
         display_name: Option<&str>,
         source: IpAddr,
     ) -> Result<(String, CreationChallengeResponse), IdentityError> {
+        self.audit_available()?;
         self.ceremony_budget(source)?;
         let record = self.peek_token(token).await?;
         let name = match &record.purpose {
@@ -620,6 +639,7 @@ impl Identity {
         }
         self.emit(EventKind::UserEnrolled, Outcome::Success, &user.name, None, source, detail);
         let token = self.start_session(&user).await?;
+        self.audit_committed().await?;
         Ok((user, token))
     }
 
@@ -644,6 +664,7 @@ impl Identity {
         name: &str,
         source: IpAddr,
     ) -> Result<(String, RequestChallengeResponse), IdentityError> {
+        self.audit_available()?;
         self.ceremony_budget(source)?;
         self.check_lockout(&self.attempts(&lockout_key_addr(source)).await?)?;
         let user = self.user_by_name(name.trim()).await?;
@@ -738,6 +759,8 @@ impl Identity {
         }
         self.emit(EventKind::Login, Outcome::Success, &user.name, None, Some(source), "passkey with user verification");
         let token = self.start_session(&user).await?;
+        // No cookie before the login is on disk (R41).
+        self.audit_committed().await?;
         Ok((user, token))
     }
 
@@ -900,6 +923,7 @@ impl Identity {
         }
         self.store.put_ephemeral(&step_up_key(&sid), &self.now_s(), Duration::from_secs(STEP_UP_TTL_S)).await?;
         self.emit(EventKind::StepUp, Outcome::Success, &auth.user.name, None, Some(source), "elevated for 5 minutes");
+        self.audit_committed().await?;
         Ok(())
     }
 
@@ -943,6 +967,7 @@ impl Identity {
         change: RoleChange,
         source: Option<IpAddr>,
     ) -> Result<RoleRequest, IdentityError> {
+        self.audit_available()?;
         let target = self.user(target_id).await?.ok_or(IdentityError::NotFound)?;
         let request = RoleChangeRequest {
             actor: &admin.user.id,
@@ -974,6 +999,7 @@ impl Identity {
             source,
             describe(change),
         );
+        self.audit_committed().await?;
         Ok(req)
     }
 
@@ -1060,6 +1086,7 @@ impl Identity {
             return Err(IdentityError::Forbidden("nobody may decide on their own roles".into()));
         }
         self.require_step_up(admin).await?;
+        self.audit_available()?;
         // Taking the request makes the decision happen once, even if two admins click together.
         let Some(req) = self.store.take::<RoleRequest>(Collection::RoleRequests, request_id).await? else {
             return Err(IdentityError::NotFound);
@@ -1094,6 +1121,7 @@ impl Identity {
                 detail,
             );
         }
+        self.audit_committed().await?;
         Ok(())
     }
 
@@ -1125,10 +1153,12 @@ impl Identity {
         if !(key.starts_with("account:") || key.starts_with("addr:")) {
             return Err(IdentityError::BadRequest("unknown lock".into()));
         }
+        self.audit_available()?;
         if !self.store.delete(Collection::Lockouts, key).await? {
             return Err(IdentityError::NotFound);
         }
         self.emit(EventKind::Unlocked, Outcome::Success, actor, Some(key), source, "");
+        self.audit_committed().await?;
         Ok(())
     }
 
@@ -1139,6 +1169,7 @@ impl Identity {
         source: Option<IpAddr>,
     ) -> Result<String, IdentityError> {
         let segment = valid_name(segment)?;
+        self.audit_available()?;
         let token = self
             .create_token(
                 TokenPurpose::Agent { segment: segment.clone(), created_by: actor.to_owned() },
@@ -1146,6 +1177,7 @@ impl Identity {
             )
             .await?;
         self.emit(EventKind::DeviceTokenCreated, Outcome::Success, actor, None, source, format!("segment {segment}"));
+        self.audit_committed().await?;
         Ok(token)
     }
 }

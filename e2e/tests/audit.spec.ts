@@ -1,0 +1,176 @@
+// The audit log (R39, R41, R10, R38): what a real session leaves in it, checked field by field;
+// the relay's own verifier on the log and on a tampered copy; security events that no setting
+// can switch off; a CLI command beside a running relay; a full audit disk fails closed.
+import { test, expect, Page } from '@playwright/test';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import {
+  World, world, stopWorld, openView, tempDir, relayCli, AuditRecord, RedisServer, Relay, worldOn, requestView,
+} from './harness';
+
+let w: World | undefined;
+let redis: RedisServer | undefined;
+let mounted: string | undefined;
+
+test.afterEach(async () => {
+  await stopWorld(w);
+  w = undefined;
+  await redis?.kill();
+  redis = undefined;
+  if (mounted) {
+    try { execFileSync('umount', [mounted]); } catch { /* already gone */ }
+    mounted = undefined;
+  }
+});
+
+/** Waits until the audit log holds a record matching `pred` (records are durable when the
+ * action they record is acknowledged, so this is only about the test reading at the right time). */
+async function record(relay: Relay, pred: (r: AuditRecord) => boolean): Promise<AuditRecord> {
+  let found: AuditRecord | undefined;
+  await expect.poll(() => { found = relay.auditRecords().find(pred); return found !== undefined; }).toBe(true);
+  return found!;
+}
+
+test('a session leaves asked, allowed with levels, paused, resumed and ended in the audit log with every fact; the log verifies and a tampered copy does not @R39 @R10 @R38', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' }, { node: 'relay-e2e' });
+  const page = w.operator;
+  await openView(page, w.relay, 'front-desk', w.endpoint);
+  await w.endpoint.click('pause');
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
+  await w.endpoint.click('resume');
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'active');
+  await w.endpoint.click('end');
+  await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
+
+  const relay = w.relay;
+  const login = await record(relay, (r) => r.kind === 'auth.login' || (r.kind === 'user.enrolled' && r.actor === 'operator'));
+  expect(login.node).toBe('relay-e2e');
+  const started = await record(relay, (r) => r.kind === 'session.start');
+  const session = started.session!;
+  expect(session.ticket).toBe('INC-4711');
+  expect(session.reason).toBe('incident');
+  expect(session.device).toBe('front-desk');
+  expect(session.operator).toBe('operator');
+  expect(session.endpoint_user).not.toBe('');
+  expect(started.actor).toBe('operator');
+  expect(started.source).toBe('127.0.0.1');
+  const ofSession = (kind: string) => record(relay, (r) => r.kind === kind && r.session?.session_id === session.session_id);
+  const asked = await ofSession('consent.asked');
+  expect(asked.session!.levels).toContain('view');
+  const allowed = await ofSession('consent.allowed');
+  expect(allowed.outcome).toBe('success');
+  expect(allowed.actor).toBe('user@front-desk');
+  expect(allowed.session!.levels).toContain('view');
+  expect(allowed.detail).toContain('receipt signed at');
+  const paused = await ofSession('session.paused');
+  expect(paused.actor).toBe('user@front-desk');
+  const resumed = await ofSession('session.resumed');
+  const ended = await ofSession('session.ended');
+  expect(ended.detail).toContain('the user ended the session');
+  for (const r of [started, asked, allowed, paused, resumed, ended]) {
+    expect(r.node).toBe('relay-e2e');
+    expect(r.session!.device_id).toBe(session.device_id);
+    expect(r.session!.endpoint_user).toBe(session.endpoint_user);
+    expect(r.session!.ticket).toBe('INC-4711');
+  }
+  // Sequence numbers follow the order things happened.
+  const seqs = [started, asked, allowed, paused, resumed, ended].map((r) => r.seq);
+  expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+
+  // The relay's verifier, on the live directory (a checkpoint comes within a second).
+  await expect.poll(() => relayCli(['audit', 'verify', '--dir', relay.auditDir]).status, { timeout: 10_000 }).toBe(0);
+  const ok = relayCli(['audit', 'verify', '--dir', relay.auditDir]);
+  expect(ok.stdout).toMatch(/^OK .*node relay-e2e, \d+ records/);
+
+  // A copy with one byte of the allowed record changed (still valid JSON) fails and names it.
+  const copy = tempDir('audit-copy');
+  for (const f of ['log.jsonl', 'checkpoints.jsonl', 'audit.pub']) fs.copyFileSync(path.join(relay.auditDir, f), path.join(copy, f));
+  const lines = fs.readFileSync(path.join(copy, 'log.jsonl'), 'utf8').split('\n');
+  lines[allowed.seq] = lines[allowed.seq].replace('"user@front-desk"', '"user@front-dest"');
+  fs.writeFileSync(path.join(copy, 'log.jsonl'), lines.join('\n'));
+  const bad = relayCli(['audit', 'verify', '--dir', copy]);
+  expect(bad.status).not.toBe(0);
+  expect(bad.stderr).toContain(`record ${allowed.seq}: altered`);
+});
+
+test('security events are written whatever the human log filter says, and a CLI command beside a running relay lands in its log @R41 @R39', async ({ browser }) => {
+  redis = await RedisServer.start();
+  const relay = await Relay.start({ redis: redis.url(), node: 'relay-quiet', env: { RUST_LOG: 'off' } });
+  w = await worldOn(browser, relay, { name: 'desk-quiet' });
+  expect(relay.proc.log()).not.toContain('auth.login');
+  await record(relay, (r) => r.kind === 'user.enrolled' && r.actor === 'admin');
+  await record(relay, (r) => r.kind === 'user.enrolled' && r.actor === 'operator');
+  await record(relay, (r) => r.kind === 'device.enrolled');
+
+  // The embedded store would be held by the relay; with Redis the CLI runs beside it, and its
+  // event goes into the running relay's log (not a second file), before the token is printed.
+  const cli = relayCli(['--redis', redis.url(), '--data-dir', relay.dataDir, '--node', 'relay-quiet', 'agent-token', 'create', '--segment', 'office']);
+  expect(cli.status, cli.stderr).toBe(0);
+  expect(cli.stdout.trim()).not.toBe('');
+  const created = relay.auditRecords().filter((r) => r.kind === 'device.token_created' && r.actor === 'cli');
+  expect(created).toHaveLength(1);
+  expect(created[0].node).toBe('relay-quiet');
+  expect(fs.readdirSync(relay.auditDir).filter((f) => f.endsWith('.jsonl')).sort()).toEqual(['checkpoints.jsonl', 'log.jsonl']);
+});
+
+/** Mounts a small tmpfs (the honest full disk: root ignores permission bits). */
+function smallDisk(): string {
+  const dir = tempDir('small-disk');
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', dir]);
+  mounted = dir;
+  return dir;
+}
+
+/** Signs the admin out and in again (their passkey lives in that page's authenticator): '' when
+ * signed in, else the error shown. */
+async function signInOutcome(page: Page, relay: Relay): Promise<string> {
+  await page.goto(relay.url);
+  const signedIn = page.getByTestId('signed-in-as');
+  const form = page.locator('input[name="username"]');
+  await expect(signedIn.or(form)).toBeVisible();
+  if (await signedIn.isVisible()) {
+    await page.getByTestId('logout').click();
+    await expect(form).toBeVisible();
+  }
+  await form.fill('admin');
+  await page.getByRole('button', { name: 'Sign in with passkey' }).click();
+  const error = page.getByTestId('login-error');
+  await expect(signedIn.or(error)).toBeVisible();
+  return (await error.isVisible()) ? (await error.textContent()) ?? 'error' : '';
+}
+
+async function fill(dir: string): Promise<void> {
+  try { fs.writeFileSync(path.join(dir, 'filler'), Buffer.alloc(1024 * 1024)); } catch { /* full: that is the point */ }
+}
+
+test('with the audit disk full, sign-in and session requests are refused with the reason and /healthz reports it; freeing space restores service @R41', async ({ browser }) => {
+  const disk = smallDisk();
+  w = await world(browser, { name: 'desk-full' }, { auditDir: path.join(disk, 'audit') });
+  const relay = w.relay;
+  await fill(disk);
+  // The relay learns the disk is full from its next write; writes that still fit in a file's
+  // last page succeed. Sign-ins go on until one cannot be recorded: that one is refused.
+  let refusal = '';
+  for (let attempt = 0; attempt < 40 && refusal === ''; attempt++) refusal = await signInOutcome(w.admin, relay);
+  expect(refusal).toContain('audit log cannot be written');
+
+  const health = await fetch(`http://127.0.0.1:${relay.port}/healthz`);
+  expect(health.status).toBe(503);
+  const body = await health.json();
+  expect(body.status).toBe('audit_unavailable');
+  expect(body.reason).toContain('No space left');
+
+  // The signed-in operator asks for a session: refused before the endpoint is asked.
+  await requestView(w.operator, relay, 'desk-full');
+  await expect(w.operator.getByTestId('view-state')).toContainText('audit log cannot be written');
+  expect(w.agent.log()).not.toContain('consent-ui prompt');
+
+  // Space returns: the relay writes what it held and serves again.
+  fs.rmSync(path.join(disk, 'filler'));
+  await expect.poll(async () => (await fetch(`http://127.0.0.1:${relay.port}/healthz`)).status, { timeout: 15_000 }).toBe(200);
+  await expect.poll(() => signInOutcome(w!.admin, relay), { timeout: 20_000 }).toBe('');
+  await relay.proc.kill();
+  const verify = relayCli(['audit', 'verify', '--dir', relay.auditDir]);
+  expect(verify.status, verify.stderr).toBe(0);
+});

@@ -1,0 +1,247 @@
+//! The audit directory on disk: opening (lock, key, verification of what is there, recovery of a
+//! torn last write), appending records, and signing checkpoints.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sightline_core::audit::{AuditKey, Hash, LogVerifier, Record, Tree, leaf_hash, origin_for_node};
+
+use super::AuditSettings;
+
+pub const LOG_FILE: &str = "log.jsonl";
+pub const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
+pub const KEY_FILE: &str = "audit.key";
+pub const PUBLIC_KEY_FILE: &str = "audit.pub";
+pub const LOCK_FILE: &str = "lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("audit directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the audit log in {0} is in use by another process (a running relay)")]
+    Busy(PathBuf),
+    #[error("invalid node name {0:?}: use letters, digits, '.', '-' and '_'")]
+    NodeName(String),
+    #[error("audit key {path}: {why}")]
+    Key { path: PathBuf, why: String },
+    #[error(
+        "the audit log in {dir} does not verify ({why}); the relay will not append to a damaged log: keep it as evidence, move the directory aside and start again"
+    )]
+    Damaged { dir: PathBuf, why: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io { path: path.to_owned(), source }
+}
+
+/// The open audit directory: the writer's side.
+pub struct AuditFiles {
+    dir: PathBuf,
+    node: String,
+    key: AuditKey,
+    log: File,
+    /// Bytes of complete records in the log file.
+    log_len: u64,
+    checkpoints: File,
+    tree: Tree,
+    prev: Option<Hash>,
+    checkpointed: u64,
+    /// Held for the life of the writer; dropping it releases the flock.
+    _lock: File,
+    /// Bytes of a torn last record found (and cut off) at open.
+    pub recovered_bytes: u64,
+}
+
+impl AuditFiles {
+    /// Opens the directory for writing: takes its lock, creates or loads the key, verifies the
+    /// log against its checkpoints and cuts off an incomplete last record (a write that was never
+    /// acknowledged, since acknowledgement waits for the sync).
+    pub fn open(settings: &AuditSettings) -> Result<AuditFiles, OpenError> {
+        if !super::valid_node_name(&settings.node) {
+            return Err(OpenError::NodeName(settings.node.clone()));
+        }
+        let dir = settings.dir.clone();
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Busy(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+        let key = load_or_create_key(&dir, &settings.node)?;
+
+        let log_path = dir.join(LOG_FILE);
+        let cp_path = dir.join(CHECKPOINT_FILE);
+        let mut bytes = match std::fs::read(&log_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(&log_path)(e)),
+        };
+        let notes = read_checkpoints(&cp_path).map_err(|why| OpenError::Damaged { dir: dir.clone(), why })?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let recovered_bytes = (bytes.len() - complete) as u64;
+        bytes.truncate(complete);
+        let (report, tree) = LogVerifier::verify_file(&bytes, &notes, key.verifier_key())
+            .map_err(|e| OpenError::Damaged { dir: dir.clone(), why: e.to_string() })?;
+        if let Some(node) = &report.node
+            && *node != settings.node
+        {
+            return Err(OpenError::Damaged {
+                dir,
+                why: format!("it is the log of node {node:?}, this is node {:?}", settings.node),
+            });
+        }
+        let prev = bytes.split(|&b| b == b'\n').rev().find(|l| !l.is_empty()).map(leaf_hash);
+
+        let log = OpenOptions::new().create(true).append(true).mode(0o600).open(&log_path).map_err(io(&log_path))?;
+        if recovered_bytes > 0 {
+            log.set_len(complete as u64).map_err(io(&log_path))?;
+            log.sync_all().map_err(io(&log_path))?;
+        }
+        let checkpoints =
+            OpenOptions::new().create(true).append(true).mode(0o600).open(&cp_path).map_err(io(&cp_path))?;
+        Ok(AuditFiles {
+            node: settings.node.clone(),
+            checkpointed: report.last_checkpoint.map_or(0, |c| c.size),
+            dir,
+            key,
+            log,
+            log_len: complete as u64,
+            checkpoints,
+            tree,
+            prev,
+            _lock: lock,
+            recovered_bytes,
+        })
+    }
+
+    pub fn verifier_key(&self) -> &str {
+        self.key.verifier_key()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    pub fn checkpointed(&self) -> u64 {
+        self.checkpointed
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Appends records (numbered, named and chained here) in one write and one sync. On failure nothing is counted and the file is cut back to its last good length.
+    pub fn append_batch(&mut self, records: impl IntoIterator<Item = Record>) -> std::io::Result<u64> {
+        let mut buf = Vec::new();
+        let mut leaves = Vec::new();
+        let mut prev = self.prev;
+        for (seq, mut record) in (self.tree.size()..).zip(records) {
+            record.seq = seq;
+            record.node = self.node.clone();
+            record.prev = prev.map(|h| h.to_string()).unwrap_or_default();
+            let bytes = record.canonical();
+            let leaf = leaf_hash(&bytes);
+            buf.extend_from_slice(&bytes);
+            buf.push(b'\n');
+            leaves.push(leaf);
+            prev = Some(leaf);
+        }
+        // A failed write may have left part of a record behind: cut it before writing again.
+        if self.log.metadata()?.len() != self.log_len {
+            self.log.set_len(self.log_len)?;
+        }
+        if let Err(e) = self.log.write_all(&buf).and_then(|()| self.log.sync_data()) {
+            let _ = self.log.set_len(self.log_len);
+            return Err(e);
+        }
+        self.log_len += buf.len() as u64;
+        let n = leaves.len() as u64;
+        for leaf in leaves {
+            self.tree.push(leaf);
+        }
+        self.prev = prev;
+        Ok(n)
+    }
+
+    /// Signs and stores a checkpoint of the whole log, if it grew since the last one.
+    pub fn checkpoint(&mut self) -> std::io::Result<bool> {
+        let size = self.tree.size();
+        if size == self.checkpointed {
+            return Ok(false);
+        }
+        let root = self.tree.root(size).map_err(std::io::Error::other)?;
+        let note = self.key.sign(size, root).map_err(std::io::Error::other)?;
+        let mut line = serde_json::to_string(&note).map_err(std::io::Error::other)?;
+        line.push('\n');
+        let len = self.checkpoints.metadata()?.len();
+        if let Err(e) = self.checkpoints.write_all(line.as_bytes()).and_then(|()| self.checkpoints.sync_data()) {
+            let _ = self.checkpoints.set_len(len);
+            return Err(e);
+        }
+        self.checkpointed = size;
+        Ok(true)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Reads the signed checkpoint notes (one JSON string per line).
+pub fn read_checkpoints(path: &Path) -> Result<Vec<String>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<String>(l).map_err(|e| format!("checkpoint #{}: not a JSON string: {e}", i + 1))
+        })
+        .collect()
+}
+
+fn load_or_create_key(dir: &Path, node: &str) -> Result<AuditKey, OpenError> {
+    let path = dir.join(KEY_FILE);
+    let bad = |why: String| OpenError::Key { path: path.clone(), why };
+    let seed: [u8; 32] = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mode = std::fs::metadata(&path).map_err(io(&path))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(bad(format!("readable by others (mode {:o}); chmod 600 it", mode & 0o777)));
+            }
+            hex::decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| bad("not 32 bytes of hex".into()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let seed: [u8; 32] = crate::identity::random_bytes();
+            let mut file =
+                OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path).map_err(io(&path))?;
+            file.write_all(hex::encode(seed).as_bytes()).and_then(|()| file.sync_all()).map_err(io(&path))?;
+            seed
+        }
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let key = AuditKey::from_seed(&origin_for_node(node), &seed).map_err(|e| bad(e.to_string()))?;
+    let public = dir.join(PUBLIC_KEY_FILE);
+    let current = std::fs::read_to_string(&public).unwrap_or_default();
+    if let Some((name, _)) = current.trim().split_once('+')
+        && name != key.origin()
+    {
+        // Never re-key another node's log: its checkpoints would stop verifying.
+        return Err(bad(format!("this directory holds the log of {name}, not of {}", key.origin())));
+    }
+    if current.trim() != key.verifier_key() {
+        std::fs::write(&public, format!("{}\n", key.verifier_key())).map_err(io(&public))?;
+    }
+    Ok(key)
+}

@@ -1,0 +1,219 @@
+//! The node's tamper-evident audit log (R39, R41): every security event, durable before the
+//! action it records is acknowledged, signed into checkpoints, verifiable offline.
+//!
+//! Layout of the audit directory (by default `<data dir>/audit`):
+//! - `log.jsonl`: one canonical record per line (`sightline_core::audit::Record`), append-only;
+//! - `checkpoints.jsonl`: signed checkpoints (C2SP signed notes), one JSON string per line;
+//! - `audit.key`: the node's Ed25519 seed (hex, mode 0600); `audit.pub`: its signed-note verifier
+//!   key, what auditors are given;
+//! - `lock`: held (flock) by the one process writing the log;
+//! - `ingest.sock`: where CLI commands hand their events to a running relay.
+//!
+//! One writer thread does all file IO: it takes every event queued since its last write, appends
+//! them in one write, syncs (group commit), and only then reports them committed; callers that
+//! acknowledge an action wait for that ([`AuditLog::committed`]). When the log cannot be written
+//! the writer keeps the events, reports the failure (security actions are refused meanwhile) and
+//! retries; nothing acknowledged is ever lost. The human log (tracing) is separate: no filter or
+//! setting turns this one off.
+
+mod cli_sink;
+mod files;
+mod ingest;
+mod writer;
+
+pub mod cef;
+pub mod commands;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::events::Event;
+
+pub use cli_sink::CliSink;
+pub use files::{AuditFiles, OpenError};
+pub use ingest::{forward_to_running_relay, serve as serve_ingest};
+
+/// How the audit log is kept.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub dir: PathBuf,
+    /// This node's name: in every record, and the checkpoints' origin.
+    pub node: String,
+    /// A checkpoint is signed after this many records...
+    pub checkpoint_records: u64,
+    /// ...or this long after the first record it does not cover yet.
+    pub checkpoint_interval: Duration,
+}
+
+/// Why a security action cannot be recorded (and so does not happen).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the audit log cannot be written ({0}); security actions are refused until it can")]
+pub struct AuditUnavailable(pub String);
+
+/// What the writer has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Events of this process that are on disk.
+    pub committed: u64,
+    /// Records in the log.
+    pub size: u64,
+    /// Size of the newest checkpoint.
+    pub checkpointed: u64,
+    /// Why the log cannot be written now, if it cannot.
+    pub failure: Option<String>,
+}
+
+enum Command {
+    Event(Box<Event>),
+    Shutdown,
+}
+
+/// The running audit log of this node.
+pub struct AuditLog {
+    queue: std::sync::mpsc::Sender<Command>,
+    /// Events handed to the writer by this process.
+    accepted: AtomicU64,
+    progress: watch::Receiver<Progress>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    node: String,
+    verifier_key: String,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("node", &self.node).field("progress", &*self.progress.borrow()).finish()
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log, verifies what is there, and starts the writer.
+    pub fn open(settings: &AuditSettings) -> Result<AuditLog, OpenError> {
+        let files = AuditFiles::open(settings)?;
+        let node = settings.node.clone();
+        let verifier_key = files.verifier_key().to_owned();
+        let size = files.size();
+        let checkpointed = files.checkpointed();
+        let (progress_tx, progress) = watch::channel(Progress { committed: 0, size, checkpointed, failure: None });
+        let (queue, rx) = std::sync::mpsc::channel();
+        let writer = writer::spawn(files, settings.clone(), rx, progress_tx)?;
+        Ok(AuditLog {
+            queue,
+            accepted: AtomicU64::new(0),
+            progress,
+            writer: Mutex::new(Some(writer)),
+            node,
+            verifier_key,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The signed-note verifier key of this node's checkpoints.
+    pub fn verifier_key(&self) -> &str {
+        &self.verifier_key
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// Queues an event; the writer makes it durable in its next group commit.
+    pub fn append(&self, event: Event) {
+        // The human log sees every event too, but only as a copy: filtering it changes nothing here.
+        tracing::info!(target: "sightline::audit", kind = %event.kind.name(), actor = %event.actor, outcome = ?event.outcome);
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+        if self.queue.send(Command::Event(Box::new(event))).is_err() {
+            tracing::error!("audit writer is gone; event not recorded");
+        }
+    }
+
+    /// Whether security actions may proceed now.
+    pub fn available(&self) -> Result<(), AuditUnavailable> {
+        match &self.progress.borrow().failure {
+            Some(why) => Err(AuditUnavailable(why.clone())),
+            None if self.writer.lock().unwrap_or_else(|e| e.into_inner()).is_none() => {
+                Err(AuditUnavailable("the audit log is closed".into()))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every event appended before this call is on disk. Fails at once while the
+    /// log cannot be written: the action the event records must not be acknowledged.
+    pub async fn committed(&self) -> Result<(), AuditUnavailable> {
+        let target = self.accepted.load(Ordering::SeqCst);
+        let mut progress = self.progress.clone();
+        loop {
+            {
+                let now = progress.borrow_and_update();
+                if now.committed >= target {
+                    return Ok(());
+                }
+                if let Some(why) = &now.failure {
+                    return Err(AuditUnavailable(why.clone()));
+                }
+            }
+            if progress.changed().await.is_err() {
+                return Err(AuditUnavailable("the audit writer stopped".into()));
+            }
+        }
+    }
+
+    /// Follows the writer's progress (health, sizes).
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Writes what is queued, signs a final checkpoint and stops the writer.
+    pub fn close(&self) {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = self.queue.send(Command::Shutdown);
+            if writer.join().is_err() {
+                tracing::error!("audit writer panicked during shutdown");
+            }
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl crate::events::EventSink for AuditLog {
+    fn emit(&self, event: Event) {
+        self.append(event);
+    }
+
+    fn committed(&self) -> crate::events::Commit<'_> {
+        Box::pin(AuditLog::committed(self))
+    }
+
+    fn available(&self) -> Result<(), AuditUnavailable> {
+        AuditLog::available(self)
+    }
+}
+
+/// This machine's host name, the default node name.
+pub fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| valid_node_name(h))
+        .unwrap_or_else(|| "relay".to_owned())
+}
+
+/// Node names go into checkpoint origins and key names: letters, digits, `.`, `-`, `_`.
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
