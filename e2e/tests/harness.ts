@@ -72,7 +72,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
-export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined> }
+export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined>; siem?: string[]; siemCa?: string; siemFormat?: 'json' | 'cef' }
 
 export class Relay {
   constructor(public proc: Proc, public port: number, public dataDir: string, public opts: RelayOptions = {}) {}
@@ -92,6 +92,9 @@ export class Relay {
     if (opts.redis) args.push('--redis', opts.redis);
     if (opts.node) args.push('--node', opts.node);
     if (opts.auditDir) args.push('--audit-dir', opts.auditDir);
+    for (const d of opts.siem ?? []) args.push('--siem', d);
+    if (opts.siemCa) args.push('--siem-ca', opts.siemCa);
+    if (opts.siemFormat) args.push('--siem-format', opts.siemFormat);
     // Benchmarks pin the relay to one core (taskset execs it, so the pid is the relay's).
     const proc = opts.cpu === undefined
       ? launch('relay', path.join(BIN, 'relay'), args, opts.env)
@@ -366,6 +369,19 @@ export async function signIn(page: Page, relay: Relay, name: string): Promise<vo
   await expect(page.getByTestId('signed-in-as')).toContainText(name);
 }
 
+/** Sends a `watch` request on a raw viewer socket (bypassing the viewer's form); resolves with
+ * the relay's first answer. */
+export async function rawWatch(page: Page, port: number, agentId: string, ticket: string, reason: string): Promise<any> {
+  return page.evaluate(([p, agent, t, r]) => new Promise((resolve) => {
+    const ws = new WebSocket(`ws://localhost:${p}/ws/viewer`);
+    ws.onopen = () => ws.send(JSON.stringify({ v: 1, type: 'watch', agent_id: agent, sdp: 'v=0', ticket: t, reason: r, levels: ['view'] }));
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === 'error' || msg.type === 'watch_answer') { ws.close(); resolve(msg); }
+    };
+  }), [port, agentId, ticket, reason] as const);
+}
+
 /** Calls the relay API from a signed-in page (its cookie goes along). */
 export async function api(page: Page, method: string, apiPath: string, body?: unknown): Promise<{ status: number; json: any }> {
   return page.evaluate(async ([m, p, b]) => {
@@ -436,4 +452,81 @@ export class RedisServer {
     return new RedisServer(proc, port);
   }
   async kill(): Promise<void> { await this.proc.kill(); }
+}
+
+/**
+ * A real rsyslog (Debian's rsyslog, rsyslog-gnutls, rsyslog-relp) as the SIEM: plain TCP
+ * (imptcp), TLS (imtcp with GnuTLS) and RELP (imrelp) on free loopback ports, every message
+ * written raw (`%rawmsg%`) to one file. It loads no system inputs (imuxsock, imklog), so the
+ * machine's own logging is untouched. Restarting keeps the directory, ports and file.
+ */
+export class Rsyslog {
+  constructor(public proc: Proc, public dir: string, public ports: { tcp: number; tls: number; relp: number }) {}
+  get caFile(): string { return path.join(this.dir, 'ca.pem'); }
+  file(transport: 'tcp' | 'tls' | 'relp'): string { return path.join(this.dir, `${transport}.log`); }
+  static async start(previous?: Rsyslog): Promise<Rsyslog> {
+    const dir = previous?.dir ?? tempDir('rsyslog');
+    const ports = previous?.ports ?? { tcp: await freePort(), tls: await freePort(), relp: await freePort() };
+    if (!previous) {
+      fs.mkdirSync(path.join(dir, 'work'));
+      const openssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+      openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=sightline-test-ca']);
+      openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'key.pem', '-out', 'req.csr', '-subj', '/CN=127.0.0.1']);
+      fs.writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
+      openssl(['x509', '-req', '-in', 'req.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'cert.pem', '-days', '2', '-extfile', 'ext.cnf']);
+      fs.writeFileSync(path.join(dir, 'rsyslog.conf'), [
+        `global(workDirectory="${dir}/work" defaultNetstreamDriverCAFile="${dir}/ca.pem" defaultNetstreamDriverCertFile="${dir}/cert.pem" defaultNetstreamDriverKeyFile="${dir}/key.pem")`,
+        'module(load="imptcp")',
+        'module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon" gnutlsPriorityString="NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2")',
+        'module(load="imrelp")',
+        'template(name="raw" type="string" string="%rawmsg%\\n")',
+        // One file per transport. Direct queues: a message is in its file before imrelp answers
+        // 200 OK for it.
+        ...(['tcp', 'tls', 'relp'] as const).flatMap((t) => [
+          `ruleset(name="${t}" queue.type="Direct") {`,
+          `  action(type="omfile" file="${dir}/${t}.log" template="raw" flushOnTXEnd="on" asyncWriting="off")`,
+          '}',
+        ]),
+        `input(type="imptcp" port="${ports.tcp}" address="127.0.0.1" ruleset="tcp")`,
+        `input(type="imtcp" port="${ports.tls}" address="127.0.0.1" ruleset="tls")`,
+        `input(type="imrelp" port="${ports.relp}" address="127.0.0.1" ruleset="relp")`,
+        '',
+      ].join('\n'));
+    }
+    const proc = launch('rsyslog', 'rsyslogd', ['-n', '-f', path.join(dir, 'rsyslog.conf'), '-i', path.join(dir, 'rsyslog.pid')]);
+    const r = new Rsyslog(proc, dir, ports);
+    for (const port of [ports.tcp, ports.tls, ports.relp]) {
+      await waitFor(`rsyslog on port ${port}`, async () => {
+        if (proc.child.exitCode !== null) throw new Error(`rsyslogd exited: ${proc.log()}`);
+        return new Promise<boolean>((resolve) => {
+          const socket = net.connect(port, '127.0.0.1', () => { socket.destroy(); resolve(true); });
+          socket.on('error', () => resolve(false));
+        });
+      });
+    }
+    return r;
+  }
+  /** The messages received so far over one transport, one per line. */
+  messages(transport: 'tcp' | 'tls' | 'relp'): string[] {
+    const file = this.file(transport);
+    if (!fs.existsSync(file)) return [];
+    return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+  }
+  async kill(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> { await this.proc.kill(signal); }
+}
+
+/** An RFC 5424 message as the relay sends it: structured data and body. */
+export interface SiemMessage { msgid: string; node: string; seq?: number; size?: number; leaf?: string; body: string }
+
+export function parseSiemMessage(line: string): SiemMessage {
+  const m = line.match(/^<\d+>1 \S+ \S+ sightline-relay - (\S+) \[sightline@32473 ((?:\w+="(?:[^"\\]|\\.)*" ?)*)\] (.*)$/);
+  if (!m) throw new Error(`not a Sightline syslog message: ${line.slice(0, 200)}`);
+  const params: Record<string, string> = {};
+  for (const p of m[2].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) params[p[1]] = p[2].replace(/\\(.)/g, '$1');
+  return {
+    msgid: m[1], node: params.node, body: m[3],
+    seq: params.seq === undefined ? undefined : Number(params.seq),
+    size: params.size === undefined ? undefined : Number(params.size),
+    leaf: params.leaf,
+  };
 }

@@ -1,10 +1,10 @@
 // Session policy through the real path: the operator's browser asks, the relay decides from the
 // policy file, and refusals name their reason.
-import { test, expect, Page } from '@playwright/test';
+import { test, expect } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { World, world, stopWorld, requestView, tempDir, api, SAMPLE_POLICY } from './harness';
+import { World, world, stopWorld, requestView, tempDir, api, rawWatch, SAMPLE_POLICY } from './harness';
 
 let w: World | undefined;
 
@@ -12,18 +12,6 @@ test.afterEach(async () => {
   await stopWorld(w);
   w = undefined;
 });
-
-/** Sends a raw `watch` on a second viewer socket from the operator's page; returns the relay's answer. */
-async function rawWatch(page: Page, port: number, agentId: string, ticket: string, reason: string): Promise<any> {
-  return page.evaluate(([p, agent, t, r]) => new Promise((resolve) => {
-    const ws = new WebSocket(`ws://localhost:${p}/ws/viewer`);
-    ws.onopen = () => ws.send(JSON.stringify({ v: 1, type: 'watch', agent_id: agent, sdp: 'v=0', ticket: t, reason: r, levels: ['view'] }));
-    ws.onmessage = (ev) => {
-      const msg = JSON.parse(ev.data);
-      if (msg.type === 'error' || msg.type === 'watch_answer') { ws.close(); resolve(msg); }
-    };
-  }), [port, agentId, ticket, reason] as const);
-}
 
 function policyWith(change: (text: string) => string): string {
   const file = path.join(tempDir('policy'), 'policy.toml');
@@ -46,9 +34,13 @@ test('no ticket, or a reason outside the catalog: the session is refused with th
   await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
   await w.endpoint.click('allow');
   await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
-  const log = w.relay.proc.log();
-  expect(log).toContain('session.refused');
-  expect(log).toContain('ticket:INC-1 reason:password-reset');
+  const records = w.relay.auditRecords();
+  const refusals = records.filter((r) => r.kind === 'session.refused');
+  expect(refusals.map((r) => r.detail)).toEqual([expect.stringContaining('ticket ID is required'), expect.stringContaining('catalog')]);
+  expect(refusals[1].subject).toContain('ticket:INC-1 reason:because I can');
+  const started = records.find((r) => r.kind === 'session.start');
+  expect(started?.session?.ticket).toBe('INC-1');
+  expect(started?.session?.reason).toBe('password-reset');
 });
 
 test('an operator address outside the segment networks is refused @R16', async ({ browser }) => {
@@ -110,7 +102,7 @@ test('outside a maintenance window the session is refused with the reason; the u
   await requestView(w.operator, w.relay, 'branch-pc');
   // Policy lets the request through: it now waits for the user at the endpoint.
   await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
-  expect(w.relay.proc.log()).toContain('maintenance.window_opened');
+  expect(w.relay.auditRecords().map((r) => r.kind)).toContain('maintenance.window_opened');
 });
 
 test('an admin opens a maintenance window from the dashboard @R3', async ({ browser }) => {

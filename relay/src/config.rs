@@ -71,6 +71,19 @@ pub struct Config {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub audit_checkpoint_ms: u64,
 
+    /// Forward every audit record and checkpoint to a SIEM (repeatable, or comma-separated):
+    /// `tcp://HOST:PORT` or `tls://HOST:PORT` (RFC 5424, octet counting) or `relp://HOST:PORT`.
+    #[arg(long = "siem", env = "SIGHTLINE_SIEM", value_delimiter = ',')]
+    pub siem: Vec<crate::audit::siem::Destination>,
+
+    /// Body of SIEM messages: the canonical record as JSON, or CEF.
+    #[arg(long, value_enum, default_value = "json")]
+    pub siem_format: crate::audit::siem::Payload,
+
+    /// CA certificate(s) (PEM) that `tls://` SIEM receivers must present a certificate from.
+    #[arg(long, env = "SIGHTLINE_SIEM_CA")]
+    pub siem_ca: Option<PathBuf>,
+
     /// Lifetime of session tokens in seconds (at most 600).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(30..=600))]
     pub token_ttl_s: u64,
@@ -122,6 +135,18 @@ impl Config {
             node: self.node.clone().unwrap_or_else(crate::audit::default_node_name),
             checkpoint_records: self.audit_checkpoint_records,
             checkpoint_interval: std::time::Duration::from_millis(self.audit_checkpoint_ms),
+        }
+    }
+
+    /// Where the audit log is forwarded.
+    pub fn siem_settings(&self) -> crate::audit::siem::SiemSettings {
+        let audit = self.audit_settings();
+        crate::audit::siem::SiemSettings {
+            destinations: self.siem.clone(),
+            payload: self.siem_format,
+            ca_cert: self.siem_ca.clone(),
+            dir: audit.dir,
+            node: audit.node,
         }
     }
 

@@ -152,6 +152,8 @@ pub async fn run(
     tracing::info!(node = %audit.node(), dir = %settings.dir.display(), size = audit.progress().size, key = %audit.verifier_key(), "audit log open");
     let ingest =
         crate::audit::serve_ingest(&settings.dir, audit.clone()).context("cannot open the audit ingest socket")?;
+    let siem =
+        crate::audit::siem::spawn(config.siem_settings(), audit.subscribe()).context("cannot start SIEM forwarding")?;
     let state = build(&config, audit.clone()).await?;
     tokio::spawn(end_sessions_while_unaudited(audit.subscribe(), state.hub.clone()));
     if let Some(token) = state.identity.bootstrap_token().await? {
@@ -163,6 +165,9 @@ pub async fn run(
     }
     let served = serve(listener, state, config, shutdown).await;
     ingest.abort();
+    for forwarder in siem {
+        forwarder.abort();
+    }
     // Everything written, and a final checkpoint signed.
     tokio::task::spawn_blocking(move || audit.close()).await?;
     served

@@ -54,6 +54,12 @@ const APT_TEST: &[&str] = &[
     "bsdutils",
     // Load generator for `cargo xtask bench`.
     "wrk",
+    // The SIEM the audit tests forward to (@R40): syslog over TCP, TLS (GnuTLS) and RELP.
+    "rsyslog",
+    "rsyslog-gnutls",
+    "rsyslog-relp",
+    // Test certificates for the TLS receiver.
+    "openssl",
 ];
 
 pub fn ensure_tools(root: &Path, need: Need) -> Result<()> {

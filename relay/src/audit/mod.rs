@@ -23,6 +23,7 @@ mod writer;
 
 pub mod cef;
 pub mod commands;
+pub mod siem;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
