@@ -1,19 +1,22 @@
 // The audit log (R39, R41, R10, R38): what a real session leaves in it, checked field by field;
 // the relay's own verifier on the log and on a tampered copy; security events that no setting
 // can switch off; a CLI command beside a running relay; a full audit disk fails closed.
-import { test, expect, Page } from '@playwright/test';
+import { test, expect, Page, request as playwrightRequest } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import {
   World, world, stopWorld, openView, tempDir, relayCli, AuditRecord, RedisServer, Relay, worldOn, requestView,
+  freePort, contextWithPasskeys, enrolFromLink,
 } from './harness';
 
 let w: World | undefined;
 let redis: RedisServer | undefined;
 let mounted: string | undefined;
+const others: Relay[] = [];
 
 test.afterEach(async () => {
+  for (const relay of others.splice(0)) await relay.proc.kill();
   await stopWorld(w);
   w = undefined;
   await redis?.kill();
@@ -173,4 +176,45 @@ test('with the audit disk full, sign-in and session requests are refused with th
   await relay.proc.kill();
   const verify = relayCli(['audit', 'verify', '--dir', relay.auditDir]);
   expect(verify.status, verify.stderr).toBe(0);
+});
+
+test('two relays on Redis: a node killed with SIGKILL loses none of its acknowledged events; both logs verify and export merged @R43 @R39', async ({ browser }) => {
+  redis = await RedisServer.start();
+  const portA = await freePort();
+  const publicUrl = `http://localhost:${portA}/`;
+  const nodeA = await Relay.start({ port: portA, redis: redis.url(), publicUrl, node: 'node-a' });
+  const nodeB = await Relay.start({ redis: redis.url(), publicUrl, node: 'node-b' });
+  others.push(nodeA, nodeB);
+  const { page: admin } = await contextWithPasskeys(browser);
+  await enrolFromLink(admin, nodeB.bootstrapLink(), 'admin');
+  const cookie = (await admin.context().cookies()).find((c) => c.name === 'sightline_session')!;
+  const asAdmin = await playwrightRequest.newContext({ extraHTTPHeaders: { cookie: `sightline_session=${cookie.value}` } });
+  // Each 200 means the node had the event on disk before it answered.
+  const tokens = async (relay: Relay, n: number) => {
+    for (let i = 0; i < n; i++) {
+      const res = await asAdmin.post(`http://127.0.0.1:${relay.port}/api/admin/agent-tokens`, { data: { segment: 'office' } });
+      expect(res.status()).toBe(200);
+    }
+  };
+  await tokens(nodeA, 12);
+  await tokens(nodeB, 7);
+  await nodeA.proc.kill('SIGKILL');
+  const created = (relay: Relay) => relay.auditRecords().filter((r) => r.kind === 'device.token_created');
+  expect(created(nodeA)).toHaveLength(12);
+  // The node comes back on its own log (verified before it appends) and goes on.
+  const again = await Relay.start({ port: portA, redis: redis.url(), publicUrl, node: 'node-a', dataDir: nodeA.dataDir });
+  others.push(again);
+  await tokens(again, 1);
+  await asAdmin.dispose();
+  expect(created(again)).toHaveLength(13);
+  const verify = relayCli(['audit', 'verify', '--dir', nodeA.auditDir, '--dir', nodeB.auditDir]);
+  expect(verify.status, verify.stderr).toBe(0);
+  expect(verify.stdout).toContain('node node-a');
+  expect(verify.stdout).toContain('node node-b');
+  const exported = relayCli(['audit', 'export', '--dir', nodeA.auditDir, '--dir', nodeB.auditDir, '--kind', 'device.token_created']);
+  expect(exported.status, exported.stderr).toBe(0);
+  const merged = exported.stdout.trim().split('\n').map((l) => JSON.parse(l) as AuditRecord);
+  expect(merged).toHaveLength(20);
+  expect(merged.map((r) => r.ts_ms)).toEqual([...merged.map((r) => r.ts_ms)].sort((a, b) => a - b));
+  expect(new Set(merged.map((r) => r.node))).toEqual(new Set(['node-a', 'node-b']));
 });
