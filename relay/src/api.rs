@@ -70,7 +70,11 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/sessions/{id}/approve-elevation", Access::Needs(Capability::ApproveElevation)),
     ("GET", "/api/admin/sessions", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/sessions/{id}/kill", Access::Needs(Capability::Administer)),
+    ("GET", "/api/audit/records", Access::NeedsAny(AUDIT_LOG)),
 ];
+
+/// Who may read the audit log: auditors, and admins (who run the system it records).
+pub const AUDIT_LOG: &[Capability] = &[Capability::Audit, Capability::Administer];
 
 /// Errors as clients see them: a status, a stable code and a message for people. Internal
 /// details (store failures) go to the log only.
@@ -181,6 +185,30 @@ async fn needs_capability(
     }
 }
 
+async fn needs_any_capability(
+    State((state, capabilities)): State<(AppState, &'static [Capability])>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match request.extensions().get::<AuthUser>() {
+        Some(auth) if capabilities.iter().any(|c| auth.allows(*c)) => next.run(request).await,
+        Some(auth) => {
+            let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            let path = request.uri().path().to_owned();
+            state.identity.emit(
+                EventKind::AccessDenied,
+                Outcome::Failure,
+                &auth.user.name,
+                Some(&path),
+                source,
+                format!("route needs one of {capabilities:?}, which the caller's roles lack"),
+            );
+            ApiError(IdentityError::Forbidden("your roles do not allow this".into())).into_response()
+        }
+        None => ApiError(IdentityError::Unauthenticated).into_response(),
+    }
+}
+
 fn with_cookie(token: &str, body: impl IntoResponse) -> Response {
     let mut response = body.into_response();
     response.headers_mut().append(header::SET_COOKIE, session_cookie(token));
@@ -226,11 +254,16 @@ pub fn router(state: AppState) -> Router<AppState> {
             (state.clone(), Capability::ApproveElevation),
             needs_capability,
         ))
-        .route_layer(axum::middleware::from_fn_with_state(state, signed_in));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), signed_in));
+    let audit_routes = Router::new()
+        .route("/api/audit/records", get(audit_records))
+        .route_layer(axum::middleware::from_fn_with_state((state.clone(), AUDIT_LOG), needs_any_capability))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), signed_in));
     public
         .merge(signed_in_routes)
         .merge(admin_routes)
         .merge(senior_routes)
+        .merge(audit_routes)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
 }
 
@@ -542,6 +575,67 @@ async fn admin_agent_token(
     require(&auth, Capability::Administer)?;
     let token = state.identity.create_agent_token(&auth.user.name, &body.segment, Some(ip(peer))).await?;
     Ok(Json(json!({ "token": token })))
+}
+
+/// Filters of the audit page (all optional; times RFC 3339 or Unix ms).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    kind: Option<String>,
+    session: Option<String>,
+    ticket: Option<String>,
+    operator: Option<String>,
+    device: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The newest audit records that match, each with its inclusion proof against the newest signed
+/// checkpoint: the browser verifies them itself. Reading the log is itself an event.
+async fn audit_records(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> ApiResult<Json<crate::audit::AuditPage>> {
+    if !AUDIT_LOG.iter().any(|c| auth.allows(*c)) {
+        return Err(IdentityError::Forbidden("your roles do not allow reading the audit log".into()).into());
+    }
+    let Some(audit) = state.audit.clone() else {
+        return Err(IdentityError::NotFound.into());
+    };
+    let time = |t: &Option<String>| -> Result<Option<u64>, IdentityError> {
+        t.as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| crate::audit::commands::parse_time(t.trim()).map_err(|e| IdentityError::BadRequest(e.to_string())))
+            .transpose()
+    };
+    let nonempty = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let filter = crate::audit::commands::Filter {
+        from_ms: time(&q.from)?,
+        to_ms: time(&q.to)?,
+        session: nonempty(q.session),
+        ticket: nonempty(q.ticket),
+        operator: nonempty(q.operator),
+        device: nonempty(q.device),
+        kind: nonempty(q.kind),
+    };
+    let limit = q.limit.unwrap_or(200).clamp(1, 500);
+    state.identity.emit(
+        EventKind::AuditViewed,
+        Outcome::Success,
+        &auth.user.name,
+        None,
+        Some(peer.ip()),
+        format!("{filter:?}"),
+    );
+    state.identity.audit_committed().await?;
+    let page = tokio::task::spawn_blocking(move || audit.search(&filter, limit))
+        .await
+        .map_err(|e| IdentityError::BadRequest(format!("search failed: {e}")))?
+        .map_err(|e| IdentityError::BadRequest(format!("search failed: {e:#}")))?;
+    Ok(Json(page))
 }
 
 /// Sessions running on this node (who, on what, under which ticket; never the screen: admins

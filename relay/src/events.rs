@@ -99,10 +99,12 @@ pub enum EventKind {
     ObserverLeft,
     #[serde(rename = "input.dropped")]
     InputDropped,
+    #[serde(rename = "audit.viewed")]
+    AuditViewed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 41] = [
+    pub const ALL: [EventKind; 42] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -144,6 +146,7 @@ impl EventKind {
         EventKind::ObserverJoined,
         EventKind::ObserverLeft,
         EventKind::InputDropped,
+        EventKind::AuditViewed,
     ];
 
     pub fn name(self) -> String {

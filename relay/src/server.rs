@@ -28,6 +28,9 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// The session policy, validated at start.
     pub policy: Arc<sightline_core::policy::Policy>,
+    /// This node's audit log, for the dashboard's audit page (in-process test harnesses that
+    /// collect events in memory have none).
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 /// Reads and validates the policy file.
@@ -138,7 +141,7 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let identity = Arc::new(identity(config, store.clone(), events).await?);
     let hub = Hub::new(Media::new(config.media_ip));
     tokio::spawn(follow_revocations(store, hub.clone()));
-    Ok(AppState { hub, identity, policy })
+    Ok(AppState { hub, identity, policy, audit: None })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.
@@ -154,7 +157,8 @@ pub async fn run(
         crate::audit::serve_ingest(&settings.dir, audit.clone()).context("cannot open the audit ingest socket")?;
     let siem =
         crate::audit::siem::spawn(config.siem_settings(), audit.subscribe()).context("cannot start SIEM forwarding")?;
-    let state = build(&config, audit.clone()).await?;
+    let mut state = build(&config, audit.clone()).await?;
+    state.audit = Some(audit.clone());
     tokio::spawn(end_sessions_while_unaudited(audit.subscribe(), state.hub.clone()));
     if let Some(token) = state.identity.bootstrap_token().await? {
         // The one way in on a fresh relay: printed where the person who started it looks.

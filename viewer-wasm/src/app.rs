@@ -116,11 +116,14 @@ fn Shell(me: Option<Me>, on_logout: Callback<String>, children: Children) -> imp
 fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let can_view = me.can("view_sessions") || me.can("observe_sessions") || me.can("approve_elevation");
     let can_admin = me.can("administer");
+    let can_audit = me.can("audit") || can_admin;
     let me_for_sessions = me.clone();
     let tab = RwSignal::new(if can_view {
         "sessions"
     } else if can_admin {
         "admin"
+    } else if can_audit {
+        "audit"
     } else {
         "none"
     });
@@ -129,10 +132,12 @@ fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
             <nav class="tabs">
                 {can_view.then(|| view! { <button on:click=move |_| tab.set("sessions") data-testid="tab-sessions">"Sessions"</button> })}
                 {can_admin.then(|| view! { <button on:click=move |_| tab.set("admin") data-testid="tab-admin">"Admin"</button> })}
+                {can_audit.then(|| view! { <button on:click=move |_| tab.set("audit") data-testid="tab-audit">"Audit"</button> })}
             </nav>
             {move || match tab.get() {
                 "sessions" => view! { <Sessions me=me_for_sessions.clone() on_session_ended/> }.into_any(),
                 "admin" => view! { <AdminView/> }.into_any(),
+                "audit" => view! { <crate::audit::AuditView/> }.into_any(),
                 _ => view! { <p class="muted" data-testid="no-access">"Your roles give you no area here yet."</p> }.into_any(),
             }}
         </Shell>

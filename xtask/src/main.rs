@@ -5,7 +5,8 @@
 //! - `test`: install what is missing, then fmt, clippy, unit and integration tests, the wasm
 //!   build and the Playwright suite. This is what CI runs.
 //! - `e2e [playwright args]`: build what the browser tests need and run Playwright alone.
-//! - `bench [playwright args]`: latency benchmarks; results in `bench-results/`, summary printed.
+//! - `bench [playwright args]`: the audit log benchmark and the latency benchmarks; results in
+//!   `bench-results/`, summary printed.
 
 mod install;
 mod run;
@@ -104,6 +105,15 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mut all = vec!["--grep", "@bench", "--workers", "1"];
     all.extend(args.iter().map(String::as_str));
     std::fs::create_dir_all(root.join("bench-results"))?;
+    // The audit log on one core: appends, acknowledgement latency, verification, proofs, SIEM.
+    run::status(
+        cmd(root, "taskset")
+            .arg("-c")
+            .arg("0")
+            .arg(bin.join("examples/audit_bench"))
+            .arg(root.join("bench-results/audit.json")),
+        "audit benchmark",
+    )?;
     playwright(root, &bin, &all)?;
     eprintln!("benchmark results are in {}", root.join("bench-results").display());
     Ok(())

@@ -6,7 +6,17 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, RwLock};
+
 use sightline_core::audit::{AuditKey, Hash, LogVerifier, Record, Tree, leaf_hash, origin_for_node};
+
+/// What readers need to find a record and prove it: the Merkle tree and each record's offset.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub tree: Tree,
+    /// Byte offset of each record's line in the log file.
+    pub offsets: Vec<u64>,
+}
 
 use super::AuditSettings;
 
@@ -45,7 +55,8 @@ pub struct AuditFiles {
     /// Bytes of complete records in the log file.
     log_len: u64,
     checkpoints: File,
-    tree: Tree,
+    /// The tree and where each record starts, shared with readers (proofs for the dashboard).
+    index: Arc<RwLock<Index>>,
     prev: Option<Hash>,
     checkpointed: u64,
     /// Held for the life of the writer; dropping it releases the flock.
@@ -96,6 +107,12 @@ impl AuditFiles {
             });
         }
         let prev = bytes.split(|&b| b == b'\n').rev().find(|l| !l.is_empty()).map(leaf_hash);
+        let mut offsets = Vec::with_capacity(tree.size() as usize);
+        let mut at = 0u64;
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            offsets.push(at);
+            at += line.len() as u64;
+        }
 
         let log = OpenOptions::new().create(true).append(true).mode(0o600).open(&log_path).map_err(io(&log_path))?;
         if recovered_bytes > 0 {
@@ -112,7 +129,7 @@ impl AuditFiles {
             log,
             log_len: complete as u64,
             checkpoints,
-            tree,
+            index: Arc::new(RwLock::new(Index { tree, offsets })),
             prev,
             _lock: lock,
             recovered_bytes,
@@ -124,7 +141,16 @@ impl AuditFiles {
     }
 
     pub fn size(&self) -> u64 {
-        self.tree.size()
+        self.read().tree.size()
+    }
+
+    /// The shared index (readers take the read lock).
+    pub fn index(&self) -> Arc<RwLock<Index>> {
+        self.index.clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn checkpointed(&self) -> u64 {
@@ -139,8 +165,9 @@ impl AuditFiles {
     pub fn append_batch(&mut self, records: impl IntoIterator<Item = Record>) -> std::io::Result<u64> {
         let mut buf = Vec::new();
         let mut leaves = Vec::new();
+        let mut lengths = Vec::new();
         let mut prev = self.prev;
-        for (seq, mut record) in (self.tree.size()..).zip(records) {
+        for (seq, mut record) in (self.size()..).zip(records) {
             record.seq = seq;
             record.node = self.node.clone();
             record.prev = prev.map(|h| h.to_string()).unwrap_or_default();
@@ -148,6 +175,7 @@ impl AuditFiles {
             let leaf = leaf_hash(&bytes);
             buf.extend_from_slice(&bytes);
             buf.push(b'\n');
+            lengths.push(bytes.len() as u64 + 1);
             leaves.push(leaf);
             prev = Some(leaf);
         }
@@ -159,22 +187,31 @@ impl AuditFiles {
             let _ = self.log.set_len(self.log_len);
             return Err(e);
         }
-        self.log_len += buf.len() as u64;
         let n = leaves.len() as u64;
-        for leaf in leaves {
-            self.tree.push(leaf);
+        {
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            let mut at = self.log_len;
+            for (leaf, len) in leaves.into_iter().zip(lengths) {
+                index.tree.push(leaf);
+                index.offsets.push(at);
+                at += len;
+            }
         }
+        self.log_len += buf.len() as u64;
         self.prev = prev;
         Ok(n)
     }
 
     /// Signs and stores a checkpoint of the whole log, if it grew since the last one.
     pub fn checkpoint(&mut self) -> std::io::Result<bool> {
-        let size = self.tree.size();
+        let (size, root) = {
+            let index = self.read();
+            let size = index.tree.size();
+            (size, index.tree.root(size).map_err(std::io::Error::other)?)
+        };
         if size == self.checkpointed {
             return Ok(false);
         }
-        let root = self.tree.root(size).map_err(std::io::Error::other)?;
         let note = self.key.sign(size, root).map_err(std::io::Error::other)?;
         let mut line = serde_json::to_string(&note).map_err(std::io::Error::other)?;
         line.push('\n');

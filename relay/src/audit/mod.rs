@@ -19,6 +19,7 @@
 mod cli_sink;
 mod files;
 mod ingest;
+mod query;
 mod writer;
 
 pub mod cef;
@@ -37,6 +38,7 @@ use crate::events::Event;
 pub use cli_sink::CliSink;
 pub use files::{AuditFiles, OpenError};
 pub use ingest::{forward_to_running_relay, serve as serve_ingest};
+pub use query::{AuditPage, ProvedRecord};
 
 /// How the audit log is kept.
 #[derive(Debug, Clone)]
@@ -82,6 +84,9 @@ pub struct AuditLog {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     node: String,
     verifier_key: String,
+    dir: PathBuf,
+    /// The writer's tree and record offsets, for proofs served to the dashboard.
+    index: std::sync::Arc<std::sync::RwLock<files::Index>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -98,6 +103,7 @@ impl AuditLog {
         let verifier_key = files.verifier_key().to_owned();
         let size = files.size();
         let checkpointed = files.checkpointed();
+        let index = files.index();
         let (progress_tx, progress) = watch::channel(Progress { committed: 0, size, checkpointed, failure: None });
         let (queue, rx) = std::sync::mpsc::channel();
         let writer = writer::spawn(files, settings.clone(), rx, progress_tx)?;
@@ -108,7 +114,15 @@ impl AuditLog {
             writer: Mutex::new(Some(writer)),
             node,
             verifier_key,
+            dir: settings.dir.clone(),
+            index,
         })
+    }
+
+    /// The newest records matching `filter` (at most `limit`), each with its inclusion proof
+    /// against the newest checkpoint. Blocking file IO: call from a blocking task.
+    pub fn search(&self, filter: &commands::Filter, limit: usize) -> anyhow::Result<AuditPage> {
+        query::search(&self.dir, &self.node, &self.verifier_key, &self.index, filter, limit)
     }
 
     pub fn node(&self) -> &str {
