@@ -97,7 +97,7 @@ test('a session leaves asked, allowed with levels, paused, resumed and ended in 
   expect(bad.stderr).toContain(`record ${allowed.seq}: altered`);
 });
 
-test('security events are written whatever the human log filter says, and a CLI command beside a running relay lands in its log @R41 @R39', async ({ browser }) => {
+test('security events are written whatever the human log filter says, and CLI commands (agent-token create, unlock) beside a running relay land in its log @R41 @R39', async ({ browser }) => {
   redis = await RedisServer.start();
   const relay = await Relay.start({ redis: redis.url(), node: 'relay-quiet', env: { RUST_LOG: 'off' } });
   w = await worldOn(browser, relay, { name: 'desk-quiet' });
@@ -114,6 +114,16 @@ test('security events are written whatever the human log filter says, and a CLI 
   const created = relay.auditRecords().filter((r) => r.kind === 'device.token_created' && r.actor === 'cli');
   expect(created).toHaveLength(1);
   expect(created[0].node).toBe('relay-quiet');
+  // Break-glass unlock beside the running relay: an address locked after failed sign-ins (the
+  // lock record as the relay stores it) is lifted from the command line, and the running relay's
+  // log has the event.
+  execFileSync('redis-cli', ['-p', String(redis.port), 'HSET', 'sightline:lockouts', 'addr:192.0.2.77', '{"failures":8,"last_failure_ms":0,"locked":true}']);
+  const unlock = relayCli(['--redis', redis.url(), '--data-dir', relay.dataDir, '--node', 'relay-quiet', 'unlock', '--address', '192.0.2.77']);
+  expect(unlock.status, unlock.stderr).toBe(0);
+  const unlocked = relay.auditRecords().filter((r) => r.kind === 'auth.unlocked');
+  expect(unlocked).toHaveLength(1);
+  expect(unlocked[0].actor).toBe('cli');
+  expect(unlocked[0].subject).toBe('addr:192.0.2.77');
   expect(fs.readdirSync(relay.auditDir).filter((f) => f.endsWith('.jsonl')).sort()).toEqual(['checkpoints.jsonl', 'log.jsonl']);
 });
 
@@ -147,16 +157,21 @@ async function fill(dir: string): Promise<void> {
   try { fs.writeFileSync(path.join(dir, 'filler'), Buffer.alloc(1024 * 1024)); } catch { /* full: that is the point */ }
 }
 
-test('with the audit disk full, sign-in and session requests are refused with the reason and /healthz reports it; freeing space restores service @R41', async ({ browser }) => {
+test('with the audit disk full, the running session ends, sign-in and session requests are refused with the reason and /healthz reports it; freeing space restores service @R41', async ({ browser }) => {
   const disk = smallDisk();
   w = await world(browser, { name: 'desk-full' }, { auditDir: path.join(disk, 'audit') });
   const relay = w.relay;
+  // A session runs when the disk fills up.
+  await openView(w.operator, relay, 'desk-full', w.endpoint);
   await fill(disk);
   // The relay learns the disk is full from its next write; writes that still fit in a file's
   // last page succeed. Sign-ins go on until one cannot be recorded: that one is refused.
   let refusal = '';
   for (let attempt = 0; attempt < 40 && refusal === ''; attempt++) refusal = await signInOutcome(w.admin, relay);
   expect(refusal).toContain('audit log cannot be written');
+  // The running session ended, on both sides, with the reason.
+  await expect(w.operator.getByTestId('view-state')).toContainText("the relay's audit log could not be written");
+  await w.endpoint.windowGone();
 
   const health = await fetch(`http://127.0.0.1:${relay.port}/healthz`);
   expect(health.status).toBe(503);
@@ -165,9 +180,12 @@ test('with the audit disk full, sign-in and session requests are refused with th
   expect(body.reason).toContain('No space left');
 
   // The signed-in operator asks for a session: refused before the endpoint is asked.
+  const prompts = () => w!.agent.log().split('consent-ui prompt').length;
+  const before = prompts();
   await requestView(w.operator, relay, 'desk-full');
   await expect(w.operator.getByTestId('view-state')).toContainText('audit log cannot be written');
-  expect(w.agent.log()).not.toContain('consent-ui prompt');
+  // The endpoint was not asked (its agent logs every prompt it shows).
+  expect(prompts()).toBe(before);
 
   // Space returns: the relay writes what it held and serves again.
   fs.rmSync(path.join(disk, 'filler'));
@@ -224,16 +242,17 @@ test('the Audit page verifies what the relay serves, in the browser, against the
   const admin = w.admin;
   await admin.getByTestId('tab-audit').click();
   const verdict = admin.getByTestId('audit-verification');
-  // A checkpoint comes within a second of the first records.
+  const enrolled = admin.getByTestId('audit-row').and(admin.locator('[data-kind="user.enrolled"]'));
+  // A checkpoint covers new records within a second; until then they show as not yet covered.
   await expect.poll(async () => {
     await admin.getByTestId('audit-search').click();
-    return verdict.getAttribute('data-state');
-  }, { timeout: 10_000 }).toBe('verified');
+    await expect(enrolled.first()).toBeVisible();
+    return `${await verdict.getAttribute('data-state')} ${await enrolled.first().getAttribute('data-proof')}`;
+  }, { timeout: 10_000 }).toBe('verified verified');
   const key = fs.readFileSync(path.join(w.relay.auditDir, 'audit.pub'), 'utf8').trim();
   await expect(verdict).toContainText(key);
   await expect(verdict).toContainText('node relay-page');
-  const enrolled = admin.getByTestId('audit-row').and(admin.locator('[data-kind="user.enrolled"]'));
-  await expect(enrolled.first()).toHaveAttribute('data-proof', 'verified');
+  await expect(enrolled.last()).toHaveAttribute('data-proof', 'verified');
 
   // Filters narrow the list.
   await admin.locator('input[name="audit-kind"]').fill('device');

@@ -111,7 +111,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
         height,
         user,
     };
-    let (link, mut outbox) = match hub.register_agent(info) {
+    let (link, mut outbox) = match hub.register_agent(info, Some(peer.ip())) {
         Ok(v) => v,
         Err(e) => return refuse(&mut tx, ErrorCode::DuplicateAgent, e.to_string()).await,
     };

@@ -166,23 +166,7 @@ async fn needs_capability(
     request: Request,
     next: Next,
 ) -> Response {
-    match request.extensions().get::<AuthUser>() {
-        Some(auth) if auth.allows(capability) => next.run(request).await,
-        Some(auth) => {
-            let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-            let path = request.uri().path().to_owned();
-            state.identity.emit(
-                EventKind::AccessDenied,
-                Outcome::Failure,
-                &auth.user.name,
-                Some(&path),
-                source,
-                format!("route needs {capability:?}, which the caller's roles lack"),
-            );
-            ApiError(IdentityError::Forbidden("your roles do not allow this".into())).into_response()
-        }
-        None => ApiError(IdentityError::Unauthenticated).into_response(),
-    }
+    needs_one_of(&state, std::slice::from_ref(&capability), request, next).await
 }
 
 async fn needs_any_capability(
@@ -190,6 +174,11 @@ async fn needs_any_capability(
     request: Request,
     next: Next,
 ) -> Response {
+    needs_one_of(&state, capabilities, request, next).await
+}
+
+/// Lets the request through if the caller holds one of `capabilities`; a refusal is an event.
+async fn needs_one_of(state: &AppState, capabilities: &[Capability], request: Request, next: Next) -> Response {
     match request.extensions().get::<AuthUser>() {
         Some(auth) if capabilities.iter().any(|c| auth.allows(*c)) => next.run(request).await,
         Some(auth) => {
@@ -652,10 +641,12 @@ async fn admin_sessions(
 async fn admin_kill_session(
     State(state): State<AppState>,
     Extension(auth): Extension<AuthUser>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     require(&auth, Capability::Administer)?;
     let session = state.hub.session(&id).ok_or(IdentityError::NotFound)?;
+    session.note_address(&auth.user.name, peer.ip());
     session.kill(&auth.user.name);
     Ok(Json(json!({ "ended": id })))
 }
@@ -671,6 +662,7 @@ struct Approval {
 async fn approve_elevation(
     State(state): State<AppState>,
     Extension(auth): Extension<AuthUser>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     Json(body): Json<Approval>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -685,6 +677,7 @@ async fn approve_elevation(
     // again when it is applied.
     session.check_approval(&levels).map_err(conflict)?;
     state.identity.require_step_up(&auth).await?;
+    session.note_address(&auth.user.name, peer.ip());
     session.approve(&auth.user.name, &levels).map_err(conflict)?;
     Ok(Json(json!({ "approved": id })))
 }

@@ -130,9 +130,15 @@ impl Config {
 
     /// How this node keeps its audit log.
     pub fn audit_settings(&self) -> crate::audit::AuditSettings {
+        let dir = self.audit_dir.clone().unwrap_or_else(|| self.data_dir.join("audit"));
         crate::audit::AuditSettings {
-            dir: self.audit_dir.clone().unwrap_or_else(|| self.data_dir.join("audit")),
-            node: self.node.clone().unwrap_or_else(crate::audit::default_node_name),
+            // Without --node, a log keeps the name it was started with (host names change).
+            node: self
+                .node
+                .clone()
+                .or_else(|| crate::audit::node_of_dir(&dir))
+                .unwrap_or_else(crate::audit::default_node_name),
+            dir,
             checkpoint_records: self.audit_checkpoint_records,
             checkpoint_interval: std::time::Duration::from_millis(self.audit_checkpoint_ms),
         }

@@ -164,15 +164,15 @@ pub struct Event {
     /// Who acted: a user name, `device:<id>`, or `system`.
     pub actor: String,
     /// Who or what was acted on, when not the actor.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<IpAddr>,
     /// Free-form detail for people (never secrets).
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
     /// For session events: the session's facts as fields, so a SIEM can search them.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionFacts>,
 }
 

@@ -43,6 +43,8 @@ pub struct Hub {
 /// One online agent and its viewers.
 pub struct AgentLink {
     pub info: AgentInfo,
+    /// Where the agent connects from (the endpoint's address in its events).
+    pub address: Option<std::net::IpAddr>,
     /// Identifies this connection; a stale socket cleaning up must not remove a newer one.
     pub conn_id: u64,
     to_agent: mpsc::Sender<RelayToAgent>,
@@ -132,7 +134,11 @@ impl Hub {
     }
 
     /// Registers a newly connected agent. Returns the link and the queue its socket drains.
-    pub fn register_agent(&self, info: AgentInfo) -> Result<(Arc<AgentLink>, mpsc::Receiver<RelayToAgent>), HubError> {
+    pub fn register_agent(
+        &self,
+        info: AgentInfo,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<(Arc<AgentLink>, mpsc::Receiver<RelayToAgent>), HubError> {
         let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
         if agents.contains_key(&info.agent_id) {
             return Err(HubError::DuplicateAgent(info.agent_id));
@@ -140,6 +146,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let link = Arc::new(AgentLink {
             info: info.clone(),
+            address,
             conn_id: self.next_id(),
             to_agent: tx,
             fanout: Fanout::new(),

@@ -153,8 +153,14 @@ pub async fn run(
     let settings = config.audit_settings();
     let audit = Arc::new(AuditLog::open(&settings).context("cannot open the audit log")?);
     tracing::info!(node = %audit.node(), dir = %settings.dir.display(), size = audit.progress().size, key = %audit.verifier_key(), "audit log open");
-    let ingest =
-        crate::audit::serve_ingest(&settings.dir, audit.clone()).context("cannot open the audit ingest socket")?;
+    // Without the socket, CLI commands beside this relay refuse to act (they cannot record).
+    let ingest = match crate::audit::serve_ingest(&settings.dir, audit.clone()) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %settings.dir.display(), "no audit ingest socket: CLI commands cannot run beside this relay");
+            None
+        }
+    };
     let siem =
         crate::audit::siem::spawn(config.siem_settings(), audit.subscribe()).context("cannot start SIEM forwarding")?;
     let mut state = build(&config, audit.clone()).await?;
@@ -168,7 +174,9 @@ pub async fn run(
         );
     }
     let served = serve(listener, state, config, shutdown).await;
-    ingest.abort();
+    if let Some(ingest) = ingest {
+        ingest.abort();
+    }
     for forwarder in siem {
         forwarder.abort();
     }

@@ -75,6 +75,10 @@ pub struct LiveSession {
     chat: broadcast::Sender<(String, String)>,
     /// Signatures of decisions recorded after the end (`consent.late`), each kept once.
     late_receipts: Mutex<Vec<String>>,
+    /// Each party's own network address, for the events they cause (R38): the operator's from
+    /// their request, the user's and the device's from the agent's connection, admins' and
+    /// seniors' and observers' from theirs when they act.
+    addresses: Mutex<BTreeMap<String, std::net::IpAddr>>,
 }
 
 fn sorted(levels: &Levels) -> Vec<Level> {
@@ -120,7 +124,18 @@ impl LiveSession {
             status: watch::channel(status).0,
             chat: broadcast::channel(CHAT_BUFFER).0,
             late_receipts: Mutex::new(Vec::new()),
+            addresses: Mutex::new(BTreeMap::new()),
         });
+        {
+            let mut addresses = session.addresses.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(ip) = session.request.source {
+                addresses.insert(session.request.operator.name.clone(), ip);
+            }
+            if let Some(ip) = link.address {
+                addresses.insert(format!("user@{}", link.info.name), ip);
+                addresses.insert(format!("device:{}", link.info.agent_id), ip);
+            }
+        }
         if !link.attach_session(session.clone()) {
             return Err(SessionError::Busy(link.info.name.clone()));
         }
@@ -189,9 +204,16 @@ impl LiveSession {
         }
     }
 
-    /// Writes a session event (never while the machine is locked).
+    /// Writes a session event (never while the machine is locked), with the actor's own address
+    /// (none for the system).
     pub fn emit(&self, kind: EventKind, outcome: Outcome, actor: &str, detail: String) {
-        self.identity.emit_session(kind, outcome, actor, self.facts(), self.request.source, detail);
+        let source = self.addresses.lock().unwrap_or_else(|e| e.into_inner()).get(actor).copied();
+        self.identity.emit_session(kind, outcome, actor, self.facts(), source, detail);
+    }
+
+    /// Remembers where a party acting on this session connects from (admins, seniors, observers).
+    pub fn note_address(&self, actor: &str, ip: std::net::IpAddr) {
+        self.addresses.lock().unwrap_or_else(|e| e.into_inner()).insert(actor.to_owned(), ip);
     }
 
     /// Feeds one event to the machine and carries out what it decides.
@@ -653,7 +675,7 @@ mod tests {
             height: 1,
             user: "alice".into(),
         };
-        let (link, outbox) = state.hub.register_agent(info).unwrap();
+        let (link, outbox) = state.hub.register_agent(info, Some("192.0.2.50".parse().unwrap())).unwrap();
         Fixture { state, events, key, device_id: device.id, link, _outbox: outbox, _dir: dir }
     }
 
@@ -748,6 +770,23 @@ mod tests {
             f.events_of(EventKind::SessionStarted)[0].session.as_ref().unwrap().levels,
             [Level::View, Level::Control]
         );
+    }
+
+    /// Each event carries its actor's own address (R38): the user's decision the endpoint's, the
+    /// admin's kill the admin's, the system's none.
+    #[tokio::test]
+    async fn events_carry_the_acting_partys_address() {
+        let f = fixture("office").await;
+        let session = f.open(&[Level::View]).await;
+        let allow = f.receipt(&session, ConsentKind::Session, &[Level::View]);
+        session.accept_receipt(allow).await.unwrap();
+        let allowed = f.events_of(EventKind::ConsentAllowed);
+        assert_eq!(allowed[0].source, Some("192.0.2.50".parse().unwrap()), "the endpoint's address");
+        session.note_address("ada", "198.51.100.9".parse().unwrap());
+        session.kill("ada");
+        let ended = f.events_of(EventKind::SessionEnded);
+        assert_eq!(ended[0].actor, "ada");
+        assert_eq!(ended[0].source, Some("198.51.100.9".parse().unwrap()), "the admin's address");
     }
 
     /// The user's click and the relay's deadline can cross: a decision signed just after the

@@ -257,6 +257,7 @@ async fn handle(
             }
             let mut status = session.status();
             status.mark_changed(); // answers the offer at once if the session is already active
+            session.note_address(&auth.user.name, peer.ip());
             session.observer_joined(viewer_id, &auth.user.name);
             *view = Some(View { session, seat: Seat::Observer, status, pending_sdp: Some(sdp), media: None });
             None

@@ -319,3 +319,30 @@ async fn an_unwritable_log_fails_closed_and_recovers_when_space_returns() {
     let node = NodeLog::load(&dir, None).unwrap();
     assert_eq!(node.records.len() as u64, i + 1, "every event kept, none twice");
 }
+
+#[tokio::test]
+async fn a_cli_command_refuses_to_act_when_the_running_relay_cannot_take_its_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let settings = settings(&dir, "relay-a");
+    // A relay holds the log but serves no ingest socket.
+    let relay_log = AuditLog::open(&settings).unwrap();
+    let cli = CliSink::open(&settings).unwrap();
+    let err = cli.available().unwrap_err().to_string();
+    assert!(err.contains("does not answer"), "{err}");
+    relay_log.close();
+    // Once closed, the CLI writes directly; a log keeps the node name it was started with.
+    assert!(matches!(CliSink::open(&settings).unwrap(), CliSink::Direct(_)));
+    assert_eq!(sightline_relay::audit::node_of_dir(&dir).as_deref(), Some("relay-a"));
+}
+
+#[test]
+fn events_round_trip_through_the_ingest_format_with_empty_fields() {
+    // The CLI hands events to a running relay as JSON: fields left out when empty must come back.
+    let bare =
+        Event { subject: None, source: None, session: None, detail: String::new(), ..event(0, EventKind::Unlocked) };
+    let json = serde_json::to_string(&bare).unwrap();
+    let back: Event = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.detail, "");
+    assert!(back.session.is_none() && back.source.is_none() && back.subject.is_none());
+}

@@ -51,7 +51,16 @@ impl EventSink for CliSink {
     fn available(&self) -> Result<(), AuditUnavailable> {
         match self {
             CliSink::Direct(log) => log.available(),
-            CliSink::Forward { .. } => Ok(()),
+            // Act only if the running relay can take the event: an unlock nobody recorded
+            // must not happen.
+            CliSink::Forward { dir, .. } => {
+                std::os::unix::net::UnixStream::connect(dir.join(super::ingest::SOCKET_FILE)).map(drop).map_err(|e| {
+                    AuditUnavailable(format!(
+                        "the running relay's audit socket in {} does not answer: {e}",
+                        dir.display()
+                    ))
+                })
+            }
         }
     }
 }

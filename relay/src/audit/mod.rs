@@ -217,6 +217,13 @@ impl crate::events::EventSink for AuditLog {
     }
 }
 
+/// The node whose log a directory holds (from the name of its checkpoint key), if any.
+pub fn node_of_dir(dir: &std::path::Path) -> Option<String> {
+    let key = std::fs::read_to_string(dir.join(files::PUBLIC_KEY_FILE)).ok()?;
+    let name = key.trim().split_once('+')?.0;
+    name.strip_prefix("sightline.audit/").filter(|n| valid_node_name(n)).map(str::to_owned)
+}
+
 /// This machine's host name, the default node name.
 pub fn default_node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
