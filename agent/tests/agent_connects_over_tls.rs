@@ -1,6 +1,7 @@
 //! A relay serving TLS (rustls, a self-signed certificate for localhost): an agent that trusts
 //! the certificate's CA enrols and connects over wss://; one that does not is refused at the
-//! handshake, and plain ws:// to the TLS port gets nowhere.
+//! handshake, and plain ws:// to the TLS port gets nowhere. TLS 1.0 and 1.1 clients are refused
+//! (R42).
 
 use std::time::Duration;
 
@@ -58,4 +59,39 @@ async fn agent_enrols_over_wss_only_with_a_trusted_certificate() {
 
     let info = connection::enroll(&wss, &token, "desk", &dir.path().join("a3"), Some(&cert)).await.unwrap();
     assert_eq!(info.segment, "office");
+
+    // R42: TLS 1.0 and 1.1 are refused by the relay. The probe is OpenSSL's own client with old
+    // protocols allowed on its side (security level 0), so a refusal is the server's; TLS 1.2
+    // and 1.3 from the same client are the control that the probe works.
+    let port = addr.port();
+    let probe = move |version: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &format!("127.0.0.1:{port}"),
+                    version,
+                    "-cipher",
+                    "DEFAULT:@SECLEVEL=0",
+                    "-brief",
+                ])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("openssl s_client runs");
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        })
+    };
+    for (version, name) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let out = probe(version).await.unwrap();
+        assert!(out.contains(&format!("Protocol version: {name}")), "{version} must connect: {out}");
+    }
+    for version in ["-tls1_1", "-tls1"] {
+        let out = probe(version).await.unwrap();
+        assert!(!out.contains("CONNECTION ESTABLISHED"), "{version} must be refused: {out}");
+        assert!(
+            out.contains("alert") || out.contains("unsupported protocol") || out.contains("wrong version"),
+            "{version}: {out}"
+        );
+    }
 }
