@@ -17,25 +17,17 @@ async fn agent_enrols_over_wss_only_with_a_trusted_certificate() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = sightline_relay::config::Config {
-        listen: addr,
-        static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../static").into(),
-        media_ip: "127.0.0.1".parse().unwrap(),
-        public_url: Some(format!("https://localhost:{}/", addr.port()).parse().unwrap()),
-        data_dir: dir.path().join("relay"),
-        redis: None,
-        token_ttl_s: 600,
-        node: Some("test".into()),
-        audit_dir: None,
-        audit_checkpoint_records: 1000,
-        audit_checkpoint_ms: 1000,
-        siem: Vec::new(),
-        siem_format: sightline_relay::audit::siem::Payload::Json,
-        siem_ca: None,
-        policy: concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").into(),
-        tls_cert: Some(cert.clone()),
-        tls_key: Some(key),
-    };
+    let config = <sightline_relay::config::Config as clap::Parser>::parse_from([
+        "relay".to_owned(),
+        format!("--listen={addr}"),
+        concat!("--static-dir=", env!("CARGO_MANIFEST_DIR"), "/../static").to_owned(),
+        format!("--public-url=https://localhost:{}/", addr.port()),
+        format!("--data-dir={}", dir.path().join("relay").display()),
+        "--node=test".to_owned(),
+        concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").to_owned(),
+        format!("--tls-cert={}", cert.display()),
+        format!("--tls-key={}", key.display()),
+    ]);
     config.validate().unwrap();
     let state =
         sightline_relay::server::build(&config, std::sync::Arc::new(sightline_relay::events::MemorySink::default()))

@@ -639,25 +639,15 @@ mod tests {
 
     async fn fixture(segment: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../static").into(),
-            media_ip: "127.0.0.1".parse().unwrap(),
-            public_url: Some("http://localhost:1/".parse().unwrap()),
-            data_dir: dir.path().to_path_buf(),
-            redis: None,
-            token_ttl_s: 600,
-            node: Some("test".into()),
-            audit_dir: None,
-            audit_checkpoint_records: 1000,
-            audit_checkpoint_ms: 1000,
-            siem: Vec::new(),
-            siem_format: crate::audit::siem::Payload::Json,
-            siem_ca: None,
-            policy: concat!(env!("CARGO_MANIFEST_DIR"), "/policy-sample.toml").into(),
-            tls_cert: None,
-            tls_key: None,
-        };
+        let config = <crate::config::Config as clap::Parser>::parse_from([
+            "relay".to_owned(),
+            "--listen=127.0.0.1:0".to_owned(),
+            concat!("--static-dir=", env!("CARGO_MANIFEST_DIR"), "/../static").to_owned(),
+            "--public-url=http://localhost:1/".to_owned(),
+            format!("--data-dir={}", dir.path().display()),
+            "--node=test".to_owned(),
+            concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/policy-sample.toml").to_owned(),
+        ]);
         let events = MemorySink::default();
         let state = crate::server::build(&config, Arc::new(events.clone())).await.unwrap();
         let key = SigningKey::from_bytes(&[7; 32]);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
+use clap::Parser;
 use sightline_core::roles::{self, Role};
 use sightline_relay::api::{Access, ROUTES, SESSION_COOKIE};
 use sightline_relay::config::Config;
@@ -15,25 +16,15 @@ use sightline_relay::identity::User;
 use tower::ServiceExt;
 
 fn config(dir: &std::path::Path, addr: SocketAddr) -> Config {
-    Config {
-        listen: addr,
-        static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../static").into(),
-        media_ip: "127.0.0.1".parse().unwrap(),
-        public_url: Some(format!("http://localhost:{}/", addr.port()).parse().unwrap()),
-        data_dir: dir.to_path_buf(),
-        redis: None,
-        token_ttl_s: 600,
-        node: Some("test".into()),
-        audit_dir: None,
-        audit_checkpoint_records: 1000,
-        audit_checkpoint_ms: 1000,
-        siem: Vec::new(),
-        siem_format: sightline_relay::audit::siem::Payload::Json,
-        siem_ca: None,
-        policy: concat!(env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").into(),
-        tls_cert: None,
-        tls_key: None,
-    }
+    Config::parse_from([
+        "relay".to_owned(),
+        format!("--listen={addr}"),
+        concat!("--static-dir=", env!("CARGO_MANIFEST_DIR"), "/../static").to_owned(),
+        format!("--public-url=http://localhost:{}/", addr.port()),
+        format!("--data-dir={}", dir.display()),
+        "--node=test".to_owned(),
+        concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").to_owned(),
+    ])
 }
 
 /// Routes registered in the sources: literal `.route("...")` paths plus the socket constants.
