@@ -346,3 +346,35 @@ fn events_round_trip_through_the_ingest_format_with_empty_fields() {
     assert_eq!(back.detail, "");
     assert!(back.session.is_none() && back.source.is_none() && back.subject.is_none());
 }
+
+#[tokio::test]
+async fn a_search_reads_newest_first_across_blocks_and_every_proof_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&settings(&dir, "relay-a")).unwrap();
+    for i in 0..1200 {
+        log.append(event(i, if i % 2 == 0 { EventKind::Login } else { EventKind::Logout }));
+    }
+    log.committed().await.unwrap();
+    let mut progress = log.subscribe();
+    progress.wait_for(|p| p.checkpointed > 0).await.unwrap();
+    // Records written after the last checkpoint are served without a proof.
+    let checkpointed = log.progress().checkpointed;
+    let page = log.search(&Filter { kind: Some("auth.logout".into()), ..Filter::default() }, 550).unwrap();
+    assert_eq!(page.records.len(), 550);
+    let seqs: Vec<u64> = page.records.iter().map(|r| Record::from_canonical(r.line.as_bytes()).unwrap().seq).collect();
+    let want: Vec<u64> = (0..1200).rev().filter(|s| s % 2 == 1).take(550).collect();
+    assert_eq!(seqs, want);
+    let note = page.checkpoint.clone().unwrap();
+    for (record, seq) in page.records.iter().zip(&seqs) {
+        match &record.proof {
+            Some(hashes) => {
+                let hashes = hashes.iter().map(|h| sightline_core::audit::Hash::parse_hash(h).unwrap()).collect();
+                let proof = sightline_core::audit::InclusionProof { index: *seq, hashes, checkpoint: note.clone() };
+                proof.verify(record.line.as_bytes(), &page.verifier_key).unwrap();
+            }
+            None => assert!(*seq >= checkpointed, "record {seq} is covered by the checkpoint of size {checkpointed}"),
+        }
+    }
+    log.close();
+}

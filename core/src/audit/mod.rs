@@ -25,7 +25,7 @@ pub use proof::{ConsistencyProof, InclusionProof};
 pub use record::{Outcome, Record, SessionFacts};
 pub use tlog_tiles::Hash;
 pub use tree::{Tree, leaf_hash};
-pub use verify::{LogReport, LogVerifier, VerifyError};
+pub use verify::{LogReport, LogVerifier, VerifyError, split_records};
 
 /// Why a piece of audit evidence is not what it claims to be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -186,19 +186,26 @@ impl LogVerifier {
         verifier_key: &str,
     ) -> Result<(LogReport, Tree), VerifyError> {
         let mut verifier = LogVerifier::new(checkpoint_notes, verifier_key)?;
-        let mut rest = log;
-        while !rest.is_empty() {
-            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-                return Err(VerifyError::Record {
-                    seq: verifier.tree.size(),
-                    why: "incomplete: the log ends inside this record (truncated or torn write)".into(),
-                });
-            };
-            verifier.push(&rest[..end])?;
-            rest = &rest[end + 1..];
+        for line in split_records(log)? {
+            verifier.push(line)?;
         }
         verifier.finish()
     }
+}
+
+/// A log file's records: its lines without their `\n`. A last line without one is a record cut
+/// short (a torn write, or a truncation), named by its sequence number.
+pub fn split_records(log: &[u8]) -> Result<Vec<&[u8]>, VerifyError> {
+    let lines: Vec<&[u8]> = log.split_inclusive(|&b| b == b'\n').collect();
+    if let Some(last) = lines.last()
+        && last.last() != Some(&b'\n')
+    {
+        return Err(VerifyError::Record {
+            seq: lines.len() as u64 - 1,
+            why: "incomplete: the log ends inside this record (truncated or torn write)".into(),
+        });
+    }
+    Ok(lines.into_iter().map(|line| &line[..line.len() - 1]).collect())
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use sightline_core::audit::{ConsistencyProof, InclusionProof, LogReport, LogVerifier, Record, Tree, leaf_hash};
+use sightline_core::audit::{
+    ConsistencyProof, InclusionProof, LogReport, LogVerifier, Record, Tree, VerifyError, leaf_hash, split_records,
+};
 
 use super::files::{CHECKPOINT_FILE, LOG_FILE, PUBLIC_KEY_FILE, read_checkpoints};
 
@@ -37,25 +39,12 @@ impl NodeLog {
         let log_path = dir.join(LOG_FILE);
         let bytes = std::fs::read(&log_path).with_context(|| format!("cannot read {}", log_path.display()))?;
         let checkpoints = read_checkpoints(&dir.join(CHECKPOINT_FILE)).map_err(anyhow::Error::msg)?;
-        let mut verifier =
-            LogVerifier::new(&checkpoints, &verifier_key).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-        let mut lines = Vec::new();
-        let mut records = Vec::new();
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-                bail!(
-                    "{}: record {}: incomplete: the log ends inside this record (truncated or torn write)",
-                    dir.display(),
-                    lines.len()
-                );
-            };
-            let line = &rest[..end];
-            records.push(verifier.push(line).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?);
-            lines.push(line.to_vec());
-            rest = &rest[end + 1..];
-        }
-        let (report, tree) = verifier.finish().map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        let fail = |e: VerifyError| anyhow::anyhow!("{}: {e}", dir.display());
+        let mut verifier = LogVerifier::new(&checkpoints, &verifier_key).map_err(fail)?;
+        let lines = split_records(&bytes).map_err(fail)?;
+        let records = lines.iter().map(|line| verifier.push(line)).collect::<Result<Vec<_>, _>>().map_err(fail)?;
+        let lines = lines.into_iter().map(<[u8]>::to_vec).collect();
+        let (report, tree) = verifier.finish().map_err(fail)?;
         Ok(NodeLog { dir: dir.to_owned(), verifier_key, lines, records, checkpoints, tree, report })
     }
 

@@ -5,10 +5,11 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
 use std::sync::{Arc, RwLock};
 
-use sightline_core::audit::{AuditKey, Hash, LogVerifier, Record, Tree, leaf_hash, origin_for_node};
+use sightline_core::audit::{AuditKey, Hash, LogVerifier, Record, Tree, leaf_hash, origin_for_node, split_records};
+
+use super::AuditSettings;
 
 /// What readers need to find a record and prove it: the Merkle tree and each record's offset.
 #[derive(Debug, Default)]
@@ -16,9 +17,11 @@ pub struct Index {
     pub tree: Tree,
     /// Byte offset of each record's line in the log file.
     pub offsets: Vec<u64>,
+    /// Where the indexed records end in the log file.
+    pub end: u64,
+    /// The newest signed checkpoint: its tree size and note.
+    pub checkpoint: Option<(u64, String)>,
 }
-
-use super::AuditSettings;
 
 pub const LOG_FILE: &str = "log.jsonl";
 pub const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
@@ -58,7 +61,6 @@ pub struct AuditFiles {
     /// The tree and where each record starts, shared with readers (proofs for the dashboard).
     index: Arc<RwLock<Index>>,
     prev: Option<Hash>,
-    checkpointed: u64,
     /// Held for the life of the writer; dropping it releases the flock.
     _lock: File,
     /// Bytes of a torn last record found (and cut off) at open.
@@ -96,8 +98,18 @@ impl AuditFiles {
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let recovered_bytes = (bytes.len() - complete) as u64;
         bytes.truncate(complete);
-        let (report, tree) = LogVerifier::verify_file(&bytes, &notes, key.verifier_key())
-            .map_err(|e| OpenError::Damaged { dir: dir.clone(), why: e.to_string() })?;
+        let damaged =
+            |e: sightline_core::audit::VerifyError| OpenError::Damaged { dir: dir.clone(), why: e.to_string() };
+        let mut verifier = LogVerifier::new(&notes, key.verifier_key()).map_err(damaged)?;
+        let mut offsets = Vec::new();
+        let mut at = 0u64;
+        for line in split_records(&bytes).map_err(damaged)? {
+            verifier.push(line).map_err(damaged)?;
+            offsets.push(at);
+            at += line.len() as u64 + 1;
+        }
+        let prev = verifier.last_leaf();
+        let (report, tree) = verifier.finish().map_err(damaged)?;
         if let Some(node) = &report.node
             && *node != settings.node
         {
@@ -105,13 +117,6 @@ impl AuditFiles {
                 dir,
                 why: format!("it is the log of node {node:?}, this is node {:?}", settings.node),
             });
-        }
-        let prev = bytes.split(|&b| b == b'\n').rev().find(|l| !l.is_empty()).map(leaf_hash);
-        let mut offsets = Vec::with_capacity(tree.size() as usize);
-        let mut at = 0u64;
-        for line in bytes.split_inclusive(|&b| b == b'\n') {
-            offsets.push(at);
-            at += line.len() as u64;
         }
 
         let log = OpenOptions::new().create(true).append(true).mode(0o600).open(&log_path).map_err(io(&log_path))?;
@@ -123,13 +128,17 @@ impl AuditFiles {
             OpenOptions::new().create(true).append(true).mode(0o600).open(&cp_path).map_err(io(&cp_path))?;
         Ok(AuditFiles {
             node: settings.node.clone(),
-            checkpointed: report.last_checkpoint.map_or(0, |c| c.size),
             dir,
             key,
             log,
             log_len: complete as u64,
             checkpoints,
-            index: Arc::new(RwLock::new(Index { tree, offsets })),
+            index: Arc::new(RwLock::new(Index {
+                tree,
+                offsets,
+                end: complete as u64,
+                checkpoint: report.last_checkpoint.map(|c| c.size).zip(notes.last().cloned()),
+            })),
             prev,
             _lock: lock,
             recovered_bytes,
@@ -153,15 +162,17 @@ impl AuditFiles {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Size of the newest checkpoint.
     pub fn checkpointed(&self) -> u64 {
-        self.checkpointed
+        self.read().checkpoint.as_ref().map_or(0, |(size, _)| *size)
     }
 
     pub fn node(&self) -> &str {
         &self.node
     }
 
-    /// Appends records (numbered, named and chained here) in one write and one sync. On failure nothing is counted and the file is cut back to its last good length.
+    /// Appends records (numbered, named and chained here) in one write and one sync. On failure
+    /// nothing is counted and the file is cut back to its last good length.
     pub fn append_batch(&mut self, records: impl IntoIterator<Item = Record>) -> std::io::Result<u64> {
         let mut buf = Vec::new();
         let mut leaves = Vec::new();
@@ -196,6 +207,7 @@ impl AuditFiles {
                 index.offsets.push(at);
                 at += len;
             }
+            index.end = at;
         }
         self.log_len += buf.len() as u64;
         self.prev = prev;
@@ -204,14 +216,11 @@ impl AuditFiles {
 
     /// Signs and stores a checkpoint of the whole log, if it grew since the last one.
     pub fn checkpoint(&mut self) -> std::io::Result<bool> {
-        let (size, root) = {
-            let index = self.read();
-            let size = index.tree.size();
-            (size, index.tree.root(size).map_err(std::io::Error::other)?)
-        };
-        if size == self.checkpointed {
+        let size = self.size();
+        if size == self.checkpointed() {
             return Ok(false);
         }
+        let root = self.read().tree.root(size).map_err(std::io::Error::other)?;
         let note = self.key.sign(size, root).map_err(std::io::Error::other)?;
         let mut line = serde_json::to_string(&note).map_err(std::io::Error::other)?;
         line.push('\n');
@@ -220,7 +229,7 @@ impl AuditFiles {
             let _ = self.checkpoints.set_len(len);
             return Err(e);
         }
-        self.checkpointed = size;
+        self.index.write().unwrap_or_else(|e| e.into_inner()).checkpoint = Some((size, note));
         Ok(true)
     }
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::AuditLog;
@@ -85,5 +85,3 @@ pub async fn forward_to_running_relay(dir: &Path, events: &[Event]) -> anyhow::R
     }
     Ok(())
 }
-
-use tokio::io::AsyncReadExt as _;

@@ -3,17 +3,20 @@
 //! the node's public key (sightline-core on wasm32) instead of trusting this server.
 
 use std::io::{Read, Seek, SeekFrom};
+
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
-use sightline_core::audit::{Checkpoint, Record};
+use sightline_core::audit::{Record, split_records};
 
 use super::commands::Filter;
-use super::files::{CHECKPOINT_FILE, Index, LOG_FILE, read_checkpoints};
+use super::files::{Index, LOG_FILE};
 
 /// Records a search looks at before it gives up (a SIEM or `relay audit export` is the tool for
 /// deep searches over very large logs).
 const SCAN_LIMIT: u64 = 1_000_000;
+/// Records read from the file at a time.
+const BLOCK: u64 = 512;
 
 /// One record as served: its canonical line and, if a checkpoint covers it, its audit path.
 #[derive(Debug, Clone, Serialize)]
@@ -45,61 +48,53 @@ pub fn search(
     filter: &Filter,
     limit: usize,
 ) -> anyhow::Result<AuditPage> {
-    let notes = read_checkpoints(&dir.join(CHECKPOINT_FILE)).map_err(anyhow::Error::msg)?;
-    let checkpoint = notes.last().cloned();
-    let covered = match &checkpoint {
-        Some(note) => Checkpoint::open(note, verifier_key)?.size,
-        None => 0,
+    let read = || index.read().unwrap_or_else(|e| e.into_inner());
+    // A snapshot: records the writer adds meanwhile are left for the next search.
+    let (size, end, checkpoint) = {
+        let index = read();
+        (index.tree.size(), index.end, index.checkpoint.clone())
     };
-    let (size, offsets_end) = {
-        let index = index.read().unwrap_or_else(|e| e.into_inner());
-        (index.tree.size(), index.offsets.len())
-    };
+    let covered = checkpoint.as_ref().map_or(0, |(size, _)| *size);
     let mut file = std::fs::File::open(dir.join(LOG_FILE))?;
     let mut records = Vec::new();
     let mut scanned = 0;
-    let mut seq = size.min(offsets_end as u64);
-    while seq > 0 && records.len() < limit && scanned < SCAN_LIMIT {
-        seq -= 1;
-        scanned += 1;
-        let (start, end) = {
-            let index = index.read().unwrap_or_else(|e| e.into_inner());
-            let start = index.offsets[seq as usize];
-            let end = index.offsets.get(seq as usize + 1).copied();
-            (start, end)
+    let mut hi = size;
+    // Newest first, a block of records per read.
+    while hi > 0 && records.len() < limit && scanned < SCAN_LIMIT {
+        let lo = hi.saturating_sub(BLOCK);
+        let (start, stop) = {
+            let index = read();
+            (index.offsets[lo as usize], index.offsets.get(hi as usize).copied().unwrap_or(end))
         };
-        let mut line = Vec::new();
+        let mut bytes = vec![0; (stop - start) as usize];
         file.seek(SeekFrom::Start(start))?;
-        match end {
-            Some(end) => {
-                line.resize((end - start) as usize, 0);
-                file.read_exact(&mut line)?;
+        file.read_exact(&mut bytes)?;
+        let lines = split_records(&bytes)?;
+        for (i, line) in lines.iter().enumerate().rev() {
+            let seq = lo + i as u64;
+            scanned += 1;
+            let record = Record::from_canonical(line)?;
+            if !filter.matches(&record) {
+                continue;
             }
-            None => {
-                file.read_to_end(&mut line)?;
+            let proof = if seq < covered {
+                Some(read().tree.inclusion_proof(seq, covered)?.iter().map(|h| h.to_string()).collect())
+            } else {
+                None
+            };
+            records.push(ProvedRecord { line: String::from_utf8(line.to_vec())?, proof });
+            if records.len() >= limit {
+                break;
             }
         }
-        while line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        let record = Record::from_canonical(&line)?;
-        if !filter.matches(&record) {
-            continue;
-        }
-        let proof = if seq < covered {
-            let index = index.read().unwrap_or_else(|e| e.into_inner());
-            Some(index.tree.inclusion_proof(seq, covered)?.iter().map(|h| h.to_string()).collect())
-        } else {
-            None
-        };
-        records.push(ProvedRecord { line: String::from_utf8(line)?, proof });
+        hi = lo;
     }
     Ok(AuditPage {
         node: node.to_owned(),
         verifier_key: verifier_key.to_owned(),
-        checkpoint,
+        checkpoint: checkpoint.map(|(_, note)| note),
         records,
         scanned,
-        truncated: scanned >= SCAN_LIMIT && seq > 0,
+        truncated: scanned >= SCAN_LIMIT && hi > 0,
     })
 }
