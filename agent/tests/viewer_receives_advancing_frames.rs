@@ -6,14 +6,13 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rtc::rtp::codec::vp8::Vp8Packet;
-use rtc::rtp::packetizer::Depacketizer;
 use sightline_agent::capture::SourceKind;
 use sightline_agent::connection::{self, RunConfig};
 use sightline_agent::decoder::Vp8Decoder;
 use sightline_agent::encoder::EncoderConfig;
 use sightline_core::framecode;
-use sightline_peer::{Peer, PeerConfig, RtpPacket};
+use sightline_peer::vp8::FrameAssembler;
+use sightline_peer::{Peer, PeerConfig};
 use sightline_proto::{RelayToViewer, ViewerToRelay, decode, encode};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -75,37 +74,6 @@ async fn start_agent(relay: &TestRelay, name: &str) -> String {
     info.device_id
 }
 
-/// Assembles RTP packets into VP8 frames: payloads with one timestamp up to the marker bit.
-/// A sequence gap drops the frame being built (the decoder would reject it anyway).
-#[derive(Default)]
-struct FrameAssembler {
-    depacketizer: Vp8Packet,
-    current: Vec<u8>,
-    expected_seq: Option<u16>,
-    broken: bool,
-}
-
-impl FrameAssembler {
-    fn push(&mut self, packet: &RtpPacket) -> Option<Vec<u8>> {
-        if self.expected_seq.is_some_and(|s| s != packet.header.sequence_number) {
-            self.broken = true;
-        }
-        self.expected_seq = Some(packet.header.sequence_number.wrapping_add(1));
-        let payload = self.depacketizer.depacketize(&packet.payload).ok()?;
-        if self.depacketizer.s == 1 && self.depacketizer.pid == 0 {
-            // First packet of a frame.
-            self.current.clear();
-            self.broken = false;
-        }
-        self.current.extend_from_slice(&payload);
-        if packet.header.marker {
-            let frame = std::mem::take(&mut self.current);
-            return if self.broken { None } else { Some(frame) };
-        }
-        None
-    }
-}
-
 /// A viewer: signaling socket plus a receive-only peer connection. Returns decoded frame counters.
 async fn watch(relay: &TestRelay, agent_id: &str, frames_wanted: usize) -> Vec<u32> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -145,17 +113,24 @@ async fn watch(relay: &TestRelay, agent_id: &str, frames_wanted: usize) -> Vec<u
     let mut assembler = FrameAssembler::default();
     let mut decoder = Vp8Decoder::new().unwrap();
     let mut counters = Vec::new();
+    let mut first_frame = None;
     while counters.len() < frames_wanted {
         let packet = track.read().await.expect("track ended early");
         let Some(frame) = assembler.push(&packet) else { continue };
-        // Until the first keyframe the decoder refuses delta frames; that is expected.
-        let Ok(pictures) = decoder.decode(&frame) else { continue };
+        if first_frame.is_none() {
+            // The relay holds a new viewer's stream until a keyframe starts: nothing undecodable
+            // is sent ahead of it.
+            first_frame = Some(frame.keyframe);
+        }
+        // A frame after a lost one may not decode; the counters below prove the stream advances.
+        let Ok(pictures) = decoder.decode(&frame.data) else { continue };
         for luma in pictures {
             assert_eq!((luma.width, luma.height), (1280, 720));
             counters.push(framecode::read_luma_plane(&luma.y, luma.stride).unwrap().counter);
         }
     }
     peer.close().await;
+    assert_eq!(first_frame, Some(true), "the first frame a viewer gets is a keyframe");
     counters
 }
 

@@ -7,10 +7,12 @@
 //!   keyframe requests (PLI/FIR) from the remote side delivered to us instead of swallowed;
 //! - [`PeerEvent`]: connection state, gathering, and remote tracks as our own enum;
 //! - [`VideoSender`] and [`VideoReceiver`]: write and read VP8 RTP, send and see keyframe requests;
-//! - [`Outbox`]: ordered, bounded delivery to a data channel that may not be open yet.
+//! - [`Outbox`]: ordered, bounded delivery to a data channel that may not be open yet;
+//! - [`vp8`]: keyframe starts and whole frames out of RTP packets.
 
 mod keyframe_requests;
 mod outbox;
+pub mod vp8;
 
 pub use outbox::{OnDelivery, Outbox, Undelivered};
 

@@ -1,13 +1,18 @@
 //! Selective forwarding: the agent's VP8 RTP is copied to every viewer's peer connection without
 //! decoding. Keyframes are requested from the agent when a viewer connects, when a viewer's
 //! browser asks (PLI/FIR), and when a slow viewer missed packets.
+//!
+//! A viewer without a decodable picture (just connected, lagged, or after a pause) gets nothing
+//! until the start of a keyframe, and the relay asks again while it waits: one lost request
+//! (on the way to the agent, or a keyframe sent before this viewer's leg was up) must not leave
+//! a viewer staring at a black screen that it has no way to recover from itself.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sightline_peer::{Peer, PeerConfig, PeerError, RtpPacket};
+use sightline_peer::{Peer, PeerConfig, PeerError, RtpPacket, vp8};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
@@ -16,6 +21,8 @@ const FANOUT_BUFFER: usize = 1024;
 /// Minimum spacing of keyframe requests to the agent: several viewers joining at once, or a
 /// browser repeating its PLI, cost one keyframe, not one each.
 const KEYFRAME_REQUEST_SPACING: Duration = Duration::from_millis(200);
+/// How often a viewer still waiting for its first keyframe asks again.
+const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -179,12 +186,28 @@ async fn forward_subscriber(peer: Arc<Peer>, sender: Arc<sightline_peer::VideoSe
     };
     let mut packets = fanout.packets.subscribe();
     fanout.request_keyframe();
+    // Since when this viewer has been waiting for a keyframe (`None`: it has a picture).
+    let mut waiting: Option<Instant> = Some(Instant::now());
     let mut state = peer.state();
     loop {
         tokio::select! {
             packet = packets.recv() => match packet {
-                Ok(_) if fanout.paused() => {}
+                Ok(_) if fanout.paused() => {
+                    // What follows a pause is only decodable from the keyframe the resume asks for.
+                    waiting.get_or_insert_with(Instant::now);
+                }
                 Ok(packet) => {
+                    if let Some(asked) = waiting {
+                        if !vp8::starts_keyframe(&packet.payload) {
+                            if asked.elapsed() >= KEYFRAME_RETRY {
+                                tracing::debug!("viewer still has no keyframe; asking again");
+                                fanout.request_keyframe();
+                                waiting = Some(Instant::now());
+                            }
+                            continue;
+                        }
+                        waiting = None;
+                    }
                     if sender.write(packet, payload_type).await.is_err() {
                         break;
                     }
@@ -193,6 +216,7 @@ async fn forward_subscriber(peer: Arc<Peer>, sender: Arc<sightline_peer::VideoSe
                     // The viewer fell behind: its picture is broken until the next keyframe.
                     tracing::debug!(missed, "viewer lagged; requesting keyframe");
                     fanout.request_keyframe();
+                    waiting = Some(Instant::now());
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
