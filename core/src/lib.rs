@@ -9,5 +9,6 @@ pub mod config_file;
 pub mod framecode;
 pub mod lockout;
 pub mod policy;
+pub mod recording;
 pub mod roles;
 pub mod session;

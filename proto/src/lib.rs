@@ -630,6 +630,24 @@ pub mod agent_auth {
         m
     }
 
+    /// The exact bytes of a media seal the device signs: session, position in the chain, the
+    /// previous link and every frame, length-prefixed.
+    pub fn media_seal_message(seal: &crate::channel::MediaSeal) -> Vec<u8> {
+        let mut m = b"sightline media seal v1\0".to_vec();
+        for field in [seal.session_id.as_str(), seal.prev.as_str()] {
+            m.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            m.extend_from_slice(field.as_bytes());
+        }
+        m.extend_from_slice(&seal.seq.to_be_bytes());
+        m.extend_from_slice(&(seal.frames.len() as u64).to_be_bytes());
+        for frame in &seal.frames {
+            m.extend_from_slice(&frame.ts.to_be_bytes());
+            m.extend_from_slice(&(frame.sha256.len() as u64).to_be_bytes());
+            m.extend_from_slice(frame.sha256.as_bytes());
+        }
+        m
+    }
+
     /// The exact bytes an agent signs: context, challenge, device id.
     pub fn signed_message(challenge: &[u8], device_id: &str) -> Vec<u8> {
         let mut m = Vec::with_capacity(CONTEXT.len() + challenge.len() + device_id.len() + 1);
@@ -692,6 +710,37 @@ pub mod channel {
             from: String,
             text: String,
         },
+        /// The agent's signature over the frames it sent (agent -> relay, kept with the
+        /// recording so it can be checked against what the relay recorded).
+        MediaSeal {
+            seal: MediaSeal,
+        },
+    }
+
+    /// Most frames one seal covers: a seal stays well inside [`MAX_CHANNEL_BYTES`].
+    pub const MAX_SEALED_FRAMES: usize = 24;
+
+    /// One encoded frame as the agent sent it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SealedFrame {
+        /// The frame's RTP timestamp (90 kHz), which the relay forwards unchanged.
+        pub ts: u32,
+        /// SHA-256 of the encoded VP8 frame, base64.
+        pub sha256: String,
+    }
+
+    /// A link in the agent's hash chain over the frames of one session, signed by the device
+    /// key over `agent_auth::media_seal_message(self)`. `prev` is the SHA-256 (hex) of the
+    /// previous seal's signed message, empty for the first.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct MediaSeal {
+        pub session_id: String,
+        pub seq: u64,
+        pub prev: String,
+        pub frames: Vec<SealedFrame>,
+        pub signature: String,
     }
 
     pub fn encode(msg: &ChannelMessage) -> String {
