@@ -47,8 +47,10 @@ struct SegmentFile {
     idle_timeout_s: u32,
     #[serde(default)]
     observer_required_for_control: bool,
-    #[serde(default = "yes")]
-    recording_required: bool,
+    /// Whether sessions are recorded (R26): `"required"` (the default) or `"off"`. The operator
+    /// has no say.
+    #[serde(default)]
+    recording: RecordingRule,
     #[serde(default)]
     elevation_needs_senior: bool,
     #[serde(default)]
@@ -63,8 +65,13 @@ fn default_consent_timeout() -> u32 {
     60
 }
 
-fn yes() -> bool {
-    true
+/// A segment's recording rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RecordingRule {
+    #[default]
+    Required,
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,7 +197,7 @@ impl Policy {
                     return Err(at(&format!("{field} must be positive")));
                 }
             }
-            if s.unattended && !s.recording_required {
+            if s.unattended && s.recording == RecordingRule::Off {
                 return Err(at("unattended access requires recording (R2)"));
             }
             segments.insert(
@@ -208,7 +215,7 @@ impl Policy {
                         max_duration_s: s.max_duration_s,
                         idle_timeout_s: s.idle_timeout_s,
                         observer_required_for_control: s.observer_required_for_control,
-                        recording_required: s.recording_required,
+                        recording_required: s.recording == RecordingRule::Required,
                         elevation_needs_senior: s.elevation_needs_senior,
                         active_confirmation: s.active_confirmation,
                     },
@@ -479,10 +486,13 @@ elevation_needs_senior = true
             (
                 SAMPLE.replace(
                     "maintenance_window = true",
-                    "maintenance_window = true\nunattended = true\nrecording_required = false",
+                    "maintenance_window = true\nunattended = true\nrecording = \"off\"",
                 ),
                 "requires recording",
             ),
+            // The rule is a word, and the old boolean is no longer read: refused, not ignored.
+            (SAMPLE.replace("idle_timeout_s = 300", "idle_timeout_s = 300\nrecording = \"sometimes\""), "recording"),
+            (SAMPLE.replace("idle_timeout_s = 300", "idle_timeout_s = 300\nrecording_required = false"), "unknown field"),
         ];
         for (text, expected) in bad {
             let err = Policy::from_toml(&text).unwrap_err().0;

@@ -71,6 +71,10 @@ pub enum Event {
     OperatorActivity,
     AgentLost,
     OperatorLost,
+    /// The recorder cannot write: where recording is required the session pauses (nothing
+    /// reaches a viewer that the recording lacks) until it recovers or fails.
+    RecorderStalled,
+    RecorderRecovered,
     RecorderFailed,
     /// The relay's audit log cannot be written (R41): the session ends.
     AuditUnavailable,
@@ -239,6 +243,9 @@ impl Session {
             (Phase::AwaitingConsent { .. }, Event::OperatorLost) => self.end(EndReason::OperatorLost),
             (Phase::AwaitingConsent { .. }, Event::Kill { admin }) => self.end(EndReason::KilledByAdmin(admin)),
             (Phase::AwaitingConsent { .. }, Event::End { by: Party::Operator }) => self.end(EndReason::EndedByOperator),
+            (Phase::AwaitingConsent { .. }, Event::RecorderFailed) if self.obligations.recording_required => {
+                self.end(EndReason::RecorderFailed)
+            }
             (Phase::AwaitingConsent { .. }, _) => Vec::new(),
 
             // ------------------------------------------------ ending, from any live phase
@@ -251,6 +258,16 @@ impl Session {
             (_, Event::OperatorLost) => self.end(EndReason::OperatorLost),
             (_, Event::RecorderFailed) if self.obligations.recording_required => self.end(EndReason::RecorderFailed),
             (_, Event::RecorderFailed) => Vec::new(),
+            (Phase::Active, Event::RecorderStalled) if self.obligations.recording_required => {
+                self.phase = Phase::Paused { by: Party::System };
+                vec![Effect::ReleaseInput, Effect::PauseMedia]
+            }
+            (Phase::Paused { by: Party::System }, Event::RecorderRecovered) => {
+                self.phase = Phase::Active;
+                self.last_activity_ms = now_ms;
+                vec![Effect::ResumeMedia]
+            }
+            (_, Event::RecorderStalled | Event::RecorderRecovered) => Vec::new(),
 
             // ------------------------------------------------ pause and resume (R8)
             (Phase::Active, Event::Pause { by }) => {
@@ -258,8 +275,10 @@ impl Session {
                 vec![Effect::ReleaseInput, Effect::PauseMedia]
             }
             (Phase::Paused { by: paused_by }, Event::Resume { by }) => {
-                // The operator cannot lift a pause the user made.
-                if *paused_by == Party::User && by != Party::User {
+                // The operator cannot lift a pause the user made, and nobody lifts the relay's own
+                // (a stalled recorder) but the relay (the agent mirrors it as a system resume).
+                if (*paused_by == Party::User && by != Party::User) || (*paused_by == Party::System && by != Party::System)
+                {
                     return Vec::new();
                 }
                 self.phase = Phase::Active;
@@ -600,5 +619,32 @@ mod tests {
             [Effect::Ended(EndReason::ConsentTimedOut)]
         );
         assert!(!waiting.may_inject(20));
+    }
+
+    #[test]
+    fn a_stalled_recorder_pauses_the_session_and_only_its_recovery_resumes_it() {
+        let mut s = started(obligations(), &[View, Control], &[View, Control]);
+        assert_eq!(s.step(2_000, Event::RecorderStalled), [Effect::ReleaseInput, Effect::PauseMedia]);
+        assert_eq!(s.phase, Phase::Paused { by: Party::System });
+        assert!(!s.admit_input(2_100), "no input while the recording is stalled");
+        for by in [Party::User, Party::Operator, Party::Admin] {
+            assert!(s.step(2_200, Event::Resume { by }).is_empty(), "{by:?} cannot lift the relay's pause");
+        }
+        assert_eq!(s.step(2_300, Event::RecorderRecovered), [Effect::ResumeMedia]);
+        assert!(s.may_inject(2_400));
+        s.step(2_500, Event::RecorderStalled);
+        assert_eq!(
+            s.step(7_500, Event::RecorderFailed),
+            [Effect::ReleaseInput, Effect::StopMedia, Effect::Ended(EndReason::RecorderFailed)]
+        );
+
+        // Where recording is off, the recorder's state changes nothing.
+        let mut off = started(Obligations { recording_required: false, ..obligations() }, &[View], &[View]);
+        assert!(off.step(2_000, Event::RecorderStalled).is_empty());
+        assert!(off.step(2_000, Event::RecorderFailed).is_empty());
+        assert_eq!(off.phase, Phase::Active);
+        // A recorder that fails before consent ends a session that requires it.
+        let (mut waiting, _) = Session::new(0, obligations(), levels(&[View]), levels(&[View]));
+        assert_eq!(waiting.step(10, Event::RecorderFailed), [Effect::Ended(EndReason::RecorderFailed)]);
     }
 }
