@@ -16,7 +16,7 @@ use crate::capture::SourceKind;
 use crate::device::{Device, DeviceInfo};
 use crate::encoder::EncoderConfig;
 use crate::frontend::FrontendEvent;
-use crate::publisher::{Publication, PublishConfig};
+use crate::publisher::{Publication, PublishConfig, Sealing};
 use crate::session::{Action, EndpointSession};
 use sightline_peer::Outbox;
 use sightline_proto::channel::ChannelMessage;
@@ -284,7 +284,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
     let (frontend_tx, mut frontend_rx) = tokio::sync::mpsc::channel::<(String, FrontendEvent)>(16);
     // The user's chat lines wait here for the publication's data channel to open; a line that
     // cannot be delivered comes back (session id, text) so the bar says so.
-    let outbox = Outbox::new(CHANNEL_QUEUE);
+    let outbox = std::sync::Arc::new(Outbox::new(CHANNEL_QUEUE));
     let (undelivered_tx, mut undelivered_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut tick = tokio::time::interval(SESSION_TICK);
@@ -329,6 +329,10 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                 }
                 (Some(ChannelMessage::Chat { from, text }), Some(s)) => {
                     s.on_chat(from, text).await;
+                    continue;
+                }
+                (Some(ChannelMessage::MediaSeal { .. }), Some(_)) => {
+                    tracing::warn!("the relay sent a media seal; only this endpoint makes them");
                     continue;
                 }
                 (Some(_), None) => continue,
@@ -382,7 +386,12 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                             tracing::warn!("relay asked to publish without a consented session; refused");
                             vec![Action::Signal(AgentToRelay::PublishFailed { reason: "no session the user consented to".into() })]
                         } else {
-                            match Publication::start(publish_config).await {
+                            let sealing = Sealing {
+                                session_id: endpoint.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+                                device: config.device.clone(),
+                                outbox: outbox.clone(),
+                            };
+                            match Publication::start(publish_config, sealing).await {
                                 Ok((p, offer)) => {
                                     tracing::info!("session consented: publishing");
                                     if endpoint.as_ref().is_some_and(EndpointSession::is_paused) {
@@ -458,7 +467,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
 /// Where the user's chat lines go: the data channel's outbox, with a way back for lines that
 /// could not be delivered.
 struct Chat<'a> {
-    outbox: &'a Outbox,
+    outbox: &'a std::sync::Arc<Outbox>,
     session_id: String,
     undelivered: &'a tokio::sync::mpsc::UnboundedSender<(String, String)>,
 }
@@ -477,7 +486,7 @@ async fn carry_out(
                 // Waits (bounded) for the publication's channel; the user learns of a failure.
                 let text = match &msg {
                     ChannelMessage::Chat { text, .. } => text.clone(),
-                    ChannelMessage::Input { .. } => String::new(),
+                    ChannelMessage::Input { .. } | ChannelMessage::MediaSeal { .. } => String::new(),
                 };
                 let back = chat.undelivered.clone();
                 let session_id = chat.session_id.clone();

@@ -114,6 +114,12 @@ impl Device {
         receipt
     }
 
+    /// Signs a media seal's message (`agent_auth::media_seal_message`): the chain over the
+    /// frames this endpoint sent, which a recording is checked against.
+    pub fn sign_media_seal(&self, message: &[u8]) -> String {
+        hex::encode(self.key.sign(message).to_bytes())
+    }
+
     /// Signs the relay's challenge for this connection.
     pub fn sign_challenge(&self, challenge: &[u8]) -> String {
         let message = sightline_proto::agent_auth::signed_message(challenge, &self.info.device_id);

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sightline_peer::{ChannelEvent, DataChannel, Peer, PeerConfig, PeerError, VideoSender, Vp8Packetizer};
+use sightline_core::recording::SealChain;
+use sightline_peer::{ChannelEvent, DataChannel, Outbox, Peer, PeerConfig, PeerError, VideoSender, Vp8Packetizer};
 use sightline_proto::channel::ChannelMessage;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -45,6 +46,21 @@ pub struct PublishConfig {
     pub media_ip: IpAddr,
 }
 
+/// How a publication signs what it sends (the agent's half of a verifiable recording): the
+/// session's id, the device key, and the outbox its seals go through in order.
+#[derive(Clone)]
+pub struct Sealing {
+    pub session_id: String,
+    pub device: Arc<crate::device::Device>,
+    pub outbox: Arc<Outbox>,
+}
+
+/// A seal goes out at least this often while frames flow.
+const SEAL_EVERY: Duration = Duration::from_secs(1);
+/// How long a seal may wait for the data channel; one that never arrives breaks the chain, and
+/// verification then says so.
+const SEAL_WAIT: Duration = Duration::from_secs(10);
+
 /// Statistics of a publication, logged when it stops and used by benchmarks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PublishStats {
@@ -69,6 +85,7 @@ pub struct Publication {
     channel: DataChannel,
     /// Messages from the data channel, taken by the connection.
     pub incoming: Option<mpsc::Receiver<ChannelMessage>>,
+    sealing: Sealing,
 }
 
 fn now_ms() -> u64 {
@@ -77,7 +94,7 @@ fn now_ms() -> u64 {
 
 impl Publication {
     /// Opens the screen source and the peer connection; returns the offer for the relay.
-    pub async fn start(config: PublishConfig) -> Result<(Publication, String), PublishError> {
+    pub async fn start(config: PublishConfig, sealing: Sealing) -> Result<(Publication, String), PublishError> {
         let source = tokio::task::spawn_blocking(move || capture::open(config.source, config.synthetic_size))
             .await
             .map_err(|e| CaptureError::X11(format!("capture set-up panicked: {e}")))??;
@@ -111,6 +128,7 @@ impl Publication {
             capture_thread: None,
             channel,
             incoming: Some(incoming),
+            sealing,
         };
         Ok((publication, offer))
     }
@@ -138,7 +156,7 @@ impl Publication {
 
         // Network writer: waits for the connection, then packetizes what the encoder produces.
         let (peer, sender) = (self.peer.clone(), self.sender.clone());
-        self.tasks.push(tokio::spawn(write_frames(peer, sender, frames_rx)));
+        self.tasks.push(tokio::spawn(write_frames(peer, sender, frames_rx, self.sealing.clone())));
 
         let stop = self.stop.clone();
         let paused = self.paused.clone();
@@ -206,7 +224,12 @@ async fn read_channel(channel: DataChannel, incoming: mpsc::Sender<ChannelMessag
     }
 }
 
-async fn write_frames(peer: Arc<Peer>, sender: Arc<VideoSender>, mut frames: mpsc::Receiver<(EncodedFrame, u64)>) {
+async fn write_frames(
+    peer: Arc<Peer>,
+    sender: Arc<VideoSender>,
+    mut frames: mpsc::Receiver<(EncodedFrame, u64)>,
+    sealing: Sealing,
+) {
     if peer.connected().await.is_err() {
         return;
     }
@@ -219,22 +242,50 @@ async fn write_frames(peer: Arc<Peer>, sender: Arc<VideoSender>, mut frames: mps
     };
     let mut packetizer = Vp8Packetizer::new(sender.ssrc(), payload_type);
     let mut last_capture_ms: Option<u64> = None;
+    let mut chain = SealChain::new(&sealing.session_id);
+    let mut last_seal = Instant::now();
     while let Some((frame, capture_ms)) = frames.recv().await {
         let elapsed = Duration::from_millis(last_capture_ms.map_or(0, |last| capture_ms.saturating_sub(last)));
         last_capture_ms = Some(capture_ms);
-        let packets = match packetizer.packetize(frame.data.into(), elapsed) {
+        let data: bytes::Bytes = frame.data.into();
+        let packets = match packetizer.packetize(data.clone(), elapsed) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "packetizing failed");
                 continue;
             }
         };
+        let Some(ts) = packets.first().map(|p| p.header.timestamp) else { continue };
+        // Noted before it leaves: the seal covers what was sent, in the order it was sent.
+        let full = chain.push(ts, &data);
         for packet in packets {
             if sender.write(packet, payload_type).await.is_err() {
+                seal(&mut chain, &sealing);
                 return;
             }
         }
+        if full || last_seal.elapsed() >= SEAL_EVERY {
+            seal(&mut chain, &sealing);
+            last_seal = Instant::now();
+        }
     }
+    seal(&mut chain, &sealing);
+}
+
+/// Signs the frames sent since the last seal and queues the seal for the relay.
+fn seal(chain: &mut SealChain, sealing: &Sealing) {
+    let Some(seal) = chain.take(|m| sealing.device.sign_media_seal(m)) else { return };
+    let seq = seal.seq;
+    let text = sightline_proto::channel::encode(&ChannelMessage::MediaSeal { seal });
+    sealing.outbox.send(
+        text,
+        SEAL_WAIT,
+        Box::new(move |result| {
+            if let Err(e) = result {
+                tracing::warn!(seq, error = %e, "a media seal did not reach the relay: the recording will show the gap");
+            }
+        }),
+    );
 }
 
 /// Captures at the configured rate and encodes changed frames (or any frame when a keyframe is

@@ -36,6 +36,8 @@ pub struct EndpointSession {
     frontend: Option<Frontend>,
     injector: Option<Injector>,
     observers: Vec<String>,
+    /// Whether the relay confirms its recorder is writing (R9): the bar never claims more.
+    recording: bool,
     device: Arc<Device>,
     /// Input injected, for the log at the end (the machine counts what it refused).
     injected: u64,
@@ -74,6 +76,7 @@ impl EndpointSession {
             frontend: None,
             injector: None,
             observers: Vec::new(),
+            recording: false,
             device,
             injected: 0,
             bar_hidden: true,
@@ -210,8 +213,7 @@ impl EndpointSession {
             granted: self.machine.granted().iter().copied().collect(),
             observers: self.observers.clone(),
             paused_by,
-            // No recorder runs yet: the bar says so rather than promising one.
-            recording: false,
+            recording: self.recording,
         };
         if let Some(f) = self.frontend.as_mut() {
             f.send(&cmd).await;
@@ -301,6 +303,11 @@ impl EndpointSession {
     /// Something happened at the relay (operator, observer, admin, relay timers).
     pub async fn on_relay(&mut self, event: SessionEvent) -> Vec<Action> {
         let event = match event {
+            SessionEvent::Recording { on } => {
+                self.recording = on;
+                self.show_status().await;
+                return Vec::new();
+            }
             SessionEvent::Pause { by } => Event::Pause { by },
             SessionEvent::Resume { by } => Event::Resume { by },
             SessionEvent::End { by } => Event::End { by },

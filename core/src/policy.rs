@@ -492,7 +492,10 @@ elevation_needs_senior = true
             ),
             // The rule is a word, and the old boolean is no longer read: refused, not ignored.
             (SAMPLE.replace("idle_timeout_s = 300", "idle_timeout_s = 300\nrecording = \"sometimes\""), "recording"),
-            (SAMPLE.replace("idle_timeout_s = 300", "idle_timeout_s = 300\nrecording_required = false"), "unknown field"),
+            (
+                SAMPLE.replace("idle_timeout_s = 300", "idle_timeout_s = 300\nrecording_required = false"),
+                "unknown field",
+            ),
         ];
         for (text, expected) in bad {
             let err = Policy::from_toml(&text).unwrap_err().0;

@@ -277,7 +277,8 @@ impl Session {
             (Phase::Paused { by: paused_by }, Event::Resume { by }) => {
                 // The operator cannot lift a pause the user made, and nobody lifts the relay's own
                 // (a stalled recorder) but the relay (the agent mirrors it as a system resume).
-                if (*paused_by == Party::User && by != Party::User) || (*paused_by == Party::System && by != Party::System)
+                if (*paused_by == Party::User && by != Party::User)
+                    || (*paused_by == Party::System && by != Party::System)
                 {
                     return Vec::new();
                 }

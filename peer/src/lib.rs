@@ -462,6 +462,8 @@ impl DataChannel {
 /// last packet of a frame, 90 kHz timestamps that follow the capture clock).
 pub struct Vp8Packetizer {
     inner: Box<dyn rtc::rtp::packetizer::Packetizer + Send>,
+    /// Whether a frame went out already (the first keeps the initial timestamp).
+    started: bool,
 }
 
 impl std::fmt::Debug for Vp8Packetizer {
@@ -484,12 +486,40 @@ impl Vp8Packetizer {
                 Box::new(rtc::rtp::sequence::new_random_sequencer()),
                 VIDEO_CLOCK_RATE,
             )),
+            started: false,
         }
     }
 
     /// Packetizes one frame; `elapsed` is the time since the previous frame was captured.
+    ///
+    /// The timestamp advances before the frame (rtc's packetizer advances after, which gave the
+    /// first two frames one timestamp), and by at least one tick: two frames never share a
+    /// timestamp, which receivers would take for one frame and seals use to name frames.
     pub fn packetize(&mut self, frame: bytes::Bytes, elapsed: Duration) -> Result<Vec<RtpPacket>, PeerError> {
         let samples = (elapsed.as_micros() * u128::from(VIDEO_CLOCK_RATE) / 1_000_000) as u32;
-        Ok(self.inner.packetize(std::time::Instant::now(), &frame, samples)?)
+        if self.started {
+            self.inner.skip_samples(samples.max(1));
+        }
+        self.started = true;
+        Ok(self.inner.packetize(std::time::Instant::now(), &frame, 0)?)
+    }
+}
+
+#[cfg(test)]
+mod packetizer_tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_gets_its_own_timestamp_at_its_capture_time() {
+        let mut p = Vp8Packetizer::new(1, VP8_PAYLOAD_TYPE);
+        let frame = bytes::Bytes::from_static(&[0x50, 1, 2, 3, 4, 5]);
+        let ts = |p: &mut Vp8Packetizer, ms| {
+            p.packetize(frame.clone(), Duration::from_millis(ms)).unwrap()[0].header.timestamp
+        };
+        let first = ts(&mut p, 0);
+        let second = ts(&mut p, 33);
+        let third = ts(&mut p, 0); // two frames from one capture still differ
+        assert_eq!(second.wrapping_sub(first), 33 * 90);
+        assert_eq!(third.wrapping_sub(second), 1);
     }
 }

@@ -264,6 +264,10 @@ pub enum SessionEvent {
     ObserverLeft {
         name: String,
     },
+    /// Whether the relay's recorder confirms it is writing this session (R9).
+    Recording {
+        on: bool,
+    },
     /// The session is over (any reason); the agent stops and releases everything.
     Ended {
         reason: EndReason,
@@ -350,6 +354,9 @@ pub struct SessionStatus {
     pub end_reason: Option<EndReason>,
     /// Whether this viewer is the session's observer (no input).
     pub observing: bool,
+    /// Whether the relay's recorder confirms it is writing this session (R9).
+    #[serde(default)]
+    pub recording: bool,
 }
 
 /// A running session as others see it in a list.
@@ -409,6 +416,8 @@ pub enum ErrorCode {
     SessionEnded,
     /// The session policy refuses the request; the message says why.
     PolicyDenied,
+    /// The segment requires recording and the recorder cannot write (R26).
+    RecordingUnavailable,
     /// The endpoint already has a session running.
     Busy,
     /// No such session, or not one this viewer may act on.

@@ -226,7 +226,8 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
 }
 
 /// Reads the agent's `session` data channel: installs it for input and chat to the endpoint, and
-/// passes the user's chat lines to the session. Nothing else may come from the agent here.
+/// passes the user's chat lines and the media seals to the session. Nothing else may come from
+/// the agent here.
 async fn read_agent_channel(peer: std::sync::Arc<sightline_peer::Peer>, link: Arc<AgentLink>) {
     use sightline_peer::ChannelEvent;
     use sightline_proto::channel::{ChannelMessage, LABEL};
@@ -242,6 +243,11 @@ async fn read_agent_channel(peer: std::sync::Arc<sightline_peer::Peer>, link: Ar
             Ok(ChannelMessage::Chat { text, .. }) => {
                 if let Some(session) = link.session() {
                     session.user_chat(&text);
+                }
+            }
+            Ok(ChannelMessage::MediaSeal { seal }) => {
+                if let Some(session) = link.session() {
+                    session.media_seal(seal);
                 }
             }
             Ok(ChannelMessage::Input { .. }) => {

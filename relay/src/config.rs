@@ -84,6 +84,26 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_SIEM_CA")]
     pub siem_ca: Option<PathBuf>,
 
+    /// Directory of this node's recordings (default: `<data-dir>/recordings`).
+    #[arg(long, env = "SIGHTLINE_RECORDINGS_DIR")]
+    pub recordings_dir: Option<PathBuf>,
+
+    /// The recording key: an age X25519 identity file that encrypts and decrypts recordings
+    /// (R32). Keep it outside the recordings directory (the relay refuses otherwise). Created
+    /// on first start if missing (default: `<data-dir>/recording.key`).
+    #[arg(long, env = "SIGHTLINE_RECORDING_KEY")]
+    pub recording_key: Option<PathBuf>,
+
+    /// Free space (MB) the recordings volume must keep: below it no recorded session starts,
+    /// and a running one pauses and then ends (R26).
+    #[arg(long, default_value_t = 256)]
+    pub recording_min_free_mb: u64,
+
+    /// Length of a recording chunk in milliseconds: at most this much of a session is lost if
+    /// the relay dies.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(200..=10_000))]
+    pub recording_chunk_ms: u64,
+
     /// Lifetime of session tokens in seconds (at most 600).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(30..=600))]
     pub token_ttl_s: u64,
@@ -153,6 +173,17 @@ impl Config {
             ca_cert: self.siem_ca.clone(),
             dir: audit.dir,
             node: audit.node,
+        }
+    }
+
+    /// Where and how this node records sessions.
+    pub fn recording_settings(&self) -> crate::recording::RecordingSettings {
+        crate::recording::RecordingSettings {
+            dir: self.recordings_dir.clone().unwrap_or_else(|| self.data_dir.join("recordings")),
+            key_file: self.recording_key.clone().unwrap_or_else(|| self.data_dir.join("recording.key")),
+            min_free_bytes: self.recording_min_free_mb << 20,
+            chunk_every: std::time::Duration::from_millis(self.recording_chunk_ms),
+            node: self.audit_settings().node,
         }
     }
 

@@ -101,10 +101,26 @@ pub enum EventKind {
     InputDropped,
     #[serde(rename = "audit.viewed")]
     AuditViewed,
+    #[serde(rename = "recording.started")]
+    RecordingStarted,
+    #[serde(rename = "recording.chunk")]
+    RecordingChunk,
+    #[serde(rename = "recording.stalled")]
+    RecordingStalled,
+    #[serde(rename = "recording.recovered")]
+    RecordingRecovered,
+    #[serde(rename = "recording.failed")]
+    RecordingFailed,
+    #[serde(rename = "recording.closed")]
+    RecordingClosed,
+    #[serde(rename = "recording.unavailable")]
+    RecordingUnavailable,
+    #[serde(rename = "recording.exported")]
+    RecordingExported,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 42] = [
+    pub const ALL: [EventKind; 50] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -147,6 +163,14 @@ impl EventKind {
         EventKind::ObserverLeft,
         EventKind::InputDropped,
         EventKind::AuditViewed,
+        EventKind::RecordingStarted,
+        EventKind::RecordingChunk,
+        EventKind::RecordingStalled,
+        EventKind::RecordingRecovered,
+        EventKind::RecordingFailed,
+        EventKind::RecordingClosed,
+        EventKind::RecordingUnavailable,
+        EventKind::RecordingExported,
     ];
 
     pub fn name(self) -> String {

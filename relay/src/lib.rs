@@ -13,6 +13,7 @@ pub mod config;
 pub mod events;
 pub mod hub;
 pub mod identity;
+pub mod recording;
 pub mod server;
 pub mod session;
 pub mod sfu;

@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Recordings: list, verify, export (verification trusts only the node's public key).
+    Recording {
+        #[command(subcommand)]
+        action: RecordingAction,
+    },
     /// Break-glass: lift a login lock when no admin can sign in (audited).
     Unlock {
         /// User name whose account lock to lift.
@@ -124,6 +129,31 @@ enum AuditAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum RecordingAction {
+    /// List this node's recordings (from their manifests; `verify` checks them).
+    List,
+    /// Verify a recording: the manifest's signatures and chain, every chunk's hash, and every
+    /// frame against the endpoint's seals. Names what fails; exit status 1 if anything does.
+    Verify {
+        /// Recording id (the session id), in this node's recordings directory.
+        id: Option<String>,
+        /// An exported recording instead (plaintext chunks, video and timeline are all checked).
+        #[arg(long, conflicts_with = "id")]
+        dir: Option<PathBuf>,
+        /// The relay's public key to trust (default: relay.pub of an export, or this node's audit.pub).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Decrypt and export a recording for an auditor (audited): plaintext chunks, manifest,
+    /// recording.webm, timeline.jsonl, relay.pub and the verification report.
+    Export {
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AgentTokenAction {
     /// Print a one-time token that enrols one agent into SEGMENT (valid 24 h).
     Create {
@@ -172,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Audit { action }) => audit(&config, action),
+        Some(Command::Recording { action }) => recording(&config, action).await,
         None => {
             config.validate().context("invalid configuration")?;
             let listener = tokio::net::TcpListener::bind(config.listen)
@@ -224,6 +255,88 @@ fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
             let n = commands::export(&dirs(d), key.as_deref(), &filter, format, &mut stdout.lock())?;
             eprintln!("{n} records exported");
             Ok(())
+        }
+    }
+}
+
+async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<()> {
+    use sightline_relay::recording::{self, commands as rec};
+    let settings = config.recording_settings();
+    let own_key = || -> anyhow::Result<String> {
+        let path = config.audit_settings().dir.join("audit.pub");
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read the node's public key {}", path.display()))
+    };
+    let report = |verified: &sightline_core::recording::Verified| -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(&verified.report)?);
+        let r = &verified.report;
+        eprintln!(
+            "verified: {} chunks, {} frames ({} matched to the endpoint's {} seals, {} missing in transit, {} after the last seal){}",
+            r.chunks,
+            r.frames,
+            r.frames_matched,
+            r.seals,
+            r.gaps,
+            r.unsealed_tail,
+            if r.complete {
+                ""
+            } else {
+                "; INCOMPLETE: the recording was not closed (the relay stopped during the session)"
+            }
+        );
+        Ok(())
+    };
+    match action {
+        RecordingAction::List => {
+            for listed in rec::list(&settings.dir)? {
+                println!("{}", serde_json::to_string(&listed)?);
+            }
+            Ok(())
+        }
+        RecordingAction::Verify { id: Some(id), dir: None, key } => {
+            let vkey = match key {
+                Some(path) => {
+                    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?
+                }
+                None => own_key()?,
+            };
+            let identity = recording::load_key(&settings.key_file)?;
+            report(&rec::verify_stored(&settings.dir.join(&id), &identity, &vkey)?)
+        }
+        RecordingAction::Verify { dir: Some(dir), key, .. } => {
+            let path = key.unwrap_or_else(|| dir.join(rec::RELAY_KEY));
+            let vkey = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            report(&rec::verify_exported(&dir, &vkey)?)
+        }
+        RecordingAction::Verify { .. } => anyhow::bail!("give a recording id or --dir"),
+        RecordingAction::Export { id, out } => {
+            let vkey = own_key()?;
+            let identity = recording::load_key(&settings.key_file)?;
+            let dir = settings.dir.join(&id);
+            let verified = rec::verify_stored(&dir, &identity, &vkey)?;
+            // An export hands the evidence out: it is itself evidence, and is refused if it
+            // cannot be recorded (R29).
+            let audit = CliSink::open(&config.audit_settings()).context("cannot open the audit log")?;
+            sightline_relay::events::EventSink::emit(
+                &audit,
+                sightline_relay::events::Event {
+                    ts_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
+                    kind: sightline_relay::events::EventKind::RecordingExported,
+                    outcome: sightline_relay::events::Outcome::Success,
+                    actor: "cli".into(),
+                    subject: Some(format!("recording:{id}")),
+                    source: None,
+                    detail: format!("exported to {}", out.display()),
+                    session: Some(verified.report.session.clone()),
+                },
+            );
+            let committed = sightline_relay::events::EventSink::committed(&audit)
+                .await
+                .map_err(|e| anyhow::anyhow!("the export could not be audited, so it was not made: {e}"));
+            audit.close();
+            committed?;
+            let manifest = std::fs::read_to_string(dir.join(recording::files::MANIFEST))?;
+            rec::export(&verified, &manifest, &vkey, &out)?;
+            report(&verified)
         }
     }
 }

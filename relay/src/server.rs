@@ -31,6 +31,8 @@ pub struct AppState {
     /// This node's audit log, for the dashboard's audit page (in-process test harnesses that
     /// collect events in memory have none).
     pub audit: Option<Arc<AuditLog>>,
+    /// This node's recordings.
+    pub recordings: Arc<crate::recording::Recordings>,
 }
 
 /// Reads and validates the policy file.
@@ -139,9 +141,19 @@ pub async fn build(config: &Config, events: Arc<dyn EventSink>) -> anyhow::Resul
 pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn EventSink>) -> anyhow::Result<AppState> {
     let policy = Arc::new(load_policy(&config.policy)?);
     let identity = Arc::new(identity(config, store.clone(), events).await?);
+    let audit_settings = config.audit_settings();
+    let key = crate::audit::evidence_key(&audit_settings).context("cannot load the node's evidence key")?;
+    let recordings = Arc::new(
+        crate::recording::Recordings::open(
+            config.recording_settings(),
+            key.manifest_key(),
+            key.verifier_key().to_owned(),
+        )
+        .context("cannot set up recordings")?,
+    );
     let hub = Hub::new(Media::new(config.media_ip));
     tokio::spawn(follow_revocations(store, hub.clone()));
-    Ok(AppState { hub, identity, policy, audit: None })
+    Ok(AppState { hub, identity, policy, audit: None, recordings })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sightline_core::recording::{ManifestBody, TimelineEntry};
 use sightline_core::session::{Effect, Event, Levels, Phase, Session};
-use sightline_proto::channel::{ChannelMessage, Input};
+use sightline_proto::channel::{ChannelMessage, Input, MediaSeal};
 use sightline_proto::{
     ConsentKind, ConsentReceipt, ConsentRequest, Decision, EndReason, Level, OperatorInfo, Party, RelayToAgent,
     SessionEvent, SessionPhase, SessionStatus, SessionSummary,
@@ -22,6 +23,7 @@ use tokio::sync::{broadcast, watch};
 use crate::events::{EventKind, Outcome};
 use crate::hub::AgentLink;
 use crate::identity::Identity;
+use crate::recording::{Recorder, RecorderNews, Recordings};
 
 /// How often deadlines (consent timeout, grant expiry, idle, maximum duration) are checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -59,6 +61,8 @@ pub enum SessionError {
     OtherElevation { pending: String, approved: String },
     #[error(transparent)]
     AuditUnavailable(#[from] crate::audit::AuditUnavailable),
+    #[error("this endpoint's sessions must be recorded and the recorder cannot start: {0}")]
+    RecordingUnavailable(String),
 }
 
 /// A session between one operator and one endpoint, with its observers.
@@ -79,6 +83,9 @@ pub struct LiveSession {
     /// their request, the user's and the device's from the agent's connection, admins' and
     /// seniors' and observers' from theirs when they act.
     addresses: Mutex<BTreeMap<String, std::net::IpAddr>>,
+    /// The session's recorder, where the segment requires recording (set before consent is
+    /// asked; a session that cannot have one does not start).
+    recorder: std::sync::OnceLock<Arc<Recorder>>,
 }
 
 fn sorted(levels: &Levels) -> Vec<Level> {
@@ -93,6 +100,7 @@ impl LiveSession {
         link: Arc<AgentLink>,
         request: Request,
         obligations: sightline_core::policy::Obligations,
+        recordings: &Arc<Recordings>,
     ) -> Result<Arc<LiveSession>, SessionError> {
         let now = identity.now_ms();
         let (machine, effects) = Session::new(now, obligations, request.allowed.clone(), request.levels.clone());
@@ -112,6 +120,7 @@ impl LiveSession {
             consent_deadline_ms: None,
             end_reason: None,
             observing: false,
+            recording: false,
         };
         let session = Arc::new(LiveSession {
             id,
@@ -125,6 +134,7 @@ impl LiveSession {
             chat: broadcast::channel(CHAT_BUFFER).0,
             late_receipts: Mutex::new(Vec::new()),
             addresses: Mutex::new(BTreeMap::new()),
+            recorder: std::sync::OnceLock::new(),
         });
         {
             let mut addresses = session.addresses.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,6 +161,14 @@ impl LiveSession {
             session.step(Event::AuditUnavailable, "system");
             return Err(SessionError::AuditUnavailable(e));
         }
+        // R26: where recording is required, the recorder runs before the user is even asked.
+        if obligations.recording_required
+            && let Err(why) = session.start_recording(recordings).await
+        {
+            session.emit(EventKind::RecordingUnavailable, Outcome::Failure, "system", why.clone());
+            session.step(Event::RecorderFailed, "system");
+            return Err(SessionError::RecordingUnavailable(why));
+        }
         session.carry_out(effects, &operator);
         let ticker = Arc::downgrade(&session);
         tokio::spawn(async move {
@@ -162,6 +180,9 @@ impl LiveSession {
                     break;
                 }
                 session.step(Event::Tick, "system");
+                if let Some(recorder) = session.recorder.get() {
+                    recorder.tick();
+                }
             }
         });
         Ok(session)
@@ -208,7 +229,110 @@ impl LiveSession {
     /// (none for the system).
     pub fn emit(&self, kind: EventKind, outcome: Outcome, actor: &str, detail: String) {
         let source = self.addresses.lock().unwrap_or_else(|e| e.into_inner()).get(actor).copied();
+        // The timeline holds the session's events; the chunk events are the recording itself.
+        if let Some(recorder) = self.recorder.get()
+            && kind != EventKind::RecordingChunk
+        {
+            recorder.note(TimelineEntry::Event {
+                ts_ms: self.identity.now_ms(),
+                kind: kind.name(),
+                outcome: serde_json::to_value(outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                actor: actor.to_owned(),
+                detail: detail.clone(),
+            });
+        }
         self.identity.emit_session(kind, outcome, actor, self.facts(), source, detail);
+    }
+
+    /// Opens the recording: its directory and signed opening line are on disk, the recorder is
+    /// in front of the fan-out, and the agent is told (R9).
+    async fn start_recording(self: &Arc<Self>, recordings: &Arc<Recordings>) -> Result<(), String> {
+        let device_key = match self.identity.device(&self.link.info.agent_id).await {
+            Ok(Some(device)) => device.public_key,
+            Ok(None) => return Err("the device is not enrolled".into()),
+            Err(e) => return Err(format!("cannot read the device's key: {e}")),
+        };
+        let open = ManifestBody::Open {
+            recording_id: self.id.clone(),
+            node: recordings.settings().node.clone(),
+            segment: self.link.info.segment.clone(),
+            session: Box::new(self.facts()),
+            started_ms: self.identity.now_ms(),
+            device_key,
+        };
+        let (recordings, id) = (recordings.clone(), self.id.clone());
+        let (recorder, mut news) = tokio::task::spawn_blocking(move || recordings.start(&id, open))
+            .await
+            .map_err(|e| format!("recorder set-up panicked: {e}"))?
+            .map_err(|e| format!("cannot write to the recordings directory: {e}"))?;
+        let _ = self.recorder.set(recorder.clone());
+        self.link.fanout.set_recorder(recorder);
+        self.emit(EventKind::RecordingStarted, Outcome::Success, "system", format!("recording {}", self.id));
+        self.set_recording(true);
+        let session = self.clone();
+        tokio::spawn(async move {
+            while let Some(news) = news.recv().await {
+                session.recorder_news(news);
+            }
+        });
+        Ok(())
+    }
+
+    /// Acts on what the recorder reports: chunk hashes into the audit log (R28), and a stalled
+    /// or failed recorder pauses or ends the session (R26).
+    fn recorder_news(&self, news: RecorderNews) {
+        match news {
+            RecorderNews::Chunk(c) => self.emit(
+                EventKind::RecordingChunk,
+                Outcome::Success,
+                "system",
+                format!("chunk {}: sha256 {}, {} bytes, {} frames", c.index, c.sha256, c.bytes, c.frames),
+            ),
+            RecorderNews::Stalled(why) => {
+                self.emit(EventKind::RecordingStalled, Outcome::Failure, "system", why);
+                self.set_recording(false);
+                if !self.step(Event::RecorderStalled, "system").is_empty() {
+                    self.tell_agent(SessionEvent::Pause { by: Party::System });
+                }
+            }
+            RecorderNews::Recovered => {
+                self.emit(EventKind::RecordingRecovered, Outcome::Success, "system", "writing again".into());
+                self.set_recording(true);
+                if !self.step(Event::RecorderRecovered, "system").is_empty() {
+                    self.tell_agent(SessionEvent::Resume { by: Party::System });
+                }
+            }
+            RecorderNews::Failed(why) => {
+                self.emit(EventKind::RecordingFailed, Outcome::Failure, "system", why);
+                self.set_recording(false);
+                self.step(Event::RecorderFailed, "system");
+            }
+            RecorderNews::Closed { chunks } => {
+                self.emit(EventKind::RecordingClosed, Outcome::Success, "system", format!("{chunks} chunks"));
+            }
+        }
+    }
+
+    /// What the viewers' status and the session bar say about recording (R9).
+    fn set_recording(&self, on: bool) {
+        self.status.send_if_modified(|s| std::mem::replace(&mut s.recording, on) != on);
+        if !self.is_ended() {
+            self.tell_agent(SessionEvent::Recording { on });
+        }
+    }
+
+    /// The endpoint's signature over the frames it sent: kept with the recording.
+    pub fn media_seal(&self, seal: MediaSeal) {
+        if seal.session_id != self.id {
+            tracing::warn!(session = %self.id, other = %seal.session_id, "media seal for another session; ignored");
+            return;
+        }
+        if let Some(recorder) = self.recorder.get() {
+            recorder.note(TimelineEntry::Seal { ts_ms: self.identity.now_ms(), seal });
+        }
     }
 
     /// Remembers where a party acting on this session connects from (admins, seniors, observers).
@@ -250,6 +374,10 @@ impl LiveSession {
                         format!("levels: {}", sightline_proto::levels_text(&request.levels)),
                     );
                     self.link.send(RelayToAgent::ConsentRequest { request });
+                    // The prompt's session now exists on the agent: it may show the recorder's state.
+                    if self.recorder.get().is_some_and(|r| r.writing()) {
+                        self.tell_agent(SessionEvent::Recording { on: true });
+                    }
                 }
                 Effect::StartMedia => {}
                 Effect::PauseMedia => self.link.fanout.set_paused(true),
@@ -306,6 +434,10 @@ impl LiveSession {
                         self.emit(EventKind::InputDropped, Outcome::Failure, actor, format!("{dropped} input events"));
                     }
                     self.link.fanout.set_paused(false);
+                    if let Some(recorder) = self.recorder.get() {
+                        recorder.close(&reason.describe());
+                        self.link.fanout.remove_recorder(&recorder.id);
+                    }
                     self.tell_agent(SessionEvent::Ended { reason });
                     self.link.detach_session(&self.id);
                 }
@@ -562,6 +694,9 @@ impl LiveSession {
     pub fn input(&self, input: Input) -> bool {
         let admitted = self.lock().admit_input(self.identity.now_ms());
         if admitted {
+            if let Some(recorder) = self.recorder.get() {
+                recorder.count_input(input_kind(&input));
+            }
             self.link.send_input(&ChannelMessage::Input { input });
         }
         admitted
@@ -581,11 +716,18 @@ impl LiveSession {
         // that could not be delivered is shown as such instead of as sent.
         let chat = self.chat.clone();
         let line = (from.to_owned(), text.clone());
+        let recorder = self.recorder.get().cloned();
+        let identity = self.identity.clone();
         let on_delivery: sightline_peer::OnDelivery = Box::new(move |result| {
-            let _ = match result {
-                Ok(()) => chat.send(line),
-                Err(e) => chat.send((NOT_DELIVERED.to_owned(), format!("{} ({e})", line.1))),
+            let (from, text) = match result {
+                Ok(()) => line,
+                Err(e) => (NOT_DELIVERED.to_owned(), format!("{} ({e})", line.1)),
             };
+            // The record has each line as the other side got it (R24).
+            if let Some(recorder) = recorder {
+                recorder.note(TimelineEntry::Chat { ts_ms: identity.now_ms(), from: from.clone(), text: text.clone() });
+            }
+            let _ = chat.send((from, text));
         });
         self.link.send_chat(&ChannelMessage::Chat { from: from.to_owned(), text }, on_delivery);
     }
@@ -593,7 +735,15 @@ impl LiveSession {
     /// A chat line from the user at the endpoint.
     pub fn user_chat(&self, text: &str) {
         let Some(text) = clean_chat(text) else { return };
-        let _ = self.chat.send((format!("user@{}", self.link.info.name), text));
+        let from = format!("user@{}", self.link.info.name);
+        if let Some(recorder) = self.recorder.get() {
+            recorder.note(TimelineEntry::Chat {
+                ts_ms: self.identity.now_ms(),
+                from: from.clone(),
+                text: text.clone(),
+            });
+        }
+        let _ = self.chat.send((from, text));
     }
 }
 
@@ -610,6 +760,16 @@ fn approvable(m: &Session, levels: &Levels) -> Result<(), SessionError> {
         });
     }
     Ok(())
+}
+
+/// The kind of an input event, all the recording keeps of it (never keys or positions).
+fn input_kind(input: &Input) -> &'static str {
+    match input {
+        Input::PointerMove { .. } => "pointer_move",
+        Input::PointerButton { .. } => "pointer_button",
+        Input::Wheel { .. } => "wheel",
+        Input::Key { .. } => "key",
+    }
 }
 
 /// Trims and bounds a chat line; empty lines are dropped.
@@ -686,7 +846,15 @@ mod tests {
                 allowed: segment.levels.clone(),
                 source: None,
             };
-            LiveSession::open(self.state.identity.clone(), self.link.clone(), request, segment.terms).await.unwrap()
+            LiveSession::open(
+                self.state.identity.clone(),
+                self.link.clone(),
+                request,
+                segment.terms,
+                &self.state.recordings,
+            )
+            .await
+            .unwrap()
         }
 
         /// The device's signed decision for `session`.

@@ -2,6 +2,9 @@
 //! decoding. Keyframes are requested from the agent when a viewer connects, when a viewer's
 //! browser asks (PLI/FIR), and when a slow viewer missed packets.
 //!
+//! Where the session is recorded, the recorder takes each packet before the viewers do
+//! (`Fanout::publish`): "no viewer sees a frame the recorder did not take".
+//!
 //! A viewer without a decodable picture (just connected, lagged, or after a pause) gets nothing
 //! until the start of a keyframe, and the relay asks again while it waits: one lost request
 //! (on the way to the agent, or a keyframe sent before this viewer's leg was up) must not leave
@@ -15,6 +18,8 @@ use std::time::{Duration, Instant};
 use sightline_peer::{Peer, PeerConfig, PeerError, RtpPacket, vp8};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
+
+use crate::recording::Recorder;
 
 /// Packets buffered per viewer before it counts as lagging (about 1 s of 1080p screen video).
 const FANOUT_BUFFER: usize = 1024;
@@ -42,11 +47,47 @@ pub struct Fanout {
     keyframe: Notify,
     /// While a session is paused nothing reaches viewers (R8), whatever the agent still sends.
     paused: std::sync::atomic::AtomicBool,
+    /// The session's recorder, in front of the viewers: a packet it did not take goes nowhere.
+    recorder: std::sync::RwLock<Option<Arc<Recorder>>>,
 }
 
 impl Fanout {
     pub fn new() -> Arc<Fanout> {
-        Arc::new(Fanout { packets: broadcast::channel(FANOUT_BUFFER).0, keyframe: Notify::new(), paused: false.into() })
+        Arc::new(Fanout {
+            packets: broadcast::channel(FANOUT_BUFFER).0,
+            keyframe: Notify::new(),
+            paused: false.into(),
+            recorder: std::sync::RwLock::new(None),
+        })
+    }
+
+    /// Puts a session's recorder in front of the viewers.
+    pub fn set_recorder(&self, recorder: Arc<Recorder>) {
+        *self.recorder.write().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
+    }
+
+    /// Takes recorder `id` out again (a later session's recorder stays).
+    pub fn remove_recorder(&self, id: &str) {
+        let mut slot = self.recorder.write().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|r| r.id == id) {
+            *slot = None;
+        }
+    }
+
+    /// One packet from the agent: to the recorder first, then (if it took it) to the viewers.
+    fn publish(&self, packet: RtpPacket) {
+        let recorder = self.recorder.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(recorder) = recorder {
+            let taken = recorder.take(&packet);
+            if taken.want_keyframe {
+                self.request_keyframe();
+            }
+            if !taken.forward {
+                return;
+            }
+        }
+        // No receivers is normal between viewers; nothing to do.
+        let _ = self.packets.send(packet);
     }
 
     pub fn set_paused(&self, paused: bool) {
@@ -147,8 +188,7 @@ async fn forward_publisher(peer: Arc<Peer>, fanout: Arc<Fanout>) {
             let (track, fanout) = (track.clone(), fanout.clone());
             async move {
                 while let Some(packet) = track.read().await {
-                    // No receivers is normal between viewers; nothing to do.
-                    let _ = fanout.packets.send(packet);
+                    fanout.publish(packet);
                 }
             }
         };

@@ -354,10 +354,13 @@ async fn open_session(
         allowed,
         source: Some(peer.ip()),
     };
-    LiveSession::open(state.identity.clone(), link, request, obligations).await.map_err(|e| match e {
-        SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, e.to_string()),
-        e => (ErrorCode::Busy, e.to_string()),
-    })
+    LiveSession::open(state.identity.clone(), link, request, obligations, &state.recordings).await.map_err(
+        |e| match e {
+            SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, e.to_string()),
+            SessionError::RecordingUnavailable(_) => (ErrorCode::RecordingUnavailable, e.to_string()),
+            e => (ErrorCode::Busy, e.to_string()),
+        },
+    )
 }
 
 /// Answers the viewer's offer with a leg on the agent's fan-out (after consent).
@@ -415,6 +418,10 @@ async fn serve_channel(
                     }
                     (Ok(ChannelMessage::Input { .. }), Seat::Observer) => session.drop_input(),
                     (Ok(ChannelMessage::Chat { text, .. }), _) => session.operator_chat(&name, &text),
+                    // Only the endpoint seals its own media.
+                    (Ok(ChannelMessage::MediaSeal { .. }), _) => {
+                        tracing::warn!(session = %session.id, "viewer sent a media seal; ignored");
+                    }
                     (Err(e), _) => tracing::debug!(session = %session.id, error = %e, "bad data channel message from viewer"),
                 }
             }

@@ -18,6 +18,9 @@ pub struct AuditKey {
     signer: StandardSigner,
     /// The signed-note verifier key (`name+id+base64`), what auditors are given.
     verifier_key: String,
+    /// The same key for recording manifests (domain-separated there): one public key vouches
+    /// for all of a node's evidence.
+    manifest: crate::recording::ManifestKey,
 }
 
 impl std::fmt::Debug for AuditKey {
@@ -41,7 +44,11 @@ impl AuditKey {
         let skey =
             format!("PRIVATE+KEY+{origin}+{:08x}+{}", signed_note::key_id(origin, &public), BASE64.encode(private));
         let signer = StandardSigner::new(&skey).map_err(|e| AuditError::MalformedKey(e.to_string()))?;
-        Ok(AuditKey { signer, verifier_key })
+        Ok(AuditKey { signer, verifier_key, manifest: crate::recording::ManifestKey::from_seed(seed) })
+    }
+
+    pub fn manifest_key(&self) -> crate::recording::ManifestKey {
+        self.manifest.clone()
     }
 
     pub fn origin(&self) -> &str {

@@ -153,9 +153,9 @@ impl Chunk {
                         data: body[FRAME_HEADER..].to_vec(),
                     })
                 }
-                TAG_ENTRY => ChunkItem::Entry(
-                    serde_json::from_slice(body).map_err(|e| bad(format!("timeline entry: {e}")))?,
-                ),
+                TAG_ENTRY => {
+                    ChunkItem::Entry(serde_json::from_slice(body).map_err(|e| bad(format!("timeline entry: {e}")))?)
+                }
                 other => return Err(bad(format!("unknown item tag {other}"))),
             });
         }
@@ -201,7 +201,10 @@ mod tests {
         }
         let mut tagged = bytes.clone();
         tagged[MAGIC.len()] = 9;
-        assert!(matches!(Chunk::decode(4, &tagged), Err(super::super::RecordingError::MalformedChunk { chunk: 4, .. })));
+        assert!(matches!(
+            Chunk::decode(4, &tagged),
+            Err(super::super::RecordingError::MalformedChunk { chunk: 4, .. })
+        ));
         let mut huge = MAGIC.to_vec();
         huge.push(TAG_FRAME);
         huge.extend_from_slice(&u32::MAX.to_be_bytes());

@@ -25,7 +25,7 @@ pub enum ManifestBody {
         recording_id: String,
         node: String,
         segment: String,
-        session: SessionFacts,
+        session: Box<SessionFacts>,
         started_ms: u64,
         /// The endpoint's Ed25519 public key (hex), which signs the seals.
         device_key: String,
@@ -109,7 +109,8 @@ impl ManifestKey {
 /// a relay node's `audit.pub` has.
 pub fn verifying_key_from_note(vkey: &str) -> Result<VerifyingKey, RecordingError> {
     let bad = |why: &str| RecordingError::MalformedKey(format!("{why}: {vkey:?}"));
-    let encoded = vkey.trim().rsplit('+').next().ok_or_else(|| bad("not a verifier key"))?;
+    // `name+id+key`: neither name nor id has a '+', the base64 key may.
+    let encoded = vkey.trim().splitn(3, '+').nth(2).ok_or_else(|| bad("not a verifier key"))?;
     let bytes = BASE64.decode(encoded).map_err(|_| bad("key is not base64"))?;
     match bytes.split_first() {
         Some((1, key)) => {
@@ -150,4 +151,17 @@ impl ManifestWriter {
 
 pub(super) fn line_hash(line: &str) -> String {
     hex::encode(Sha256::digest(line.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_key_comes_out_of_a_verifier_key_even_with_plus_signs_in_its_base64() {
+        for seed in 0..=255u8 {
+            let key = crate::audit::AuditKey::from_seed("sightline.audit/n1", &[seed; 32]).unwrap();
+            let public = super::verifying_key_from_note(key.verifier_key()).unwrap();
+            assert_eq!(public, key.manifest_key().verifying_key());
+        }
+        assert!(super::verifying_key_from_note("nothing").is_err());
+    }
 }

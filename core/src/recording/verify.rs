@@ -7,10 +7,10 @@ use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::RecordingError;
 use super::chunk::{Chunk, TimelineEntry};
 use super::manifest::{ManifestBody, ManifestLine, line_hash};
 use super::seal::{frame_hash, seal_head, verify_seal};
-use super::RecordingError;
 use crate::audit::SessionFacts;
 
 /// What verification established.
@@ -162,7 +162,7 @@ pub fn verify(
         recording_id,
         node,
         segment,
-        session,
+        session: *session,
         started_ms,
         complete: close.is_some(),
         ended_ms: close.as_ref().map(|c| c.0),

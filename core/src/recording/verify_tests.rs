@@ -46,7 +46,7 @@ fn record(closed: bool, relay_seed: u8, device_seed: u8) -> Recording {
             recording_id: "r1".into(),
             node: "n1".into(),
             segment: "office".into(),
-            session: facts(),
+            session: Box::new(facts()),
             started_ms: 1000,
             device_key: hex::encode(device.verifying_key().as_bytes()),
         },

@@ -254,7 +254,8 @@ pub fn read_checkpoints(path: &Path) -> Result<Vec<String>, String> {
         .collect()
 }
 
-fn load_or_create_key(dir: &Path, node: &str) -> Result<AuditKey, OpenError> {
+/// The node's evidence key from `dir` (created on first use, 0600).
+pub fn load_or_create_key(dir: &Path, node: &str) -> Result<AuditKey, OpenError> {
     let path = dir.join(KEY_FILE);
     let bad = |why: String| OpenError::Key { path: path.clone(), why };
     let seed: [u8; 32] = match std::fs::read_to_string(&path) {

@@ -217,6 +217,14 @@ impl crate::events::EventSink for AuditLog {
     }
 }
 
+/// The node's evidence key (audit checkpoints and recording manifests), from the audit
+/// directory; created there with the directory on first use.
+pub fn evidence_key(settings: &AuditSettings) -> Result<sightline_core::audit::AuditKey, OpenError> {
+    std::fs::create_dir_all(&settings.dir)
+        .map_err(|e| OpenError::Key { path: settings.dir.clone(), why: e.to_string() })?;
+    files::load_or_create_key(&settings.dir, &settings.node)
+}
+
 /// The node whose log a directory holds (from the name of its checkpoint key), if any.
 pub fn node_of_dir(dir: &std::path::Path) -> Option<String> {
     let key = std::fs::read_to_string(dir.join(files::PUBLIC_KEY_FILE)).ok()?;

@@ -211,6 +211,11 @@ impl Identity {
         Ok(self.store.get::<Device>(Collection::Devices, device_id).await?.is_some_and(|d| !d.revoked))
     }
 
+    /// An enrolled device, if it exists.
+    pub async fn device(&self, device_id: &str) -> Result<Option<Device>, IdentityError> {
+        Ok(self.store.get::<Device>(Collection::Devices, device_id).await?)
+    }
+
     pub async fn devices(&self) -> Result<Vec<Device>, IdentityError> {
         let mut list: Vec<Device> = self.store.list(Collection::Devices).await?.into_iter().map(|(_, d)| d).collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));

@@ -1,0 +1,241 @@
+//! Recording (R26-R28, R32, R24): a session on a synthetic screen is recorded by the relay in
+//! front of the fan-out, the recording verifies against the relay's key and the endpoint's
+//! seals, exports to a WebM that ffprobe reads, and its files at rest reveal nothing. A relay
+//! that cannot record refuses the session before the user is asked; a recorder that fails
+//! mid-session pauses the session and then ends it.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sightline_proto::channel::ChannelMessage;
+use sightline_proto::{EndReason, ErrorCode, Party, RelayToViewer, SessionPhase, SessionStatus, decode};
+use sightline_relay::recording::{self, commands};
+use support::{Socket, TestRelay, start_agent, start_relay_with};
+use tokio_tungstenite::tungstenite::Message;
+
+fn allow_view() {
+    sightline_agent::frontend::scripted::answer_every_request(
+        sightline_proto::Decision::Allow,
+        vec![sightline_proto::Level::View],
+    );
+}
+
+/// The operator's socket once watching: read all the time (so pings are answered, as a
+/// browser does), statuses passed on.
+struct Operator {
+    sink: futures_util::stream::SplitSink<Socket, Message>,
+    statuses: tokio::sync::mpsc::UnboundedReceiver<SessionStatus>,
+    seen: Option<SessionStatus>,
+}
+
+impl Operator {
+    fn new(ws: Socket, seen: Option<SessionStatus>) -> Operator {
+        let (sink, mut stream) = ws.split();
+        let (tx, statuses) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let Message::Text(text) = message else { continue };
+                if let Ok(RelayToViewer::Session { status }) = decode::<RelayToViewer>(&text) {
+                    let _ = tx.send(*status);
+                }
+            }
+        });
+        Operator { sink, statuses, seen }
+    }
+
+    /// The newest status once one satisfies `wanted`.
+    async fn status_until(&mut self, wanted: impl Fn(&SessionStatus) -> bool) -> SessionStatus {
+        if let Some(status) = self.seen.take().filter(|s| wanted(s)) {
+            return status;
+        }
+        loop {
+            let status = self.statuses.recv().await.expect("socket open");
+            if wanted(&status) {
+                return status;
+            }
+        }
+    }
+
+    async fn control(&mut self, action: sightline_proto::ControlAction) {
+        let message = sightline_proto::encode(&sightline_proto::ViewerToRelay::Control { action });
+        self.sink.send(Message::Text(message.into())).await.unwrap();
+    }
+}
+
+/// Reads `n` RTP packets of the track (the screen flows).
+async fn packets(track: &sightline_peer::VideoReceiver, n: usize) {
+    for i in 0..n {
+        match tokio::time::timeout(Duration::from_secs(3), track.read()).await {
+            Ok(p) => {
+                p.expect("track open");
+            }
+            Err(_) => panic!("no packet for 3 s after {i}"),
+        }
+    }
+}
+
+fn verify(relay: &TestRelay, id: &str) -> anyhow::Result<sightline_core::recording::Verified> {
+    let recordings = &relay.state.recordings;
+    commands::verify_stored(&recordings.dir_of(id), recordings.key(), &recordings.verifier_key)
+}
+
+async fn verified_complete(relay: &TestRelay, id: &str) -> sightline_core::recording::Verified {
+    for _ in 0..100 {
+        if let Ok(v) = verify(relay, id)
+            && v.report.complete
+        {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    verify(relay, id).expect("the recording verifies")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_recorded_verifiable_and_exports_to_webm() {
+    allow_view();
+    let relay = start_relay_with(&["--recording-chunk-ms=500".to_owned()]).await;
+    let device = start_agent(&relay, "recorded-1").await;
+    let mut ws = support::operator_socket(&relay, &device).await;
+    let support::Watching { peer, track, channel, status } =
+        support::watch(&mut ws, &device).await.expect("the relay answers");
+    let mut operator = Operator::new(ws, status);
+    let status = operator.status_until(|s| s.phase == SessionPhase::Active && s.recording).await;
+    let id = status.session_id.clone();
+    packets(&track, 200).await;
+    // A chat line goes into the record once the agent has it (R24).
+    let line =
+        sightline_proto::channel::encode(&ChannelMessage::Chat { from: String::new(), text: "hello from IT".into() });
+    for _ in 0..100 {
+        if channel.send(&line).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    packets(&track, 100).await;
+    operator.control(sightline_proto::ControlAction::End).await;
+    let ended = operator.status_until(|s| s.phase == SessionPhase::Ended).await;
+    assert_eq!(ended.end_reason, Some(EndReason::EndedByOperator));
+    peer.close().await;
+
+    let verified = verified_complete(&relay, &id).await;
+    let r = &verified.report;
+    assert!(r.complete, "{r:?}");
+    assert_eq!(r.end_reason.as_deref(), Some("the operator ended the session"));
+    assert_eq!((r.session.ticket.as_str(), r.session.operator.as_str()), ("INC-42", "operator"));
+    assert!(r.frames >= 20, "{r:?}");
+    assert!(r.seals >= 1 && r.frames_matched >= 1, "the endpoint's seals cover the frames: {r:?}");
+    assert_eq!(r.frames_matched + r.unsealed_tail, r.frames, "every frame is sealed or in the tail: {r:?}");
+    assert_eq!(r.gaps, 0, "no frame lost on loopback: {r:?}");
+
+    // The timeline: the signed consent, the chat line, the end (R27, R24).
+    let timeline = recording::webm::timeline_jsonl(&verified.chunks);
+    let entries: Vec<serde_json::Value> = timeline.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = entries.iter().filter_map(|e| e["kind"].as_str()).collect();
+    for kind in ["consent.allowed", "session.granted", "session.ended"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let consent = entries.iter().find(|e| e["kind"] == "consent.allowed").unwrap();
+    assert!(consent["detail"].as_str().unwrap().contains("\"signature\""), "the receipt itself is in the timeline");
+    assert!(
+        entries.iter().any(|e| e["type"] == "chat" && e["text"] == "hello from IT" && e["from"] == "operator"),
+        "the chat line is in the timeline: {timeline}"
+    );
+
+    // Every chunk is anchored in the audit log with the hash the manifest has (R28).
+    let chunk_events = relay.events_of("recording.chunk");
+    assert_eq!(chunk_events.len() as u64, r.chunks);
+    let manifest = std::fs::read_to_string(relay.state.recordings.dir_of(&id).join("manifest.jsonl")).unwrap();
+    for event in &chunk_events {
+        let hash = event.detail.split("sha256 ").nth(1).unwrap().split(',').next().unwrap();
+        assert!(manifest.contains(hash), "chunk hash {hash} of the audit log is in the manifest");
+    }
+    assert_eq!(relay.events_of("recording.closed").len(), 1);
+
+    // At rest: no VP8 keyframe start code, no ticket, no chat text in any file (R32).
+    let dir = relay.state.recordings.dir_of(&id);
+    for entry in std::fs::read_dir(dir.join("chunks")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(bytes.starts_with(b"age-encryption.org/v1"));
+        assert!(!bytes.windows(3).any(|w| w == [0x9d, 0x01, 0x2a]), "a VP8 keyframe is visible at rest");
+        assert!(!bytes.windows(13).any(|w| w == b"hello from IT"), "chat text is visible at rest");
+    }
+    // Without the key, nothing decrypts.
+    let other = age::x25519::Identity::generate();
+    let err = commands::verify_stored(&dir, &other, &relay.state.recordings.verifier_key).unwrap_err();
+    assert!(format!("{err:#}").contains("cannot decrypt"), "{err:#}");
+
+    // Export, then ffprobe reads VP8 1280x720 with a duration matching the frames (R27).
+    let out = relay.dir.path().join("export");
+    commands::export(&verified, &manifest, &relay.state.recordings.verifier_key, &out).unwrap();
+    commands::verify_exported(&out, &relay.state.recordings.verifier_key).expect("the export verifies");
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format"])
+        .arg(out.join(commands::WEBM))
+        .output()
+        .expect("ffprobe runs");
+    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+    let probe: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+    let stream = &probe["streams"][0];
+    assert_eq!(
+        (stream["codec_name"].as_str(), stream["width"].as_u64(), stream["height"].as_u64()),
+        (Some("vp8"), Some(1280), Some(720))
+    );
+    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let frames: Vec<_> = verified.chunks.iter().flat_map(|c| c.frames()).skip_while(|f| !f.keyframe).collect();
+    let span = f64::from(frames.last().unwrap().ts.wrapping_sub(frames[0].ts)) / 90_000.0;
+    assert!((duration - span).abs() < 1.0, "ffprobe says {duration} s, the frames span {span} s");
+
+    // An edited timeline line in the export is caught (the rest is covered in core's tests).
+    let edited =
+        std::fs::read_to_string(out.join(commands::TIMELINE)).unwrap().replace("hello from IT", "hello from XX");
+    std::fs::write(out.join(commands::TIMELINE), edited).unwrap();
+    let err = commands::verify_exported(&out, &relay.state.recordings.verifier_key).unwrap_err();
+    assert!(err.to_string().contains("timeline.jsonl differs"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_cannot_record_refuses_the_session_before_asking_the_user() {
+    allow_view();
+    let blocked = tempfile::NamedTempFile::new().unwrap();
+    // The recordings "directory" is a file: nothing can be created under it.
+    let relay = start_relay_with(&[format!("--recordings-dir={}", blocked.path().display())]).await;
+    let device = start_agent(&relay, "unrecordable-1").await;
+    let mut ws = support::operator_socket(&relay, &device).await;
+    let refused = support::watch(&mut ws, &device).await.err().expect("refused");
+    assert_eq!(refused.0, ErrorCode::RecordingUnavailable);
+    assert!(refused.1.contains("recorder cannot start"), "{}", refused.1);
+    let kinds = relay.event_kinds();
+    assert!(kinds.contains(&"recording.unavailable".to_owned()), "{kinds:?}");
+    // The positive marker first: the refusal is written; the user was never asked.
+    assert!(!kinds.contains(&"consent.asked".to_owned()), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_that_stops_writing_pauses_then_ends_the_session() {
+    allow_view();
+    let relay = start_relay_with(&["--recording-chunk-ms=300".to_owned()]).await;
+    let device = start_agent(&relay, "failing-1").await;
+    let mut ws = support::operator_socket(&relay, &device).await;
+    let support::Watching { peer, track, status, .. } =
+        support::watch(&mut ws, &device).await.expect("the relay answers");
+    let mut operator = Operator::new(ws, status);
+    let status = operator.status_until(|s| s.phase == SessionPhase::Active && s.recording).await;
+    packets(&track, 50).await;
+    // Writes start failing: the chunks directory becomes a file (even root cannot write there).
+    let chunks = relay.state.recordings.dir_of(&status.session_id).join("chunks");
+    std::fs::rename(&chunks, chunks.with_extension("moved")).unwrap();
+    std::fs::write(&chunks, b"not a directory").unwrap();
+    let paused = operator.status_until(|s| s.phase == SessionPhase::Paused).await;
+    assert_eq!(paused.paused_by, Some(Party::System));
+    assert!(!paused.recording, "the bar no longer says recording");
+    let ended = operator.status_until(|s| s.phase == SessionPhase::Ended).await;
+    assert_eq!(ended.end_reason, Some(EndReason::RecorderFailed));
+    let kinds = relay.event_kinds();
+    for kind in ["recording.stalled", "recording.failed"] {
+        assert!(kinds.contains(&kind.to_owned()), "{kind} missing: {kinds:?}");
+    }
+    peer.close().await;
+}

@@ -1,0 +1,138 @@
+//! `relay recording ...`: list, verify and export recordings. Verification trusts only the
+//! node's public key (`audit.pub`), so it runs as well on an exported copy on an auditor's
+//! machine as on the relay.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use sightline_core::recording::{ManifestBody, ManifestLine, Verified, verify, verifying_key_from_note};
+
+use super::files::{self, MANIFEST};
+
+/// Exported chunks are plaintext, named like this.
+pub fn exported_chunk_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(files::CHUNKS).join(format!("{index:06}.bin"))
+}
+
+pub const WEBM: &str = "recording.webm";
+pub const TIMELINE: &str = "timeline.jsonl";
+pub const RELAY_KEY: &str = "relay.pub";
+pub const REPORT: &str = "report.json";
+
+fn relay_key(vkey: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
+    verifying_key_from_note(vkey).context("the relay's public key (audit.pub) is not usable")
+}
+
+/// Verifies a stored (encrypted) recording.
+pub fn verify_stored(dir: &Path, key: &age::x25519::Identity, verifier_key: &str) -> anyhow::Result<Verified> {
+    let manifest = std::fs::read_to_string(dir.join(MANIFEST))
+        .with_context(|| format!("cannot read {}", dir.join(MANIFEST).display()))?;
+    let present = files::list_chunks(dir).with_context(|| format!("cannot list the chunks of {}", dir.display()))?;
+    Ok(verify(&manifest, &relay_key(verifier_key)?, &present, |i| files::read_chunk(dir, i, key))?)
+}
+
+/// Verifies an exported recording: its chunks against the manifest, then the video and the
+/// timeline beside them against what the chunks produce.
+pub fn verify_exported(dir: &Path, verifier_key: &str) -> anyhow::Result<Verified> {
+    let manifest = std::fs::read_to_string(dir.join(MANIFEST))
+        .with_context(|| format!("cannot read {}", dir.join(MANIFEST).display()))?;
+    let mut present = BTreeSet::new();
+    for entry in
+        std::fs::read_dir(dir.join(files::CHUNKS)).with_context(|| format!("no chunks in {}", dir.display()))?
+    {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        match name.strip_suffix(".bin").filter(|n| n.len() == 6).and_then(|n| n.parse().ok()) {
+            Some(n) => {
+                present.insert(n);
+            }
+            None => bail!("{} does not belong in an exported recording", name),
+        }
+    }
+    let verified = verify(&manifest, &relay_key(verifier_key)?, &present, |i| {
+        std::fs::read(exported_chunk_path(dir, i)).map_err(|e| e.to_string())
+    })?;
+    let timeline = std::fs::read_to_string(dir.join(TIMELINE)).context("cannot read the exported timeline")?;
+    if timeline != super::webm::timeline_jsonl(&verified.chunks) {
+        let line = timeline
+            .lines()
+            .zip(super::webm::timeline_jsonl(&verified.chunks).lines())
+            .position(|(a, b)| a != b)
+            .map_or_else(|| "its length".to_owned(), |n| format!("line {}", n + 1));
+        bail!("{TIMELINE} differs from the timeline in the verified chunks ({line})");
+    }
+    let video = std::fs::read(dir.join(WEBM)).context("cannot read the exported video")?;
+    if video != super::webm::webm(&verified.chunks)? {
+        bail!("{WEBM} differs from the video in the verified chunks");
+    }
+    Ok(verified)
+}
+
+/// Writes an exported copy: plaintext chunks, the manifest, the video, the timeline, the relay's
+/// public key and the verification report.
+pub fn export(verified: &Verified, manifest: &str, verifier_key: &str, out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out.join(files::CHUNKS)).with_context(|| format!("cannot create {}", out.display()))?;
+    for (index, chunk) in verified.chunks.iter().enumerate() {
+        std::fs::write(exported_chunk_path(out, index as u64), chunk.encode())?;
+    }
+    // Only the verified lines: a torn tail of a crashed relay is not part of the evidence.
+    let lines: String = manifest.lines().take(verified.chunks.len() + 1 + usize::from(verified.report.complete)).fold(
+        String::new(),
+        |mut s, l| {
+            s.push_str(l);
+            s.push('\n');
+            s
+        },
+    );
+    std::fs::write(out.join(MANIFEST), lines)?;
+    std::fs::write(out.join(WEBM), super::webm::webm(&verified.chunks)?)?;
+    std::fs::write(out.join(TIMELINE), super::webm::timeline_jsonl(&verified.chunks))?;
+    std::fs::write(out.join(RELAY_KEY), format!("{}\n", verifier_key.trim()))?;
+    std::fs::write(out.join(REPORT), serde_json::to_string_pretty(&verified.report)?)?;
+    Ok(())
+}
+
+/// One recording as `relay recording list` shows it, from its manifest (not verified).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    pub id: String,
+    pub ticket: String,
+    pub operator: String,
+    pub device: String,
+    pub endpoint_user: String,
+    pub started_ms: u64,
+    pub complete: bool,
+}
+
+pub fn list(root: &Path) -> anyhow::Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", root.display())),
+    };
+    for entry in entries {
+        let dir = entry?.path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join(MANIFEST)) else { continue };
+        let mut lines = manifest.lines();
+        let Some(Ok(first)) = lines.next().map(|l| ManifestLine::parse(0, l)) else { continue };
+        let ManifestBody::Open { recording_id, session, started_ms, .. } = first.body else { continue };
+        let complete = manifest
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str::<ManifestLine>(l).ok())
+            .is_some_and(|l| matches!(l.body, ManifestBody::Close { .. }));
+        out.push(Listed {
+            id: recording_id,
+            ticket: session.ticket,
+            operator: session.operator,
+            device: session.device,
+            endpoint_user: session.endpoint_user,
+            started_ms,
+            complete,
+        });
+    }
+    out.sort_by_key(|l| l.started_ms);
+    Ok(out)
+}

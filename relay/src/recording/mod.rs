@@ -1,0 +1,155 @@
+//! Recordings (R26-R32): the live recorder of each session, the encrypted chunk files with
+//! their signed manifest, and the commands that verify and export them.
+//!
+//! The evidence format and its verifier are `sightline_core::recording`; this module is the IO
+//! around it. Recordings are per node, in `--recordings-dir`; their chunks are encrypted to the
+//! recording key (`--recording-key`, an age X25519 identity kept outside that directory), and
+//! their manifests are signed with the node's evidence key (the audit key, `audit.pub`).
+
+pub mod commands;
+pub mod files;
+pub mod recorder;
+pub mod webm;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use age::secrecy::ExposeSecret;
+use sightline_core::recording::{ManifestBody, ManifestKey};
+use tokio::sync::mpsc;
+
+pub use recorder::{Recorder, RecorderNews, Taken};
+
+/// Where and how this node records.
+#[derive(Debug, Clone)]
+pub struct RecordingSettings {
+    pub dir: PathBuf,
+    pub key_file: PathBuf,
+    pub min_free_bytes: u64,
+    pub chunk_every: Duration,
+    pub node: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("recording key {path}: {why}")]
+    Key { path: PathBuf, why: String },
+    #[error(
+        "the recording key {key} is inside the recordings directory {dir}: keep it elsewhere, or the files are not protected from whoever can read them (R32)"
+    )]
+    KeyInsideRecordings { key: PathBuf, dir: PathBuf },
+}
+
+/// The recording key: an age X25519 identity (`AGE-SECRET-KEY-1...`), from its file.
+pub fn load_key(path: &Path) -> Result<age::x25519::Identity, KeyError> {
+    let bad = |why: String| KeyError::Key { path: path.to_owned(), why };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .ok_or_else(|| bad("no key in the file".into()))?;
+    line.parse().map_err(|e: &str| bad(format!("not an age X25519 identity: {e}")))
+}
+
+/// Loads the key, creating it (0600) where none exists yet.
+pub fn load_or_create_key(path: &Path) -> Result<age::x25519::Identity, KeyError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let bad = |why: String| KeyError::Key { path: path.to_owned(), why };
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(bad(format!(
+                    "readable by others (mode {:o}); chmod 600 it",
+                    meta.permissions().mode() & 0o777
+                )));
+            }
+            load_key(path)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = age::x25519::Identity::generate();
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| bad(e.to_string()))?;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| bad(e.to_string()))?;
+            let text = format!(
+                "# Sightline recording key: decrypts this relay's recordings. Keep it apart from them.\n# public key: {}\n{}\n",
+                key.to_public(),
+                key.to_string().expose_secret()
+            );
+            file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| bad(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// This node's recordings.
+pub struct Recordings {
+    settings: RecordingSettings,
+    key: age::x25519::Identity,
+    manifest_key: ManifestKey,
+    /// The node's public evidence key (`audit.pub`), for verification.
+    pub verifier_key: String,
+}
+
+impl std::fmt::Debug for Recordings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recordings").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Recordings {
+    /// Loads (or creates) the recording key. The directory itself is checked when a session
+    /// starts: a relay whose disk is full still serves everything but recorded sessions.
+    pub fn open(
+        settings: RecordingSettings,
+        manifest_key: ManifestKey,
+        verifier_key: String,
+    ) -> Result<Recordings, KeyError> {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        if absolute(&settings.key_file).starts_with(absolute(&settings.dir)) {
+            return Err(KeyError::KeyInsideRecordings { key: settings.key_file.clone(), dir: settings.dir.clone() });
+        }
+        let key = load_or_create_key(&settings.key_file)?;
+        Ok(Recordings { settings, key, manifest_key, verifier_key })
+    }
+
+    pub fn settings(&self) -> &RecordingSettings {
+        &self.settings
+    }
+
+    pub fn key(&self) -> &age::x25519::Identity {
+        &self.key
+    }
+
+    pub fn dir_of(&self, id: &str) -> PathBuf {
+        self.settings.dir.join(id)
+    }
+
+    /// Starts recording session `id`: its directory and opening line are on disk when this
+    /// returns. Blocking IO.
+    pub fn start(
+        &self,
+        id: &str,
+        open: ManifestBody,
+    ) -> std::io::Result<(Arc<Recorder>, mpsc::UnboundedReceiver<RecorderNews>)> {
+        std::fs::create_dir_all(&self.settings.dir)?;
+        let dir = files::RecordingDir::create(
+            &self.settings.dir,
+            id,
+            self.manifest_key.clone(),
+            self.key.to_public(),
+            self.settings.min_free_bytes,
+            open,
+        )?;
+        Recorder::start(id.to_owned(), dir, self.settings.chunk_every)
+    }
+}

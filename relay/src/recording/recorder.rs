@@ -1,0 +1,305 @@
+//! The live recorder of one session: an in-process subscriber of the agent's media that sits in
+//! front of the fan-out (design.md "Evidence").
+//!
+//! `take` is called with every RTP packet before any viewer gets it; a packet the recorder did
+//! not take is not forwarded, so no viewer sees a frame the recording lacks. Frames and timeline
+//! entries collect in memory for about a second, then the chunk goes to a writer thread that
+//! encrypts, stores and syncs it and signs its manifest line. When writing fails the recorder
+//! stops taking packets at once and retries; it reports each change of state, and gives up after
+//! `RECOVERY_LIMIT`, so the session pauses and then ends instead of running unrecorded.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sightline_core::recording::{Chunk, ChunkItem, ManifestBody, RecordedFrame, TimelineEntry};
+use sightline_peer::RtpPacket;
+use sightline_peer::vp8::{self, FrameAssembler};
+use tokio::sync::mpsc;
+
+use super::files::{RecordingDir, StoredChunk};
+
+/// How long a stalled recorder may try before the session ends.
+pub const RECOVERY_LIMIT: Duration = Duration::from_secs(5);
+/// Pause between attempts to write a chunk that failed.
+const RETRY: Duration = Duration::from_millis(250);
+
+const WRITING: u8 = 0;
+const STALLED: u8 = 1;
+const FAILED: u8 = 2;
+const CLOSED: u8 = 3;
+
+/// What the recorder reports to its session.
+#[derive(Debug, Clone)]
+pub enum RecorderNews {
+    Chunk(StoredChunk),
+    Stalled(String),
+    Recovered,
+    Failed(String),
+    Closed { chunks: u64 },
+}
+
+/// What the caller does with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The recorder has it: viewers may get it.
+    pub forward: bool,
+    /// The recorder needs a keyframe (it starts or resumes at one, or lost part of a frame).
+    pub want_keyframe: bool,
+}
+
+enum Job {
+    Chunk { index: u64, chunk: Chunk },
+    Close { reason: String, ended_ms: u64 },
+}
+
+struct Pending {
+    assembler: FrameAssembler,
+    chunk: Chunk,
+    chunk_started: Option<Instant>,
+    next_index: u64,
+    /// Input counted in the current second (`input_second`, Unix s).
+    input: BTreeMap<String, u32>,
+    input_second: u64,
+    /// Until a keyframe starts, packets are refused (a recording and a viewer both need one).
+    waiting_keyframe: bool,
+    closed: bool,
+}
+
+pub struct Recorder {
+    pub id: String,
+    pending: Mutex<Pending>,
+    state: Arc<AtomicU8>,
+    jobs: std::sync::mpsc::Sender<Job>,
+    chunk_every: Duration,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Recorder {
+    /// Starts recording into `dir` (already created with its opening line); news arrive on the
+    /// returned channel.
+    pub fn start(
+        id: String,
+        dir: RecordingDir,
+        chunk_every: Duration,
+    ) -> std::io::Result<(Arc<Recorder>, mpsc::UnboundedReceiver<RecorderNews>)> {
+        let (jobs, rx) = std::sync::mpsc::channel();
+        let (news_tx, news) = mpsc::unbounded_channel();
+        let state = Arc::new(AtomicU8::new(WRITING));
+        let thread_state = state.clone();
+        std::thread::Builder::new()
+            .name(format!("recorder-{}", &id[..id.len().min(8)]))
+            .spawn(move || write_loop(dir, rx, thread_state, news_tx))?;
+        let recorder = Recorder {
+            id,
+            pending: Mutex::new(Pending {
+                assembler: FrameAssembler::default(),
+                chunk: Chunk::default(),
+                chunk_started: None,
+                next_index: 0,
+                input: BTreeMap::new(),
+                input_second: 0,
+                waiting_keyframe: true,
+                closed: false,
+            }),
+            state,
+            jobs,
+            chunk_every,
+        };
+        Ok((Arc::new(recorder), news))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the recorder is writing (what the session bar shows, R9).
+    pub fn writing(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == WRITING
+    }
+
+    /// Takes one RTP packet of the agent's screen.
+    pub fn take(&self, packet: &RtpPacket) -> Taken {
+        let mut p = self.lock();
+        if p.closed || self.state.load(Ordering::Relaxed) != WRITING {
+            p.waiting_keyframe = true;
+            return Taken { forward: false, want_keyframe: false };
+        }
+        if p.waiting_keyframe {
+            if !vp8::starts_keyframe(&packet.payload) {
+                return Taken { forward: false, want_keyframe: true };
+            }
+            p.waiting_keyframe = false;
+            p.assembler = FrameAssembler::default();
+        }
+        let mut want_keyframe = false;
+        if let Some(frame) = p.assembler.push(packet) {
+            let now = now_ms();
+            p.chunk.items.push(ChunkItem::Frame(RecordedFrame {
+                ts: frame.timestamp,
+                arrival_ms: now,
+                keyframe: frame.keyframe,
+                data: frame.data,
+            }));
+        } else if packet.header.marker {
+            // A frame ended without coming out whole: the recording's picture is broken until
+            // the next keyframe, so ask for one now rather than at the next periodic one.
+            want_keyframe = true;
+        }
+        self.rotate_if_due(&mut p);
+        Taken { forward: true, want_keyframe }
+    }
+
+    /// Adds a timeline entry (kept even while writing is stalled; written when it recovers).
+    pub fn note(&self, entry: TimelineEntry) {
+        let mut p = self.lock();
+        if p.closed {
+            return;
+        }
+        p.chunk.items.push(ChunkItem::Entry(entry));
+        p.chunk_started.get_or_insert_with(Instant::now);
+    }
+
+    /// Counts one input event of `kind` (never its contents: passwords must not end up here).
+    pub fn count_input(&self, kind: &str) {
+        let now = now_ms();
+        let mut p = self.lock();
+        if p.closed {
+            return;
+        }
+        let second = now / 1000;
+        if second != p.input_second {
+            flush_input(&mut p);
+            p.input_second = second;
+        }
+        *p.input.entry(kind.to_owned()).or_default() += 1;
+    }
+
+    /// Hands a due chunk to the writer even when no packets arrive (a paused session).
+    pub fn tick(&self) {
+        let mut p = self.lock();
+        if !p.closed {
+            if now_ms() / 1000 != p.input_second {
+                flush_input(&mut p);
+            }
+            self.rotate_if_due(&mut p);
+        }
+    }
+
+    fn rotate_if_due(&self, p: &mut Pending) {
+        let Some(started) = p.chunk_started else {
+            if !p.chunk.is_empty() {
+                p.chunk_started = Some(Instant::now());
+            }
+            return;
+        };
+        if started.elapsed() >= self.chunk_every {
+            self.hand_over(p);
+        }
+    }
+
+    fn hand_over(&self, p: &mut Pending) {
+        if p.chunk.is_empty() {
+            p.chunk_started = None;
+            return;
+        }
+        let chunk = std::mem::take(&mut p.chunk);
+        let index = p.next_index;
+        p.next_index += 1;
+        p.chunk_started = None;
+        let _ = self.jobs.send(Job::Chunk { index, chunk });
+    }
+
+    /// Writes what is pending and closes the manifest with the session's end.
+    pub fn close(&self, reason: &str) {
+        let mut p = self.lock();
+        if p.closed {
+            return;
+        }
+        flush_input(&mut p);
+        self.hand_over(&mut p);
+        p.closed = true;
+        let _ = self.jobs.send(Job::Close { reason: reason.to_owned(), ended_ms: now_ms() });
+    }
+}
+
+fn flush_input(p: &mut Pending) {
+    if p.input.is_empty() {
+        return;
+    }
+    let counts = std::mem::take(&mut p.input);
+    p.chunk.items.push(ChunkItem::Entry(TimelineEntry::Input { ts_ms: p.input_second * 1000, counts }));
+    p.chunk_started.get_or_insert_with(Instant::now);
+}
+
+/// The writer thread: stores chunks in order, retrying a failed one until `RECOVERY_LIMIT`.
+fn write_loop(
+    mut dir: RecordingDir,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    state: Arc<AtomicU8>,
+    news: mpsc::UnboundedSender<RecorderNews>,
+) {
+    let mut chunks = 0u64;
+    let mut stalled_since: Option<Instant> = None;
+    // Runs `attempt` until it succeeds or the recorder has been stalled too long.
+    let mut persist = |what: &mut dyn FnMut(&mut RecordingDir) -> std::io::Result<()>, dir: &mut RecordingDir| loop {
+        match what(dir) {
+            Ok(()) => {
+                if stalled_since.take().is_some() {
+                    state.store(WRITING, Ordering::Relaxed);
+                    let _ = news.send(RecorderNews::Recovered);
+                }
+                return true;
+            }
+            Err(e) => {
+                let why = format!("cannot write recording {}: {e}", dir.dir().display());
+                let since = *stalled_since.get_or_insert_with(|| {
+                    state.store(STALLED, Ordering::Relaxed);
+                    let _ = news.send(RecorderNews::Stalled(why.clone()));
+                    Instant::now()
+                });
+                if since.elapsed() >= RECOVERY_LIMIT {
+                    state.store(FAILED, Ordering::Relaxed);
+                    let _ = news.send(RecorderNews::Failed(why));
+                    return false;
+                }
+                std::thread::sleep(RETRY);
+            }
+        }
+    };
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Chunk { index, chunk } => {
+                let plain = chunk.encode();
+                let frames = chunk.frames().count() as u64;
+                let mut stored = None;
+                let ok = persist(
+                    &mut |d: &mut RecordingDir| {
+                        stored = Some(d.write_chunk(index, &plain, frames, now_ms())?);
+                        Ok(())
+                    },
+                    &mut dir,
+                );
+                if !ok {
+                    return;
+                }
+                chunks += 1;
+                if let Some(stored) = stored {
+                    let _ = news.send(RecorderNews::Chunk(stored));
+                }
+            }
+            Job::Close { reason, ended_ms } => {
+                let body = ManifestBody::Close { chunks, ended_ms, reason };
+                if persist(&mut |d: &mut RecordingDir| d.close(body.clone()), &mut dir) {
+                    state.store(CLOSED, Ordering::Relaxed);
+                    let _ = news.send(RecorderNews::Closed { chunks });
+                }
+                return;
+            }
+        }
+    }
+}
