@@ -72,7 +72,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
-export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined>; siem?: string[]; siemCa?: string; siemFormat?: 'json' | 'cef' }
+export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined>; siem?: string[]; siemCa?: string; siemFormat?: 'json' | 'cef'; args?: string[] }
 
 export class Relay {
   constructor(public proc: Proc, public port: number, public dataDir: string, public opts: RelayOptions = {}) {}
@@ -82,6 +82,10 @@ export class Relay {
   auditRecords(): AuditRecord[] {
     const text = fs.readFileSync(path.join(this.auditDir, 'log.jsonl'), 'utf8');
     return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AuditRecord);
+  }
+  /** Runs `relay recording ARGS` on this relay's data (beside it while it runs, or after). */
+  recordingCli(args: string[]): { status: number; stdout: string; stderr: string } {
+    return relayCli(['--data-dir', this.dataDir, ...(this.opts.args ?? []), 'recording', ...args]);
   }
   /** WebAuthn needs a host name, not an IP: the viewer is always opened on localhost. */
   get url(): string { return `http://localhost:${this.port}`; }
@@ -95,6 +99,7 @@ export class Relay {
     for (const d of opts.siem ?? []) args.push('--siem', d);
     if (opts.siemCa) args.push('--siem-ca', opts.siemCa);
     if (opts.siemFormat) args.push('--siem-format', opts.siemFormat);
+    args.push(...(opts.args ?? []));
     // Benchmarks pin the relay to one core (taskset execs it, so the pid is the relay's).
     const proc = opts.cpu === undefined
       ? launch('relay', path.join(BIN, 'relay'), args, opts.env)

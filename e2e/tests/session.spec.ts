@@ -464,7 +464,7 @@ test('an endpoint without a display asks on its terminal: the user grants view o
   w.agent.child.stdin!.write('view\n');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   await expect(page.getByTestId('granted')).toHaveText('granted: view');
-  await expect.poll(() => w!.agent.log()).toContain('[session] granted: view; observers: none; recording off');
+  await expect.poll(() => w!.agent.log()).toContain('[session] granted: view; observers: none; recording on');
   w.agent.child.stdin!.write('end\n');
   await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
 });

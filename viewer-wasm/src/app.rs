@@ -442,6 +442,8 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     };
     let granted_text = move || status.with(|s| s.as_ref().map(|s| levels_text(&s.granted)).unwrap_or_default());
     let phase = move || status.with(|s| s.as_ref().map(|s| phase_key(s.phase)).unwrap_or("none"));
+    // R9: what the relay's recorder confirms, never what the policy merely asks for.
+    let recording = move || status.with(|s| s.as_ref().is_some_and(|s| s.recording));
     let paused = move || status.with(|s| s.as_ref().is_some_and(|s| s.phase == SessionPhase::Paused));
     let is_operator_live = move || {
         status.with(|s| {
@@ -522,6 +524,11 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                     <span class="view-state" data-testid="view-state" data-state=move || view_state.get().key()>{move || view_state.get().label()}</span>
                     <span class="session-phase" data-testid="session-phase" data-phase=phase>{move || format!("session: {}", phase())}</span>
                     <span data-testid="granted">{move || format!("granted: {}", granted_text())}</span>
+                    <Show when=move || status.with(|s| s.is_some())>
+                        <span data-testid="recording" data-recording=move || recording().to_string()>
+                            {move || if recording() { "● Recording" } else { "Not recording" }}
+                        </span>
+                    </Show>
                     <Show when=move || watching.get().is_some()>
                         <button on:click=stop data-testid="close-view">"Close view"</button>
                     </Show>

@@ -62,7 +62,8 @@ pub async fn offer(
         let Some(text) = ev.data().as_string() else { return };
         match channel::decode(&text) {
             Ok(ChannelMessage::Chat { from, text }) => chat_handler(MediaEvent::Chat { from, text }),
-            Ok(ChannelMessage::Input { .. }) => {}
+            // Input and seals never travel to a viewer; the relay does not send them.
+            Ok(ChannelMessage::Input { .. } | ChannelMessage::MediaSeal { .. }) => {}
             Err(e) => leptos::logging::warn!("bad data channel message: {e}"),
         }
     });

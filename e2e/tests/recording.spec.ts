@@ -1,0 +1,217 @@
+// Recording (R26-R28, R32, R24, R9): a session in the browser is recorded by the relay; the
+// auditor's CLI finds it by ticket, exports and verifies it, and names what a tampered copy
+// changed; ffprobe reads the video and Chromium plays it with seeking; a relay that cannot
+// record refuses the session with the reason; a relay killed mid-session leaves a recording
+// that verifies up to the kill, marked incomplete.
+import { test, expect, Page } from '@playwright/test';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { World, world, stopWorld, openView, tempDir, requestView, sampleFrames } from './harness';
+
+let w: World | undefined;
+
+test.afterEach(async () => {
+  await stopWorld(w);
+  w = undefined;
+});
+
+interface Report {
+  recording_id: string; complete: boolean; end_reason: string | null; chunks: number; frames: number;
+  seals: number; frames_matched: number; gaps: number; unsealed_tail: number; last_ms: number; started_ms: number;
+  session: { ticket: string; operator: string; device: string };
+}
+
+function listed(w: World): { id: string; ticket: string; complete: boolean }[] {
+  const r = w.relay.recordingCli(['list']);
+  expect(r.status, r.stderr).toBe(0);
+  return r.stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
+}
+
+function probe(file: string): { codec: string; width: number; height: number; duration: number } {
+  const out = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-print_format', 'json', '-show_streams', '-show_format', file], { encoding: 'utf8' }));
+  return { codec: out.streams[0].codec_name, width: out.streams[0].width, height: out.streams[0].height, duration: Number(out.format.duration) };
+}
+
+/** A copy of an export with `edit` applied; verify must fail and name `expected`. */
+function tampered(exported: string, edit: (dir: string) => void, expected: RegExp): void {
+  const copy = tempDir('tampered');
+  fs.cpSync(exported, copy, { recursive: true });
+  edit(copy);
+  const r = w!.relay.recordingCli(['verify', '--dir', copy]);
+  expect(r.status, r.stdout).not.toBe(0);
+  expect(r.stderr).toMatch(expected);
+}
+
+/** Plays `file` in Chromium from the start and after a seek to the middle; returns the frame
+ * counters read from the pixels in each part. */
+async function play(page: Page, file: string): Promise<{ duration: number; start: number[]; middle: number[] }> {
+  // Served like a web server serves a file: with byte ranges, which media seeking relies on.
+  const bytes = fs.readFileSync(file);
+  await page.route('http://recording.test/**', async (route) => {
+    if (!route.request().url().endsWith('.webm')) {
+      return route.fulfill({ contentType: 'text/html', body: '<video muted playsinline src="/r.webm"></video>' });
+    }
+    const range = /bytes=(\d+)-(\d*)/.exec((await route.request().allHeaders())['range'] ?? '');
+    if (!range) return route.fulfill({ body: bytes, contentType: 'video/webm', headers: { 'accept-ranges': 'bytes' } });
+    const from = Number(range[1]);
+    const to = range[2] ? Math.min(Number(range[2]), bytes.length - 1) : bytes.length - 1;
+    return route.fulfill({
+      status: 206,
+      body: bytes.subarray(from, to + 1),
+      contentType: 'video/webm',
+      headers: { 'accept-ranges': 'bytes', 'content-range': `bytes ${from}-${to}/${bytes.length}` },
+    });
+  });
+  await page.goto('http://recording.test/');
+  const duration = await page.evaluate(async () => {
+    const v = document.querySelector('video')!;
+    if (v.readyState < 1) await new Promise((r) => v.addEventListener('loadedmetadata', r, { once: true }));
+    await v.play();
+    return v.duration;
+  });
+  const start = (await sampleFrames(page, 800)).map((s) => s.counter);
+  await page.evaluate(async () => {
+    const v = document.querySelector('video')!;
+    const seeked = new Promise((r) => v.addEventListener('seeked', r, { once: true }));
+    v.currentTime = v.duration / 2;
+    await seeked;
+  });
+  const middle = (await sampleFrames(page, 800)).map((s) => s.counter);
+  return { duration, start, middle };
+}
+
+const increasing = (xs: number[]) => xs.every((x, i) => i === 0 || x > xs[i - 1]);
+
+test('a session with chat and a pause is recorded; the auditor exports, verifies and plays it; every kind of tampering is named @R27 @R28 @R24 @R9 @R32', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' }, { node: 'relay-rec', args: ['--recording-chunk-ms', '500'] });
+  const page = w.operator;
+  await openView(page, w.relay, 'front-desk', w.endpoint);
+  // R9: the viewer says recording once the recorder confirms it.
+  await expect(page.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
+  await page.locator('input[name="chat"]').fill('checking your mail settings');
+  await page.getByTestId('chat-send').click();
+  await expect(page.getByTestId('chat-log')).toContainText('operator: checking your mail settings');
+  await page.waitForTimeout(2_000);
+  await w.endpoint.click('pause');
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
+  await page.waitForTimeout(1_500);
+  await w.endpoint.click('resume');
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'active');
+  await page.waitForTimeout(3_000);
+  await w.endpoint.click('end');
+  await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
+
+  // Found by ticket; closed once the relay wrote its last chunk.
+  let id = '';
+  await expect.poll(() => {
+    const hit = listed(w!).find((l) => l.ticket === 'INC-4711' && l.complete);
+    id = hit?.id ?? '';
+    return id;
+  }).not.toBe('');
+  const verified = w.relay.recordingCli(['verify', id]);
+  expect(verified.status, verified.stderr).toBe(0);
+  const report = JSON.parse(verified.stdout) as Report;
+  expect(report.complete).toBe(true);
+  expect(report.end_reason).toBe('the user ended the session');
+  expect(report.session.device).toBe('front-desk');
+  expect(report.seals).toBeGreaterThan(3);
+  expect(report.frames_matched + report.unsealed_tail).toBe(report.frames);
+
+  // The export is itself evidence: an audit record names it.
+  const out = tempDir('export');
+  const exported = w.relay.recordingCli(['export', id, '--out', out]);
+  expect(exported.status, exported.stderr).toBe(0);
+  await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'recording.exported' && r.subject === `recording:${id}`)).toBe(true);
+  const again = w.relay.recordingCli(['verify', '--dir', out]);
+  expect(again.status, again.stderr).toBe(0);
+
+  // ffprobe: VP8 1280x720, as long as the frames span (the pause included: the video holds).
+  const video = probe(path.join(out, 'recording.webm'));
+  expect([video.codec, video.width, video.height]).toEqual(['vp8', 1280, 720]);
+  const timeline = fs.readFileSync(path.join(out, 'timeline.jsonl'), 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
+  const ended = timeline.find((e) => e.kind === 'session.ended');
+  expect(Math.abs(video.duration * 1000 - ended.video_ms)).toBeLessThan(1000);
+  // The timeline: the chat line, and the pause before the resume, at their places in the video.
+  const chat = timeline.find((e) => e.type === 'chat' && e.text === 'checking your mail settings');
+  expect(chat.from).toBe('operator');
+  const paused = timeline.find((e) => e.kind === 'session.paused');
+  const resumed = timeline.find((e) => e.kind === 'session.resumed');
+  expect(paused.actor).toBe('user@front-desk');
+  expect(chat.video_ms).toBeLessThan(paused.video_ms);
+  expect(resumed.video_ms - paused.video_ms).toBeGreaterThan(1_000);
+  expect(timeline.some((e) => e.kind === 'consent.allowed' && e.detail.includes('"signature"'))).toBe(true);
+
+  // R32: at rest nothing is readable: no keyframe start code, no timeline text.
+  const chunksDir = path.join(w.relay.dataDir, 'recordings', id, 'chunks');
+  for (const name of fs.readdirSync(chunksDir)) {
+    const bytes = fs.readFileSync(path.join(chunksDir, name));
+    expect(bytes.includes(Buffer.from([0x9d, 0x01, 0x2a]))).toBe(false);
+    expect(bytes.includes(Buffer.from('checking your mail'))).toBe(false);
+  }
+
+  // Tampered copies: each is refused, naming what changed (the control: the export verified).
+  const chunk = (dir: string, n: number) => path.join(dir, 'chunks', `${String(n).padStart(6, '0')}.bin`);
+  tampered(out, (d) => { const b = fs.readFileSync(chunk(d, 1)); b[b.length - 5] ^= 1; fs.writeFileSync(chunk(d, 1), b); }, /chunk 1: SHA-256/);
+  tampered(out, (d) => fs.rmSync(chunk(d, 2)), /chunk 2 is missing/);
+  tampered(out, (d) => { fs.renameSync(chunk(d, 1), chunk(d, 99)); fs.renameSync(chunk(d, 3), chunk(d, 1)); fs.renameSync(chunk(d, 99), chunk(d, 3)); }, /chunk 1: SHA-256/);
+  tampered(out, (d) => {
+    const f = path.join(d, 'timeline.jsonl');
+    fs.writeFileSync(f, fs.readFileSync(f, 'utf8').replace('checking your mail settings', 'checking nothing'));
+  }, /timeline.jsonl differs/);
+  // Another relay's key: its signature is not this node's.
+  const other = await world(browser, { name: 'other' }, { node: 'relay-other' });
+  try {
+    tampered(out, (d) => fs.copyFileSync(path.join(other.relay.auditDir, 'audit.pub'), path.join(d, 'relay.pub')), /signature does not verify/);
+  } finally {
+    await stopWorld(other);
+  }
+
+  // Chromium plays the export, and seeks: the screen's frame counters advance in order.
+  const player = await (await browser.newContext()).newPage();
+  const played = await play(player, path.join(out, 'recording.webm'));
+  expect(Math.abs(played.duration - video.duration)).toBeLessThan(0.5);
+  expect(played.start.length).toBeGreaterThan(5);
+  expect(increasing(played.start)).toBe(true);
+  expect(played.middle.length).toBeGreaterThan(5);
+  expect(increasing(played.middle)).toBe(true);
+  expect(played.middle[0]).toBeGreaterThan(played.start[played.start.length - 1]);
+});
+
+test('a relay that cannot write recordings refuses the session with the reason, before the user is asked @R26', async ({ browser }) => {
+  const blocked = path.join(tempDir('blocked'), 'not-a-directory');
+  fs.writeFileSync(blocked, 'a file where the recordings directory should be');
+  w = await world(browser, { name: 'front-desk' }, { args: ['--recordings-dir', blocked] });
+  const page = w.operator;
+  await requestView(page, w.relay, 'front-desk');
+  await expect(page.getByTestId('view-state')).toContainText('recorder cannot start');
+  const records = w.relay.auditRecords();
+  expect(records.some((r) => r.kind === 'recording.unavailable')).toBe(true);
+  expect(records.some((r) => r.kind === 'consent.asked')).toBe(false);
+});
+
+test('a relay killed mid-session leaves a recording that verifies up to the kill, marked incomplete @R26 @R28', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  await openView(page, w.relay, 'front-desk', w.endpoint);
+  await expect(page.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
+  await page.waitForTimeout(8_000);
+  const killedAt = Date.now();
+  await w.relay.proc.kill('SIGKILL');
+  const [hit] = listed(w);
+  expect(hit.complete).toBe(false);
+  const verified = w.relay.recordingCli(['verify', hit.id]);
+  expect(verified.status, verified.stderr).toBe(0);
+  expect(verified.stderr).toContain('INCOMPLETE');
+  const report = JSON.parse(verified.stdout) as Report;
+  expect(report.complete).toBe(false);
+  expect(report.gaps).toBe(0);
+  expect(killedAt - report.last_ms).toBeLessThan(2_000);
+  expect(report.last_ms - report.started_ms).toBeGreaterThan(6_000);
+  const out = tempDir('export');
+  const exported = w.relay.recordingCli(['export', hit.id, '--out', out]);
+  expect(exported.status, exported.stderr).toBe(0);
+  const video = probe(path.join(out, 'recording.webm'));
+  expect(video.codec).toBe('vp8');
+  expect(video.duration).toBeGreaterThan(6);
+});
