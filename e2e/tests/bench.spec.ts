@@ -5,7 +5,7 @@
 import { test, expect, Page } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { World, world, worldOn, stopWorld, sampleFrames, latencyMs, requestView, Relay, RedisServer } from './harness';
+import { World, world, worldOn, stopWorld, sampleFrames, latencyMs, requestView, Relay, RedisServer, openView, SAMPLE_POLICY, tempDir } from './harness';
 import { spawnSync } from 'node:child_process';
 
 const OUT = path.resolve(__dirname, '../../bench-results');
@@ -120,6 +120,64 @@ test('view latency and agent cost @bench', async ({ browser }) => {
     }
   }
   fs.writeFileSync(path.join(OUT, 'latency.json'), JSON.stringify(results, null, 2));
+  console.log(JSON.stringify(results, null, 2));
+});
+
+/** The bytes of every file under `dir`. */
+function bytesUnder(dir: string): number {
+  let total = 0;
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    total += entry.isDirectory() ? bytesUnder(p) : fs.statSync(p).size;
+  }
+  return total;
+}
+
+test('recording cost: relay CPU with and without the recorder, disk per minute, verification rate @bench', async ({ browser }) => {
+  test.setTimeout(240_000);
+  fs.mkdirSync(OUT, { recursive: true });
+  // The same session twice, 1080p30: the sample policy (recording required), then a copy of it
+  // with recording off for the agent's segment.
+  const off = path.join(tempDir('policy'), 'policy.toml');
+  fs.writeFileSync(off, fs.readFileSync(SAMPLE_POLICY, 'utf8').replace('[segments.office]\n', '[segments.office]\nrecording = "off"\n'));
+  const results: Record<string, unknown> = { date: new Date().toISOString(), size: '1920x1080', fps: 30, machine: '2 cores, loopback, debug build' };
+  for (const [label, policy] of [['recording', SAMPLE_POLICY], ['no_recording', off]] as const) {
+    const w = await world(browser, { name: `rec-${label}`, size: '1920x1080' }, { policy });
+    try {
+      await openView(w.operator, w.relay, `rec-${label}`, w.endpoint);
+      await w.operator.waitForTimeout(2000);
+      const before = cpuSeconds(w.relay.proc.child.pid!);
+      const started = Date.now();
+      const samples = await sampleFrames(w.operator, 20_000);
+      const seconds = (Date.now() - started) / 1000;
+      const cpu = cpuSeconds(w.relay.proc.child.pid!) - before;
+      const lat = samples.map(latencyMs);
+      const entry: Record<string, unknown> = {
+        relay_cpu_ms_per_s: Math.round((cpu * 1000) / seconds),
+        glass_to_glass_ms: { median: quantile(lat, 0.5), p95: quantile(lat, 0.95) },
+      };
+      if (label === 'recording') {
+        await w.endpoint.click('end');
+        await expect(w.operator.getByTestId('view-state')).toContainText('the user ended the session');
+        const dir = path.join(w.relay.dataDir, 'recordings');
+        const [id] = fs.readdirSync(dir);
+        await expect.poll(() => w.relay.recordingCli(['list']).stdout.includes('"complete":true')).toBe(true);
+        const verifyStart = Date.now();
+        const verified = w.relay.recordingCli(['verify', id]);
+        const verifyMs = Date.now() - verifyStart;
+        const report = JSON.parse(verified.stdout);
+        const bytes = bytesUnder(path.join(dir, id));
+        const minutes = (report.last_ms - report.started_ms) / 60_000;
+        entry.disk_mb_per_minute = Math.round((bytes / 2 ** 20 / minutes) * 10) / 10;
+        entry.verify_mb_per_s = Math.round((bytes / 2 ** 20 / (verifyMs / 1000)) * 10) / 10;
+        entry.verify_note = 'relay recording verify as a process: start, decrypt (age), hash, parse, check every seal and frame';
+      }
+      results[label] = entry;
+    } finally {
+      await stopWorld(w);
+    }
+  }
+  fs.writeFileSync(path.join(OUT, 'recording.json'), JSON.stringify(results, null, 2));
   console.log(JSON.stringify(results, null, 2));
 });
 
