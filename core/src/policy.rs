@@ -51,6 +51,9 @@ struct SegmentFile {
     /// has no say.
     #[serde(default)]
     recording: RecordingRule,
+    /// Days a recording is kept before the retention job deletes it (R31); none: kept until
+    /// someone changes this.
+    recording_retention_days: Option<u32>,
     #[serde(default)]
     elevation_needs_senior: bool,
     #[serde(default)]
@@ -103,6 +106,8 @@ pub struct Segment {
     pub maintenance_window: bool,
     /// What an allowed session in this segment must respect.
     pub terms: Obligations,
+    /// Days recordings of this segment are kept (R31); `None`: no automatic deletion.
+    pub recording_retention_days: Option<u32>,
 }
 
 /// A validated policy.
@@ -219,6 +224,7 @@ impl Policy {
                         elevation_needs_senior: s.elevation_needs_senior,
                         active_confirmation: s.active_confirmation,
                     },
+                    recording_retention_days: s.recording_retention_days,
                 },
             );
         }

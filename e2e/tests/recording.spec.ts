@@ -7,7 +7,7 @@ import { test, expect, Page } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { World, world, stopWorld, openView, tempDir, requestView, sampleFrames } from './harness';
+import { World, world, stopWorld, openView, tempDir, requestView, sampleFrames, api, inviteAndEnrol, SAMPLE_POLICY } from './harness';
 
 let w: World | undefined;
 
@@ -215,4 +215,108 @@ test('a relay killed mid-session leaves a recording that verifies up to the kill
   const video = probe(path.join(out, 'recording.webm'));
   expect(video.codec).toBe('vp8');
   expect(video.duration).toBeGreaterThan(6);
+});
+
+/** A fresh passkey confirmation from `page` (the relay's step-up ceremony, as the viewer runs it). */
+async function stepUp(page: Page): Promise<void> {
+  await page.evaluate(async () => {
+    const post = (p: string, body: unknown) => fetch(p, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const start = await (await post('/api/step-up/start', {})).json();
+    const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(start.options.publicKey);
+    const credential = (await navigator.credentials.get({ publicKey })) as PublicKeyCredential;
+    const finish = await post('/api/step-up/finish', { ceremony_id: start.ceremony_id, credential: credential.toJSON() });
+    if (!finish.ok) throw new Error(`step-up refused: ${await finish.text()}`);
+  });
+}
+
+/** A session on `w` that the user ends after a few seconds; returns the recording's id once closed. */
+async function recordedSession(w: World): Promise<string> {
+  await openView(w.operator, w.relay, w.agentName, w.endpoint);
+  await expect(w.operator.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
+  await w.operator.waitForTimeout(2_000);
+  await w.endpoint.click('end');
+  await expect(w.operator.getByTestId('view-state')).toContainText('the user ended the session');
+  let id = '';
+  await expect.poll(() => { id = listed(w).find((l) => l.complete)?.id ?? ''; return id; }).not.toBe('');
+  return id;
+}
+
+test('operators see their sessions\' recording metadata only; auditors search by every field, step up, and each view is audited; nothing deletes @R29 @R14 @R30', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const id = await recordedSession(w);
+  const auditor = await inviteAndEnrol(browser, w.admin, 'audra', 'auditor');
+
+  // The operator: metadata of their own session, nothing more.
+  const own = await api(w.operator, 'GET', '/api/recordings');
+  expect(own.status).toBe(200);
+  expect(own.json.map((r: { id: string }) => r.id)).toEqual([id]);
+  expect(Object.keys(own.json[0]).sort()).toEqual(['complete', 'device', 'device_id', 'endpoint_user', 'id', 'operator', 'reason', 'segment', 'started_ms', 'ticket']);
+  for (const p of [`/api/recordings/${id}`, `/api/recordings/${id}/video`]) {
+    const r = await api(w.operator, 'GET', p);
+    expect([r.status, r.json.error]).toEqual([403, 'forbidden']);
+  }
+  // An admin runs the system but does not watch it.
+  expect((await api(w.admin, 'GET', '/api/recordings')).status).toBe(403);
+
+  // The auditor finds it by each field, and not by a wrong one (the control).
+  const hit = own.json[0];
+  const started = new Date(hit.started_ms);
+  for (const query of [`ticket=${hit.ticket}`, 'operator=operator', 'device=front-desk', `device=${hit.device_id}`, `user=${encodeURIComponent(hit.endpoint_user)}`,
+    `from=${new Date(started.getTime() - 60_000).toISOString()}&to=${new Date(started.getTime() + 60_000).toISOString()}`]) {
+    const r = await api(auditor, 'GET', `/api/recordings?${query}`);
+    expect(r.status, query).toBe(200);
+    expect(r.json.map((x: { id: string }) => x.id), query).toEqual([id]);
+  }
+  for (const query of ['ticket=INC-0000', 'operator=someone-else', 'device=elsewhere', `from=${new Date(started.getTime() + 60_000).toISOString()}`]) {
+    expect((await api(auditor, 'GET', `/api/recordings?${query}`)).json, query).toEqual([]);
+  }
+
+  // Viewing needs a fresh passkey confirmation; then the report, the timeline and the video.
+  const before = await api(auditor, 'GET', `/api/recordings/${id}`);
+  expect([before.status, before.json.error]).toEqual([403, 'step_up_required']);
+  await stepUp(auditor);
+  const opened = await api(auditor, 'GET', `/api/recordings/${id}`);
+  expect(opened.status).toBe(200);
+  expect(opened.json.report.complete).toBe(true);
+  expect(opened.json.report.session.ticket).toBe('INC-4711');
+  expect(opened.json.timeline.some((e: { kind?: string }) => e.kind === 'session.ended')).toBe(true);
+  const video = await auditor.evaluate(async (p) => {
+    const r = await fetch(p);
+    return { status: r.status, type: r.headers.get('content-type'), size: (await r.arrayBuffer()).byteLength };
+  }, `/api/recordings/${id}/video`);
+  expect(video.status).toBe(200);
+  expect(video.type).toBe('video/webm');
+  expect(video.size).toBeGreaterThan(10_000);
+  const views = w.relay.auditRecords().filter((r) => r.kind === 'recording.viewed');
+  expect(views.map((r) => [r.actor, r.detail])).toEqual([['audra', `recording ${id}: report and timeline`], ['audra', `recording ${id}: video`]]);
+  expect(views[0].session!.session_id).toBe(id);
+
+  // No route deletes or edits a recording.
+  for (const method of ['DELETE', 'PUT', 'POST']) {
+    const r = await api(auditor, method, `/api/recordings/${id}`, method === 'DELETE' ? undefined : {});
+    expect(r.status, method).toBe(405);
+  }
+  expect(listed(w).map((l) => l.id)).toEqual([id]);
+});
+
+test('the retention job deletes recordings past their segment\'s retention, and logs each deletion @R31', async ({ browser }) => {
+  const policy = path.join(tempDir('policy'), 'policy.toml');
+  fs.writeFileSync(policy, fs.readFileSync(SAMPLE_POLICY, 'utf8').replace('[segments.office]\n', '[segments.office]\nrecording_retention_days = 0\n'));
+  w = await world(browser, { name: 'front-desk' }, { policy, args: ['--recording-retention-check-s', '1'] });
+  await openView(w.operator, w.relay, 'front-desk', w.endpoint);
+  await expect(w.operator.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
+  await w.operator.waitForTimeout(2_000);
+  await w.endpoint.click('end');
+  await expect(w.operator.getByTestId('view-state')).toContainText('the user ended the session');
+  // The recording was written and closed (the positive marker), then deleted by the job alone.
+  await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'recording.deleted')).toBe(true);
+  const records = w.relay.auditRecords();
+  const closed = records.find((r) => r.kind === 'recording.closed')!;
+  const deleted = records.find((r) => r.kind === 'recording.deleted')!;
+  expect(deleted.actor).toBe('system');
+  expect(deleted.session!.session_id).toBe(closed.session!.session_id);
+  expect(deleted.session!.ticket).toBe('INC-4711');
+  expect(deleted.detail).toContain('older than 0 days');
+  expect(deleted.seq).toBeGreaterThan(closed.seq);
+  expect(fs.existsSync(path.join(w.relay.dataDir, 'recordings', closed.session!.session_id))).toBe(false);
 });

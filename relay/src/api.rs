@@ -71,7 +71,13 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/api/admin/sessions", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/sessions/{id}/kill", Access::Needs(Capability::Administer)),
     ("GET", "/api/audit/records", Access::NeedsAny(AUDIT_LOG)),
+    ("GET", "/api/recordings", Access::NeedsAny(RECORDING_METADATA)),
+    ("GET", "/api/recordings/{id}", Access::Needs(Capability::Audit)),
+    ("GET", "/api/recordings/{id}/video", Access::Needs(Capability::Audit)),
 ];
+
+/// Who may search recordings' metadata: auditors (all), operators (their own sessions').
+pub const RECORDING_METADATA: &[Capability] = &[Capability::Audit, Capability::ViewSessions];
 
 /// Who may read the audit log: auditors, and admins (who run the system it records).
 pub const AUDIT_LOG: &[Capability] = &[Capability::Audit, Capability::Administer];
@@ -248,11 +254,23 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/audit/records", get(audit_records))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), AUDIT_LOG), needs_any_capability))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), signed_in));
+    let recording_search = Router::new()
+        .route("/api/recordings", get(crate::recording::http::search))
+        .route_layer(axum::middleware::from_fn_with_state((state.clone(), RECORDING_METADATA), needs_any_capability))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), signed_in));
+    // Viewing needs a step-up too; the handlers ask for it (and audit every view).
+    let recording_views = Router::new()
+        .route("/api/recordings/{id}", get(crate::recording::http::open))
+        .route("/api/recordings/{id}/video", get(crate::recording::http::video))
+        .route_layer(axum::middleware::from_fn_with_state((state.clone(), Capability::Audit), needs_capability))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), signed_in));
     public
         .merge(signed_in_routes)
         .merge(admin_routes)
         .merge(senior_routes)
         .merge(audit_routes)
+        .merge(recording_search)
+        .merge(recording_views)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
 }
 

@@ -104,6 +104,11 @@ pub struct Config {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(200..=10_000))]
     pub recording_chunk_ms: u64,
 
+    /// How often the retention job looks for recordings past their segment's
+    /// `recording_retention_days` (and deletes them, each deletion an audit event).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub recording_retention_check_s: u64,
+
     /// Lifetime of session tokens in seconds (at most 600).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(30..=600))]
     pub token_ttl_s: u64,

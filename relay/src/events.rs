@@ -117,10 +117,14 @@ pub enum EventKind {
     RecordingUnavailable,
     #[serde(rename = "recording.exported")]
     RecordingExported,
+    #[serde(rename = "recording.viewed")]
+    RecordingViewed,
+    #[serde(rename = "recording.deleted")]
+    RecordingDeleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 50] = [
+    pub const ALL: [EventKind; 52] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -171,6 +175,8 @@ impl EventKind {
         EventKind::RecordingClosed,
         EventKind::RecordingUnavailable,
         EventKind::RecordingExported,
+        EventKind::RecordingViewed,
+        EventKind::RecordingDeleted,
     ];
 
     pub fn name(self) -> String {

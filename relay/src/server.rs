@@ -153,6 +153,12 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     );
     let hub = Hub::new(Media::new(config.media_ip));
     tokio::spawn(follow_revocations(store, hub.clone()));
+    tokio::spawn(crate::recording::retention::run(
+        recordings.clone(),
+        policy.clone(),
+        identity.clone(),
+        std::time::Duration::from_secs(config.recording_retention_check_s),
+    ));
     Ok(AppState { hub, identity, policy, audit: None, recordings })
 }
 

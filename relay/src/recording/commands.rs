@@ -98,13 +98,19 @@ pub fn export(verified: &Verified, manifest: &str, verifier_key: &str, out: &Pat
 pub struct Listed {
     pub id: String,
     pub ticket: String,
+    pub reason: String,
     pub operator: String,
     pub device: String,
+    pub device_id: String,
     pub endpoint_user: String,
+    pub segment: String,
     pub started_ms: u64,
     pub complete: bool,
+    #[serde(skip)]
+    pub session: sightline_core::audit::SessionFacts,
 }
 
+/// Every recording under `root`, oldest first (manifests' opening lines, not verified).
 pub fn list(root: &Path) -> anyhow::Result<Vec<Listed>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(root) {
@@ -117,7 +123,7 @@ pub fn list(root: &Path) -> anyhow::Result<Vec<Listed>> {
         let Ok(manifest) = std::fs::read_to_string(dir.join(MANIFEST)) else { continue };
         let mut lines = manifest.lines();
         let Some(Ok(first)) = lines.next().map(|l| ManifestLine::parse(0, l)) else { continue };
-        let ManifestBody::Open { recording_id, session, started_ms, .. } = first.body else { continue };
+        let ManifestBody::Open { recording_id, session, started_ms, segment, .. } = first.body else { continue };
         let complete = manifest
             .lines()
             .last()
@@ -125,12 +131,16 @@ pub fn list(root: &Path) -> anyhow::Result<Vec<Listed>> {
             .is_some_and(|l| matches!(l.body, ManifestBody::Close { .. }));
         out.push(Listed {
             id: recording_id,
-            ticket: session.ticket,
-            operator: session.operator,
-            device: session.device,
-            endpoint_user: session.endpoint_user,
+            ticket: session.ticket.clone(),
+            reason: session.reason.clone(),
+            operator: session.operator.clone(),
+            device: session.device.clone(),
+            device_id: session.device_id.clone(),
+            endpoint_user: session.endpoint_user.clone(),
+            segment,
             started_ms,
             complete,
+            session: *session,
         });
     }
     out.sort_by_key(|l| l.started_ms);

@@ -8,7 +8,9 @@
 
 pub mod commands;
 pub mod files;
+pub mod http;
 pub mod recorder;
+pub mod retention;
 pub mod webm;
 
 use std::path::{Path, PathBuf};
@@ -98,6 +100,8 @@ pub struct Recordings {
     manifest_key: ManifestKey,
     /// The node's public evidence key (`audit.pub`), for verification.
     pub verifier_key: String,
+    /// Recordings being written now (the retention job leaves them alone).
+    live: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Recordings {
@@ -119,7 +123,7 @@ impl Recordings {
             return Err(KeyError::KeyInsideRecordings { key: settings.key_file.clone(), dir: settings.dir.clone() });
         }
         let key = load_or_create_key(&settings.key_file)?;
-        Ok(Recordings { settings, key, manifest_key, verifier_key })
+        Ok(Recordings { settings, key, manifest_key, verifier_key, live: Arc::default() })
     }
 
     pub fn settings(&self) -> &RecordingSettings {
@@ -150,6 +154,14 @@ impl Recordings {
             self.settings.min_free_bytes,
             open,
         )?;
-        Recorder::start(id.to_owned(), dir, self.settings.chunk_every)
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).push(id.to_owned());
+        let (live, done) = (self.live.clone(), id.to_owned());
+        let finished = Box::new(move || live.lock().unwrap_or_else(|e| e.into_inner()).retain(|l| *l != done));
+        Recorder::start(id.to_owned(), dir, self.settings.chunk_every, finished)
+    }
+
+    /// Ids of the recordings being written now.
+    pub fn live(&self) -> Vec<String> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

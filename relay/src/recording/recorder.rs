@@ -86,14 +86,16 @@ impl Recorder {
         id: String,
         dir: RecordingDir,
         chunk_every: Duration,
+        finished: Box<dyn FnOnce() + Send>,
     ) -> std::io::Result<(Arc<Recorder>, mpsc::UnboundedReceiver<RecorderNews>)> {
         let (jobs, rx) = std::sync::mpsc::channel();
         let (news_tx, news) = mpsc::unbounded_channel();
         let state = Arc::new(AtomicU8::new(WRITING));
         let thread_state = state.clone();
-        std::thread::Builder::new()
-            .name(format!("recorder-{}", &id[..id.len().min(8)]))
-            .spawn(move || write_loop(dir, rx, thread_state, news_tx))?;
+        std::thread::Builder::new().name(format!("recorder-{}", &id[..id.len().min(8)])).spawn(move || {
+            write_loop(dir, rx, thread_state, news_tx);
+            finished();
+        })?;
         let recorder = Recorder {
             id,
             pending: Mutex::new(Pending {

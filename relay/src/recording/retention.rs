@@ -1,0 +1,69 @@
+//! The retention job (R31): the only thing that deletes recordings. A recording older than its
+//! segment's `recording_retention_days` is deleted after its deletion is on disk in the audit
+//! log (if the log cannot be written, nothing is deleted). A recording still being written is
+//! never touched; segments without a retention keep theirs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sightline_core::policy::Policy;
+
+use super::Recordings;
+use super::commands::{Listed, list};
+use crate::events::{EventKind, Outcome};
+use crate::identity::Identity;
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// The recordings under `root` whose segment's retention has passed at `now_ms`, except `live` ones.
+pub fn expired(root: &Path, policy: &Policy, live: &[String], now_ms: u64) -> anyhow::Result<Vec<(Listed, u32)>> {
+    Ok(list(root)?
+        .into_iter()
+        .filter(|r| !live.contains(&r.id))
+        .filter_map(|r| {
+            let days = policy.segments.get(&r.segment)?.recording_retention_days?;
+            (now_ms >= r.started_ms.saturating_add(u64::from(days) * DAY_MS)).then_some((r, days))
+        })
+        .collect())
+}
+
+/// Runs the job every `every` until the relay stops.
+pub async fn run(recordings: Arc<Recordings>, policy: Arc<Policy>, identity: Arc<Identity>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = run_once(&recordings, &policy, &identity).await {
+            tracing::error!(error = %e, "recording retention failed; will try again");
+        }
+    }
+}
+
+/// One pass: each expired recording's deletion is audited, then carried out.
+pub async fn run_once(recordings: &Recordings, policy: &Policy, identity: &Identity) -> anyhow::Result<usize> {
+    let root = recordings.settings().dir.clone();
+    let live = recordings.live();
+    let now = identity.now_ms();
+    let policy = policy.clone();
+    let due = tokio::task::spawn_blocking(move || expired(&root, &policy, &live, now)).await??;
+    let mut deleted = 0;
+    for (recording, days) in due {
+        identity.emit_session(
+            EventKind::RecordingDeleted,
+            Outcome::Success,
+            "system",
+            recording.session.clone(),
+            None,
+            format!(
+                "recording {} of segment {} deleted by the retention job: older than {days} days",
+                recording.id, recording.segment
+            ),
+        );
+        // Never delete what the log has not recorded as deleted.
+        identity.events_committed().await?;
+        let dir = recordings.dir_of(&recording.id);
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await??;
+        deleted += 1;
+    }
+    Ok(deleted)
+}
