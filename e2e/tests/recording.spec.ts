@@ -320,3 +320,54 @@ test('the retention job deletes recordings past their segment\'s retention, and 
   expect(deleted.seq).toBeGreaterThan(closed.seq);
   expect(fs.existsSync(path.join(w.relay.dataDir, 'recordings', closed.session!.session_id))).toBe(false);
 });
+
+test('an auditor finds a recording by ticket, confirms with a passkey and plays it beside its timeline; clicking an entry seeks there @R45 @R27 @R29', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  await openView(w.operator, w.relay, 'front-desk', w.endpoint);
+  await w.operator.waitForTimeout(2_000);
+  await w.endpoint.click('pause');
+  await expect(w.operator.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
+  await w.operator.waitForTimeout(1_000);
+  await w.endpoint.click('resume');
+  await expect(w.operator.getByTestId('session-phase')).toHaveAttribute('data-phase', 'active');
+  await w.operator.waitForTimeout(3_000);
+  await w.endpoint.click('end');
+  await expect(w.operator.getByTestId('view-state')).toContainText('the user ended the session');
+  await expect.poll(() => listed(w!).some((l) => l.complete)).toBe(true);
+
+  const auditor = await inviteAndEnrol(browser, w.admin, 'audra', 'auditor');
+  await auditor.getByTestId('tab-recordings').click();
+  await auditor.locator('input[name="recording-ticket"]').fill('INC-4711');
+  await auditor.getByTestId('recordings-search').click();
+  const row = auditor.getByTestId('recording-row');
+  await expect(row).toHaveCount(1);
+  // Opening asks for the passkey (step-up), then shows what the relay verified.
+  await row.getByTestId('recording-open').click();
+  await expect(auditor.getByTestId('recording-verification')).toHaveAttribute('data-state', 'complete');
+  await expect(auditor.getByTestId('recording-verification')).toContainText('signed by the endpoint');
+  const id = await row.getAttribute('data-id');
+  const viewed = w.relay.auditRecords().filter((r) => r.kind === 'recording.viewed' && r.actor === 'audra');
+  expect(viewed.map((r) => r.detail)).toEqual([`recording ${id}: report and timeline`, `recording ${id}: video`]);
+  expect(w.relay.auditRecords().some((r) => r.kind === 'auth.step_up' && r.actor === 'audra')).toBe(true);
+
+  // The video plays from the start: the screen's frame counters advance.
+  await expect.poll(() => auditor.evaluate(() => (document.querySelector('video') as HTMLVideoElement).duration)).toBeGreaterThan(5);
+  await auditor.evaluate(() => (document.querySelector('video') as HTMLVideoElement).play());
+  const start = (await sampleFrames(auditor, 800)).map((s) => s.counter);
+  expect(start.length).toBeGreaterThan(5);
+  expect(increasing(start)).toBe(true);
+  // A click on the resume in the timeline seeks the video there.
+  const resumed = auditor.getByTestId('timeline-entry').filter({ has: auditor.locator('b', { hasText: /^session\.resumed$/ }) });
+  const at = Number(await resumed.getAttribute('data-video-ms'));
+  expect(at).toBeGreaterThan(2_000);
+  await resumed.click();
+  await expect.poll(() => auditor.evaluate(() => (document.querySelector('video') as HTMLVideoElement).currentTime)).toBeGreaterThanOrEqual(at / 1000 - 0.05);
+  const after = (await sampleFrames(auditor, 800)).map((s) => s.counter);
+  expect(after.length).toBeGreaterThan(5);
+  expect(increasing(after)).toBe(true);
+  expect(after[0]).toBeGreaterThan(start[start.length - 1]);
+  // The timeline lists the pause before the resume, and the end.
+  const kinds = await auditor.getByTestId('timeline-entry').evaluateAll((els) => els.map((e) => e.getAttribute('data-kind')));
+  expect(kinds.indexOf('session.paused')).toBeLessThan(kinds.indexOf('session.resumed'));
+  expect(kinds).toContain('session.ended');
+});

@@ -117,6 +117,8 @@ fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let can_view = me.can("view_sessions") || me.can("observe_sessions") || me.can("approve_elevation");
     let can_admin = me.can("administer");
     let can_audit = me.can("audit") || can_admin;
+    // Recordings are for auditors only (R29): an admin runs the system but does not watch it.
+    let can_watch_recordings = me.can("audit");
     let me_for_sessions = me.clone();
     let tab = RwSignal::new(if can_view {
         "sessions"
@@ -133,11 +135,13 @@ fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                 {can_view.then(|| view! { <button on:click=move |_| tab.set("sessions") data-testid="tab-sessions">"Sessions"</button> })}
                 {can_admin.then(|| view! { <button on:click=move |_| tab.set("admin") data-testid="tab-admin">"Admin"</button> })}
                 {can_audit.then(|| view! { <button on:click=move |_| tab.set("audit") data-testid="tab-audit">"Audit"</button> })}
+                {can_watch_recordings.then(|| view! { <button on:click=move |_| tab.set("recordings") data-testid="tab-recordings">"Recordings"</button> })}
             </nav>
             {move || match tab.get() {
                 "sessions" => view! { <Sessions me=me_for_sessions.clone() on_session_ended/> }.into_any(),
                 "admin" => view! { <AdminView/> }.into_any(),
                 "audit" => view! { <crate::audit::AuditView/> }.into_any(),
+                "recordings" => view! { <crate::recordings::RecordingsView/> }.into_any(),
                 _ => view! { <p class="muted" data-testid="no-access">"Your roles give you no area here yet."</p> }.into_any(),
             }}
         </Shell>
