@@ -5,7 +5,7 @@
 import { test, expect, Page } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { World, world, worldOn, stopWorld, sampleFrames, latencyMs, requestView, Relay, RedisServer, openView, SAMPLE_POLICY, tempDir } from './harness';
+import { World, world, worldOn, stopWorld, sampleFrames, latencyMs, requestView, Relay, RedisServer, openView, SAMPLE_POLICY, tempDir, inviteAndEnrol } from './harness';
 import { spawnSync } from 'node:child_process';
 
 const OUT = path.resolve(__dirname, '../../bench-results');
@@ -171,6 +171,27 @@ test('recording cost: relay CPU with and without the recorder, disk per minute, 
         entry.disk_mb_per_minute = Math.round((bytes / 2 ** 20 / minutes) * 10) / 10;
         entry.verify_mb_per_s = Math.round((bytes / 2 ** 20 / (verifyMs / 1000)) * 10) / 10;
         entry.verify_note = 'relay recording verify as a process: start, decrypt (age), hash, parse, check every seal and frame';
+        // An auditor: click Search (ticket), click Open (step-up with the virtual authenticator,
+        // verification, video download), first frame presented. Five runs.
+        const auditor = await inviteAndEnrol(browser, w.admin, 'audra', 'auditor');
+        const firstFrame: number[] = [];
+        for (let i = 0; i < 5; i++) {
+          await auditor.getByTestId('tab-recordings').click();
+          await auditor.locator('input[name="recording-ticket"]').fill('INC-4711');
+          const t0 = await auditor.evaluate(() => performance.now());
+          await auditor.getByTestId('recordings-search').click();
+          await auditor.getByTestId('recording-open').click();
+          const presented = await auditor.evaluate(() => new Promise<number>((resolve) => {
+            const wait = () => {
+              const v = document.querySelector('video[data-testid="recording-video"]') as HTMLVideoElement | null;
+              if (v && v.src) v.requestVideoFrameCallback((now) => resolve(now)); else setTimeout(wait, 5);
+            };
+            wait();
+          }));
+          firstFrame.push(presented - t0);
+          await auditor.getByTestId('tab-audit').click();
+        }
+        entry.search_to_first_frame_ms = { median: Math.round(quantile(firstFrame, 0.5)), all: firstFrame.map(Math.round), recording_s: Math.round(minutes * 60) };
       }
       results[label] = entry;
     } finally {

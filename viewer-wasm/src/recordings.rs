@@ -180,7 +180,7 @@ pub fn RecordingsView() -> impl IntoView {
                             )}
                         </p>
                         <div class="player-body">
-                            <video node_ref=video_ref controls muted data-testid="recording-video" src=move || video.get().unwrap_or_default()></video>
+                            <video node_ref=video_ref controls muted autoplay data-testid="recording-video" src=move || video.get().unwrap_or_default()></video>
                             <ol class="timeline" data-testid="recording-timeline">
                                 {o.timeline.iter().map(|entry| {
                                     let at = entry["video_ms"].as_i64().unwrap_or(0);
