@@ -224,15 +224,31 @@ async fn a_recorder_that_stops_writing_pauses_then_ends_the_session() {
     let mut operator = Operator::new(ws, status);
     let status = operator.status_until(|s| s.phase == SessionPhase::Active && s.recording).await;
     packets(&track, 50).await;
+    // Every packet's arrival from now on, to see when the picture stopped.
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));
+    let counted = arrivals.clone();
+    let counter = tokio::spawn(async move {
+        while track.read().await.is_some() {
+            counted.lock().unwrap().push(std::time::Instant::now());
+        }
+    });
     // Writes start failing: the chunks directory becomes a file (even root cannot write there).
     let chunks = relay.state.recordings.dir_of(&status.session_id).join("chunks");
     std::fs::rename(&chunks, chunks.with_extension("moved")).unwrap();
     std::fs::write(&chunks, b"not a directory").unwrap();
+    let broken = std::time::Instant::now();
     let paused = operator.status_until(|s| s.phase == SessionPhase::Paused).await;
     assert_eq!(paused.paused_by, Some(Party::System));
     assert!(!paused.recording, "the bar no longer says recording");
     let ended = operator.status_until(|s| s.phase == SessionPhase::Ended).await;
     assert_eq!(ended.end_reason, Some(EndReason::RecorderFailed));
+    counter.abort();
+    // The positive marker (the end, seconds later) came; packets stopped within a second of the
+    // first write that failed (a chunk is written every 300 ms) and never resumed.
+    let arrivals = arrivals.lock().unwrap().clone();
+    let after = arrivals.iter().filter(|t| t.duration_since(broken) > Duration::from_millis(1000)).count();
+    assert_eq!(after, 0, "{after} packets reached the viewer more than 1 s after recording broke");
+    assert!(!arrivals.is_empty(), "the probe saw packets before the break");
     let kinds = relay.event_kinds();
     for kind in ["recording.stalled", "recording.failed"] {
         assert!(kinds.contains(&kind.to_owned()), "{kind} missing: {kinds:?}");
