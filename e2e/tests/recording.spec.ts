@@ -3,17 +3,22 @@
 // changed; ffprobe reads the video and Chromium plays it with seeking; a relay that cannot
 // record refuses the session with the reason; a relay killed mid-session leaves a recording
 // that verifies up to the kill, marked incomplete.
-import { test, expect, Page } from '@playwright/test';
+import { test, expect, Page, request as playwrightRequest } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { World, world, stopWorld, openView, tempDir, requestView, sampleFrames, api, inviteAndEnrol, SAMPLE_POLICY } from './harness';
+import { World, world, worldOn, stopWorld, openView, tempDir, requestView, sampleFrames, api, inviteAndEnrol, SAMPLE_POLICY, Relay, RedisServer, freePort } from './harness';
 
 let w: World | undefined;
+let redis: RedisServer | undefined;
+const others: Relay[] = [];
 
 test.afterEach(async () => {
   await stopWorld(w);
   w = undefined;
+  for (const relay of others.splice(0)) await relay.proc.kill();
+  await redis?.kill();
+  redis = undefined;
 });
 
 interface Report {
@@ -250,7 +255,7 @@ test('operators see their sessions\' recording metadata only; auditors search by
   const own = await api(w.operator, 'GET', '/api/recordings');
   expect(own.status).toBe(200);
   expect(own.json.map((r: { id: string }) => r.id)).toEqual([id]);
-  expect(Object.keys(own.json[0]).sort()).toEqual(['complete', 'device', 'device_id', 'endpoint_user', 'id', 'operator', 'reason', 'segment', 'started_ms', 'ticket']);
+  expect(Object.keys(own.json[0]).sort()).toEqual(['complete', 'device', 'device_id', 'endpoint_user', 'id', 'node', 'operator', 'reason', 'segment', 'started_ms', 'ticket']);
   for (const p of [`/api/recordings/${id}`, `/api/recordings/${id}/video`]) {
     const r = await api(w.operator, 'GET', p);
     expect([r.status, r.json.error]).toEqual([403, 'forbidden']);
@@ -319,6 +324,8 @@ test('the retention job deletes recordings past their segment\'s retention, and 
   expect(deleted.detail).toContain('older than 0 days');
   expect(deleted.seq).toBeGreaterThan(closed.seq);
   expect(fs.existsSync(path.join(w.relay.dataDir, 'recordings', closed.session!.session_id))).toBe(false);
+  // Gone from the search index too.
+  await expect.poll(async () => (await api(w!.operator, 'GET', '/api/recordings')).json).toEqual([]);
 });
 
 test('an auditor finds a recording by ticket, confirms with a passkey and plays it beside its timeline; clicking an entry seeks there @R45 @R27 @R29', async ({ browser }) => {
@@ -370,4 +377,34 @@ test('an auditor finds a recording by ticket, confirms with a passkey and plays 
   const kinds = await auditor.getByTestId('timeline-entry').evaluateAll((els) => els.map((e) => e.getAttribute('data-kind')));
   expect(kinds.indexOf('session.paused')).toBeLessThan(kinds.indexOf('session.resumed'));
   expect(kinds).toContain('session.ended');
+});
+
+test('with relays sharing Redis, an auditor on any node finds every node\'s recordings; each node serves only its own @R30 @R43', async ({ browser }) => {
+  redis = await RedisServer.start();
+  const portA = await freePort();
+  const publicUrl = `http://localhost:${portA}/`;
+  const nodeA = await Relay.start({ port: portA, redis: redis.url(), publicUrl, node: 'relay-a' });
+  w = await worldOn(browser, nodeA, { name: 'front-desk' });
+  const id = await recordedSession(w);
+  const auditor = await inviteAndEnrol(browser, w.admin, 'audra', 'auditor');
+  await stepUp(auditor);
+  // A second node joins after the recording was made; it holds none itself.
+  const nodeB = await Relay.start({ redis: redis.url(), publicUrl, node: 'relay-b' });
+  others.push(nodeB);
+  const cookie = (await auditor.context().cookies()).find((c) => c.name === 'sightline_session')!;
+  const asAuditor = await playwrightRequest.newContext({ extraHTTPHeaders: { cookie: `sightline_session=${cookie.value}` } });
+  try {
+    const found = await asAuditor.get(`http://127.0.0.1:${nodeB.port}/api/recordings?ticket=INC-4711`);
+    expect(found.status()).toBe(200);
+    expect((await found.json()).map((r: { id: string; node: string }) => [r.id, r.node])).toEqual([[id, 'relay-a']]);
+    // Node B cannot serve it and says where it is; node A serves it (the control).
+    const onB = await asAuditor.get(`http://127.0.0.1:${nodeB.port}/api/recordings/${id}`);
+    expect(onB.status()).toBe(409);
+    expect((await onB.json()).message).toContain('held by relay node relay-a');
+    const onA = await asAuditor.get(`http://127.0.0.1:${nodeA.port}/api/recordings/${id}`);
+    expect(onA.status()).toBe(200);
+    expect((await onA.json()).report.complete).toBe(true);
+  } finally {
+    await asAuditor.dispose();
+  }
 });

@@ -140,6 +140,7 @@ pub async fn build(config: &Config, events: Arc<dyn EventSink>) -> anyhow::Resul
 /// Builds the relay's shared state on a given store (tests hold the same store).
 pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn EventSink>) -> anyhow::Result<AppState> {
     let policy = Arc::new(load_policy(&config.policy)?);
+    let index = store.clone();
     let identity = Arc::new(identity(config, store.clone(), events).await?);
     let audit_settings = config.audit_settings();
     let key = crate::audit::evidence_key(&audit_settings).context("cannot load the node's evidence key")?;
@@ -148,9 +149,18 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
             config.recording_settings(),
             key.manifest_key(),
             key.verifier_key().to_owned(),
+            index,
         )
         .context("cannot set up recordings")?,
     );
+    let reconciling = recordings.clone();
+    tokio::spawn(async move {
+        match reconciling.reconcile().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(recordings = n, "recordings index brought up to date"),
+            Err(e) => tracing::error!(error = %e, "cannot bring the recordings index up to date"),
+        }
+    });
     let hub = Hub::new(Media::new(config.media_ip));
     tokio::spawn(follow_revocations(store, hub.clone()));
     tokio::spawn(crate::recording::retention::run(

@@ -264,10 +264,16 @@ impl LiveSession {
             device_key,
         };
         let (recordings, id) = (recordings.clone(), self.id.clone());
-        let (recorder, mut news) = tokio::task::spawn_blocking(move || recordings.start(&id, open))
+        let starting = recordings.clone();
+        let (recorder, mut news) = tokio::task::spawn_blocking(move || starting.start(&id, open))
             .await
             .map_err(|e| format!("recorder set-up panicked: {e}"))?
             .map_err(|e| format!("cannot write to the recordings directory: {e}"))?;
+        // Findable by auditors from the start (R30): a recording nobody can find is no evidence.
+        if let Err(e) = recordings.reindex(&self.id).await {
+            recorder.close("the recordings index could not be written");
+            return Err(format!("cannot index the recording: {e}"));
+        }
         let _ = self.recorder.set(recorder.clone());
         self.link.fanout.set_recorder(recorder);
         self.emit(EventKind::RecordingStarted, Outcome::Success, "system", format!("recording {}", self.id));
@@ -275,7 +281,11 @@ impl LiveSession {
         let session = self.clone();
         tokio::spawn(async move {
             while let Some(news) = news.recv().await {
+                let closed = matches!(news, RecorderNews::Closed { .. });
                 session.recorder_news(news);
+                if closed && let Err(e) = recordings.reindex(&session.id).await {
+                    tracing::error!(recording = %session.id, error = %e, "cannot mark the recording complete in the index");
+                }
             }
         });
         Ok(())

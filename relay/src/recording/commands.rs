@@ -93,10 +93,13 @@ pub fn export(verified: &Verified, manifest: &str, verifier_key: &str, out: &Pat
     Ok(())
 }
 
-/// One recording as `relay recording list` shows it, from its manifest (not verified).
-#[derive(Debug, Clone, serde::Serialize)]
+/// One recording as `relay recording list` and the search show it, from its manifest (not
+/// verified); kept in the store's index too, so every node's recordings can be found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Listed {
     pub id: String,
+    /// The relay node that holds it (recordings are per node).
+    pub node: String,
     pub ticket: String,
     pub reason: String,
     pub operator: String,
@@ -106,8 +109,47 @@ pub struct Listed {
     pub segment: String,
     pub started_ms: u64,
     pub complete: bool,
-    #[serde(skip)]
+    /// The session's facts (for the events about this recording); not shown.
+    #[serde(skip_serializing, default = "no_facts")]
     pub session: sightline_core::audit::SessionFacts,
+}
+
+fn no_facts() -> sightline_core::audit::SessionFacts {
+    sightline_core::audit::SessionFacts {
+        session_id: String::new(),
+        ticket: String::new(),
+        reason: String::new(),
+        device_id: String::new(),
+        device: String::new(),
+        endpoint_user: String::new(),
+        operator: String::new(),
+        levels: Vec::new(),
+    }
+}
+
+/// The listing of a manifest's text, if its first line opens a recording.
+pub fn listed(manifest: &str) -> Option<Listed> {
+    let first = ManifestLine::parse(0, manifest.lines().next()?).ok()?;
+    let ManifestBody::Open { recording_id, session, started_ms, segment, node, .. } = first.body else { return None };
+    let complete = manifest
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<ManifestLine>(l).ok())
+        .is_some_and(|l| matches!(l.body, ManifestBody::Close { .. }));
+    Some(Listed {
+        id: recording_id,
+        node,
+        ticket: session.ticket.clone(),
+        reason: session.reason.clone(),
+        operator: session.operator.clone(),
+        device: session.device.clone(),
+        device_id: session.device_id.clone(),
+        endpoint_user: session.endpoint_user.clone(),
+        segment,
+        started_ms,
+        complete,
+        session: *session,
+    })
 }
 
 /// Every recording under `root`, oldest first (manifests' opening lines, not verified).
@@ -121,27 +163,9 @@ pub fn list(root: &Path) -> anyhow::Result<Vec<Listed>> {
     for entry in entries {
         let dir = entry?.path();
         let Ok(manifest) = std::fs::read_to_string(dir.join(MANIFEST)) else { continue };
-        let mut lines = manifest.lines();
-        let Some(Ok(first)) = lines.next().map(|l| ManifestLine::parse(0, l)) else { continue };
-        let ManifestBody::Open { recording_id, session, started_ms, segment, .. } = first.body else { continue };
-        let complete = manifest
-            .lines()
-            .last()
-            .and_then(|l| serde_json::from_str::<ManifestLine>(l).ok())
-            .is_some_and(|l| matches!(l.body, ManifestBody::Close { .. }));
-        out.push(Listed {
-            id: recording_id,
-            ticket: session.ticket.clone(),
-            reason: session.reason.clone(),
-            operator: session.operator.clone(),
-            device: session.device.clone(),
-            device_id: session.device_id.clone(),
-            endpoint_user: session.endpoint_user.clone(),
-            segment,
-            started_ms,
-            complete,
-            session: *session,
-        });
+        if let Some(listed) = listed(&manifest) {
+            out.push(listed);
+        }
     }
     out.sort_by_key(|l| l.started_ms);
     Ok(out)

@@ -14,6 +14,7 @@ use sightline_core::recording::{RecordingReport, Verified};
 use sightline_core::roles::Capability;
 
 use super::commands::{self, Listed};
+
 use crate::api::ApiError;
 use crate::events::{EventKind, Outcome};
 use crate::identity::{AuthUser, IdentityError};
@@ -64,11 +65,9 @@ pub async fn search(
         return Err(IdentityError::Forbidden("your roles do not allow seeing recordings".into()).into());
     }
     let (from, to) = (time(&q.from)?, time(&q.to)?);
-    let root = state.recordings.settings().dir.clone();
-    let listed = tokio::task::spawn_blocking(move || commands::list(&root))
-        .await
-        .map_err(|e| IdentityError::BadRequest(format!("search failed: {e}")))?
-        .map_err(|e| IdentityError::BadRequest(format!("search failed: {e:#}")))?;
+    // Every node's recordings: the index lives in the store the nodes share.
+    let mut listed = state.recordings.indexed().await.map_err(IdentityError::from)?;
+    listed.sort_by_key(|l| l.started_ms);
     let mut hits: Vec<Listed> = listed
         .into_iter()
         .filter(|r| all || r.operator == auth.user.name)
@@ -109,7 +108,15 @@ async fn view(state: &AppState, auth: &AuthUser, peer: SocketAddr, id: &str, wha
     let recordings = state.recordings.clone();
     let dir = recordings.dir_of(&id);
     if !dir.join(super::files::MANIFEST).is_file() {
-        return Err(IdentityError::NotFound.into());
+        // Recordings stay on the node that made them; the index says which one.
+        let elsewhere = recordings.indexed().await.map_err(IdentityError::from)?.into_iter().find(|l| l.id == id);
+        return Err(match elsewhere {
+            Some(l) => {
+                IdentityError::Conflict(format!("recording {id} is held by relay node {}: open it there", l.node))
+            }
+            None => IdentityError::NotFound,
+        }
+        .into());
     }
     state.identity.require_step_up(auth).await?;
     let verified =

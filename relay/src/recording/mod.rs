@@ -102,6 +102,8 @@ pub struct Recordings {
     pub verifier_key: String,
     /// Recordings being written now (the retention job leaves them alone).
     live: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The search index of every node's recordings (the embedded store, or Redis shared by all).
+    index: crate::store::Store,
 }
 
 impl std::fmt::Debug for Recordings {
@@ -117,13 +119,14 @@ impl Recordings {
         settings: RecordingSettings,
         manifest_key: ManifestKey,
         verifier_key: String,
+        index: crate::store::Store,
     ) -> Result<Recordings, KeyError> {
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
         if absolute(&settings.key_file).starts_with(absolute(&settings.dir)) {
             return Err(KeyError::KeyInsideRecordings { key: settings.key_file.clone(), dir: settings.dir.clone() });
         }
         let key = load_or_create_key(&settings.key_file)?;
-        Ok(Recordings { settings, key, manifest_key, verifier_key, live: Arc::default() })
+        Ok(Recordings { settings, key, manifest_key, verifier_key, live: Arc::default(), index })
     }
 
     pub fn settings(&self) -> &RecordingSettings {
@@ -158,6 +161,48 @@ impl Recordings {
         let (live, done) = (self.live.clone(), id.to_owned());
         let finished = Box::new(move || live.lock().unwrap_or_else(|e| e.into_inner()).retain(|l| *l != done));
         Recorder::start(id.to_owned(), dir, self.settings.chunk_every, finished)
+    }
+
+    /// Puts (or refreshes) one recording in the search index.
+    pub async fn index(&self, listed: &commands::Listed) -> Result<(), crate::store::StoreError> {
+        self.index.put(crate::store::Collection::Recordings, &listed.id, listed).await
+    }
+
+    /// Refreshes recording `id`'s entry from its manifest (after it closed).
+    pub async fn reindex(&self, id: &str) -> Result<(), crate::store::StoreError> {
+        let path = self.dir_of(id).join(files::MANIFEST);
+        let manifest = tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await;
+        match manifest.ok().and_then(Result::ok).as_deref().and_then(commands::listed) {
+            Some(listed) => self.index(&listed).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a deleted recording out of the index.
+    pub async fn unindex(&self, id: &str) -> Result<(), crate::store::StoreError> {
+        self.index.delete(crate::store::Collection::Recordings, id).await.map(|_| ())
+    }
+
+    /// Every node's recordings, as the index has them.
+    pub async fn indexed(&self) -> Result<Vec<commands::Listed>, crate::store::StoreError> {
+        Ok(self.index.list(crate::store::Collection::Recordings).await?.into_iter().map(|(_, l)| l).collect())
+    }
+
+    /// Puts this node's recordings into the index (at start: recordings made before the index
+    /// existed, or whose entry a crash left stale).
+    pub async fn reconcile(&self) -> anyhow::Result<usize> {
+        let root = self.settings.dir.clone();
+        let on_disk = tokio::task::spawn_blocking(move || commands::list(&root)).await??;
+        let indexed: std::collections::BTreeMap<String, commands::Listed> =
+            self.indexed().await?.into_iter().map(|l| (l.id.clone(), l)).collect();
+        let mut fixed = 0;
+        for listed in on_disk {
+            if indexed.get(&listed.id).is_none_or(|i| i.complete != listed.complete) {
+                self.index(&listed).await?;
+                fixed += 1;
+            }
+        }
+        Ok(fixed)
     }
 
     /// Ids of the recordings being written now.

@@ -63,6 +63,7 @@ pub async fn run_once(recordings: &Recordings, policy: &Policy, identity: &Ident
         identity.events_committed().await?;
         let dir = recordings.dir_of(&recording.id);
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await??;
+        recordings.unindex(&recording.id).await?;
         deleted += 1;
     }
     Ok(deleted)

@@ -41,10 +41,12 @@ pub enum Collection {
     Mutexes,
     /// Maintenance windows per device (R3), by device id.
     MaintenanceWindows,
+    /// The recordings of every node (metadata for search, R30), by recording id.
+    Recordings,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 9] = [
+    pub const ALL: [Collection; 10] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -54,6 +56,7 @@ impl Collection {
         Collection::Lockouts,
         Collection::Mutexes,
         Collection::MaintenanceWindows,
+        Collection::Recordings,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Collection {
             Collection::Lockouts => "lockouts",
             Collection::Mutexes => "mutexes",
             Collection::MaintenanceWindows => "maintenance_windows",
+            Collection::Recordings => "recordings",
         }
     }
 }
