@@ -89,12 +89,20 @@ async function play(page: Page, file: string): Promise<{ duration: number; start
 
 const increasing = (xs: number[]) => xs.every((x, i) => i === 0 || x > xs[i - 1]);
 
-test('a session with chat and a pause is recorded; the auditor exports, verifies and plays it; every kind of tampering is named @R27 @R28 @R24 @R9 @R32', async ({ browser }) => {
+test('a session with an elevation, input, chat and a pause is recorded; the auditor exports, verifies and plays it; every kind of tampering is named @R27 @R28 @R24 @R9 @R32', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' }, { node: 'relay-rec', args: ['--recording-chunk-ms', '500'] });
   const page = w.operator;
-  await openView(page, w.relay, 'front-desk', w.endpoint);
+  // View first, then an elevation to control confirmed by the user (R7), then input.
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
+  await w.endpoint.click('allow');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   // R9: the viewer says recording once the recorder confirms it.
   await expect(page.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
+  await page.getByTestId('elevate').click();
+  await w.endpoint.click('elevate-allow');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  await page.locator('video').click();
+  await page.keyboard.type('hunter2secret');
   await page.locator('input[name="chat"]').fill('checking your mail settings');
   await page.getByTestId('chat-send').click();
   await expect(page.getByTestId('chat-log')).toContainText('operator: checking your mail settings');
@@ -147,6 +155,15 @@ test('a session with chat and a pause is recorded; the auditor exports, verifies
   expect(chat.video_ms).toBeLessThan(paused.video_ms);
   expect(resumed.video_ms - paused.video_ms).toBeGreaterThan(1_000);
   expect(timeline.some((e) => e.kind === 'consent.allowed' && e.detail.includes('"signature"'))).toBe(true);
+  for (const kind of ['elevation.requested', 'elevation.confirmed']) expect(timeline.some((e) => e.kind === kind), kind).toBe(true);
+  // Input is counted by kind and second, never recorded: what was typed is nowhere in the record.
+  const keys = timeline.filter((e) => e.type === 'input').reduce((n, e) => n + (e.counts.key ?? 0), 0);
+  expect(keys).toBeGreaterThanOrEqual(2 * 'hunter2secret'.length);
+  expect(timeline.some((e) => e.type === 'input' && (e.counts.pointer_button ?? 0) > 0)).toBe(true);
+  expect(fs.readFileSync(path.join(out, 'timeline.jsonl'), 'utf8')).not.toContain('hunter2');
+  for (const name of fs.readdirSync(path.join(out, 'chunks'))) {
+    expect(fs.readFileSync(path.join(out, 'chunks', name)).includes(Buffer.from('hunter2'))).toBe(false);
+  }
 
   // R32: at rest nothing is readable: no keyframe start code, no timeline text.
   const chunksDir = path.join(w.relay.dataDir, 'recordings', id, 'chunks');
