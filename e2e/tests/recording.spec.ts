@@ -425,3 +425,30 @@ test('with relays sharing Redis, an auditor on any node finds every node\'s reco
     await asAuditor.dispose();
   }
 });
+
+test('a recorder that stops writing mid-session pauses the session on both sides and then ends it; "Recording" shows before and not after @R26 @R9', async ({ browser }) => {
+  w = await world(browser, { name: 'kiosk', terminal: true }, { args: ['--recording-chunk-ms', '300'] });
+  const page = w.operator;
+  await requestView(page, w.relay, 'kiosk', 'INC-4711', 'incident', false);
+  await expect.poll(() => w!.agent.log()).toContain('Allow? [allow / deny / levels');
+  w.agent.child.stdin!.write('view\n');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  await expect(page.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
+  await expect.poll(() => w!.agent.log()).toContain('observers: none; recording on');
+  // The recordings volume goes bad: the recording's chunk directory becomes a file.
+  const [hit] = listed(w);
+  const chunks = path.join(w.relay.dataDir, 'recordings', hit.id, 'chunks');
+  fs.renameSync(chunks, `${chunks}.moved`);
+  fs.writeFileSync(chunks, 'not a directory');
+  // Both sides pause, and neither says recording any more.
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
+  await expect(page.getByTestId('recording')).toHaveAttribute('data-recording', 'false');
+  await expect.poll(() => w!.agent.log()).toContain('PAUSED; recording off');
+  // Without recovery the session ends, with the reason on both sides.
+  await expect(page.getByTestId('view-state')).toContainText('recording failed');
+  await expect.poll(() => w!.agent.log()).toContain('[session ended] recording failed');
+  const kinds = w.relay.auditRecords().map((r) => r.kind);
+  expect(kinds.indexOf('recording.stalled')).toBeLessThan(kinds.indexOf('recording.failed'));
+  const ended = w.relay.auditRecords().find((r) => r.kind === 'session.ended')!;
+  expect(ended.detail).toContain('recording failed');
+});
