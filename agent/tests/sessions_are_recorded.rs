@@ -93,16 +93,30 @@ async fn verified_complete(relay: &TestRelay, id: &str) -> sightline_core::recor
     verify(relay, id).expect("the recording verifies")
 }
 
+/// A session the relay records (chunks every `chunk_ms`), live: the operator's view and socket,
+/// and the status once the recorder confirmed it is writing.
+struct Recorded {
+    relay: TestRelay,
+    watching: support::Watching,
+    operator: Operator,
+    status: SessionStatus,
+}
+
+async fn recorded_session(chunk_ms: u64, agent: &str) -> Recorded {
+    allow_view();
+    let relay = start_relay_with(&[format!("--recording-chunk-ms={chunk_ms}")]).await;
+    let device = start_agent(&relay, agent).await;
+    let mut ws = support::operator_socket(&relay, &device).await;
+    let mut watching = support::watch(&mut ws, &device).await.expect("the relay answers");
+    let mut operator = Operator::new(ws, watching.status.take());
+    let status = operator.status_until(|s| s.phase == SessionPhase::Active && s.recording).await;
+    Recorded { relay, watching, operator, status }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_recorded_verifiable_and_exports_to_webm() {
-    allow_view();
-    let relay = start_relay_with(&["--recording-chunk-ms=500".to_owned()]).await;
-    let device = start_agent(&relay, "recorded-1").await;
-    let mut ws = support::operator_socket(&relay, &device).await;
-    let support::Watching { peer, track, channel, status } =
-        support::watch(&mut ws, &device).await.expect("the relay answers");
-    let mut operator = Operator::new(ws, status);
-    let status = operator.status_until(|s| s.phase == SessionPhase::Active && s.recording).await;
+    let Recorded { relay, watching: support::Watching { peer, track, channel, .. }, mut operator, status } =
+        recorded_session(500, "recorded-1").await;
     let id = status.session_id.clone();
     packets(&track, 200).await;
     // A chat line goes into the record once the agent has it (R24).
@@ -215,14 +229,8 @@ async fn a_relay_that_cannot_record_refuses_the_session_before_asking_the_user()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorder_that_stops_writing_pauses_then_ends_the_session() {
-    allow_view();
-    let relay = start_relay_with(&["--recording-chunk-ms=300".to_owned()]).await;
-    let device = start_agent(&relay, "failing-1").await;
-    let mut ws = support::operator_socket(&relay, &device).await;
-    let support::Watching { peer, track, status, .. } =
-        support::watch(&mut ws, &device).await.expect("the relay answers");
-    let mut operator = Operator::new(ws, status);
-    let status = operator.status_until(|s| s.phase == SessionPhase::Active && s.recording).await;
+    let Recorded { relay, watching: support::Watching { peer, track, .. }, mut operator, status } =
+        recorded_session(300, "failing-1").await;
     packets(&track, 50).await;
     // Every packet's arrival from now on, to see when the picture stopped.
     let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));

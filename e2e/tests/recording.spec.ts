@@ -263,7 +263,7 @@ async function recordedSession(w: World): Promise<string> {
   return id;
 }
 
-test('operators see their sessions\' recording metadata only; auditors search by every field, step up, and each view is audited; nothing deletes @R29 @R14 @R30', async ({ browser }) => {
+test('operators see only the recording metadata of their own sessions; auditors search by every field, step up, and each view is audited; nothing deletes @R29 @R14 @R30', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' });
   const id = await recordedSession(w);
   const auditor = await inviteAndEnrol(browser, w.admin, 'audra', 'auditor');
@@ -321,7 +321,7 @@ test('operators see their sessions\' recording metadata only; auditors search by
   expect(listed(w).map((l) => l.id)).toEqual([id]);
 });
 
-test('the retention job deletes recordings past their segment\'s retention, and logs each deletion @R31', async ({ browser }) => {
+test('the retention job deletes recordings past the retention of their segment, and logs each deletion @R31', async ({ browser }) => {
   const policy = path.join(tempDir('policy'), 'policy.toml');
   fs.writeFileSync(policy, fs.readFileSync(SAMPLE_POLICY, 'utf8').replace('[segments.office]\n', '[segments.office]\nrecording_retention_days = 0\n'));
   w = await world(browser, { name: 'front-desk' }, { policy, args: ['--recording-retention-check-s', '1'] });
@@ -396,7 +396,7 @@ test('an auditor finds a recording by ticket, confirms with a passkey and plays 
   expect(kinds).toContain('session.ended');
 });
 
-test('with relays sharing Redis, an auditor on any node finds every node\'s recordings; each node serves only its own @R30 @R43', async ({ browser }) => {
+test('with relays sharing Redis, an auditor on any node finds the recordings of every node; each node serves only its own @R30 @R43', async ({ browser }) => {
   redis = await RedisServer.start();
   const portA = await freePort();
   const publicUrl = `http://localhost:${portA}/`;
@@ -426,7 +426,7 @@ test('with relays sharing Redis, an auditor on any node finds every node\'s reco
   }
 });
 
-test('a recorder that stops writing mid-session pauses the session on both sides and then ends it; "Recording" shows before and not after @R26 @R9', async ({ browser }) => {
+test('a recorder that stops writing mid-session pauses the session on both sides and then ends it; the recording indicator shows before and not after @R26 @R9', async ({ browser }) => {
   w = await world(browser, { name: 'kiosk', terminal: true }, { args: ['--recording-chunk-ms', '300'] });
   const page = w.operator;
   await requestView(page, w.relay, 'kiosk', 'INC-4711', 'incident', false);

@@ -612,12 +612,7 @@ async fn audit_records(
     let Some(audit) = state.audit.clone() else {
         return Err(IdentityError::NotFound.into());
     };
-    let time = |t: &Option<String>| -> Result<Option<u64>, IdentityError> {
-        t.as_deref()
-            .filter(|t| !t.trim().is_empty())
-            .map(|t| crate::audit::commands::parse_time(t.trim()).map_err(|e| IdentityError::BadRequest(e.to_string())))
-            .transpose()
-    };
+    let time = crate::recording::http::time;
     let nonempty = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     let filter = crate::audit::commands::Filter {
         from_ms: time(&q.from)?,

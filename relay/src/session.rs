@@ -236,10 +236,7 @@ impl LiveSession {
             recorder.note(TimelineEntry::Event {
                 ts_ms: self.identity.now_ms(),
                 kind: kind.name(),
-                outcome: serde_json::to_value(outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                outcome: outcome.as_str().to_owned(),
                 actor: actor.to_owned(),
                 detail: detail.clone(),
             });
@@ -277,7 +274,8 @@ impl LiveSession {
         let _ = self.recorder.set(recorder.clone());
         self.link.fanout.set_recorder(recorder);
         self.emit(EventKind::RecordingStarted, Outcome::Success, "system", format!("recording {}", self.id));
-        self.set_recording(true);
+        // The agent hears of it with the consent request (it has no session before that).
+        self.status.send_modify(|s| s.recording = true);
         let session = self.clone();
         tokio::spawn(async move {
             while let Some(news) = news.recv().await {

@@ -104,10 +104,6 @@ fn verify(page: &AuditPage) -> (Verdict, Vec<Row>) {
     (verdict, rows)
 }
 
-fn encode(v: &str) -> String {
-    String::from(js_sys::encode_uri_component(v))
-}
-
 #[component]
 pub fn AuditView() -> impl IntoView {
     let kind = RwSignal::new(String::new());
@@ -135,7 +131,7 @@ pub fn AuditView() -> impl IntoView {
         ] {
             let v = value.get_untracked();
             if !v.trim().is_empty() {
-                query.push(format!("{name}={}", encode(v.trim())));
+                query.push(format!("{name}={}", http::encode_component(v.trim())));
             }
         }
         leptos::task::spawn_local(async move {

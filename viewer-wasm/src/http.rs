@@ -32,6 +32,11 @@ impl ApiError {
     }
 }
 
+/// A value for a URL query.
+pub fn encode_component(v: &str) -> String {
+    String::from(js_sys::encode_uri_component(v))
+}
+
 async fn send(method: &str, path: &str, body: Option<String>) -> Result<serde_json::Value, ApiError> {
     let init = RequestInit::new();
     init.set_method(method);

@@ -42,10 +42,6 @@ struct Opened {
     timeline: Vec<serde_json::Value>,
 }
 
-fn encode(v: &str) -> String {
-    String::from(js_sys::encode_uri_component(v))
-}
-
 fn utc(ms: u64) -> String {
     let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
     String::from(date.to_iso_string()).replace('T', " ").chars().take(19).collect()
@@ -106,7 +102,7 @@ pub fn RecordingsView() -> impl IntoView {
         let query: Vec<String> = query_fields
             .iter()
             .filter(|(_, _, v)| !v.get_untracked().trim().is_empty())
-            .map(|(name, _, v)| format!("{name}={}", encode(v.get_untracked().trim())))
+            .map(|(name, _, v)| format!("{name}={}", http::encode_component(v.get_untracked().trim())))
             .collect();
         leptos::task::spawn_local(async move {
             match http::get::<Vec<Listed>>(&format!("/api/recordings?{}", query.join("&"))).await {

@@ -17,6 +17,16 @@ pub enum Outcome {
     Failure,
 }
 
+impl Outcome {
+    /// The name the canonical record uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
 /// What every session event carries (R10, R38): which session, on which device and for which
 /// endpoint account, by which operator, under which ticket and reason, with which levels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

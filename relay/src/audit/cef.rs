@@ -45,7 +45,7 @@ pub fn format(record: &Record, leaf_hash: &str) -> String {
         ("dvchost", record.node.clone()),
         ("externalId", record.seq.to_string()),
         ("act", record.kind.clone()),
-        ("outcome", if record.outcome == Outcome::Success { "success" } else { "failure" }.to_owned()),
+        ("outcome", record.outcome.as_str().to_owned()),
         ("suser", record.actor.clone()),
     ];
     if let Some(source) = &record.source {

@@ -109,22 +109,10 @@ pub struct Listed {
     pub segment: String,
     pub started_ms: u64,
     pub complete: bool,
-    /// The session's facts (for the events about this recording); not shown.
-    #[serde(skip_serializing, default = "no_facts")]
-    pub session: sightline_core::audit::SessionFacts,
-}
-
-fn no_facts() -> sightline_core::audit::SessionFacts {
-    sightline_core::audit::SessionFacts {
-        session_id: String::new(),
-        ticket: String::new(),
-        reason: String::new(),
-        device_id: String::new(),
-        device: String::new(),
-        endpoint_user: String::new(),
-        operator: String::new(),
-        levels: Vec::new(),
-    }
+    /// The session's facts (for the events about this recording), read from the manifest; not
+    /// shown and not kept in the index.
+    #[serde(skip)]
+    pub session: Option<sightline_core::audit::SessionFacts>,
 }
 
 /// The listing of a manifest's text, if its first line opens a recording.
@@ -148,7 +136,7 @@ pub fn listed(manifest: &str) -> Option<Listed> {
         segment,
         started_ms,
         complete,
-        session: *session,
+        session: Some(*session),
     })
 }
 

@@ -37,7 +37,8 @@ pub struct Search {
 /// Most results one search returns (newest first).
 const MAX_RESULTS: usize = 200;
 
-fn time(t: &Option<String>) -> Result<Option<u64>, IdentityError> {
+/// An optional search time (RFC 3339 or Unix ms); blank counts as absent.
+pub(crate) fn time(t: &Option<String>) -> Result<Option<u64>, IdentityError> {
     t.as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty())

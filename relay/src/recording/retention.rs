@@ -52,7 +52,10 @@ pub async fn run_once(recordings: &Recordings, policy: &Policy, identity: &Ident
             EventKind::RecordingDeleted,
             Outcome::Success,
             "system",
-            recording.session.clone(),
+            recording
+                .session
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("recording {} has no session facts", recording.id))?,
             None,
             format!(
                 "recording {} of segment {} deleted by the retention job: older than {days} days",
