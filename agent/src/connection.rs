@@ -391,7 +391,8 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                                 device: config.device.clone(),
                                 outbox: outbox.clone(),
                             };
-                            match Publication::start(publish_config, sealing).await {
+                            let masks = endpoint.as_ref().map(|s| s.masks().to_vec()).unwrap_or_default();
+                            match Publication::start(publish_config, sealing, &masks).await {
                                 Ok((p, offer)) => {
                                     tracing::info!("session consented: publishing");
                                     if endpoint.as_ref().is_some_and(EndpointSession::is_paused) {

@@ -61,14 +61,23 @@ pub enum UiReport {
 /// The lines every consent prompt shows, in order (the window, the terminal and the log use the
 /// same ones, so what the user saw is what the log says they saw).
 pub fn consent_lines(r: &ConsentRequest) -> Vec<String> {
-    vec![
+    let mut lines = vec![
         format!("Operator: {} ({})", r.operator.display_name, r.operator.name),
         format!("Role: {}", r.operator.role.replace('_', " ")),
         format!("Organisation: {}", r.operator.organisation),
         format!("Reason: {}", r.reason),
         format!("Ticket: {}", r.ticket),
         format!("Requested: {}", levels_text(&r.levels)),
-    ]
+    ];
+    if !r.masks.is_empty() {
+        lines.push(masked_line(&r.masks));
+    }
+    lines
+}
+
+/// What the session hides and from whom (R33, R34), for the prompt and the session bar.
+pub fn masked_line(masks: &[sightline_proto::mask::MaskRule]) -> String {
+    format!("Hidden: {}", sightline_proto::mask::masks_text(masks))
 }
 
 /// Human name of a level, for check boxes.
@@ -133,6 +142,7 @@ mod tests {
                 elevation_needs_senior: false,
                 active_confirmation: false,
             },
+            masks: Vec::new(),
         }
     }
 

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sightline_core::mask::{Audience, Masks};
 use sightline_core::recording::SealChain;
 use sightline_peer::{ChannelEvent, DataChannel, Outbox, Peer, PeerConfig, PeerError, VideoSender, Vp8Packetizer};
 use sightline_proto::channel::ChannelMessage;
+use sightline_proto::mask::MaskRule;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -35,6 +37,8 @@ pub enum PublishError {
     Encoder(#[from] EncoderError),
     #[error("peer connection: {0}")]
     Peer(#[from] PeerError),
+    #[error("mask rules: {0}")]
+    Masks(String),
 }
 
 /// What to publish.
@@ -86,6 +90,7 @@ pub struct Publication {
     /// Messages from the data channel, taken by the connection.
     pub incoming: Option<mpsc::Receiver<ChannelMessage>>,
     sealing: Sealing,
+    masks: Masks,
 }
 
 fn now_ms() -> u64 {
@@ -94,10 +99,29 @@ fn now_ms() -> u64 {
 
 impl Publication {
     /// Opens the screen source and the peer connection; returns the offer for the relay.
-    pub async fn start(config: PublishConfig, sealing: Sealing) -> Result<(Publication, String), PublishError> {
-        let source = tokio::task::spawn_blocking(move || capture::open(config.source, config.synthetic_size))
-            .await
-            .map_err(|e| CaptureError::X11(format!("capture set-up panicked: {e}")))??;
+    /// The segment's mask rules are applied to every frame before it is encoded; a source that
+    /// cannot apply them is refused (R33, R35).
+    pub async fn start(
+        config: PublishConfig,
+        sealing: Sealing,
+        rules: &[MaskRule],
+    ) -> Result<(Publication, String), PublishError> {
+        let masks = Masks::new(rules).map_err(|e| PublishError::Masks(e.to_string()))?;
+        if masks.audiences_differ() {
+            // One track serves operator and recording alike; a mask for one of them only would be
+            // wrong for the other.
+            return Err(PublishError::Masks("per-audience masks are not supported by this agent".into()));
+        }
+        let tracked = masks.clone();
+        let source = tokio::task::spawn_blocking(move || {
+            let mut source = capture::open(config.source, config.synthetic_size)?;
+            if tracked.needs_windows() {
+                source.track_windows(tracked)?;
+            }
+            Ok::<_, CaptureError>(source)
+        })
+        .await
+        .map_err(|e| CaptureError::X11(format!("capture set-up panicked: {e}")))??;
         let peer = Arc::new(Peer::new(PeerConfig { bind_ip: config.media_ip }).await?);
         let ssrc = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), now_ms()) as u32;
         let prepared = async {
@@ -129,6 +153,7 @@ impl Publication {
             channel,
             incoming: Some(incoming),
             sealing,
+            masks,
         };
         Ok((publication, offer))
     }
@@ -160,6 +185,7 @@ impl Publication {
 
         let stop = self.stop.clone();
         let paused = self.paused.clone();
+        let masks = self.masks.clone();
         let connected = self.peer.clone();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
         self.tasks.push(tokio::spawn(async move {
@@ -173,7 +199,7 @@ impl Publication {
                     if go_rx.recv() != Ok(true) {
                         return PublishStats::default();
                     }
-                    capture_loop(source, encoder_config, &stop, &paused, &keyframe_wanted, &frames_tx)
+                    capture_loop(source, &masks, encoder_config, &stop, &paused, &keyframe_wanted, &frames_tx)
                 })
                 .map_err(|e| CaptureError::X11(format!("cannot start capture thread: {e}")))?,
         );
@@ -288,10 +314,27 @@ fn seal(chain: &mut SealChain, sealing: &Sealing) {
     );
 }
 
+/// Hides what the rules say in the raw frame, before it is converted or encoded (R35). `last`
+/// keeps the masked frame, so a heartbeat or keyframe re-encode never shows more.
+fn apply_masks(masks: &Masks, frame: &mut Frame) -> Result<(), CaptureError> {
+    if masks.is_empty() {
+        return Ok(());
+    }
+    let windows = match (&frame.windows, masks.needs_windows()) {
+        (Some(w), _) => w.as_slice(),
+        (None, false) => &[],
+        (None, true) => return Err(CaptureError::NoWindows),
+    };
+    let plan = masks.plan((frame.width, frame.height), windows, Audience::Operator);
+    sightline_core::mask::fill(&mut frame.bgra, frame.stride, &plan.rects);
+    Ok(())
+}
+
 /// Captures at the configured rate and encodes changed frames (or any frame when a keyframe is
 /// wanted) until `stop` is set or the writer is gone.
 fn capture_loop(
     mut source: Box<dyn FrameSource>,
+    masks: &Masks,
     config: EncoderConfig,
     stop: &AtomicBool,
     paused: &AtomicBool,
@@ -319,7 +362,13 @@ fn capture_loop(
         }
         let now = now_ms();
         let frame = match source.capture(now) {
-            Ok(Some(frame)) => Some(frame),
+            Ok(Some(mut frame)) => {
+                if let Err(e) = apply_masks(masks, &mut frame) {
+                    tracing::error!(error = %e, "cannot mask; stopping publication");
+                    break;
+                }
+                Some(frame)
+            }
             Ok(None) => None,
             Err(e) => {
                 tracing::error!(error = %e, "capture failed; stopping publication");

@@ -112,6 +112,11 @@ impl EndpointSession {
         matches!(self.machine.phase, Phase::Active | Phase::Paused { .. })
     }
 
+    /// The segment's mask rules, as the relay sent them with the request.
+    pub fn masks(&self) -> &[sightline_proto::mask::MaskRule] {
+        &self.request.masks
+    }
+
     pub fn is_paused(&self) -> bool {
         matches!(self.machine.phase, Phase::Paused { .. })
     }

@@ -104,6 +104,8 @@ struct Window {
     commands: mpsc::Receiver<Option<UiCommand>>,
     mode: Mode,
     operator: String,
+    /// The session's masks, shown on the bar for as long as it runs.
+    masked: Option<String>,
     granted: Vec<Level>,
     observers: Vec<String>,
     paused_by: Option<Party>,
@@ -125,6 +127,7 @@ impl Window {
             commands,
             mode: Mode::Waiting,
             operator: String::new(),
+            masked: None,
             granted: Vec::new(),
             observers: Vec::new(),
             paused_by: None,
@@ -144,6 +147,7 @@ impl Window {
                 eprintln!("consent-ui prompt: {}", consent_lines(&request).join(" | "));
                 self.operator =
                     format!("{} ({})", request.operator.display_name, request.operator.role.replace('_', " "));
+                self.masked = (!request.masks.is_empty()).then(|| crate::prompt::masked_line(&request.masks));
                 let checked = request.levels.iter().map(|l| (*l, true)).collect();
                 self.mode = Mode::Asking { request: Box::new(request), checked };
             }
@@ -257,6 +261,9 @@ impl Window {
         let observers = if self.observers.is_empty() { "none".to_owned() } else { self.observers.join(", ") };
         ui.label(format!("Observers: {observers}"));
         ui.label(if self.recording { "Recording: on" } else { "Recording: off" });
+        if let Some(masked) = &self.masked {
+            ui.label(masked);
+        }
         if let Some(by) = self.paused_by {
             ui.colored_label(
                 DENY_RED,

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod config_file;
 pub mod framecode;
 pub mod lockout;
+pub mod mask;
 pub mod policy;
 pub mod recording;
 pub mod roles;

@@ -10,7 +10,9 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+use crate::mask::{Area, MaskAudience, MaskRule, MaskTarget, WindowMatch};
 use crate::roles::Role;
+use sightline_proto::mask::FRACTION_UNITS;
 
 /// What an operator may do in a session; defined with the wire types, so the prompt, the receipt
 /// and the policy speak of the same levels.
@@ -58,6 +60,83 @@ struct SegmentFile {
     elevation_needs_senior: bool,
     #[serde(default)]
     active_confirmation: bool,
+    /// What the agent hides before encoding (R33).
+    #[serde(default)]
+    masks: Vec<MaskFile>,
+}
+
+/// One `[[segments.NAME.masks]]` table: a name, an audience, and exactly one of `area_px`,
+/// `area_fraction`, `window`, or `while_window` (which may add an area; the whole screen without).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaskFile {
+    name: String,
+    audience: MaskAudience,
+    area_px: Option<PixelsFile>,
+    area_fraction: Option<FractionFile>,
+    window: Option<WindowMatch>,
+    while_window: Option<WindowMatch>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PixelsFile {
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FractionFile {
+    x: f64,
+    y: f64,
+    w: f64,
+    h: f64,
+}
+
+impl MaskFile {
+    fn area(&self) -> Result<Option<Area>, String> {
+        match (self.area_px, self.area_fraction) {
+            (Some(_), Some(_)) => Err("set area_px or area_fraction, not both".into()),
+            (Some(p), None) => Ok(Some(Area::Pixels { x: p.x, y: p.y, w: p.w, h: p.h })),
+            (None, Some(f)) => {
+                let units = |v: f64| {
+                    (0.0..=1.0)
+                        .contains(&v)
+                        .then(|| (v * f64::from(FRACTION_UNITS)).round() as u32)
+                        .ok_or_else(|| format!("area_fraction: {v} is not within 0..1"))
+                };
+                Ok(Some(Area::Fraction { x: units(f.x)?, y: units(f.y)?, w: units(f.w)?, h: units(f.h)? }))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn rule(self) -> Result<MaskRule, String> {
+        let area = self.area()?;
+        let target = match (self.window, self.while_window, area) {
+            (None, None, Some(area)) => MaskTarget::Area { area },
+            (Some(window), None, None) => MaskTarget::Window { window },
+            (None, Some(window), area) => MaskTarget::WhileWindow { window, area },
+            (Some(_), None, Some(_)) => {
+                return Err("a window mask follows the window; it takes no area (use while_window)".into());
+            }
+            (Some(_), Some(_), _) => return Err("set window or while_window, not both".into()),
+            (None, None, None) => {
+                return Err("nothing to mask: set area_px, area_fraction, window or while_window".into());
+            }
+        };
+        if self.audience != MaskAudience::Both {
+            // Refused rather than ignored: a per-audience mask needs the agent's second track.
+            return Err(format!(
+                "audience {:?}: per-audience masks (operator or recording only) are not supported yet; use \"both\"",
+                self.audience.as_str()
+            ));
+        }
+        Ok(MaskRule { name: self.name, audience: self.audience, target })
+    }
 }
 
 fn default_organisation() -> String {
@@ -108,6 +187,8 @@ pub struct Segment {
     pub terms: Obligations,
     /// Days recordings of this segment are kept (R31); `None`: no automatic deletion.
     pub recording_retention_days: Option<u32>,
+    /// Mask rules, validated (R33).
+    pub masks: Vec<MaskRule>,
 }
 
 /// A validated policy.
@@ -202,6 +283,16 @@ impl Policy {
                     return Err(at(&format!("{field} must be positive")));
                 }
             }
+            let masks = s
+                .masks
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let name = m.name.clone();
+                    m.rule().map_err(|e| at(&format!("masks[{i}] ({name:?}): {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            crate::mask::Masks::new(&masks).map_err(|e| at(&e.to_string()))?;
             if s.unattended && s.recording == RecordingRule::Off {
                 return Err(at("unattended access requires recording (R2)"));
             }
@@ -225,6 +316,7 @@ impl Policy {
                         active_confirmation: s.active_confirmation,
                     },
                     recording_retention_days: s.recording_retention_days,
+                    masks,
                 },
             );
         }
@@ -507,5 +599,87 @@ elevation_needs_senior = true
             let err = Policy::from_toml(&text).unwrap_err().0;
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");
         }
+    }
+
+    /// The payment segment with `masks` appended (as its last tables).
+    fn with_masks(masks: &str) -> String {
+        format!("{SAMPLE}\n{masks}")
+    }
+
+    #[test]
+    fn mask_rules_are_read_in_every_form() {
+        let policy = Policy::from_toml(&with_masks(
+            r#"
+[[segments.payment.masks]]
+name = "customer panel"
+audience = "both"
+area_fraction = { x = 0.0, y = 0.0, w = 0.25, h = 1.0 }
+
+[[segments.payment.masks]]
+name = "logo"
+audience = "both"
+area_px = { x = 10, y = 20, w = 30, h = 40 }
+
+[[segments.payment.masks]]
+name = "teller"
+audience = "both"
+window = { class = "Teller", title = "*Kunde*" }
+
+[[segments.payment.masks]]
+name = "statement"
+audience = "both"
+while_window = { title = "*Kontoauszug*" }
+"#,
+        ))
+        .unwrap();
+        let masks = &policy.segments["payment"].masks;
+        assert_eq!(masks.len(), 4);
+        assert_eq!(masks[0].target, MaskTarget::Area { area: Area::Fraction { x: 0, y: 0, w: 2_500, h: 10_000 } });
+        assert_eq!(masks[1].target, MaskTarget::Area { area: Area::Pixels { x: 10, y: 20, w: 30, h: 40 } });
+        assert_eq!(
+            masks[2].target,
+            MaskTarget::Window { window: WindowMatch { class: Some("Teller".into()), title: Some("*Kunde*".into()) } }
+        );
+        assert_eq!(
+            masks[3].target,
+            MaskTarget::WhileWindow {
+                window: WindowMatch { class: None, title: Some("*Kontoauszug*".into()) },
+                area: None
+            }
+        );
+        assert!(policy.segments["office"].masks.is_empty());
+    }
+
+    #[test]
+    fn invalid_mask_rules_are_refused_not_ignored() {
+        let head = "[[segments.payment.masks]]\nname = \"m\"\n";
+        let bad = [
+            ("audience = \"both\"\n", "nothing to mask"),
+            ("audience = \"both\"\narea_px = { x = 0, y = 0, w = 0, h = 5 }\n", "empty"),
+            ("audience = \"both\"\narea_fraction = { x = 0.5, y = 0, w = 0.75, h = 1 }\n", "within 0..1"),
+            ("audience = \"both\"\narea_fraction = { x = 0, y = 0, w = 1.5, h = 1 }\n", "not within 0..1"),
+            ("audience = \"both\"\nwindow = { role = \"x\" }\n", "unknown field"),
+            ("audience = \"both\"\nwindow = { class = \"\" }\n", "needs a class or a title"),
+            (
+                "audience = \"both\"\nwindow = { title = \"a\" }\narea_px = { x = 0, y = 0, w = 1, h = 1 }\n",
+                "takes no area",
+            ),
+            ("audience = \"both\"\nwindow = { title = \"a\" }\nwhile_window = { title = \"a\" }\n", "not both"),
+            ("audience = \"everyone\"\narea_px = { x = 0, y = 0, w = 1, h = 1 }\n", "audience"),
+            ("audience = \"operator\"\narea_px = { x = 0, y = 0, w = 1, h = 1 }\n", "not supported yet"),
+            ("audience = \"recording\"\narea_px = { x = 0, y = 0, w = 1, h = 1 }\n", "not supported yet"),
+            ("audience = \"both\"\narea_px = { x = 0, y = 0, w = 1, h = 1 }\nblur = true\n", "unknown field"),
+        ];
+        for (rule, expected) in bad {
+            let err = Policy::from_toml(&with_masks(&format!("{head}{rule}"))).unwrap_err().0;
+            assert!(err.contains(expected), "expected {expected:?} in {err:?} for {rule}");
+            // Validation names the segment; a parse error names the line.
+            assert!(err.contains("segment payment") || err.contains("line 2"), "{err}");
+        }
+        // The control: the same table with a valid area loads.
+        Policy::from_toml(&with_masks(&format!(
+            "{head}audience = \"both\"\narea_px = {{ x = 0, y = 0, w = 1, h = 1 }}\n"
+        )))
+        .unwrap();
     }
 }

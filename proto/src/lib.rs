@@ -4,6 +4,8 @@
 //! a JSON object `{"v": 1, "type": "...", ...}`: one enum per direction, decoded with a size limit
 //! and a version check so that relay, agent and viewer fail the same way on bad input.
 
+pub mod mask;
+
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Version of the signaling protocol. A peer speaking another version is refused with a clear
@@ -188,6 +190,8 @@ pub struct ConsentRequest {
     /// Unix ms after which no answer counts as a deny.
     pub deadline_ms: u64,
     pub terms: SessionTerms,
+    /// The segment's mask rules; the agent applies them before encoding or refuses to publish.
+    pub masks: Vec<mask::MaskRule>,
 }
 
 /// The segment's obligations the agent enforces again on its side.

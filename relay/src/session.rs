@@ -45,6 +45,8 @@ pub struct Request {
     /// Levels the segment allows (elevation cannot go beyond them).
     pub allowed: Levels,
     pub source: Option<std::net::IpAddr>,
+    /// The segment's mask rules, sent to the agent with the consent request (R33).
+    pub masks: Vec<sightline_proto::mask::MaskRule>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -374,6 +376,7 @@ impl LiveSession {
                         levels: sorted(&levels),
                         deadline_ms,
                         terms,
+                        masks: self.request.masks.clone(),
                     };
                     self.emit(
                         EventKind::ConsentAsked,
@@ -853,6 +856,7 @@ mod tests {
                 levels: levels.iter().copied().collect(),
                 allowed: segment.levels.clone(),
                 source: None,
+                masks: segment.masks.clone(),
             };
             LiveSession::open(
                 self.state.identity.clone(),

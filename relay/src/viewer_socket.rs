@@ -339,7 +339,9 @@ async fn open_session(
             return Err((ErrorCode::PolicyDenied, denial.to_string()));
         }
     };
-    let allowed = state.policy.segments.get(&link.info.segment).map(|s| s.levels.clone()).unwrap_or_default();
+    let segment = state.policy.segments.get(&link.info.segment);
+    let allowed = segment.map(|s| s.levels.clone()).unwrap_or_default();
+    let masks = segment.map(|s| s.masks.clone()).unwrap_or_default();
     let role = if auth.user.roles.contains(&Role::SeniorOperator) { Role::SeniorOperator } else { Role::Operator };
     let request = Request {
         operator: OperatorInfo {
@@ -353,6 +355,7 @@ async fn open_session(
         levels,
         allowed,
         source: Some(peer.ip()),
+        masks,
     };
     LiveSession::open(state.identity.clone(), link, request, obligations, &state.recordings).await.map_err(
         |e| match e {

@@ -1,7 +1,10 @@
 //! Screen sources. Each yields BGRA frames; masking and encoding happen downstream.
 
 pub mod synthetic;
+pub mod windows;
 pub mod x11;
+
+use sightline_core::mask::Masks;
 
 /// One captured frame in BGRA, top row first.
 #[derive(Debug, Clone)]
@@ -13,6 +16,9 @@ pub struct Frame {
     pub bgra: Vec<u8>,
     /// Unix milliseconds at capture.
     pub captured_at_ms: u64,
+    /// The windows on the screen while this frame was taken (every position a window selected by
+    /// a mask rule had), when the source tracks them.
+    pub windows: Option<Vec<sightline_core::mask::Window>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +29,8 @@ pub enum CaptureError {
     X11(String),
     #[error("unsupported screen format: {0}")]
     Format(String),
+    #[error("this screen source has no windows, so window mask rules cannot be applied")]
+    NoWindows,
 }
 
 /// A source of screen frames, polled by the capture loop at its own pace.
@@ -32,6 +40,10 @@ pub trait FrameSource: Send {
     /// Captures a frame now. `Ok(None)` means the screen has not changed since the last frame,
     /// so there is nothing to encode.
     fn capture(&mut self, now_ms: u64) -> Result<Option<Frame>, CaptureError>;
+    /// Starts tracking windows for `masks`; every frame from now on carries its windows.
+    fn track_windows(&mut self, _masks: Masks) -> Result<(), CaptureError> {
+        Err(CaptureError::NoWindows)
+    }
 }
 
 /// Which source to capture from, as chosen on the command line.

@@ -54,7 +54,7 @@ impl FrameSource for Synthetic {
         let stamp = FrameStamp { counter: self.counter, capture_ms: now_ms as u32 };
         framecode::paint(&mut bgra, stride, self.height, stamp);
         self.counter = self.counter.wrapping_add(1);
-        Ok(Some(Frame { width: self.width, height: self.height, stride, bgra, captured_at_ms: now_ms }))
+        Ok(Some(Frame { width: self.width, height: self.height, stride, bgra, captured_at_ms: now_ms, windows: None }))
     }
 }
 
