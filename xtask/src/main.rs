@@ -114,6 +114,15 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
             .arg(root.join("bench-results/audit.json")),
         "audit benchmark",
     )?;
+    // Masking: planning and painting 1, 10 and 50 window rules on a 1080p frame.
+    run::status(
+        cmd(root, "taskset")
+            .arg("-c")
+            .arg("0")
+            .arg(bin.join("examples/mask_bench"))
+            .arg(root.join("bench-results/masking.json")),
+        "masking benchmark",
+    )?;
     playwright(root, &bin, &all)?;
     eprintln!("benchmark results are in {}", root.join("bench-results").display());
     Ok(())
