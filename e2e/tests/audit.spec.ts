@@ -1,7 +1,8 @@
 // The audit log (R39, R41, R10, R38): what a real session leaves in it, checked field by field;
 // the relay's own verifier on the log and on a tampered copy; security events that no setting
 // can switch off; a CLI command beside a running relay; a full audit disk fails closed.
-import { test, expect, Page, request as playwrightRequest } from '@playwright/test';
+import { expect, Page, request as playwrightRequest } from '@playwright/test';
+import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -176,8 +177,8 @@ test('with the audit disk full, the running session ends, sign-in and session re
   const health = await fetch(`http://127.0.0.1:${relay.port}/healthz`);
   expect(health.status).toBe(503);
   const body = await health.json();
-  expect(body.status).toBe('audit_unavailable');
-  expect(body.reason).toContain('No space left');
+  // Liveness only: anyone can ask /healthz, so it names no reason, path or count.
+  expect(body).toEqual({ status: 'audit_unavailable' });
 
   // The signed-in operator asks for a session: refused before the endpoint is asked.
   const prompts = () => w!.agent.log().split('consent-ui prompt').length;
@@ -190,6 +191,7 @@ test('with the audit disk full, the running session ends, sign-in and session re
   // Space returns: the relay writes what it held and serves again.
   fs.rmSync(path.join(disk, 'filler'));
   await expect.poll(async () => (await fetch(`http://127.0.0.1:${relay.port}/healthz`)).status, { timeout: 15_000 }).toBe(200);
+  expect(await (await fetch(`http://127.0.0.1:${relay.port}/healthz`)).json()).toEqual({ status: 'ok' });
   await expect.poll(() => signInOutcome(w!.admin, relay), { timeout: 20_000 }).toBe('');
   await relay.proc.kill();
   const verify = relayCli(['audit', 'verify', '--dir', relay.auditDir]);

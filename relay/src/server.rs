@@ -49,6 +49,10 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .route(VIEWER_WS_PATH, get(viewer_ws))
         .merge(api::router(state.clone()))
         .fallback_service(ServeDir::new(&config.static_dir))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(crate::headers::SecurityHeaders::new(&config.public_url(), config.tls())),
+            crate::headers::add,
+        ))
         .with_state(state)
 }
 
@@ -74,15 +78,16 @@ pub async fn identity(config: &Config, store: Store, events: Arc<dyn EventSink>)
     Identity::new(store, settings, events, system_clock()).await
 }
 
+/// Liveness for load balancers and monitors, and nothing more: anyone can ask, so it names no
+/// counts, paths or error details (those are in the relay's log and, for signed-in users, in the
+/// refusals they get).
 async fn healthz(State(state): State<AppState>) -> axum::response::Response {
     match state.identity.audit_available() {
-        Ok(()) => {
-            axum::Json(serde_json::json!({ "status": "ok", "agents_online": state.hub.roster().len() })).into_response()
-        }
-        // Fails closed, and says why: load balancers take the node out, people see the reason.
-        Err(e) => (
+        Ok(()) => axum::Json(serde_json::json!({ "status": "ok" })).into_response(),
+        // Fails closed: load balancers take the node out while its audit log cannot be written.
+        Err(_) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "audit_unavailable", "reason": e.to_string() })),
+            axum::Json(serde_json::json!({ "status": "audit_unavailable" })),
         )
             .into_response(),
     }
