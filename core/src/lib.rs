@@ -11,5 +11,6 @@ pub mod lockout;
 pub mod mask;
 pub mod policy;
 pub mod recording;
+pub mod renewal;
 pub mod roles;
 pub mod session;

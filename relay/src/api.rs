@@ -367,7 +367,7 @@ async fn login_finish(
 
 // ---------------------------------------------------------------- signed in
 
-async fn me(Extension(auth): Extension<AuthUser>) -> Json<serde_json::Value> {
+async fn me(State(state): State<AppState>, Extension(auth): Extension<AuthUser>) -> Json<serde_json::Value> {
     let capabilities: Vec<&str> = [
         (Capability::ViewSessions, "view_sessions"),
         (Capability::ObserveSessions, "observe_sessions"),
@@ -380,7 +380,7 @@ async fn me(Extension(auth): Extension<AuthUser>) -> Json<serde_json::Value> {
     .map(|(_, n)| n)
     .collect();
     Json(
-        json!({ "user": UserView::from(&auth.user), "capabilities": capabilities, "session_expires": auth.claims.exp }),
+        json!({ "user": UserView::from(&auth.user), "capabilities": capabilities, "session_expires": auth.claims.exp, "token_ttl_s": state.identity.settings.tokens.ttl_s }),
     )
 }
 
@@ -397,8 +397,11 @@ async fn logout(
 
 /// Called by the viewer while its user is active: renews the token (the middleware has already
 /// recorded the activity).
-async fn refresh(Extension(auth): Extension<AuthUser>) -> Json<serde_json::Value> {
-    Json(json!({ "session_expires": auth.claims.exp }))
+/// The browser renews on a schedule derived from these two (`core::renewal`). When this request
+/// renewed the token, the expiry is still the old one's: the browser then asks again sooner,
+/// never later.
+async fn refresh(State(state): State<AppState>, Extension(auth): Extension<AuthUser>) -> Json<serde_json::Value> {
+    Json(json!({ "session_expires": auth.claims.exp, "token_ttl_s": state.identity.settings.tokens.ttl_s }))
 }
 
 async fn step_up_start(

@@ -49,7 +49,7 @@ pub fn App() -> impl IntoView {
         load_me(None);
     });
     let session_ended = Callback::new(move |why: String| page.set(Page::SignIn(Some(why))));
-    keep_session_alive(session_ended);
+    keep_session_alive(session_ended, move || matches!(page.get_untracked(), Page::Home(_)));
 
     view! {
         {move || match page.get() {
@@ -61,33 +61,50 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// Renews the session while its user is active (pointer or keyboard in the last minutes) and
-/// lets it lapse otherwise: the relay ends sessions after 15 minutes idle.
-fn keep_session_alive(on_ended: Callback<String>) {
-    let last_input = std::rc::Rc::new(std::cell::Cell::new(js_sys::Date::now()));
+/// Renews the session while its user is active (pointer or keyboard within the activity window)
+/// and lets it lapse otherwise, on the schedule of `core::renewal`, which works for any token
+/// lifetime the relay allows.
+fn keep_session_alive(on_ended: Callback<String>, signed_in: impl Fn() -> bool + 'static) {
+    use sightline_core::renewal;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let last_input = Rc::new(Cell::new(js_sys::Date::now()));
     for event in ["pointerdown", "keydown", "pointermove"] {
         let last = last_input.clone();
         let handler = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(move || last.set(js_sys::Date::now()));
         let _ = window().add_event_listener_with_callback(event, wasm_bindgen::JsCast::unchecked_ref(handler.as_ref()));
         handler.forget();
     }
+    // Until the relay says otherwise: ask soon, and assume the longest window.
+    let due = Rc::new(Cell::new(0u64));
+    let window_ms = Rc::new(Cell::new(renewal::MAX_ACTIVITY_WINDOW_MS));
     let tick = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(move || {
-        // Active in the last 4 minutes: renew. Otherwise let the token run out.
-        if js_sys::Date::now() - last_input.get() < 4.0 * 60.0 * 1000.0 {
-            leptos::task::spawn_local(async move {
-                let result: Result<serde_json::Value, _> =
-                    crate::http::post("/api/session/refresh", &serde_json::json!({})).await;
-                if let Err(e) = result
-                    && e.status == 401
-                {
-                    on_ended.run("Your session ended. Sign in again.".into());
-                }
-            });
+        let now = js_sys::Date::now() as u64;
+        let active = now.saturating_sub(last_input.get() as u64) < window_ms.get();
+        if !signed_in() || !active || now < due.get() {
+            return;
         }
+        due.set(now + renewal::MIN_INTERVAL_MS);
+        let (due, window_ms) = (due.clone(), window_ms.clone());
+        leptos::task::spawn_local(async move {
+            let result: Result<serde_json::Value, _> =
+                crate::http::post("/api/session/refresh", &serde_json::json!({})).await;
+            match result {
+                Ok(v) => {
+                    let expires_ms = v["session_expires"].as_u64().unwrap_or(0) * 1000;
+                    due.set(renewal::next_refresh_ms(js_sys::Date::now() as u64, expires_ms));
+                    if let Some(ttl) = v["token_ttl_s"].as_u64() {
+                        window_ms.set(renewal::activity_window_ms(ttl));
+                    }
+                }
+                Err(e) if e.status == 401 => on_ended.run("Your session ended. Sign in again.".into()),
+                Err(_) => {}
+            }
+        });
     });
     let _ = window().set_interval_with_callback_and_timeout_and_arguments_0(
         wasm_bindgen::JsCast::unchecked_ref(tick.as_ref()),
-        60_000,
+        renewal::MIN_INTERVAL_MS as i32,
     );
     tick.forget();
 }

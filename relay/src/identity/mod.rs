@@ -33,8 +33,6 @@ const CEREMONY_TTL: Duration = Duration::from_secs(300);
 pub const STEP_UP_TTL_S: u64 = 5 * 60;
 /// Sessions end after this much inactivity, whatever the token says (AAL3).
 pub const IDLE_TIMEOUT_S: u64 = 15 * 60;
-/// Tokens older than this are renewed on the next request of an active user.
-const RENEW_AFTER_S: u64 = 5 * 60;
 /// Signing keys rotate this often; older keys keep verifying for one more session lifetime.
 const KEY_ROTATION_S: u64 = 24 * 60 * 60;
 /// Invitation and bootstrap links stay valid this long.
@@ -836,7 +834,9 @@ impl Identity {
             let remaining = (session.auth_time_s + tokens::MAX_SESSION_S).saturating_sub(now).max(1);
             self.store.put_ephemeral(&session_key(&claims.sid), &touched, Duration::from_secs(remaining)).await?;
         }
-        let renewed = if now >= claims.iat + RENEW_AFTER_S {
+        // Renewed at half its lifetime, whatever the configured lifetime is (the browser's
+        // schedule in `core::renewal` relies on it).
+        let renewed = if sightline_core::renewal::relay_renews(now, claims.iat, claims.exp) {
             Some(self.issue_token(&user, &claims.sid, claims.auth_time, now)?)
         } else {
             None
