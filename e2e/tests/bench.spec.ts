@@ -2,7 +2,8 @@
 // to the first decoded frame, glass-to-glass latency from the synthetic source, agent CPU time per
 // frame, passkey login round trip, and authenticated requests per second on one core. Results go
 // to bench-results/*.json; nothing here asserts a timing.
-import { test, expect, Page } from '@playwright/test';
+import { expect, Page } from '@playwright/test';
+import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { World, world, worldOn, stopWorld, sampleFrames, latencyMs, requestView, Relay, RedisServer, openView, SAMPLE_POLICY, tempDir, inviteAndEnrol } from './harness';

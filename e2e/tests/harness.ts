@@ -4,8 +4,36 @@ import { ChildProcess, spawn, spawnSync, execFileSync } from 'node:child_process
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
-import { Browser, BrowserContext, Page, expect } from '@playwright/test';
+import { Browser, BrowserContext, Page, expect, test as base } from '@playwright/test';
 import * as os from 'node:os';
+
+/** The console text Chromium writes for each Content-Security-Policy violation. */
+export const CSP_VIOLATION = /violates the following Content Security Policy directive/;
+
+/**
+ * Every test runs with a guard: each browser context a test opens is watched, and a CSP violation
+ * Chromium reports in any of its pages fails the test. A test that provokes one on purpose (the
+ * guard's own control) annotates itself with `csp-violation-expected`.
+ */
+export const test = base.extend<{ cspGuard: void }>({
+  cspGuard: [async ({ browser }, use, testInfo) => {
+    const violations: string[] = [];
+    const newContext = browser.newContext.bind(browser);
+    browser.newContext = async (options?: Parameters<Browser['newContext']>[0]) => {
+      const context = await newContext(options);
+      context.on('console', (m) => { if (CSP_VIOLATION.test(m.text())) violations.push(m.text()); });
+      return context;
+    };
+    try {
+      await use();
+    } finally {
+      browser.newContext = newContext;
+    }
+    if (!testInfo.annotations.some((a) => a.type === 'csp-violation-expected')) {
+      expect(violations, 'Content-Security-Policy violations reported by Chromium').toEqual([]);
+    }
+  }, { auto: true }],
+});
 
 const BIN = process.env.SIGHTLINE_BIN_DIR ?? path.resolve(__dirname, '../../target/debug');
 const STATIC = process.env.SIGHTLINE_STATIC_DIR ?? path.resolve(__dirname, '../../static');

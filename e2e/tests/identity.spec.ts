@@ -1,6 +1,7 @@
 // Identity and access through the real path: Chromium's virtual authenticator, the relay's
 // passkey ceremonies, its session cookies and sockets, and (for @R17) two relays on one Redis.
-import { test, expect, request as playwrightRequest, Page } from '@playwright/test';
+import { expect, request as playwrightRequest, Page } from '@playwright/test';
+import { test } from './harness';
 import {
   Relay, World, world, stopWorld, contextWithPasskeys, enrolFromLink, inviteAndEnrol, api, signIn, enrolAgent,
   startAgent, tempDir, RedisServer, Proc,
@@ -180,21 +181,29 @@ test('two relays on one Redis: logout on node A refuses the cookie on node B at 
 
   const asOperator = await playwrightRequest.newContext({ extraHTTPHeaders: { cookie: `sightline_session=${cookie.value}` } });
   expect((await asOperator.get(`http://127.0.0.1:${nodeB.port}/api/me`)).status()).toBe(200);
-  // A viewer socket on node B, opened from the operator's page (same site, same cookie).
-  await operator.evaluate((u) => {
+  // A viewer socket on node B with the operator's cookie, from a page of the public origin (node
+  // A's). Behind a load balancer both nodes share that origin; here they have two ports, and the
+  // relay's CSP rightly forbids a page to connect to another port, so this probe page (and only
+  // it) bypasses the CSP.
+  const probeContext = await browser.newContext({ bypassCSP: true });
+  await probeContext.addCookies([cookie]);
+  const probe = await probeContext.newPage();
+  await probe.goto(publicUrl);
+  await probe.evaluate((u) => {
     const ws = new WebSocket(u);
     (window as any).__nodeB = 'connecting';
     ws.onopen = () => { (window as any).__nodeB = 'open'; };
     ws.onclose = () => { (window as any).__nodeB = 'closed'; };
   }, `ws://localhost:${nodeB.port}/ws/viewer`);
-  await expect.poll(() => operator.evaluate(() => (window as any).__nodeB)).toBe('open');
+  await expect.poll(() => probe.evaluate(() => (window as any).__nodeB)).toBe('open');
 
   await operator.getByTestId('logout').click();
   await expect(operator.locator('input[name="username"]')).toBeVisible();
   expect((await asOperator.get(`http://127.0.0.1:${nodeB.port}/api/me`)).status()).toBe(401);
   expect((await asOperator.get(`http://127.0.0.1:${nodeA.port}/api/me`)).status()).toBe(401);
-  await expect.poll(() => operator.evaluate(() => (window as any).__nodeB), { timeout: 3_000 }).toBe('closed');
+  await expect.poll(() => probe.evaluate(() => (window as any).__nodeB), { timeout: 3_000 }).toBe('closed');
   await asOperator.dispose();
+  await probeContext.close();
 });
 
 test('a revoked agent cannot connect, and an enrolment token works once @R18', async ({ browser }) => {

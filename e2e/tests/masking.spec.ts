@@ -1,7 +1,8 @@
 // Masks (R33, R35): what a segment's rules hide is painted over on the endpoint, in the raw
 // frame, before it is encoded. A real X display with a window manager; the windows are xterms in
 // a colour nothing else on the screen has, and every frame the browser decodes is searched for it.
-import { test, expect, Page } from '@playwright/test';
+import { expect, Page } from '@playwright/test';
+import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, execFileSync, ChildProcess } from 'node:child_process';

@@ -1,4 +1,5 @@
-import { test, expect } from '@playwright/test';
+import { expect } from '@playwright/test';
+import { test } from './harness';
 import { World, world, stopWorld, openView, sampleFrames, inviteAndEnrol } from './harness';
 
 let w: World;

@@ -1,6 +1,7 @@
 // Session policy through the real path: the operator's browser asks, the relay decides from the
 // policy file, and refusals name their reason.
-import { test, expect } from '@playwright/test';
+import { expect } from '@playwright/test';
+import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';

@@ -3,7 +3,8 @@
 // changed; ffprobe reads the video and Chromium plays it with seeking; a relay that cannot
 // record refuses the session with the reason; a relay killed mid-session leaves a recording
 // that verifies up to the kill, marked incomplete.
-import { test, expect, Page, request as playwrightRequest } from '@playwright/test';
+import { expect, Page, request as playwrightRequest } from '@playwright/test';
+import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';

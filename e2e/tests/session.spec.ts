@@ -1,6 +1,7 @@
 // Sessions: the user's consent in the real window on the endpoint's X display (clicked with
 // xdotool), input injected only while control is granted, pause/end, observers, forced ends.
-import { test, expect, Page, chromium } from '@playwright/test';
+import { expect, Page, chromium } from '@playwright/test';
+import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, execFileSync, ChildProcess } from 'node:child_process';

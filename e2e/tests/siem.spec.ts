@@ -1,7 +1,8 @@
 // Live SIEM forwarding (R40) into a real rsyslog: every record and checkpoint over TCP, TLS and
 // RELP; RELP survives the receiver being killed (every sequence number once); TCP survives a
 // restart without a gap; CEF lines keep awkward values intact.
-import { test, expect, Page } from '@playwright/test';
+import { expect, Page } from '@playwright/test';
+import { test } from './harness';
 import {
   World, stopWorld, Relay, worldOn, api, rawWatch, Rsyslog, parseSiemMessage, SiemMessage, AuditRecord,
 } from './harness';

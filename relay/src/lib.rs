@@ -11,6 +11,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod events;
+pub mod headers;
 pub mod hub;
 pub mod identity;
 pub mod recording;
