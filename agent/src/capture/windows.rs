@@ -60,13 +60,6 @@ impl std::fmt::Debug for WindowTracker {
     }
 }
 
-/// What `absorb` found in the event queue.
-#[derive(Debug, Default)]
-pub struct Absorbed {
-    /// Selected windows at each position they moved through.
-    pub passed: Vec<Window>,
-}
-
 impl WindowTracker {
     pub fn new(conn: &RustConnection, root: XWindow, masks: Masks) -> Result<WindowTracker, CaptureError> {
         let events = EventMask::SUBSTRUCTURE_NOTIFY | EventMask::PROPERTY_CHANGE;
@@ -100,9 +93,8 @@ impl WindowTracker {
     }
 
     /// Reads the queued events: moves and resizes are applied (each position of a selected
-    /// window noted), anything else marks the layout dirty.
-    pub fn absorb(&mut self, conn: &RustConnection) -> Result<Absorbed, CaptureError> {
-        let mut absorbed = Absorbed::default();
+    /// window noted in `recent`), anything else marks the layout dirty.
+    pub fn absorb(&mut self, conn: &RustConnection) -> Result<(), CaptureError> {
         while let Some(event) = conn.poll_for_event().map_err(x11)? {
             match event {
                 Event::ConfigureNotify(e) if e.event == self.root => {
@@ -114,7 +106,6 @@ impl WindowTracker {
                             t.window.w = u32::from(e.width) + border;
                             t.window.h = u32::from(e.height) + border;
                             if t.selected {
-                                absorbed.passed.push(t.window.clone());
                                 self.recent.push_back((std::time::Instant::now(), t.window.clone()));
                             }
                         }
@@ -145,7 +136,7 @@ impl WindowTracker {
                 _ => {}
             }
         }
-        Ok(absorbed)
+        Ok(())
     }
 
     /// Reads the whole layout from the server if it is dirty.

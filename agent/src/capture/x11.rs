@@ -82,12 +82,13 @@ impl FrameSource for X11Source {
             let data = self.image()?;
             // Changes the server made before it took the image are queued before its reply.
             let tracker = self.tracker.as_mut().expect("checked above");
-            let absorbed = tracker.absorb(&self.conn)?;
+            tracker.absorb(&self.conn)?;
             if tracker.dirty() {
                 tracing::debug!("the window layout changed during capture; capturing again");
                 continue;
             }
-            windows.extend(absorbed.passed);
+            // Every position a selected window had since just before the image (and a little
+            // longer: see `WindowTracker::recent`).
             windows.extend(tracker.lately().cloned());
             let generation = tracker.generation;
             return Ok(self.changed(data, generation).map(|bgra| self.frame(bgra, now_ms, Some(windows))));
