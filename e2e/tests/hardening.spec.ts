@@ -2,7 +2,7 @@
 // viewer keeps working under it. (Every other test also fails on any CSP violation: see the
 // `cspGuard` fixture in the harness.)
 import { expect } from '@playwright/test';
-import { test, Relay, contextWithPasskeys, enrolFromLink, api, CSP_VIOLATION } from './harness';
+import { test, Relay, contextWithPasskeys, enrolFromLink, inviteAndEnrol, api, CSP_VIOLATION } from './harness';
 
 let relay: Relay | undefined;
 
@@ -63,10 +63,7 @@ test('with the shortest token lifetime an active user stays signed in for severa
   relay = await Relay.start({ args: ['--token-ttl-s', '30'] });
   const { page: active } = await contextWithPasskeys(browser);
   await enrolFromLink(active, relay.bootstrapLink(), 'admin');
-  const invite = await api(active, 'POST', '/api/admin/invitations', { name: 'idle-operator', role: 'operator' });
-  expect(invite.status).toBe(200);
-  const { page: idle } = await contextWithPasskeys(browser);
-  await enrolFromLink(idle, invite.json.link);
+  const idle = await inviteAndEnrol(browser, active, 'idle-operator', 'operator');
   const started = Date.now();
   // Four lifetimes: one user moves the pointer now and then, the other does nothing (and the test
   // sends nothing on its behalf, since any request could renew its token).

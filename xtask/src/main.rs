@@ -105,27 +105,25 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mut all = vec!["--grep", "@bench", "--workers", "1"];
     all.extend(args.iter().map(String::as_str));
     std::fs::create_dir_all(root.join("bench-results"))?;
-    // The audit log on one core: appends, acknowledgement latency, verification, proofs, SIEM.
-    run::status(
-        cmd(root, "taskset")
-            .arg("-c")
-            .arg("0")
-            .arg(bin.join("examples/audit_bench"))
-            .arg(root.join("bench-results/audit.json")),
-        "audit benchmark",
-    )?;
+    // The audit log: appends, acknowledgement latency, verification, proofs, SIEM.
+    example_bench(root, &bin, "audit_bench", "audit.json")?;
     // Masking: planning and painting 1, 10 and 50 window rules on a 1080p frame.
-    run::status(
-        cmd(root, "taskset")
-            .arg("-c")
-            .arg("0")
-            .arg(bin.join("examples/mask_bench"))
-            .arg(root.join("bench-results/masking.json")),
-        "masking benchmark",
-    )?;
+    example_bench(root, &bin, "mask_bench", "masking.json")?;
     playwright(root, &bin, &all)?;
     eprintln!("benchmark results are in {}", root.join("bench-results").display());
     Ok(())
+}
+
+/// Runs a benchmark example pinned to one core; it writes its results to `bench-results/OUT`.
+fn example_bench(root: &Path, bin: &Path, example: &str, out: &str) -> Result<()> {
+    run::status(
+        cmd(root, "taskset")
+            .arg("-c")
+            .arg("0")
+            .arg(bin.join("examples").join(example))
+            .arg(root.join("bench-results").join(out)),
+        &format!("{example} benchmark"),
+    )
 }
 
 /// Runs the Playwright suite against the binaries in `bin`.
