@@ -1,6 +1,6 @@
 // Browser hardening: the relay's security headers, and a CSP that Chromium enforces while the
 // viewer keeps working under it. (Every other test also fails on any CSP violation: see the
-// `cspGuard` fixture in the harness.)
+// `contextGuard` fixture in the harness.)
 import { expect } from '@playwright/test';
 import { test, Relay, contextWithPasskeys, enrolFromLink, inviteAndEnrol, api, CSP_VIOLATION } from './harness';
 

@@ -11,16 +11,20 @@ import * as os from 'node:os';
 export const CSP_VIOLATION = /violates the following Content Security Policy directive/;
 
 /**
- * Every test runs with a guard: each browser context a test opens is watched, and a CSP violation
- * Chromium reports in any of its pages fails the test. A test that provokes one on purpose (the
- * guard's own control) annotates itself with `csp-violation-expected`.
+ * Every test runs with a guard over the browser contexts it opens. A CSP violation Chromium
+ * reports in any of their pages fails the test, unless the test provokes one on purpose (the
+ * guard's own control) and annotates itself with `csp-violation-expected`. At the test's end every
+ * context it opened is closed: the worker's browser outlives tests, and a page left open keeps
+ * reconnecting to its dead relay's port, which a later test's server may have been given.
  */
-export const test = base.extend<{ cspGuard: void }>({
-  cspGuard: [async ({ browser }, use, testInfo) => {
+export const test = base.extend<{ contextGuard: void }>({
+  contextGuard: [async ({ browser }, use, testInfo) => {
     const violations: string[] = [];
+    const opened: BrowserContext[] = [];
     const newContext = browser.newContext.bind(browser);
     browser.newContext = async (options?: Parameters<Browser['newContext']>[0]) => {
       const context = await newContext(options);
+      opened.push(context);
       context.on('console', (m) => { if (CSP_VIOLATION.test(m.text())) violations.push(m.text()); });
       return context;
     };
@@ -28,6 +32,7 @@ export const test = base.extend<{ cspGuard: void }>({
       await use();
     } finally {
       browser.newContext = newContext;
+      await Promise.all(opened.map((c) => c.close().catch(() => undefined)));
     }
     if (!testInfo.annotations.some((a) => a.type === 'csp-violation-expected')) {
       expect(violations, 'Content-Security-Policy violations reported by Chromium').toEqual([]);
@@ -40,15 +45,29 @@ const STATIC = process.env.SIGHTLINE_STATIC_DIR ?? path.resolve(__dirname, '../.
 export const SAMPLE_POLICY = path.resolve(__dirname, '../../relay/policy-sample.toml');
 const LOGS = path.resolve(__dirname, '../test-results/logs');
 
+/** Ports this worker has handed out; never handed out twice (see `freePort`). */
+const handedOut = new Set<number>();
+
+/**
+ * A loopback port nothing listens on, and one this worker has not handed out before: a client of
+ * an earlier test's server (a relay's socket, a forwarder) may still be retrying its old port, and
+ * must not reach a later test's server by chance.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = net.createServer();
+      srv.listen(0, '127.0.0.1', () => {
+        const port = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(port));
+      });
+      srv.on('error', reject);
     });
-    srv.on('error', reject);
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export class Proc {
