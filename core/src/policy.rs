@@ -74,8 +74,23 @@ struct MaskFile {
     audience: MaskAudience,
     area_px: Option<PixelsFile>,
     area_fraction: Option<FractionFile>,
-    window: Option<WindowMatch>,
-    while_window: Option<WindowMatch>,
+    window: Option<WindowFile>,
+    while_window: Option<WindowFile>,
+}
+
+/// A window selector as written in the file. (The wire type leaves unknown keys to the strict
+/// wire decoder; a file is refused by serde here.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowFile {
+    class: Option<String>,
+    title: Option<String>,
+}
+
+impl From<WindowFile> for WindowMatch {
+    fn from(w: WindowFile) -> WindowMatch {
+        WindowMatch { class: w.class, title: w.title }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -118,8 +133,8 @@ impl MaskFile {
         let area = self.area()?;
         let target = match (self.window, self.while_window, area) {
             (None, None, Some(area)) => MaskTarget::Area { area },
-            (Some(window), None, None) => MaskTarget::Window { window },
-            (None, Some(window), area) => MaskTarget::WhileWindow { window, area },
+            (Some(window), None, None) => MaskTarget::Window { window: window.into() },
+            (None, Some(window), area) => MaskTarget::WhileWindow { window: window.into(), area },
             (Some(_), None, Some(_)) => {
                 return Err("a window mask follows the window; it takes no area (use while_window)".into());
             }

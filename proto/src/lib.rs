@@ -5,6 +5,7 @@
 //! and a version check so that relay, agent and viewer fail the same way on bad input.
 
 pub mod mask;
+pub mod strict;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -27,7 +28,7 @@ pub type AgentId = String;
 
 /// What the agent sends to the relay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentToRelay {
     /// Answer to the relay's `challenge`: the enrolled device id and an Ed25519 signature (hex)
     /// over `agent_auth::signed_message(challenge, device_id)`.
@@ -65,7 +66,7 @@ pub enum AgentToRelay {
 
 /// What the relay sends to the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum RelayToAgent {
     /// First message on a new connection: a fresh random challenge (hex) to sign.
     Challenge { nonce: String },
@@ -93,7 +94,7 @@ pub enum RelayToAgent {
 
 /// What a viewer (browser) sends to the relay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ViewerToRelay {
     /// Ask for a session with an agent. The offer carries a receive-only video transceiver and
     /// the `session` data channel; it is answered only once the user consented. Every session
@@ -121,7 +122,7 @@ pub enum ControlAction {
 
 /// What the relay sends to a viewer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum RelayToViewer {
     /// The current list of online agents; sent on connect and on every change.
     Agents { agents: Vec<AgentInfo> },
@@ -435,7 +436,7 @@ pub enum ErrorCode {
 }
 
 /// A message with its protocol version, as it travels.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize)]
 struct Envelope<T> {
     v: u32,
     #[serde(flatten)]
@@ -448,9 +449,25 @@ pub enum DecodeError {
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
     #[error("protocol version {got} is not supported (this side speaks {PROTOCOL_VERSION})")]
-    UnsupportedVersion { got: u32 },
+    UnsupportedVersion { got: u64 },
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// Two equal keys in one object: which one counts is not left to chance.
+    #[error("malformed message: duplicate key {key:?} in {path}")]
+    DuplicateKey { path: String, key: String },
+    /// A key the message type does not have.
+    #[error("malformed message: unknown field {path}")]
+    UnknownField { path: String },
+}
+
+impl From<strict::StrictError> for DecodeError {
+    fn from(e: strict::StrictError) -> Self {
+        match e {
+            strict::StrictError::Malformed(m) => DecodeError::Malformed(m),
+            strict::StrictError::DuplicateKey { path, key } => DecodeError::DuplicateKey { path, key },
+            strict::StrictError::UnknownField { path } => DecodeError::UnknownField { path },
+        }
+    }
 }
 
 impl DecodeError {
@@ -459,7 +476,9 @@ impl DecodeError {
         match self {
             DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
             DecodeError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
-            DecodeError::Malformed(_) => ErrorCode::BadMessage,
+            DecodeError::Malformed(_) | DecodeError::DuplicateKey { .. } | DecodeError::UnknownField { .. } => {
+                ErrorCode::BadMessage
+            }
         }
     }
 }
@@ -472,24 +491,28 @@ pub fn encode<T: Serialize>(msg: &T) -> String {
     })
 }
 
-/// Parses a message, enforcing the size limit and the protocol version.
-pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
+/// Parses a message, enforcing the size limit and the protocol version, and refusing duplicate
+/// keys and fields the message type does not have (see [`strict`]).
+pub fn decode<T: DeserializeOwned + Serialize>(text: &str) -> Result<T, DecodeError> {
     if text.len() > MAX_SIGNAL_BYTES {
         return Err(DecodeError::TooLarge { size: text.len(), limit: MAX_SIGNAL_BYTES });
     }
+    let mut value = strict::unique_value(text)?;
+    let serde_json::Value::Object(envelope) = &mut value else {
+        return Err(DecodeError::Malformed("a message is a JSON object".into()));
+    };
     // Check the version before the body so a newer peer gets "unsupported version", not a
     // confusing complaint about a field it added.
-    #[derive(Deserialize)]
-    struct VersionOnly {
-        v: u32,
+    let version = match envelope.remove("v") {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(_) => None,
+        None => return Err(DecodeError::Malformed("missing field `v`".into())),
+    };
+    match version {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => Ok(strict::typed(value)?),
+        Some(got) => Err(DecodeError::UnsupportedVersion { got }),
+        None => Err(DecodeError::Malformed("`v` is not a version number".into())),
     }
-    let version: VersionOnly = serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    if version.v != PROTOCOL_VERSION {
-        return Err(DecodeError::UnsupportedVersion { got: version.v });
-    }
-    let envelope: Envelope<serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    serde_json::from_value(envelope.msg).map_err(|e| DecodeError::Malformed(e.to_string()))
 }
 
 #[cfg(test)]
@@ -587,7 +610,12 @@ mod tests {
         ] {
             let err = decode::<ViewerToRelay>(bad).unwrap_err();
             assert!(
-                matches!(err, DecodeError::Malformed(_) | DecodeError::UnsupportedVersion { .. }),
+                matches!(
+                    err,
+                    DecodeError::Malformed(_)
+                        | DecodeError::UnsupportedVersion { .. }
+                        | DecodeError::UnknownField { .. }
+                ),
                 "{bad}: {err:?}"
             );
             assert_ne!(err.code(), ErrorCode::TooLarge);
@@ -686,7 +714,7 @@ pub mod channel {
 
     /// One input event, in the remote screen's pixels.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+    #[serde(tag = "type", rename_all = "snake_case")]
     pub enum Input {
         PointerMove {
             x: u32,
@@ -713,7 +741,7 @@ pub mod channel {
 
     /// What travels on the channel.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+    #[serde(tag = "type", rename_all = "snake_case")]
     pub enum ChannelMessage {
         Input {
             input: Input,
@@ -735,7 +763,6 @@ pub mod channel {
 
     /// One encoded frame as the agent sent it.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct SealedFrame {
         /// The frame's RTP timestamp (90 kHz), which the relay forwards unchanged.
         pub ts: u32,
@@ -747,7 +774,6 @@ pub mod channel {
     /// key over `agent_auth::media_seal_message(self)`. `prev` is the SHA-256 (hex) of the
     /// previous seal's signed message, empty for the first.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct MediaSeal {
         pub session_id: String,
         pub seq: u64,

@@ -11,7 +11,6 @@ pub const FRACTION_UNITS: u32 = 10_000;
 
 /// One mask rule of a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MaskRule {
     /// Shown to the user in the session bar and to the operator ("customer panel").
     pub name: String,
@@ -42,7 +41,7 @@ impl MaskAudience {
 
 /// What a rule covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum MaskTarget {
     /// A fixed part of the screen.
     Area { area: Area },
@@ -55,7 +54,6 @@ pub enum MaskTarget {
 /// A window selector: shell-style patterns (`*`, `?`) over `WM_CLASS` (instance or class) and the
 /// title. At least one is set; both must match when both are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WindowMatch {
     pub class: Option<String>,
     pub title: Option<String>,
@@ -63,7 +61,7 @@ pub struct WindowMatch {
 
 /// A rectangle on the screen, in pixels or in fractions of the screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "unit", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", tag = "unit")]
 pub enum Area {
     Pixels {
         x: u32,

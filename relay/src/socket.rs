@@ -9,7 +9,7 @@ use sightline_proto::{DecodeError, decode};
 /// enforces the size limit and closes oversized sockets, which ends up as `None`.)
 pub async fn next_message<T, S>(rx: &mut S) -> Option<Result<T, DecodeError>>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + serde::Serialize,
     S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     loop {

@@ -7,6 +7,8 @@
 //! - `e2e [playwright args]`: build what the browser tests need and run Playwright alone.
 //! - `bench [playwright args]`: the audit log benchmark and the latency benchmarks; results in
 //!   `bench-results/`, summary printed.
+//! - `fuzz [--seconds N]`: the property tests over every parser (`fuzz_*`), round after round
+//!   with fresh seeds and many cases, for a time budget (default 300 s).
 
 mod install;
 mod run;
@@ -30,8 +32,11 @@ fn main() -> Result<()> {
         "test" => test(&root),
         "e2e" => e2e(&root, &rest),
         "bench" => bench(&root, &rest),
+        "fuzz" => fuzz(&root, &rest),
         _ => {
-            eprintln!("usage: cargo xtask <demo|build|test|e2e [playwright args]|bench [playwright args]>");
+            eprintln!(
+                "usage: cargo xtask <demo|build|test|e2e [playwright args]|bench [playwright args]|fuzz [--seconds N]>"
+            );
             bail!("unknown task {task:?}")
         }
     }
@@ -111,6 +116,41 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     example_bench(root, &bin, "mask_bench", "masking.json")?;
     playwright(root, &bin, &all)?;
     eprintln!("benchmark results are in {}", root.join("bench-results").display());
+    Ok(())
+}
+
+/// Cases per property in one fuzz round: a round takes seconds, so the budget is kept closely.
+const FUZZ_CASES_PER_ROUND: u32 = 20_000;
+
+/// Runs the `fuzz_*` property tests with fresh random seeds, round after round, until `--seconds`
+/// (default 300) have passed. A failure stops at once with proptest's minimal input, and the seed
+/// is saved in a `.proptest-regressions` file beside the test, so the next `cargo test` replays it.
+fn fuzz(root: &Path, args: &[String]) -> Result<()> {
+    let seconds: u64 = match args {
+        [] => 300,
+        [flag, n] if flag == "--seconds" => n.parse().with_context(|| format!("--seconds {n:?}: not a number"))?,
+        _ => bail!("usage: cargo xtask fuzz [--seconds N]"),
+    };
+    let budget = std::time::Duration::from_secs(seconds);
+    // The same package set and features as `cargo xtask test`, so nothing is rebuilt twice.
+    let test = ["test", "--workspace", "--features", "sightline-agent/test-consent"];
+    cargo(root, &[&test[..], &["--no-run"]].concat())?;
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < budget {
+        run::status(
+            cmd(root, env!("CARGO"))
+                .args(test)
+                .args(["--quiet", "--", "fuzz_"])
+                .env("PROPTEST_CASES", FUZZ_CASES_PER_ROUND.to_string()),
+            &format!("fuzz round {}", rounds + 1),
+        )?;
+        rounds += 1;
+    }
+    eprintln!(
+        "xtask fuzz: {rounds} rounds of {FUZZ_CASES_PER_ROUND} cases per property in {:.0?}, no failure",
+        started.elapsed()
+    );
     Ok(())
 }
 

@@ -153,9 +153,9 @@ impl Chunk {
                         data: body[FRAME_HEADER..].to_vec(),
                     })
                 }
-                TAG_ENTRY => {
-                    ChunkItem::Entry(serde_json::from_slice(body).map_err(|e| bad(format!("timeline entry: {e}")))?)
-                }
+                TAG_ENTRY => ChunkItem::Entry(
+                    sightline_proto::strict::from_slice(body).map_err(|e| bad(format!("timeline entry: {e}")))?,
+                ),
                 other => return Err(bad(format!("unknown item tag {other}"))),
             });
         }

@@ -141,7 +141,7 @@ pub fn consistency(dir: &Path, key: Option<&Path>, old: &Path) -> anyhow::Result
 /// `relay audit check-consistency`: a consistency proof and the public key.
 pub fn check_consistency(proof: &Path, key: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(proof).with_context(|| format!("cannot read {}", proof.display()))?;
-    let proof: ConsistencyProof = serde_json::from_str(&text).context("not a consistency proof")?;
+    let proof: ConsistencyProof = sightline_proto::strict::from_str(&text).context("not a consistency proof")?;
     let key = verifier_key(Path::new("."), Some(key))?;
     let (old, new) = proof.verify(&key)?;
     Ok(format!("OK: the log of {} at size {} extends its checkpoint of size {}", new.origin, new.size, old.size))

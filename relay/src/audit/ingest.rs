@@ -40,7 +40,7 @@ async fn serve_one(stream: UnixStream, log: Arc<AuditLog>) {
         let answer = if line.len() > MAX_LINE {
             "error: event too large".to_owned()
         } else {
-            match serde_json::from_str::<Event>(&line) {
+            match sightline_proto::strict::from_str::<Event>(&line) {
                 Ok(mut event) => {
                     // The relay's clock, not the sender's; the CLI runs as the relay's account.
                     event.ts_ms = now_ms();
