@@ -66,6 +66,23 @@ pub struct Terminal {
 
 static TERMINAL: std::sync::OnceLock<Arc<Mutex<Terminal>>> = std::sync::OnceLock::new();
 
+/// The window of the last ended session, still showing why it ended. There is at most one: the
+/// next window closes it at once, so however many requests arrive, the agent holds at most the
+/// current window and one lingering one (issue 13: X client slots are the user's, not ours).
+static LINGERING: Mutex<Option<Lingering>> = Mutex::new(None);
+static LINGERING_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A window kept only to be closed: dropping it kills the process (`kill_on_drop`).
+struct Lingering {
+    id: u64,
+    _stdin: Option<tokio::process::ChildStdin>,
+    _child: Box<tokio::process::Child>,
+}
+
+fn lingering() -> std::sync::MutexGuard<'static, Option<Lingering>> {
+    LINGERING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lock(terminal: &Mutex<Terminal>) -> std::sync::MutexGuard<'_, Terminal> {
     terminal.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -88,6 +105,9 @@ impl Frontend {
     }
 
     fn window(events: FrontendEvents, session_id: String) -> Result<Frontend, FrontendError> {
+        // The new prompt matters more than the last one's farewell.
+        let closed = lingering().take();
+        drop(closed);
         let exe = std::env::current_exe().map_err(FrontendError::Spawn)?;
         let mut child = tokio::process::Command::new(exe)
             .arg("consent-ui")
@@ -151,13 +171,21 @@ impl Frontend {
         }
     }
 
-    /// Lets the front end show its last words for a moment, then closes it.
+    /// Lets the front end show its last words for a moment (until the next window opens, at
+    /// most 6 s), then closes it.
     pub fn finish(self) {
-        if let Frontend::Window { stdin, mut child } = self {
+        if let Frontend::Window { stdin, child } = self {
+            let id = LINGERING_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let previous = lingering().replace(Lingering { id, _stdin: stdin, _child: child });
+            drop(previous);
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_secs(6)).await;
-                drop(stdin);
-                let _ = child.kill().await;
+                let mut slot = lingering();
+                if slot.as_ref().is_some_and(|l| l.id == id) {
+                    let closed = slot.take();
+                    drop(slot);
+                    drop(closed);
+                }
             });
         }
     }

@@ -119,7 +119,12 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
   throw new Error(`timed out waiting for ${what}`);
 }
 
-export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined>; siem?: string[]; siemCa?: string; siemFormat?: 'json' | 'cef'; args?: string[] }
+/**
+ * `requestLimits`: session requests per minute per operator and per device. Tests that are not
+ * about request discipline start many sessions on one device in seconds, so they get generous
+ * limits; `'defaults'` keeps the relay's own (the hardening tests).
+ */
+export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined>; siem?: string[]; siemCa?: string; siemFormat?: 'json' | 'cef'; args?: string[]; requestLimits?: { operator: number; device: number } | 'defaults' }
 
 export class Relay {
   constructor(public proc: Proc, public port: number, public dataDir: string, public opts: RelayOptions = {}) {}
@@ -146,6 +151,10 @@ export class Relay {
     for (const d of opts.siem ?? []) args.push('--siem', d);
     if (opts.siemCa) args.push('--siem-ca', opts.siemCa);
     if (opts.siemFormat) args.push('--siem-format', opts.siemFormat);
+    const limits = opts.requestLimits ?? { operator: 600, device: 600 };
+    if (limits !== 'defaults') {
+      args.push('--session-requests-per-operator-per-min', String(limits.operator), '--session-requests-per-device-per-min', String(limits.device));
+    }
     args.push(...(opts.args ?? []));
     // Benchmarks pin the relay to one core (taskset execs it, so the pid is the relay's).
     const proc = opts.cpu === undefined

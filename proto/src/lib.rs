@@ -433,6 +433,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The relay's audit log cannot be written: no security action proceeds (R41).
     AuditUnavailable,
+    /// Too many requests from this operator, or for this device; the message says when to retry.
+    RateLimited,
 }
 
 /// A message with its protocol version, as it travels.

@@ -109,6 +109,16 @@ pub struct Config {
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub recording_retention_check_s: u64,
 
+    /// Session requests one operator may make per minute (a burst of this many, then one each
+    /// 60/N seconds). Refusals are audit events.
+    #[arg(long, default_value_t = std::num::NonZeroU32::new(6).expect("non-zero"), value_parser = clap::value_parser!(std::num::NonZeroU32))]
+    pub session_requests_per_operator_per_min: std::num::NonZeroU32,
+
+    /// Session requests one device's user may be asked per minute, counted only for requests
+    /// that pass every other check (so a refused flood costs the device nothing).
+    #[arg(long, default_value_t = std::num::NonZeroU32::new(4).expect("non-zero"), value_parser = clap::value_parser!(std::num::NonZeroU32))]
+    pub session_requests_per_device_per_min: std::num::NonZeroU32,
+
     /// Lifetime of session tokens in seconds (at most 600).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(30..=600))]
     pub token_ttl_s: u64,

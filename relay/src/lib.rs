@@ -15,6 +15,7 @@ pub mod headers;
 pub mod hub;
 pub mod identity;
 pub mod recording;
+pub mod request_limits;
 pub mod server;
 pub mod session;
 pub mod sfu;

@@ -33,6 +33,8 @@ pub struct AppState {
     pub audit: Option<Arc<AuditLog>>,
     /// This node's recordings.
     pub recordings: Arc<crate::recording::Recordings>,
+    /// How often operators may ask for sessions, and devices be asked.
+    pub limits: Arc<crate::request_limits::RequestLimits>,
 }
 
 /// Reads and validates the policy file.
@@ -174,7 +176,20 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
         identity.clone(),
         std::time::Duration::from_secs(config.recording_retention_check_s),
     ));
-    Ok(AppState { hub, identity, policy, audit: None, recordings })
+    let limits = Arc::new(crate::request_limits::RequestLimits::new(
+        config.session_requests_per_operator_per_min,
+        config.session_requests_per_device_per_min,
+    ));
+    let idle = Arc::downgrade(&limits);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            let Some(limits) = idle.upgrade() else { break };
+            limits.forget_idle();
+        }
+    });
+    Ok(AppState { hub, identity, policy, audit: None, recordings, limits })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.

@@ -306,6 +306,22 @@ async fn open_session(
 ) -> Result<Arc<LiveSession>, (ErrorCode, String)> {
     // Fail closed before anything else: no session runs that the audit log cannot record.
     state.identity.audit_available().map_err(|e| (ErrorCode::AuditUnavailable, e.to_string()))?;
+    let subject = |device: &str| format!("device:{device} ticket:{} reason:{}", ticket.trim(), reason.trim());
+    let refuse = |device: &str, code: ErrorCode, why: String| {
+        state.identity.emit(
+            EventKind::SessionRefused,
+            Outcome::Failure,
+            &auth.user.name,
+            Some(&subject(device)),
+            Some(peer.ip()),
+            why.clone(),
+        );
+        Err((code, why))
+    };
+    if let Err(wait) = state.limits.operator(&auth.user.name) {
+        let why = format!("too many session requests from you; try again in {} s", wait.as_secs() + 1);
+        return refuse(agent_id, ErrorCode::RateLimited, why);
+    }
     let link = state.hub.agent(agent_id).map_err(|e| (ErrorCode::UnknownAgent, e.to_string()))?;
     // View is the floor of every session.
     let mut levels: Levels = levels.into_iter().collect();
@@ -324,21 +340,25 @@ async fn open_session(
         maintenance_window_open: window_open,
         unattended: false,
     };
-    let subject = format!("device:{} ticket:{} reason:{}", link.info.agent_id, ticket.trim(), reason.trim());
+    let device = link.info.agent_id.as_str();
     let obligations = match state.policy.decide(&request) {
         Ok(o) => o,
-        Err(denial) => {
-            state.identity.emit(
-                EventKind::SessionRefused,
-                Outcome::Failure,
-                &auth.user.name,
-                Some(&subject),
-                Some(peer.ip()),
-                denial.to_string(),
-            );
-            return Err((ErrorCode::PolicyDenied, denial.to_string()));
-        }
+        Err(denial) => return refuse(device, ErrorCode::PolicyDenied, denial.to_string()),
     };
+    // One request at a time per device: a second one is refused and leaves the first alone.
+    if let Some(running) = link.session().filter(|s| !s.is_ended()) {
+        let why = if running.status().borrow().phase == SessionPhase::AwaitingConsent {
+            "a request is already waiting for this device's user"
+        } else {
+            "this device already has a session running"
+        };
+        return refuse(device, ErrorCode::Busy, why.into());
+    }
+    // Last, so that only a request about to reach the endpoint draws on the device's budget.
+    if let Err(wait) = state.limits.device(device) {
+        let why = format!("too many session requests for this device; try again in {} s", wait.as_secs() + 1);
+        return refuse(device, ErrorCode::RateLimited, why);
+    }
     let segment = state.policy.segments.get(&link.info.segment);
     let allowed = segment.map(|s| s.levels.clone()).unwrap_or_default();
     let masks = segment.map(|s| s.masks.clone()).unwrap_or_default();

@@ -1,0 +1,106 @@
+//! Request discipline (issue 13): how often one operator may ask for sessions, and how often one
+//! device may be asked. An operator account must not be able to flood a teller's screen with
+//! prompts, and a flood from one operator must not lock others out of the device.
+//!
+//! Both limits are GCRA buckets (the `governor` crate): a burst of `per_minute` requests, then
+//! one more each `60 / per_minute` seconds. The operator's bucket is drawn on every request that
+//! passes authentication; the device's only by a request about to reach the endpoint (after the
+//! policy and the one-pending-request check), so refused requests cost the device nothing and
+//! a legitimate operator after a refused flood is still asked for. Limits are per relay node,
+//! like sessions.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+type Keyed<C> = RateLimiter<String, DashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// Which bucket refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    Operator,
+    Device,
+}
+
+pub struct RequestLimits<C: Clock + Clone = DefaultClock> {
+    clock: C,
+    per_operator: Keyed<C>,
+    per_device: Keyed<C>,
+}
+
+impl RequestLimits<DefaultClock> {
+    pub fn new(operator_per_minute: NonZeroU32, device_per_minute: NonZeroU32) -> Self {
+        Self::with_clock(operator_per_minute, device_per_minute, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RequestLimits<C> {
+    pub fn with_clock(operator_per_minute: NonZeroU32, device_per_minute: NonZeroU32, clock: C) -> Self {
+        RequestLimits {
+            per_operator: RateLimiter::dashmap_with_clock(Quota::per_minute(operator_per_minute), clock.clone()),
+            per_device: RateLimiter::dashmap_with_clock(Quota::per_minute(device_per_minute), clock.clone()),
+            clock,
+        }
+    }
+
+    /// Draws on the operator's bucket; when empty, how long until the next request may come.
+    pub fn operator(&self, name: &str) -> Result<(), Duration> {
+        self.per_operator.check_key(&name.to_owned()).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Draws on the device's bucket.
+    pub fn device(&self, device_id: &str) -> Result<(), Duration> {
+        self.per_device.check_key(&device_id.to_owned()).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Forgets keys whose buckets are full again, so memory follows the active keys only.
+    pub fn forget_idle(&self) {
+        self.per_operator.retain_recent();
+        self.per_device.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn limits(clock: &FakeRelativeClock) -> RequestLimits<FakeRelativeClock> {
+        RequestLimits::with_clock(NonZeroU32::new(3).unwrap(), NonZeroU32::new(2).unwrap(), clock.clone())
+    }
+
+    #[test]
+    fn an_operator_gets_a_burst_then_one_request_per_interval() {
+        let clock = FakeRelativeClock::default();
+        let l = limits(&clock);
+        for _ in 0..3 {
+            assert_eq!(l.operator("op"), Ok(()));
+        }
+        let wait = l.operator("op").unwrap_err();
+        assert!(wait > Duration::from_secs(19) && wait <= Duration::from_secs(20), "{wait:?}");
+        // Another operator has a bucket of their own.
+        assert_eq!(l.operator("other"), Ok(()));
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(l.operator("op"), Ok(()));
+        assert!(l.operator("op").is_err());
+    }
+
+    #[test]
+    fn devices_have_their_own_buckets() {
+        let clock = FakeRelativeClock::default();
+        let l = limits(&clock);
+        assert_eq!(l.device("d1"), Ok(()));
+        assert_eq!(l.device("d1"), Ok(()));
+        assert!(l.device("d1").is_err());
+        assert_eq!(l.device("d2"), Ok(()));
+        // The operator's bucket is separate from the device's.
+        assert_eq!(l.operator("d1"), Ok(()));
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(l.device("d1"), Ok(()));
+    }
+}
