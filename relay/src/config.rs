@@ -119,6 +119,24 @@ pub struct Config {
     #[arg(long, default_value_t = std::num::NonZeroU32::new(4).expect("non-zero"), value_parser = clap::value_parser!(std::num::NonZeroU32))]
     pub session_requests_per_device_per_min: std::num::NonZeroU32,
 
+    /// Open connections (HTTP and WebSocket, TLS handshakes included) one address may hold;
+    /// more are closed at accept, unread.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_address: u64,
+
+    /// Open connections all clients together may hold.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Seconds a client may take to send a request's headers, and a new connection to send its
+    /// first byte: idle and slowloris connections are closed after this.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub header_timeout_s: u64,
+
+    /// Seconds a connection may stay without traffic either way (WebSockets ping every 2 s).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(10..=3600))]
+    pub idle_timeout_s: u64,
+
     /// Lifetime of session tokens in seconds (at most 600).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(30..=600))]
     pub token_ttl_s: u64,
@@ -137,6 +155,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The connection caps, for the listener.
+    pub fn connection_caps(&self) -> crate::connections::Caps {
+        crate::connections::Caps {
+            per_address: usize::try_from(self.max_connections_per_address).unwrap_or(usize::MAX),
+            total: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            first_byte: std::time::Duration::from_secs(self.header_timeout_s),
+            idle: std::time::Duration::from_secs(self.idle_timeout_s),
+        }
+    }
+
     /// Checks what flags alone cannot: the relay has no authentication yet, so anything but
     /// loopback would expose screens to the network.
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -10,6 +10,7 @@ pub mod agent_socket;
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod connections;
 pub mod events;
 pub mod headers;
 pub mod hub;

@@ -277,19 +277,97 @@ pub async fn serve(
     };
     let hub = state.hub.clone();
     let router = app(state, &config);
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let limits = crate::connections::ConnectionLimits::new(config.connection_caps());
+    let header_timeout = std::time::Duration::from_secs(config.header_timeout_s);
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
-            use axum::serve::ListenerExt;
-            let tls = crate::tls::TlsListener::new(listener, crate::tls::server_config(cert, key)?)?;
-            // tap_io gives the TLS listener axum's ConnectInfo<SocketAddr>, which handlers use.
-            axum::serve(tls.tap_io(|_| {}), service).with_graceful_shutdown(shutdown).await?;
+            let tls = crate::tls::TlsListener::new(listener, crate::tls::server_config(cert, key)?, limits)?;
+            serve_connections(tls, router, header_timeout, shutdown).await;
         }
-        _ => axum::serve(listener, service).with_graceful_shutdown(shutdown).await?,
+        _ => serve_connections(LimitedTcp { listener, limits }, router, header_timeout, shutdown).await,
     }
     rotation.abort();
     hub.shutdown().await;
     Ok(())
+}
+
+/// Plain TCP within the connection caps.
+struct LimitedTcp {
+    listener: tokio::net::TcpListener,
+    limits: Arc<crate::connections::ConnectionLimits>,
+}
+
+impl axum::serve::Listener for LimitedTcp {
+    type Io = crate::connections::Limited<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        crate::connections::accept_limited(&self.listener, &self.limits).await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// How long shutdown waits for connections to finish their requests.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The HTTP server loop (`axum::serve` with a header read timeout, which it does not offer):
+/// HTTP/1 on each accepted connection, WebSocket upgrades, the client's address as
+/// `ConnectInfo`, and on `shutdown` no new connections and a bounded drain of the open ones.
+async fn serve_connections<L>(
+    mut listener: L,
+    router: Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            conn = listener.accept() => conn,
+            () = &mut shutdown => break,
+        };
+        // Reap finished connection tasks as we go, so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
+        let router = router.clone();
+        let mut stopping = stopping.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(request)
+            });
+            // HTTP/1 only: browsers speak HTTP/2 only over TLS with ALPN, which the relay does not
+            // offer, and the auto builder's protocol sniffing would wait for bytes without the
+            // header timeout (an idle socket would never be closed).
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                r = connection.as_mut() => r,
+                _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    let _ = stop.send(true);
+    if tokio::time::timeout(DRAIN, async { while connections.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!(open = connections.len(), "connections still open after the drain; closing them");
+        connections.abort_all();
+    }
 }
 
 /// Applies revocations published by any node: sockets of revoked sessions, users and devices on
