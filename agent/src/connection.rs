@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use backon::BackoffBuilder;
 use futures_util::{SinkExt, StreamExt};
-use sightline_proto::{AGENT_WS_PATH, AgentToRelay, MAX_SIGNAL_BYTES, RelayToAgent, decode, encode};
+use sightline_proto::{AGENT_WS_PATH, AgentToRelay, MAX_SIGNAL_BYTES, RelayToAgent, SessionEvent, decode, encode};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -328,7 +328,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                     continue;
                 }
                 (Some(ChannelMessage::Chat { from, text }), Some(s)) => {
-                    s.on_chat(from, text).await;
+                    s.on_operator_chat(from, text).await;
                     continue;
                 }
                 (Some(ChannelMessage::MediaSeal { .. }), Some(_)) => {
@@ -361,21 +361,27 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                 match msg {
                     RelayToAgent::ConsentRequest { request } => {
                         if endpoint.as_ref().is_some_and(|s| !s.is_ended()) {
-                            tracing::warn!("a second session request while one runs; refused");
-                            continue;
+                            // Answered, never ignored: the relay ends the request with the reason.
+                            tracing::warn!(session = %request.session_id, "a second session request while one runs; declined");
+                            let reason = "another session is running on this endpoint".to_owned();
+                            vec![Action::Signal(AgentToRelay::Declined { session_id: request.session_id, reason })]
+                        } else {
+                            let (session, actions) =
+                                EndpointSession::ask(request, config.device.clone(), frontend_tx.clone()).await;
+                            endpoint = Some(session);
+                            actions
                         }
-                        let (session, actions) =
-                            EndpointSession::ask(request, config.device.clone(), frontend_tx.clone()).await;
-                        endpoint = Some(session);
-                        actions
                     }
+                    // A request about a session this endpoint does not run is answered too, so
+                    // the relay ends it rather than waiting on it.
                     RelayToAgent::ElevationRequest { session_id, levels } => match endpoint.as_mut() {
                         Some(s) if s.id == session_id => s.on_elevation_request(levels).await,
-                        _ => continue,
+                        _ => vec![not_here(session_id)],
                     },
                     RelayToAgent::Session { session_id, event } => match endpoint.as_mut() {
                         Some(s) if s.id == session_id => s.on_relay(event).await,
-                        _ => continue,
+                        _ if matches!(event, SessionEvent::Ended { .. }) => continue,
+                        _ => vec![not_here(session_id)],
                     },
                     RelayToAgent::Publish => {
                         if let Some(old) = publication.take() {
@@ -474,6 +480,12 @@ struct Chat<'a> {
 }
 
 /// Does what the session asked for: messages to the relay, media pause/resume/stop.
+/// The answer to a request about a session this endpoint does not run (any more).
+fn not_here(session_id: String) -> Action {
+    tracing::warn!(session = %session_id, "a request about a session this endpoint does not run; declined");
+    Action::Signal(AgentToRelay::Declined { session_id, reason: "no such session on this endpoint".into() })
+}
+
 async fn carry_out(
     actions: Vec<Action>,
     tx: &mut futures_util::stream::SplitSink<Socket, Message>,

@@ -363,6 +363,14 @@ impl EndpointSession {
         }
     }
 
+    /// A chat line from the operator's side (operator or observer): activity, as at the relay
+    /// (`core::session::Event::OperatorActivity`).
+    pub async fn on_operator_chat(&mut self, from: String, text: String) {
+        self.machine.step(crate::now_ms(), Event::OperatorActivity);
+        self.on_chat(from, text).await;
+    }
+
+    /// Shows a chat line in the bar.
     pub async fn on_chat(&mut self, from: String, text: String) {
         if let Some(f) = self.frontend.as_mut() {
             f.send(&UiCommand::Chat { from, text }).await;
@@ -376,7 +384,15 @@ impl EndpointSession {
         {
             return self.decide(ConsentKind::Session, Decision::TimedOut, Vec::new()).await;
         }
-        self.step(Event::Tick).await
+        let was_ended = self.is_ended();
+        let mut actions = self.step(Event::Tick).await;
+        // An end this side's clock decided (idle, maximum duration) is told to the relay, which
+        // records it as the same end its own timers would have (issue 12: one account of an end).
+        if let (false, Phase::Ended(reason)) = (was_ended, &self.machine.phase) {
+            let event = SessionEvent::Ended { reason: reason.clone() };
+            actions.insert(0, Action::Signal(AgentToRelay::Session { session_id: self.id.clone(), event }));
+        }
+        actions
     }
 
     /// The relay connection is gone: the session ends here at once (R22).

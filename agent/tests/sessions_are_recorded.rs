@@ -8,61 +8,10 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use sightline_proto::channel::ChannelMessage;
-use sightline_proto::{EndReason, ErrorCode, Party, RelayToViewer, SessionPhase, SessionStatus, decode};
+use sightline_proto::{EndReason, ErrorCode, Party, SessionPhase, SessionStatus};
 use sightline_relay::recording::{self, commands};
-use support::{Socket, TestRelay, start_agent, start_relay_with};
-use tokio_tungstenite::tungstenite::Message;
-
-fn allow_view() {
-    sightline_agent::frontend::scripted::answer_every_request(
-        sightline_proto::Decision::Allow,
-        vec![sightline_proto::Level::View],
-    );
-}
-
-/// The operator's socket once watching: read all the time (so pings are answered, as a
-/// browser does), statuses passed on.
-struct Operator {
-    sink: futures_util::stream::SplitSink<Socket, Message>,
-    statuses: tokio::sync::mpsc::UnboundedReceiver<SessionStatus>,
-    seen: Option<SessionStatus>,
-}
-
-impl Operator {
-    fn new(ws: Socket, seen: Option<SessionStatus>) -> Operator {
-        let (sink, mut stream) = ws.split();
-        let (tx, statuses) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
-                let Message::Text(text) = message else { continue };
-                if let Ok(RelayToViewer::Session { status }) = decode::<RelayToViewer>(&text) {
-                    let _ = tx.send(*status);
-                }
-            }
-        });
-        Operator { sink, statuses, seen }
-    }
-
-    /// The newest status once one satisfies `wanted`.
-    async fn status_until(&mut self, wanted: impl Fn(&SessionStatus) -> bool) -> SessionStatus {
-        if let Some(status) = self.seen.take().filter(|s| wanted(s)) {
-            return status;
-        }
-        loop {
-            let status = self.statuses.recv().await.expect("socket open");
-            if wanted(&status) {
-                return status;
-            }
-        }
-    }
-
-    async fn control(&mut self, action: sightline_proto::ControlAction) {
-        let message = sightline_proto::encode(&sightline_proto::ViewerToRelay::Control { action });
-        self.sink.send(Message::Text(message.into())).await.unwrap();
-    }
-}
+use support::{Operator, TestRelay, start_agent, start_relay_with};
 
 /// Reads `n` RTP packets of the track (the screen flows).
 async fn packets(track: &sightline_peer::VideoReceiver, n: usize) {
@@ -103,7 +52,7 @@ struct Recorded {
 }
 
 async fn recorded_session(chunk_ms: u64, agent: &str) -> Recorded {
-    allow_view();
+    support::allow_view();
     let relay = start_relay_with(&[format!("--recording-chunk-ms={chunk_ms}")]).await;
     let device = start_agent(&relay, agent).await;
     let mut ws = support::operator_socket(&relay, &device).await;
@@ -212,7 +161,7 @@ async fn a_session_is_recorded_verifiable_and_exports_to_webm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_cannot_record_refuses_the_session_before_asking_the_user() {
-    allow_view();
+    support::allow_view();
     let blocked = tempfile::NamedTempFile::new().unwrap();
     // The recordings "directory" is a file: nothing can be created under it.
     let relay = start_relay_with(&[format!("--recordings-dir={}", blocked.path().display())]).await;

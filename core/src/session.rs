@@ -67,7 +67,12 @@ pub enum Event {
     SeniorApproved,
     ObserverJoined,
     ObserverLeft,
-    /// The operator did something (input, chat): resets the idle timer.
+    /// Activity, for the idle timeout (R23), defined here once for both sides: a chat line from
+    /// the operator's side (the operator or an observer) resets the idle timer, and so does input
+    /// the gate admits (`admit_input` counts that itself). The user's own actions at the endpoint
+    /// do not count: the timeout is about the remote side's attention, and the user can end the
+    /// session at any time. The relay and the agent feed exactly these, so they agree on idleness;
+    /// an end either side's clock decides is told to the other.
     OperatorActivity,
     AgentLost,
     OperatorLost,

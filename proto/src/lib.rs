@@ -62,6 +62,9 @@ pub enum AgentToRelay {
     Consent { receipt: ConsentReceipt },
     /// Something the user did in the session bar.
     Session { session_id: String, event: SessionEvent },
+    /// The agent will not take up this request (another session runs on the endpoint): the
+    /// relay ends it with the reason, so no request goes unanswered.
+    Declined { session_id: String, reason: String },
 }
 
 /// What the relay sends to the agent.
@@ -296,6 +299,8 @@ pub enum EndReason {
     RecorderFailed,
     /// The relay's audit log could not be written: no session runs unrecorded in it (R41).
     AuditUnavailable,
+    /// The agent declined the request, with its reason (another session runs there).
+    DeclinedByEndpoint(String),
 }
 
 impl EndReason {
@@ -314,6 +319,7 @@ impl EndReason {
             EndReason::OperatorLost => "the operator's connection was lost".into(),
             EndReason::RecorderFailed => "recording failed".into(),
             EndReason::AuditUnavailable => "the relay's audit log could not be written".into(),
+            EndReason::DeclinedByEndpoint(why) => format!("the endpoint declined the request: {why}"),
         }
     }
 }

@@ -162,6 +162,12 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                     break;
                 }
             }
+            () = link.broken() => {
+                // A message could not be queued (see `AgentLink::send`): closing is how both
+                // sides learn, rather than going on out of step.
+                close_within(&mut tx).await;
+                break;
+            }
             out = outbox.recv() => {
                 let Some(msg) = out else { break };
                 if !send_within(&mut tx, text(&msg)).await {
@@ -205,6 +211,14 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                     Some(Ok(AgentToRelay::Session { session_id, event })) => {
                         match link.session().filter(|s| s.id == session_id) {
                             Some(session) => session.user_event(event),
+                            None => {
+                                if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await { break; }
+                            }
+                        }
+                    }
+                    Some(Ok(AgentToRelay::Declined { session_id, reason })) => {
+                        match link.session_by_id(&session_id) {
+                            Some(session) => session.declined_by_endpoint(&reason),
                             None => {
                                 if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await { break; }
                             }

@@ -63,6 +63,9 @@ pub struct AgentLink {
     /// behind an ordered queue: the channel opens after the media flows.
     channel: Outbox,
     sessions_changed: Arc<watch::Sender<u64>>,
+    /// Signalled when a message to the agent could not be queued: the link is then broken, and
+    /// the agent's socket closes it, so both sides end its session (nothing is dropped silently).
+    broken: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -156,6 +159,7 @@ impl Hub {
             ended: Mutex::new(None),
             channel: Outbox::new(CHANNEL_QUEUE),
             sessions_changed: self.sessions_changed.clone(),
+            broken: tokio::sync::Notify::new(),
         });
         agents.insert(info.agent_id, link.clone());
         self.publish_roster(&agents);
@@ -271,9 +275,27 @@ impl AgentLink {
     }
 
     /// Queues a message for the agent. A full queue means the agent stopped reading: dropping the
-    /// message would desynchronise signaling, so the caller treats it as the agent being gone.
+    /// message would leave the two sides disagreeing about a session, so the link is treated as
+    /// broken instead: its socket closes, the relay ends the agent's session as lost, and the
+    /// agent, losing the relay, ends its own (R22). Returns whether the message was queued.
     pub fn send(&self, msg: RelayToAgent) -> bool {
-        self.to_agent.try_send(msg).is_ok()
+        match self.to_agent.try_send(msg) {
+            Ok(()) => true,
+            Err(e) => {
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "the queue to the agent is full",
+                    mpsc::error::TrySendError::Closed(_) => "the agent's socket is closing",
+                };
+                tracing::warn!(agent = %self.info.agent_id, why, "a message to the agent could not be queued: closing the link");
+                self.broken.notify_one();
+                false
+            }
+        }
+    }
+
+    /// Completes when a message to the agent could not be queued (see `send`).
+    pub async fn broken(&self) {
+        self.broken.notified().await;
     }
 
     /// Adds a viewer; the first viewer makes the agent start publishing.
@@ -328,5 +350,43 @@ impl AgentLink {
         if let Some(previous) = previous {
             previous.close().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> AgentInfo {
+        AgentInfo {
+            agent_id: "a1".into(),
+            name: "desk".into(),
+            segment: "office".into(),
+            width: 1,
+            height: 1,
+            user: "alice".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_that_cannot_be_queued_breaks_the_link_instead_of_vanishing() {
+        let hub = Hub::new(Media::new(std::net::IpAddr::from([127, 0, 0, 1])));
+        let (link, mut queue) = hub.register_agent(info(), None).unwrap();
+        // An agent that stops reading: the queue fills, and every message up to then is kept.
+        for _ in 0..AGENT_QUEUE {
+            assert!(link.send(RelayToAgent::Publish));
+        }
+        // Control: the link is not broken while messages fit.
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(100), link.broken()).await.is_err());
+        assert!(!link.send(RelayToAgent::Unpublish));
+        tokio::time::timeout(std::time::Duration::from_secs(1), link.broken()).await.expect("the link is broken");
+        // What was queued is still delivered in order; the message that did not fit is not
+        // silently behind it.
+        let mut delivered = 0;
+        while let Ok(msg) = queue.try_recv() {
+            assert_eq!(msg, RelayToAgent::Publish);
+            delivered += 1;
+        }
+        assert_eq!(delivered, AGENT_QUEUE);
     }
 }

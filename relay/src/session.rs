@@ -350,6 +350,13 @@ impl LiveSession {
         self.addresses.lock().unwrap_or_else(|e| e.into_inner()).insert(actor.to_owned(), ip);
     }
 
+    /// The agent declined this request (it runs another session): it ends with the agent's
+    /// reason, cut to a sane length (the agent is not trusted with the size of our records).
+    pub fn declined_by_endpoint(&self, reason: &str) {
+        let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
+        self.step(Event::EndedElsewhere(EndReason::DeclinedByEndpoint(reason)), "agent");
+    }
+
     /// Feeds one event to the machine and carries out what it decides.
     pub fn step(&self, event: Event, actor: &str) -> Vec<Effect> {
         let now = self.identity.now_ms();
@@ -615,6 +622,19 @@ impl LiveSession {
             }
             SessionEvent::End { .. } => {
                 self.step(Event::End { by: Party::User }, &actor);
+            }
+            // The endpoint's own clock ended it: the same end, and the same event, as the relay's
+            // timers make (issue 12: both sides give one account of why a session ended).
+            SessionEvent::Ended { reason: reason @ (EndReason::Idle | EndReason::MaxDuration) } => {
+                self.step(Event::EndedElsewhere(reason), "system");
+            }
+            // Any other end is the relay's to decide; the endpoint has ended anyway, so the
+            // session ends here too, with what it claimed on the record.
+            SessionEvent::Ended { reason } => {
+                self.declined_by_endpoint(&format!(
+                    "it ended the session for a reason only the relay decides: {}",
+                    reason.describe()
+                ));
             }
             other => tracing::warn!(session = %self.id, ?other, "ignoring a session event the agent may not send"),
         }
@@ -980,6 +1000,47 @@ mod tests {
         let forged = ConsentReceipt { levels: vec![Level::View, Level::Control], ..late };
         assert!(matches!(found.accept_receipt(forged).await, Err(SessionError::BadReceipt(_))));
         assert_eq!(f.events_of(EventKind::ConsentLate).len(), 1);
+    }
+
+    /// A request the agent declines (issue 13: never ignored) ends with the agent's reason, cut to
+    /// a bounded, printable length.
+    #[tokio::test]
+    async fn a_request_the_agent_declines_ends_with_its_reason() {
+        let f = fixture("office").await;
+        let session = f.open(&[Level::View]).await;
+        assert_eq!(session.status().borrow().phase, SessionPhase::AwaitingConsent);
+        session.declined_by_endpoint(&format!("another session runs here\n{}", "x".repeat(500)));
+        let status = session.status().borrow().clone();
+        assert_eq!(status.phase, SessionPhase::Ended);
+        let Some(EndReason::DeclinedByEndpoint(why)) = status.end_reason else { panic!("{status:?}") };
+        assert!(why.starts_with("another session runs here") && why.chars().count() == 200 && !why.contains('\n'));
+        assert_eq!(f.events_of(EventKind::SessionEnded).len(), 1);
+    }
+
+    /// An end the endpoint's clock decided is the same end, and the same audit event, as one
+    /// the relay's timers make; an end only the relay may decide is not taken at its word (issue 12).
+    #[tokio::test]
+    async fn an_idle_end_the_agent_reports_is_recorded_as_the_relays_own() {
+        let f = fixture("office").await;
+        let session = f.open(&[Level::View]).await;
+        session.accept_receipt(f.receipt(&session, ConsentKind::Session, &[Level::View])).await.unwrap();
+        session.user_event(SessionEvent::Ended { reason: EndReason::Idle });
+        let status = session.status().borrow().clone();
+        assert_eq!((status.phase, status.end_reason), (SessionPhase::Ended, Some(EndReason::Idle)));
+        let ended = f.events_of(EventKind::SessionEnded);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].actor, "system");
+        assert!(ended[0].detail.starts_with(&EndReason::Idle.describe()), "{}", ended[0].detail);
+
+        // Control: a reason the endpoint cannot decide ends the session (the endpoint has ended)
+        // under its own name, never as the claimed admin kill.
+        let next = f.open(&[Level::View]).await;
+        next.accept_receipt(f.receipt(&next, ConsentKind::Session, &[Level::View])).await.unwrap();
+        next.user_event(SessionEvent::Ended { reason: EndReason::KilledByAdmin("root".into()) });
+        let status = next.status().borrow().clone();
+        let Some(EndReason::DeclinedByEndpoint(why)) = status.end_reason else { panic!("{status:?}") };
+        assert!(why.contains("ended by administrator root"), "{why}");
+        assert_eq!(f.events_of(EventKind::SessionEnded).len(), 2);
     }
 
     /// In a segment that needs a senior's approval, control comes only with the user's signed

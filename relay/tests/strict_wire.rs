@@ -2,60 +2,13 @@
 //! field its type does not have is refused with `bad_message`, changes nothing, and the socket
 //! keeps working; the same message without the defect is acted upon (the control).
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
+use common::{Relay, Socket, next_text};
+use futures_util::SinkExt;
 use sightline_core::roles::Role;
 use sightline_proto::{ErrorCode, RelayToAgent, RelayToViewer, decode};
-use sightline_relay::api::SESSION_COOKIE;
-use sightline_relay::config::Config;
-use sightline_relay::identity::User;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn relay(dir: &std::path::Path) -> (SocketAddr, sightline_relay::server::AppState) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = Config::parse_from([
-        "relay".to_owned(),
-        format!("--listen={addr}"),
-        concat!("--static-dir=", env!("CARGO_MANIFEST_DIR"), "/../static").to_owned(),
-        format!("--public-url=http://localhost:{}/", addr.port()),
-        format!("--data-dir={}", dir.display()),
-        "--node=test".to_owned(),
-        concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").to_owned(),
-    ]);
-    let state = sightline_relay::server::build(&config, Arc::new(sightline_relay::events::MemorySink::default()))
-        .await
-        .unwrap();
-    tokio::spawn(sightline_relay::server::serve(listener, state.clone(), config, std::future::pending()));
-    (addr, state)
-}
-
-async fn open(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Socket {
-    let mut request = format!("ws://127.0.0.1:{}{path}", addr.port()).into_client_request().unwrap();
-    if let Some(c) = cookie {
-        request.headers_mut().insert("cookie", c.parse().unwrap());
-    }
-    tokio_tungstenite::connect_async(request).await.unwrap().0
-}
-
-/// The next text message, bounded so a silent relay fails the test instead of hanging it.
-async fn next_text(socket: &mut Socket) -> Option<String> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("the relay answered") {
-            Some(Ok(Message::Text(t))) => return Some(t.to_string()),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-            Some(Ok(_)) => {}
-        }
-    }
-}
 
 /// The code of the next error the viewer socket reports, skipping the lists it sends on connect.
 async fn next_viewer_error(socket: &mut Socket) -> ErrorCode {
@@ -70,19 +23,9 @@ async fn next_viewer_error(socket: &mut Socket) -> ErrorCode {
 #[tokio::test]
 async fn viewer_socket_refuses_unknown_fields_and_duplicate_keys_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, state) = relay(dir.path()).await;
-    let user = User {
-        id: "id-op".into(),
-        name: "op".into(),
-        display_name: "Op".into(),
-        roles: BTreeSet::from([Role::Operator]),
-        passkeys: vec![],
-        created_ms: 0,
-        bootstrap: false,
-    };
-    state.identity.put_user_unchecked(&user).await.unwrap();
-    let cookie = format!("{SESSION_COOKIE}={}", state.identity.start_session(&user).await.unwrap());
-    let mut ws = open(addr, sightline_proto::VIEWER_WS_PATH, Some(&cookie)).await;
+    let relay = Relay::start(dir.path(), &[]).await;
+    let cookie = relay.sign_in("op", &[Role::Operator]).await;
+    let mut ws = relay.open(sightline_proto::VIEWER_WS_PATH, Some(&cookie)).await;
 
     let watch = |extra: &str| {
         format!(
@@ -110,7 +53,7 @@ async fn viewer_socket_refuses_unknown_fields_and_duplicate_keys_and_keeps_servi
 #[tokio::test]
 async fn agent_socket_refuses_a_hello_with_an_unknown_field() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _state) = relay(dir.path()).await;
+    let relay = Relay::start(dir.path(), &[]).await;
     let hello = |extra: &str| {
         format!(
             r#"{{"v":1,"type":"hello","device_id":"dev-1","signature":"00","width":1,"height":1,"user":"alice"{extra}}}"#
@@ -126,7 +69,7 @@ async fn agent_socket_refuses_a_hello_with_an_unknown_field() {
         // Control: the well-formed hello is parsed and refused for what it says (an unknown device).
         ("", ErrorCode::DeviceRefused),
     ] {
-        let mut ws = open(addr, sightline_proto::AGENT_WS_PATH, None).await;
+        let mut ws = relay.open(sightline_proto::AGENT_WS_PATH, None).await;
         assert!(matches!(
             decode::<RelayToAgent>(&next_text(&mut ws).await.unwrap()).unwrap(),
             RelayToAgent::Challenge { .. }

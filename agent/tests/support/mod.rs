@@ -8,7 +8,7 @@ use sightline_agent::capture::SourceKind;
 use sightline_agent::connection::{self, RunConfig};
 use sightline_agent::encoder::EncoderConfig;
 use sightline_peer::{DataChannel, Peer, PeerConfig, VideoReceiver};
-use sightline_proto::{RelayToViewer, ViewerToRelay, decode, encode};
+use sightline_proto::{RelayToViewer, SessionStatus, ViewerToRelay, decode, encode};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A relay in this process, with an operator session minted on its own identity service (the
@@ -148,4 +148,54 @@ pub async fn watch(ws: &mut Socket, agent_id: &str) -> Result<Watching, (sightli
     peer.accept_answer(&answer).await.unwrap();
     let track = peer.next_track().await.expect("video track");
     Ok(Watching { peer, track, channel, status })
+}
+
+/// Every consent request in this process is answered: allow, view only.
+pub fn allow_view() {
+    sightline_agent::frontend::scripted::answer_every_request(
+        sightline_proto::Decision::Allow,
+        vec![sightline_proto::Level::View],
+    );
+}
+
+/// The operator's socket once watching: read all the time (so pings are answered, as a
+/// browser does), statuses passed on.
+pub struct Operator {
+    sink: futures_util::stream::SplitSink<Socket, Message>,
+    pub statuses: tokio::sync::mpsc::UnboundedReceiver<SessionStatus>,
+    seen: Option<SessionStatus>,
+}
+
+impl Operator {
+    pub fn new(ws: Socket, seen: Option<SessionStatus>) -> Operator {
+        let (sink, mut stream) = ws.split();
+        let (tx, statuses) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let Message::Text(text) = message else { continue };
+                if let Ok(RelayToViewer::Session { status }) = decode::<RelayToViewer>(&text) {
+                    let _ = tx.send(*status);
+                }
+            }
+        });
+        Operator { sink, statuses, seen }
+    }
+
+    /// The newest status once one satisfies `wanted`.
+    pub async fn status_until(&mut self, wanted: impl Fn(&SessionStatus) -> bool) -> SessionStatus {
+        if let Some(status) = self.seen.take().filter(|s| wanted(s)) {
+            return status;
+        }
+        loop {
+            let status = self.statuses.recv().await.expect("socket open");
+            if wanted(&status) {
+                return status;
+            }
+        }
+    }
+
+    pub async fn control(&mut self, action: sightline_proto::ControlAction) {
+        let message = sightline_proto::encode(&sightline_proto::ViewerToRelay::Control { action });
+        self.sink.send(Message::Text(message.into())).await.unwrap();
+    }
 }
