@@ -171,6 +171,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     }
 }
 
+/// How many finished handshakes the kernel may hold for the relay to accept. The usual default
+/// (128, which tokio and std use) overflows when a burst of connections arrives together: the
+/// kernel then drops handshakes or, with SYN cookies, lets clients believe they are connected
+/// to a socket the relay never sees. Capped by the kernel's `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the relay's listening socket with `LISTEN_BACKLOG`.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Accepts TCP connections within the caps: the next admitted one, with its permit inside.
 /// Connections over a cap are closed here, before anything reads them.
 pub async fn accept_limited(

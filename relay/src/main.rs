@@ -205,8 +205,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Recording { action }) => recording(&config, action).await,
         None => {
             config.validate().context("invalid configuration")?;
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
+            let listener = sightline_relay::connections::bind(config.listen)
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "relay listening; open {}", config.public_url());
