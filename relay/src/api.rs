@@ -111,6 +111,7 @@ impl IntoResponse for ApiError {
         };
         let message = match &self.0 {
             IdentityError::Store(_) => "the relay cannot reach its state store; try again shortly".to_owned(),
+            IdentityError::AuditUnavailable(_) => crate::audit::AuditUnavailable::PUBLIC.to_owned(),
             other => other.to_string(),
         };
         let mut response = (status, Json(json!({ "error": code, "message": message }))).into_response();

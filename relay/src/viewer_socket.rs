@@ -17,6 +17,7 @@ use sightline_proto::{
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::audit::AuditUnavailable;
 use crate::events::{EventKind, Outcome};
 use crate::identity::{AuthUser, Revocation};
 use crate::server::AppState;
@@ -305,7 +306,7 @@ async fn open_session(
     levels: Vec<Level>,
 ) -> Result<Arc<LiveSession>, (ErrorCode, String)> {
     // Fail closed before anything else: no session runs that the audit log cannot record.
-    state.identity.audit_available().map_err(|e| (ErrorCode::AuditUnavailable, e.to_string()))?;
+    state.identity.audit_available().map_err(|_| (ErrorCode::AuditUnavailable, AuditUnavailable::PUBLIC.to_owned()))?;
     let subject = |device: &str| format!("device:{device} ticket:{} reason:{}", ticket.trim(), reason.trim());
     let refuse = |device: &str, code: ErrorCode, why: String| {
         state.identity.emit(
@@ -379,7 +380,7 @@ async fn open_session(
     };
     LiveSession::open(state.identity.clone(), link, request, obligations, &state.recordings).await.map_err(
         |e| match e {
-            SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, e.to_string()),
+            SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, AuditUnavailable::PUBLIC.to_owned()),
             SessionError::RecordingUnavailable(_) => (ErrorCode::RecordingUnavailable, e.to_string()),
             e => (ErrorCode::Busy, e.to_string()),
         },

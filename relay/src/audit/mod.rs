@@ -57,6 +57,12 @@ pub struct AuditSettings {
 #[error("the audit log cannot be written ({0}); security actions are refused until it can")]
 pub struct AuditUnavailable(pub String);
 
+impl AuditUnavailable {
+    /// What clients are told: the cause (a path, an OS error) stays in the relay's own log, where
+    /// the writer reports it; callers of the relay learn only that security actions are refused.
+    pub const PUBLIC: &'static str = "the audit log cannot be written; security actions are refused until it can";
+}
+
 /// What the writer has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
