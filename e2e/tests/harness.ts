@@ -4,7 +4,7 @@ import { ChildProcess, spawn, spawnSync, execFileSync } from 'node:child_process
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
-import { Browser, BrowserContext, Page, expect, test as base } from '@playwright/test';
+import { Browser, BrowserContext, CDPSession, Page, expect, test as base } from '@playwright/test';
 import * as os from 'node:os';
 
 /** The console text Chromium writes for each Content-Security-Policy violation. */
@@ -108,6 +108,18 @@ function launch(name: string, program: string, args: string[], env: Record<strin
 
 export function tempDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `sightline-${prefix}-`));
+}
+
+/**
+ * Keeps what a test measured (reported, never asserted) in bench-results/NAME.json beside the
+ * benchmarks' results, and in the test's annotations.
+ */
+export function recordMeasurement(name: string, summary: string, data: Record<string, number>): void {
+  test.info().annotations.push({ type: 'measured', description: summary });
+  console.log(summary);
+  const out = path.resolve(__dirname, '../../bench-results');
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, `${name}.json`), JSON.stringify({ measured_at: new Date().toISOString(), summary, ...data }, null, 2));
 }
 
 export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
@@ -404,7 +416,7 @@ export async function centrePixel(page: Page): Promise<[number, number, number]>
 }
 
 /** A Chromium context with a virtual platform authenticator (CTAP2, internal, resident keys, user verification). */
-export async function contextWithPasskeys(browser: Browser): Promise<{ context: BrowserContext; page: Page; authenticatorId: string }> {
+export async function contextWithPasskeys(browser: Browser): Promise<{ context: BrowserContext; page: Page; authenticatorId: string; cdp: CDPSession }> {
   const context = await browser.newContext();
   const page = await context.newPage();
   const cdp = await context.newCDPSession(page);
@@ -412,7 +424,7 @@ export async function contextWithPasskeys(browser: Browser): Promise<{ context: 
   const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
     options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true },
   });
-  return { context, page, authenticatorId };
+  return { context, page, authenticatorId, cdp };
 }
 
 /** Enrols from a link in `page` (which has a virtual authenticator) and waits until signed in. */

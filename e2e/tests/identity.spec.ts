@@ -1,5 +1,6 @@
 // Identity and access through the real path: Chromium's virtual authenticator, the relay's
 // passkey ceremonies, its session cookies and sockets, and (for @R17) two relays on one Redis.
+import * as crypto from 'node:crypto';
 import { expect, request as playwrightRequest, Page } from '@playwright/test';
 import { test } from './harness';
 import {
@@ -159,6 +160,68 @@ test('tampered assertions slow down, then lock the account and the address until
   const kinds = w.relay.auditRecords().map((r) => r.kind);
   expect(kinds).toContain('auth.locked');
   expect(kinds).toContain('auth.unlocked');
+});
+
+/** The parts of a passkey a virtual authenticator holds (CDP `WebAuthn.Credential`). */
+interface HeldPasskey { credentialId: string; privateKey: string; userHandle: string; signCount: number }
+
+const b64url = (b: Buffer): string => b.toString('base64url');
+const sha256 = (b: Buffer | string): Buffer => crypto.createHash('sha256').update(b).digest();
+
+/**
+ * Signs in as `name` with an assertion made here from the passkey's own private key, with the
+ * authenticator data's user-verified flag as `verified`: what an authenticator that does not
+ * verify its user (or a tampering client) would send. Returns the relay's status.
+ */
+async function assertWith(relay: Relay, name: string, passkey: HeldPasskey, verified: boolean): Promise<number> {
+  const origin = relay.url;
+  const headers = { 'content-type': 'application/json', origin };
+  const start = await fetch(`${origin}/api/login/start`, { method: 'POST', headers, body: JSON.stringify({ name }) });
+  expect(start.status).toBe(200);
+  const { ceremony_id, options } = await start.json();
+  const clientData = Buffer.from(JSON.stringify({ type: 'webauthn.get', challenge: options.publicKey.challenge, origin, crossOrigin: false }));
+  const counter = Buffer.alloc(4);
+  counter.writeUInt32BE(passkey.signCount + 1);
+  // Flags: user present, and user verified only when `verified`.
+  const authData = Buffer.concat([sha256(options.publicKey.rpId), Buffer.from([0x01 | (verified ? 0x04 : 0)]), counter]);
+  const key = crypto.createPrivateKey({ key: Buffer.from(passkey.privateKey, 'base64'), format: 'der', type: 'pkcs8' });
+  const signature = crypto.sign('sha256', Buffer.concat([authData, sha256(clientData)]), key);
+  const id = b64url(Buffer.from(passkey.credentialId, 'base64'));
+  const credential = {
+    id,
+    rawId: id,
+    type: 'public-key',
+    response: { authenticatorData: b64url(authData), clientDataJSON: b64url(clientData), signature: b64url(signature), userHandle: b64url(Buffer.from(passkey.userHandle, 'base64')) },
+    clientExtensionResults: {},
+  };
+  const finish = await fetch(`${origin}/api/login/finish`, { method: 'POST', headers, body: JSON.stringify({ ceremony_id, credential }) });
+  return finish.status;
+}
+
+test('an assertion without user verification is refused though its signature is genuine; the same assertion with it signs in @R11 @hardening', async ({ browser }) => {
+  w = await world(browser, { name: 'uv-desk' });
+  const invite = await api(w.admin, 'POST', '/api/admin/invitations', { name: 'vera', role: 'operator' });
+  expect(invite.status, JSON.stringify(invite.json)).toBe(200);
+  const { page, cdp, authenticatorId } = await contextWithPasskeys(browser);
+  await enrolFromLink(page, invite.json.link);
+  // The passkey vera registered, private key included (a virtual authenticator lets a test read it).
+  const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+  expect(credentials).toHaveLength(1);
+  const passkey = credentials[0] as HeldPasskey;
+  const records = () => w!.relay.auditRecords().filter((r) => r.actor === 'vera');
+  const logins = () => records().filter((r) => r.kind === 'auth.login').length;
+  const before = logins();
+
+  expect(await assertWith(w.relay, 'vera', passkey, false)).toBe(401);
+  const failed = records().filter((r) => r.kind === 'auth.login_failed');
+  expect(failed).toHaveLength(1);
+  expect(failed[0].outcome).toBe('failure');
+  expect(failed[0].detail).toContain('user verified bit is not set');
+  expect(logins()).toBe(before);
+  // Control: the same key, challenge flow and counter, with the flag set, signs in (so the probe
+  // was refused for the flag alone).
+  expect(await assertWith(w.relay, 'vera', passkey, true)).toBe(200);
+  expect(logins()).toBe(before + 1);
 });
 
 test('two relays on one Redis: logout on node A refuses the cookie on node B at once and closes its socket @R17', async ({ browser }) => {
