@@ -128,8 +128,15 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
 
     let mut recheck = tokio::time::interval(DEVICE_RECHECK);
     let mut heartbeat = Heartbeat::default();
+    let mut broken = false;
     loop {
         tokio::select! {
+            // What is still queued went in before the lost message (`send` queues nothing after
+            // it), so whether it goes out first or not, the agent sees no gap before the close.
+            () = link.broken() => {
+                broken = true;
+                break;
+            }
             _ = heartbeat.next() => {
                 // An endpoint that vanished without closing TCP (power cut, network gone) ends its
                 // session here too, not only on its own side (R22).
@@ -161,12 +168,6 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                     close_within(&mut tx).await;
                     break;
                 }
-            }
-            () = link.broken() => {
-                // A message could not be queued (see `AgentLink::send`): closing is how both
-                // sides learn, rather than going on out of step.
-                close_within(&mut tx).await;
-                break;
             }
             out = outbox.recv() => {
                 let Some(msg) = out else { break };
@@ -205,13 +206,19 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                         };
                         if let Err(e) = session.accept_receipt(receipt).await {
                             tracing::warn!(agent = %link.info.agent_id, error = %e, "consent receipt refused");
-                            if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::BadReceipt, message: e.to_string() })).await { break; }
+                            let (code, message) = match e {
+                                crate::session::SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, crate::audit::AuditUnavailable::PUBLIC.to_owned()),
+                                e => (ErrorCode::BadReceipt, e.to_string()),
+                            };
+                            if !send_within(&mut tx, text(&RelayToAgent::Error { code, message })).await { break; }
                         }
                     }
                     Some(Ok(AgentToRelay::Session { session_id, event })) => {
-                        match link.session().filter(|s| s.id == session_id) {
-                            Some(session) => session.user_event(event),
-                            None => {
+                        match link.session_by_id(&session_id) {
+                            Some(session) if !session.is_ended() => session.user_event(event),
+                            // Both sides ended it at once, each telling the other: nothing to do.
+                            Some(_) if matches!(event, sightline_proto::SessionEvent::Ended { .. }) => {}
+                            _ => {
                                 if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await { break; }
                             }
                         }
@@ -237,6 +244,11 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
     }
     tracing::info!(agent = %link.info.agent_id, "agent offline");
     hub.unregister_agent(&link).await;
+    if broken {
+        // A message could not be queued (see `AgentLink::send`): the session ended above; closing
+        // is how the agent learns, rather than going on out of step.
+        close_within(&mut tx).await;
+    }
 }
 
 /// Reads the agent's `session` data channel: installs it for input and chat to the endpoint, and

@@ -63,9 +63,11 @@ pub struct AgentLink {
     /// behind an ordered queue: the channel opens after the media flows.
     channel: Outbox,
     sessions_changed: Arc<watch::Sender<u64>>,
-    /// Signalled when a message to the agent could not be queued: the link is then broken, and
-    /// the agent's socket closes it, so both sides end its session (nothing is dropped silently).
-    broken: tokio::sync::Notify,
+    /// Set, and signalled, when a message to the agent could not be queued: the link is then
+    /// broken, nothing more is queued on it (no later message may follow a lost one), and the
+    /// agent's socket closes it, so both sides end its session (nothing is dropped silently).
+    broken: std::sync::atomic::AtomicBool,
+    broken_signal: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -159,7 +161,8 @@ impl Hub {
             ended: Mutex::new(None),
             channel: Outbox::new(CHANNEL_QUEUE),
             sessions_changed: self.sessions_changed.clone(),
-            broken: tokio::sync::Notify::new(),
+            broken: std::sync::atomic::AtomicBool::new(false),
+            broken_signal: tokio::sync::Notify::new(),
         });
         agents.insert(info.agent_id, link.clone());
         self.publish_roster(&agents);
@@ -279,15 +282,18 @@ impl AgentLink {
     /// broken instead: its socket closes, the relay ends the agent's session as lost, and the
     /// agent, losing the relay, ends its own (R22). Returns whether the message was queued.
     pub fn send(&self, msg: RelayToAgent) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.broken.load(Ordering::Acquire) {
+            return false;
+        }
         match self.to_agent.try_send(msg) {
             Ok(()) => true,
-            Err(e) => {
-                let why = match e {
-                    mpsc::error::TrySendError::Full(_) => "the queue to the agent is full",
-                    mpsc::error::TrySendError::Closed(_) => "the agent's socket is closing",
-                };
-                tracing::warn!(agent = %self.info.agent_id, why, "a message to the agent could not be queued: closing the link");
-                self.broken.notify_one();
+            // The socket is already going (its loop ended): it ends the agent's session itself.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(agent = %self.info.agent_id, "the queue to the agent is full: closing the link");
+                self.broken.store(true, Ordering::Release);
+                self.broken_signal.notify_one();
                 false
             }
         }
@@ -295,7 +301,7 @@ impl AgentLink {
 
     /// Completes when a message to the agent could not be queued (see `send`).
     pub async fn broken(&self) {
-        self.broken.notified().await;
+        self.broken_signal.notified().await;
     }
 
     /// Adds a viewer; the first viewer makes the agent start publishing.
@@ -380,9 +386,12 @@ mod tests {
         assert!(tokio::time::timeout(std::time::Duration::from_millis(100), link.broken()).await.is_err());
         assert!(!link.send(RelayToAgent::Unpublish));
         tokio::time::timeout(std::time::Duration::from_secs(1), link.broken()).await.expect("the link is broken");
+        // Nothing may follow the lost message, even once the queue has room again.
+        let _ = queue.try_recv();
+        assert!(!link.send(RelayToAgent::Publish));
         // What was queued is still delivered in order; the message that did not fit is not
         // silently behind it.
-        let mut delivered = 0;
+        let mut delivered = 1;
         while let Ok(msg) = queue.try_recv() {
             assert_eq!(msg, RelayToAgent::Publish);
             delivered += 1;

@@ -623,10 +623,11 @@ impl LiveSession {
             SessionEvent::End { .. } => {
                 self.step(Event::End { by: Party::User }, &actor);
             }
-            // The endpoint's own clock ended it: the same end, and the same event, as the relay's
-            // timers make (issue 12: both sides give one account of why a session ended).
+            // The endpoint's own clock ended it: the same end, with the same reason and record, as
+            // the relay's timers make (issue 12: one account of why a session ended). The actor
+            // says whose clock it was: the endpoint is not taken for the relay's own timer.
             SessionEvent::Ended { reason: reason @ (EndReason::Idle | EndReason::MaxDuration) } => {
-                self.step(Event::EndedElsewhere(reason), "system");
+                self.step(Event::EndedElsewhere(reason), "agent");
             }
             // Any other end is the relay's to decide; the endpoint has ended anyway, so the
             // session ends here too, with what it claimed on the record.
@@ -1017,10 +1018,11 @@ mod tests {
         assert_eq!(f.events_of(EventKind::SessionEnded).len(), 1);
     }
 
-    /// An end the endpoint's clock decided is the same end, and the same audit event, as one
-    /// the relay's timers make; an end only the relay may decide is not taken at its word (issue 12).
+    /// An end the endpoint's clock decided is the same end, with the same reason and record, as
+    /// one the relay's timers make (its actor names the endpoint); an end only the relay may decide
+    /// is not taken at its word (issue 12).
     #[tokio::test]
-    async fn an_idle_end_the_agent_reports_is_recorded_as_the_relays_own() {
+    async fn an_idle_end_the_agent_reports_ends_the_session_with_the_same_reason() {
         let f = fixture("office").await;
         let session = f.open(&[Level::View]).await;
         session.accept_receipt(f.receipt(&session, ConsentKind::Session, &[Level::View])).await.unwrap();
@@ -1029,7 +1031,7 @@ mod tests {
         assert_eq!((status.phase, status.end_reason), (SessionPhase::Ended, Some(EndReason::Idle)));
         let ended = f.events_of(EventKind::SessionEnded);
         assert_eq!(ended.len(), 1);
-        assert_eq!(ended[0].actor, "system");
+        assert_eq!(ended[0].actor, "agent");
         assert!(ended[0].detail.starts_with(&EndReason::Idle.describe()), "{}", ended[0].detail);
 
         // Control: a reason the endpoint cannot decide ends the session (the endpoint has ended)

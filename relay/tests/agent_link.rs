@@ -86,7 +86,9 @@ async fn a_request_the_agent_declines_ends_on_both_sides_with_the_agents_reason(
     assert_ne!(next, session_id);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The relay's tasks share this test's one thread, so they run only when the test awaits: the
+/// queue to the agent fills while the test sends without yielding.
+#[tokio::test(flavor = "current_thread")]
 async fn a_link_that_cannot_take_a_message_is_closed_and_both_sides_end_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(dir.path(), &[]).await;
@@ -95,16 +97,38 @@ async fn a_link_that_cannot_take_a_message_is_closed_and_both_sides_end_the_sess
     let mut viewer = relay.open(sightline_proto::VIEWER_WS_PATH, Some(&cookie)).await;
     let session_id = request_session(&relay, &mut viewer, &mut agent).await;
 
-    // The agent stops reading while the relay keeps sending: the socket's buffers fill, then the
-    // relay's queue to it. Bounded: a relay that dropped messages instead would never refuse one.
+    // Numbered messages, queued without a pause, until one does not fit; none after it.
     let link = relay.state.hub.agent(&agent.device_id).unwrap();
-    let bulk = "x".repeat(32 * 1024);
+    let numbered = |n: usize| RelayToAgent::Error { code: ErrorCode::Busy, message: n.to_string() };
     let mut queued = 0usize;
-    while link.send(RelayToAgent::Error { code: ErrorCode::Busy, message: bulk.clone() }) {
+    while link.send(numbered(queued)) {
         queued += 1;
-        assert!(queued < 100_000, "the relay never refused a message to a stalled agent");
-        tokio::task::yield_now().await;
+        assert!(queued < 100_000, "the relay never refused a message to an agent that did not read");
     }
+    assert!(!link.send(numbered(queued + 1)), "nothing may be queued after a lost message");
+
+    // The agent, reading all along from here, gets a prefix of them in order and then the close:
+    // never a gap followed by more. (It answers pings while it reads, so only the lost message
+    // can be what closed the link; without that the read below would time out.)
+    // (Bounded as a whole: pings keep coming, so a link left open would never fall silent.)
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut read = 0usize;
+        while let Some(msg) = next_message::<RelayToAgent>(&mut agent.ws).await {
+            match msg {
+                RelayToAgent::Error { code: ErrorCode::Busy, message } => {
+                    assert_eq!(message, read.to_string(), "a gap in what the agent got");
+                    read += 1;
+                }
+                // The session's own messages, queued before the flood (the recorder's status).
+                RelayToAgent::Session { session_id: id, .. } if id == session_id => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        read
+    })
+    .await
+    .expect("the relay closed the link");
+    assert!(read <= queued, "read {read} of {queued}");
 
     // The relay's side: the session ends as the agent lost, once, and the device is offline.
     let status = ended_status(&mut viewer).await;
@@ -117,20 +141,6 @@ async fn a_link_that_cannot_take_a_message_is_closed_and_both_sides_end_the_sess
     })
     .await
     .expect("the link is gone from the hub");
-
-    // The agent's side: reading again, it gets what was written before the break and then the
-    // end of the link (which, for the real agent, ends its session: R22), never a gap followed by
-    // more messages.
-    let mut read = 0usize;
-    while let Some(msg) = next_message::<RelayToAgent>(&mut agent.ws).await {
-        match msg {
-            RelayToAgent::Error { code: ErrorCode::Busy, .. } => read += 1,
-            // The session's own messages, sent before the flood (the recorder's status).
-            RelayToAgent::Session { session_id: id, .. } if id == session_id => {}
-            other => panic!("{other:?}"),
-        }
-    }
-    assert!(read <= queued, "read {read} of {queued}");
 
     // Control: the relay recovered; the agent connects again and takes a new request.
     agent.connect(&relay).await;
