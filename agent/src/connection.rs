@@ -365,6 +365,11 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                             tracing::warn!(session = %request.session_id, "a second session request while one runs; declined");
                             let reason = "another session is running on this endpoint".to_owned();
                             vec![Action::Signal(AgentToRelay::Declined { session_id: request.session_id, reason })]
+                        } else if let Some(reason) = cannot_apply(&request.masks, config.source) {
+                            // Not even asked: the user would consent to a screen this endpoint
+                            // cannot mask as the segment requires (R33).
+                            tracing::warn!(session = %request.session_id, %reason, "a request whose masks cannot be applied; declined");
+                            vec![Action::Signal(AgentToRelay::Declined { session_id: request.session_id, reason })]
                         } else {
                             let (session, actions) =
                                 EndpointSession::ask(request, config.device.clone(), frontend_tx.clone()).await;
@@ -480,6 +485,11 @@ struct Chat<'a> {
 }
 
 /// Does what the session asked for: messages to the relay, media pause/resume/stop.
+/// Why this endpoint cannot apply a request's mask rules, if it cannot.
+fn cannot_apply(rules: &[sightline_proto::mask::MaskRule], source: SourceKind) -> Option<String> {
+    crate::publisher::applicable_masks(rules, source).err().map(|e| e.to_string())
+}
+
 /// The answer to a request about a session this endpoint does not run (any more).
 fn not_here(session_id: String) -> Action {
     tracing::warn!(session = %session_id, "a request about a session this endpoint does not run; declined");

@@ -97,6 +97,21 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The segment's mask rules as this agent applies them, or why it cannot: checked before the user
+/// is asked (the request is then declined with the reason) and again when publishing starts.
+pub fn applicable_masks(rules: &[MaskRule], source: SourceKind) -> Result<Masks, PublishError> {
+    let masks = Masks::new(rules).map_err(|e| PublishError::Masks(e.to_string()))?;
+    if masks.audiences_differ() {
+        // One track serves operator and recording alike; a mask for one of them only would be
+        // wrong for the other.
+        return Err(PublishError::Masks("per-audience masks are not supported by this agent".into()));
+    }
+    if masks.needs_windows() && source == SourceKind::Synthetic {
+        return Err(CaptureError::NoWindows.into());
+    }
+    Ok(masks)
+}
+
 impl Publication {
     /// Opens the screen source and the peer connection; returns the offer for the relay.
     /// The segment's mask rules are applied to every frame before it is encoded; a source that
@@ -106,12 +121,7 @@ impl Publication {
         sealing: Sealing,
         rules: &[MaskRule],
     ) -> Result<(Publication, String), PublishError> {
-        let masks = Masks::new(rules).map_err(|e| PublishError::Masks(e.to_string()))?;
-        if masks.audiences_differ() {
-            // One track serves operator and recording alike; a mask for one of them only would be
-            // wrong for the other.
-            return Err(PublishError::Masks("per-audience masks are not supported by this agent".into()));
-        }
+        let masks = applicable_masks(rules, config.source)?;
         let tracked = masks.clone();
         let source = tokio::task::spawn_blocking(move || {
             let mut source = capture::open(config.source, config.synthetic_size)?;
