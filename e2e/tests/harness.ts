@@ -442,6 +442,58 @@ export async function signIn(page: Page, relay: Relay, name: string): Promise<vo
   await expect(page.getByTestId('signed-in-as')).toContainText(name);
 }
 
+/**
+ * From the page's next load on (it is reloaded here): keeps the data channels it opens in
+ * `window.__channels`, so a test can send on the viewer's own channel what a modified viewer
+ * would, and counts the input messages the page sends on them (`inputsSent`).
+ */
+export async function watchChannels(page: Page): Promise<void> {
+  await page.context().addInitScript(() => {
+    const w = window as any;
+    w.__channels = [];
+    w.__inputsSent = 0;
+    const create = RTCPeerConnection.prototype.createDataChannel;
+    RTCPeerConnection.prototype.createDataChannel = function (this: RTCPeerConnection, label: string, init?: RTCDataChannelInit) {
+      const channel = create.call(this, label, init);
+      w.__channels.push(channel);
+      const send = channel.send.bind(channel) as (data: string) => void;
+      (channel as any).send = (data: string) => {
+        if (typeof data === 'string' && JSON.parse(data).type === 'input') w.__inputsSent++;
+        send(data);
+      };
+      return channel;
+    };
+  });
+  await page.reload();
+}
+
+/** How many input messages the page has sent on its data channels (see `watchChannels`). */
+export async function inputsSent(page: Page): Promise<number> {
+  return page.evaluate(() => (window as any).__inputsSent as number);
+}
+
+/**
+ * Sends a chat line from the operator's page and waits until the relay shows it back, which it
+ * does once the line reached the endpoint's channel: every message the page sent on its channel
+ * before it has then been handled by the relay, and whatever the relay passed on has reached the
+ * endpoint ahead of it (one ordered channel each way). The positive marker for negative input
+ * checks, instead of a sleep.
+ */
+export async function chatMarker(page: Page, text: string): Promise<void> {
+  await page.locator('input[name="chat"]').fill(text);
+  await page.getByTestId('chat-send').click();
+  await expect(page.getByTestId('chat-log')).toContainText(`: ${text}`);
+}
+
+/** The relay's count of input it dropped in the one session that ended (its `session.ended` record). */
+export async function droppedInSession(relay: Relay): Promise<number> {
+  let ended: AuditRecord[] = [];
+  await expect.poll(() => (ended = relay.auditRecords().filter((r) => r.kind === 'session.ended')).length, { message: 'the session.ended record' }).toBe(1);
+  const m = /input events dropped: (\d+)$/.exec(ended[0].detail);
+  expect(m, ended[0].detail).not.toBeNull();
+  return Number(m![1]);
+}
+
 /** Sends a `watch` request on a raw viewer socket (bypassing the viewer's form); resolves with
  * the relay's first answer. */
 export async function rawWatch(page: Page, port: number, agentId: string, ticket: string, reason: string): Promise<any> {

@@ -5,7 +5,7 @@ import { expect, request as playwrightRequest, Page } from '@playwright/test';
 import { test } from './harness';
 import {
   Relay, World, world, stopWorld, contextWithPasskeys, enrolFromLink, inviteAndEnrol, api, signIn, enrolAgent,
-  startAgent, tempDir, RedisServer, Proc,
+  startAgent, tempDir, RedisServer, Proc, openView, waitFor,
 } from './harness';
 
 let w: World | undefined;
@@ -213,8 +213,9 @@ test('an assertion without user verification is refused though its signature is 
   const before = logins();
 
   expect(await assertWith(w.relay, 'vera', passkey, false)).toBe(401);
+  // A refusal's record is not awaited before the answer (only what it refuses is), so poll.
+  await expect.poll(() => records().filter((r) => r.kind === 'auth.login_failed').length).toBe(1);
   const failed = records().filter((r) => r.kind === 'auth.login_failed');
-  expect(failed).toHaveLength(1);
   expect(failed[0].outcome).toBe('failure');
   expect(failed[0].detail).toContain('user verified bit is not set');
   expect(logins()).toBe(before);
@@ -222,6 +223,30 @@ test('an assertion without user verification is refused though its signature is 
   // was refused for the flag alone).
   expect(await assertWith(w.relay, 'vera', passkey, true)).toBe(200);
   expect(logins()).toBe(before + 1);
+});
+
+test('an admin revokes the sessions of a user: the cookie is refused at once, the live session ends and is recorded as the operator lost, and the user can sign in again @R17 @R22', async ({ browser }) => {
+  w = await world(browser, { name: 'revoked-desk' });
+  await openView(w.operator, w.relay, 'revoked-desk', w.endpoint);
+  // Control: the operator's cookie works before.
+  expect((await api(w.operator, 'GET', '/api/me')).status).toBe(200);
+  const users = await api(w.admin, 'GET', '/api/admin/users');
+  const operator = (users.json as { id: string; name: string }[]).find((u) => u.name === 'operator')!;
+  const revokedAt = Math.floor(Date.now() / 1000);
+  expect((await api(w.admin, 'POST', `/api/admin/users/${operator.id}/revoke-sessions`)).status).toBe(204);
+
+  expect((await api(w.operator, 'GET', '/api/me')).status).toBe(401);
+  // The operator's socket closed, so the session ended on the endpoint and in the record.
+  await w.endpoint.windowGone();
+  await expect.poll(() => w!.relay.auditRecords().filter((r) => r.kind === 'session.ended').map((r) => r.detail.split(';')[0]))
+    .toEqual(["the operator's connection was lost"]);
+  const revoked = w.relay.auditRecords().filter((r) => r.kind === 'auth.sessions_revoked');
+  expect(revoked.map((r) => [r.actor, r.subject])).toEqual([['admin', 'operator']]);
+
+  // A new sign-in (in a later second than the revocation, its granularity) is a new session.
+  await waitFor('the next second', async () => Math.floor(Date.now() / 1000) > revokedAt);
+  await signIn(w.operator, w.relay, 'operator');
+  expect((await api(w.operator, 'GET', '/api/me')).status).toBe(200);
 });
 
 test('two relays on one Redis: logout on node A refuses the cookie on node B at once and closes its socket @R17', async ({ browser }) => {

@@ -5,7 +5,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, execFileSync, ChildProcess } from 'node:child_process';
-import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY } from './harness';
+import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY, watchChannels, inputsSent, chatMarker, droppedInSession } from './harness';
 
 let w: World | undefined;
 let xterm: ChildProcess | undefined;
@@ -151,9 +151,14 @@ test('the consent window shows operator, role, organisation, reason, ticket and 
   expect(records.find((r) => r.kind === 'consent.allowed')?.detail).toContain('receipt signed at');
 });
 
-test('the user grants view only: the operator sees the screen and pointer events do not move the X pointer @R6', async ({ browser }) => {
+test('a request asks for view only unless the operator ticks more; the user grants view only: the operator sees the screen and pointer events do not move the X pointer @R6 @R20', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' });
   const page = w.operator;
+  // R20: a request asks for view only unless the operator ticks more.
+  await page.goto(w.relay.url);
+  await watchChannels(page);
+  await expect(page.locator('input[name="level-control"]')).not.toBeChecked();
+  await expect(page.locator('input[name="level-clipboard"]')).not.toBeChecked();
   await requestView(page, w.relay, 'front-desk');
   await w.endpoint.click('level:control');
   await w.endpoint.click('allow');
@@ -166,17 +171,24 @@ test('the user grants view only: the operator sees the screen and pointer events
   await clickRemote(page, 200, 150);
   await page.mouse.move(10, 10);
   await clickRemote(page, 300, 250);
-  await sleep(1000);
+  // Measured against a marker, not a sleep: the chat line after the clicks has reached the
+  // endpoint, so anything passed on before it had too.
+  await chatMarker(page, 'after the clicks');
+  const sent = await inputsSent(page);
+  expect(sent).toBeGreaterThan(0);
   expect(w.endpoint.pointer()).toEqual(before);
   await page.getByTestId('end-session').click();
   await expect(page.getByTestId('view-state')).toContainText('the operator ended the session');
-  await expect.poll(() => w!.relay.auditRecords().map((r) => r.kind)).toContain('input.dropped');
+  // The relay dropped every input event the browser sent: none went on.
+  expect(await droppedInSession(w.relay)).toBe(sent);
 });
 
 test('with control granted a browser click moves the X pointer there and typed text arrives in an X window; input sent before the grant never does @R19 @R7', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('grant_expiry_s = 8') });
   const page = w.operator;
   const typed = startXterm(w.endpoint.display);
+  await page.goto(w.relay.url);
+  await watchChannels(page);
 
   // View only first: input the operator sends now is dropped by the relay (and would be by the agent).
   await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
@@ -187,7 +199,9 @@ test('with control granted a browser click moves the X pointer there and typed t
   w.endpoint.xdo(['mousemove', '700', '470']); // the user's pointer rests on the xterm
   await clickRemote(page, 100, 100);
   await page.keyboard.type('forged\n');
-  await sleep(1000);
+  await chatMarker(page, 'before the grant');
+  const beforeGrant = await inputsSent(page);
+  expect(beforeGrant).toBeGreaterThan(0);
   expect(w.endpoint.pointer()).toEqual({ x: 700, y: 470 });
 
   // Elevation to control needs the user's second confirmation (R7).
@@ -205,16 +219,24 @@ test('with control granted a browser click moves the X pointer there and typed t
 
   // The grant expires (8 s in this segment) and falls back to view: input stops.
   await expect(page.getByTestId('granted')).toHaveText('granted: view', { timeout: 15_000 });
+  const beforeLate = await inputsSent(page);
   await page.keyboard.type('too late\n');
-  await sleep(1000);
-  expect(fs.readFileSync(typed, 'utf8')).not.toContain('too late');
+  await chatMarker(page, 'after the expiry');
+  const late = (await inputsSent(page)) - beforeLate;
+  expect(late).toBeGreaterThan(0);
   expect(w.relay.auditRecords().map((r) => r.kind)).toContain('elevation.confirmed');
+  // The relay dropped exactly what was sent without control (before the grant, after it
+  // expired), so none of it went on; the text typed with control did arrive (above).
+  await page.getByTestId('end-session').click();
+  expect(await droppedInSession(w.relay)).toBe(beforeGrant + late);
+  expect(fs.readFileSync(typed, 'utf8')).not.toMatch(/forged|too late/);
 });
 
 test('pause stops frames and input within 1 s, resume restores them, end ends it for everyone @R8', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' });
   const page = w.operator;
   const observer = await inviteAndEnrol(browser, w.admin, 'observer1', 'observer');
+  await watchChannels(page);
   await openView(page, w.relay, 'front-desk', w.endpoint);
   await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
   await observer.getByTestId('session-row').getByTestId('observe').click();
@@ -226,7 +248,11 @@ test('pause stops frames and input within 1 s, resume restores them, end ends it
   await sleep(1000);
   const frozen = await shownCounter(page);
   w.endpoint.xdo(['mousemove', '900', '650']);
+  const sentBefore = await inputsSent(page);
   await clickRemote(page, 100, 100);
+  await chatMarker(page, 'while paused');
+  const sentPaused = (await inputsSent(page)) - sentBefore;
+  expect(sentPaused).toBeGreaterThan(0);
   await sleep(1000);
   expect(await shownCounter(page)).toBe(frozen);
   expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
@@ -248,20 +274,27 @@ test('pause stops frames and input within 1 s, resume restores them, end ends it
   await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
   await expect(observer.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
   await expect.poll(() => w!.agent.log()).toContain('session over: screen capture stopped');
+  // Exactly the input sent while paused was dropped by the relay (the rest was admitted).
+  expect(await droppedInSession(w.relay)).toBe(sentPaused);
 });
 
 test('an observer sees the same frames and cannot send input; where required, control works only while an observer is present @R21', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('observer_required_for_control = true') });
   const page = w.operator;
   const observer = await inviteAndEnrol(browser, w.admin, 'observer1', 'observer');
+  await watchChannels(page);
+  await watchChannels(observer);
   await openView(page, w.relay, 'front-desk', w.endpoint);
   await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
   await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
 
-  // No observer yet: control is granted but suspended.
+  // No observer yet: control is granted but suspended (each check against a chat marker).
   w.endpoint.xdo(['mousemove', '900', '650']);
+  let suspended = await inputsSent(page);
   await clickRemote(page, 100, 100);
-  await sleep(1000);
+  await chatMarker(page, 'no observer yet');
+  suspended = (await inputsSent(page)) - suspended;
+  expect(suspended).toBeGreaterThan(0);
   expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
 
   await observer.getByTestId('session-row').getByTestId('observe').click();
@@ -270,22 +303,84 @@ test('an observer sees the same frames and cannot send input; where required, co
   // Same frames: the observer's counter reaches what the operator saw.
   const seen = await shownCounter(page);
   await expect.poll(() => shownCounter(observer)).toBeGreaterThanOrEqual(seen);
-  // The observer's clicks go nowhere.
+  // The observer's viewer sends no input at all (what the relay does with an observer's input
+  // anyway is the test after this one).
   await clickRemote(observer, 300, 300);
-  await sleep(1000);
-  expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
+  expect(await inputsSent(observer)).toBe(0);
   // With the observer present the operator's click lands.
   await clickLands(w, page, 1000, 200);
 
   // The observer leaves: control is suspended again.
   await observer.getByTestId('close-view').click();
-  await sleep(1000);
+  await expect.poll(() => w!.relay.auditRecords().map((r) => r.kind)).toContain('observer.left');
+  const before = await inputsSent(page);
   await clickRemote(page, 1100, 500);
-  await sleep(1000);
+  await chatMarker(page, 'observer gone');
+  const afterLeaving = (await inputsSent(page)) - before;
+  expect(afterLeaving).toBeGreaterThan(0);
   expect(near(w.endpoint.pointer(), 1000, 200)).toBe(true);
-  const kinds = w.relay.auditRecords().map((r) => r.kind);
-  expect(kinds).toContain('observer.joined');
-  expect(kinds).toContain('observer.left');
+  expect(w.relay.auditRecords().map((r) => r.kind)).toContain('observer.joined');
+  // The relay dropped exactly what was sent while no observer was there.
+  await page.getByTestId('end-session').click();
+  expect(await droppedInSession(w.relay)).toBe(suspended + afterLeaving);
+});
+
+/** Sends input messages as raw JSON on the page's open `session` channel, waiting until they have
+ * left the browser. */
+async function sendRawInput(page: Page, inputs: object[]): Promise<void> {
+  const open = () => page.evaluate(() => ((window as any).__channels ?? []).some((c: RTCDataChannel) => c.label === 'session' && c.readyState === 'open'));
+  await expect.poll(open, { message: 'the session channel is open' }).toBe(true);
+  await page.evaluate(async (list) => {
+    const channel = ((window as any).__channels as RTCDataChannel[]).filter((c) => c.label === 'session' && c.readyState === 'open').at(-1)!;
+    for (const input of list) channel.send(JSON.stringify({ v: 1, type: 'input', input }));
+    while (channel.bufferedAmount > 0) await new Promise((r) => setTimeout(r, 10));
+  }, inputs);
+}
+
+/** Sends a raw pointer move from `page` until the X pointer is there (the agent may still be
+ * applying a change when the first one arrives). */
+async function rawMoveLands(w: World, page: Page, x: number, y: number): Promise<void> {
+  for (let i = 0; i < 20 && !near(w.endpoint.pointer(), x, y); i++) {
+    await sendRawInput(page, [{ type: 'pointer_move', x, y }]);
+    await sleep(150);
+  }
+  expect(w.endpoint.pointer()).toEqual({ x, y });
+}
+
+test('an observer whose viewer sends input anyway reaches nothing: the relay drops and counts each event, while the same raw message from the operator moves the pointer @R21 @hardening', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  await watchChannels(page);
+  const observer = await inviteAndEnrol(browser, w.admin, 'observer1', 'observer');
+  await watchChannels(observer);
+  await openView(page, w.relay, 'front-desk', w.endpoint);
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  // Control: the probe's message, sent by the operator, moves the X pointer.
+  await rawMoveLands(w, page, 300, 300);
+  w.endpoint.xdo(['mousemove', '900', '650']);
+
+  await observer.getByTestId('session-row').getByTestId('observe').click();
+  await expect(observer.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  // The probe: five moves to (300, 300) on the observer's own channel.
+  const probes = 5;
+  await sendRawInput(observer, Array.from({ length: probes }, () => ({ type: 'pointer_move', x: 300, y: 300 })));
+  // The marker on the same channel: the relay has handled the probes once this line is back.
+  await chatMarker(observer, 'after the probes');
+  expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
+  // And the operator's move still lands.
+  await rawMoveLands(w, page, 1000, 200);
+
+  // The relay's account, at the end: exactly the probes were dropped (the operator's input was
+  // all admitted), so none of them went on to the endpoint.
+  await page.getByTestId('end-session').click();
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  let dropped: number | undefined;
+  await expect.poll(() => {
+    const record = w!.relay.auditRecords().find((r) => r.kind === 'input.dropped');
+    dropped = record ? Number(/^(\d+) input events$/.exec(record.detail)?.[1]) : undefined;
+    return dropped;
+  }, { message: 'the input.dropped record' }).toBe(probes);
+  expect(near(w.endpoint.pointer(), 1000, 200)).toBe(true);
 });
 
 test('the endpoint session ends within 5 s of losing the relay, within 10 s of losing the operator, and at once on an admin kill @R22', async ({ browser }) => {

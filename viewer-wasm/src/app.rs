@@ -238,7 +238,8 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     // Every session names its ticket and a catalog reason (R4); the relay enforces it.
     let ticket = RwSignal::new(String::new());
     let reason = RwSignal::new(String::new());
-    let want_control = RwSignal::new(true);
+    // R20: view (and chat) by default; the operator asks for control on purpose.
+    let want_control = RwSignal::new(false);
     let want_clipboard = RwSignal::new(false);
     let want_files = RwSignal::new(false);
     let (view_state, set_view_state) = signal(ViewState::Idle);
