@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+/// Default session requests per minute, per operator and per device (checked at compile time).
+const OPERATOR_REQUESTS_PER_MIN: std::num::NonZeroU32 = std::num::NonZeroU32::new(6).unwrap();
+const DEVICE_REQUESTS_PER_MIN: std::num::NonZeroU32 = std::num::NonZeroU32::new(4).unwrap();
+
 /// Sightline relay.
 ///
 /// `--config FILE` reads a TOML file whose keys are these flags' long names (see
@@ -111,12 +115,12 @@ pub struct Config {
 
     /// Session requests one operator may make per minute (a burst of this many, then one each
     /// 60/N seconds). Refusals are audit events.
-    #[arg(long, default_value_t = std::num::NonZeroU32::new(6).expect("non-zero"), value_parser = clap::value_parser!(std::num::NonZeroU32))]
+    #[arg(long, default_value_t = OPERATOR_REQUESTS_PER_MIN, value_parser = clap::value_parser!(std::num::NonZeroU32))]
     pub session_requests_per_operator_per_min: std::num::NonZeroU32,
 
     /// Session requests one device's user may be asked per minute, counted only for requests
     /// that pass every other check (so a refused flood costs the device nothing).
-    #[arg(long, default_value_t = std::num::NonZeroU32::new(4).expect("non-zero"), value_parser = clap::value_parser!(std::num::NonZeroU32))]
+    #[arg(long, default_value_t = DEVICE_REQUESTS_PER_MIN, value_parser = clap::value_parser!(std::num::NonZeroU32))]
     pub session_requests_per_device_per_min: std::num::NonZeroU32,
 
     /// Open connections (HTTP and WebSocket, TLS handshakes included) one address may hold;

@@ -47,15 +47,28 @@ fn ended_events(relay: &Relay, session_id: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_request_the_agent_declines_ends_on_both_sides_with_the_agents_reason() {
+/// A relay, an agent played by the test, and an operator's request waiting on it.
+struct Waiting {
+    _dir: tempfile::TempDir,
+    relay: Relay,
+    agent: common::FakeAgent,
+    viewer: common::Socket,
+    session_id: String,
+}
+
+async fn waiting() -> Waiting {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(dir.path(), &[]).await;
     let mut agent = relay.agent("demo").await;
     let cookie = relay.sign_in("op", &[Role::Operator]).await;
     let mut viewer = relay.open(sightline_proto::VIEWER_WS_PATH, Some(&cookie)).await;
-
     let session_id = request_session(&relay, &mut viewer, &mut agent).await;
+    Waiting { _dir: dir, relay, agent, viewer, session_id }
+}
+
+#[tokio::test]
+async fn a_request_the_agent_declines_ends_on_both_sides_with_the_agents_reason() {
+    let Waiting { _dir, relay, mut agent, mut viewer, session_id } = waiting().await;
     send(
         &mut agent.ws,
         &AgentToRelay::Declined { session_id: session_id.clone(), reason: "another session runs here".into() },
@@ -90,12 +103,7 @@ async fn a_request_the_agent_declines_ends_on_both_sides_with_the_agents_reason(
 /// queue to the agent fills while the test sends without yielding.
 #[tokio::test(flavor = "current_thread")]
 async fn a_link_that_cannot_take_a_message_is_closed_and_both_sides_end_the_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(dir.path(), &[]).await;
-    let mut agent = relay.agent("demo").await;
-    let cookie = relay.sign_in("op", &[Role::Operator]).await;
-    let mut viewer = relay.open(sightline_proto::VIEWER_WS_PATH, Some(&cookie)).await;
-    let session_id = request_session(&relay, &mut viewer, &mut agent).await;
+    let Waiting { _dir, relay, mut agent, mut viewer, session_id } = waiting().await;
 
     // Numbered messages, queued without a pause, until one does not fit; none after it.
     let link = relay.state.hub.agent(&agent.device_id).unwrap();

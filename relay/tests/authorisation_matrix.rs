@@ -1,6 +1,8 @@
 //! Every HTTP route and WebSocket endpoint, called with no identity and with each role, gets the
 //! status the access table promises; and every route the router serves is in the table.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,24 +10,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
-use clap::Parser;
 use sightline_core::roles::{self, Role};
 use sightline_relay::api::{Access, ROUTES, SESSION_COOKIE};
-use sightline_relay::config::Config;
 use sightline_relay::identity::User;
 use tower::ServiceExt;
-
-fn config(dir: &std::path::Path, addr: SocketAddr) -> Config {
-    Config::parse_from([
-        "relay".to_owned(),
-        format!("--listen={addr}"),
-        concat!("--static-dir=", env!("CARGO_MANIFEST_DIR"), "/../static").to_owned(),
-        format!("--public-url=http://localhost:{}/", addr.port()),
-        format!("--data-dir={}", dir.display()),
-        "--node=test".to_owned(),
-        concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").to_owned(),
-    ])
-}
 
 /// Routes registered in the sources: literal `.route("...")` paths plus the socket constants.
 fn registered_routes() -> BTreeSet<String> {
@@ -82,7 +70,7 @@ async fn every_route_answers_each_role_as_the_table_says() {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = config(dir.path(), addr);
+    let config = common::config(dir.path(), addr, &[]);
     let state = sightline_relay::server::build(&config, Arc::new(sightline_relay::events::MemorySink::default()))
         .await
         .unwrap();

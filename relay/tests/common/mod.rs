@@ -29,22 +29,28 @@ pub struct Relay {
     events: MemorySink,
 }
 
+/// A relay's configuration for a test: listening on `addr`, data in `dir`, the sample policy;
+/// `extra` flags come after these, so they win.
+pub fn config(dir: &std::path::Path, addr: SocketAddr, extra: &[&str]) -> Config {
+    let mut args = vec![
+        "relay".to_owned(),
+        format!("--listen={addr}"),
+        concat!("--static-dir=", env!("CARGO_MANIFEST_DIR"), "/../static").to_owned(),
+        format!("--public-url=http://localhost:{}/", addr.port()),
+        format!("--data-dir={}", dir.display()),
+        "--node=test".to_owned(),
+        concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Config::parse_from(args)
+}
+
 impl Relay {
     /// Starts a relay on the sample policy; `extra` are further command-line flags.
     pub async fn start(dir: &std::path::Path, extra: &[&str]) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut args = vec![
-            "relay".to_owned(),
-            format!("--listen={addr}"),
-            concat!("--static-dir=", env!("CARGO_MANIFEST_DIR"), "/../static").to_owned(),
-            format!("--public-url=http://localhost:{}/", addr.port()),
-            format!("--data-dir={}", dir.display()),
-            "--node=test".to_owned(),
-            concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").to_owned(),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let config = Config::parse_from(args);
+        let config = config(dir, addr, extra);
         let events = MemorySink::default();
         let state = sightline_relay::server::build(&config, Arc::new(events.clone())).await.unwrap();
         tokio::spawn(sightline_relay::server::serve(listener, state.clone(), config, std::future::pending()));
