@@ -393,17 +393,14 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                             old.stop().await;
                         }
                         // The second gate: no screen leaves without the user's consent.
-                        if !endpoint.as_ref().is_some_and(EndpointSession::consented) {
-                            tracing::warn!("relay asked to publish without a consented session; refused");
-                            vec![Action::Signal(AgentToRelay::PublishFailed { reason: "no session the user consented to".into() })]
-                        } else {
+                        if let Some(consented) = endpoint.as_ref().filter(|s| s.consented()) {
                             let sealing = Sealing {
-                                session_id: endpoint.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+                                session_id: consented.id.clone(),
                                 device: config.device.clone(),
                                 outbox: outbox.clone(),
                             };
-                            let masks = endpoint.as_ref().map(|s| s.masks().to_vec()).unwrap_or_default();
-                            match Publication::start(publish_config, sealing, &masks).await {
+                            let audiences = consented.audiences();
+                            match Publication::start(publish_config, sealing, &audiences).await {
                                 Ok((p, offer)) => {
                                     tracing::info!("session consented: publishing");
                                     if endpoint.as_ref().is_some_and(EndpointSession::is_paused) {
@@ -417,6 +414,9 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                                     vec![Action::Signal(AgentToRelay::PublishFailed { reason: e.to_string() })]
                                 }
                             }
+                        } else {
+                            tracing::warn!("relay asked to publish without a consented session; refused");
+                            vec![Action::Signal(AgentToRelay::PublishFailed { reason: "no session the user consented to".into() })]
                         }
                     }
                     RelayToAgent::PublishAnswer { sdp } => {

@@ -112,9 +112,16 @@ impl EndpointSession {
         matches!(self.machine.phase, Phase::Active | Phase::Paused { .. })
     }
 
-    /// The segment's mask rules, as the relay sent them with the request.
-    pub fn masks(&self) -> &[sightline_proto::mask::MaskRule] {
-        &self.request.masks
+    /// Who the session's pictures are for, from the request the user consented to: the segment's
+    /// masks, whether the relay records, and the operator the watermark names.
+    pub fn audiences(&self) -> crate::publisher::Audiences {
+        let operator = &self.request.operator;
+        crate::publisher::Audiences {
+            masks: self.request.masks.clone(),
+            recorded: self.request.terms.recording_required,
+            session_id: self.request.session_id.clone(),
+            operator: format!("{} ({})", operator.display_name, operator.name),
+        }
     }
 
     pub fn is_paused(&self) -> bool {

@@ -14,3 +14,4 @@ pub mod recording;
 pub mod renewal;
 pub mod roles;
 pub mod session;
+pub mod watermark;

@@ -143,13 +143,6 @@ impl MaskFile {
                 return Err("nothing to mask: set area_px, area_fraction, window or while_window".into());
             }
         };
-        if self.audience != MaskAudience::Both {
-            // Refused rather than ignored: a per-audience mask needs the agent's second track.
-            return Err(format!(
-                "audience {:?}: per-audience masks (operator or recording only) are not supported yet; use \"both\"",
-                self.audience.as_str()
-            ));
-        }
         Ok(MaskRule { name: self.name, audience: self.audience, target })
     }
 }
@@ -308,6 +301,12 @@ impl Policy {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             crate::mask::Masks::new(&masks).map_err(|e| at(&e.to_string()))?;
+            if s.recording == RecordingRule::Off
+                && let Some(m) = masks.iter().find(|m| m.audience == MaskAudience::Recording)
+            {
+                // It would hide nothing from nobody; a rule that cannot act is refused, not ignored.
+                return Err(at(&format!("mask {:?} is for the recording, but the segment records nothing", m.name)));
+            }
             if s.unattended && s.recording == RecordingRule::Off {
                 return Err(at("unattended access requires recording (R2)"));
             }
@@ -642,13 +641,21 @@ window = { class = "Teller", title = "*Kunde*" }
 
 [[segments.payment.masks]]
 name = "statement"
-audience = "both"
+audience = "recording"
 while_window = { title = "*Kontoauszug*" }
+
+[[segments.payment.masks]]
+name = "customer id"
+audience = "operator"
+window = { title = "*Ausweis*" }
 "#,
         ))
         .unwrap();
         let masks = &policy.segments["payment"].masks;
-        assert_eq!(masks.len(), 4);
+        assert_eq!(masks.len(), 5);
+        let audiences: Vec<_> = masks.iter().map(|m| m.audience).collect();
+        use MaskAudience::{Both, Operator, Recording};
+        assert_eq!(audiences, [Both, Both, Both, Recording, Operator]);
         assert_eq!(masks[0].target, MaskTarget::Area { area: Area::Fraction { x: 0, y: 0, w: 2_500, h: 10_000 } });
         assert_eq!(masks[1].target, MaskTarget::Area { area: Area::Pixels { x: 10, y: 20, w: 30, h: 40 } });
         assert_eq!(
@@ -681,8 +688,6 @@ while_window = { title = "*Kontoauszug*" }
             ),
             ("audience = \"both\"\nwindow = { title = \"a\" }\nwhile_window = { title = \"a\" }\n", "not both"),
             ("audience = \"everyone\"\narea_px = { x = 0, y = 0, w = 1, h = 1 }\n", "audience"),
-            ("audience = \"operator\"\narea_px = { x = 0, y = 0, w = 1, h = 1 }\n", "not supported yet"),
-            ("audience = \"recording\"\narea_px = { x = 0, y = 0, w = 1, h = 1 }\n", "not supported yet"),
             ("audience = \"both\"\narea_px = { x = 0, y = 0, w = 1, h = 1 }\nblur = true\n", "unknown field"),
         ];
         for (rule, expected) in bad {
@@ -696,5 +701,14 @@ while_window = { title = "*Kontoauszug*" }
             "{head}audience = \"both\"\narea_px = {{ x = 0, y = 0, w = 1, h = 1 }}\n"
         )))
         .unwrap();
+    }
+
+    #[test]
+    fn a_recording_mask_needs_a_recording() {
+        let mask = "[[segments.payment.masks]]\nname = \"m\"\naudience = \"recording\"\narea_px = { x = 0, y = 0, w = 1, h = 1 }\n";
+        Policy::from_toml(&with_masks(mask)).unwrap();
+        let unrecorded = with_masks(mask).replacen("[segments.payment]", "[segments.payment]\nrecording = \"off\"", 1);
+        let err = Policy::from_toml(&unrecorded).unwrap_err().0;
+        assert!(err.contains("segment records nothing"), "{err}");
     }
 }

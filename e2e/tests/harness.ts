@@ -402,17 +402,36 @@ export function latencyMs(s: FrameSample): number {
   return ((s.presentedMs % 2 ** 32) - s.captureMs + 2 ** 32) % 2 ** 32;
 }
 
-/** The colour at the centre of the current video frame. */
+/** The colour most pixels of a square have (RGBA `px`, row length `width`, centre x, y, half side
+ * `half`): what the screen shows there, whatever fine print (the operator's watermark, R36) runs
+ * across it. Pixels are grouped in steps of 16 per channel; the group's mean is returned. */
+export function dominantColour(px: Uint8ClampedArray | number[], width: number, height: number, x: number, y: number, half = 16): number[] {
+  const groups = new Map<number, number[]>();
+  for (let yy = Math.max(0, y - half); yy < Math.min(height, y + half + 1); yy++) {
+    for (let xx = Math.max(0, x - half); xx < Math.min(width, x + half + 1); xx++) {
+      const o = (yy * width + xx) * 4;
+      const key = ((px[o] >> 4) << 8) | ((px[o + 1] >> 4) << 4) | (px[o + 2] >> 4);
+      const g = groups.get(key) ?? [0, 0, 0, 0];
+      g[0] += px[o]; g[1] += px[o + 1]; g[2] += px[o + 2]; g[3] += 1;
+      groups.set(key, g);
+    }
+  }
+  const best = [...groups.values()].reduce((a, b) => (b[3] > a[3] ? b : a));
+  return [best[0] / best[3], best[1] / best[3], best[2] / best[3]].map(Math.round);
+}
+
+/** The colour the centre of the current video frame shows (see `dominantColour`). */
 export async function centrePixel(page: Page): Promise<[number, number, number]> {
-  return page.evaluate(() => {
+  const { px, width, height } = await page.evaluate(() => {
     const video = document.querySelector('video') as HTMLVideoElement;
     const canvas = document.createElement('canvas');
     canvas.width = video.videoWidth; canvas.height = video.videoHeight;
     const ctx = canvas.getContext('2d')!;
     ctx.drawImage(video, 0, 0);
-    const d = ctx.getImageData(Math.floor(canvas.width / 2), Math.floor(canvas.height / 2), 1, 1).data;
-    return [d[0], d[1], d[2]] as [number, number, number];
+    const [x, y] = [Math.floor(canvas.width / 2) - 16, Math.floor(canvas.height / 2) - 16];
+    return { px: Array.from(ctx.getImageData(x, y, 33, 33).data), width: 33, height: 33 };
   });
+  return dominantColour(px, width, height, 16, 16) as [number, number, number];
 }
 
 /** A Chromium context with a virtual platform authenticator (CTAP2, internal, resident keys, user verification). */

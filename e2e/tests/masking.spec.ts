@@ -6,7 +6,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, execFileSync, ChildProcess } from 'node:child_process';
-import { World, world, stopWorld, Xvfb, openView, tempDir, SAMPLE_POLICY, waitFor, Proc, Endpoint } from './harness';
+import { World, world, stopWorld, Xvfb, openView, tempDir, SAMPLE_POLICY, waitFor, Proc, Endpoint, dominantColour } from './harness';
 
 let w: World | undefined;
 let xvfb: Xvfb | undefined;
@@ -56,13 +56,14 @@ async function windowId(display: string, title: string): Promise<string> {
 /** Per decoded frame: how many pixels are `rgb` (within a tolerance VP8 keeps) and the colour at (x, y). */
 interface Counted { count: number; probe: number[]; total: number }
 
-/** Counts, for every frame the video presents during `durationMs`, the pixels close to `rgb`. */
-function countColour(page: Page, rgb: number[], durationMs: number, probe = [0, 0]): Promise<Counted[]> {
-  return page.evaluate(async ({ rgb, durationMs, probe }) => {
+/** Counts, for every frame the video presents during `durationMs`, the pixels close to `rgb`
+ * (per channel, within `tolerance`) from row `fromRow` down. */
+function countColour(page: Page, rgb: number[], durationMs: number, probe = [0, 0], tolerance = 60, fromRow = 0): Promise<Counted[]> {
+  return page.evaluate(async ({ rgb, durationMs, probe, tolerance, fromRow }) => {
     const video = document.querySelector('video') as HTMLVideoElement;
     const canvas = document.createElement('canvas');
     const ctx = canvas.getContext('2d', { willReadFrequently: true })!;
-    const out: { count: number; probe: number[]; total: number }[] = [];
+    const out: { count: number; region: number[]; at: number[]; total: number }[] = [];
     await new Promise<void>((resolve) => {
       const end = performance.now() + durationMs;
       const onFrame = () => {
@@ -70,18 +71,24 @@ function countColour(page: Page, rgb: number[], durationMs: number, probe = [0, 
         ctx.drawImage(video, 0, 0);
         const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
         let count = 0;
-        for (let i = 0; i < px.length; i += 4) {
-          if (Math.abs(px[i] - rgb[0]) < 60 && Math.abs(px[i + 1] - rgb[1]) < 60 && Math.abs(px[i + 2] - rgb[2]) < 60) count++;
+        for (let i = fromRow * canvas.width * 4; i < px.length; i += 4) {
+          if (Math.abs(px[i] - rgb[0]) < tolerance && Math.abs(px[i + 1] - rgb[1]) < tolerance && Math.abs(px[i + 2] - rgb[2]) < tolerance) count++;
         }
 
-        const o = (probe[1] * canvas.width + probe[0]) * 4;
-        out.push({ count, probe: [px[o], px[o + 1], px[o + 2]], total: px.length / 4 });
+        // Around the probe: the caller takes the colour most of these pixels have.
+        const [x0, y0] = [Math.max(0, probe[0] - 16), Math.max(0, probe[1] - 16)];
+        out.push({ count, region: Array.from(ctx.getImageData(x0, y0, 33, 33).data), at: [probe[0] - x0, probe[1] - y0], total: px.length / 4 });
         if (performance.now() < end) video.requestVideoFrameCallback(onFrame); else resolve();
       };
       video.requestVideoFrameCallback(onFrame);
     });
     return out;
-  }, { rgb, durationMs, probe });
+  }, { rgb, durationMs, probe, tolerance, fromRow }).then((frames) => frames.map((f) => ({
+    count: f.count,
+    // The screen's colour there, whatever fine print (the operator's watermark) runs across it.
+    probe: dominantColour(f.region, 33, 33, f.at[0], f.at[1]),
+    total: f.total,
+  })));
 }
 
 /** The fill of masked pixels (sightline_core::mask::FILL). */
@@ -169,4 +176,119 @@ while_window = { title = "*Vertraulich*" }
   // After it closes the desktop is seen again.
   secret.kill('SIGKILL');
   await expect.poll(async () => near((await countColour(world.operator, root, 200, [5, 700])).at(-1)!.probe, root), { message: 'the mask lifts' }).toBe(true);
+});
+
+/** The desktop's colour in these tests, and the same colour under a stroke of the operator's
+ * watermark (lightened 80/256 of the way to white: sightline_core::watermark::STRENGTH). */
+const ROOT = [0x30, 0x70, 0xb0];
+const MARKED_ROOT = ROOT.map((v) => Math.round(v + ((255 - v) * 80) / 256));
+/** Below this row the test's windows never go: only the desktop (and the watermark) is there. */
+const DESKTOP_ONLY = 500;
+
+/** Ends the session from the endpoint and exports its recording; returns the WebM's path. */
+async function endAndExport(world: World): Promise<string> {
+  await world.endpoint.click('end');
+  await expect(world.operator.getByTestId('view-state')).toContainText('the user ended the session');
+  let id = '';
+  await expect.poll(() => {
+    const r = world.relay.recordingCli(['list']);
+    const rows = r.stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
+    id = rows.find((row) => row.complete)?.id ?? '';
+    return id;
+  }, { message: 'the recording is closed' }).not.toBe('');
+  const out = tempDir('export');
+  const exported = world.relay.recordingCli(['export', id, '--out', out]);
+  expect(exported.status, exported.stderr).toBe(0);
+  return path.join(out, 'recording.webm');
+}
+
+/** Every frame of a recording as ffmpeg decodes it: per frame, how many pixels from row `fromRow`
+ * down are near each of `colours` (per channel, within `tolerance`). */
+async function recordedCounts(file: string, width: number, height: number, colours: number[][], tolerance: number[], fromRow = 0): Promise<number[][]> {
+  const size = width * height * 3;
+  const ffmpeg = spawn('ffmpeg', ['-v', 'error', '-i', file, '-fps_mode', 'passthrough', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const frames: number[][] = [];
+  const frame = Buffer.allocUnsafe(size);
+  let filled = 0;
+  for await (const chunk of ffmpeg.stdout as AsyncIterable<Buffer>) {
+    let at = 0;
+    while (at < chunk.length) {
+      const n = Math.min(size - filled, chunk.length - at);
+      chunk.copy(frame, filled, at, at + n);
+      filled += n;
+      at += n;
+      if (filled < size) break;
+      filled = 0;
+      frames.push(colours.map((rgb, c) => {
+        let count = 0;
+        for (let i = fromRow * width * 3; i < size; i += 3) {
+          if (Math.abs(frame[i] - rgb[0]) < tolerance[c] && Math.abs(frame[i + 1] - rgb[1]) < tolerance[c] && Math.abs(frame[i + 2] - rgb[2]) < tolerance[c]) count++;
+        }
+        return count;
+      }));
+    }
+  }
+  const code = await new Promise<number | null>((resolve) => (ffmpeg.exitCode !== null ? resolve(ffmpeg.exitCode) : ffmpeg.on('exit', resolve)));
+  expect(code, 'ffmpeg decodes the recording').toBe(0);
+  expect(filled, 'no partial frame').toBe(0);
+  return frames;
+}
+
+test('a recording-only rule: the operator sees the window and the watermark naming them; the recording has neither, in any frame @R34 @R36', async ({ browser }) => {
+  const world = await maskedWorld(browser, 'teller-3', `
+[[segments.office.masks]]
+name = "customer file"
+audience = "recording"
+window = { title = "*Kundenakte*" }
+`);
+  const display = xvfb!.display;
+  expect(world.endpoint.promptText()).toContain('Hidden: customer file (recording)');
+  const file = colourWindow(display, 'Kundenakte Meier', MAGENTA, '40x12+100+100');
+  const id = await windowId(display, 'Kundenakte');
+
+  // The operator's picture: the window, and the watermark over the desktop in every frame.
+  await expect.poll(async () => Math.max(...(await countColour(world.operator, [255, 0, 255], 300)).map((f) => f.count)), { message: 'the operator sees the window' }).toBeGreaterThan(5000);
+  // Sampled while the window moves (an unchanged screen sends few frames).
+  const marking = countColour(world.operator, MARKED_ROOT, 3000, [0, 0], 16, DESKTOP_ONLY);
+  for (let i = 0; i < 20; i++) {
+    xdo(display, ['windowmove', id, String(100 + i * 20), String(100 + i * 10)]);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const seen = await marking;
+  expect(seen.length).toBeGreaterThan(10);
+  expect(Math.min(...seen.map((f) => f.count)), 'watermark pixels in the least marked frame').toBeGreaterThan(1000);
+  file.kill('SIGKILL');
+  await expect.poll(async () => Math.max(...(await countColour(world.operator, [255, 0, 255], 300)).map((f) => f.count))).toBe(0);
+
+  // The recording, decoded frame by frame: the desktop (so the decoding works), never the
+  // window, never the watermark.
+  const webm = await endAndExport(world);
+  const frames = await recordedCounts(webm, 1280, 720, [ROOT, [255, 0, 255]], [24, 60]);
+  expect(frames.length, 'recorded frames').toBeGreaterThan(20);
+  expect(Math.min(...frames.map((f) => f[0])), 'the desktop in every recorded frame').toBeGreaterThan(100_000);
+  expect(frames.filter((f) => f[1] > 0).map((f) => f[1]), 'recorded frames showing the window').toEqual([]);
+  const marks = await recordedCounts(webm, 1280, 720, [MARKED_ROOT], [16], DESKTOP_ONLY);
+  expect(Math.max(...marks.map((f) => f[0])), 'watermark pixels in the most marked recorded frame').toBeLessThan(50);
+});
+
+test('an operator-only rule: the operator never sees the window, the recording keeps it @R34 @R35', async ({ browser }) => {
+  const world = await maskedWorld(browser, 'teller-4', `
+[[segments.office.masks]]
+name = "identity card"
+audience = "operator"
+window = { title = "*Ausweis*" }
+`);
+  const display = xvfb!.display;
+  expect(world.endpoint.promptText()).toContain('Hidden: identity card (operator)');
+  const sampling = countColour(world.operator, [255, 0, 255], 5000);
+  await new Promise((r) => setTimeout(r, 500));
+  colourWindow(display, 'Ausweis Meier', MAGENTA, '40x12+100+100');
+  const id = await windowId(display, 'Ausweis');
+  for (let i = 0; i < 10; i++) xdo(display, ['windowmove', id, String(100 + i * 40), String(100 + i * 20)]);
+  const frames = await sampling;
+  expect(frames.length).toBeGreaterThan(10);
+  expect(frames.filter((f) => f.count > 0).map((f) => f.count), 'operator frames showing the window').toEqual([]);
+
+  const recorded = await recordedCounts(await endAndExport(world), 1280, 720, [[255, 0, 255]], [60]);
+  expect(Math.max(...recorded.map((f) => f[0])), 'the recording shows the window').toBeGreaterThan(5000);
 });

@@ -118,6 +118,9 @@ impl std::fmt::Debug for Peer {
     }
 }
 
+/// Our media stream ids are this prefix and the track's label.
+const STREAM_PREFIX: &str = "sightline-";
+
 struct Events {
     gathered: mpsc::Sender<()>,
     state: watch::Sender<PeerState>,
@@ -140,7 +143,8 @@ impl PeerConnectionEventHandler for Events {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         // Runs on the connection's driver task: hand the track over, never block here.
         let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
-        let _ = self.tracks.try_send(VideoReceiver { track, ssrc });
+        let label = track.stream_id().await.strip_prefix(STREAM_PREFIX).map(str::to_owned);
+        let _ = self.tracks.try_send(VideoReceiver { track, ssrc, label });
     }
 
     async fn on_data_channel(&self, channel: Arc<dyn RtcDataChannel>) {
@@ -210,10 +214,11 @@ impl Peer {
         self.channels.lock().await.recv().await
     }
 
-    /// Adds a send-only VP8 track with our own SSRC.
+    /// Adds a send-only VP8 track with our own SSRC; the remote side reads `label` back from
+    /// [`VideoReceiver::label`] (it names what the track is for).
     pub async fn add_video_sender(&self, ssrc: u32, label: &str) -> Result<VideoSender, PeerError> {
         let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            format!("sightline-{label}"),
+            format!("{STREAM_PREFIX}{label}"),
             format!("{label}-{ssrc}"),
             label.to_owned(),
             RtpCodecKind::Video,
@@ -373,6 +378,7 @@ impl VideoSender {
 pub struct VideoReceiver {
     track: Arc<dyn TrackRemote>,
     ssrc: u32,
+    label: Option<String>,
 }
 
 impl std::fmt::Debug for VideoReceiver {
@@ -384,6 +390,11 @@ impl std::fmt::Debug for VideoReceiver {
 impl VideoReceiver {
     pub fn ssrc(&self) -> u32 {
         self.ssrc
+    }
+
+    /// The sender's label for this track (`None` for a stream not sent by [`Peer::add_video_sender`]).
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
     }
 
     /// The next RTP packet; `None` once the track ended.

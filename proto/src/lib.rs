@@ -708,6 +708,29 @@ pub mod agent_auth {
     }
 }
 
+/// The agent's video tracks, by what they are for (R34). A recorded session has both: the
+/// operator's picture (`view`: operator masks, watermark) and the recording's (`record`: recording
+/// masks, no watermark); the relay sends `view` to the operator and observers only and `record` to
+/// its recorder only. An unrecorded session has `view` alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaTrack {
+    View,
+    Record,
+}
+
+impl MediaTrack {
+    pub fn label(self) -> &'static str {
+        match self {
+            MediaTrack::View => "view",
+            MediaTrack::Record => "record",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<MediaTrack> {
+        [MediaTrack::View, MediaTrack::Record].into_iter().find(|t| t.label() == label)
+    }
+}
+
 /// Messages on the WebRTC data channel `session` (viewer <-> relay <-> agent): input and chat.
 /// Typed and versioned like signaling, with a smaller limit (SCTP messages are small).
 pub mod channel {

@@ -2,8 +2,11 @@
 //! decoding. Keyframes are requested from the agent when a viewer connects, when a viewer's
 //! browser asks (PLI/FIR), and when a slow viewer missed packets.
 //!
-//! Where the session is recorded, the recorder takes each packet before the viewers do
-//! (`Fanout::publish`): "no viewer sees a frame the recorder did not take".
+//! The agent publishes the operator's picture (`view`) and, where the session is recorded, the
+//! recording's (`record`); the two differ by the masks of each audience and the operator's
+//! watermark (R34, R36). `view` goes to viewers only and `record` to the recorder only; a track
+//! with any other label goes nowhere. While a recorder is attached, viewers get `view` only while
+//! it is taking `record`: "no viewer sees the screen while it is not being recorded".
 //!
 //! A viewer without a decodable picture (just connected, lagged, or after a pause) gets nothing
 //! until the start of a keyframe, and the relay asks again while it waits: one lost request
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sightline_peer::{Peer, PeerConfig, PeerError, RtpPacket, vp8};
+use sightline_proto::MediaTrack;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
@@ -33,6 +37,8 @@ const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
 pub enum MediaError {
     #[error("peer connection: {0}")]
     Peer(#[from] PeerError),
+    #[error("the offer has {0} video tracks; an agent publishes one or two")]
+    VideoTracks(usize),
 }
 
 /// Builds peer connections for the relay's side of every media leg.
@@ -41,10 +47,12 @@ pub struct Media {
     config: PeerConfig,
 }
 
-/// RTP from one agent to all its viewers, and keyframe requests the other way.
+/// RTP from one agent to all its viewers and its recorder, and keyframe requests the other way.
 pub struct Fanout {
     packets: broadcast::Sender<RtpPacket>,
-    keyframe: Notify,
+    /// Keyframe requests for the `view` track (viewers) and the `record` track (the recorder).
+    keyframe_view: Notify,
+    keyframe_record: Notify,
     /// While a session is paused nothing reaches viewers (R8), whatever the agent still sends.
     paused: std::sync::atomic::AtomicBool,
     /// The session's recorder, in front of the viewers: a packet it did not take goes nowhere.
@@ -55,7 +63,8 @@ impl Fanout {
     pub fn new() -> Arc<Fanout> {
         Arc::new(Fanout {
             packets: broadcast::channel(FANOUT_BUFFER).0,
-            keyframe: Notify::new(),
+            keyframe_view: Notify::new(),
+            keyframe_record: Notify::new(),
             paused: false.into(),
             recorder: std::sync::RwLock::new(None),
         })
@@ -74,20 +83,19 @@ impl Fanout {
         }
     }
 
-    /// One packet from the agent: to the recorder first, then (if it took it) to the viewers.
-    fn publish(&self, packet: RtpPacket) {
+    /// One packet of the agent's `track`, where `route` sends it.
+    fn publish(&self, track: MediaTrack, packet: RtpPacket) {
         let recorder = self.recorder.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(recorder) = recorder {
-            let taken = recorder.take(&packet);
-            if taken.want_keyframe {
-                self.request_keyframe();
+        match route(track, recorder.as_ref().map(|r| r.taking())) {
+            Route::Recorder => {
+                if recorder.is_some_and(|r| r.take(&packet)) {
+                    self.keyframe_record.notify_one();
+                }
             }
-            if !taken.forward {
-                return;
-            }
+            // No receivers is normal between viewers; nothing to do.
+            Route::Viewers => drop(self.packets.send(packet)),
+            Route::Nowhere => {}
         }
-        // No receivers is normal between viewers; nothing to do.
-        let _ = self.packets.send(packet);
     }
 
     pub fn set_paused(&self, paused: bool) {
@@ -98,9 +106,37 @@ impl Fanout {
         self.paused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Asks the agent for a keyframe (coalesced with pending requests).
+    /// Asks the agent for a keyframe of the viewers' track (coalesced with pending requests).
     pub fn request_keyframe(&self) {
-        self.keyframe.notify_one();
+        self.keyframe_view.notify_one();
+    }
+
+    fn keyframe_requests(&self, track: MediaTrack) -> &Notify {
+        match track {
+            MediaTrack::View => &self.keyframe_view,
+            MediaTrack::Record => &self.keyframe_record,
+        }
+    }
+}
+
+/// Where a packet of the agent goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Recorder,
+    Viewers,
+    Nowhere,
+}
+
+/// Where a packet of `track` goes, given the session's recorder: `None` without one, else
+/// whether it is taking the recording's track. `record` reaches the recorder alone; `view`
+/// reaches viewers alone, and while a recorder is attached only as long as it is taking.
+fn route(track: MediaTrack, recorder_taking: Option<bool>) -> Route {
+    match (track, recorder_taking) {
+        (MediaTrack::Record, Some(_)) => Route::Recorder,
+        // Between recorded sessions, or in an unrecorded one: nobody may have it.
+        (MediaTrack::Record, None) => Route::Nowhere,
+        (MediaTrack::View, Some(false)) => Route::Nowhere,
+        (MediaTrack::View, Some(true) | None) => Route::Viewers,
     }
 }
 
@@ -132,9 +168,15 @@ impl Media {
         offer_sdp: &str,
         fanout: Arc<Fanout>,
     ) -> Result<(Publisher, String), MediaError> {
+        let videos = offer_sdp.lines().filter(|l| l.starts_with("m=video ")).count();
+        if !(1..=2).contains(&videos) {
+            return Err(MediaError::VideoTracks(videos));
+        }
         let peer = Arc::new(Peer::new(self.config).await?);
         let answer = async {
-            peer.add_video_receiver().await?;
+            for _ in 0..videos {
+                peer.add_video_receiver().await?;
+            }
             peer.answer(offer_sdp).await
         }
         .await;
@@ -180,35 +222,42 @@ impl Media {
 }
 
 async fn forward_publisher(peer: Arc<Peer>, fanout: Arc<Fanout>) {
-    // One video track per publication; a later track (renegotiation) replaces the first.
+    // Each track is read on its own; dropping the set (the publisher closes) stops them all.
+    let mut tracks = tokio::task::JoinSet::new();
     while let Some(track) = peer.next_track().await {
-        let track = Arc::new(track);
-        tracing::debug!(ssrc = track.ssrc(), "publisher track started");
-        let reader = {
-            let (track, fanout) = (track.clone(), fanout.clone());
-            async move {
-                while let Some(packet) = track.read().await {
-                    fanout.publish(packet);
-                }
-            }
+        let label = track.label().map(str::to_owned);
+        let Some(kind) = label.as_deref().and_then(MediaTrack::from_label) else {
+            // Not forwarded anywhere, but read, so it does not pile up in the connection.
+            tracing::warn!(ssrc = track.ssrc(), ?label, "agent track with an unknown label; dropped");
+            tracks.spawn(async move { while track.read().await.is_some() {} });
+            continue;
         };
-        let keyframes = {
-            let (track, fanout) = (track.clone(), fanout.clone());
-            async move {
-                loop {
-                    fanout.keyframe.notified().await;
-                    tracing::debug!("asking the agent for a keyframe");
-                    if let Err(e) = track.request_keyframe().await {
-                        tracing::debug!(error = %e, "keyframe request to agent failed");
-                    }
-                    tokio::time::sleep(KEYFRAME_REQUEST_SPACING).await;
-                }
-            }
-        };
-        tokio::select! {
-            () = reader => {}
-            () = keyframes => {}
+        tracing::debug!(ssrc = track.ssrc(), track = kind.label(), "publisher track started");
+        tracks.spawn(forward_track(kind, Arc::new(track), fanout.clone()));
+    }
+    while tracks.join_next().await.is_some() {}
+}
+
+/// Copies one of the agent's tracks into the fanout, and asks for its keyframes.
+async fn forward_track(kind: MediaTrack, track: Arc<sightline_peer::VideoReceiver>, fanout: Arc<Fanout>) {
+    let reader = async {
+        while let Some(packet) = track.read().await {
+            fanout.publish(kind, packet);
         }
+    };
+    let keyframes = async {
+        loop {
+            fanout.keyframe_requests(kind).notified().await;
+            tracing::debug!(track = kind.label(), "asking the agent for a keyframe");
+            if let Err(e) = track.request_keyframe().await {
+                tracing::debug!(error = %e, "keyframe request to agent failed");
+            }
+            tokio::time::sleep(KEYFRAME_REQUEST_SPACING).await;
+        }
+    };
+    tokio::select! {
+        () = reader => {}
+        () = keyframes => {}
     }
 }
 
@@ -292,5 +341,26 @@ impl Subscriber {
             task.abort();
         }
         self.peer.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_track_reaches_its_audience_only() {
+        use MediaTrack::{Record, View};
+        // The recording's picture never reaches a viewer, recorded or not.
+        for recorder in [None, Some(false), Some(true)] {
+            assert_ne!(route(Record, recorder), Route::Viewers, "{recorder:?}");
+            assert_ne!(route(View, recorder), Route::Recorder, "{recorder:?}");
+        }
+        assert_eq!(route(Record, Some(false)), Route::Recorder, "the recorder takes it to start or resume");
+        assert_eq!(route(Record, None), Route::Nowhere);
+        // Viewers see the screen only while it is recorded, where it is recorded.
+        assert_eq!(route(View, Some(true)), Route::Viewers);
+        assert_eq!(route(View, Some(false)), Route::Nowhere);
+        assert_eq!(route(View, None), Route::Viewers);
     }
 }

@@ -114,6 +114,8 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     example_bench(root, &bin, "audit_bench", "audit.json")?;
     // Masking: planning and painting 1, 10 and 50 window rules on a 1080p frame.
     example_bench(root, &bin, "mask_bench", "masking.json")?;
+    // Two tracks: one encoder against the operator's and the recording's pictures together.
+    example_bench(root, &bin, "tracks_bench", "tracks.json")?;
     playwright(root, &bin, &all)?;
     eprintln!("benchmark results are in {}", root.join("bench-results").display());
     Ok(())

@@ -45,9 +45,11 @@ pub struct WindowTracker {
     dirty: bool,
     /// Bumped on every change, so an unchanged image with a changed layout is still encoded.
     pub generation: u64,
-    /// Where selected windows were lately. Measured under Xvfb with openbox: right after a move
+    /// Places selected windows left lately. Measured under Xvfb with openbox: right after a move
     /// the framebuffer can still show a window at its previous position although the server
-    /// already reports the new one, so a place a selected window left stays covered a while.
+    /// already reports the new one, so a place a selected window left stays covered a while,
+    /// counted from when it left (a recording decoded frame by frame showed a window that had
+    /// stood still for seconds at the place it had just left, when this counted from its arrival).
     recent: std::collections::VecDeque<(std::time::Instant, Window)>,
 }
 
@@ -100,14 +102,16 @@ impl WindowTracker {
                 Event::ConfigureNotify(e) if e.event == self.root => {
                     match self.windows.iter_mut().find(|t| t.frame == e.window) {
                         Some(t) => {
+                            if t.selected {
+                                // The place it leaves, from now on: however long the window
+                                // stood there, the framebuffer may show it there a while longer.
+                                self.recent.push_back((std::time::Instant::now(), t.window.clone()));
+                            }
                             let border = u32::from(e.border_width) * 2;
                             t.window.x = i32::from(e.x);
                             t.window.y = i32::from(e.y);
                             t.window.w = u32::from(e.width) + border;
                             t.window.h = u32::from(e.height) + border;
-                            if t.selected {
-                                self.recent.push_back((std::time::Instant::now(), t.window.clone()));
-                            }
                         }
                         None => self.dirty = true,
                     }
@@ -176,8 +180,9 @@ impl WindowTracker {
             let selected = self.masks.selects(&window);
             windows.push(Tracked { frame, window, selected });
         }
+        // Where selected windows were until now may still show for a while (see `recent`).
         let now = std::time::Instant::now();
-        self.recent.extend(windows.iter().filter(|t| t.selected).map(|t| (now, t.window.clone())));
+        self.recent.extend(self.windows.iter().filter(|t| t.selected).map(|t| (now, t.window.clone())));
         self.windows = windows;
         Ok(())
     }

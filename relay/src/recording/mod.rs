@@ -21,7 +21,7 @@ use age::secrecy::ExposeSecret;
 use sightline_core::recording::{ManifestBody, ManifestKey};
 use tokio::sync::mpsc;
 
-pub use recorder::{Recorder, RecorderNews, Taken};
+pub use recorder::{Recorder, RecorderNews};
 
 /// Where and how this node records.
 #[derive(Debug, Clone)]

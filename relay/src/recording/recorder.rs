@@ -40,15 +40,6 @@ pub enum RecorderNews {
     Closed { chunks: u64 },
 }
 
-/// What the caller does with a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Taken {
-    /// The recorder has it: viewers may get it.
-    pub forward: bool,
-    /// The recorder needs a keyframe (it starts or resumes at one, or lost part of a frame).
-    pub want_keyframe: bool,
-}
-
 enum Job {
     Chunk { index: u64, chunk: Chunk },
     Close { reason: String, ended_ms: u64 },
@@ -124,16 +115,24 @@ impl Recorder {
         self.state.load(Ordering::Relaxed) == WRITING
     }
 
-    /// Takes one RTP packet of the agent's screen.
-    pub fn take(&self, packet: &RtpPacket) -> Taken {
+    /// Whether the recorder is taking the recording's track: writing, and past its first keyframe
+    /// (the viewers' picture waits for this, see `sfu`).
+    pub fn taking(&self) -> bool {
+        let p = self.lock();
+        !p.closed && !p.waiting_keyframe && self.writing()
+    }
+
+    /// Takes one RTP packet of the agent's recording track; `true` when the recorder needs a
+    /// keyframe (it starts or resumes at one, or lost part of a frame).
+    pub fn take(&self, packet: &RtpPacket) -> bool {
         let mut p = self.lock();
         if p.closed || self.state.load(Ordering::Relaxed) != WRITING {
             p.waiting_keyframe = true;
-            return Taken { forward: false, want_keyframe: false };
+            return false;
         }
         if p.waiting_keyframe {
             if !vp8::starts_keyframe(&packet.payload) {
-                return Taken { forward: false, want_keyframe: true };
+                return true;
             }
             p.waiting_keyframe = false;
             p.assembler = FrameAssembler::default();
@@ -153,7 +152,7 @@ impl Recorder {
             want_keyframe = true;
         }
         self.rotate_if_due(&mut p);
-        Taken { forward: true, want_keyframe }
+        want_keyframe
     }
 
     /// Adds a timeline entry (kept even while writing is stalled; written when it recovers).
