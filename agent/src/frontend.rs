@@ -234,7 +234,7 @@ fn print_tty(st: &mut TtyState, cmd: &UiCommand) {
                 println!("The request for more access lapsed.");
             }
         }
-        UiCommand::Status { granted, observers, paused_by, recording } => {
+        UiCommand::Status { granted, observers, paused_by, recording, ending } => {
             st.asking = None;
             st.running = true;
             println!(
@@ -244,6 +244,9 @@ fn print_tty(st: &mut TtyState, cmd: &UiCommand) {
                 if paused_by.is_some() { "PAUSED; " } else { "" },
                 if *recording { "on" } else { "off" },
             );
+            if let Some(ends) = ending {
+                println!("[session] {}", crate::prompt::ending_line(ends));
+            }
         }
         UiCommand::Chat { from, text } => println!("[chat] {from}: {text}"),
         UiCommand::Ended { reason } => {

@@ -24,6 +24,9 @@ pub enum UiCommand {
         observers: Vec<String>,
         paused_by: Option<Party>,
         recording: bool,
+        /// Once the end of the session's hours or window is near: when, and why (R3, R16).
+        #[serde(default)]
+        ending: Option<sightline_proto::EndsAt>,
     },
     Chat {
         from: String,
@@ -78,6 +81,15 @@ pub fn consent_lines(r: &ConsentRequest) -> Vec<String> {
 /// What the session hides and from whom (R33, R34), for the prompt and the session bar.
 pub fn masked_line(masks: &[sightline_proto::mask::MaskRule]) -> String {
     format!("Hidden: {}", sightline_proto::mask::masks_text(masks))
+}
+
+/// The warning the bar shows before the session's hours or window end.
+pub fn ending_line(ends: &sightline_proto::EndsAt) -> String {
+    let at = i64::try_from(ends.at_ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| "soon".to_owned(), |t| format!("at {} UTC", t.strftime("%H:%M:%S")));
+    format!("This session ends {at}: {}", ends.because.describe())
 }
 
 /// Human name of a level, for check boxes.
@@ -141,6 +153,8 @@ mod tests {
                 recording_required: false,
                 elevation_needs_senior: false,
                 active_confirmation: false,
+                ends_at: None,
+                end_warning_s: 300,
             },
             masks: Vec::new(),
         }

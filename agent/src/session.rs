@@ -201,6 +201,9 @@ impl EndpointSession {
                     }
                     status_changed = false;
                 }
+                Effect::EndingSoon(ends) => {
+                    tracing::info!(session = %self.id, at_ms = ends.at_ms, because = ends.because.describe(), "the session ends soon");
+                }
                 Effect::Granted { .. }
                 | Effect::StartMedia
                 | Effect::AskConsent { .. }
@@ -226,6 +229,7 @@ impl EndpointSession {
             observers: self.observers.clone(),
             paused_by,
             recording: self.recording,
+            ending: self.machine.ending(),
         };
         if let Some(f) = self.frontend.as_mut() {
             f.send(&cmd).await;

@@ -106,6 +106,8 @@ struct Window {
     operator: String,
     /// The session's masks, shown on the bar for as long as it runs.
     masked: Option<String>,
+    /// When the session's hours or window end, once that is near.
+    ending: Option<String>,
     granted: Vec<Level>,
     observers: Vec<String>,
     paused_by: Option<Party>,
@@ -128,6 +130,7 @@ impl Window {
             mode: Mode::Waiting,
             operator: String::new(),
             masked: None,
+            ending: None,
             granted: Vec::new(),
             observers: Vec::new(),
             paused_by: None,
@@ -156,7 +159,7 @@ impl Window {
                 ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
             }
             UiCommand::ElevationClosed => self.elevation = None,
-            UiCommand::Status { granted, observers, paused_by, recording } => {
+            UiCommand::Status { granted, observers, paused_by, recording, ending } => {
                 if matches!(self.mode, Mode::Asking { .. } | Mode::Waiting) {
                     self.enter_bar(ctx);
                 }
@@ -164,6 +167,12 @@ impl Window {
                 self.observers = observers;
                 self.paused_by = paused_by;
                 self.recording = recording;
+                let ending = ending.as_ref().map(crate::prompt::ending_line);
+                if let Some(line) = ending.as_ref().filter(|l| self.ending.as_ref() != Some(*l)) {
+                    // Logged like the prompt: the user was told, and when.
+                    eprintln!("consent-ui ending: {line}");
+                }
+                self.ending = ending;
             }
             UiCommand::Chat { from, text } => {
                 // Logged like the prompt: what the user was shown is on record at the endpoint.
@@ -171,6 +180,8 @@ impl Window {
                 self.chat.push((from, text));
             }
             UiCommand::Ended { reason } => {
+                // Logged like the prompt: what the user was told about the end.
+                eprintln!("consent-ui ended: {reason}");
                 if matches!(self.mode, Mode::Asking { .. } | Mode::Waiting) {
                     // Nothing to read for a prompt that was answered or timed out: just go.
                     ctx.send_viewport_cmd(egui::ViewportCommand::Close);
@@ -263,6 +274,9 @@ impl Window {
         ui.label(if self.recording { "Recording: on" } else { "Recording: off" });
         if let Some(masked) = &self.masked {
             ui.label(masked);
+        }
+        if let Some(ending) = &self.ending {
+            ui.colored_label(DENY_RED, ending);
         }
         if let Some(by) = self.paused_by {
             ui.colored_label(

@@ -63,6 +63,14 @@ struct SegmentFile {
     /// What the agent hides before encoding (R33).
     #[serde(default)]
     masks: Vec<MaskFile>,
+    /// How long before the end of the support hours or the maintenance window both sides are
+    /// warned that the session will end.
+    #[serde(default = "default_end_warning")]
+    end_warning_s: u32,
+}
+
+fn default_end_warning() -> u32 {
+    300
 }
 
 /// One `[[segments.NAME.masks]]` table: a name, an audience, and exactly one of `area_px`,
@@ -328,6 +336,8 @@ impl Policy {
                         recording_required: s.recording == RecordingRule::Required,
                         elevation_needs_senior: s.elevation_needs_senior,
                         active_confirmation: s.active_confirmation,
+                        ends_at: None,
+                        end_warning_s: s.end_warning_s,
                     },
                     recording_retention_days: s.recording_retention_days,
                     masks,
@@ -348,8 +358,9 @@ pub struct AccessRequest<'a> {
     pub ticket: &'a str,
     pub reason: &'a str,
     pub now: jiff::Timestamp,
-    /// A maintenance window for this device is open now (R3).
-    pub maintenance_window_open: bool,
+    /// When the maintenance window open for this device now ends (Unix ms); `None`: none is
+    /// open (R3).
+    pub maintenance_window_until: Option<u64>,
     /// Nobody is at the endpoint to consent (R2).
     pub unattended: bool,
 }
@@ -391,6 +402,7 @@ impl std::fmt::Display for Denial {
 /// What an allowed session must respect. The same struct travels to the agent (as the wire's
 /// `SessionTerms`), so both sides run the session machine under the same rules.
 pub use sightline_proto::SessionTerms as Obligations;
+pub use sightline_proto::{Deadline, EndsAt};
 
 impl Policy {
     /// Decides a session request. Checks run in a fixed order so the reason is stable.
@@ -408,11 +420,17 @@ impl Policy {
         if !seg.operator_cidrs.iter().any(|net| net.contains(&req.source)) {
             return Err(Denial::AddressNotAllowed);
         }
+        let mut ends: Vec<EndsAt> = Vec::new();
         if let Some(hours) = &seg.hours {
             let local = req.now.to_zoned(hours.tz.clone());
             let t = local.time();
             if !hours.days.contains(&local.weekday()) || t < hours.from || t >= hours.to {
                 return Err(Denial::OutsideHours);
+            }
+            // Today's closing time in the segment's zone (a zone's gap or fold resolves as jiff's
+            // default does: the later instant for a gap, the earlier for a fold).
+            if let Ok(close) = local.with().time(hours.to).build() {
+                ends.push(EndsAt { at_ms: unix_ms(close.timestamp()), because: Deadline::SupportHours });
             }
         }
         if req.levels.is_empty() {
@@ -424,11 +442,18 @@ impl Policy {
         if req.unattended && !seg.unattended {
             return Err(Denial::UnattendedNotAllowed);
         }
-        if seg.maintenance_window && !req.maintenance_window_open {
-            return Err(Denial::MaintenanceWindowClosed);
+        if seg.maintenance_window {
+            let until = req.maintenance_window_until.ok_or(Denial::MaintenanceWindowClosed)?;
+            ends.push(EndsAt { at_ms: until, because: Deadline::MaintenanceWindow });
         }
-        Ok(seg.terms)
+        // The earlier end holds; on a tie, the hours (the segment's rule) are named.
+        let ends_at = ends.into_iter().min_by_key(|e| e.at_ms);
+        Ok(Obligations { ends_at, ..seg.terms })
     }
+}
+
+fn unix_ms(t: jiff::Timestamp) -> u64 {
+    u64::try_from(t.as_millisecond()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -507,7 +532,7 @@ elevation_needs_senior = true
             ticket: case.ticket,
             reason: case.reason,
             now: case.at.parse().unwrap(),
-            maintenance_window_open: case.window,
+            maintenance_window_until: case.window.then_some(u64::MAX),
             unattended: false,
         };
         policy().decide(&req).map(|_| ())
@@ -571,14 +596,53 @@ elevation_needs_senior = true
             ticket: "CHG-1",
             reason: "incident",
             now: office_hours(),
-            maintenance_window_open: true,
+            maintenance_window_until: Some(u64::MAX),
             unattended: false,
         };
         let o = policy().decide(&req).unwrap();
         assert_eq!((o.consent_timeout_s, o.grant_expiry_s, o.max_duration_s, o.idle_timeout_s), (120, 300, 1800, 300));
         assert!(o.observer_required_for_control && o.recording_required && o.elevation_needs_senior);
-        let unattended = AccessRequest { unattended: true, ..req };
+        let unattended = AccessRequest { unattended: true, ..req.clone() };
         assert_eq!(policy().decide(&unattended), Err(Denial::UnattendedNotAllowed));
+    }
+
+    #[test]
+    fn a_session_ends_with_the_hours_or_the_window_whichever_is_first() {
+        let with_hours = SAMPLE.replace(
+            "[segments.payment]\n",
+            "[segments.payment]\nend_warning_s = 60\nhours = { tz = \"Europe/Berlin\", days = [\"wed\"], from = \"07:00\", to = \"19:30:15\" }\n",
+        );
+        let policy = Policy::from_toml(&with_hours).unwrap();
+        let roles = BTreeSet::from([Role::SeniorOperator]);
+        let levels = BTreeSet::from([Level::View]);
+        let at = |window_until: Option<u64>| AccessRequest {
+            roles: &roles,
+            source: "10.1.0.9".parse().unwrap(),
+            segment: "payment",
+            levels: &levels,
+            ticket: "CHG-1",
+            reason: "incident",
+            now: office_hours(),
+            maintenance_window_until: window_until,
+            unattended: false,
+        };
+        // 19:30:15 in Berlin on 2026-11-25 (CET, UTC+1) is 18:30:15 UTC.
+        let closing: u64 = 1_795_631_415_000;
+        let window_first = closing - 60_000;
+        let o = policy.decide(&at(Some(window_first))).unwrap();
+        assert_eq!(o.ends_at, Some(EndsAt { at_ms: window_first, because: Deadline::MaintenanceWindow }));
+        assert_eq!(o.end_warning_s, 60);
+        let o = policy.decide(&at(Some(closing + 1))).unwrap();
+        assert_eq!(o.ends_at, Some(EndsAt { at_ms: closing, because: Deadline::SupportHours }));
+        assert_eq!(policy.decide(&at(None)), Err(Denial::MaintenanceWindowClosed));
+        // A segment that needs no window ends with its hours (19:00 in Berlin), warned 5 minutes before
+        // by default.
+        let operator = BTreeSet::from([Role::Operator]);
+        let office =
+            AccessRequest { segment: "office", roles: &operator, source: "10.2.3.4".parse().unwrap(), ..at(None) };
+        let o = policy.decide(&office).unwrap();
+        let seven = closing - 1_815_000;
+        assert_eq!((o.ends_at, o.end_warning_s), (Some(EndsAt { at_ms: seven, because: Deadline::SupportHours }), 300));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::policy::{Level, Obligations};
+use crate::policy::{EndsAt, Level, Obligations};
 
 pub type Levels = BTreeSet<Level>;
 
@@ -118,6 +118,8 @@ pub enum Effect {
         levels: Levels,
     },
     Ended(EndReason),
+    /// The session's hours or window end soon: tell the user and the operator when (once).
+    EndingSoon(EndsAt),
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +137,8 @@ pub struct Session {
     pub elevation: Option<Elevation>,
     /// Input events refused so far (counted, not logged one by one).
     pub dropped_input: u64,
+    /// Whether `EndingSoon` was given.
+    warned: bool,
 }
 
 impl Session {
@@ -152,6 +156,7 @@ impl Session {
             observers: 0,
             elevation: None,
             dropped_input: 0,
+            warned: false,
         };
         (session, vec![Effect::AskConsent { levels: requested, deadline_ms }])
     }
@@ -220,6 +225,32 @@ impl Session {
         if self.is_ended() {
             return Vec::new();
         }
+        // The hours or the window the session was allowed in hold while it runs (R3, R16).
+        let mut warning = None;
+        if matches!(event, Event::Tick)
+            && let Some(ends) = self.obligations.ends_at
+        {
+            if now_ms >= ends.at_ms {
+                return self.end(EndReason::DeadlineReached(ends.because));
+            }
+            if !self.warned && now_ms + u64::from(self.obligations.end_warning_s) * 1000 >= ends.at_ms {
+                self.warned = true;
+                warning = Some(Effect::EndingSoon(ends));
+            }
+        }
+        let mut effects = self.apply(now_ms, event);
+        if !self.is_ended() {
+            effects.extend(warning);
+        }
+        effects
+    }
+
+    /// When the session will end, once both sides have been warned of it.
+    pub fn ending(&self) -> Option<EndsAt> {
+        self.obligations.ends_at.filter(|_| self.warned)
+    }
+
+    fn apply(&mut self, now_ms: u64, event: Event) -> Vec<Effect> {
         match (&self.phase, event) {
             (Phase::Ended(_), _) => Vec::new(),
 
@@ -417,6 +448,8 @@ mod tests {
             recording_required: true,
             elevation_needs_senior: false,
             active_confirmation: false,
+            ends_at: None,
+            end_warning_s: 300,
         }
     }
 
@@ -576,6 +609,44 @@ mod tests {
             s.step(1_001_000, Event::Tick),
             vec![Effect::ReleaseInput, Effect::StopMedia, Effect::Ended(EndReason::MaxDuration)]
         );
+    }
+
+    #[test]
+    fn the_end_of_the_hours_or_window_warns_once_then_ends_the_session() {
+        use sightline_proto::Deadline;
+        let ends = EndsAt { at_ms: 400_000, because: Deadline::MaintenanceWindow };
+        let o = Obligations {
+            ends_at: Some(ends),
+            end_warning_s: 60,
+            idle_timeout_s: 3_600,
+            grant_expiry_s: 3_600,
+            ..obligations()
+        };
+        let mut s = started(o, &[View, Control], &[View, Control]);
+        assert!(s.step(339_999, Event::Tick).is_empty());
+        assert_eq!(s.ending(), None);
+        assert_eq!(s.step(340_000, Event::Tick), vec![Effect::EndingSoon(ends)], "warned end_warning_s before");
+        assert_eq!(s.ending(), Some(ends));
+        assert!(s.step(360_000, Event::Tick).is_empty(), "warned once");
+        assert!(s.may_inject(399_999));
+        assert_eq!(
+            s.step(400_000, Event::Tick),
+            vec![
+                Effect::ReleaseInput,
+                Effect::StopMedia,
+                Effect::Ended(EndReason::DeadlineReached(Deadline::MaintenanceWindow))
+            ]
+        );
+        // Also while the user has not answered yet, and without a warning first if it is late.
+        let (mut waiting, _) =
+            Session::new(0, Obligations { ends_at: Some(ends), ..obligations() }, levels(&[View]), levels(&[View]));
+        assert_eq!(
+            waiting.step(400_000, Event::Tick),
+            vec![Effect::Ended(EndReason::DeadlineReached(Deadline::MaintenanceWindow))]
+        );
+        // Control: a session without such an end runs on.
+        let mut free = started(obligations(), &[View], &[View]);
+        assert!(free.step(400_000, Event::Tick).is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, execFileSync, ChildProcess } from 'node:child_process';
-import { World, world, stopWorld, Xvfb, openView, tempDir, SAMPLE_POLICY, waitFor, Proc, Endpoint, dominantColour } from './harness';
+import { World, world, stopWorld, Xvfb, openView, tempDir, SAMPLE_POLICY, waitFor, Proc, Endpoint, dominantColour, recordMeasurement } from './harness';
 
 let w: World | undefined;
 let xvfb: Xvfb | undefined;
@@ -291,4 +291,38 @@ window = { title = "*Ausweis*" }
 
   const recorded = await recordedCounts(await endAndExport(world), 1280, 720, [[255, 0, 255]], [60]);
   expect(Math.max(...recorded.map((f) => f[0])), 'the recording shows the window').toBeGreaterThan(5000);
+});
+
+test('masking delay: frames that show a masked window as it appears, over every frame the agent encoded @bench', async ({ browser }) => {
+  const world = await maskedWorld(browser, 'teller-bench', `
+[[segments.office.masks]]
+name = "account statement"
+audience = "both"
+window = { title = "*Kontoauszug*" }
+`);
+  const display = xvfb!.display;
+  const appearances = 20;
+  for (let i = 0; i < appearances; i++) {
+    const title = `Kontoauszug ${i}`;
+    const x = colourWindow(display, title, MAGENTA, `30x8+${100 + (i % 5) * 200}+${60 + Math.floor(i / 5) * 100}`);
+    await windowId(display, title);
+    await new Promise((r) => setTimeout(r, 250));
+    x.kill('SIGKILL');
+    await waitFor(`${title} gone`, async () => {
+      try { xdo(display, ['search', '--onlyvisible', '--name', title]); return false; } catch { return true; }
+    });
+  }
+  // The control, below the masked windows' rows: the same colour, no rule, so the probe works.
+  colourWindow(display, 'Notizen', MAGENTA, `30x8+800+${DESKTOP_ONLY + 20}`);
+  await windowId(display, 'Notizen');
+  await expect.poll(async () => Math.max(...(await countColour(world.operator, [255, 0, 255], 300)).map((f) => f.count))).toBeGreaterThan(5000);
+
+  const webm = await endAndExport(world);
+  const whole = await recordedCounts(webm, 1280, 720, [[255, 0, 255]], [60]);
+  const below = await recordedCounts(webm, 1280, 720, [[255, 0, 255]], [60], DESKTOP_ONLY);
+  const leaked = whole.filter((f, i) => f[0] > below[i][0]).length;
+  expect(Math.max(...below.map((f) => f[0])), 'the control window is in the recording').toBeGreaterThan(5000);
+  recordMeasurement('mask-delay', `masking delay: ${leaked} of ${whole.length} recorded frames showed any of ${appearances} masked windows as they appeared (goal: 0)`, {
+    appearances, frames: whole.length, leaked_frames: leaked,
+  });
 });

@@ -5,7 +5,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { World, world, stopWorld, requestView, tempDir, api, rawWatch, SAMPLE_POLICY } from './harness';
+import { World, world, stopWorld, requestView, tempDir, api, rawWatch, SAMPLE_POLICY, openView, recordMeasurement, AuditRecord } from './harness';
 
 let w: World | undefined;
 
@@ -118,4 +118,73 @@ test('an admin opens a maintenance window from the dashboard @R3', async ({ brow
   await requestView(w.operator, w.relay, 'branch-pc');
   // Policy lets the request through: it now waits for the user at the endpoint.
   await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+});
+
+const OFFICE_LEVELS = 'levels = ["view", "control", "clipboard", "file_transfer"]';
+
+/** The last line the session bar logged with `prefix` (the bar logs what it tells the user). */
+function barLine(w: World, prefix: string): string {
+  const lines = w.agent.log().split('\n').filter((l) => l.startsWith(prefix));
+  return (lines[lines.length - 1] ?? '').slice(prefix.length);
+}
+
+/** Waits for the one `session.ended` record of the session and the warning before it. */
+async function endedAndWarned(w: World): Promise<{ warned: AuditRecord; ended: AuditRecord }> {
+  let found: { warned: AuditRecord; ended: AuditRecord } | undefined;
+  await expect.poll(() => {
+    const records = w.relay.auditRecords();
+    const warned = records.filter((r) => r.kind === 'session.ending_soon');
+    const ended = records.filter((r) => r.kind === 'session.ended');
+    found = warned.length === 1 && ended.length === 1 ? { warned: warned[0], ended: ended[0] } : undefined;
+    return found !== undefined;
+  }, { message: 'one warning and one end in the audit log' }).toBe(true);
+  return found!;
+}
+
+test('a running session ends when the maintenance window ends; operator and user are warned first and both name the same end @R3', async ({ browser }) => {
+  const policy = policyWith((t) => t.replace(OFFICE_LEVELS, `${OFFICE_LEVELS}\nmaintenance_window = true\nend_warning_s = 10`));
+  w = await world(browser, { name: 'branch-pc' }, { policy });
+  const devices = (await api(w.admin, 'GET', '/api/admin/devices')).json as { id: string; name: string }[];
+  const device = devices.find((d) => d.name === 'branch-pc')!;
+  const end = Date.now() + 20_000;
+  expect((await api(w.admin, 'POST', `/api/admin/devices/${device.id}/maintenance-window`, { start_ms: Date.now() - 1_000, end_ms: end })).status).toBe(200);
+  await openView(w.operator, w.relay, 'branch-pc', w.endpoint);
+
+  // Warned on both sides, then ended on both sides for the same reason.
+  await expect(w.operator.getByTestId('ending')).toContainText('the maintenance window of this device ends', { timeout: 20_000 });
+  await expect.poll(() => barLine(w!, 'consent-ui ending: ')).toContain('the maintenance window of this device ends');
+  await expect(w.operator.getByTestId('view-state')).toContainText('the maintenance window of this device ended', { timeout: 25_000 });
+  await expect.poll(() => barLine(w!, 'consent-ui ended: ')).toBe('the maintenance window of this device ended');
+
+  const { warned, ended } = await endedAndWarned(w);
+  expect(warned.ts_ms).toBeLessThan(end);
+  expect(ended.ts_ms, 'not before the window ended').toBeGreaterThanOrEqual(end);
+  expect(ended.detail).toContain('the maintenance window of this device ended');
+  recordMeasurement('window-end', `a maintenance window's end to the session's end in the audit log: ${ended.ts_ms - end} ms`, { window_end_to_session_end_ms: ended.ts_ms - end });
+});
+
+test('a running session ends with the support hours of its segment; operator and user are warned first @R16', async ({ browser }) => {
+  // Hours that end 25 s from now (UTC, to the second); a test that would cross midnight waits.
+  let now = new Date();
+  const toMidnight = 86_400_000 - (now.getTime() % 86_400_000);
+  if (toMidnight < 60_000) await new Promise((r) => setTimeout(r, toMidnight + 1_000));
+  now = new Date();
+  const end = new Date(Math.ceil((now.getTime() + 25_000) / 1000) * 1000);
+  const hhmmss = end.toISOString().slice(11, 19);
+  const today = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'][now.getUTCDay()];
+  const policy = policyWith((t) => t.replace(OFFICE_LEVELS,
+    `${OFFICE_LEVELS}\nhours = { tz = "UTC", days = ["${today}"], from = "00:00", to = "${hhmmss}" }\nend_warning_s = 15`));
+  w = await world(browser, { name: 'front-desk' }, { policy });
+  await openView(w.operator, w.relay, 'front-desk', w.endpoint);
+
+  await expect(w.operator.getByTestId('ending')).toContainText(`${hhmmss} UTC: the support hours of this segment end`, { timeout: 25_000 });
+  await expect.poll(() => barLine(w!, 'consent-ui ending: ')).toBe(`This session ends at ${hhmmss} UTC: the support hours of this segment end`);
+  await expect(w.operator.getByTestId('view-state')).toContainText('the support hours of this segment ended', { timeout: 30_000 });
+  await expect.poll(() => barLine(w!, 'consent-ui ended: ')).toBe('the support hours of this segment ended');
+  const { warned, ended } = await endedAndWarned(w);
+  expect(warned.ts_ms).toBeLessThan(end.getTime());
+  expect(ended.ts_ms, 'not before the hours ended').toBeGreaterThanOrEqual(end.getTime());
+  // Control: a new request now is refused at the door, for the same rule.
+  await requestView(w.operator, w.relay, 'front-desk');
+  await expect(w.operator.getByTestId('view-state')).toContainText('outside the support hours');
 });

@@ -210,6 +210,39 @@ pub struct SessionTerms {
     pub elevation_needs_senior: bool,
     /// Hiding or minimising the session bar pauses the session.
     pub active_confirmation: bool,
+    /// When the segment's support hours or the device's maintenance window end, whichever comes
+    /// first, as decided when the session was allowed: both sides end the session then (R3, R16).
+    #[serde(default)]
+    pub ends_at: Option<EndsAt>,
+    /// How long before `ends_at` both sides are warned.
+    #[serde(default)]
+    pub end_warning_s: u32,
+}
+
+/// A time-bound rule a running session is held to (R3, R16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deadline {
+    SupportHours,
+    MaintenanceWindow,
+}
+
+impl Deadline {
+    /// What ends, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Deadline::SupportHours => "the support hours of this segment end",
+            Deadline::MaintenanceWindow => "the maintenance window of this device ends",
+        }
+    }
+}
+
+/// When a session ends at the latest, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndsAt {
+    /// Unix ms.
+    pub at_ms: u64,
+    pub because: Deadline,
 }
 
 /// The user's decision.
@@ -301,6 +334,8 @@ pub enum EndReason {
     AuditUnavailable,
     /// The agent declined the request, with its reason (another session runs there).
     DeclinedByEndpoint(String),
+    /// The support hours or the maintenance window the session ran in ended (R3, R16).
+    DeadlineReached(Deadline),
 }
 
 impl EndReason {
@@ -320,6 +355,10 @@ impl EndReason {
             EndReason::RecorderFailed => "recording failed".into(),
             EndReason::AuditUnavailable => "the relay's audit log could not be written".into(),
             EndReason::DeclinedByEndpoint(why) => format!("the endpoint declined the request: {why}"),
+            EndReason::DeadlineReached(Deadline::SupportHours) => "the support hours of this segment ended".into(),
+            EndReason::DeadlineReached(Deadline::MaintenanceWindow) => {
+                "the maintenance window of this device ended".into()
+            }
         }
     }
 }
@@ -368,6 +407,9 @@ pub struct SessionStatus {
     /// Whether the relay's recorder confirms it is writing this session (R9).
     #[serde(default)]
     pub recording: bool,
+    /// Set once the session is within its warning time of `SessionTerms::ends_at`.
+    #[serde(default)]
+    pub ending: Option<EndsAt>,
 }
 
 /// A running session as others see it in a list.

@@ -81,6 +81,8 @@ pub enum EventKind {
     SessionPaused,
     #[serde(rename = "session.resumed")]
     SessionResumed,
+    #[serde(rename = "session.ending_soon")]
+    SessionEndingSoon,
     #[serde(rename = "session.ended")]
     SessionEnded,
     #[serde(rename = "elevation.requested")]
@@ -124,7 +126,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 52] = [
+    pub const ALL: [EventKind; 53] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -157,6 +159,7 @@ impl EventKind {
         EventKind::SessionGranted,
         EventKind::SessionPaused,
         EventKind::SessionResumed,
+        EventKind::SessionEndingSoon,
         EventKind::SessionEnded,
         EventKind::ElevationRequested,
         EventKind::ElevationConfirmed,

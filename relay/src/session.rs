@@ -123,6 +123,7 @@ impl LiveSession {
             end_reason: None,
             observing: false,
             recording: false,
+            ending: None,
         };
         let session = Arc::new(LiveSession {
             id,
@@ -426,6 +427,13 @@ impl LiveSession {
                         .send(RelayToAgent::ElevationRequest { session_id: self.id.clone(), levels: sorted(&levels) });
                 }
                 Effect::AskSeniorToApprove { .. } => {}
+                // The viewers hear it through the status; the agent's own machine warns its user.
+                Effect::EndingSoon(ends) => self.emit(
+                    EventKind::SessionEndingSoon,
+                    Outcome::Success,
+                    actor,
+                    format!("ends at {} (Unix ms): {}", ends.at_ms, ends.because.describe()),
+                ),
                 Effect::ElevationExpired { levels } => self.emit(
                     EventKind::ElevationExpired,
                     Outcome::Failure,
@@ -479,6 +487,7 @@ impl LiveSession {
         let pending = m.elevation.as_ref().map(|e| sorted(&e.levels)).unwrap_or_default();
         let granted = sorted(m.granted());
         let expires = m.grant_expires_ms();
+        let ending = m.ending();
         drop(m);
         // Called after every tick: viewers and session lists hear only of real changes.
         let changed = self.status.send_if_modified(|s| {
@@ -491,6 +500,7 @@ impl LiveSession {
             s.pending_elevation = pending;
             s.grant_expires_ms = expires;
             s.observers = observers;
+            s.ending = ending;
             *s != before
         });
         if changed {

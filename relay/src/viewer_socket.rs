@@ -329,7 +329,7 @@ async fn open_session(
     levels.insert(Level::View);
     let now_ms = state.identity.now_ms();
     // Fail closed: a store error counts as "no window".
-    let window_open = state.identity.window_open(&link.info.agent_id, now_ms).await.unwrap_or(false);
+    let window_until = state.identity.window_until(&link.info.agent_id, now_ms).await.unwrap_or(None);
     let request = AccessRequest {
         roles: &auth.user.roles,
         source: peer.ip(),
@@ -338,7 +338,7 @@ async fn open_session(
         ticket,
         reason,
         now: jiff::Timestamp::now(),
-        maintenance_window_open: window_open,
+        maintenance_window_until: window_until,
         unattended: false,
     };
     let device = link.info.agent_id.as_str();

@@ -467,6 +467,15 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     // R9: what the relay's recorder confirms, never what the policy merely asks for.
     let recording = move || status.with(|s| s.as_ref().is_some_and(|s| s.recording));
     let paused = move || status.with(|s| s.as_ref().is_some_and(|s| s.phase == SessionPhase::Paused));
+    // R3, R16: the end of the hours or window the session runs in, once the relay warns of it.
+    let ending = move || {
+        status.with(|s| {
+            s.as_ref()
+                .filter(|s| s.end_reason.is_none())
+                .and_then(|s| s.ending)
+                .map(|e| format!("Ends at {} UTC: {}", crate::recordings::utc(e.at_ms), e.because.describe()))
+        })
+    };
     let is_operator_live = move || {
         status.with(|s| {
             s.as_ref().is_some_and(|s| !s.observing && matches!(s.phase, SessionPhase::Active | SessionPhase::Paused))
@@ -550,6 +559,9 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                         <span data-testid="recording" data-recording=move || recording().to_string()>
                             {move || if recording() { "● Recording" } else { "Not recording" }}
                         </span>
+                    </Show>
+                    <Show when=move || ending().is_some()>
+                        <span class="ending" data-testid="ending">{ending}</span>
                     </Show>
                     <Show when=move || watching.get().is_some()>
                         <button on:click=stop data-testid="close-view">"Close view"</button>

@@ -42,7 +42,7 @@ struct Opened {
     timeline: Vec<serde_json::Value>,
 }
 
-fn utc(ms: u64) -> String {
+pub(crate) fn utc(ms: u64) -> String {
     let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
     String::from(date.to_iso_string()).replace('T', " ").chars().take(19).collect()
 }

@@ -46,6 +46,8 @@ fn request() -> ConsentRequest {
             recording_required: true,
             elevation_needs_senior: false,
             active_confirmation: false,
+            ends_at: Some(EndsAt { at_ms: 5, because: Deadline::MaintenanceWindow }),
+            end_warning_s: 300,
         },
         masks: vec![
             MaskRule {
@@ -84,6 +86,7 @@ fn status() -> SessionStatus {
         end_reason: Some(EndReason::KilledByAdmin("root".into())),
         observing: false,
         recording: true,
+        ending: Some(EndsAt { at_ms: 7, because: Deadline::SupportHours }),
     }
 }
 

@@ -186,10 +186,11 @@ impl Identity {
         Ok(window)
     }
 
-    /// Whether a window is open for `device_id` at `at_ms`.
-    pub async fn window_open(&self, device_id: &str, at_ms: u64) -> Result<bool, IdentityError> {
+    /// When the maintenance window open for `device_id` at `at_ms` ends (`None`: none is open).
+    /// Windows that overlap or touch count as one.
+    pub async fn window_until(&self, device_id: &str, at_ms: u64) -> Result<Option<u64>, IdentityError> {
         let windows: Vec<Window> = self.store.get(Collection::MaintenanceWindows, device_id).await?.unwrap_or_default();
-        Ok(windows.iter().any(|w| w.start_ms <= at_ms && at_ms < w.end_ms))
+        Ok(open_until(&windows, at_ms))
     }
 
     /// Checks a device's signature over a window request (see `agent_auth::window_message`).
@@ -245,5 +246,34 @@ impl Identity {
         self.store.publish(&Revocation::Device { device_id: device_id.to_owned() }).await?;
         self.emit(EventKind::DeviceRevoked, Outcome::Success, actor, Some(&format!("device:{device_id}")), source, "");
         Ok(())
+    }
+}
+
+/// The end of the run of windows open at `at_ms`, following windows that start before the one
+/// found ends.
+fn open_until(windows: &[Window], at_ms: u64) -> Option<u64> {
+    let mut until = windows.iter().filter(|w| w.start_ms <= at_ms && at_ms < w.end_ms).map(|w| w.end_ms).max()?;
+    while let Some(later) = windows.iter().filter(|w| w.start_ms <= until && w.end_ms > until).map(|w| w.end_ms).max() {
+        until = later;
+    }
+    Some(until)
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    fn w(start_ms: u64, end_ms: u64) -> Window {
+        Window { start_ms, end_ms, opened_by: "t".into() }
+    }
+
+    #[test]
+    fn the_open_window_ends_where_the_run_of_windows_ends() {
+        assert_eq!(open_until(&[], 5), None);
+        assert_eq!(open_until(&[w(10, 20)], 5), None, "not yet open");
+        assert_eq!(open_until(&[w(10, 20)], 20), None, "closed at its end");
+        assert_eq!(open_until(&[w(0, 20)], 5), Some(20));
+        // A window that starts before the open one ends extends it; one after a gap does not.
+        assert_eq!(open_until(&[w(0, 20), w(15, 40), w(40, 50), w(60, 90)], 5), Some(50));
     }
 }
