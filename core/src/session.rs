@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::policy::{EndsAt, Level, Obligations};
+use crate::policy::{Deadline, EndsAt, Level, Obligations};
 
 pub type Levels = BTreeSet<Level>;
 
@@ -85,6 +85,8 @@ pub enum Event {
     AuditUnavailable,
     /// The other side ended the session (the agent mirrors the relay's end, with its reason).
     EndedElsewhere(EndReason),
+    /// The maintenance window the session needs was closed early (R3).
+    WindowClosed,
     /// Time passed; deadlines are checked.
     Tick,
 }
@@ -276,6 +278,9 @@ impl Session {
             (Phase::AwaitingConsent { .. }, Event::AgentLost) => self.end(EndReason::AgentLost),
             (Phase::AwaitingConsent { .. }, Event::AuditUnavailable) => self.end(EndReason::AuditUnavailable),
             (Phase::AwaitingConsent { .. }, Event::EndedElsewhere(reason)) => self.end(reason),
+            (Phase::AwaitingConsent { .. }, Event::WindowClosed) => {
+                self.end(EndReason::DeadlineReached(Deadline::MaintenanceWindow))
+            }
             (Phase::AwaitingConsent { .. }, Event::OperatorLost) => self.end(EndReason::OperatorLost),
             (Phase::AwaitingConsent { .. }, Event::Kill { admin }) => self.end(EndReason::KilledByAdmin(admin)),
             (Phase::AwaitingConsent { .. }, Event::End { by: Party::Operator }) => self.end(EndReason::EndedByOperator),
@@ -291,6 +296,7 @@ impl Session {
             (_, Event::AgentLost) => self.end(EndReason::AgentLost),
             (_, Event::AuditUnavailable) => self.end(EndReason::AuditUnavailable),
             (_, Event::EndedElsewhere(reason)) => self.end(reason),
+            (_, Event::WindowClosed) => self.end(EndReason::DeadlineReached(Deadline::MaintenanceWindow)),
             (_, Event::OperatorLost) => self.end(EndReason::OperatorLost),
             (_, Event::RecorderFailed) if self.obligations.recording_required => self.end(EndReason::RecorderFailed),
             (_, Event::RecorderFailed) => Vec::new(),
@@ -613,7 +619,6 @@ mod tests {
 
     #[test]
     fn the_end_of_the_hours_or_window_warns_once_then_ends_the_session() {
-        use sightline_proto::Deadline;
         let ends = EndsAt { at_ms: 400_000, because: Deadline::MaintenanceWindow };
         let o = Obligations {
             ends_at: Some(ends),
@@ -643,6 +648,16 @@ mod tests {
         assert_eq!(
             waiting.step(400_000, Event::Tick),
             vec![Effect::Ended(EndReason::DeadlineReached(Deadline::MaintenanceWindow))]
+        );
+        // A window closed early ends the session at once, with the same reason.
+        let mut closed = started(obligations(), &[View], &[View]);
+        assert_eq!(
+            closed.step(5_000, Event::WindowClosed),
+            vec![
+                Effect::ReleaseInput,
+                Effect::StopMedia,
+                Effect::Ended(EndReason::DeadlineReached(Deadline::MaintenanceWindow))
+            ]
         );
         // Control: a session without such an end runs on.
         let mut free = started(obligations(), &[View], &[View]);

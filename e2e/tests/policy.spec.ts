@@ -188,3 +188,31 @@ test('a running session ends with the support hours of its segment; operator and
   await requestView(w.operator, w.relay, 'front-desk');
   await expect(w.operator.getByTestId('view-state')).toContainText('outside the support hours');
 });
+
+test('an admin closes a maintenance window early from the dashboard: the running session on the device ends on both sides @R3', async ({ browser }) => {
+  const policy = policyWith((t) => t.replace(OFFICE_LEVELS, `${OFFICE_LEVELS}\nmaintenance_window = true`));
+  w = await world(browser, { name: 'branch-pc' }, { policy });
+  await w.admin.getByTestId('tab-admin').click();
+  const row = w.admin.locator('[data-testid="device-row"][data-device="branch-pc"]');
+  await row.getByRole('button', { name: 'Open window 30 min' }).click();
+  await expect(w.admin.getByTestId('admin-message')).toContainText('maintenance window open');
+  await openView(w.operator, w.relay, 'branch-pc', w.endpoint);
+  // Control: the session runs while the window is open.
+  await expect(w.operator.getByTestId('session-phase')).toHaveAttribute('data-phase', 'active');
+
+  await row.getByRole('button', { name: 'Close window' }).click();
+  await expect(w.admin.getByTestId('admin-message')).toContainText('maintenance window closed');
+  await expect(w.operator.getByTestId('view-state')).toContainText('the maintenance window of this device ended');
+  await expect.poll(() => barLine(w!, 'consent-ui ended: ')).toBe('the maintenance window of this device ended');
+  await expect.poll(() => w!.relay.auditRecords().filter((r) => r.kind === 'session.ended').length).toBe(1);
+  const records = w.relay.auditRecords();
+  const closed = records.filter((r) => r.kind === 'maintenance.window_closed');
+  expect(closed.map((r) => r.actor)).toEqual(['admin']);
+  expect(closed[0].subject).toMatch(/^device:/);
+  const ended = records.find((r) => r.kind === 'session.ended')!;
+  expect(ended.detail).toContain('the maintenance window of this device ended');
+  expect(ended.seq, 'the end follows the closing').toBeGreaterThan(closed[0].seq);
+  // And no new session until a window opens again.
+  await requestView(w.operator, w.relay, 'branch-pc');
+  await expect(w.operator.getByTestId('view-state')).toContainText('no maintenance window is open');
+});

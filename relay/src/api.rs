@@ -66,6 +66,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/api/admin/devices", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/devices/{id}/revoke", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/devices/{id}/maintenance-window", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/devices/{id}/maintenance-window/close", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/agent-tokens", Access::Needs(Capability::Administer)),
     ("POST", "/api/sessions/{id}/approve-elevation", Access::Needs(Capability::ApproveElevation)),
     ("GET", "/api/admin/sessions", Access::Needs(Capability::Administer)),
@@ -239,6 +240,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/api/admin/devices", get(admin_devices))
         .route("/api/admin/devices/{id}/revoke", post(admin_revoke_device))
         .route("/api/admin/devices/{id}/maintenance-window", post(admin_open_window))
+        .route("/api/admin/devices/{id}/maintenance-window/close", post(admin_close_window))
         .route("/api/admin/agent-tokens", post(admin_agent_token))
         .route("/api/admin/sessions", get(admin_sessions))
         .route("/api/admin/sessions/{id}/kill", post(admin_kill_session))
@@ -570,6 +572,17 @@ async fn admin_open_window(
     require(&auth, Capability::Administer)?;
     let window = state.identity.open_window(&id, body.start_ms, body.end_ms, &auth.user.name, Some(ip(peer))).await?;
     Ok(Json(serde_json::to_value(window).unwrap_or_default()))
+}
+
+async fn admin_close_window(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require(&auth, Capability::Administer)?;
+    let closed = state.identity.close_windows(&id, &auth.user.name, Some(ip(peer))).await?;
+    Ok(Json(json!({ "closed": closed })))
 }
 
 #[derive(Deserialize)]

@@ -63,6 +63,8 @@ pub enum EventKind {
     SessionStarted,
     #[serde(rename = "maintenance.window_opened")]
     MaintenanceWindowOpened,
+    #[serde(rename = "maintenance.window_closed")]
+    MaintenanceWindowClosed,
     #[serde(rename = "consent.asked")]
     ConsentAsked,
     #[serde(rename = "consent.allowed")]
@@ -126,7 +128,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 53] = [
+    pub const ALL: [EventKind; 54] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -150,6 +152,7 @@ impl EventKind {
         EventKind::SessionRefused,
         EventKind::SessionStarted,
         EventKind::MaintenanceWindowOpened,
+        EventKind::MaintenanceWindowClosed,
         EventKind::ConsentAsked,
         EventKind::ConsentAllowed,
         EventKind::ConsentDenied,

@@ -47,7 +47,17 @@ pub struct Request {
     pub source: Option<std::net::IpAddr>,
     /// The segment's mask rules, sent to the agent with the consent request (R33).
     pub masks: Vec<sightline_proto::mask::MaskRule>,
+    /// The segment needs an open maintenance window (R3): the session ends when it closes, also
+    /// when someone closes it early.
+    pub window_required: bool,
 }
+
+/// How often a running session that needs a maintenance window reads it again (a window closed
+/// early, on any node, ends the session within about this long).
+const WINDOW_RECHECK_TICKS: u32 = 4;
+/// Consecutive failed reads of the window after which the session ends (fail closed, but not on
+/// one store hiccup).
+const WINDOW_READ_FAILURES: u32 = 5;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SessionError {
@@ -176,6 +186,7 @@ impl LiveSession {
         let ticker = Arc::downgrade(&session);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
+            let (mut ticks, mut failed_reads) = (0u32, 0u32);
             loop {
                 tick.tick().await;
                 let Some(session) = ticker.upgrade() else { break };
@@ -186,9 +197,32 @@ impl LiveSession {
                 if let Some(recorder) = session.recorder.get() {
                     recorder.tick();
                 }
+                ticks += 1;
+                if session.request.window_required && ticks.is_multiple_of(WINDOW_RECHECK_TICKS) {
+                    session.recheck_window(&mut failed_reads).await;
+                }
             }
         });
         Ok(session)
+    }
+
+    /// Reads the device's maintenance window again: closed early (by an admin, on any node), the
+    /// session ends; unreadable several times in a row, too.
+    async fn recheck_window(&self, failed_reads: &mut u32) {
+        let now = self.identity.now_ms();
+        match self.identity.window_until(&self.link.info.agent_id, now).await {
+            Ok(Some(_)) => *failed_reads = 0,
+            Ok(None) => {
+                self.step(Event::WindowClosed, "system");
+            }
+            Err(e) => {
+                *failed_reads += 1;
+                tracing::warn!(session = %self.id, error = %e, failed = *failed_reads, "cannot read the maintenance window");
+                if *failed_reads >= WINDOW_READ_FAILURES {
+                    self.step(Event::WindowClosed, "system");
+                }
+            }
+        }
     }
 
     pub fn status(&self) -> watch::Receiver<SessionStatus> {
@@ -888,6 +922,7 @@ mod tests {
                 allowed: segment.levels.clone(),
                 source: None,
                 masks: segment.masks.clone(),
+                window_required: segment.maintenance_window,
             };
             LiveSession::open(
                 self.state.identity.clone(),

@@ -363,6 +363,7 @@ async fn open_session(
     let segment = state.policy.segments.get(&link.info.segment);
     let allowed = segment.map(|s| s.levels.clone()).unwrap_or_default();
     let masks = segment.map(|s| s.masks.clone()).unwrap_or_default();
+    let window_required = segment.is_some_and(|s| s.maintenance_window);
     let role = if auth.user.roles.contains(&Role::SeniorOperator) { Role::SeniorOperator } else { Role::Operator };
     let request = Request {
         operator: OperatorInfo {
@@ -377,6 +378,7 @@ async fn open_session(
         allowed,
         source: Some(peer.ip()),
         masks,
+        window_required,
     };
     LiveSession::open(state.identity.clone(), link, request, obligations, &state.recordings).await.map_err(
         |e| match e {

@@ -250,6 +250,10 @@ pub fn AdminView() -> impl IntoView {
                                 }>"Open window 30 min"</button>
                                 <button disabled=d.revoked on:click={
                                     let id = d.id.clone();
+                                    move |_| post_action(format!("/api/admin/devices/{id}/maintenance-window/close"), "maintenance window closed")
+                                }>"Close window"</button>
+                                <button disabled=d.revoked on:click={
+                                    let id = d.id.clone();
                                     move |_| post_action(format!("/api/admin/devices/{id}/revoke"), "device revoked")
                                 }>"Revoke"</button>
                             </td>

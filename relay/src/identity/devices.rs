@@ -186,6 +186,40 @@ impl Identity {
         Ok(window)
     }
 
+    /// Closes the windows open for `device_id` now (windows that start later stay); running
+    /// sessions that need one end when they next read it. Whether one was open.
+    pub async fn close_windows(
+        &self,
+        device_id: &str,
+        closed_by: &str,
+        source: Option<IpAddr>,
+    ) -> Result<bool, IdentityError> {
+        let now = self.now_ms();
+        let device: Device = self.store.get(Collection::Devices, device_id).await?.ok_or(IdentityError::NotFound)?;
+        let mut closed = false;
+        self.store
+            .update::<Vec<Window>, _>(Collection::MaintenanceWindows, device_id, |w| {
+                let mut windows: Vec<Window> = w.unwrap_or_default();
+                for w in windows.iter_mut().filter(|w| w.start_ms <= now && now < w.end_ms) {
+                    w.end_ms = now;
+                    closed = true;
+                }
+                Some(windows.into_iter().filter(|w| w.end_ms > now).collect())
+            })
+            .await?;
+        if closed {
+            self.emit(
+                EventKind::MaintenanceWindowClosed,
+                Outcome::Success,
+                closed_by,
+                Some(&format!("device:{device_id}")),
+                source,
+                format!("maintenance window of {} closed early", device.name),
+            );
+        }
+        Ok(closed)
+    }
+
     /// When the maintenance window open for `device_id` at `at_ms` ends (`None`: none is open).
     /// Windows that overlap or touch count as one.
     pub async fn window_until(&self, device_id: &str, at_ms: u64) -> Result<Option<u64>, IdentityError> {
