@@ -151,7 +151,8 @@ impl Window {
                 self.operator =
                     format!("{} ({})", request.operator.display_name, request.operator.role.replace('_', " "));
                 self.masked = (!request.masks.is_empty()).then(|| crate::prompt::masked_line(&request.masks));
-                let checked = request.levels.iter().map(|l| (*l, true)).collect();
+                // R20: only view is ticked; anything more the user ticks on purpose.
+                let checked = request.levels.iter().map(|l| (*l, *l == Level::View)).collect();
                 self.mode = Mode::Asking { request: Box::new(request), checked };
             }
             UiCommand::Elevate { levels } => {

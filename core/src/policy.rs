@@ -40,7 +40,9 @@ struct SegmentFile {
     levels: Vec<Level>,
     #[serde(default)]
     unattended: bool,
-    #[serde(default)]
+    /// Sessions need an open maintenance window for the device (R3). On unless the segment says
+    /// `maintenance_window = false`: remote support is off by default.
+    #[serde(default = "required")]
     maintenance_window: bool,
     #[serde(default = "default_consent_timeout")]
     consent_timeout_s: u32,
@@ -67,6 +69,10 @@ struct SegmentFile {
     /// warned that the session will end.
     #[serde(default = "default_end_warning")]
     end_warning_s: u32,
+}
+
+fn required() -> bool {
+    true
 }
 
 fn default_end_warning() -> u32 {
@@ -471,12 +477,12 @@ levels = ["view", "control", "clipboard"]
 grant_expiry_s = 900
 max_duration_s = 7200
 idle_timeout_s = 900
+maintenance_window = false
 
 [segments.payment]
 roles = ["senior_operator"]
 operator_cidrs = ["10.1.0.0/16"]
 levels = ["view", "control"]
-maintenance_window = true
 consent_timeout_s = 120
 grant_expiry_s = 300
 max_duration_s = 1800
@@ -661,8 +667,8 @@ elevation_needs_senior = true
             (SAMPLE.replace("idle_timeout_s = 300", "idle_timeout_s = 300\nsurprise = 1"), "unknown field"),
             (
                 SAMPLE.replace(
-                    "maintenance_window = true",
-                    "maintenance_window = true\nunattended = true\nrecording = \"off\"",
+                    "consent_timeout_s = 120",
+                    "consent_timeout_s = 120\nunattended = true\nrecording = \"off\"",
                 ),
                 "requires recording",
             ),
@@ -765,6 +771,14 @@ window = { title = "*Ausweis*" }
             "{head}audience = \"both\"\narea_px = {{ x = 0, y = 0, w = 1, h = 1 }}\n"
         )))
         .unwrap();
+    }
+
+    #[test]
+    fn a_segment_needs_a_maintenance_window_unless_it_opts_out() {
+        // R3: payment says nothing about windows, office opts out.
+        let policy = policy();
+        assert!(policy.segments["payment"].maintenance_window);
+        assert!(!policy.segments["office"].maintenance_window);
     }
 
     #[test]

@@ -38,6 +38,7 @@ async function allowToFirstFrame(w: World, agentName: string): Promise<number> {
   });
   const decidedBefore = decidedTimes(w).length;
   await requestView(page, w.relay, agentName, 'BENCH-1');
+  await w.endpoint.click('level:control');
   await w.endpoint.click('allow');
   await page.waitForFunction(() => (window as any).__firstFrame !== undefined, undefined, { timeout: 15_000 });
   await expect.poll(() => decidedTimes(w).length).toBeGreaterThan(decidedBefore);

@@ -14,9 +14,16 @@ test.afterEach(async () => {
   w = undefined;
 });
 
+/** The sample's office segment opts out of maintenance windows (the first such line is its). */
+const OFFICE_OPT_OUT = 'maintenance_window = false\n';
+
 function policyWith(change: (text: string) => string): string {
   const file = path.join(tempDir('policy'), 'policy.toml');
-  fs.writeFileSync(file, change(fs.readFileSync(SAMPLE_POLICY, 'utf8')));
+  const sample = fs.readFileSync(SAMPLE_POLICY, 'utf8');
+  const changed = change(sample);
+  // A change that no longer matches the sample would test the sample instead.
+  if (changed === sample) throw new Error('the policy change did not apply to the sample');
+  fs.writeFileSync(file, changed);
   return file;
 }
 
@@ -76,11 +83,9 @@ test('the relay refuses to start with an invalid policy file @R16', async () => 
   await expect(Relay.start({ policy })).rejects.toThrow(/consent_timeout_s/);
 });
 
-test('outside a maintenance window the session is refused with the reason; the user opens one with agent allow @R3', async ({ browser }) => {
-  const policy = policyWith((t) => t.replace(
-    'levels = ["view", "control", "clipboard", "file_transfer"]',
-    'levels = ["view", "control", "clipboard", "file_transfer"]\nmaintenance_window = true',
-  ));
+test('a segment that does not opt out needs a maintenance window: outside one the session is refused with the reason; the user opens one with agent allow @R3', async ({ browser }) => {
+  // The office segment without its opt-out: R3's default, a window is needed.
+  const policy = policyWith((t) => t.replace(OFFICE_OPT_OUT, ''));
   w = await world(browser, { name: 'branch-pc' }, { policy });
   await requestView(w.operator, w.relay, 'branch-pc');
   await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
@@ -107,10 +112,7 @@ test('outside a maintenance window the session is refused with the reason; the u
 });
 
 test('an admin opens a maintenance window from the dashboard @R3', async ({ browser }) => {
-  const policy = policyWith((t) => t.replace(
-    'levels = ["view", "control", "clipboard", "file_transfer"]',
-    'levels = ["view", "control", "clipboard", "file_transfer"]\nmaintenance_window = true',
-  ));
+  const policy = policyWith((t) => t.replace(OFFICE_OPT_OUT, 'maintenance_window = true\n'));
   w = await world(browser, { name: 'branch-pc' }, { policy });
   await w.admin.getByTestId('tab-admin').click();
   await w.admin.locator('[data-testid="device-row"][data-device="branch-pc"]').getByRole('button', { name: 'Open window 30 min' }).click();
@@ -142,7 +144,7 @@ async function endedAndWarned(w: World): Promise<{ warned: AuditRecord; ended: A
 }
 
 test('a running session ends when the maintenance window ends; operator and user are warned first and both name the same end @R3', async ({ browser }) => {
-  const policy = policyWith((t) => t.replace(OFFICE_LEVELS, `${OFFICE_LEVELS}\nmaintenance_window = true\nend_warning_s = 10`));
+  const policy = policyWith((t) => t.replace(OFFICE_OPT_OUT, 'maintenance_window = true\nend_warning_s = 10\n'));
   w = await world(browser, { name: 'branch-pc' }, { policy });
   const devices = (await api(w.admin, 'GET', '/api/admin/devices')).json as { id: string; name: string }[];
   const device = devices.find((d) => d.name === 'branch-pc')!;
@@ -190,7 +192,7 @@ test('a running session ends with the support hours of its segment; operator and
 });
 
 test('an admin closes a maintenance window early from the dashboard: the running session on the device ends on both sides @R3', async ({ browser }) => {
-  const policy = policyWith((t) => t.replace(OFFICE_LEVELS, `${OFFICE_LEVELS}\nmaintenance_window = true`));
+  const policy = policyWith((t) => t.replace(OFFICE_OPT_OUT, 'maintenance_window = true\n'));
   w = await world(browser, { name: 'branch-pc' }, { policy });
   await w.admin.getByTestId('tab-admin').click();
   const row = w.admin.locator('[data-testid="device-row"][data-device="branch-pc"]');

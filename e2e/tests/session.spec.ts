@@ -139,6 +139,8 @@ test('the consent window shows operator, role, organisation, reason, ticket and 
   for (const part of ['Operator: operator (operator)', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, control']) {
     expect(text).toContain(part);
   }
+  // Only view is ticked (R20): the user ticks control on purpose.
+  await w.endpoint.click('level:control');
   await w.endpoint.click('allow');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
@@ -159,8 +161,9 @@ test('a request asks for view only unless the operator ticks more; the user gran
   await watchChannels(page);
   await expect(page.locator('input[name="level-control"]')).not.toBeChecked();
   await expect(page.locator('input[name="level-clipboard"]')).not.toBeChecked();
+  // The operator ticked control; the consent window ticks view only (R20), and the user allows
+  // as shown.
   await requestView(page, w.relay, 'front-desk');
-  await w.endpoint.click('level:control');
   await w.endpoint.click('allow');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   await expect(page.getByTestId('granted')).toHaveText('granted: view');
