@@ -2,7 +2,9 @@
 // viewer keeps working under it. (Every other test also fails on any CSP violation: see the
 // `contextGuard` fixture in the harness.)
 import { expect } from '@playwright/test';
-import { test, Relay, contextWithPasskeys, enrolFromLink, inviteAndEnrol, api, CSP_VIOLATION } from './harness';
+import * as tls from 'node:tls';
+import * as fs from 'node:fs';
+import { test, Relay, contextWithPasskeys, enrolFromLink, inviteAndEnrol, api, CSP_VIOLATION, tempDir, testCertificate } from './harness';
 
 let relay: Relay | undefined;
 
@@ -73,4 +75,33 @@ test('with the shortest token lifetime an active user stays signed in for severa
   }
   expect((await api(active, 'GET', '/api/me')).status, 'the active user is still signed in').toBe(200);
   expect((await api(idle, 'GET', '/api/me')).status, 'the idle user is signed out').toBe(401);
+});
+
+/** A TLS handshake with the relay limited to `version`: the protocol agreed, or the error code. */
+function handshake(port: number, ca: string, version: tls.SecureVersion): Promise<{ protocol?: string; error?: string }> {
+  return new Promise((resolve) => {
+    const socket = tls.connect({
+      host: '127.0.0.1', port, servername: 'localhost', ca: fs.readFileSync(ca),
+      minVersion: version, maxVersion: version,
+      // The client side allows the old protocol (OpenSSL's default security level would refuse it
+      // itself, and the probe would prove nothing about the relay).
+      ciphers: 'DEFAULT:@SECLEVEL=0',
+    }, () => { resolve({ protocol: socket.getProtocol() ?? undefined }); socket.end(); });
+    socket.on('error', (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? e.message }));
+  });
+}
+
+test('the relay speaks TLS 1.2 and 1.3 only: TLS 1.0 and 1.1 clients are refused in the handshake @R42 @hardening', async () => {
+  const certificate = testCertificate(tempDir('tls'));
+  relay = await Relay.start({ tls: certificate });
+  // The controls: both current versions complete the handshake (so the probe works).
+  expect(await handshake(relay.port, certificate.ca, 'TLSv1.3')).toEqual({ protocol: 'TLSv1.3' });
+  expect(await handshake(relay.port, certificate.ca, 'TLSv1.2')).toEqual({ protocol: 'TLSv1.2' });
+  // The relay ends the old versions' handshakes with an alert of its own (protocol_version, or
+  // handshake_failure where nothing the old hello offers is acceptable): these are alerts
+  // received from the relay, not the client giving up.
+  for (const old of ['TLSv1.1', 'TLSv1'] as const) {
+    const refused = await handshake(relay.port, certificate.ca, old);
+    expect(['ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION', 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE'], `${old}: ${JSON.stringify(refused)}`).toContain(refused.error);
+  }
 });

@@ -2,6 +2,7 @@
 // reads the frame code (counter + capture time) out of the viewer's video.
 import { ChildProcess, spawn, spawnSync, execFileSync } from 'node:child_process';
 import * as net from 'node:net';
+import * as https from 'node:https';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import { Browser, BrowserContext, CDPSession, Page, expect, test as base } from '@playwright/test';
@@ -136,7 +137,7 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
  * about request discipline start many sessions on one device in seconds, so they get generous
  * limits; `'defaults'` keeps the relay's own (the hardening tests).
  */
-export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined>; siem?: string[]; siemCa?: string; siemFormat?: 'json' | 'cef'; args?: string[]; requestLimits?: { operator: number; device: number } | 'defaults' }
+export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined>; siem?: string[]; siemCa?: string; siemFormat?: 'json' | 'cef'; args?: string[]; requestLimits?: { operator: number; device: number } | 'defaults'; tls?: { ca: string; cert: string; key: string } }
 
 export class Relay {
   constructor(public proc: Proc, public port: number, public dataDir: string, public opts: RelayOptions = {}) {}
@@ -156,7 +157,9 @@ export class Relay {
   static async start(opts: RelayOptions = {}): Promise<Relay> {
     const p = opts.port ?? (await freePort());
     const dataDir = opts.dataDir ?? tempDir('relay');
-    const args = ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC, '--data-dir', dataDir, '--public-url', opts.publicUrl ?? `http://localhost:${p}/`, '--policy', opts.policy ?? SAMPLE_POLICY];
+    const scheme = opts.tls ? 'https' : 'http';
+    const args = ['--listen', `127.0.0.1:${p}`, '--static-dir', STATIC, '--data-dir', dataDir, '--public-url', opts.publicUrl ?? `${scheme}://localhost:${p}/`, '--policy', opts.policy ?? SAMPLE_POLICY];
+    if (opts.tls) args.push('--tls-cert', opts.tls.cert, '--tls-key', opts.tls.key);
     if (opts.redis) args.push('--redis', opts.redis);
     if (opts.node) args.push('--node', opts.node);
     if (opts.auditDir) args.push('--audit-dir', opts.auditDir);
@@ -176,6 +179,7 @@ export class Relay {
     try {
       await waitFor('relay /healthz', async () => {
         if (proc.child.exitCode !== null) throw new Error(`relay exited with ${proc.child.exitCode}: ${proc.log().slice(0, 4000)}`);
+        if (opts.tls) return httpsOk(p, '/healthz', opts.tls.ca);
         try { return (await fetch(`http://127.0.0.1:${p}/healthz`)).ok; } catch { return false; }
       });
     } catch (e) {
@@ -190,6 +194,28 @@ export class Relay {
     if (!m) throw new Error('relay printed no bootstrap link');
     return m[1];
   }
+}
+
+/** Whether GET `route` on 127.0.0.1:`port` over TLS (verified against `ca`) answers 200. */
+function httpsOk(port: number, route: string, ca: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = https.get({ host: '127.0.0.1', port, path: route, ca: fs.readFileSync(ca), servername: 'localhost' }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+  });
+}
+
+/** A test CA (`ca.pem`) and a server certificate from it for 127.0.0.1 and localhost (`cert.pem`,
+ * `key.pem`) in `dir`, made with openssl. */
+export function testCertificate(dir: string): { ca: string; cert: string; key: string } {
+  const openssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=sightline-test-ca']);
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'key.pem', '-out', 'req.csr', '-subj', '/CN=127.0.0.1']);
+  fs.writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
+  openssl(['x509', '-req', '-in', 'req.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'cert.pem', '-days', '2', '-extfile', 'ext.cnf']);
+  return { ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') };
 }
 
 /** One audit record (sightline_core::audit::Record). */
@@ -615,11 +641,7 @@ export class Rsyslog {
     const ports = previous?.ports ?? { tcp: await freePort(), tls: await freePort(), relp: await freePort() };
     if (!previous) {
       fs.mkdirSync(path.join(dir, 'work'));
-      const openssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-      openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=sightline-test-ca']);
-      openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'key.pem', '-out', 'req.csr', '-subj', '/CN=127.0.0.1']);
-      fs.writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
-      openssl(['x509', '-req', '-in', 'req.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'cert.pem', '-days', '2', '-extfile', 'ext.cnf']);
+      testCertificate(dir);
       fs.writeFileSync(path.join(dir, 'rsyslog.conf'), [
         `global(workDirectory="${dir}/work" defaultNetstreamDriverCAFile="${dir}/ca.pem" defaultNetstreamDriverCertFile="${dir}/cert.pem" defaultNetstreamDriverKeyFile="${dir}/key.pem")`,
         'module(load="imptcp")',
