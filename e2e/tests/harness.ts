@@ -352,6 +352,12 @@ export class Endpoint {
     const at = (axis: string) => Number(info.match(new RegExp(`Absolute upper-left ${axis}:\\s+(-?\\d+)`))![1]);
     return { x: at('X'), y: at('Y') };
   }
+  /** The last thing the window logged under `prefix` (`consent-ui ended: `, `consent-ui ending: `),
+   * without the prefix: the window logs what it tells the user. */
+  told(prefix: string): string {
+    const lines = this.logs().split('\n').filter((l) => l.startsWith(prefix));
+    return (lines[lines.length - 1] ?? '').slice(prefix.length);
+  }
   /** What the prompt showed, as the window logged it. */
   promptText(): string {
     const lines = this.logs().split('\n').filter((l) => l.startsWith('consent-ui prompt: '));

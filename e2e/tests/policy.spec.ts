@@ -124,12 +124,6 @@ test('an admin opens a maintenance window from the dashboard @R3', async ({ brow
 
 const OFFICE_LEVELS = 'levels = ["view", "control", "clipboard", "file_transfer"]';
 
-/** The last line the session bar logged with `prefix` (the bar logs what it tells the user). */
-function barLine(w: World, prefix: string): string {
-  const lines = w.agent.log().split('\n').filter((l) => l.startsWith(prefix));
-  return (lines[lines.length - 1] ?? '').slice(prefix.length);
-}
-
 /** Waits for the one `session.ended` record of the session and the warning before it. */
 async function endedAndWarned(w: World): Promise<{ warned: AuditRecord; ended: AuditRecord }> {
   let found: { warned: AuditRecord; ended: AuditRecord } | undefined;
@@ -154,9 +148,9 @@ test('a running session ends when the maintenance window ends; operator and user
 
   // Warned on both sides, then ended on both sides for the same reason.
   await expect(w.operator.getByTestId('ending')).toContainText('the maintenance window of this device ends', { timeout: 20_000 });
-  await expect.poll(() => barLine(w!, 'consent-ui ending: ')).toContain('the maintenance window of this device ends');
+  await expect.poll(() => w!.endpoint.told('consent-ui ending: ')).toContain('the maintenance window of this device ends');
   await expect(w.operator.getByTestId('view-state')).toContainText('the maintenance window of this device ended', { timeout: 25_000 });
-  await expect.poll(() => barLine(w!, 'consent-ui ended: ')).toBe('the maintenance window of this device ended');
+  await expect.poll(() => w!.endpoint.told('consent-ui ended: ')).toBe('the maintenance window of this device ended');
 
   const { warned, ended } = await endedAndWarned(w);
   expect(warned.ts_ms).toBeLessThan(end);
@@ -180,9 +174,9 @@ test('a running session ends with the support hours of its segment; operator and
   await openView(w.operator, w.relay, 'front-desk', w.endpoint);
 
   await expect(w.operator.getByTestId('ending')).toContainText(`${hhmmss} UTC: the support hours of this segment end`, { timeout: 25_000 });
-  await expect.poll(() => barLine(w!, 'consent-ui ending: ')).toBe(`This session ends at ${hhmmss} UTC: the support hours of this segment end`);
+  await expect.poll(() => w!.endpoint.told('consent-ui ending: ')).toBe(`This session ends at ${hhmmss} UTC: the support hours of this segment end`);
   await expect(w.operator.getByTestId('view-state')).toContainText('the support hours of this segment ended', { timeout: 30_000 });
-  await expect.poll(() => barLine(w!, 'consent-ui ended: ')).toBe('the support hours of this segment ended');
+  await expect.poll(() => w!.endpoint.told('consent-ui ended: ')).toBe('the support hours of this segment ended');
   const { warned, ended } = await endedAndWarned(w);
   expect(warned.ts_ms).toBeLessThan(end.getTime());
   expect(ended.ts_ms, 'not before the hours ended').toBeGreaterThanOrEqual(end.getTime());
@@ -205,7 +199,7 @@ test('an admin closes a maintenance window early from the dashboard: the running
   await row.getByRole('button', { name: 'Close window' }).click();
   await expect(w.admin.getByTestId('admin-message')).toContainText('maintenance window closed');
   await expect(w.operator.getByTestId('view-state')).toContainText('the maintenance window of this device ended');
-  await expect.poll(() => barLine(w!, 'consent-ui ended: ')).toBe('the maintenance window of this device ended');
+  await expect.poll(() => w!.endpoint.told('consent-ui ended: ')).toBe('the maintenance window of this device ended');
   await expect.poll(() => w!.relay.auditRecords().filter((r) => r.kind === 'session.ended').length).toBe(1);
   const records = w.relay.auditRecords();
   const closed = records.filter((r) => r.kind === 'maintenance.window_closed');

@@ -592,3 +592,40 @@ function processGroupOf(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
 }
+
+test('idle and maximum duration end the session on both sides with the same reason; operator chat counts as activity on both @R23', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('idle_timeout_s = 4', 'max_duration_s = 12') });
+  const page = w.operator;
+  const say = async (text: string) => {
+    await page.locator('input[name="chat"]').fill(text);
+    await page.getByTestId('chat-send').click();
+    await expect(page.getByTestId('chat-log')).toContainText(`operator: ${text}`);
+  };
+  const ends = () => w!.relay.auditRecords().filter((r) => r.kind === 'session.ended');
+
+  // Idle: the operator's chat keeps the session alive on both sides for longer than the idle
+  // timeout (the control), then silence ends it.
+  await openView(page, w.relay, 'front-desk', w.endpoint);
+  for (let i = 0; i < 4; i++) {
+    await say(`still here ${i}`);
+    await page.waitForTimeout(1_500);
+  }
+  await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'active');
+  expect(ends()).toEqual([]);
+  await expect(page.getByTestId('view-state')).toContainText('the session was idle too long', { timeout: 10_000 });
+  await expect.poll(() => w!.endpoint.told('consent-ui ended: ')).toBe('the session was idle too long');
+  await expect.poll(() => ends().length).toBe(1);
+  expect(ends()[0].detail).toContain('the session was idle too long');
+
+  // Maximum duration: an active session ends anyway.
+  await openView(page, w.relay, 'front-desk', w.endpoint);
+  const opened = Date.now();
+  while (Date.now() - opened < 20_000 && ends().length < 2) {
+    await say(`working ${Date.now() - opened}`).catch(() => undefined);
+    await page.waitForTimeout(1_500);
+  }
+  await expect(page.getByTestId('view-state')).toContainText('the maximum session duration was reached');
+  await expect.poll(() => w!.endpoint.told('consent-ui ended: ')).toBe('the maximum session duration was reached');
+  await expect.poll(() => ends().length).toBe(2);
+  expect(ends()[1].detail).toContain('the maximum session duration was reached');
+});
