@@ -220,13 +220,19 @@ impl Injector {
 
     /// Releases every key and button this injector holds down.
     pub fn release_all(&mut self) -> Result<(), InputError> {
+        if !self.held_keys.is_empty() || !self.held_buttons.is_empty() {
+            tracing::info!(keys = ?self.held_keys, buttons = ?self.held_buttons, "releasing held keys and buttons");
+        }
         for keycode in std::mem::take(&mut self.held_keys) {
             self.fake(xproto::KEY_RELEASE_EVENT, keycode, 0, 0)?;
         }
         for button in std::mem::take(&mut self.held_buttons) {
             self.fake(xproto::BUTTON_RELEASE_EVENT, button, 0, 0)?;
         }
-        self.conn.flush().map_err(x11)?;
+        // A round trip, not just a flush: the injector is often dropped right after this, and an
+        // X server may close a connection before it processed requests still in its buffer, which
+        // left keys held on the endpoint when the relay was lost (seen in the @R22 test).
+        self.conn.get_input_focus().map_err(x11)?.reply().map_err(x11)?;
         Ok(())
     }
 }

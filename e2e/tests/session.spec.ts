@@ -386,7 +386,7 @@ test('an observer whose viewer sends input anyway reaches nothing: the relay dro
   expect(near(w.endpoint.pointer(), 1000, 200)).toBe(true);
 });
 
-test('the endpoint session ends within 5 s of losing the relay, within 10 s of losing the operator, and at once on an admin kill @R22', async ({ browser }) => {
+test('the endpoint session ends within 5 s of losing the relay, releasing held keys and buttons, within 10 s of losing the operator, and at once on an admin kill @R22', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' });
 
   // Admin kill.
@@ -408,10 +408,39 @@ test('the endpoint session ends within 5 s of losing the relay, within 10 s of l
   // The relay dies. (The first operator's passkey lived in the closed context: a second one.)
   const again = await inviteAndEnrol(browser, w.admin, 'operator2', 'operator');
   await openView(again, w.relay, 'front-desk', w.endpoint);
+  // The operator holds Shift and the left button when the relay dies: the endpoint must not keep
+  // them pressed.
+  const box = (await again.locator('video').boundingBox())!;
+  await again.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await again.mouse.down();
+  await again.keyboard.down('Shift');
+  const display = w.endpoint.display;
+  const shift = keycodeOf(display, 'Shift_L');
+  // The control: the X server reports them held (so the probe works).
+  await expect.poll(() => held(display), { message: 'Shift and button 1 held on the endpoint' }).toEqual({ keys: [shift], buttons: [1] });
   await w.relay.proc.kill('SIGKILL');
   await expect.poll(() => w!.agent.log(), { timeout: 5_000 }).toContain('the connection to the relay was lost');
+  await expect.poll(() => held(display), { timeout: 5_000, message: 'released within 5 s' }).toEqual({ keys: [], buttons: [] });
   await expect.poll(() => w!.agent.log(), { timeout: 5_000 }).toContain('screen capture stopped');
+  await again.keyboard.up('Shift');
+  await again.mouse.up();
 });
+
+/** The X keycode of `keysym` on `display` (from xmodmap's table). */
+function keycodeOf(display: string, keysym: string): number {
+  const table = execFileSync('xmodmap', ['-pke'], { env: { ...process.env, DISPLAY: display }, encoding: 'utf8' });
+  const line = table.split('\n').find((l) => l.split('=')[1]?.trim().split(/\s+/)[0] === keysym);
+  if (!line) throw new Error(`no keycode for ${keysym}`);
+  return Number(line.split('=')[0].replace('keycode', '').trim());
+}
+
+/** Keys and pointer buttons held down through XTEST, the agent's way of injecting (xinput's
+ * state of the XTEST devices; the master devices have no state of their own to query). */
+function held(display: string): { keys: number[]; buttons: number[] } {
+  const state = (device: string) => execFileSync('xinput', ['query-state', device], { env: { ...process.env, DISPLAY: display }, encoding: 'utf8' });
+  const down = (text: string, kind: string) => [...text.matchAll(new RegExp(`${kind}\\[(\\d+)\\]=down`, 'g'))].map((m) => Number(m[1])).sort((a, b) => a - b);
+  return { keys: down(state('Virtual core XTEST keyboard'), 'key'), buttons: down(state('Virtual core XTEST pointer'), 'button') };
+}
 
 test('where the segment needs a senior, control waits for the user and a senior operator who approves with a passkey step-up; unapproved requests lapse @R7 @R14', async ({ browser }) => {
   // Elevations lapse after the consent timeout: 15 s here.

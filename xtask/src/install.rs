@@ -39,6 +39,8 @@ const APT_TEST: &[&str] = &[
     "x11-utils",
     "x11-xserver-utils",
     "xdotool",
+    // Which keys and buttons the X server has down (@R22: released when the relay is lost).
+    "xinput",
     "imagemagick",
     "ffmpeg",
     "redis-server",
