@@ -19,7 +19,7 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use crate::events::{EventKind, Outcome};
 use crate::identity::{AuthUser, Identity, IdentityError, User, require};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "sightline_session";

@@ -21,6 +21,7 @@ pub mod server;
 pub mod session;
 pub mod sfu;
 pub mod socket;
+pub mod state;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -19,23 +19,8 @@ use crate::events::{EventKind, EventSink, Outcome};
 use crate::hub::Hub;
 use crate::identity::{Identity, IdentityError, IdentitySettings, Revocation, system_clock, tokens::TokenSettings};
 use crate::sfu::Media;
+use crate::state::AppState;
 use crate::store::{Store, embedded::Embedded, redis::RedisBackend};
-
-/// Shared state of the HTTP handlers.
-#[derive(Clone)]
-pub struct AppState {
-    pub hub: Arc<Hub>,
-    pub identity: Arc<Identity>,
-    /// The session policy, validated at start.
-    pub policy: Arc<sightline_core::policy::Policy>,
-    /// This node's audit log, for the dashboard's audit page (in-process test harnesses that
-    /// collect events in memory have none).
-    pub audit: Option<Arc<AuditLog>>,
-    /// This node's recordings.
-    pub recordings: Arc<crate::recording::Recordings>,
-    /// How often operators may ask for sessions, and devices be asked.
-    pub limits: Arc<crate::request_limits::RequestLimits>,
-}
 
 /// Reads and validates the policy file.
 pub fn load_policy(path: &std::path::Path) -> anyhow::Result<sightline_core::policy::Policy> {

@@ -864,7 +864,7 @@ mod tests {
 
     /// A relay with one enrolled device (key `[7; 32]`) in `segment`, online.
     struct Fixture {
-        state: crate::server::AppState,
+        state: crate::state::AppState,
         events: MemorySink,
         key: SigningKey,
         device_id: String,

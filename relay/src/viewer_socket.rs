@@ -20,10 +20,10 @@ use tokio::task::JoinHandle;
 use crate::audit::AuditUnavailable;
 use crate::events::{EventKind, Outcome};
 use crate::identity::{AuthUser, Revocation};
-use crate::server::AppState;
 use crate::session::{LiveSession, Request, SessionError};
 use crate::sfu::Subscriber;
 use crate::socket::{Heartbeat, Liveness, next_message, send_within};
+use crate::state::AppState;
 
 /// Open sockets re-check their session this often, so an expired, idle or revoked session ends
 /// even if the revocation event was missed.

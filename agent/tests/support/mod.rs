@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// passkey ceremony itself is covered by the browser tests).
 pub struct TestRelay {
     pub addr: std::net::SocketAddr,
-    pub state: sightline_relay::server::AppState,
+    pub state: sightline_relay::state::AppState,
     pub operator_cookie: String,
     pub events: sightline_relay::events::MemorySink,
     pub dir: tempfile::TempDir,

@@ -18,7 +18,7 @@ use super::commands::{self, Listed};
 use crate::api::ApiError;
 use crate::events::{EventKind, Outcome};
 use crate::identity::{AuthUser, IdentityError};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Search fields (R30): each narrows the result; times are RFC 3339 or Unix ms.
 #[derive(Debug, Default, Deserialize)]

@@ -17,7 +17,7 @@ use sightline_relay::api::SESSION_COOKIE;
 use sightline_relay::config::Config;
 use sightline_relay::events::{Event, MemorySink};
 use sightline_relay::identity::User;
-use sightline_relay::server::AppState;
+use sightline_relay::state::AppState;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

@@ -1,0 +1,25 @@
+//! The state every HTTP handler and socket shares. Its own module, so the handlers (`api`,
+//! `viewer_socket`, `recording::http`) and the server that wires them depend on it, not on each
+//! other.
+
+use std::sync::Arc;
+
+use crate::audit::AuditLog;
+use crate::hub::Hub;
+use crate::identity::Identity;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub identity: Arc<Identity>,
+    /// The session policy, validated at start.
+    pub policy: Arc<sightline_core::policy::Policy>,
+    /// This node's audit log, for the dashboard's audit page (in-process test harnesses that
+    /// collect events in memory have none).
+    pub audit: Option<Arc<AuditLog>>,
+    /// This node's recordings.
+    pub recordings: Arc<crate::recording::Recordings>,
+    /// How often operators may ask for sessions, and devices be asked.
+    pub limits: Arc<crate::request_limits::RequestLimits>,
+}
