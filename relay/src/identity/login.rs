@@ -1,0 +1,129 @@
+//! Passkey login, and the lockout that counts its failures (R13).
+
+use super::*;
+
+impl Identity {
+    pub(super) fn check_lockout(&self, attempts: &Attempts) -> Result<(), IdentityError> {
+        match self.lockout.check(attempts, self.now_ms()) {
+            Verdict::Allowed => Ok(()),
+            Verdict::RetryAfter(at) => {
+                Err(IdentityError::Throttled { retry_after_s: (at.saturating_sub(self.now_ms())).div_ceil(1000) })
+            }
+            Verdict::Locked => Err(IdentityError::Locked),
+        }
+    }
+
+    pub(super) async fn attempts(&self, key: &str) -> Result<Attempts, IdentityError> {
+        Ok(self.store.get(Collection::Lockouts, key).await?.unwrap_or_default())
+    }
+
+    pub async fn start_login(
+        &self,
+        name: &str,
+        source: IpAddr,
+    ) -> Result<(String, RequestChallengeResponse), IdentityError> {
+        self.audit_available()?;
+        self.ceremony_budget(source)?;
+        self.check_lockout(&self.attempts(&lockout_key_addr(source)).await?)?;
+        let user = self.user_by_name(name.trim()).await?;
+        let Some(user) = user.filter(|u| !u.passkeys.is_empty()) else {
+            // Unknown names fail like wrong passkeys (and count against the address), so the
+            // endpoint does not reveal which accounts exist.
+            self.record_failure(None, source, "login for unknown account").await?;
+            return Err(IdentityError::Unauthenticated);
+        };
+        self.check_lockout(&self.attempts(&lockout_key_account(&user.id)).await?)?;
+        let (challenge, state) = self
+            .webauthn
+            .start_passkey_authentication(&user.passkeys)
+            .map_err(|e| IdentityError::BadRequest(format!("cannot start login: {e}")))?;
+        Ok((self.begin_ceremony(&Ceremony::Login { user_id: user.id, state }).await?, challenge))
+    }
+
+    pub(super) async fn record_failure(
+        &self,
+        user: Option<&User>,
+        source: IpAddr,
+        detail: &str,
+    ) -> Result<(), IdentityError> {
+        let now = self.now_ms();
+        let policy = self.lockout;
+        let mut keys = vec![(lockout_key_addr(source), source.to_string())];
+        if let Some(u) = user {
+            keys.push((lockout_key_account(&u.id), u.name.clone()));
+        }
+        self.emit(
+            EventKind::LoginFailed,
+            Outcome::Failure,
+            user.map_or("unknown", |u| u.name.as_str()),
+            None,
+            Some(source),
+            detail,
+        );
+        for (key, subject) in keys {
+            let before: Attempts = self.attempts(&key).await?;
+            let after = self
+                .store
+                .update::<Attempts, _>(Collection::Lockouts, &key, |a| {
+                    Some(policy.record_failure(a.unwrap_or_default(), now))
+                })
+                .await?;
+            if after.is_some_and(|a| a.locked) && !before.locked {
+                self.emit(
+                    EventKind::Locked,
+                    Outcome::Failure,
+                    "system",
+                    Some(&subject),
+                    Some(source),
+                    format!("locked after {} failures", policy.lock_after),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn finish_login(
+        &self,
+        ceremony_id: &str,
+        credential: &PublicKeyCredential,
+        source: IpAddr,
+    ) -> Result<(User, String), IdentityError> {
+        let Some(Ceremony::Login { user_id, state }) = self.take_ceremony(ceremony_id).await? else {
+            self.record_failure(None, source, "login finished without a valid ceremony").await?;
+            return Err(IdentityError::Unauthenticated);
+        };
+        let user = self.user(&user_id).await?.ok_or(IdentityError::Unauthenticated)?;
+        self.check_lockout(&self.attempts(&lockout_key_addr(source)).await?)?;
+        self.check_lockout(&self.attempts(&lockout_key_account(&user.id)).await?)?;
+        let result = match self.webauthn.finish_passkey_authentication(credential, &state) {
+            Ok(r) => r,
+            Err(e) => {
+                self.record_failure(Some(&user), source, &format!("passkey assertion refused: {e}")).await?;
+                return Err(IdentityError::Unauthenticated);
+            }
+        };
+        // Keep the signature counter current (clone detection), and clear the failure count.
+        let policy = self.lockout;
+        let user = self
+            .store
+            .update::<User, _>(Collection::Users, &user.id, |u| {
+                let mut u = u?;
+                for pk in &mut u.passkeys {
+                    pk.update_credential(&result);
+                }
+                Some(u)
+            })
+            .await?
+            .ok_or(IdentityError::Unauthenticated)?;
+        for key in [lockout_key_account(&user.id), lockout_key_addr(source)] {
+            self.store
+                .update::<Attempts, _>(Collection::Lockouts, &key, |a| a.map(|a| policy.record_success(a)))
+                .await?;
+        }
+        self.emit(EventKind::Login, Outcome::Success, &user.name, None, Some(source), "passkey with user verification");
+        let token = self.start_session(&user).await?;
+        // No cookie before the login is on disk (R41).
+        self.audit_committed().await?;
+        Ok((user, token))
+    }
+}
