@@ -10,7 +10,7 @@ use sightline_proto::{Decision, Level};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::prompt::{UiCommand, UiReport, consent_lines, parse_tty_answer};
+use crate::prompt::{PlainAllow, UiCommand, UiReport, consent_lines, parse_tty_answer};
 
 /// What a front end tells the session.
 #[derive(Debug, Clone, PartialEq)]
@@ -222,7 +222,7 @@ fn print_tty(st: &mut TtyState, cmd: &UiCommand) {
             for line in consent_lines(request) {
                 println!("  {line}");
             }
-            println!("Allow? [allow / deny / levels, e.g. view,control] (no answer = deny)");
+            println!("Allow? [allow (view only) / deny / levels, e.g. view,control] (no answer = deny)");
             st.asking = Some(request.levels.clone());
         }
         UiCommand::Elevate { levels } => {
@@ -258,12 +258,12 @@ fn print_tty(st: &mut TtyState, cmd: &UiCommand) {
 
 fn tty_report(st: &mut TtyState, line: &str) -> Option<UiReport> {
     if let Some(asked) = st.asking.clone() {
-        let (decision, levels) = parse_tty_answer(line, &asked)?;
+        let (decision, levels) = parse_tty_answer(line, &asked, PlainAllow::ViewOnly)?;
         st.asking = None;
         return Some(UiReport::Decision { decision, levels });
     }
     if let Some(levels) = st.elevation.clone() {
-        let (decision, levels) = parse_tty_answer(line, &levels)?;
+        let (decision, levels) = parse_tty_answer(line, &levels, PlainAllow::Asked)?;
         st.elevation = None;
         let levels = if decision == Decision::Allow { levels } else { Vec::new() };
         return Some(UiReport::ElevationDecision { decision, levels });

@@ -102,14 +102,26 @@ pub fn level_label(level: Level) -> &'static str {
     }
 }
 
-/// Parses a terminal answer: `deny`, `allow` (everything asked), or a list of levels
+/// What a plain `allow` grants on the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainAllow {
+    /// The consent prompt (R20): the screen only; anything more is named.
+    ViewOnly,
+    /// An elevation prompt: the levels it asks about.
+    Asked,
+}
+
+/// Parses a terminal answer: `deny`, `allow` (see `PlainAllow`), or a list of levels
 /// (`view,control`). Levels not asked for are ignored; view is implied by any allow.
-pub fn parse_tty_answer(answer: &str, asked: &[Level]) -> Option<(Decision, Vec<Level>)> {
+pub fn parse_tty_answer(answer: &str, asked: &[Level], plain: PlainAllow) -> Option<(Decision, Vec<Level>)> {
     let answer = answer.trim().to_ascii_lowercase();
     match answer.as_str() {
         "" => None,
         "n" | "no" | "deny" => Some((Decision::Deny, Vec::new())),
-        "y" | "yes" | "allow" => Some((Decision::Allow, asked.to_vec())),
+        "y" | "yes" | "allow" => Some((
+            Decision::Allow,
+            asked.iter().copied().filter(|l| plain == PlainAllow::Asked || *l == Level::View).collect(),
+        )),
         list => {
             let mut levels = Vec::new();
             for word in list.split([',', ' ']).filter(|w| !w.is_empty()) {
@@ -178,14 +190,27 @@ mod tests {
 
     #[test]
     fn terminal_answers() {
+        use PlainAllow::{Asked, ViewOnly};
         let asked = [Level::View, Level::Control];
-        assert_eq!(parse_tty_answer("deny", &asked), Some((Decision::Deny, vec![])));
-        assert_eq!(parse_tty_answer("Y", &asked), Some((Decision::Allow, asked.to_vec())));
-        assert_eq!(parse_tty_answer("view", &asked), Some((Decision::Allow, vec![Level::View])));
+        assert_eq!(parse_tty_answer("deny", &asked, ViewOnly), Some((Decision::Deny, vec![])));
+        assert_eq!(
+            parse_tty_answer("Y", &asked, ViewOnly),
+            Some((Decision::Allow, vec![Level::View])),
+            "consent: view only"
+        );
+        assert_eq!(
+            parse_tty_answer("allow", &asked, Asked),
+            Some((Decision::Allow, asked.to_vec())),
+            "elevation: as asked"
+        );
+        assert_eq!(parse_tty_answer("view", &asked, ViewOnly), Some((Decision::Allow, vec![Level::View])));
         // Not asked for: ignored; view implied.
-        assert_eq!(parse_tty_answer("control,file_transfer", &asked), Some((Decision::Allow, asked.to_vec())));
-        assert_eq!(parse_tty_answer("launch", &asked), None);
-        assert_eq!(parse_tty_answer("  ", &asked), None);
+        assert_eq!(
+            parse_tty_answer("control,file_transfer", &asked, ViewOnly),
+            Some((Decision::Allow, asked.to_vec()))
+        );
+        assert_eq!(parse_tty_answer("launch", &asked, ViewOnly), None);
+        assert_eq!(parse_tty_answer("  ", &asked, ViewOnly), None);
     }
 
     #[test]

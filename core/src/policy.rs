@@ -433,10 +433,14 @@ impl Policy {
             if !hours.days.contains(&local.weekday()) || t < hours.from || t >= hours.to {
                 return Err(Denial::OutsideHours);
             }
-            // Today's closing time in the segment's zone (a zone's gap or fold resolves as jiff's
-            // default does: the later instant for a gap, the earlier for a fold).
-            if let Ok(close) = local.with().time(hours.to).build() {
-                ends.push(EndsAt { at_ms: unix_ms(close.timestamp()), because: Deadline::SupportHours });
+            // Today's closing time in the segment's zone. Where the clock skips or repeats it (a
+            // gap or fold of daylight saving time), the earlier instant: a session may end up to
+            // the gap's length early, never after the door has closed.
+            let close = hours.tz.to_ambiguous_zoned(local.date().to_datetime(hours.to)).earlier();
+            match close {
+                Ok(close) => ends.push(EndsAt { at_ms: unix_ms(close.timestamp()), because: Deadline::SupportHours }),
+                // Out of jiff's range: the hours cannot be held, so the session is not allowed.
+                Err(_) => return Err(Denial::OutsideHours),
             }
         }
         if req.levels.is_empty() {
@@ -771,6 +775,45 @@ window = { title = "*Ausweis*" }
             "{head}audience = \"both\"\narea_px = {{ x = 0, y = 0, w = 1, h = 1 }}\n"
         )))
         .unwrap();
+    }
+
+    #[test]
+    fn closing_time_in_a_daylight_saving_gap_or_fold_is_never_late() {
+        let at = |hours: &str, now: &str| {
+            let text = SAMPLE.replace(
+                "hours = { tz = \"Europe/Berlin\", days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"], from = \"07:00\", to = \"19:00\" }",
+                hours,
+            );
+            let policy = Policy::from_toml(&text).unwrap();
+            let operator = BTreeSet::from([Role::Operator]);
+            let levels = BTreeSet::from([Level::View]);
+            let req = AccessRequest {
+                roles: &operator,
+                source: "10.2.3.4".parse().unwrap(),
+                segment: "office",
+                levels: &levels,
+                ticket: "INC-1",
+                reason: "incident",
+                now: now.parse().unwrap(),
+                maintenance_window_until: None,
+                unattended: false,
+            };
+            policy.decide(&req).unwrap().ends_at.unwrap().at_ms
+        };
+        let ms = |t: &str| unix_ms(t.parse().unwrap());
+        // 2027-03-28: Berlin skips 02:00-03:00 (the door closes at 01:00 UTC, when 02:00 CET
+        // becomes 03:00 CEST). Closing at 02:30 must not be 03:30 CEST (01:30 UTC).
+        let gap = at(
+            "hours = { tz = \"Europe/Berlin\", days = [\"sun\"], from = \"00:00\", to = \"02:30\" }",
+            "2027-03-28T00:10:00Z",
+        );
+        assert!(gap <= ms("2027-03-28T01:00:00Z"), "{gap}");
+        // 2027-10-31: 02:30 happens twice (00:30 and 01:30 UTC); the first one closes the door.
+        let fold = at(
+            "hours = { tz = \"Europe/Berlin\", days = [\"sun\"], from = \"00:00\", to = \"02:30\" }",
+            "2027-10-31T00:00:00Z",
+        );
+        assert_eq!(fold, ms("2027-10-31T00:30:00Z"));
     }
 
     #[test]

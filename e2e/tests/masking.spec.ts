@@ -285,7 +285,10 @@ window = { title = "*Ausweis*" }
   colourWindow(display, 'Ausweis Meier', MAGENTA, '40x12+100+100');
   const id = await windowId(display, 'Ausweis');
   for (let i = 0; i < 10; i++) xdo(display, ['windowmove', id, String(100 + i * 40), String(100 + i * 20)]);
+  // While the sampling still runs, the fill is on screen: the window was there to be hidden.
+  const masked = await countColour(world.operator, FILL, 300, [0, 0], 24);
   const frames = await sampling;
+  expect(Math.max(...masked.map((f) => f.count)), 'the mask over the window, during the sampling').toBeGreaterThan(5000);
   expect(frames.length).toBeGreaterThan(10);
   expect(frames.filter((f) => f.count > 0).map((f) => f.count), 'operator frames showing the window').toEqual([]);
 

@@ -431,7 +431,7 @@ test('a recorder that stops writing mid-session pauses the session on both sides
   w = await world(browser, { name: 'kiosk', terminal: true }, { args: ['--recording-chunk-ms', '300'] });
   const page = w.operator;
   await requestView(page, w.relay, 'kiosk', 'INC-4711', 'incident', false);
-  await expect.poll(() => w!.agent.log()).toContain('Allow? [allow / deny / levels');
+  await expect.poll(() => w!.agent.log()).toContain('Allow? [allow (view only) / deny / levels');
   w.agent.child.stdin!.write('view\n');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   await expect(page.getByTestId('recording')).toHaveAttribute('data-recording', 'true');

@@ -584,7 +584,7 @@ test('an endpoint without a display asks on its terminal: the user grants view o
   const page = w.operator;
   await requestView(page, w.relay, 'kiosk', 'INC-4711', 'incident');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
-  await expect.poll(() => w!.agent.log()).toContain('Allow? [allow / deny / levels');
+  await expect.poll(() => w!.agent.log()).toContain('Allow? [allow (view only) / deny / levels');
   const prompt = w.agent.log();
   for (const part of ['Operator: operator (operator)', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, control']) {
     expect(prompt).toContain(part);

@@ -58,6 +58,8 @@ const WINDOW_RECHECK_TICKS: u32 = 4;
 /// Consecutive failed reads of the window after which the session ends (fail closed, but not on
 /// one store hiccup).
 const WINDOW_READ_FAILURES: u32 = 5;
+/// How long one read of the window may take.
+const WINDOW_READ_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SessionError {
@@ -174,6 +176,12 @@ impl LiveSession {
             session.step(Event::AuditUnavailable, "system");
             return Err(SessionError::AuditUnavailable(e));
         }
+        // A new session on the link: the fan-out is the link's; what the last session left (a
+        // pause at its end, its closed recorder) does not apply to this one.
+        session.link.fanout.set_paused(false);
+        if !obligations.recording_required {
+            session.link.fanout.clear_recorder();
+        }
         // R26: where recording is required, the recorder runs before the user is even asked.
         if obligations.recording_required
             && let Err(why) = session.start_recording(recordings).await
@@ -210,7 +218,12 @@ impl LiveSession {
     /// session ends; unreadable several times in a row, too.
     async fn recheck_window(&self, failed_reads: &mut u32) {
         let now = self.identity.now_ms();
-        match self.identity.window_until(&self.link.info.agent_id, now).await {
+        // Bounded, so a slow store delays none of the session's other deadlines (the read runs in
+        // the session's tick loop); a read that times out counts as failed.
+        let read = tokio::time::timeout(WINDOW_READ_TIMEOUT, self.identity.window_until(&self.link.info.agent_id, now))
+            .await
+            .unwrap_or_else(|_| Err(crate::store::StoreError::Unavailable("no answer within 500 ms".into()).into()));
+        match read {
             Ok(Some(_)) => *failed_reads = 0,
             Ok(None) => {
                 self.step(Event::WindowClosed, "system");
@@ -493,10 +506,11 @@ impl LiveSession {
                     if dropped > 0 {
                         self.emit(EventKind::InputDropped, Outcome::Failure, actor, format!("{dropped} input events"));
                     }
-                    self.link.fanout.set_paused(false);
+                    // Nothing more reaches viewers: paused until the next session on the link
+                    // starts, and a closed recorder stays in front of them (`sfu::Fanout`).
+                    self.link.fanout.set_paused(true);
                     if let Some(recorder) = self.recorder.get() {
                         recorder.close(&reason.describe());
-                        self.link.fanout.remove_recorder(&recorder.id);
                     }
                     self.tell_agent(SessionEvent::Ended { reason });
                     self.link.detach_session(&self.id);

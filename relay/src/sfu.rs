@@ -55,8 +55,15 @@ pub struct Fanout {
     keyframe_record: Notify,
     /// While a session is paused nothing reaches viewers (R8), whatever the agent still sends.
     paused: std::sync::atomic::AtomicBool,
-    /// The session's recorder, in front of the viewers: a packet it did not take goes nowhere.
+    /// The session's recorder, in front of the viewers. A closed one stays here until the next
+    /// session on the link replaces or clears it: the screen must not reach viewers between a
+    /// recorded session's end and their leaving.
     recorder: std::sync::RwLock<Option<Arc<Recorder>>>,
+    /// `view` packets not forwarded because the recorder was not taking: a viewer that sees this
+    /// change has a gap in its picture and waits for a keyframe.
+    view_gaps: std::sync::atomic::AtomicU64,
+    /// Whether the last `view` packet was held back (a keyframe is asked for when they flow again).
+    view_held: std::sync::atomic::AtomicBool,
 }
 
 impl Fanout {
@@ -67,6 +74,8 @@ impl Fanout {
             keyframe_record: Notify::new(),
             paused: false.into(),
             recorder: std::sync::RwLock::new(None),
+            view_gaps: 0.into(),
+            view_held: false.into(),
         })
     }
 
@@ -75,12 +84,10 @@ impl Fanout {
         *self.recorder.write().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
     }
 
-    /// Takes recorder `id` out again (a later session's recorder stays).
-    pub fn remove_recorder(&self, id: &str) {
-        let mut slot = self.recorder.write().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_some_and(|r| r.id == id) {
-            *slot = None;
-        }
+    /// An unrecorded session starts: no recorder (and none of an earlier session) holds its
+    /// picture back.
+    pub fn clear_recorder(&self) {
+        *self.recorder.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// One packet of the agent's `track`, where `route` sends it.
@@ -92,10 +99,27 @@ impl Fanout {
                     self.keyframe_record.notify_one();
                 }
             }
-            // No receivers is normal between viewers; nothing to do.
-            Route::Viewers => drop(self.packets.send(packet)),
-            Route::Nowhere => {}
+            Route::Viewers => {
+                use std::sync::atomic::Ordering::Relaxed;
+                if self.view_held.swap(false, Relaxed) {
+                    // Viewers missed packets: they wait for this keyframe.
+                    self.request_keyframe();
+                }
+                // No receivers is normal between viewers; nothing to do.
+                drop(self.packets.send(packet));
+            }
+            Route::Nowhere => {
+                if track == MediaTrack::View {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    self.view_gaps.fetch_add(1, Relaxed);
+                    self.view_held.store(true, Relaxed);
+                }
+            }
         }
+    }
+
+    fn view_gaps(&self) -> u64 {
+        self.view_gaps.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn set_paused(&self, paused: bool) {
@@ -274,6 +298,7 @@ async fn forward_subscriber(peer: Arc<Peer>, sender: Arc<sightline_peer::VideoSe
         }
     };
     let mut packets = fanout.packets.subscribe();
+    let mut gaps = fanout.view_gaps();
     fanout.request_keyframe();
     // Since when this viewer has been waiting for a keyframe (`None`: it has a picture).
     let mut waiting: Option<Instant> = Some(Instant::now());
@@ -286,6 +311,13 @@ async fn forward_subscriber(peer: Arc<Peer>, sender: Arc<sightline_peer::VideoSe
                     waiting.get_or_insert_with(Instant::now);
                 }
                 Ok(packet) => {
+                    // Packets were held back since the last one (the recorder was not taking):
+                    // what follows is only decodable from a keyframe.
+                    let now_gaps = fanout.view_gaps();
+                    if now_gaps != gaps {
+                        gaps = now_gaps;
+                        waiting.get_or_insert_with(Instant::now);
+                    }
                     if let Some(asked) = waiting {
                         if !vp8::starts_keyframe(&packet.payload) {
                             if asked.elapsed() >= KEYFRAME_RETRY {

@@ -155,6 +155,18 @@ pub fn AdminView() -> impl IntoView {
             report(result, "maintenance window open for 30 minutes");
         });
     };
+    // Closes the device's open maintenance window early; running sessions on it end (R3).
+    let close_window = move |id: String| {
+        leptos::task::spawn_local(async move {
+            let path = format!("/api/admin/devices/{id}/maintenance-window/close");
+            let result = http::post::<_, serde_json::Value>(&path, &json!({})).await.map_err(|e| e.to_string());
+            let closed = result.as_ref().is_ok_and(|v| v["closed"] == serde_json::Value::Bool(true));
+            report(
+                result.map(|_| ()),
+                if closed { "maintenance window closed" } else { "no maintenance window was open" },
+            );
+        });
+    };
     let unlock = move |key: String| {
         leptos::task::spawn_local(async move {
             let result = http::post::<_, serde_json::Value>("/api/admin/locks/unlock", &json!({ "key": key }))
@@ -250,7 +262,7 @@ pub fn AdminView() -> impl IntoView {
                                 }>"Open window 30 min"</button>
                                 <button disabled=d.revoked on:click={
                                     let id = d.id.clone();
-                                    move |_| post_action(format!("/api/admin/devices/{id}/maintenance-window/close"), "maintenance window closed")
+                                    move |_| close_window(id.clone())
                                 }>"Close window"</button>
                                 <button disabled=d.revoked on:click={
                                     let id = d.id.clone();
