@@ -532,6 +532,11 @@ elevation_needs_senior = true
     };
 
     fn decide(case: &Case) -> Result<(), Denial> {
+        decide_with(&policy(), case).map(|_| ())
+    }
+
+    /// `case` decided by `policy`, with the terms it gets.
+    fn decide_with(policy: &Policy, case: &Case) -> Result<Obligations, Denial> {
         let roles: BTreeSet<Role> = case.roles.iter().copied().collect();
         let levels: BTreeSet<Level> = case.levels.iter().copied().collect();
         let req = AccessRequest {
@@ -545,7 +550,7 @@ elevation_needs_senior = true
             maintenance_window_until: case.window.then_some(u64::MAX),
             unattended: false,
         };
-        policy().decide(&req).map(|_| ())
+        policy.decide(&req)
     }
 
     #[test]
@@ -779,26 +784,13 @@ window = { title = "*Ausweis*" }
 
     #[test]
     fn closing_time_in_a_daylight_saving_gap_or_fold_is_never_late() {
-        let at = |hours: &str, now: &str| {
+        let at = |hours: &str, now: &'static str| {
             let text = SAMPLE.replace(
                 "hours = { tz = \"Europe/Berlin\", days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"], from = \"07:00\", to = \"19:00\" }",
                 hours,
             );
             let policy = Policy::from_toml(&text).unwrap();
-            let operator = BTreeSet::from([Role::Operator]);
-            let levels = BTreeSet::from([Level::View]);
-            let req = AccessRequest {
-                roles: &operator,
-                source: "10.2.3.4".parse().unwrap(),
-                segment: "office",
-                levels: &levels,
-                ticket: "INC-1",
-                reason: "incident",
-                now: now.parse().unwrap(),
-                maintenance_window_until: None,
-                unattended: false,
-            };
-            policy.decide(&req).unwrap().ends_at.unwrap().at_ms
+            decide_with(&policy, &Case { at: now, ..OK }).unwrap().ends_at.unwrap().at_ms
         };
         let ms = |t: &str| unix_ms(t.parse().unwrap());
         // 2027-03-28: Berlin skips 02:00-03:00 (the door closes at 01:00 UTC, when 02:00 CET
