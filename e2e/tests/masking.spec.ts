@@ -91,6 +91,11 @@ function countColour(page: Page, rgb: number[], durationMs: number, probe = [0, 
   })));
 }
 
+/** The most magenta pixels any frame shows in the next 300 ms. */
+async function mostMagenta(page: Page): Promise<number> {
+  return Math.max(...(await countColour(page, [255, 0, 255], 300)).map((f) => f.count));
+}
+
 /** The fill of masked pixels (sightline_core::mask::FILL). */
 const FILL = [0x3c, 0x3c, 0x3c];
 const near = (a: number[], b: number[]) => a.every((v, i) => Math.abs(v - b[i]) <= 24);
@@ -117,9 +122,9 @@ window = { title = "*Kontoauszug*" }
 
   // The control: a window of the same colour that no rule matches is seen (so the probe works).
   const control = colourWindow(display, 'Notizen', MAGENTA, '30x8+500+300');
-  await expect.poll(async () => Math.max(...(await countColour(world.operator, [255, 0, 255], 300)).map((f) => f.count)), { message: 'the unmasked window reaches the browser' }).toBeGreaterThan(5000);
+  await expect.poll(() => mostMagenta(world.operator), { message: 'the unmasked window reaches the browser' }).toBeGreaterThan(5000);
   control.kill('SIGKILL');
-  await expect.poll(async () => Math.max(...(await countColour(world.operator, [255, 0, 255], 300)).map((f) => f.count))).toBe(0);
+  await expect.poll(() => mostMagenta(world.operator)).toBe(0);
 
   // A green window to restack the masked one against.
   colourWindow(display, 'Gruen', '#00c000', '40x20+600+100');
@@ -247,7 +252,7 @@ window = { title = "*Kundenakte*" }
   const id = await windowId(display, 'Kundenakte');
 
   // The operator's picture: the window, and the watermark over the desktop in every frame.
-  await expect.poll(async () => Math.max(...(await countColour(world.operator, [255, 0, 255], 300)).map((f) => f.count)), { message: 'the operator sees the window' }).toBeGreaterThan(5000);
+  await expect.poll(() => mostMagenta(world.operator), { message: 'the operator sees the window' }).toBeGreaterThan(5000);
   // Sampled while the window moves (an unchanged screen sends few frames).
   const marking = countColour(world.operator, MARKED_ROOT, 3000, [0, 0], 16, DESKTOP_ONLY);
   for (let i = 0; i < 20; i++) {
@@ -258,7 +263,7 @@ window = { title = "*Kundenakte*" }
   expect(seen.length).toBeGreaterThan(10);
   expect(Math.min(...seen.map((f) => f.count)), 'watermark pixels in the least marked frame').toBeGreaterThan(1000);
   file.kill('SIGKILL');
-  await expect.poll(async () => Math.max(...(await countColour(world.operator, [255, 0, 255], 300)).map((f) => f.count))).toBe(0);
+  await expect.poll(() => mostMagenta(world.operator)).toBe(0);
 
   // The recording, decoded frame by frame: the desktop (so the decoding works), never the
   // window, never the watermark.
@@ -318,7 +323,7 @@ window = { title = "*Kontoauszug*" }
   // The control, below the masked windows' rows: the same colour, no rule, so the probe works.
   colourWindow(display, 'Notizen', MAGENTA, `30x8+800+${DESKTOP_ONLY + 20}`);
   await windowId(display, 'Notizen');
-  await expect.poll(async () => Math.max(...(await countColour(world.operator, [255, 0, 255], 300)).map((f) => f.count))).toBeGreaterThan(5000);
+  await expect.poll(() => mostMagenta(world.operator)).toBeGreaterThan(5000);
 
   const webm = await endAndExport(world);
   const whole = await recordedCounts(webm, 1280, 720, [[255, 0, 255]], [60]);
