@@ -410,8 +410,9 @@ test('the endpoint session ends within 5 s of losing the relay, releasing held k
   await openView(again, w.relay, 'front-desk', w.endpoint);
   // The operator holds Shift and the left button when the relay dies: the endpoint must not keep
   // them pressed.
-  const box = (await again.locator('video').boundingBox())!;
-  await again.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  // (pagePoint waits for the first frame: before it the viewer cannot place a press on the screen.)
+  const at = await pagePoint(again, 640, 360);
+  await again.mouse.move(at.x, at.y);
   await again.mouse.down();
   await again.keyboard.down('Shift');
   const display = w.endpoint.display;
