@@ -51,6 +51,9 @@ pub struct RunConfig {
     pub encoder: EncoderConfig,
     /// Extra CA certificate (PEM) trusted for `wss://` besides the system's.
     pub ca_cert: Option<std::path::PathBuf>,
+    /// A server with nobody at the screen (R2): never asks, serves only what the relay serves
+    /// unattended.
+    pub unattended: bool,
 }
 
 /// Maps the relay base URL given by the user to its agent WebSocket URL.
@@ -245,6 +248,54 @@ pub async fn open_window(
     }
 }
 
+/// Closes this device's open maintenance windows now (R3); whether one was open.
+pub async fn close_window(
+    relay_url: &url::Url,
+    device: &Device,
+    ca_cert: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
+    let mut ws = connect(relay_url, ca_cert).await?;
+    let RelayToAgent::Challenge { nonce } = expect_message(&mut ws, "challenge").await? else {
+        bail!("relay did not start with a challenge")
+    };
+    let challenge = hex::decode(&nonce).context("relay challenge is not hex")?;
+    let msg = AgentToRelay::CloseWindow {
+        device_id: device.info.device_id.clone(),
+        signature: device.sign_close_window(&challenge),
+    };
+    ws.send(Message::Text(encode(&msg).into())).await?;
+    match expect_message(&mut ws, "window close confirmation").await? {
+        RelayToAgent::WindowsClosed { closed } => Ok(closed),
+        RelayToAgent::Error { message, .. } => bail!("the relay refused to close the window: {message}"),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+/// Asks the service desk for help (R2): returns the one-time code the user reads out over the
+/// phone, and when it lapses (Unix ms).
+pub async fn ask_help(
+    relay_url: &url::Url,
+    device: &Device,
+    ca_cert: Option<&std::path::Path>,
+) -> anyhow::Result<(String, u64)> {
+    let mut ws = connect(relay_url, ca_cert).await?;
+    let RelayToAgent::Challenge { nonce } = expect_message(&mut ws, "challenge").await? else {
+        bail!("relay did not start with a challenge")
+    };
+    let challenge = hex::decode(&nonce).context("relay challenge is not hex")?;
+    let msg = AgentToRelay::AskHelp {
+        device_id: device.info.device_id.clone(),
+        signature: device.sign_help(&challenge),
+        user: crate::endpoint_user(),
+    };
+    ws.send(Message::Text(encode(&msg).into())).await?;
+    match expect_message(&mut ws, "help code").await? {
+        RelayToAgent::HelpCode { code, expires_ms } => Ok((code, expires_ms)),
+        RelayToAgent::Error { message, .. } => bail!("the relay refused the help request: {message}"),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
 async fn session(config: &RunConfig) -> anyhow::Result<()> {
     let media_ip = local_ip_towards(&config.relay_url).await?;
     let mut ws = connect(&config.relay_url, config.ca_cert.as_deref()).await?;
@@ -262,6 +313,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
         width,
         height,
         user: crate::endpoint_user(),
+        unattended: config.unattended,
     };
     ws.send(Message::Text(encode(&hello).into())).await?;
     match expect_message(&mut ws, "welcome").await? {
@@ -372,7 +424,8 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                             vec![Action::Signal(AgentToRelay::Declined { session_id: request.session_id, reason })]
                         } else {
                             let (session, actions) =
-                                EndpointSession::ask(request, config.device.clone(), frontend_tx.clone()).await;
+                                EndpointSession::ask(request, config.device.clone(), frontend_tx.clone(), config.unattended)
+                                    .await;
                             endpoint = Some(session);
                             actions
                         }
@@ -442,7 +495,9 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                     RelayToAgent::Challenge { .. }
                     | RelayToAgent::Welcome { .. }
                     | RelayToAgent::Enrolled { .. }
-                    | RelayToAgent::WindowOpened { .. } => {
+                    | RelayToAgent::WindowOpened { .. }
+                    | RelayToAgent::WindowsClosed { .. }
+                    | RelayToAgent::HelpCode { .. } => {
                         tracing::warn!("ignoring an out-of-order handshake message");
                         continue;
                     }

@@ -105,6 +105,18 @@ impl Device {
         hex::encode(self.key.sign(&message).to_bytes())
     }
 
+    /// Signs the closing of this device's maintenance windows (R3).
+    pub fn sign_close_window(&self, challenge: &[u8]) -> String {
+        let message = sightline_proto::agent_auth::close_window_message(challenge, &self.info.device_id);
+        hex::encode(self.key.sign(&message).to_bytes())
+    }
+
+    /// Signs a help request (R2) on the connection with `challenge`.
+    pub fn sign_help(&self, challenge: &[u8]) -> String {
+        let message = sightline_proto::agent_auth::help_message(challenge, &self.info.device_id);
+        hex::encode(self.key.sign(&message).to_bytes())
+    }
+
     /// Fills in the device id and signs a consent receipt (R2): the relay keeps it as evidence
     /// of what the user decided.
     pub fn sign_receipt(&self, mut receipt: sightline_proto::ConsentReceipt) -> sightline_proto::ConsentReceipt {

@@ -6,7 +6,13 @@ use sightline_agent::connection::{self, RunConfig};
 use sightline_agent::encoder::EncoderConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "agent", version, about = "Sightline endpoint agent (outbound connections only)")]
+// `agent help` asks the service desk for help (R2); clap's own help stays `--help`.
+#[command(
+    name = "agent",
+    version,
+    about = "Sightline endpoint agent (outbound connections only)",
+    disable_help_subcommand = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +24,12 @@ enum Command {
     Enroll(EnrollArgs),
     /// Release remote support for this endpoint for a while (a maintenance window), e.g. `--for 30m`.
     Allow(AllowArgs),
+    /// Withdraw remote support now: close this endpoint's open maintenance window early. Sessions
+    /// that need the window end within seconds.
+    CloseWindow(DeviceCallArgs),
+    /// Ask the service desk for help: prints a one-time code to read to them over the phone
+    /// (valid for 10 minutes, once). The session that follows still asks for your consent.
+    Help(DeviceCallArgs),
     /// Connect to the relay and serve screen views until stopped. `--config FILE` reads a TOML
     /// file whose keys are these flags' long names; flags on the command line override it.
     #[command(args_override_self = true)]
@@ -55,6 +67,20 @@ struct AllowArgs {
     /// How long, e.g. 30m, 2h, 90s (at most 12h).
     #[arg(long = "for", value_parser = parse_duration)]
     duration: std::time::Duration,
+    /// Where the device key is kept (as given to `agent enroll`).
+    #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
+    #[arg(long, env = "SIGHTLINE_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+}
+
+/// A one-shot call to the relay with the device key (`help`, `close-window`).
+#[derive(Debug, clap::Args)]
+struct DeviceCallArgs {
+    /// Relay base URL (ws://, wss://, http:// or https://).
+    #[arg(long, env = "SIGHTLINE_RELAY_URL")]
+    relay_url: url::Url,
     /// Where the device key is kept (as given to `agent enroll`).
     #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
@@ -104,6 +130,11 @@ struct RunArgs {
     /// Synthetic source size, WIDTHxHEIGHT.
     #[arg(long, default_value = "1280x720", value_parser = parse_size)]
     synthetic_size: (u32, u32),
+    /// For a server with nobody at the screen: never ask for consent. The relay then serves this
+    /// endpoint only in segments that allow unattended access, inside an open maintenance
+    /// window, recorded; every other request is refused (R2).
+    #[arg(long)]
+    unattended: bool,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -170,6 +201,31 @@ async fn main() -> anyhow::Result<()> {
             println!("remote support allowed for {} s (until {end_ms} Unix ms)", args.duration.as_secs());
             Ok(())
         }
+        Command::CloseWindow(args) => {
+            let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
+            let device = sightline_agent::device::Device::load(&dir)?;
+            let url = connection::agent_socket_url(&args.relay_url)?;
+            if connection::close_window(&url, &device, args.ca_cert.as_deref()).await? {
+                println!("remote support withdrawn: the maintenance window is closed");
+            } else {
+                println!("no maintenance window was open");
+            }
+            Ok(())
+        }
+        Command::Help(args) => {
+            let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
+            let device = sightline_agent::device::Device::load(&dir)?;
+            let (code, expires_ms) =
+                connection::ask_help(&connection::agent_socket_url(&args.relay_url)?, &device, args.ca_cert.as_deref())
+                    .await?;
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+            let minutes = expires_ms.saturating_sub(now_ms).div_ceil(60_000);
+            println!("Your help code: {}", sightline_core::help::spoken(&code));
+            println!(
+                "Read it to the service desk; it is valid for {minutes} more minute(s) (until {expires_ms} Unix ms), once."
+            );
+            Ok(())
+        }
         Command::ConsentUi => sightline_agent::ui::run(),
         Command::Run(args) => {
             let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
@@ -179,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
                 device,
                 source: args.source,
                 ca_cert: args.ca_cert,
+                unattended: args.unattended,
                 synthetic_size: args.synthetic_size,
                 encoder: EncoderConfig {
                     width: 0,

@@ -12,7 +12,7 @@ use sightline_proto::{ConsentRequest, Decision, Level, Party, levels_text};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum UiCommand {
     Ask {
-        request: ConsentRequest,
+        request: Box<ConsentRequest>,
     },
     Elevate {
         levels: Vec<Level>,
@@ -167,6 +167,7 @@ mod tests {
                 active_confirmation: false,
                 ends_at: None,
                 end_warning_s: 300,
+                unattended: false,
             },
             masks: Vec::new(),
         }
@@ -215,7 +216,7 @@ mod tests {
 
     #[test]
     fn protocol_lines_round_trip() {
-        let cmd = UiCommand::Ask { request: request() };
+        let cmd = UiCommand::Ask { request: Box::new(request()) };
         let line = serde_json::to_string(&cmd).unwrap();
         assert_eq!(serde_json::from_str::<UiCommand>(&line).unwrap(), cmd);
         let report = UiReport::Decision { decision: Decision::Allow, levels: vec![Level::View] };

@@ -44,6 +44,8 @@ pub struct EndpointSession {
     /// Whether the user cannot see the session bar, as the window last reported. Starts hidden:
     /// until the window says it is on screen, active confirmation does not let a session run.
     bar_hidden: bool,
+    /// This agent runs unattended (nobody at the screen to ask, R2).
+    unattended: bool,
 }
 
 impl std::fmt::Debug for EndpointSession {
@@ -54,10 +56,16 @@ impl std::fmt::Debug for EndpointSession {
 
 impl EndpointSession {
     /// Asks the user. Without anyone to ask, the request is refused at once (a signed `closed`).
+    ///
+    /// An unattended agent asks nobody: it takes up a request the relay serves unattended with
+    /// a signed `unattended` receipt, and refuses every other (R2). Both must agree: an attended
+    /// agent never takes up an unattended request, and an unattended one never pretends a user
+    /// consented.
     pub async fn ask(
         request: ConsentRequest,
         device: Arc<Device>,
         events: FrontendEvents,
+        unattended: bool,
     ) -> (EndpointSession, Vec<Action>) {
         let now = crate::now_ms();
         let requested: Levels = request.levels.iter().copied().collect();
@@ -80,7 +88,30 @@ impl EndpointSession {
             device,
             injected: 0,
             bar_hidden: true,
+            unattended,
         };
+        if unattended || session.request.terms.unattended {
+            // Checked here too, not only at the relay: an unattended session must be recorded and
+            // end with its maintenance window (R2; or with the hours, if they end first).
+            let terms = &session.request.terms;
+            let held = terms.recording_required && terms.ends_at.is_some();
+            let actions = if unattended && terms.unattended && held {
+                tracing::info!(session = %session.id, "unattended: taking up the request without asking");
+                let levels = session.request.levels.clone();
+                session.decide(ConsentKind::Unattended, Decision::Allow, levels).await
+            } else {
+                tracing::warn!(
+                    session = %session.id,
+                    agent_unattended = unattended,
+                    request_unattended = session.request.terms.unattended,
+                    recorded_and_bounded = held,
+                    "refusing: the request and this agent disagree on whether anybody is asked, or an unattended session would run unrecorded or outside a maintenance window"
+                );
+                let kind = if unattended { ConsentKind::Unattended } else { ConsentKind::Session };
+                session.decide(kind, Decision::Closed, Vec::new()).await
+            };
+            return (session, actions);
+        }
         match Frontend::open(events, &session.id) {
             Ok(frontend) if session.request.terms.active_confirmation && frontend.is_terminal() => {
                 // A terminal cannot show that the session is watched: refused at once, with the
@@ -91,7 +122,7 @@ impl EndpointSession {
                 (session, actions)
             }
             Ok(mut frontend) => {
-                frontend.send(&UiCommand::Ask { request: session.request.clone() }).await;
+                frontend.send(&UiCommand::Ask { request: Box::new(session.request.clone()) }).await;
                 session.frontend = Some(frontend);
                 (session, Vec::new())
             }
@@ -151,7 +182,8 @@ impl EndpointSession {
         let mut actions = vec![Action::Signal(AgentToRelay::Consent { receipt })];
         let set: Levels = levels.into_iter().collect();
         let event = match (kind, decision) {
-            (ConsentKind::Session, Decision::Allow) => Event::ConsentAllowed { levels: set },
+            (ConsentKind::Session | ConsentKind::Unattended, Decision::Allow) => Event::ConsentAllowed { levels: set },
+            (ConsentKind::Unattended, _) => Event::ConsentClosed,
             (ConsentKind::Session, Decision::Deny) => Event::ConsentDenied,
             (ConsentKind::Session, Decision::Closed) => Event::ConsentClosed,
             (ConsentKind::Session, Decision::TimedOut) => Event::EndedElsewhere(EndReason::ConsentTimedOut),
@@ -313,7 +345,12 @@ impl EndpointSession {
 
     /// The operator asks for more levels.
     pub async fn on_elevation_request(&mut self, levels: Vec<Level>) -> Vec<Action> {
-        self.step(Event::ElevationRequested { levels: levels.into_iter().collect() }).await
+        let mut actions = self.step(Event::ElevationRequested { levels: levels.into_iter().collect() }).await;
+        if self.unattended {
+            // Nobody to confirm more access: refused at once, not left to lapse.
+            actions.extend(self.decide(ConsentKind::Elevation, Decision::Closed, Vec::new()).await);
+        }
+        actions
     }
 
     /// Something happened at the relay (operator, observer, admin, relay timers).

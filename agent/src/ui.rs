@@ -153,7 +153,7 @@ impl Window {
                 self.masked = (!request.masks.is_empty()).then(|| crate::prompt::masked_line(&request.masks));
                 // R20: only view is ticked; anything more the user ticks on purpose.
                 let checked = request.levels.iter().map(|l| (*l, *l == Level::View)).collect();
-                self.mode = Mode::Asking { request: Box::new(request), checked };
+                self.mode = Mode::Asking { request, checked };
             }
             UiCommand::Elevate { levels } => {
                 self.elevation = Some(levels.into_iter().map(|l| (l, true)).collect());

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod config_file;
 pub mod framecode;
+pub mod help;
 pub mod lockout;
 pub mod mask;
 pub mod policy;

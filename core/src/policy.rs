@@ -324,6 +324,13 @@ impl Policy {
             if s.unattended && s.recording == RecordingRule::Off {
                 return Err(at("unattended access requires recording (R2)"));
             }
+            if s.unattended && s.active_confirmation {
+                // Nobody is at the screen to keep the session bar in view: every unattended
+                // session would pause at once. Refused rather than half-enforced.
+                return Err(at(
+                    "unattended access and active_confirmation exclude each other: nobody is there to confirm",
+                ));
+            }
             segments.insert(
                 name,
                 Segment {
@@ -344,6 +351,7 @@ impl Policy {
                         active_confirmation: s.active_confirmation,
                         ends_at: None,
                         end_warning_s: s.end_warning_s,
+                        unattended: false,
                     },
                     recording_retention_days: s.recording_retention_days,
                     masks,
@@ -452,13 +460,19 @@ impl Policy {
         if req.unattended && !seg.unattended {
             return Err(Denial::UnattendedNotAllowed);
         }
-        if seg.maintenance_window {
+        // Unattended access needs the recorder (load refuses it otherwise; checked again here so
+        // no other path can serve one unrecorded) and an open window even where attended support
+        // is always on: nobody at the screen can notice, so somebody must have opened it (R2).
+        if req.unattended && !seg.terms.recording_required {
+            return Err(Denial::UnattendedNotAllowed);
+        }
+        if seg.maintenance_window || req.unattended {
             let until = req.maintenance_window_until.ok_or(Denial::MaintenanceWindowClosed)?;
             ends.push(EndsAt { at_ms: until, because: Deadline::MaintenanceWindow });
         }
         // The earlier end holds; on a tie, the hours (the segment's rule) are named.
         let ends_at = ends.into_iter().min_by_key(|e| e.at_ms);
-        Ok(Obligations { ends_at, ..seg.terms })
+        Ok(Obligations { ends_at, unattended: req.unattended, ..seg.terms })
     }
 }
 
@@ -617,8 +631,46 @@ elevation_needs_senior = true
         let o = policy().decide(&req).unwrap();
         assert_eq!((o.consent_timeout_s, o.grant_expiry_s, o.max_duration_s, o.idle_timeout_s), (120, 300, 1800, 300));
         assert!(o.observer_required_for_control && o.recording_required && o.elevation_needs_senior);
+        assert!(!o.unattended);
         let unattended = AccessRequest { unattended: true, ..req.clone() };
         assert_eq!(policy().decide(&unattended), Err(Denial::UnattendedNotAllowed));
+    }
+
+    /// R2: unattended access only in a segment that allows it, only inside an open window (even
+    /// where attended support needs none), and marked in the terms both sides hold.
+    #[test]
+    fn unattended_access_needs_its_segment_and_an_open_window() {
+        let text = SAMPLE.replace("maintenance_window = false\n", "maintenance_window = false\nunattended = true\n");
+        let policy = Policy::from_toml(&text).unwrap();
+        let roles = BTreeSet::from([Role::Operator]);
+        let levels = BTreeSet::from([Level::View, Level::Control]);
+        let req = |unattended: bool, window: Option<u64>| AccessRequest {
+            roles: &roles,
+            source: "10.2.3.4".parse().unwrap(),
+            segment: "office",
+            levels: &levels,
+            ticket: "INC-1",
+            reason: "incident",
+            now: office_hours(),
+            maintenance_window_until: window,
+            unattended,
+        };
+        // The control: attended support in this segment needs no window.
+        assert!(!policy.decide(&req(false, None)).unwrap().unattended);
+        assert_eq!(policy.decide(&req(true, None)), Err(Denial::MaintenanceWindowClosed));
+        let until = unix_ms(office_hours()) + 600_000;
+        let o = policy.decide(&req(true, Some(until))).unwrap();
+        assert!(o.unattended && o.recording_required);
+        assert_eq!(o.ends_at, Some(EndsAt { at_ms: until, because: Deadline::MaintenanceWindow }));
+        // Where the segment does not allow it, not even inside a window.
+        let unattended_payment = AccessRequest {
+            segment: "payment",
+            roles: &BTreeSet::from([Role::SeniorOperator]),
+            source: "10.1.0.9".parse().unwrap(),
+            levels: &BTreeSet::from([Level::View]),
+            ..req(true, Some(until))
+        };
+        assert_eq!(policy.decide(&unattended_payment), Err(Denial::UnattendedNotAllowed));
     }
 
     #[test]
@@ -680,6 +732,13 @@ elevation_needs_senior = true
                     "consent_timeout_s = 120\nunattended = true\nrecording = \"off\"",
                 ),
                 "requires recording",
+            ),
+            (
+                SAMPLE.replace(
+                    "consent_timeout_s = 120",
+                    "consent_timeout_s = 120\nunattended = true\nactive_confirmation = true",
+                ),
+                "exclude each other",
             ),
             // The rule is a word, and the old boolean is no longer read: refused, not ignored.
             (SAMPLE.replace("idle_timeout_s = 300", "idle_timeout_s = 300\nrecording = \"sometimes\""), "recording"),

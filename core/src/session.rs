@@ -456,6 +456,7 @@ mod tests {
             active_confirmation: false,
             ends_at: None,
             end_warning_s: 300,
+            unattended: false,
         }
     }
 

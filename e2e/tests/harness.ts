@@ -41,7 +41,7 @@ export const test = base.extend<{ contextGuard: void }>({
   }, { auto: true }],
 });
 
-const BIN = process.env.SIGHTLINE_BIN_DIR ?? path.resolve(__dirname, '../../target/debug');
+export const BIN = process.env.SIGHTLINE_BIN_DIR ?? path.resolve(__dirname, '../../target/debug');
 const STATIC = process.env.SIGHTLINE_STATIC_DIR ?? path.resolve(__dirname, '../../static');
 export const SAMPLE_POLICY = path.resolve(__dirname, '../../relay/policy-sample.toml');
 const LOGS = path.resolve(__dirname, '../test-results/logs');
@@ -222,7 +222,7 @@ export function testCertificate(dir: string): { ca: string; cert: string; key: s
 export interface AuditRecord {
   seq: number; ts_ms: number; node: string; kind: string; outcome: 'success' | 'failure'; actor: string;
   source: string | null; subject: string | null; detail: string; prev: string;
-  session: { session_id: string; ticket: string; reason: string; device_id: string; device: string; endpoint_user: string; operator: string; levels: string[] } | null;
+  session: { session_id: string; ticket: string; reason: string; device_id: string; device: string; endpoint_user: string; operator: string; levels: string[]; unattended?: boolean } | null;
 }
 
 /** Runs `relay ARGS` (a CLI subcommand) to completion. */
@@ -235,7 +235,7 @@ export function relayCli(args: string[], env: Record<string, string> = {}): { st
  * `terminal`: the endpoint has no display and the agent runs on a terminal (a pseudo-terminal
  * from `script`), where it asks for consent; the test types the user's answers into it.
  */
-export interface AgentOptions { name: string; dataDir: string; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number; terminal?: boolean }
+export interface AgentOptions { name: string; dataDir: string; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number; terminal?: boolean; unattended?: boolean }
 
 /** `agent enroll` with a token; returns the agent's data directory. Throws with the agent's words on refusal. */
 export function enrolAgent(relay: Relay, token: string, name: string, dataDir = tempDir('agent')): string {
@@ -248,6 +248,7 @@ export function startAgent(relay: Relay, opts: AgentOptions): Proc {
   const args = ['run', '--relay-url', `ws://127.0.0.1:${relay.port}`, '--source', opts.source ?? 'synthetic', '--data-dir', opts.dataDir];
   if (opts.size) args.push('--synthetic-size', opts.size);
   if (opts.fps) args.push('--fps', String(opts.fps));
+  if (opts.unattended) args.push('--unattended');
   if (opts.terminal) {
     const command = [path.join(BIN, 'agent'), ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
     return launch(`agent-${opts.name}`, 'script', ['-qfec', command, '/dev/null'], { DISPLAY: undefined }, 'pipe');
@@ -549,15 +550,18 @@ export async function droppedInSession(relay: Relay): Promise<number> {
 
 /** Sends a `watch` request on a raw viewer socket (bypassing the viewer's form); resolves with
  * the relay's first answer. */
-export async function rawWatch(page: Page, port: number, agentId: string, ticket: string, reason: string): Promise<any> {
-  return page.evaluate(([p, agent, t, r]) => new Promise((resolve) => {
+export async function rawWatch(page: Page, port: number, agentId: string, ticket: string, reason: string, helpCode?: string): Promise<any> {
+  return page.evaluate(([p, agent, t, r, code]) => new Promise((resolve) => {
     const ws = new WebSocket(`ws://localhost:${p}/ws/viewer`);
-    ws.onopen = () => ws.send(JSON.stringify({ v: 1, type: 'watch', agent_id: agent, sdp: 'v=0', ticket: t, reason: r, levels: ['view'] }));
+    const watch: Record<string, unknown> = { v: 1, type: 'watch', agent_id: agent, sdp: 'v=0', ticket: t, reason: r, levels: ['view'] };
+    if (code) watch.help_code = code;
+    ws.onopen = () => ws.send(JSON.stringify(watch));
     ws.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
-      if (msg.type === 'error' || msg.type === 'watch_answer') { ws.close(); resolve(msg); }
+      // A request that reaches the endpoint is answered with the session's status first.
+      if (msg.type === 'error' || msg.type === 'watch_answer' || msg.type === 'session') { ws.close(); resolve(msg); }
     };
-  }), [port, agentId, ticket, reason] as const);
+  }), [port, agentId, ticket, reason, helpCode ?? ''] as const);
 }
 
 /** Calls the relay API from a signed-in page (its cookie goes along). */

@@ -5,7 +5,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { World, world, stopWorld, requestView, tempDir, api, rawWatch, SAMPLE_POLICY, openView, recordMeasurement, AuditRecord } from './harness';
+import { World, world, stopWorld, requestView, tempDir, api, rawWatch, SAMPLE_POLICY, openView, recordMeasurement, AuditRecord, BIN } from './harness';
 
 let w: World | undefined;
 
@@ -122,6 +122,59 @@ test('an admin opens a maintenance window from the dashboard @R3', async ({ brow
   await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
 });
 
+/** Opens a maintenance window on `name` from the admin API, from now for `ms`. */
+async function openWindowFor(w: World, name: string, ms: number): Promise<void> {
+  const devices = (await api(w.admin, 'GET', '/api/admin/devices')).json as { id: string; name: string }[];
+  const device = devices.find((d) => d.name === name)!;
+  expect((await api(w.admin, 'POST', `/api/admin/devices/${device.id}/maintenance-window`, { start_ms: Date.now() - 1_000, end_ms: Date.now() + ms })).status).toBe(200);
+}
+
+test('an unattended agent is refused where its segment does not allow it, even inside a window @R2', async ({ browser }) => {
+  w = await world(browser, { name: 'rack-01', unattended: true });
+  await openWindowFor(w, 'rack-01', 600_000);
+  await requestView(w.operator, w.relay, 'rack-01');
+  await expect(w.operator.getByTestId('view-state')).toContainText('unattended access is not allowed in this segment');
+  const refused = w.relay.auditRecords().filter((r) => r.kind === 'session.refused');
+  expect(refused.map((r) => r.detail)).toEqual(['unattended access is not allowed in this segment']);
+  // Nobody was asked, and nothing reached the endpoint.
+  expect(w.relay.auditRecords().filter((r) => r.kind.startsWith('consent.'))).toEqual([]);
+});
+
+test('where the segment allows it, an unattended agent is served only inside an open window: without a prompt, recorded, and marked unattended in every event @R2', async ({ browser }) => {
+  // The office segment opts out of windows for attended support; unattended access needs one anyway.
+  const policy = policyWith((t) => t.replace(OFFICE_OPT_OUT, `${OFFICE_OPT_OUT}unattended = true\n`));
+  w = await world(browser, { name: 'rack-01', unattended: true }, { policy });
+  await requestView(w.operator, w.relay, 'rack-01');
+  await expect(w.operator.getByTestId('view-state')).toContainText('no maintenance window is open');
+
+  await openWindowFor(w, 'rack-01', 600_000);
+  await requestView(w.operator, w.relay, 'rack-01');
+  // Live with nobody clicking anything, and only once the recorder writes (R9).
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  await expect(w.operator.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
+  await expect.poll(() => w!.agent.log()).toContain('unattended: taking up the request without asking');
+  // No consent window was opened on the endpoint's display: nobody is there.
+  expect(w.agent.log()).not.toContain('consent-ui prompt: ');
+  await w.operator.getByTestId('end-session').click();
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+
+  let session: AuditRecord[] = [];
+  await expect.poll(() => {
+    session = w!.relay.auditRecords().filter((r) => r.session !== null && r.kind !== 'session.refused');
+    return session.map((r) => r.kind);
+  }).toContain('session.ended');
+  const kinds = session.map((r) => r.kind);
+  // The record says nobody consented, never that somebody did.
+  expect(kinds).toContain('consent.unattended');
+  expect(kinds).not.toContain('consent.allowed');
+  expect(kinds).toContain('recording.started');
+  const unmarked = session.filter((r) => r.session!.unattended !== true).map((r) => r.kind);
+  expect(unmarked, 'session events without the unattended mark').toEqual([]);
+  const taken = session.find((r) => r.kind === 'consent.unattended')!;
+  expect(taken.actor).toMatch(/^device:/);
+  expect(taken.session!.levels).toEqual(['view', 'control']);
+});
+
 const OFFICE_LEVELS = 'levels = ["view", "control", "clipboard", "file_transfer"]';
 
 /** Waits for the one `session.ended` record of the session and the warning before it. */
@@ -183,6 +236,31 @@ test('a running session ends with the support hours of its segment; operator and
   // Control: a new request now is refused at the door, for the same rule.
   await requestView(w.operator, w.relay, 'front-desk');
   await expect(w.operator.getByTestId('view-state')).toContainText('outside the support hours');
+});
+
+test('the user withdraws remote support early with agent close-window: the running session on the device ends on both sides @R3', async ({ browser }) => {
+  const policy = policyWith((t) => t.replace(OFFICE_OPT_OUT, 'maintenance_window = true\n'));
+  w = await world(browser, { name: 'branch-pc' }, { policy });
+  const agentCall = (command: string) => spawnSync(path.join(BIN, 'agent'), [command, '--relay-url', `ws://127.0.0.1:${w!.relay.port}`, '--data-dir', w!.agentDir], { encoding: 'utf8', timeout: 30_000 });
+  // With nothing open, nothing is closed (and the command says so).
+  const nothing = agentCall('close-window');
+  expect(nothing.status, nothing.stderr).toBe(0);
+  expect(nothing.stdout).toContain('no maintenance window was open');
+  await openWindowFor(w, 'branch-pc', 600_000);
+  await openView(w.operator, w.relay, 'branch-pc', w.endpoint);
+  await expect(w.operator.getByTestId('session-phase')).toHaveAttribute('data-phase', 'active');
+
+  const closing = agentCall('close-window');
+  expect(closing.status, closing.stderr).toBe(0);
+  expect(closing.stdout).toContain('remote support withdrawn');
+  await expect(w.operator.getByTestId('view-state')).toContainText('the maintenance window of this device ended');
+  await expect.poll(() => w!.endpoint.told('consent-ui ended: ')).toBe('the maintenance window of this device ended');
+  await expect.poll(() => w!.relay.auditRecords().filter((r) => r.kind === 'session.ended').length).toBe(1);
+  const records = w.relay.auditRecords();
+  const closed = records.filter((r) => r.kind === 'maintenance.window_closed');
+  expect(closed.map((r) => r.actor)).toEqual(['user@branch-pc']);
+  const ended = records.find((r) => r.kind === 'session.ended')!;
+  expect(ended.seq, 'the end follows the closing').toBeGreaterThan(closed[0].seq);
 });
 
 test('an admin closes a maintenance window early from the dashboard: the running session on the device ends on both sides @R3', async ({ browser }) => {

@@ -40,6 +40,10 @@ pub enum AgentToRelay {
         height: u32,
         /// The account logged in at the endpoint (who is asked for consent), for the record.
         user: String,
+        /// Started for a server with nobody at the screen (R2): nobody is asked, so the relay
+        /// serves it only where the policy allows unattended access, and refuses it elsewhere.
+        #[serde(default)]
+        unattended: bool,
     },
     /// Instead of `hello` on a first connection: enrol this device with a one-time token. The
     /// relay answers `enrolled` and closes the connection.
@@ -53,6 +57,18 @@ pub enum AgentToRelay {
     /// device, `start_ms`..`end_ms` (Unix ms). Signed like `hello`; the relay answers
     /// `window_opened` and closes the connection.
     OpenWindow { device_id: AgentId, signature: String, start_ms: u64, end_ms: u64 },
+    /// Instead of `hello`: the person at the endpoint withdraws the release early, closing the
+    /// device's open maintenance windows (R3); sessions that need one end. Signed over
+    /// `agent_auth::close_window_message`; the relay answers `windows_closed` and closes.
+    CloseWindow { device_id: AgentId, signature: String },
+    /// Instead of `hello`: the person at the endpoint asks for help (R2). Signed over
+    /// `agent_auth::help_message`; the relay answers `help_code` and closes the connection.
+    AskHelp {
+        device_id: AgentId,
+        signature: String,
+        /// The account logged in at the endpoint, who asks.
+        user: String,
+    },
     /// SDP offer for the publishing peer connection (non-trickle: candidates included).
     PublishOffer { sdp: String },
     /// The agent could not start publishing (capture or encoder failure).
@@ -75,6 +91,11 @@ pub enum RelayToAgent {
     Challenge { nonce: String },
     /// The maintenance window was recorded.
     WindowOpened { start_ms: u64, end_ms: u64 },
+    /// The answer to `close_window`: whether a window was open (and is now closed).
+    WindowsClosed { closed: bool },
+    /// The help request is open: the user reads `code` to the service desk before `expires_ms`
+    /// (Unix ms). Asking again while it is open gives the same code.
+    HelpCode { code: String, expires_ms: u64 },
     /// Enrolment succeeded: the id to use in every later `hello`.
     Enrolled { device_id: String, name: String, segment: String },
     /// The device was authenticated; `name` and `segment` are as enrolled.
@@ -103,7 +124,17 @@ pub enum ViewerToRelay {
     /// the `session` data channel; it is answered only once the user consented. Every session
     /// names its request/ticket ID and a reason from the relay's catalog (R4), and the levels
     /// the operator asks for (view is always included).
-    Watch { agent_id: AgentId, sdp: String, ticket: String, reason: String, levels: Vec<Level> },
+    Watch {
+        agent_id: AgentId,
+        sdp: String,
+        ticket: String,
+        reason: String,
+        levels: Vec<Level>,
+        /// The code of the help request this session answers (R2): taken once, and only for the
+        /// endpoint that asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        help_code: Option<String>,
+    },
     /// Join a running session as its observer (view only, R21).
     Observe { session_id: String, sdp: String },
     /// Stop viewing (the operator's own session ends with it).
@@ -139,6 +170,8 @@ pub enum RelayToViewer {
     Session { status: Box<SessionStatus> },
     /// Sessions running now (for observers and senior operators); sent on every change.
     Sessions { sessions: Vec<SessionSummary> },
+    /// Open help requests (for those who start sessions), oldest first; sent on every change.
+    HelpRequests { requests: Vec<HelpRequest> },
     /// A request was refused.
     Error { code: ErrorCode, message: String },
 }
@@ -217,6 +250,10 @@ pub struct SessionTerms {
     /// How long before `ends_at` both sides are warned.
     #[serde(default)]
     pub end_warning_s: u32,
+    /// Served without a person at the endpoint (R2): the agent answers with an `unattended`
+    /// receipt instead of asking, and every event of the session says so.
+    #[serde(default)]
+    pub unattended: bool,
 }
 
 /// A time-bound rule a running session is held to (R3, R16).
@@ -262,6 +299,9 @@ pub enum Decision {
 pub enum ConsentKind {
     Session,
     Elevation,
+    /// An unattended agent takes up a session the policy serves unattended (R2): signed like a
+    /// consent, it says that nobody was asked, never that somebody agreed.
+    Unattended,
 }
 
 /// A signed consent decision (R2, R5). `signature` is Ed25519 by the device key over
@@ -441,6 +481,25 @@ pub struct AgentInfo {
     pub height: u32,
     /// The account logged in at the endpoint.
     pub user: String,
+    /// An agent for a server with nobody at the screen (R2).
+    #[serde(default)]
+    pub unattended: bool,
+}
+
+/// A person at an endpoint asked for help (R2) and waits for the service desk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelpRequest {
+    /// Names the request in the audit trail (the code is for people, and is reused later).
+    pub id: String,
+    /// The one-time code the user reads out (six digits).
+    pub code: String,
+    pub agent_id: AgentId,
+    /// The device's name.
+    pub device: String,
+    /// The endpoint account that asked.
+    pub user: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
 }
 
 /// Why a view ended.
@@ -483,6 +542,8 @@ pub enum ErrorCode {
     AuditUnavailable,
     /// Too many requests from this operator, or for this device; the message says when to retry.
     RateLimited,
+    /// The help code is unknown, already taken, lapsed, or from another endpoint.
+    HelpCode,
 }
 
 /// A message with its protocol version, as it travels.
@@ -577,6 +638,7 @@ mod tests {
             width: 1280,
             height: 720,
             user: "alice".into(),
+            unattended: false,
         };
         assert_eq!(decode::<AgentToRelay>(&encode(&hello)).unwrap(), hello);
         let publish = RelayToAgent::Publish;
@@ -587,6 +649,7 @@ mod tests {
             ticket: "INC-1".into(),
             reason: "incident".into(),
             levels: vec![Level::View, Level::Control],
+            help_code: None,
         };
         assert_eq!(decode::<ViewerToRelay>(&encode(&watch)).unwrap(), watch);
         let ended = RelayToViewer::ViewEnded { reason: ViewEndReason::AgentGone };
@@ -610,6 +673,7 @@ mod tests {
         let base = agent_auth::consent_message(&receipt);
         let variants = [
             ConsentReceipt { kind: ConsentKind::Elevation, ..receipt.clone() },
+            ConsentReceipt { kind: ConsentKind::Unattended, ..receipt.clone() },
             ConsentReceipt { session_id: "s2".into(), ..receipt.clone() },
             ConsentReceipt { operator: "op2".into(), ..receipt.clone() },
             ConsentReceipt { ticket: "INC-2".into(), ..receipt.clone() },
@@ -705,6 +769,7 @@ pub mod agent_auth {
         let kind = match r.kind {
             crate::ConsentKind::Session => "session",
             crate::ConsentKind::Elevation => "elevation",
+            crate::ConsentKind::Unattended => "unattended",
         };
         let decision = match r.decision {
             crate::Decision::Allow => "allow",
@@ -736,6 +801,22 @@ pub mod agent_auth {
             m.extend_from_slice(&(frame.sha256.len() as u64).to_be_bytes());
             m.extend_from_slice(frame.sha256.as_bytes());
         }
+        m
+    }
+
+    /// What an agent signs to close its maintenance windows early: its own purpose, so no other
+    /// signature can end a window.
+    pub fn close_window_message(challenge: &[u8], device_id: &str) -> Vec<u8> {
+        let mut m = signed_message(challenge, device_id);
+        m.extend_from_slice(b"\0close-window\0");
+        m
+    }
+
+    /// What an agent signs to ask for help: the hello message and the purpose, so a hello's
+    /// signature cannot open a help request, nor the other way round.
+    pub fn help_message(challenge: &[u8], device_id: &str) -> Vec<u8> {
+        let mut m = signed_message(challenge, device_id);
+        m.extend_from_slice(b"\0help\0");
         m
     }
 

@@ -37,6 +37,7 @@ fn event(i: u64) -> Event {
             endpoint_user: "anna".into(),
             operator: "olga".into(),
             levels: vec![sightline_proto::Level::View, sightline_proto::Level::Control],
+            unattended: false,
         }),
     }
 }

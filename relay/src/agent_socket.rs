@@ -38,7 +38,13 @@ fn text(msg: &RelayToAgent) -> Message {
 }
 
 /// Serves one agent connection to completion.
-pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, peer: SocketAddr) {
+pub async fn serve(
+    hub: Arc<Hub>,
+    identity: Arc<Identity>,
+    help: Arc<crate::help::HelpDesk>,
+    socket: WebSocket,
+    peer: SocketAddr,
+) {
     let (mut tx, rx) = socket.split();
     let live = Liveness::default();
     let mut rx = rx.inspect(|_| live.heard());
@@ -48,51 +54,93 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
     if !send_within(&mut tx, text(&RelayToAgent::Challenge { nonce: hex::encode(challenge) })).await {
         return;
     }
-    let (device_id, signature, width, height, user) = match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut rx))
-        .await
-    {
-        Ok(Some(Ok(AgentToRelay::Hello { device_id, signature, width, height, user }))) => {
-            (device_id, signature, width, height, user)
-        }
-        Ok(Some(Ok(AgentToRelay::OpenWindow { device_id, signature, start_ms, end_ms }))) => {
-            let opened = async {
-                let device = identity
-                    .authenticate_window(&device_id, &challenge, &signature, start_ms, end_ms, Some(peer.ip()))
-                    .await?;
-                identity
-                    .open_window(&device.id, start_ms, end_ms, &format!("user@{}", device.name), Some(peer.ip()))
-                    .await
+    let (device_id, signature, width, height, user, unattended) =
+        match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut rx)).await {
+            Ok(Some(Ok(AgentToRelay::Hello { device_id, signature, width, height, user, unattended }))) => {
+                (device_id, signature, width, height, user, unattended)
             }
-            .await;
-            match opened {
-                Ok(w) => {
-                    send_within(&mut tx, text(&RelayToAgent::WindowOpened { start_ms: w.start_ms, end_ms: w.end_ms }))
+            Ok(Some(Ok(AgentToRelay::OpenWindow { device_id, signature, start_ms, end_ms }))) => {
+                let opened = async {
+                    let device = identity
+                        .authenticate_window(&device_id, &challenge, &signature, start_ms, end_ms, Some(peer.ip()))
+                        .await?;
+                    identity
+                        .open_window(&device.id, start_ms, end_ms, &format!("user@{}", device.name), Some(peer.ip()))
+                        .await
+                }
+                .await;
+                match opened {
+                    Ok(w) => {
+                        send_within(
+                            &mut tx,
+                            text(&RelayToAgent::WindowOpened { start_ms: w.start_ms, end_ms: w.end_ms }),
+                        )
                         .await;
-                    close_within(&mut tx).await;
+                        close_within(&mut tx).await;
+                    }
+                    Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
                 }
-                Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
+                return;
             }
-            return;
-        }
-        Ok(Some(Ok(AgentToRelay::Enrol { token, public_key, name }))) => {
-            match identity.enrol_device(&token, &public_key, &name, Some(peer.ip())).await {
-                Ok(device) => {
-                    let enrolled =
-                        RelayToAgent::Enrolled { device_id: device.id, name: device.name, segment: device.segment };
-                    send_within(&mut tx, text(&enrolled)).await;
-                    close_within(&mut tx).await;
+            Ok(Some(Ok(AgentToRelay::CloseWindow { device_id, signature }))) => {
+                let closed = async {
+                    let device =
+                        identity.authenticate_close_window(&device_id, &challenge, &signature, Some(peer.ip())).await?;
+                    identity.close_windows(&device.id, &format!("user@{}", device.name), Some(peer.ip())).await
                 }
-                Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
+                .await;
+                match closed {
+                    Ok(closed) => {
+                        send_within(&mut tx, text(&RelayToAgent::WindowsClosed { closed })).await;
+                        close_within(&mut tx).await;
+                    }
+                    Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
+                }
+                return;
             }
-            return;
-        }
-        Ok(Some(Ok(other))) => {
-            return refuse(&mut tx, ErrorCode::BadMessage, format!("expected hello, got {other:?}")).await;
-        }
-        Ok(Some(Err(e))) => return refuse(&mut tx, e.code(), e.to_string()).await,
-        Ok(None) => return,
-        Err(_) => return refuse(&mut tx, ErrorCode::BadMessage, "no hello within 10 s".into()).await,
-    };
+            Ok(Some(Ok(AgentToRelay::AskHelp { device_id, signature, user }))) => {
+                let Some(user) = endpoint_user(&user) else {
+                    return refuse(&mut tx, ErrorCode::BadMessage, "user must be 1-128 printable characters".into())
+                        .await;
+                };
+                let device = match identity.authenticate_help(&device_id, &challenge, &signature, Some(peer.ip())).await
+                {
+                    Ok(device) => device,
+                    Err(e) => return refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
+                };
+                match help.ask(&device, &user, Some(peer.ip())).await {
+                    Ok(request) => {
+                        let reply = RelayToAgent::HelpCode { code: request.code, expires_ms: request.expires_ms };
+                        send_within(&mut tx, text(&reply)).await;
+                        close_within(&mut tx).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, device = %device.id, "cannot open a help request");
+                        let why = "the relay cannot take help requests right now; try again later";
+                        refuse(&mut tx, ErrorCode::HelpCode, why.into()).await;
+                    }
+                }
+                return;
+            }
+            Ok(Some(Ok(AgentToRelay::Enrol { token, public_key, name }))) => {
+                match identity.enrol_device(&token, &public_key, &name, Some(peer.ip())).await {
+                    Ok(device) => {
+                        let enrolled =
+                            RelayToAgent::Enrolled { device_id: device.id, name: device.name, segment: device.segment };
+                        send_within(&mut tx, text(&enrolled)).await;
+                        close_within(&mut tx).await;
+                    }
+                    Err(e) => refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
+                }
+                return;
+            }
+            Ok(Some(Ok(other))) => {
+                return refuse(&mut tx, ErrorCode::BadMessage, format!("expected hello, got {other:?}")).await;
+            }
+            Ok(Some(Err(e))) => return refuse(&mut tx, e.code(), e.to_string()).await,
+            Ok(None) => return,
+            Err(_) => return refuse(&mut tx, ErrorCode::BadMessage, "no hello within 10 s".into()).await,
+        };
     if device_id.is_empty() || device_id.len() > 128 {
         return refuse(&mut tx, ErrorCode::BadMessage, "device_id must be 1-128 bytes".into()).await;
     }
@@ -110,6 +158,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
         width,
         height,
         user,
+        unattended,
     };
     let (link, mut outbox) = match hub.register_agent(info, Some(peer.ip())) {
         Ok(v) => v,
@@ -124,7 +173,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
         hub.unregister_agent(&link).await;
         return;
     }
-    tracing::info!(agent = %link.info.agent_id, name = %link.info.name, segment = %link.info.segment, %peer, "agent online");
+    tracing::info!(agent = %link.info.agent_id, name = %link.info.name, segment = %link.info.segment, unattended, %peer, "agent online");
 
     let mut recheck = tokio::time::interval(DEVICE_RECHECK);
     let mut heartbeat = Heartbeat::default();
@@ -235,7 +284,7 @@ pub async fn serve(hub: Arc<Hub>, identity: Arc<Identity>, socket: WebSocket, pe
                         tracing::warn!(agent = %link.info.agent_id, %reason, "agent could not publish");
                         link.end_views(ViewEndReason::PublishFailed);
                     }
-                    Some(Ok(AgentToRelay::Hello { .. } | AgentToRelay::Enrol { .. } | AgentToRelay::OpenWindow { .. })) => {
+                    Some(Ok(AgentToRelay::Hello { .. } | AgentToRelay::Enrol { .. } | AgentToRelay::OpenWindow { .. } | AgentToRelay::AskHelp { .. } | AgentToRelay::CloseWindow { .. })) => {
                         if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::BadMessage, message: "already authenticated".into() })).await { break; }
                     }
                 }

@@ -113,6 +113,10 @@ pub struct Config {
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub recording_retention_check_s: u64,
 
+    /// How long a help request (`agent help`, R2) and its one-time code stay open.
+    #[arg(long, default_value_t = sightline_core::help::DEFAULT_TTL_S, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    pub help_request_ttl_s: u64,
+
     /// Session requests one operator may make per minute (a burst of this many, then one each
     /// 60/N seconds). Refusals are audit events.
     #[arg(long, default_value_t = OPERATOR_REQUESTS_PER_MIN, value_parser = clap::value_parser!(std::num::NonZeroU32))]

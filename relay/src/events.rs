@@ -77,6 +77,19 @@ pub enum EventKind {
     ConsentReceiptRefused,
     #[serde(rename = "consent.late")]
     ConsentLate,
+    /// An unattended agent took up a session the policy serves unattended: nobody was asked (R2).
+    #[serde(rename = "consent.unattended")]
+    ConsentUnattended,
+    /// The person at an endpoint asked for help and was given a one-time code (R2).
+    #[serde(rename = "help.requested")]
+    HelpRequested,
+    /// An operator took up a help request (by the queue or the code).
+    #[serde(rename = "help.picked_up")]
+    HelpPickedUp,
+    /// A help request lapsed unanswered.
+    #[serde(rename = "help.expired")]
+    HelpExpired,
+
     #[serde(rename = "session.granted")]
     SessionGranted,
     #[serde(rename = "session.paused")]
@@ -128,7 +141,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 54] = [
+    pub const ALL: [EventKind; 58] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -159,6 +172,10 @@ impl EventKind {
         EventKind::ConsentTimedOut,
         EventKind::ConsentReceiptRefused,
         EventKind::ConsentLate,
+        EventKind::ConsentUnattended,
+        EventKind::HelpRequested,
+        EventKind::HelpPickedUp,
+        EventKind::HelpExpired,
         EventKind::SessionGranted,
         EventKind::SessionPaused,
         EventKind::SessionResumed,

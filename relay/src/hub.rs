@@ -371,6 +371,7 @@ mod tests {
             width: 1,
             height: 1,
             user: "alice".into(),
+            unattended: false,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod connections;
 pub mod events;
 pub mod headers;
+pub mod help;
 pub mod hub;
 pub mod identity;
 pub mod recording;

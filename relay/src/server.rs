@@ -87,7 +87,7 @@ async fn agent_ws(
 ) -> impl IntoResponse {
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
-        .on_upgrade(move |socket| crate::agent_socket::serve(state.hub, state.identity, socket, peer))
+        .on_upgrade(move |socket| crate::agent_socket::serve(state.hub, state.identity, state.help, socket, peer))
 }
 
 async fn viewer_ws(
@@ -133,6 +133,7 @@ pub async fn build(config: &Config, events: Arc<dyn EventSink>) -> anyhow::Resul
 pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn EventSink>) -> anyhow::Result<AppState> {
     let policy = Arc::new(load_policy(&config.policy)?);
     let index = store.clone();
+    let help_store = store.clone();
     let identity = Arc::new(identity(config, store.clone(), events).await?);
     let audit_settings = config.audit_settings();
     let key = crate::audit::evidence_key(&audit_settings).context("cannot load the node's evidence key")?;
@@ -174,7 +175,12 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
             limits.forget_idle();
         }
     });
-    Ok(AppState { hub, identity, policy, audit: None, recordings, limits })
+    let help = crate::help::HelpDesk::start(
+        help_store,
+        identity.clone(),
+        std::time::Duration::from_secs(config.help_request_ttl_s),
+    );
+    Ok(AppState { hub, identity, policy, audit: None, recordings, limits, help })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.

@@ -50,6 +50,8 @@ pub struct Request {
     /// The segment needs an open maintenance window (R3): the session ends when it closes, also
     /// when someone closes it early.
     pub window_required: bool,
+    /// The help request (its id) this session answers, when the user asked for it (R2).
+    pub help_request: Option<String>,
 }
 
 /// How often a running session that needs a maintenance window reads it again (a window closed
@@ -166,11 +168,20 @@ impl LiveSession {
         }
         let operator = session.request.operator.name.clone();
         // "Session start and parameters" (R38): the segment's terms this session runs under.
+        let waiting = if obligations.unattended {
+            "served unattended: nobody at the endpoint is asked"
+        } else {
+            "awaiting the user's consent"
+        };
+        let asked_by = match &session.request.help_request {
+            Some(id) => format!("; answers help request {id}"),
+            None => String::new(),
+        };
         session.emit(
             EventKind::SessionStarted,
             Outcome::Success,
             &operator,
-            format!("awaiting the user's consent; terms: {}", serde_json::to_string(&obligations).unwrap_or_default()),
+            format!("{waiting}{asked_by}; terms: {}", serde_json::to_string(&obligations).unwrap_or_default()),
         );
         if let Err(e) = session.identity.events_committed().await {
             session.step(Event::AuditUnavailable, "system");
@@ -178,7 +189,7 @@ impl LiveSession {
         }
         // A new session on the link: the fan-out is the link's; what the last session left (a
         // pause at its end, its closed recorder) does not apply to this one.
-        session.link.fanout.set_paused(false);
+        session.link.fanout.begin_session(&session.id);
         if !obligations.recording_required {
             session.link.fanout.clear_recorder();
         }
@@ -256,12 +267,13 @@ impl LiveSession {
 
     /// The facts every event of this session carries (R4, R10).
     fn facts(&self) -> crate::events::SessionFacts {
-        let levels = {
+        let (levels, unattended) = {
             let m = self.lock();
-            match &m.phase {
+            let levels = match &m.phase {
                 Phase::AwaitingConsent { requested, .. } => sorted(requested),
                 _ => sorted(m.granted()),
-            }
+            };
+            (levels, m.obligations.unattended)
         };
         crate::events::SessionFacts {
             session_id: self.id.clone(),
@@ -272,6 +284,7 @@ impl LiveSession {
             endpoint_user: self.link.info.user.clone(),
             operator: self.request.operator.name.clone(),
             levels,
+            unattended,
         }
     }
 
@@ -446,9 +459,9 @@ impl LiveSession {
                     }
                 }
                 Effect::StartMedia => {}
-                Effect::PauseMedia => self.link.fanout.set_paused(true),
+                Effect::PauseMedia => self.link.fanout.set_paused(&self.id, true),
                 Effect::ResumeMedia => {
-                    self.link.fanout.set_paused(false);
+                    self.link.fanout.set_paused(&self.id, false);
                     self.link.fanout.request_keyframe();
                 }
                 // The agent mirrors the machine and releases its own keys; the relay holds none.
@@ -508,7 +521,7 @@ impl LiveSession {
                     }
                     // Nothing more reaches viewers: paused until the next session on the link
                     // starts, and a closed recorder stays in front of them (`sfu::Fanout`).
-                    self.link.fanout.set_paused(true);
+                    self.link.fanout.set_paused(&self.id, true);
                     if let Some(recorder) = self.recorder.get() {
                         recorder.close(&reason.describe());
                     }
@@ -597,11 +610,31 @@ impl LiveSession {
         {
             return Err(refuse("it names another session, device, operator, ticket or endpoint account".into()));
         }
+        // An unattended session is taken up only by an `unattended` receipt, and an attended one
+        // only by the user's: neither can pass for the other in the record (R2). Nobody confirms
+        // an elevation where nobody is asked. A wrong kind that refuses still ends the request.
+        let unattended = self.lock().obligations.unattended;
+        if receipt.decision == Decision::Allow {
+            match (receipt.kind, unattended) {
+                (ConsentKind::Unattended, false) => {
+                    return Err(refuse("an unattended receipt for a session the policy serves attended".into()));
+                }
+                (ConsentKind::Session, true) => {
+                    return Err(refuse("a user's receipt for a session the policy serves unattended".into()));
+                }
+                (ConsentKind::Elevation, true) => {
+                    return Err(refuse("an elevation confirmed in a session nobody attends".into()));
+                }
+                _ => {}
+            }
+        }
         let message = sightline_proto::agent_auth::consent_message(&receipt);
         if let Err(e) = self.identity.verify_device_message(&receipt.device_id, &message, &receipt.signature).await {
             return Err(refuse(e.to_string()));
         }
-        let actor = format!("user@{}", self.link.info.name);
+        // Where nobody is asked, the device answers, and the record says so.
+        let actor =
+            if unattended { format!("device:{}", receipt.device_id) } else { format!("user@{}", self.link.info.name) };
         let levels: Levels = receipt.levels.iter().copied().collect();
         let text = sightline_proto::levels_text(&receipt.levels);
         // The signed receipt itself goes into the event: the audit trail keeps the evidence, and
@@ -641,6 +674,28 @@ impl LiveSession {
                     return Err(SessionError::AuditUnavailable(e));
                 }
                 self.step(Event::ConsentAllowed { levels }, &actor);
+            }
+            (ConsentKind::Unattended, Decision::Allow) => {
+                self.emit(
+                    EventKind::ConsentUnattended,
+                    Outcome::Success,
+                    &actor,
+                    format!("nobody was asked (unattended agent); levels: {text}; {detail}"),
+                );
+                if let Err(e) = self.identity.events_committed().await {
+                    self.step(Event::AuditUnavailable, "system");
+                    return Err(SessionError::AuditUnavailable(e));
+                }
+                self.step(Event::ConsentAllowed { levels }, "agent");
+            }
+            (ConsentKind::Unattended, _) => {
+                self.emit(
+                    EventKind::ConsentDenied,
+                    Outcome::Failure,
+                    &actor,
+                    format!("unattended agent refused; {detail}"),
+                );
+                self.step(Event::ConsentClosed, &actor);
             }
             (ConsentKind::Session, Decision::Deny) => {
                 self.emit(EventKind::ConsentDenied, Outcome::Failure, &actor, detail);
@@ -914,6 +969,7 @@ mod tests {
             width: 1,
             height: 1,
             user: "alice".into(),
+            unattended: false,
         };
         let (link, outbox) = state.hub.register_agent(info, Some("192.0.2.50".parse().unwrap())).unwrap();
         Fixture { state, events, key, device_id: device.id, link, _outbox: outbox, _dir: dir }
@@ -937,6 +993,7 @@ mod tests {
                 source: None,
                 masks: segment.masks.clone(),
                 window_required: segment.maintenance_window,
+                help_request: None,
             };
             LiveSession::open(
                 self.state.identity.clone(),

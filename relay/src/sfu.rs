@@ -55,6 +55,9 @@ pub struct Fanout {
     keyframe_record: Notify,
     /// While a session is paused nothing reaches viewers (R8), whatever the agent still sends.
     paused: std::sync::atomic::AtomicBool,
+    /// The session whose pause `paused` is. Every write of `paused` holds this lock and names
+    /// its session, so a session that ends just as the next one starts cannot pause the new one.
+    pause_owner: std::sync::Mutex<Option<String>>,
     /// The session's recorder, in front of the viewers. A closed one stays here until the next
     /// session on the link replaces or clears it: the screen must not reach viewers between a
     /// recorded session's end and their leaving.
@@ -73,6 +76,7 @@ impl Fanout {
             keyframe_view: Notify::new(),
             keyframe_record: Notify::new(),
             paused: false.into(),
+            pause_owner: std::sync::Mutex::new(None),
             recorder: std::sync::RwLock::new(None),
             view_gaps: 0.into(),
             view_held: false.into(),
@@ -122,8 +126,20 @@ impl Fanout {
         self.view_gaps.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
+    /// Session `session_id` starts on the link: the fan-out is its, unpaused.
+    pub fn begin_session(&self, session_id: &str) {
+        let mut owner = self.pause_owner.lock().unwrap_or_else(|e| e.into_inner());
+        *owner = Some(session_id.to_owned());
+        self.paused.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Pauses or resumes for session `session_id`; a session that no longer owns the fan-out
+    /// (the link's next one has begun) changes nothing.
+    pub fn set_paused(&self, session_id: &str, paused: bool) {
+        let owner = self.pause_owner.lock().unwrap_or_else(|e| e.into_inner());
+        if owner.as_deref() == Some(session_id) {
+            self.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn paused(&self) -> bool {
@@ -394,5 +410,20 @@ mod tests {
         assert_eq!(route(View, Some(true)), Route::Viewers);
         assert_eq!(route(View, Some(false)), Route::Nowhere);
         assert_eq!(route(View, None), Route::Viewers);
+    }
+
+    #[test]
+    fn a_session_pauses_only_the_fan_out_it_owns() {
+        let fanout = Fanout::new();
+        fanout.begin_session("s1");
+        fanout.set_paused("s1", true);
+        assert!(fanout.paused(), "the control: the owner pauses");
+        // The link's next session begins; the first one's end arrives late.
+        fanout.begin_session("s2");
+        assert!(!fanout.paused());
+        fanout.set_paused("s1", true);
+        assert!(!fanout.paused(), "an ended session paused its successor");
+        fanout.set_paused("s2", true);
+        assert!(fanout.paused());
     }
 }

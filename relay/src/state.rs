@@ -22,4 +22,6 @@ pub struct AppState {
     pub recordings: Arc<crate::recording::Recordings>,
     /// How often operators may ask for sessions, and devices be asked.
     pub limits: Arc<crate::request_limits::RequestLimits>,
+    /// Help requests from endpoints (R2).
+    pub help: Arc<crate::help::HelpDesk>,
 }

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::AuditUnavailable;
 use crate::events::{EventKind, Outcome};
+use crate::help::HelpError;
 use crate::identity::{AuthUser, Revocation};
 use crate::session::{LiveSession, Request, SessionError};
 use crate::sfu::Subscriber;
@@ -75,6 +76,9 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
     let mut revocations = hub.subscribe_revocations();
     let mut sessions = hub.subscribe_sessions();
     let sees_sessions = auth.allows(Capability::ObserveSessions) || auth.allows(Capability::ApproveElevation);
+    // Those who start sessions see who asks for help (R2).
+    let sees_help = auth.allows(Capability::ViewSessions);
+    let mut help = state.help.subscribe();
     let mut recheck = tokio::time::interval(SESSION_RECHECK);
     let mut view: Option<View> = None;
     tracing::debug!(viewer_id, user = %auth.user.name, %peer, "viewer connected");
@@ -86,6 +90,9 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
     if sees_sessions {
         sessions.borrow_and_update();
         initial.push(RelayToViewer::Sessions { sessions: hub.sessions() });
+    }
+    if sees_help {
+        initial.push(RelayToViewer::HelpRequests { requests: help.borrow_and_update().clone() });
     }
     for msg in initial {
         if !send_within(&mut tx, Message::Text(encode(&msg).into())).await {
@@ -146,6 +153,10 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
             changed = sessions.changed(), if sees_sessions => {
                 if changed.is_err() { break; }
                 vec![RelayToViewer::Sessions { sessions: hub.sessions() }]
+            }
+            changed = help.changed(), if sees_help => {
+                if changed.is_err() { break; }
+                vec![RelayToViewer::HelpRequests { requests: help.borrow_and_update().clone() }]
             }
             signal = view_signal => match signal {
                 ViewSignal::Status { alive } => {
@@ -226,14 +237,21 @@ async fn handle(
 ) -> Reply {
     let operator_session = || view.as_ref().filter(|v| v.seat == Seat::Operator).map(|v| v.session.clone());
     match msg {
-        ViewerToRelay::Watch { agent_id, sdp, ticket, reason, levels } => {
+        ViewerToRelay::Watch { agent_id, sdp, ticket, reason, levels, help_code } => {
             if !auth.allows(Capability::ViewSessions) {
                 return error(ErrorCode::Forbidden, "your roles do not allow starting sessions");
             }
             if let Some(v) = view.take() {
                 close_view(viewer_id, v, Some(Event::End { by: sightline_proto::Party::Operator })).await;
             }
-            match open_session(state, auth, peer, &agent_id, &ticket, &reason, levels).await {
+            let asked = SessionAsk {
+                agent_id: &agent_id,
+                ticket: &ticket,
+                reason: &reason,
+                levels,
+                help_code: help_code.as_deref(),
+            };
+            match open_session(state, auth, peer, asked).await {
                 Ok(session) => {
                     let mut status = session.status();
                     let current = status.borrow_and_update().clone();
@@ -300,11 +318,9 @@ async fn open_session(
     state: &AppState,
     auth: &AuthUser,
     peer: SocketAddr,
-    agent_id: &str,
-    ticket: &str,
-    reason: &str,
-    levels: Vec<Level>,
+    asked: SessionAsk<'_>,
 ) -> Result<Arc<LiveSession>, (ErrorCode, String)> {
+    let SessionAsk { agent_id, ticket, reason, levels, help_code } = asked;
     // Fail closed before anything else: no session runs that the audit log cannot record.
     state.identity.audit_available().map_err(|_| (ErrorCode::AuditUnavailable, AuditUnavailable::PUBLIC.to_owned()))?;
     let subject = |device: &str| format!("device:{device} ticket:{} reason:{}", ticket.trim(), reason.trim());
@@ -339,7 +355,7 @@ async fn open_session(
         reason,
         now: jiff::Timestamp::now(),
         maintenance_window_until: window_until,
-        unattended: false,
+        unattended: link.info.unattended,
     };
     let device = link.info.agent_id.as_str();
     let obligations = match state.policy.decide(&request) {
@@ -360,10 +376,24 @@ async fn open_session(
         let why = format!("too many session requests for this device; try again in {} s", wait.as_secs() + 1);
         return refuse(device, ErrorCode::RateLimited, why);
     }
+    // The help request this session answers is taken last: a request refused above leaves it
+    // open for the next try.
+    let help_request = match help_code {
+        None => None,
+        Some(code) => match state.help.take(code, device, &auth.user.name, Some(peer.ip())).await {
+            Ok(request) => Some(request),
+            Err(HelpError::Store(e)) => {
+                tracing::error!(error = %e, "cannot read help requests");
+                return refuse(device, ErrorCode::HelpCode, "help requests cannot be read right now".into());
+            }
+            Err(e) => return refuse(device, ErrorCode::HelpCode, e.to_string()),
+        },
+    };
     let segment = state.policy.segments.get(&link.info.segment);
     let allowed = segment.map(|s| s.levels.clone()).unwrap_or_default();
     let masks = segment.map(|s| s.masks.clone()).unwrap_or_default();
-    let window_required = segment.is_some_and(|s| s.maintenance_window);
+    // An unattended session holds only inside a window, whatever the segment's attended rule.
+    let window_required = segment.is_some_and(|s| s.maintenance_window) || obligations.unattended;
     let role = if auth.user.roles.contains(&Role::SeniorOperator) { Role::SeniorOperator } else { Role::Operator };
     let request = Request {
         operator: OperatorInfo {
@@ -379,14 +409,29 @@ async fn open_session(
         source: Some(peer.ip()),
         masks,
         window_required,
+        help_request: help_request.as_ref().map(|r| r.id.clone()),
     };
-    LiveSession::open(state.identity.clone(), link, request, obligations, &state.recordings).await.map_err(
-        |e| match e {
-            SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, AuditUnavailable::PUBLIC.to_owned()),
-            SessionError::RecordingUnavailable(_) => (ErrorCode::RecordingUnavailable, e.to_string()),
-            e => (ErrorCode::Busy, e.to_string()),
-        },
-    )
+    let opened = LiveSession::open(state.identity.clone(), link, request, obligations, &state.recordings).await;
+    if opened.is_err()
+        && let Some(help) = &help_request
+    {
+        state.help.put_back(help).await;
+    }
+    opened.map_err(|e| match e {
+        SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, AuditUnavailable::PUBLIC.to_owned()),
+        SessionError::RecordingUnavailable(_) => (ErrorCode::RecordingUnavailable, e.to_string()),
+        e => (ErrorCode::Busy, e.to_string()),
+    })
+}
+
+/// What an operator asks for in a `watch`.
+struct SessionAsk<'a> {
+    agent_id: &'a str,
+    ticket: &'a str,
+    reason: &'a str,
+    levels: Vec<Level>,
+    /// The code of the help request the session answers (R2).
+    help_code: Option<&'a str>,
 }
 
 /// Answers the viewer's offer with a leg on the agent's fan-out (after consent).

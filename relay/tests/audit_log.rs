@@ -37,6 +37,7 @@ fn event(i: u64, kind: EventKind) -> Event {
             endpoint_user: "anna".into(),
             operator: "olga".into(),
             levels: vec![sightline_proto::Level::View],
+            unattended: false,
         }),
     }
 }

@@ -4,13 +4,14 @@
 use leptos::prelude::*;
 use sightline_proto::channel::{ChannelMessage, Input};
 use sightline_proto::{
-    AgentInfo, ControlAction, ErrorCode, Level, RelayToViewer, SessionPhase, SessionStatus, SessionSummary,
-    ViewEndReason, ViewerToRelay, levels_text,
+    AgentInfo, ControlAction, ErrorCode, HelpRequest, Level, RelayToViewer, SessionPhase, SessionStatus,
+    SessionSummary, ViewEndReason, ViewerToRelay, levels_text,
 };
 use web_sys::{MediaStream, RtcDataChannel, RtcPeerConnection, RtcPeerConnectionState};
 
 use crate::admin::AdminView;
 use crate::auth::{self, EnrolForm, LoginForm, Me};
+use crate::help::HelpQueue;
 use crate::input;
 use crate::media::{self, MediaEvent};
 use crate::signaling::{RelayState, Signaling};
@@ -234,6 +235,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let can_approve = me.can("approve_elevation");
     let (agents, set_agents) = signal(Vec::<AgentInfo>::new());
     let (running, set_running) = signal(Vec::<SessionSummary>::new());
+    let (help_requests, set_help_requests) = signal(Vec::<HelpRequest>::new());
     let reasons = RwSignal::new(Vec::<String>::new());
     // Every session names its ticket and a catalog reason (R4); the relay enforces it.
     let ticket = RwSignal::new(String::new());
@@ -283,6 +285,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let on_message = move |msg: RelayToViewer| match msg {
         RelayToViewer::Agents { agents } => set_agents.set(agents),
         RelayToViewer::Sessions { sessions } => set_running.set(sessions),
+        RelayToViewer::HelpRequests { requests } => set_help_requests.set(requests),
         RelayToViewer::Reasons { reasons: list } => {
             if reason.get_untracked().is_empty() {
                 reason.set(list.first().cloned().unwrap_or_default());
@@ -339,6 +342,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         });
         set_agents.set(Vec::new());
         set_running.set(Vec::new());
+        set_help_requests.set(Vec::new());
         if view_state.get_untracked() != ViewState::Idle {
             close_pc();
             set_view_state.set(ViewState::Ended("the relay connection was lost".into()));
@@ -381,7 +385,8 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
             }
         });
     };
-    let watch = move |agent: AgentInfo| {
+    // Asks for a session on `agent_id`, answering the help request with `help_code` if any.
+    let watch_on = move |agent_id: String, label: String, help_code: Option<String>| {
         let mut levels = vec![Level::View];
         if want_control.get_untracked() {
             levels.push(Level::Control);
@@ -393,18 +398,22 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
             levels.push(Level::FileTransfer);
         }
         let (ticket, reason) = (ticket.get_untracked(), reason.get_untracked());
-        let agent_id = agent.agent_id.clone();
         open(
-            agent.name,
+            label,
             std::rc::Rc::new(move |sdp| ViewerToRelay::Watch {
                 agent_id: agent_id.clone(),
                 sdp,
                 ticket: ticket.clone(),
                 reason: reason.clone(),
                 levels: levels.clone(),
+                help_code: help_code.clone(),
             }),
         );
     };
+    let watch = move |agent: AgentInfo| watch_on(agent.agent_id, agent.name, None);
+    let take_help = Callback::new(move |request: HelpRequest| {
+        watch_on(request.agent_id, request.device, Some(request.code));
+    });
     let observe = move |s: SessionSummary| {
         let session_id = s.session_id.clone();
         open(
@@ -507,13 +516,14 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                             <label><input type="checkbox" name="level-file_transfer" bind:checked=want_files/>" file transfer"</label>
                         </fieldset>
                     </div>
+                    <HelpQueue requests=help_requests take=take_help/>
                     <h2>"Online endpoints"</h2>
                     <Show when=move || agents.with(|a| !a.is_empty()) fallback=|| view! { <p class="muted" data-testid="no-agents">"No endpoint is online."</p> }>
                         <ul>
                             <For each=move || agents.get() key=|a| a.agent_id.clone() let(agent)>
                                 <li data-testid="agent-row" data-agent-id=agent.agent_id.clone()>
                                     <span class="agent-name">{agent.name.clone()}</span>
-                                    <span class="muted">{format!(" {} · {} · {}×{}", agent.user, agent.segment, agent.width, agent.height)}</span>
+                                    <span class="muted">{format!(" {} · {} · {}×{}{}", agent.user, agent.segment, agent.width, agent.height, if agent.unattended { " · unattended" } else { "" })}</span>
                                     <button on:click={
                                         let agent = agent.clone();
                                         move |_| watch(agent.clone())

@@ -82,6 +82,7 @@ pub async fn start_agent(relay: &TestRelay, name: &str) -> String {
         device: std::sync::Arc::new(sightline_agent::device::Device::load(&dir).unwrap()),
         source: SourceKind::Synthetic,
         ca_cert: None,
+        unattended: false,
         synthetic_size: (1280, 720),
         encoder: EncoderConfig { width: 0, height: 0, fps: 30, bitrate_kbps: 2500, cpu_used: 12, threads: 2 },
     };
@@ -129,6 +130,7 @@ pub async fn watch(ws: &mut Socket, agent_id: &str) -> Result<Watching, (sightli
         ticket: "INC-42".into(),
         reason: "incident".into(),
         levels: vec![sightline_proto::Level::View],
+        help_code: None,
     };
     ws.send(Message::Text(encode(&watch).into())).await.unwrap();
     let mut status = None;
@@ -141,7 +143,9 @@ pub async fn watch(ws: &mut Socket, agent_id: &str) -> Result<Watching, (sightli
                 peer.close().await;
                 return Err((code, message));
             }
-            RelayToViewer::Agents { .. } | RelayToViewer::Reasons { .. } => continue,
+            RelayToViewer::Agents { .. } | RelayToViewer::Reasons { .. } | RelayToViewer::HelpRequests { .. } => {
+                continue;
+            }
             other => panic!("unexpected {other:?}"),
         }
     };

@@ -42,6 +42,10 @@ pub struct SessionFacts {
     pub operator: String,
     /// Granted at the time of the event; while consent is awaited, the levels asked for.
     pub levels: Vec<Level>,
+    /// Served without a person at the endpoint (R2). Absent (and not hashed) when false, so
+    /// records written before the field existed verify unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unattended: bool,
 }
 
 /// One security event as the audit log keeps it.
@@ -120,6 +124,7 @@ pub(crate) mod tests {
                 endpoint_user: "anna".into(),
                 operator: "olga".into(),
                 levels: vec![Level::View],
+                unattended: false,
             }),
             detail: "a \"quoted\" | = \\ line\nnext".into(),
             prev: String::new(),

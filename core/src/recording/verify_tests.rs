@@ -24,6 +24,7 @@ fn facts() -> SessionFacts {
         endpoint_user: "alice".into(),
         operator: "bob".into(),
         levels: vec![],
+        unattended: false,
     }
 }
 

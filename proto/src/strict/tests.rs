@@ -48,6 +48,7 @@ fn request() -> ConsentRequest {
             active_confirmation: false,
             ends_at: Some(EndsAt { at_ms: 5, because: Deadline::MaintenanceWindow }),
             end_warning_s: 300,
+            unattended: false,
         },
         masks: vec![
             MaskRule {
@@ -98,9 +99,12 @@ fn agent_to_relay() -> Vec<AgentToRelay> {
             width: 1,
             height: 2,
             user: "alice".into(),
+            unattended: false,
         },
         AgentToRelay::Enrol { token: "t".into(), public_key: "00".into(), name: "desk".into() },
         AgentToRelay::OpenWindow { device_id: "d1".into(), signature: "00".into(), start_ms: 1, end_ms: 2 },
+        AgentToRelay::CloseWindow { device_id: "d1".into(), signature: "00".into() },
+        AgentToRelay::AskHelp { device_id: "d1".into(), signature: "00".into(), user: "alice".into() },
         AgentToRelay::PublishOffer { sdp: "v=0".into() },
         AgentToRelay::PublishFailed { reason: "no display".into() },
         AgentToRelay::Consent { receipt: receipt() },
@@ -114,6 +118,8 @@ fn relay_to_agent() -> Vec<RelayToAgent> {
     vec![
         RelayToAgent::Challenge { nonce: "00".into() },
         RelayToAgent::WindowOpened { start_ms: 1, end_ms: 2 },
+        RelayToAgent::WindowsClosed { closed: true },
+        RelayToAgent::HelpCode { code: "123456".into(), expires_ms: 2 },
         RelayToAgent::Enrolled { device_id: "d1".into(), name: "desk".into(), segment: "office".into() },
         RelayToAgent::Welcome { name: "desk".into(), segment: "office".into() },
         RelayToAgent::Publish,
@@ -139,6 +145,7 @@ fn viewer_to_relay() -> Vec<ViewerToRelay> {
             ticket: "INC-1".into(),
             reason: "incident".into(),
             levels: vec![Level::View],
+            help_code: Some("123 456".into()),
         },
         ViewerToRelay::Observe { session_id: "s1".into(), sdp: "v=0".into() },
         ViewerToRelay::Unwatch,
@@ -157,6 +164,7 @@ fn relay_to_viewer() -> Vec<RelayToViewer> {
                 width: 1,
                 height: 2,
                 user: "alice".into(),
+                unattended: false,
             }],
         },
         RelayToViewer::Reasons { reasons: vec!["incident".into()] },
@@ -178,6 +186,17 @@ fn relay_to_viewer() -> Vec<RelayToViewer> {
                 needs_senior: true,
                 observers: vec![],
                 started_ms: 3,
+            }],
+        },
+        RelayToViewer::HelpRequests {
+            requests: vec![HelpRequest {
+                id: "h1".into(),
+                code: "123456".into(),
+                agent_id: "a1".into(),
+                device: "desk".into(),
+                user: "alice".into(),
+                created_ms: 1,
+                expires_ms: 2,
             }],
         },
         RelayToViewer::Error { code: ErrorCode::PolicyDenied, message: "no".into() },
@@ -471,7 +490,7 @@ proptest::proptest! {
     /// Any strings in a watch request survive encoding and strict decoding unchanged.
     #[test]
     fn fuzz_watch_round_trips_any_strings(agent_id in "\\PC*", sdp in "\\PC*", ticket in "\\PC*", reason in "\\PC*") {
-        let watch = ViewerToRelay::Watch { agent_id, sdp, ticket, reason, levels: vec![Level::View] };
+        let watch = ViewerToRelay::Watch { agent_id, sdp, ticket, reason, levels: vec![Level::View], help_code: None };
         proptest::prop_assert_eq!(crate::decode::<ViewerToRelay>(&crate::encode(&watch)), Ok(watch));
     }
 

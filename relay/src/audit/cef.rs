@@ -69,6 +69,11 @@ pub fn format(record: &Record, leaf_hash: &str) -> String {
         ext.push(("cs4", s.operator.clone()));
         ext.push(("cs5Label", "levels".into()));
         ext.push(("cs5", sightline_proto::levels_text(&s.levels)));
+        if s.unattended {
+            // A number field, so a SIEM rule can select unattended sessions without parsing text.
+            ext.push(("cn1Label", "unattended".into()));
+            ext.push(("cn1", "1".into()));
+        }
     }
     ext.push(("flexString1Label", "leafHash".into()));
     ext.push(("flexString1", leaf_hash.to_owned()));
@@ -164,6 +169,7 @@ mod tests {
                 endpoint_user: "anna".into(),
                 operator: "o|p=e\\r".into(),
                 levels: vec![sightline_proto::Level::View],
+                unattended: true,
             }),
             detail: "line one\nline two | with = and \\".into(),
             prev: String::new(),
@@ -182,6 +188,7 @@ mod tests {
         assert_eq!(get("flexString1").as_deref(), Some("abc="));
         assert_eq!(get("externalId").as_deref(), Some("42"));
         assert_eq!(get("cs6").as_deref(), Some("a = b"));
+        assert_eq!((get("cn1Label").as_deref(), get("cn1").as_deref()), (Some("unattended"), Some("1")));
     }
 
     #[test]

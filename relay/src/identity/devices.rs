@@ -241,6 +241,30 @@ impl Identity {
         self.verify_device_signature(device_id, &message, signature_hex, source).await
     }
 
+    /// Verifies a `close_window` (R3): the device's signature over the close message.
+    pub async fn authenticate_close_window(
+        &self,
+        device_id: &str,
+        challenge: &[u8],
+        signature_hex: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Device, IdentityError> {
+        let message = sightline_proto::agent_auth::close_window_message(challenge, device_id);
+        self.verify_device_signature(device_id, &message, signature_hex, source).await
+    }
+
+    /// Verifies an `ask_help` (R2): the device's signature over the help message.
+    pub async fn authenticate_help(
+        &self,
+        device_id: &str,
+        challenge: &[u8],
+        signature_hex: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Device, IdentityError> {
+        let message = sightline_proto::agent_auth::help_message(challenge, device_id);
+        self.verify_device_signature(device_id, &message, signature_hex, source).await
+    }
+
     /// Whether a device is still enrolled and not revoked (sockets re-check this periodically).
     pub async fn device_active(&self, device_id: &str) -> Result<bool, IdentityError> {
         Ok(self.store.get::<Device>(Collection::Devices, device_id).await?.is_some_and(|d| !d.revoked))

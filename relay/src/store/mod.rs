@@ -43,10 +43,12 @@ pub enum Collection {
     MaintenanceWindows,
     /// The recordings of every node (metadata for search, R30), by recording id.
     Recordings,
+    /// Open help requests (R2), by their one-time code.
+    HelpRequests,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 10] = [
+    pub const ALL: [Collection; 11] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -57,6 +59,7 @@ impl Collection {
         Collection::Mutexes,
         Collection::MaintenanceWindows,
         Collection::Recordings,
+        Collection::HelpRequests,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +74,7 @@ impl Collection {
             Collection::Mutexes => "mutexes",
             Collection::MaintenanceWindows => "maintenance_windows",
             Collection::Recordings => "recordings",
+            Collection::HelpRequests => "help_requests",
         }
     }
 }

@@ -123,6 +123,7 @@ impl FakeAgent {
             width: 640,
             height: 480,
             user: "alice".into(),
+            unattended: false,
         };
         send(&mut self.ws, &hello).await;
         let Some(RelayToAgent::Welcome { .. }) = next_message(&mut self.ws).await else { panic!("not welcome") };

@@ -1,0 +1,214 @@
+//! Help the user asks for (R2): `agent help` opens a request with a one-time code; operators see
+//! the open requests in a queue and take one up (from the queue, or by the code the user reads
+//! to them), after which the session follows the normal path: ticket, reason, policy, consent.
+//!
+//! Requests live in the shared store (`Collection::HelpRequests`, keyed by code), so every relay
+//! node sees the same queue. Taking a request is the store's atomic `take`: one operator gets it,
+//! on whichever node. Each node re-reads the queue every `REFRESH` (and at once after its own
+//! changes) and lapses expired requests; the node whose delete succeeds writes `help.expired`,
+//! so a lapse is recorded once however many nodes run.
+//!
+//! Rate limit: a device has at most one open request. Asking again while it is open gives the
+//! same code, mints nothing and writes nothing, so a device opens at most one request per TTL
+//! and cannot fill the audit log by asking. (Asks are serialised per node; two nodes asked for
+//! the same device in the same instant could each open one, and both would show.)
+
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sightline_core::help;
+use sightline_proto::HelpRequest;
+use tokio::sync::watch;
+
+use crate::events::{EventKind, Outcome};
+use crate::identity::devices::Device;
+use crate::identity::{Identity, random_bytes};
+use crate::store::{Collection, Store, StoreError};
+
+/// How often each node re-reads the queue and lapses expired requests.
+const REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HelpError {
+    #[error("no open help request has this code (it may have been taken, or lapsed)")]
+    Unknown,
+    #[error("this help code is for another endpoint")]
+    OtherDevice,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct HelpDesk {
+    store: Store,
+    identity: Arc<Identity>,
+    ttl: Duration,
+    /// The open requests, oldest first, as this node last read them.
+    open: watch::Sender<Vec<HelpRequest>>,
+    /// One ask at a time on this node: "is one open? if not, open one" must not interleave.
+    asking: tokio::sync::Mutex<()>,
+}
+
+impl HelpDesk {
+    /// A help desk whose requests lapse after `ttl`; its refresh task runs while it lives.
+    pub fn start(store: Store, identity: Arc<Identity>, ttl: Duration) -> Arc<HelpDesk> {
+        let desk = Arc::new(HelpDesk {
+            store,
+            identity,
+            ttl,
+            open: watch::channel(Vec::new()).0,
+            asking: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(refresh_loop(Arc::downgrade(&desk)));
+        desk
+    }
+
+    /// The open requests, on every change.
+    pub fn subscribe(&self) -> watch::Receiver<Vec<HelpRequest>> {
+        self.open.subscribe()
+    }
+
+    /// The person at `device`, logged in as `user`, asks for help: their open request if it is
+    /// still open, otherwise a new one with a fresh code.
+    pub async fn ask(&self, device: &Device, user: &str, source: Option<IpAddr>) -> Result<HelpRequest, HelpError> {
+        let _one_at_a_time = self.asking.lock().await;
+        let now = self.identity.now_ms();
+        if let Some(open) = self.open_requests(now).await?.into_iter().find(|r| r.agent_id == device.id) {
+            tracing::info!(device = %device.id, request = %open.id, "asked for help again: the open request stands");
+            return Ok(open);
+        }
+        let expires_ms = now + u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        // A code in use is drawn again; with a million codes and one request per device, a few
+        // draws always find a free one.
+        for _ in 0..32 {
+            let Some(code) = help::code_from(random_bytes::<4>()) else { continue };
+            let request = HelpRequest {
+                id: hex::encode(random_bytes::<8>()),
+                code: code.clone(),
+                agent_id: device.id.clone(),
+                device: device.name.clone(),
+                user: user.to_owned(),
+                created_ms: now,
+                expires_ms,
+            };
+            if self.store.insert_new(Collection::HelpRequests, &code, &request).await? {
+                self.identity.emit(
+                    EventKind::HelpRequested,
+                    Outcome::Success,
+                    &format!("user@{}", device.name),
+                    Some(&format!("device:{}", device.id)),
+                    source,
+                    format!("request {} by {user}, open until {expires_ms} (Unix ms)", request.id),
+                );
+                self.refresh().await;
+                return Ok(request);
+            }
+        }
+        Err(HelpError::Store(StoreError::Unavailable("no free help code found".into())))
+    }
+
+    /// An operator takes up the request with `typed` code for `agent_id`: once, and only for the
+    /// endpoint that asked. A code for another endpoint is not spent by the attempt.
+    pub async fn take(
+        &self,
+        typed: &str,
+        agent_id: &str,
+        operator: &str,
+        source: Option<IpAddr>,
+    ) -> Result<HelpRequest, HelpError> {
+        let code = help::normalise(typed).ok_or(HelpError::Unknown)?;
+        let now = self.identity.now_ms();
+        let found: Option<HelpRequest> = self.store.get(Collection::HelpRequests, &code).await?;
+        let request = found.filter(|r| help::is_open(r.expires_ms, now)).ok_or(HelpError::Unknown)?;
+        if request.agent_id != agent_id {
+            return Err(HelpError::OtherDevice);
+        }
+        // Another operator may have taken it since the read, and the code may even have been
+        // given to another request since: the store's take decides, and what it took by mistake
+        // goes back.
+        let taken: Option<HelpRequest> = self.store.take(Collection::HelpRequests, &code).await?;
+        let request = match taken {
+            Some(t) if t.id == request.id => t,
+            Some(other) => {
+                self.store.insert_new(Collection::HelpRequests, &code, &other).await?;
+                return Err(HelpError::Unknown);
+            }
+            None => return Err(HelpError::Unknown),
+        };
+        self.identity.emit(
+            EventKind::HelpPickedUp,
+            Outcome::Success,
+            operator,
+            Some(&format!("device:{agent_id}")),
+            source,
+            format!(
+                "request {} by {}, asked {} s ago",
+                request.id,
+                request.user,
+                now.saturating_sub(request.created_ms) / 1000
+            ),
+        );
+        self.refresh().await;
+        Ok(request)
+    }
+
+    /// Puts back a request taken for a session that then could not start, so the user's request
+    /// is not lost with it (unless it lapsed meanwhile).
+    pub async fn put_back(&self, request: &HelpRequest) {
+        if !help::is_open(request.expires_ms, self.identity.now_ms()) {
+            return;
+        }
+        match self.store.insert_new(Collection::HelpRequests, &request.code, request).await {
+            Ok(_) => self.refresh().await,
+            Err(e) => tracing::error!(error = %e, request = %request.id, "cannot put a help request back"),
+        }
+    }
+
+    /// Open requests, oldest first; lapsed ones are deleted on the way, each recorded once.
+    async fn open_requests(&self, now: u64) -> Result<Vec<HelpRequest>, StoreError> {
+        let mut open = Vec::new();
+        for (code, request) in self.store.list::<HelpRequest>(Collection::HelpRequests).await? {
+            if help::is_open(request.expires_ms, now) {
+                open.push(request);
+            } else if self.store.delete(Collection::HelpRequests, &code).await? {
+                self.identity.emit(
+                    EventKind::HelpExpired,
+                    Outcome::Failure,
+                    "system",
+                    Some(&format!("device:{}", request.agent_id)),
+                    None,
+                    format!("request {} by {} lapsed unanswered", request.id, request.user),
+                );
+            }
+        }
+        open.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(open)
+    }
+
+    /// Re-reads the queue and tells the sockets if it changed. A store error keeps the last
+    /// queue shown (taking a request still goes through the store, so nothing stale is taken).
+    async fn refresh(&self) {
+        match self.open_requests(self.identity.now_ms()).await {
+            Ok(open) => {
+                self.open.send_if_modified(|shown| {
+                    let changed = *shown != open;
+                    if changed {
+                        *shown = open;
+                    }
+                    changed
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the help requests"),
+        }
+    }
+}
+
+async fn refresh_loop(desk: Weak<HelpDesk>) {
+    let mut every = tokio::time::interval(REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(desk) = desk.upgrade() else { break };
+        desk.refresh().await;
+    }
+}
