@@ -375,10 +375,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                 _ => continue,
             },
             msg = channel_message => match (msg, endpoint.as_mut()) {
-                (Some(ChannelMessage::Input { input }), Some(s)) => {
-                    s.on_input(&input);
-                    continue;
-                }
+                (Some(ChannelMessage::Input { input }), Some(s)) => s.on_input(&input),
                 (Some(ChannelMessage::Chat { from, text }), Some(s)) => {
                     s.on_operator_chat(from, text).await;
                     continue;

@@ -377,6 +377,10 @@ impl EndpointSession {
                 Event::ObserverLeft
             }
             SessionEvent::Ended { reason } => Event::EndedElsewhere(reason),
+            SessionEvent::InputRefused => {
+                tracing::warn!(session = %self.id, "the relay sent an event only the endpoint sends; ignored");
+                return Vec::new();
+            }
         };
         let mut actions = self.step(event).await;
         // Observer changes have no effect on the machine's output but show in the bar.
@@ -389,17 +393,24 @@ impl EndpointSession {
         actions
     }
 
-    /// Input from the relay's data channel: injected only if this side agrees too (R19).
-    pub fn on_input(&mut self, input: &Input) {
+    /// Input from the relay's data channel: injected only if this side agrees too (R19). The
+    /// first input this side refuses in a session is reported to the relay: the two gates
+    /// disagreed, and the record should say so (later ones are counted, for the log at the end).
+    pub fn on_input(&mut self, input: &Input) -> Vec<Action> {
         if !self.machine.admit_input(crate::now_ms()) {
-            return;
+            if self.machine.dropped_input > 1 {
+                return Vec::new();
+            }
+            tracing::warn!(session = %self.id, "input refused: this endpoint does not allow it now (R19); told the relay");
+            let event = SessionEvent::InputRefused;
+            return vec![Action::Signal(AgentToRelay::Session { session_id: self.id.clone(), event })];
         }
         if self.injector.is_none() {
             match Injector::open() {
                 Ok(injector) => self.injector = Some(injector),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot inject input");
-                    return;
+                    return Vec::new();
                 }
             }
         }
@@ -409,6 +420,7 @@ impl EndpointSession {
                 Err(e) => tracing::warn!(error = %e, "input injection failed"),
             }
         }
+        Vec::new()
     }
 
     /// A chat line from the operator's side (operator or observer): activity, as at the relay

@@ -353,6 +353,10 @@ pub enum SessionEvent {
     Ended {
         reason: EndReason,
     },
+    /// From the agent, once per session: input reached the endpoint that its own gate refused
+    /// (R19). The relay should not have let it through (or a pause or expiry crossed it on the
+    /// way); either way the record shows that the two gates disagreed.
+    InputRefused,
 }
 
 /// Why a session ended; recorded with every end (R22, R23).

@@ -116,6 +116,9 @@ pub enum EventKind {
     ObserverLeft,
     #[serde(rename = "input.dropped")]
     InputDropped,
+    /// The endpoint's own gate refused input that came through the relay (R19).
+    #[serde(rename = "input.refused_by_endpoint")]
+    InputRefusedByEndpoint,
     #[serde(rename = "audit.viewed")]
     AuditViewed,
     #[serde(rename = "recording.started")]
@@ -141,7 +144,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 58] = [
+    pub const ALL: [EventKind; 59] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -189,6 +192,7 @@ impl EventKind {
         EventKind::ObserverJoined,
         EventKind::ObserverLeft,
         EventKind::InputDropped,
+        EventKind::InputRefusedByEndpoint,
         EventKind::AuditViewed,
         EventKind::RecordingStarted,
         EventKind::RecordingChunk,

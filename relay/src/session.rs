@@ -750,6 +750,14 @@ impl LiveSession {
                     reason.describe()
                 ));
             }
+            SessionEvent::InputRefused => self.emit(
+                EventKind::InputRefusedByEndpoint,
+                Outcome::Failure,
+                &format!("device:{}", self.link.info.agent_id),
+                "the endpoint refused input that came through the relay (R19): the relay's gate let it through, \
+                 or a pause or expiry crossed it on the way"
+                    .into(),
+            ),
             other => tracing::warn!(session = %self.id, ?other, "ignoring a session event the agent may not send"),
         }
     }

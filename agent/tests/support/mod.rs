@@ -120,6 +120,15 @@ pub struct Watching {
 /// Asks to watch `agent_id` (ticket INC-42, view) with a receive-only peer and a data channel;
 /// or the relay's refusal.
 pub async fn watch(ws: &mut Socket, agent_id: &str) -> Result<Watching, (sightline_proto::ErrorCode, String)> {
+    watch_levels(ws, agent_id, &[sightline_proto::Level::View]).await
+}
+
+/// `watch`, asking for `levels`.
+pub async fn watch_levels(
+    ws: &mut Socket,
+    agent_id: &str,
+    levels: &[sightline_proto::Level],
+) -> Result<Watching, (sightline_proto::ErrorCode, String)> {
     let peer = Peer::new(PeerConfig { bind_ip: "127.0.0.1".parse().unwrap() }).await.unwrap();
     peer.add_video_receiver().await.unwrap();
     let channel = peer.create_data_channel(sightline_proto::channel::LABEL).await.unwrap();
@@ -129,7 +138,7 @@ pub async fn watch(ws: &mut Socket, agent_id: &str) -> Result<Watching, (sightli
         sdp: offer,
         ticket: "INC-42".into(),
         reason: "incident".into(),
-        levels: vec![sightline_proto::Level::View],
+        levels: levels.to_vec(),
         help_code: None,
     };
     ws.send(Message::Text(encode(&watch).into())).await.unwrap();

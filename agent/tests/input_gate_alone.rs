@@ -1,0 +1,152 @@
+//! R19, the agent's gate alone: input the relay should never have let through reaches the agent
+//! anyway (the test puts it on the agent's data channel itself, past `LiveSession::input`, the
+//! relay's gate), and the agent does not inject it while control is not granted. It tells the
+//! relay, which records `input.refused_by_endpoint`: that report is the positive marker that the
+//! probe was handled. The control: with control granted, the same message on the same path is
+//! injected, and the X server shows the key down.
+//!
+//! No relay fault is compiled in anywhere: the relay runs in this process, so the test reaches
+//! its agent link directly (the binaries and the demo have no such path).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use sightline_proto::channel::{ChannelMessage, Input};
+use sightline_proto::{Decision, Level, SessionPhase};
+use support::{Operator, start_agent, start_relay};
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::ConnectionExt;
+
+/// An Xvfb on a display nobody uses, for the agent to inject into; killed on drop.
+struct Xvfb {
+    child: std::process::Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start() -> Xvfb {
+        let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+        for attempt in 0..20u64 {
+            let n = 100 + (seed.wrapping_mul(31).wrapping_add(attempt * 97)) % 800;
+            if std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                || std::path::Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            {
+                continue;
+            }
+            let display = format!(":{n}");
+            let mut child = std::process::Command::new("Xvfb")
+                .args([display.as_str(), "-screen", "0", "640x480x24", "-nolisten", "tcp", "-noreset"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("Xvfb runs (Debian: xvfb; `cargo xtask test` installs it)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if x11rb::connect(Some(&display)).is_ok() {
+                    return Xvfb { child, display };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start Xvfb");
+    }
+
+    /// Whether Shift_L is down on the display (the core keyboard state includes XTEST's).
+    fn shift_held(&self) -> bool {
+        const XK_SHIFT_L: u32 = 0xffe1;
+        let (conn, _) = x11rb::connect(Some(&self.display)).unwrap();
+        let setup = conn.setup();
+        let (min, max) = (setup.min_keycode, setup.max_keycode);
+        let mapping = conn.get_keyboard_mapping(min, max - min + 1).unwrap().reply().unwrap();
+        let per = usize::from(mapping.keysyms_per_keycode);
+        let index = mapping.keysyms.chunks(per).position(|syms| syms.contains(&XK_SHIFT_L)).expect("Shift_L mapped");
+        let keycode = usize::from(min) + index;
+        let keys = conn.query_keymap().unwrap().reply().unwrap().keys;
+        keys[keycode / 8] & (1 << (keycode % 8)) != 0
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shift(down: bool) -> ChannelMessage {
+    ChannelMessage::Input { input: Input::Key { key: "Shift".into(), down } }
+}
+
+#[test]
+#[allow(unsafe_code)]
+fn the_agent_refuses_input_the_relay_let_through_while_control_is_not_granted() {
+    let xvfb = Xvfb::start();
+    // The agent injects on its process's display (`DISPLAY`).
+    // SAFETY: this binary holds this one test, and no runtime or other thread of ours exists yet
+    // that could read the environment while it changes.
+    unsafe { std::env::set_var("DISPLAY", &xvfb.display) };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(gate_alone(&xvfb));
+}
+
+async fn gate_alone(xvfb: &Xvfb) {
+    // The user grants what is asked, up to control.
+    sightline_agent::frontend::scripted::answer_every_request(Decision::Allow, vec![Level::View, Level::Control]);
+    let relay = start_relay().await;
+    let device = start_agent(&relay, "gate-1").await;
+
+    // A view-only session.
+    let mut ws = support::operator_socket(&relay, &device).await;
+    let link = relay.state.hub.agent(&device).expect("online once in the roster");
+    let mut watching = support::watch_levels(&mut ws, &device, &[Level::View]).await.expect("the relay answers");
+    let mut operator = Operator::new(ws, watching.status.take());
+    let status = operator.status_until(|s| s.phase == SessionPhase::Active).await;
+    assert_eq!(status.granted, vec![Level::View]);
+    let session = link.session().expect("the session on the link");
+    let ChannelMessage::Input { input } = shift(true) else { unreachable!() };
+    assert!(!session.input(input), "the relay's own gate admits no input to a view-only session");
+
+    // Past the relay's gate, onto the agent's channel, until the agent reports a refusal.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while relay.events_of("input.refused_by_endpoint").is_empty() {
+        assert!(Instant::now() < deadline, "the agent never reported the input it refused");
+        link.send_input(&shift(true));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!xvfb.shift_held(), "the agent injected a key in a view-only session");
+    let refused = relay.events_of("input.refused_by_endpoint");
+    assert_eq!(refused.len(), 1, "reported once per session");
+    assert_eq!(refused[0].actor, format!("device:{device}"));
+    assert_eq!(refused[0].session.as_ref().map(|s| s.session_id.as_str()), Some(session.id.as_str()));
+
+    // The control: the operator ends it; a session with control; the same path injects.
+    operator.control(sightline_proto::ControlAction::End).await;
+    operator.status_until(|s| s.phase == SessionPhase::Ended).await;
+    drop((watching, operator));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while link.session().is_some_and(|s| !s.is_ended()) {
+        assert!(Instant::now() < deadline, "the first session did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ws = support::operator_socket(&relay, &device).await;
+    let mut watching =
+        support::watch_levels(&mut ws, &device, &[Level::View, Level::Control]).await.expect("the relay answers");
+    let mut operator = Operator::new(ws, watching.status.take());
+    let status = operator.status_until(|s| s.phase == SessionPhase::Active).await;
+    assert_eq!(status.granted, vec![Level::View, Level::Control]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    link.send_input(&shift(true));
+    while !xvfb.shift_held() {
+        assert!(Instant::now() < deadline, "with control granted the key never went down: the probe cannot see");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    link.send_input(&shift(false));
+    assert_eq!(relay.events_of("input.refused_by_endpoint").len(), 1, "nothing refused with control granted");
+    drop((watching, operator));
+}
