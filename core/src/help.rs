@@ -2,8 +2,10 @@
 //! desk over the phone, as plain values. The relay draws the randomness and keeps the requests;
 //! here is what a code looks like, how what an operator typed is read, and when a request lapses.
 
-/// Digits in a code: short enough to read out, and guessing one needs an authenticated operator
-/// (rate-limited), an open request on the right endpoint, and then the user's own consent.
+/// Digits in a code: short enough to read out. The code links a caller to a request for the
+/// operators who may serve that endpoint (they see it in their queue, to compare with what the
+/// caller reads out); it opens nothing by itself: the session still needs the policy and the
+/// user's consent.
 pub const CODE_DIGITS: usize = 6;
 
 /// How long a request stays open by default (R2: ten minutes).

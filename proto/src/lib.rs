@@ -500,6 +500,8 @@ pub struct HelpRequest {
     pub agent_id: AgentId,
     /// The device's name.
     pub device: String,
+    /// The device's policy segment: the queue shows a request only to those who may connect there.
+    pub segment: String,
     /// The endpoint account that asked.
     pub user: String,
     pub created_ms: u64,

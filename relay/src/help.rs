@@ -87,6 +87,7 @@ impl HelpDesk {
                 code: code.clone(),
                 agent_id: device.id.clone(),
                 device: device.name.clone(),
+                segment: device.segment.clone(),
                 user: user.to_owned(),
                 created_ms: now,
                 expires_ms,
@@ -109,13 +110,7 @@ impl HelpDesk {
 
     /// An operator takes up the request with `typed` code for `agent_id`: once, and only for the
     /// endpoint that asked. A code for another endpoint is not spent by the attempt.
-    pub async fn take(
-        &self,
-        typed: &str,
-        agent_id: &str,
-        operator: &str,
-        source: Option<IpAddr>,
-    ) -> Result<HelpRequest, HelpError> {
+    pub async fn take(&self, typed: &str, agent_id: &str) -> Result<HelpRequest, HelpError> {
         let code = help::normalise(typed).ok_or(HelpError::Unknown)?;
         let now = self.identity.now_ms();
         let found: Option<HelpRequest> = self.store.get(Collection::HelpRequests, &code).await?;
@@ -130,16 +125,26 @@ impl HelpDesk {
         let request = match taken {
             Some(t) if t.id == request.id => t,
             Some(other) => {
-                self.store.insert_new(Collection::HelpRequests, &code, &other).await?;
+                if !self.store.insert_new(Collection::HelpRequests, &code, &other).await? {
+                    tracing::error!(request = %other.id, "a help request taken by mistake could not be put back");
+                }
                 return Err(HelpError::Unknown);
             }
             None => return Err(HelpError::Unknown),
         };
+        self.refresh().await;
+        Ok(request)
+    }
+
+    /// Records that `operator` took up `request` with a session that opened (written only then,
+    /// so the log never shows a pickup for a request that went back into the queue).
+    pub fn picked_up(&self, request: &HelpRequest, operator: &str, source: Option<IpAddr>) {
+        let now = self.identity.now_ms();
         self.identity.emit(
             EventKind::HelpPickedUp,
             Outcome::Success,
             operator,
-            Some(&format!("device:{agent_id}")),
+            Some(&format!("device:{}", request.agent_id)),
             source,
             format!(
                 "request {} by {}, asked {} s ago",
@@ -148,8 +153,6 @@ impl HelpDesk {
                 now.saturating_sub(request.created_ms) / 1000
             ),
         );
-        self.refresh().await;
-        Ok(request)
     }
 
     /// Puts back a request taken for a session that then could not start, so the user's request

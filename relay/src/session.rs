@@ -95,6 +95,9 @@ pub struct LiveSession {
     chat: broadcast::Sender<(String, String)>,
     /// Signatures of decisions recorded after the end (`consent.late`), each kept once.
     late_receipts: Mutex<Vec<String>>,
+    /// Whether the endpoint already reported refusing input (R19): recorded once, whatever an
+    /// agent sends.
+    input_refused_reported: std::sync::atomic::AtomicBool,
     /// Each party's own network address, for the events they cause (R38): the operator's from
     /// their request, the user's and the device's from the agent's connection, admins' and
     /// seniors' and observers' from theirs when they act.
@@ -150,6 +153,7 @@ impl LiveSession {
             status: watch::channel(status).0,
             chat: broadcast::channel(CHAT_BUFFER).0,
             late_receipts: Mutex::new(Vec::new()),
+            input_refused_reported: false.into(),
             addresses: Mutex::new(BTreeMap::new()),
             recorder: std::sync::OnceLock::new(),
         });
@@ -612,21 +616,24 @@ impl LiveSession {
         }
         // An unattended session is taken up only by an `unattended` receipt, and an attended one
         // only by the user's: neither can pass for the other in the record (R2). Nobody confirms
-        // an elevation where nobody is asked. A wrong kind that refuses still ends the request.
+        // an elevation where nobody is asked. A receipt of the wrong kind is refused, and a
+        // request still waiting for it ends (its two sides disagree on whether anybody is
+        // asked: fail closed); an elevation it would have confirmed lapses.
         let unattended = self.lock().obligations.unattended;
-        if receipt.decision == Decision::Allow {
-            match (receipt.kind, unattended) {
-                (ConsentKind::Unattended, false) => {
-                    return Err(refuse("an unattended receipt for a session the policy serves attended".into()));
-                }
-                (ConsentKind::Session, true) => {
-                    return Err(refuse("a user's receipt for a session the policy serves unattended".into()));
-                }
-                (ConsentKind::Elevation, true) => {
-                    return Err(refuse("an elevation confirmed in a session nobody attends".into()));
-                }
-                _ => {}
+        let wrong_kind = match (receipt.kind, unattended) {
+            (ConsentKind::Unattended, false) => Some("an unattended receipt for a session the policy serves attended"),
+            (ConsentKind::Session, true) => Some("a user's receipt for a session the policy serves unattended"),
+            (ConsentKind::Elevation, true) if receipt.decision == Decision::Allow => {
+                Some("an elevation confirmed in a session nobody attends")
             }
+            _ => None,
+        };
+        if let Some(why) = wrong_kind {
+            let error = refuse(why.into());
+            if !self.is_ended() {
+                self.step(Event::ConsentClosed, &format!("device:{}", receipt.device_id));
+            }
+            return Err(error);
         }
         let message = sightline_proto::agent_auth::consent_message(&receipt);
         if let Err(e) = self.identity.verify_device_message(&receipt.device_id, &message, &receipt.signature).await {
@@ -686,7 +693,7 @@ impl LiveSession {
                     self.step(Event::AuditUnavailable, "system");
                     return Err(SessionError::AuditUnavailable(e));
                 }
-                self.step(Event::ConsentAllowed { levels }, "agent");
+                self.step(Event::ConsentAllowed { levels }, &actor);
             }
             (ConsentKind::Unattended, _) => {
                 self.emit(
@@ -750,14 +757,19 @@ impl LiveSession {
                     reason.describe()
                 ));
             }
-            SessionEvent::InputRefused => self.emit(
-                EventKind::InputRefusedByEndpoint,
-                Outcome::Failure,
-                &format!("device:{}", self.link.info.agent_id),
-                "the endpoint refused input that came through the relay (R19): the relay's gate let it through, \
-                 or a pause or expiry crossed it on the way"
-                    .into(),
-            ),
+            SessionEvent::InputRefused => {
+                if self.input_refused_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                self.emit(
+                    EventKind::InputRefusedByEndpoint,
+                    Outcome::Failure,
+                    &format!("device:{}", self.link.info.agent_id),
+                    "the endpoint refused input that came through the relay (R19): the relay's gate let it through, \
+                     or a pause, expiry or resume crossed it on the way"
+                        .into(),
+                );
+            }
             other => tracing::warn!(session = %self.id, ?other, "ignoring a session event the agent may not send"),
         }
     }

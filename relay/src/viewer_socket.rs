@@ -91,8 +91,23 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
         sessions.borrow_and_update();
         initial.push(RelayToViewer::Sessions { sessions: hub.sessions() });
     }
+    // Only requests from segments this operator may connect to: the code and who asks are not
+    // for everyone who starts sessions somewhere.
+    let visible_help = |requests: &[sightline_proto::HelpRequest]| RelayToViewer::HelpRequests {
+        requests: requests
+            .iter()
+            .filter(|r| {
+                state
+                    .policy
+                    .segments
+                    .get(&r.segment)
+                    .is_some_and(|s| auth.user.roles.iter().any(|role| s.roles.contains(role)))
+            })
+            .cloned()
+            .collect(),
+    };
     if sees_help {
-        initial.push(RelayToViewer::HelpRequests { requests: help.borrow_and_update().clone() });
+        initial.push(visible_help(&help.borrow_and_update()));
     }
     for msg in initial {
         if !send_within(&mut tx, Message::Text(encode(&msg).into())).await {
@@ -156,7 +171,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
             }
             changed = help.changed(), if sees_help => {
                 if changed.is_err() { break; }
-                vec![RelayToViewer::HelpRequests { requests: help.borrow_and_update().clone() }]
+                vec![visible_help(&help.borrow_and_update())]
             }
             signal = view_signal => match signal {
                 ViewSignal::Status { alive } => {
@@ -380,7 +395,7 @@ async fn open_session(
     // open for the next try.
     let help_request = match help_code {
         None => None,
-        Some(code) => match state.help.take(code, device, &auth.user.name, Some(peer.ip())).await {
+        Some(code) => match state.help.take(code, device).await {
             Ok(request) => Some(request),
             Err(HelpError::Store(e)) => {
                 tracing::error!(error = %e, "cannot read help requests");
@@ -412,10 +427,11 @@ async fn open_session(
         help_request: help_request.as_ref().map(|r| r.id.clone()),
     };
     let opened = LiveSession::open(state.identity.clone(), link, request, obligations, &state.recordings).await;
-    if opened.is_err()
-        && let Some(help) = &help_request
-    {
-        state.help.put_back(help).await;
+    if let Some(help) = &help_request {
+        match &opened {
+            Ok(_) => state.help.picked_up(help, &auth.user.name, Some(peer.ip())),
+            Err(_) => state.help.put_back(help).await,
+        }
     }
     opened.map_err(|e| match e {
         SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, AuditUnavailable::PUBLIC.to_owned()),

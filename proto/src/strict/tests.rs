@@ -195,6 +195,7 @@ fn relay_to_viewer() -> Vec<RelayToViewer> {
                 code: "123456".into(),
                 agent_id: "a1".into(),
                 device: "desk".into(),
+                segment: "office".into(),
                 user: "alice".into(),
                 created_ms: 1,
                 expires_ms: 2,
