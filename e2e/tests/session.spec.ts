@@ -626,9 +626,11 @@ function processGroupOf(pid: number): number {
 test('idle and maximum duration end the session on both sides with the same reason; operator chat counts as activity on both @R23', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('idle_timeout_s = 4', 'max_duration_s = 12') });
   const page = w.operator;
+  // Bounded: the chat box goes away when the session ends, which may come between the fill and
+  // the click (CI hung there until the test's timeout).
   const say = async (text: string) => {
-    await page.locator('input[name="chat"]').fill(text);
-    await page.getByTestId('chat-send').click();
+    await page.locator('input[name="chat"]').fill(text, { timeout: 3_000 });
+    await page.getByTestId('chat-send').click({ timeout: 3_000 });
     await expect(page.getByTestId('chat-log')).toContainText(`operator: ${text}`);
   };
   const ends = () => w!.relay.auditRecords().filter((r) => r.kind === 'session.ended');
