@@ -135,14 +135,15 @@ window = { title = "*Kontoauszug*" }
   await new Promise((r) => setTimeout(r, 500));
   colourWindow(display, 'Kontoauszug 4711 Meier', MAGENTA, '40x12+100+100');
   const id = await windowId(display, 'Kontoauszug');
-  for (let i = 0; i < 25; i++) xdo(display, ['windowmove', id, String(100 + i * 30), String(100 + i * 12)]);
-  for (let i = 0; i < 10; i++) xdo(display, ['windowsize', id, String(300 + i * 40), String(200 + i * 20)]);
+  // Steps closer together than the agent's frames (33 ms), paced so the sampling spans many frames.
+  const step = () => new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 25; i++) { xdo(display, ['windowmove', id, String(100 + i * 30), String(100 + i * 12)]); await step(); }
+  for (let i = 0; i < 10; i++) { xdo(display, ['windowsize', id, String(300 + i * 40), String(200 + i * 20)]); await step(); }
   xdo(display, ['windowraise', id]);
   xdo(display, ['windowraise', await windowId(display, 'Gruen')]);
   xdo(display, ['windowmove', id, '620', '150']);
   xdo(display, ['windowraise', id]);
   const frames = await sampling;
-
   expect(frames.length, 'frames decoded while the window moved').toBeGreaterThan(10);
   const leaked = frames.filter((f) => f.count > 0);
   expect(leaked.map((f) => f.count), 'frames showing the masked colour').toEqual([]);
@@ -285,13 +286,19 @@ window = { title = "*Ausweis*" }
 `);
   const display = xvfb!.display;
   expect(world.endpoint.promptText()).toContain('Hidden: identity card (operator)');
-  const sampling = countColour(world.operator, [255, 0, 255], 5000);
+  // Sampled from before the window appears until after it stopped moving. It moves in steps a
+  // frame apart, so the sampling holds frames of it wherever it went (an unchanged screen sends
+  // one frame a second), and the fill is seen over it meanwhile: the window was there to hide.
+  const sampling = countColour(world.operator, [255, 0, 255], 8000);
   await new Promise((r) => setTimeout(r, 500));
   colourWindow(display, 'Ausweis Meier', MAGENTA, '40x12+100+100');
   const id = await windowId(display, 'Ausweis');
-  for (let i = 0; i < 10; i++) xdo(display, ['windowmove', id, String(100 + i * 40), String(100 + i * 20)]);
-  // While the sampling still runs, the fill is on screen: the window was there to be hidden.
-  const masked = await countColour(world.operator, FILL, 300, [0, 0], 24);
+  const masking = countColour(world.operator, FILL, 1500, [0, 0], 24);
+  for (let i = 0; i < 20; i++) {
+    xdo(display, ['windowmove', id, String(100 + i * 20), String(100 + i * 10)]);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const masked = await masking;
   const frames = await sampling;
   expect(Math.max(...masked.map((f) => f.count)), 'the mask over the window, during the sampling').toBeGreaterThan(5000);
   expect(frames.length).toBeGreaterThan(10);
