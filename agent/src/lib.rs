@@ -6,7 +6,8 @@
 //! endpoint's copy of the session machine, the second gate for input), `frontend` (who is asked:
 //! window or terminal), `ui` (the consent window and session bar, `agent consent-ui`),
 //! `bar_visibility` (whether the user can see the bar: active confirmation), `prompt` (what the
-//! user is shown, and the window's line protocol), `input` (XTEST injection).
+//! user is shown, and the window's line protocol), `input` (XTEST injection), `help_window` (the
+//! user's "Request help" button, `agent help --window`).
 //!
 //! **Invariant:** the agent never listens. It dials the relay's WebSocket and its peer connection
 //! answers only ICE checks on the flow it opened towards the relay.
@@ -21,6 +22,7 @@ pub mod decoder;
 pub mod device;
 pub mod encoder;
 pub mod frontend;
+pub mod help_window;
 pub mod input;
 pub mod prompt;
 pub mod publisher;

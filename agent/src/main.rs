@@ -29,7 +29,8 @@ enum Command {
     CloseWindow(DeviceCallArgs),
     /// Ask the service desk for help: prints a one-time code to read to them over the phone
     /// (valid for 10 minutes, once). The session that follows still asks for your consent.
-    Help(DeviceCallArgs),
+    /// With `--window`, a window with a "Request help" button shows the code instead.
+    Help(HelpArgs),
     /// Connect to the relay and serve screen views until stopped. `--config FILE` reads a TOML
     /// file whose keys are these flags' long names; flags on the command line override it.
     #[command(args_override_self = true)]
@@ -87,6 +88,15 @@ struct DeviceCallArgs {
     /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
     #[arg(long, env = "SIGHTLINE_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct HelpArgs {
+    #[command(flatten)]
+    call: DeviceCallArgs,
+    /// Open a window with a "Request help" button (for a desktop shortcut) instead of printing.
+    #[arg(long)]
+    window: bool,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -212,7 +222,18 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Help(args) => {
+        Command::Help(HelpArgs { call: args, window: true }) => {
+            let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
+            let device = std::sync::Arc::new(sightline_agent::device::Device::load(&dir)?);
+            let url = connection::agent_socket_url(&args.relay_url)?;
+            let ca_cert = args.ca_cert;
+            let ask: sightline_agent::help_window::Ask = Box::new(move || {
+                let (device, url, ca_cert) = (device.clone(), url.clone(), ca_cert.clone());
+                Box::pin(async move { connection::ask_help(&url, &device, ca_cert.as_deref()).await })
+            });
+            sightline_agent::help_window::run(tokio::runtime::Handle::current(), ask)
+        }
+        Command::Help(HelpArgs { call: args, window: false }) => {
             let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
             let device = sightline_agent::device::Device::load(&dir)?;
             let (code, expires_ms) =

@@ -5,7 +5,7 @@ import { expect } from '@playwright/test';
 import { test } from './harness';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { World, world, stopWorld, BIN, api, rawWatch, recordMeasurement, AuditRecord } from './harness';
+import { World, world, stopWorld, BIN, api, rawWatch, recordMeasurement, AuditRecord, waitFor } from './harness';
 
 let w: World | undefined;
 
@@ -100,6 +100,54 @@ test('the user asks for help with agent help: the code reaches the operator queu
   expect(records.filter((r) => r.kind === 'consent.allowed')).toHaveLength(1);
   const refused = records.filter((r) => r.kind === 'session.refused');
   expect(refused.map((r) => r.detail)).toEqual(['no open help request has this code (it may have been taken, or lapsed)']);
+});
+
+test('the user asks for help with the Request help button of agent help --window: the window shows the code the operator queue shows; taken from the queue, the user still confirms @R2', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  await page.goto(w.relay.url);
+  await expect(page.getByTestId('no-help')).toBeVisible();
+  const display = w.endpoint.display;
+  const win = spawn(path.join(BIN, 'agent'), ['help', '--window', '--relay-url', `ws://127.0.0.1:${w.relay.port}`, '--data-dir', w.agentDir], {
+    env: { ...process.env, DISPLAY: display }, stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  win.stderr.on('data', (d) => { log += d; });
+  // What the window logged last under `prefix` (it logs what it shows).
+  const told = (prefix: string) => (log.split('\n').filter((l) => l.startsWith(prefix)).at(-1) ?? '').slice(prefix.length);
+  try {
+    let id = '';
+    await waitFor('the help window', async () => {
+      try { id = w!.endpoint.xdo(['search', '--onlyvisible', '--name', 'Sightline: ask for help']).split('\n')[0]; } catch { id = ''; }
+      return id !== '';
+    });
+    await expect.poll(() => told('help-ui layout ')).toMatch(/^request=/);
+    // The user clicks the button, at its real place on the screen.
+    const [x, y, bw, bh] = told('help-ui layout ').slice('request='.length).split(',').map(Number);
+    const origin = w.endpoint.windowOrigin(id);
+    w.endpoint.xdo(['mousemove', String(origin.x + Math.round(x + bw / 2)), String(origin.y + Math.round(y + bh / 2)), 'sleep', '0.2', 'click', '1']);
+    await expect.poll(() => told('help-ui code: ')).toMatch(/^\d{3} \d{3} \(expires \d+\)$/);
+    const code = told('help-ui code: ').slice(0, 7).replace(' ', '');
+    const expires = Number(/expires (\d+)/.exec(told('help-ui code: '))![1]);
+    expect(Math.round((expires - Date.now()) / 60_000)).toBe(10);
+
+    // The same code in the operators' queue; taken from there, the user is asked as always.
+    const row = page.getByTestId('help-row');
+    await expect(row).toHaveAttribute('data-code', code);
+    await page.locator('input[name="ticket"]').fill('INC-2101');
+    await row.getByRole('button', { name: 'Take' }).click();
+    await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+    await expect.poll(() => w!.endpoint.promptText()).toContain('INC-2101');
+    await w.endpoint.click('allow');
+    await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+    const records = w.relay.auditRecords();
+    const asked = records.filter((r) => r.kind === 'help.requested');
+    expect(asked.map((r) => r.actor)).toEqual(['user@front-desk']);
+    const start = records.find((r) => r.kind === 'session.start')!;
+    expect(start.detail).toContain(`answers help request ${requestId(asked[0])}`);
+  } finally {
+    win.kill('SIGKILL');
+  }
 });
 
 test('a help request nobody takes lapses: it leaves the queue, is recorded as expired, and its code opens nothing @R2', async ({ browser }) => {

@@ -1,0 +1,152 @@
+//! The user's "Request help" button (`agent help --window`, R2): a small window for endpoints with
+//! a display, typically started from a desktop shortcut. One click asks the relay for a help
+//! request, signed with the device key exactly as `agent help` does, and the window then shows the
+//! one-time code in large digits for the user to read to the service desk, with when it expires.
+//! Nothing here grants anything: the session that follows still asks the user in the consent
+//! window.
+//!
+//! Like the consent window, it logs what it shows and where its button is to stderr
+//! (`help-ui layout ...`, `help-ui code: ...`, `help-ui error: ...`): the end-to-end tests click
+//! the real button with xdotool, and support staff can tell what the user was shown.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eframe::egui;
+
+/// The window title; tests and window managers find the window by it.
+pub const TITLE: &str = "Sightline: ask for help";
+
+/// One help request to the relay: the code and when it expires (Unix ms).
+pub type Ask = Box<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<(String, u64)>> + Send>> + Send>;
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Ready,
+    Asking,
+    Code { code: String, expires_ms: u64 },
+    Failed(String),
+}
+
+/// Runs the window until the user closes it; requests run on `runtime`.
+pub fn run(runtime: tokio::runtime::Handle, ask: Ask) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(TITLE)
+            .with_inner_size([420.0, 260.0])
+            .with_position([60.0, 60.0])
+            .with_resizable(false),
+        ..Default::default()
+    };
+    let window = HelpWindow { runtime, ask, state: Arc::new(Mutex::new(State::Ready)), logged: String::new() };
+    eframe::run_native("sightline-help", options, Box::new(move |_| Ok(Box::new(window))))
+        .map_err(|e| anyhow::anyhow!("cannot open the help window: {e}"))
+}
+
+struct HelpWindow {
+    runtime: tokio::runtime::Handle,
+    ask: Ask,
+    state: Arc<Mutex<State>>,
+    /// The last layout and state logged, so each is logged once per change.
+    logged: String,
+}
+
+impl HelpWindow {
+    fn state(&self) -> State {
+        self.state.lock().map(|s| s.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    fn request(&self, ctx: &egui::Context) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = State::Asking;
+        }
+        let (state, ctx, asked) = (self.state.clone(), ctx.clone(), (self.ask)());
+        self.runtime.spawn(async move {
+            let next = match asked.await {
+                Ok((code, expires_ms)) => State::Code { code: sightline_core::help::spoken(&code), expires_ms },
+                Err(e) => State::Failed(format!("{e:#}")),
+            };
+            if let Ok(mut s) = state.lock() {
+                *s = next;
+            }
+            ctx.request_repaint();
+        });
+    }
+}
+
+impl eframe::App for HelpWindow {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        let mut state = self.state();
+        // An expired code is of no use to anyone: offer a new request.
+        if let State::Code { expires_ms, .. } = state
+            && crate::now_ms() >= expires_ms
+        {
+            state = State::Failed("the code has expired; request help again for a new one".into());
+        }
+        let mut clicked = false;
+        let mut button = None;
+        egui::Frame::central_panel(ui.style()).show(ui, |ui| {
+            ui.heading("Ask IT for help");
+            ui.label(
+                "The service desk gets a one-time code that finds this computer. Nobody connects \
+                 without your consent: you still decide what they may do.",
+            );
+            ui.add_space(8.0);
+            let enabled = !matches!(state, State::Asking | State::Code { .. });
+            let response = ui.add_enabled(enabled, egui::Button::new("Request help").min_size(egui::vec2(160.0, 36.0)));
+            clicked = response.clicked();
+            button = Some(response.rect);
+            ui.add_space(8.0);
+            match &state {
+                State::Ready => {}
+                State::Asking => {
+                    ui.label("Asking the service desk...");
+                }
+                State::Code { code, expires_ms } => {
+                    ui.label("Read this code to the service desk:");
+                    ui.label(egui::RichText::new(code).size(36.0).monospace().strong());
+                    ui.label(format!("Valid once, until {}.", expires_at(*expires_ms)));
+                }
+                State::Failed(why) => {
+                    ui.colored_label(egui::Color32::from_rgb(0xb0, 0x1c, 0x1c), format!("No code: {why}"));
+                }
+            }
+        });
+        if clicked {
+            self.request(&ctx);
+        }
+        self.log(&state, button);
+        // The expiry needs frames without input.
+        ctx.request_repaint_after(Duration::from_millis(500));
+    }
+}
+
+impl HelpWindow {
+    fn log(&mut self, state: &State, button: Option<egui::Rect>) {
+        let layout = button
+            .map(|r| format!("request={:.0},{:.0},{:.0},{:.0}", r.min.x, r.min.y, r.width(), r.height()))
+            .unwrap_or_default();
+        let line = format!("{layout} {state:?}");
+        if line == self.logged {
+            return;
+        }
+        self.logged = line;
+        eprintln!("help-ui layout {layout}");
+        match state {
+            State::Code { code, expires_ms } => eprintln!("help-ui code: {code} (expires {expires_ms})"),
+            State::Failed(why) => eprintln!("help-ui error: {why}"),
+            State::Ready | State::Asking => {}
+        }
+    }
+}
+
+/// When a code expires, as the user reads it.
+fn expires_at(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| "soon".to_owned(), |t| format!("{} UTC", t.strftime("%H:%M:%S")))
+}
