@@ -376,10 +376,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
             },
             msg = channel_message => match (msg, endpoint.as_mut()) {
                 (Some(ChannelMessage::Input { input }), Some(s)) => s.on_input(&input),
-                (Some(ChannelMessage::Chat { from, text }), Some(s)) => {
-                    s.on_operator_chat(from, text).await;
-                    continue;
-                }
+                (Some(ChannelMessage::Chat { from, text }), Some(s)) => s.on_operator_chat(from, text).await,
                 (Some(ChannelMessage::MediaSeal { .. }), Some(_)) => {
                     tracing::warn!("the relay sent a media seal; only this endpoint makes them");
                     continue;

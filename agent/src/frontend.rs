@@ -222,7 +222,12 @@ fn print_tty(st: &mut TtyState, cmd: &UiCommand) {
             for line in consent_lines(request) {
                 println!("  {line}");
             }
-            println!("Allow? [allow (view only) / deny / levels, e.g. view,control] (no answer = deny)");
+            // R20: a plain allow grants what is on by default (view and chat) of what was asked.
+            let defaults: Vec<Level> = request.levels.iter().copied().filter(|l| l.on_by_default()).collect();
+            println!(
+                "Allow? [allow ({}) / deny / levels, e.g. view,chat,control] (no answer = deny)",
+                sightline_proto::levels_text(&defaults)
+            );
             st.asking = Some(request.levels.clone());
         }
         UiCommand::Elevate { levels } => {
@@ -258,7 +263,7 @@ fn print_tty(st: &mut TtyState, cmd: &UiCommand) {
 
 fn tty_report(st: &mut TtyState, line: &str) -> Option<UiReport> {
     if let Some(asked) = st.asking.clone() {
-        let (decision, levels) = parse_tty_answer(line, &asked, PlainAllow::ViewOnly)?;
+        let (decision, levels) = parse_tty_answer(line, &asked, PlainAllow::Defaults)?;
         st.asking = None;
         return Some(UiReport::Decision { decision, levels });
     }

@@ -96,6 +96,7 @@ pub fn ending_line(ends: &sightline_proto::EndsAt) -> String {
 pub fn level_label(level: Level) -> &'static str {
     match level {
         Level::View => "See my screen",
+        Level::Chat => "Chat with me",
         Level::Control => "Control mouse and keyboard",
         Level::Clipboard => "Use my clipboard",
         Level::FileTransfer => "Transfer files",
@@ -105,8 +106,9 @@ pub fn level_label(level: Level) -> &'static str {
 /// What a plain `allow` grants on the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlainAllow {
-    /// The consent prompt (R20): the screen only; anything more is named.
-    ViewOnly,
+    /// The consent prompt (R20): what is on by default (view and chat) of what was asked;
+    /// anything more is named.
+    Defaults,
     /// An elevation prompt: the levels it asks about.
     Asked,
 }
@@ -120,7 +122,7 @@ pub fn parse_tty_answer(answer: &str, asked: &[Level], plain: PlainAllow) -> Opt
         "n" | "no" | "deny" => Some((Decision::Deny, Vec::new())),
         "y" | "yes" | "allow" => Some((
             Decision::Allow,
-            asked.iter().copied().filter(|l| plain == PlainAllow::Asked || *l == Level::View).collect(),
+            asked.iter().copied().filter(|l| plain == PlainAllow::Asked || l.on_by_default()).collect(),
         )),
         list => {
             let mut levels = Vec::new();
@@ -191,27 +193,37 @@ mod tests {
 
     #[test]
     fn terminal_answers() {
-        use PlainAllow::{Asked, ViewOnly};
+        use PlainAllow::{Asked, Defaults};
         let asked = [Level::View, Level::Control];
-        assert_eq!(parse_tty_answer("deny", &asked, ViewOnly), Some((Decision::Deny, vec![])));
+        assert_eq!(parse_tty_answer("deny", &asked, Defaults), Some((Decision::Deny, vec![])));
         assert_eq!(
-            parse_tty_answer("Y", &asked, ViewOnly),
+            parse_tty_answer("Y", &asked, Defaults),
             Some((Decision::Allow, vec![Level::View])),
-            "consent: view only"
+            "consent: what is on by default of what was asked"
+        );
+        assert_eq!(
+            parse_tty_answer("allow", &[Level::View, Level::Chat, Level::Control], Defaults),
+            Some((Decision::Allow, vec![Level::View, Level::Chat])),
+            "consent: view and chat, never control (R20)"
+        );
+        assert_eq!(
+            parse_tty_answer("view", &[Level::View, Level::Chat], Defaults),
+            Some((Decision::Allow, vec![Level::View])),
+            "naming the levels leaves chat off"
         );
         assert_eq!(
             parse_tty_answer("allow", &asked, Asked),
             Some((Decision::Allow, asked.to_vec())),
             "elevation: as asked"
         );
-        assert_eq!(parse_tty_answer("view", &asked, ViewOnly), Some((Decision::Allow, vec![Level::View])));
+        assert_eq!(parse_tty_answer("view", &asked, Defaults), Some((Decision::Allow, vec![Level::View])));
         // Not asked for: ignored; view implied.
         assert_eq!(
-            parse_tty_answer("control,file_transfer", &asked, ViewOnly),
+            parse_tty_answer("control,file_transfer", &asked, Defaults),
             Some((Decision::Allow, asked.to_vec()))
         );
-        assert_eq!(parse_tty_answer("launch", &asked, ViewOnly), None);
-        assert_eq!(parse_tty_answer("  ", &asked, ViewOnly), None);
+        assert_eq!(parse_tty_answer("launch", &asked, Defaults), None);
+        assert_eq!(parse_tty_answer("  ", &asked, Defaults), None);
     }
 
     #[test]

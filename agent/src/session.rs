@@ -309,7 +309,9 @@ impl EndpointSession {
                 self.bar_hidden = hidden;
                 Vec::new()
             }
-            UiReport::Chat { text } if self.consented() => {
+            // The bar offers no chat box without chat granted (R20); a line that comes anyway
+            // (a race with the grant's change) is not sent.
+            UiReport::Chat { text } if self.machine.admit_chat() => {
                 if let Some(f) = self.frontend.as_mut() {
                     f.send(&UiCommand::Chat { from: "you".into(), text: text.clone() }).await;
                 }
@@ -377,7 +379,7 @@ impl EndpointSession {
                 Event::ObserverLeft
             }
             SessionEvent::Ended { reason } => Event::EndedElsewhere(reason),
-            SessionEvent::InputRefused => {
+            SessionEvent::InputRefused | SessionEvent::ChatRefused => {
                 tracing::warn!(session = %self.id, "the relay sent an event only the endpoint sends; ignored");
                 return Vec::new();
             }
@@ -423,11 +425,22 @@ impl EndpointSession {
         Vec::new()
     }
 
-    /// A chat line from the operator's side (operator or observer): activity, as at the relay
-    /// (`core::session::Event::OperatorActivity`).
-    pub async fn on_operator_chat(&mut self, from: String, text: String) {
+    /// A chat line from the operator's side (operator or observer): shown only if this side agrees
+    /// that chat is granted (R20, the relay checked first), and then activity, as at the relay
+    /// (`core::session::Event::OperatorActivity`). The first line refused in a session is reported,
+    /// like refused input: the two gates disagreed.
+    pub async fn on_operator_chat(&mut self, from: String, text: String) -> Vec<Action> {
+        if !self.machine.admit_chat() {
+            if self.machine.dropped_chat > 1 {
+                return Vec::new();
+            }
+            tracing::warn!(session = %self.id, "chat line refused: chat is not granted here now (R20); told the relay");
+            let event = SessionEvent::ChatRefused;
+            return vec![Action::Signal(AgentToRelay::Session { session_id: self.id.clone(), event })];
+        }
         self.machine.step(crate::now_ms(), Event::OperatorActivity);
         self.on_chat(from, text).await;
+        Vec::new()
     }
 
     /// Shows a chat line in the bar.

@@ -151,8 +151,8 @@ impl Window {
                 self.operator =
                     format!("{} ({})", request.operator.display_name, request.operator.role.replace('_', " "));
                 self.masked = (!request.masks.is_empty()).then(|| crate::prompt::masked_line(&request.masks));
-                // R20: only view is ticked; anything more the user ticks on purpose.
-                let checked = request.levels.iter().map(|l| (*l, *l == Level::View)).collect();
+                // R20: view and chat are ticked; anything more the user ticks on purpose.
+                let checked = request.levels.iter().map(|l| (*l, l.on_by_default())).collect();
                 self.mode = Mode::Asking { request, checked };
             }
             UiCommand::Elevate { levels } => {
@@ -337,6 +337,11 @@ impl Window {
                 ui.label(format!("{from}: {text}"));
             }
         });
+        if !self.granted.contains(&Level::Chat) {
+            // R20: no chat box where chat is not granted (the agent would refuse the line anyway).
+            ui.label("Chat is off in this session.");
+            return;
+        }
         ui.horizontal(|ui| {
             let edit = ui.add(egui::TextEdit::singleline(&mut self.draft).hint_text("Message to the operator"));
             let send = ui.button("Send");

@@ -5,6 +5,10 @@
 //! probe was handled. The control: with control granted, the same message on the same path is
 //! injected, and the X server shows the key down.
 //!
+//! Chat (R20) the same way: a line put on the agent's channel in a session without chat granted
+//! is not shown, and the agent reports it (`chat.refused_by_endpoint`); with chat granted the
+//! same path reports nothing, measured against a key that went down after the line.
+//!
 //! No relay fault is compiled in anywhere: the relay runs in this process, so the test reaches
 //! its agent link directly (the binaries and the demo have no such path).
 
@@ -83,6 +87,12 @@ fn shift(down: bool) -> ChannelMessage {
     ChannelMessage::Input { input: Input::Key { key: "Shift".into(), down } }
 }
 
+/// A chat line sent past the relay's gate (its delivery is not what this test is about).
+fn chat_past_the_gate(link: &sightline_relay::hub::AgentLink, text: &str) {
+    let line = ChannelMessage::Chat { from: "operator".into(), text: text.into() };
+    link.send_chat(&line, Box::new(|_| {}));
+}
+
 #[test]
 #[allow(unsafe_code)]
 fn the_agent_refuses_input_the_relay_let_through_while_control_is_not_granted() {
@@ -97,7 +107,10 @@ fn the_agent_refuses_input_the_relay_let_through_while_control_is_not_granted() 
 
 async fn gate_alone(xvfb: &Xvfb) {
     // The user grants what is asked, up to control.
-    sightline_agent::frontend::scripted::answer_every_request(Decision::Allow, vec![Level::View, Level::Control]);
+    sightline_agent::frontend::scripted::answer_every_request(
+        Decision::Allow,
+        vec![Level::View, Level::Chat, Level::Control],
+    );
     let relay = start_relay().await;
     let device = start_agent(&relay, "gate-1").await;
 
@@ -125,6 +138,20 @@ async fn gate_alone(xvfb: &Xvfb) {
     assert_eq!(refused[0].actor, format!("device:{device}"));
     assert_eq!(refused[0].session.as_ref().map(|s| s.session_id.as_str()), Some(session.id.as_str()));
 
+    // Chat was not asked for, so not granted: the relay's gate refuses a line (counted for the
+    // record), and a line put past it is refused by the agent, which says so once.
+    session.operator_chat("operator", "through the front door");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while relay.events_of("chat.refused_by_endpoint").is_empty() {
+        assert!(Instant::now() < deadline, "the agent never reported the chat line it refused");
+        chat_past_the_gate(&link, "past the relay's gate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = relay.events_of("chat.refused_by_endpoint");
+    assert_eq!(refused.len(), 1, "reported once per session");
+    assert_eq!(refused[0].actor, format!("device:{device}"));
+    assert_eq!(refused[0].session.as_ref().map(|s| s.session_id.as_str()), Some(session.id.as_str()));
+
     // The control: the operator ends it; a session with control; the same path injects.
     operator.control(sightline_proto::ControlAction::End).await;
     operator.status_until(|s| s.phase == SessionPhase::Ended).await;
@@ -134,12 +161,24 @@ async fn gate_alone(xvfb: &Xvfb) {
         assert!(Instant::now() < deadline, "the first session did not end");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The relay's account, written with the session's end: the one line its own gate refused.
+    while relay.events_of("chat.refused").is_empty() {
+        assert!(Instant::now() < deadline, "no chat.refused record at the end of the first session");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counted = relay.events_of("chat.refused");
+    assert_eq!(counted.len(), 1);
+    assert!(counted[0].detail.starts_with("1 chat lines:"), "{}", counted[0].detail);
     let mut ws = support::operator_socket(&relay, &device).await;
-    let mut watching =
-        support::watch_levels(&mut ws, &device, &[Level::View, Level::Control]).await.expect("the relay answers");
+    let mut watching = support::watch_levels(&mut ws, &device, &[Level::View, Level::Chat, Level::Control])
+        .await
+        .expect("the relay answers");
     let mut operator = Operator::new(ws, watching.status.take());
     let status = operator.status_until(|s| s.phase == SessionPhase::Active).await;
-    assert_eq!(status.granted, vec![Level::View, Level::Control]);
+    assert_eq!(status.granted, vec![Level::View, Level::Chat, Level::Control]);
+    // A chat line on the same path, then the key: once the key is down, the line before it was
+    // handled, and with chat granted nothing was refused.
+    chat_past_the_gate(&link, "with chat granted");
     let deadline = Instant::now() + Duration::from_secs(15);
     link.send_input(&shift(true));
     while !xvfb.shift_held() {
@@ -148,5 +187,6 @@ async fn gate_alone(xvfb: &Xvfb) {
     }
     link.send_input(&shift(false));
     assert_eq!(relay.events_of("input.refused_by_endpoint").len(), 1, "nothing refused with control granted");
+    assert_eq!(relay.events_of("chat.refused_by_endpoint").len(), 1, "no chat refused with chat granted");
     drop((watching, operator));
 }

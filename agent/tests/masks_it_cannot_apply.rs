@@ -30,7 +30,7 @@ async fn relay_with_policy(dir: &std::path::Path, extra: &str) -> (TestRelay, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_masks_on_a_source_without_windows_are_declined_before_the_user_is_asked() {
-    support::allow_view();
+    support::allow_defaults();
     let dir = tempfile::tempdir().unwrap();
     let (relay, device, mut ws) = relay_with_policy(dir.path(), WINDOW_RULE).await;
     let watch = format!(

@@ -52,7 +52,7 @@ struct Recorded {
 }
 
 async fn recorded_session(chunk_ms: u64, agent: &str) -> Recorded {
-    support::allow_view();
+    support::allow_defaults();
     let relay = start_relay_with(&[format!("--recording-chunk-ms={chunk_ms}")]).await;
     let device = start_agent(&relay, agent).await;
     let mut ws = support::operator_socket(&relay, &device).await;
@@ -161,7 +161,7 @@ async fn a_session_is_recorded_verifiable_and_exports_to_webm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_cannot_record_refuses_the_session_before_asking_the_user() {
-    support::allow_view();
+    support::allow_defaults();
     let blocked = tempfile::NamedTempFile::new().unwrap();
     // The recordings "directory" is a file: nothing can be created under it.
     let relay = start_relay_with(&[format!("--recordings-dir={}", blocked.path().display())]).await;

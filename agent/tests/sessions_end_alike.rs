@@ -40,7 +40,7 @@ async fn chat(channel: &sightline_peer::DataChannel, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_keeps_both_sides_active_and_an_idle_session_ends_once_as_idle() {
-    support::allow_view();
+    support::allow_defaults();
     const IDLE_S: u64 = 3;
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");

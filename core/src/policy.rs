@@ -401,7 +401,7 @@ impl std::fmt::Display for Denial {
             Denial::RoleNotAllowed => f.write_str("your roles may not connect to this segment"),
             Denial::AddressNotAllowed => f.write_str("your network address is not allowed for this segment"),
             Denial::OutsideHours => f.write_str("outside the support hours of this segment"),
-            Denial::LevelNotAllowed(l) => write!(f, "level {l:?} is not allowed in this segment"),
+            Denial::LevelNotAllowed(l) => write!(f, "level {} is not allowed in this segment", l.as_str()),
             Denial::NoTicket => f.write_str("a request/ticket ID is required"),
             Denial::UnknownReason => f.write_str("the reason must be chosen from the catalog"),
             Denial::MaintenanceWindowClosed => {
@@ -491,7 +491,7 @@ reasons = ["incident", "password-reset", "software-install"]
 roles = ["operator", "senior_operator"]
 operator_cidrs = ["10.0.0.0/8", "127.0.0.0/8"]
 hours = { tz = "Europe/Berlin", days = ["mon", "tue", "wed", "thu", "fri"], from = "07:00", to = "19:00" }
-levels = ["view", "control", "clipboard"]
+levels = ["view", "chat", "control", "clipboard"]
 grant_expiry_s = 900
 max_duration_s = 7200
 idle_timeout_s = 900
@@ -597,6 +597,9 @@ elevation_needs_senior = true
             Case { levels: &[], expect: Err(Denial::NoLevels), ..OK },
             Case { expect: Err(Denial::MaintenanceWindowClosed), ..payment.clone() },
             Case { window: true, ..payment.clone() },
+            // Chat is a level like the others (R20): on in the office, switched off for payments.
+            Case { levels: &[View, Chat], ..OK },
+            Case { window: true, levels: &[View, Chat], expect: Err(Denial::LevelNotAllowed(Chat)), ..payment.clone() },
             Case { window: true, roles: &[Operator], expect: Err(Denial::RoleNotAllowed), ..payment },
         ];
         for case in cases {

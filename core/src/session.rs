@@ -131,7 +131,7 @@ pub struct Session {
     /// Levels the segment allows (elevation cannot go beyond them).
     allowed: Levels,
     granted: Levels,
-    /// When grants beyond view expire (R7).
+    /// When grants beyond the default ones (view, chat) expire (R7).
     grant_expires_ms: Option<u64>,
     started_ms: u64,
     last_activity_ms: u64,
@@ -139,6 +139,8 @@ pub struct Session {
     pub elevation: Option<Elevation>,
     /// Input events refused so far (counted, not logged one by one).
     pub dropped_input: u64,
+    /// Chat lines refused so far: chat not granted, or the session not running (R20).
+    pub dropped_chat: u64,
     /// Whether `EndingSoon` was given.
     warned: bool,
 }
@@ -158,6 +160,7 @@ impl Session {
             observers: 0,
             elevation: None,
             dropped_input: 0,
+            dropped_chat: 0,
             warned: false,
         };
         (session, vec![Effect::AskConsent { levels: requested, deadline_ms }])
@@ -167,7 +170,7 @@ impl Session {
         &self.granted
     }
 
-    /// When grants beyond view fall back to view (Unix ms), if they do.
+    /// When grants beyond the default ones fall back to them (Unix ms), if they do.
     pub fn grant_expires_ms(&self) -> Option<u64> {
         self.grant_expires_ms
     }
@@ -199,6 +202,21 @@ impl Session {
         }
     }
 
+    /// Whether a chat line may pass now, either way (R20, R24): the user granted chat and the
+    /// session runs (a paused one too: the two may talk about why it is paused).
+    pub fn may_chat(&self) -> bool {
+        matches!(self.phase, Phase::Active | Phase::Paused { .. }) && self.granted.contains(&Level::Chat)
+    }
+
+    /// Filters one chat line: `true` to pass it on, `false` (and counted) to refuse it.
+    pub fn admit_chat(&mut self) -> bool {
+        let admitted = self.may_chat();
+        if !admitted {
+            self.dropped_chat += 1;
+        }
+        admitted
+    }
+
     fn end(&mut self, reason: EndReason) -> Vec<Effect> {
         if self.is_ended() {
             return Vec::new();
@@ -216,8 +234,8 @@ impl Session {
     }
 
     fn grant(&mut self, now_ms: u64, levels: Levels) -> Vec<Effect> {
-        let beyond_view = levels.iter().any(|l| *l != Level::View);
-        self.grant_expires_ms = beyond_view.then(|| now_ms + u64::from(self.obligations.grant_expiry_s) * 1000);
+        let beyond_defaults = levels.iter().any(|l| !l.on_by_default());
+        self.grant_expires_ms = beyond_defaults.then(|| now_ms + u64::from(self.obligations.grant_expiry_s) * 1000);
         self.granted = levels.clone();
         vec![Effect::Granted { levels }]
     }
@@ -407,7 +425,7 @@ impl Session {
                 let mut effects = Vec::new();
                 if self.grant_expires_ms.is_some_and(|t| now_ms >= t) {
                     self.grant_expires_ms = None;
-                    self.granted = Levels::from([Level::View]);
+                    self.granted.retain(|l| l.on_by_default());
                     effects.extend([Effect::ReleaseInput, Effect::Granted { levels: self.granted.clone() }]);
                 }
                 if let Some(elevation) = self.elevation.take_if(|e| now_ms >= e.deadline_ms) {
@@ -494,6 +512,39 @@ mod tests {
             assert_eq!(s.phase, expected, "{event:?} at {at}");
             assert!(!s.may_inject(at), "no input before control is granted ({event:?})");
         }
+    }
+
+    #[test]
+    fn chat_passes_only_while_granted_and_the_session_runs() {
+        // Not before consent, whatever was asked.
+        let (mut s, _) = Session::new(0, obligations(), levels(&[View, Chat, Control]), levels(&[View, Chat]));
+        assert!(!s.admit_chat());
+        // The user unticked chat: none either way (R20).
+        let mut without = started(obligations(), &[View, Chat], &[View]);
+        assert!(!without.admit_chat());
+        assert_eq!(without.dropped_chat, 1);
+        // Granted: through while active and while paused (the control), not after the end.
+        s.step(1_000, Event::ConsentAllowed { levels: levels(&[View, Chat]) });
+        assert!(s.admit_chat());
+        s.step(2_000, Event::Pause { by: Party::User });
+        assert!(s.admit_chat());
+        s.step(3_000, Event::End { by: Party::User });
+        assert!(!s.admit_chat());
+        assert_eq!(s.dropped_chat, 2);
+    }
+
+    #[test]
+    fn an_expiring_grant_keeps_the_default_levels() {
+        let mut o = obligations();
+        o.grant_expiry_s = 10;
+        let mut s = started(o, &[View, Chat, Control], &[View, Chat, Control]);
+        let effects = s.step(11_000, Event::Tick);
+        assert_eq!(effects, vec![Effect::ReleaseInput, Effect::Granted { levels: levels(&[View, Chat]) }]);
+        assert!(s.admit_chat(), "chat is not an elevated grant: it does not expire");
+        // View and chat alone never expire.
+        let mut s = started(o, &[View, Chat], &[View, Chat]);
+        assert_eq!(s.grant_expires_ms(), None);
+        assert!(s.step(100_000, Event::Tick).is_empty());
     }
 
     #[test]

@@ -391,7 +391,7 @@ export class Endpoint {
 export async function openView(page: Page, relay: Relay, agentName: string, endpoint: Endpoint): Promise<void> {
   await requestView(page, relay, agentName);
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
-  // The window ticks view only (R20): the user ticks control, which the request asked for.
+  // The window ticks view and chat (R20): the user ticks control, which the request asked for.
   await endpoint.click('level:control');
   await endpoint.click('allow');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');

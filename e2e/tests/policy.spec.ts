@@ -68,8 +68,8 @@ test('outside the segment hours the session is refused @R16', async ({ browser }
   const today = days[new Date().getUTCDay()];
   const others = days.filter((d) => d !== today).map((d) => `"${d}"`).join(', ');
   const policy = policyWith((t) => t.replace(
-    'levels = ["view", "control", "clipboard", "file_transfer"]',
-    `levels = ["view", "control", "clipboard", "file_transfer"]\nhours = { tz = "UTC", days = [${others}], from = "00:00", to = "23:59" }`,
+    'levels = ["view", "chat", "control", "clipboard", "file_transfer"]',
+    `levels = ["view", "chat", "control", "clipboard", "file_transfer"]\nhours = { tz = "UTC", days = [${others}], from = "00:00", to = "23:59" }`,
   ));
   w = await world(browser, { name: 'front-desk' }, { policy });
   await requestView(w.operator, w.relay, 'front-desk');
@@ -172,10 +172,10 @@ test('where the segment allows it, an unattended agent is served only inside an 
   expect(unmarked, 'session events without the unattended mark').toEqual([]);
   const taken = session.find((r) => r.kind === 'consent.unattended')!;
   expect(taken.actor).toMatch(/^device:/);
-  expect(taken.session!.levels).toEqual(['view', 'control']);
+  expect(taken.session!.levels).toEqual(['view', 'chat', 'control']);
 });
 
-const OFFICE_LEVELS = 'levels = ["view", "control", "clipboard", "file_transfer"]';
+const OFFICE_LEVELS = 'levels = ["view", "chat", "control", "clipboard", "file_transfer"]';
 
 /** Waits for the one `session.ended` record of the session and the warning before it. */
 async function endedAndWarned(w: World): Promise<{ warned: AuditRecord; ended: AuditRecord }> {

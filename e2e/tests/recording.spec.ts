@@ -101,7 +101,7 @@ test('a session with an elevation, input, chat and a pause is recorded; the audi
   await expect(page.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
   await page.getByTestId('elevate').click();
   await w.endpoint.click('elevate-allow');
-  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat, control');
   await page.locator('video').click();
   await page.keyboard.type('hunter2secret');
   await page.locator('input[name="chat"]').fill('checking your mail settings');
@@ -431,7 +431,7 @@ test('a recorder that stops writing mid-session pauses the session on both sides
   w = await world(browser, { name: 'kiosk', terminal: true }, { args: ['--recording-chunk-ms', '300'] });
   const page = w.operator;
   await requestView(page, w.relay, 'kiosk', 'INC-4711', 'incident', false);
-  await expect.poll(() => w!.agent.log()).toContain('Allow? [allow (view only) / deny / levels');
+  await expect.poll(() => w!.agent.log()).toContain('Allow? [allow (view, chat) / deny / levels');
   w.agent.child.stdin!.write('view\n');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   await expect(page.getByTestId('recording')).toHaveAttribute('data-recording', 'true');

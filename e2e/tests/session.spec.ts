@@ -5,7 +5,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, execFileSync, ChildProcess } from 'node:child_process';
-import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY, watchChannels, inputsSent, chatMarker, droppedInSession } from './harness';
+import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY, watchChannels, inputsSent, chatMarker, droppedInSession, AuditRecord } from './harness';
 
 let w: World | undefined;
 let xterm: ChildProcess | undefined;
@@ -136,14 +136,14 @@ test('the consent window shows operator, role, organisation, reason, ticket and 
   w.endpoint.screenshot(shot);
   await testInfo.attach('consent-popup', { path: shot, contentType: 'image/png' });
   const text = w.endpoint.promptText();
-  for (const part of ['Operator: operator (operator)', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, control']) {
+  for (const part of ['Operator: operator (operator)', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, chat, control']) {
     expect(text).toContain(part);
   }
-  // Only view is ticked (R20): the user ticks control on purpose.
+  // View and chat are ticked (R20): the user ticks control on purpose.
   await w.endpoint.click('level:control');
   await w.endpoint.click('allow');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
-  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat, control');
 
   // Every decision is in the relay's events with the ticket, and was signed by the device.
   const records = w.relay.auditRecords();
@@ -153,20 +153,21 @@ test('the consent window shows operator, role, organisation, reason, ticket and 
   expect(records.find((r) => r.kind === 'consent.allowed')?.detail).toContain('receipt signed at');
 });
 
-test('a request asks for view only unless the operator ticks more; the user grants view only: the operator sees the screen and pointer events do not move the X pointer @R6 @R20', async ({ browser }) => {
+test('a request asks for view and chat unless the operator ticks more; the user grants what the window ticks: the operator sees the screen and pointer events do not move the X pointer @R6 @R20', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' });
   const page = w.operator;
-  // R20: a request asks for view only unless the operator ticks more.
+  // R20: a request asks for view and chat only unless the operator ticks more.
   await page.goto(w.relay.url);
   await watchChannels(page);
+  await expect(page.locator('input[name="level-chat"]')).toBeChecked();
   await expect(page.locator('input[name="level-control"]')).not.toBeChecked();
   await expect(page.locator('input[name="level-clipboard"]')).not.toBeChecked();
-  // The operator ticked control; the consent window ticks view only (R20), and the user allows
-  // as shown.
+  // The operator ticked control; the consent window ticks view and chat only (R20), and the
+  // user allows as shown.
   await requestView(page, w.relay, 'front-desk');
   await w.endpoint.click('allow');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
-  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat');
   await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
 
   w.endpoint.xdo(['mousemove', '900', '600']);
@@ -197,7 +198,7 @@ test('with control granted a browser click moves the X pointer there and typed t
   await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
   await w.endpoint.click('allow');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
-  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat');
   await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
   w.endpoint.xdo(['mousemove', '700', '470']); // the user's pointer rests on the xterm
   await clickRemote(page, 100, 100);
@@ -211,7 +212,7 @@ test('with control granted a browser click moves the X pointer there and typed t
   await page.getByTestId('elevate').click();
   await expect(page.getByTestId('pending-elevation')).toContainText('control');
   await w.endpoint.click('elevate-allow');
-  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat, control');
 
   // Now a click lands where it was aimed, and typing reaches the window under the pointer.
   await clickRemote(page, 720, 480);
@@ -221,7 +222,7 @@ test('with control granted a browser click moves the X pointer there and typed t
   expect(fs.readFileSync(typed, 'utf8')).not.toContain('forged');
 
   // The grant expires (8 s in this segment) and falls back to view: input stops.
-  await expect(page.getByTestId('granted')).toHaveText('granted: view', { timeout: 15_000 });
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat', { timeout: 15_000 });
   const beforeLate = await inputsSent(page);
   await page.keyboard.type('too late\n');
   await chatMarker(page, 'after the expiry');
@@ -288,7 +289,7 @@ test('an observer sees the same frames and cannot send input; where required, co
   await watchChannels(page);
   await watchChannels(observer);
   await openView(page, w.relay, 'front-desk', w.endpoint);
-  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat, control');
   await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
 
   // No observer yet: control is granted but suspended (each check against a chat marker).
@@ -357,7 +358,7 @@ test('an observer whose viewer sends input anyway reaches nothing: the relay dro
   const observer = await inviteAndEnrol(browser, w.admin, 'observer1', 'observer');
   await watchChannels(observer);
   await openView(page, w.relay, 'front-desk', w.endpoint);
-  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat, control');
   // Control: the probe's message, sent by the operator, moves the X pointer.
   await rawMoveLands(w, page, 300, 300);
   w.endpoint.xdo(['mousemove', '900', '650']);
@@ -450,7 +451,7 @@ test('where the segment needs a senior, control waits for the user and a senior 
   const senior = await inviteAndEnrol(browser, w.admin, 'senior1', 'senior_operator');
   await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
   await w.endpoint.click('allow');
-  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat');
   await expect.poll(() => page.evaluate(() => (document.querySelector('video') as HTMLVideoElement).videoWidth)).toBe(1280);
 
   // The operator asks, the user confirms: not enough here.
@@ -461,7 +462,7 @@ test('where the segment needs a senior, control waits for the user and a senior 
   await clickRemote(page, 100, 100);
   await sleep(1000);
   expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
-  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat');
 
   // Only a senior operator approves: an operator's roles cannot.
   const row = senior.getByTestId('session-row');
@@ -476,11 +477,11 @@ test('where the segment needs a senior, control waits for the user and a senior 
   // Without a fresh passkey confirmation the senior's approval does not count (R14).
   const unconfirmed = await approve(senior, ['control']);
   expect([unconfirmed.status, unconfirmed.json.error]).toEqual([403, 'step_up_required']);
-  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat');
   // The button confirms with the passkey, then approves.
   await row.getByTestId('approve').click();
   await expect(senior.getByTestId('notice')).toHaveText('approved control');
-  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat, control');
   await clickLands(w, page, 1000, 150);
   const records = w.relay.auditRecords();
   const stepUp = records.find((r) => r.kind === 'auth.step_up');
@@ -494,7 +495,7 @@ test('where the segment needs a senior, control waits for the user and a senior 
   // A senior running a session of their own cannot approve its elevation either.
   await requestView(senior, w.relay, 'front-desk', 'INC-4712', 'incident', false);
   await w.endpoint.click('allow');
-  await expect(senior.getByTestId('granted')).toHaveText('granted: view');
+  await expect(senior.getByTestId('granted')).toHaveText('granted: view, chat');
   await senior.getByTestId('elevate').click();
   await w.endpoint.click('elevate-allow');
   const ownRow = senior.getByTestId('session-row').filter({ hasText: 'INC-4712' });
@@ -502,12 +503,12 @@ test('where the segment needs a senior, control waits for the user and a senior 
   const ownId = await ownRow.getAttribute('data-session-id');
   const own = await api(senior, 'POST', `/api/sessions/${ownId}/approve-elevation`, { levels: ['control'] });
   expect([own.status, own.json.message]).toEqual([403, 'the operator cannot approve their own elevation']);
-  await expect(senior.getByTestId('granted')).toHaveText('granted: view');
+  await expect(senior.getByTestId('granted')).toHaveText('granted: view, chat');
   // Nobody else approves: the request lapses, on both sides, and grants nothing.
   await expect(ownRow.getByTestId('approve')).toHaveCount(0, { timeout: 25_000 });
   await expect.poll(() => w!.relay.auditRecords().map((r) => r.kind)).toContain('elevation.expired');
   await expect.poll(() => w!.agent.log()).toContain('the request for more access lapsed');
-  await expect(senior.getByTestId('granted')).toHaveText('granted: view');
+  await expect(senior.getByTestId('granted')).toHaveText('granted: view, chat');
 });
 
 test('with active confirmation, minimising the session bar pauses the session until the user resumes; closing the window is a deny, closing the bar ends the session @R8 @R5', async ({ browser }) => {
@@ -585,14 +586,16 @@ test('an endpoint without a display asks on its terminal: the user grants view o
   const page = w.operator;
   await requestView(page, w.relay, 'kiosk', 'INC-4711', 'incident');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
-  await expect.poll(() => w!.agent.log()).toContain('Allow? [allow (view only) / deny / levels');
+  await expect.poll(() => w!.agent.log()).toContain('Allow? [allow (view, chat) / deny / levels');
   const prompt = w.agent.log();
-  for (const part of ['Operator: operator (operator)', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, control']) {
+  for (const part of ['Operator: operator (operator)', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, chat, control']) {
     expect(prompt).toContain(part);
   }
+  // Naming the levels grants those: view, and no chat (R20).
   w.agent.child.stdin!.write('view\n');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect(page.getByTestId('chat-off')).toBeVisible();
   await expect.poll(() => w!.agent.log()).toContain('[session] granted: view; observers: none; recording on');
   w.agent.child.stdin!.write('end\n');
   await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
@@ -615,6 +618,84 @@ test('operator and user chat over the data channel: the viewer and the session b
   w.endpoint.xdo(['key', 'Return']);
   await expect(page.getByTestId('chat-log')).toContainText('user@front-desk: thanks, go ahead');
   await expect.poll(() => w!.agent.log()).toContain('consent-ui chat you: thanks, go ahead');
+});
+
+/** Sends a chat line on the page's own session channel, as a modified viewer would (see `watchChannels`). */
+async function sendRawChat(page: Page, text: string): Promise<void> {
+  const open = () => page.evaluate(() => ((window as any).__channels ?? []).some((c: RTCDataChannel) => c.label === 'session' && c.readyState === 'open'));
+  await expect.poll(open, { message: 'the session channel is open' }).toBe(true);
+  await page.evaluate(async (line) => {
+    const channel = ((window as any).__channels as RTCDataChannel[]).filter((c) => c.label === 'session' && c.readyState === 'open').at(-1)!;
+    channel.send(JSON.stringify({ v: 1, type: 'chat', from: '', text: line }));
+    while (channel.bufferedAmount > 0) await new Promise((r) => setTimeout(r, 10));
+  }, text);
+}
+
+test('chat is a level the policy switches: a segment without it refuses a request for it, naming it; the same request without chat goes to the user @R20', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('levels = ["view", "control", "clipboard", "file_transfer"]') });
+  const page = w.operator;
+  // Asked for by default (R20), refused by the policy.
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  await expect(page.getByTestId('view-state')).toContainText('level chat is not allowed in this segment');
+  let refused: AuditRecord[] = [];
+  await expect.poll(() => (refused = w!.relay.auditRecords().filter((r) => r.kind === 'session.refused')).length).toBe(1);
+  expect(refused[0].detail).toContain('level chat is not allowed in this segment');
+
+  // The control: without chat the request reaches the user, whose window has no chat to tick.
+  await page.locator('input[name="level-chat"]').setChecked(false);
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+  await expect.poll(() => w!.endpoint.layout().has('allow')).toBe(true);
+  expect(w.endpoint.promptText()).toMatch(/Requested: view$/);
+  expect(w.endpoint.layout().has('level:chat')).toBe(false);
+  await w.endpoint.click('allow');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view');
+});
+
+test('a session whose user unticked chat has no chat on either side: a raw line from the viewer is refused, told to the sender and counted, and never reaches the bar; with chat ticked the same line does @R20 @R24', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  await watchChannels(page);
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', true);
+  await expect.poll(() => w!.endpoint.layout().has('level:chat')).toBe(true);
+  // The user unticks chat and ticks control.
+  await w.endpoint.click('level:chat');
+  await w.endpoint.click('level:control');
+  await w.endpoint.click('allow');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, control');
+  // Neither side offers chat: the viewer says so; the session bar (its end button is there) has no chat box.
+  await expect(page.getByTestId('chat-off')).toBeVisible();
+  await expect(page.locator('input[name="chat"]')).toHaveCount(0);
+  await expect.poll(() => w!.endpoint.layout().has('end')).toBe(true);
+  expect(w.endpoint.layout().has('chat-input')).toBe(false);
+
+  // The probe: a line on the viewer's own channel. The relay answers the sender that it was not delivered.
+  await sendRawChat(page, 'a line nobody granted');
+  await expect(page.getByTestId('chat-log')).toContainText('not delivered: a line nobody granted (chat is not granted in this session)');
+  // The marker: a pointer move sent after the line on the same channel lands, so the line would
+  // have reached the bar by now.
+  await rawMoveLands(w, page, 300, 300);
+  expect(w.endpoint.told('consent-ui chat ')).toBe('');
+  await page.getByTestId('end-session').click();
+  await expect(page.getByTestId('view-state')).toContainText('the operator ended the session');
+  let counted: number | undefined;
+  await expect.poll(() => {
+    const record = w!.relay.auditRecords().find((r) => r.kind === 'chat.refused');
+    counted = record ? Number(/^(\d+) chat lines:/.exec(record.detail)?.[1]) : undefined;
+    return counted;
+  }, { message: 'the chat.refused record' }).toBe(1);
+  await w.endpoint.windowGone();
+
+  // The control: the user leaves chat ticked; the same raw line reaches the bar.
+  await requestView(page, w.relay, 'front-desk', 'INC-4712', 'incident', false);
+  await expect.poll(() => w!.endpoint.layout().has('allow')).toBe(true);
+  await w.endpoint.click('allow');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat');
+  await sendRawChat(page, 'a line the user allowed');
+  await expect.poll(() => w!.endpoint.told('consent-ui chat ')).toBe('operator: a line the user allowed');
+  await expect(page.getByTestId('chat-log')).toContainText('operator: a line the user allowed');
 });
 
 /** The process group of a process (field 5 of /proc/PID/stat, after the command in brackets). */

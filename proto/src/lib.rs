@@ -176,22 +176,31 @@ pub enum RelayToViewer {
     Error { code: ErrorCode, message: String },
 }
 
-/// What an operator may do in a session; the user grants a subset (R6, R20).
+/// What an operator may do in a session, each a separate channel the segment's policy allows and
+/// the user grants (R6, R20).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     View,
+    Chat,
     Control,
     Clipboard,
     FileTransfer,
 }
 
 impl Level {
-    pub const ALL: [Level; 4] = [Level::View, Level::Control, Level::Clipboard, Level::FileTransfer];
+    pub const ALL: [Level; 5] = [Level::View, Level::Chat, Level::Control, Level::Clipboard, Level::FileTransfer];
+
+    /// On unless someone switches it off (R20): view and chat. The rest is asked for and ticked on
+    /// purpose, and expires after the segment's grant expiry (R7); these do not.
+    pub fn on_by_default(self) -> bool {
+        matches!(self, Level::View | Level::Chat)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Level::View => "view",
+            Level::Chat => "chat",
             Level::Control => "control",
             Level::Clipboard => "clipboard",
             Level::FileTransfer => "file_transfer",
@@ -357,6 +366,9 @@ pub enum SessionEvent {
     /// (R19). The relay should not have let it through (or a pause or expiry crossed it on the
     /// way); either way the record shows that the two gates disagreed.
     InputRefused,
+    /// From the agent, once per session: a chat line reached the endpoint in a session whose
+    /// user did not grant chat (R20); it was not shown.
+    ChatRefused,
 }
 
 /// Why a session ended; recorded with every end (R22, R23).

@@ -119,6 +119,12 @@ pub enum EventKind {
     /// The endpoint's own gate refused input that came through the relay (R19).
     #[serde(rename = "input.refused_by_endpoint")]
     InputRefusedByEndpoint,
+    /// Chat lines refused in a session without chat granted, counted at its end (R20).
+    #[serde(rename = "chat.refused")]
+    ChatRefused,
+    /// The endpoint's own gate refused a chat line that came through the relay (R20).
+    #[serde(rename = "chat.refused_by_endpoint")]
+    ChatRefusedByEndpoint,
     #[serde(rename = "audit.viewed")]
     AuditViewed,
     #[serde(rename = "recording.started")]
@@ -144,7 +150,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 59] = [
+    pub const ALL: [EventKind; 61] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -193,6 +199,8 @@ impl EventKind {
         EventKind::ObserverLeft,
         EventKind::InputDropped,
         EventKind::InputRefusedByEndpoint,
+        EventKind::ChatRefused,
+        EventKind::ChatRefusedByEndpoint,
         EventKind::AuditViewed,
         EventKind::RecordingStarted,
         EventKind::RecordingChunk,

@@ -29,6 +29,8 @@ use crate::recording::{Recorder, RecorderNews, Recordings};
 const TICK: Duration = Duration::from_millis(250);
 /// The `from` of a chat notice that a line did not reach the endpoint.
 pub const NOT_DELIVERED: &str = "not delivered";
+/// Why an operator's line was not delivered when the session has no chat (R20).
+pub const CHAT_NOT_GRANTED: &str = "chat is not granted in this session";
 /// Chat lines buffered per viewer.
 const CHAT_BUFFER: usize = 64;
 /// Late decisions (signed after the session ended) recorded per session; one prompt yields at
@@ -98,6 +100,8 @@ pub struct LiveSession {
     /// Whether the endpoint already reported refusing input (R19): recorded once, whatever an
     /// agent sends.
     input_refused_reported: std::sync::atomic::AtomicBool,
+    /// Whether the agent's refusal of a chat line was recorded (once per session, like input's).
+    chat_refused_reported: std::sync::atomic::AtomicBool,
     /// Each party's own network address, for the events they cause (R38): the operator's from
     /// their request, the user's and the device's from the agent's connection, admins' and
     /// seniors' and observers' from theirs when they act.
@@ -154,6 +158,7 @@ impl LiveSession {
             chat: broadcast::channel(CHAT_BUFFER).0,
             late_receipts: Mutex::new(Vec::new()),
             input_refused_reported: false.into(),
+            chat_refused_reported: false.into(),
             addresses: Mutex::new(BTreeMap::new()),
             recorder: std::sync::OnceLock::new(),
         });
@@ -523,6 +528,17 @@ impl LiveSession {
                     if dropped > 0 {
                         self.emit(EventKind::InputDropped, Outcome::Failure, actor, format!("{dropped} input events"));
                     }
+                    let refused_chat = self.lock().dropped_chat;
+                    if refused_chat > 0 {
+                        self.emit(
+                            EventKind::ChatRefused,
+                            Outcome::Failure,
+                            actor,
+                            format!(
+                                "{refused_chat} chat lines: chat was not granted in this session, or it was not running"
+                            ),
+                        );
+                    }
                     // Nothing more reaches viewers: paused until the next session on the link
                     // starts, and a closed recorder stays in front of them (`sfu::Fanout`).
                     self.link.fanout.set_paused(&self.id, true);
@@ -770,6 +786,19 @@ impl LiveSession {
                         .into(),
                 );
             }
+            SessionEvent::ChatRefused => {
+                if self.chat_refused_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                self.emit(
+                    EventKind::ChatRefusedByEndpoint,
+                    Outcome::Failure,
+                    &format!("device:{}", self.link.info.agent_id),
+                    "the endpoint refused a chat line that came through the relay (R20): chat was not granted there, \
+                     or the session's end crossed it on the way"
+                        .into(),
+                );
+            }
             other => tracing::warn!(session = %self.id, ?other, "ignoring a session event the agent may not send"),
         }
     }
@@ -872,11 +901,21 @@ impl LiveSession {
         self.lock().dropped_input += 1;
     }
 
-    /// A chat line from the operator (`from` set here, never taken from the sender).
+    /// A chat line from the operator (`from` set here, never taken from the sender). Only while
+    /// the user granted chat (R20); otherwise the viewers are told it was not delivered, and the
+    /// line is counted for the session's record.
     pub fn operator_chat(&self, from: &str, text: &str) {
         let Some(text) = clean_chat(text) else { return };
         let now = self.identity.now_ms();
-        self.lock().step(now, Event::OperatorActivity);
+        {
+            let mut machine = self.lock();
+            if !machine.admit_chat() {
+                drop(machine);
+                let _ = self.chat.send((NOT_DELIVERED.to_owned(), format!("{text} ({CHAT_NOT_GRANTED})")));
+                return;
+            }
+            machine.step(now, Event::OperatorActivity);
+        }
         // The line is shown to the viewers once it reached the agent's channel, in order; a line
         // that could not be delivered is shown as such instead of as sent.
         let chat = self.chat.clone();
@@ -897,9 +936,14 @@ impl LiveSession {
         self.link.send_chat(&ChannelMessage::Chat { from: from.to_owned(), text }, on_delivery);
     }
 
-    /// A chat line from the user at the endpoint.
+    /// A chat line from the user at the endpoint; the agent sends none without chat granted, and
+    /// the relay takes none either (R20).
     pub fn user_chat(&self, text: &str) {
         let Some(text) = clean_chat(text) else { return };
+        if !self.lock().admit_chat() {
+            tracing::warn!(session = %self.id, "the endpoint sent a chat line without chat granted; not passed on");
+            return;
+        }
         let from = format!("user@{}", self.link.info.name);
         if let Some(recorder) = self.recorder.get() {
             recorder.note(TimelineEntry::Chat {

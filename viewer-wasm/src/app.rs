@@ -240,7 +240,8 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     // Every session names its ticket and a catalog reason (R4); the relay enforces it.
     let ticket = RwSignal::new(String::new());
     let reason = RwSignal::new(String::new());
-    // R20: view (and chat) by default; the operator asks for control on purpose.
+    // R20: view and chat by default; the operator asks for control on purpose.
+    let want_chat = RwSignal::new(true);
     let want_control = RwSignal::new(false);
     let want_clipboard = RwSignal::new(false);
     let want_files = RwSignal::new(false);
@@ -388,6 +389,9 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     // Asks for a session on `agent_id`, answering the help request with `help_code` if any.
     let watch_on = move |agent_id: String, label: String, help_code: Option<String>| {
         let mut levels = vec![Level::View];
+        if want_chat.get_untracked() {
+            levels.push(Level::Chat);
+        }
         if want_control.get_untracked() {
             levels.push(Level::Control);
         }
@@ -471,6 +475,8 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         RelayState::Online => "relay online",
         RelayState::Lost => "relay unreachable — retrying",
     };
+    // The user granted chat (R20): without it the relay and the agent refuse every line.
+    let chat_granted = move || status.with(|s| s.as_ref().is_some_and(|s| s.granted.contains(&Level::Chat)));
     let granted_text = move || status.with(|s| s.as_ref().map(|s| levels_text(&s.granted)).unwrap_or_default());
     let phase = move || status.with(|s| s.as_ref().map(|s| phase_key(s.phase)).unwrap_or("none"));
     // R9: what the relay's recorder confirms, never what the policy merely asks for.
@@ -511,6 +517,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                         <fieldset class="levels">
                             <legend>"Ask for"</legend>
                             <label><input type="checkbox" checked=true disabled=true/>" view"</label>
+                            <label><input type="checkbox" name="level-chat" bind:checked=want_chat/>" chat"</label>
                             <label><input type="checkbox" name="level-control" bind:checked=want_control/>" control"</label>
                             <label><input type="checkbox" name="level-clipboard" bind:checked=want_clipboard/>" clipboard"</label>
                             <label><input type="checkbox" name="level-file_transfer" bind:checked=want_files/>" file transfer"</label>
@@ -606,10 +613,12 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                                 <li>{format!("{}: {}", line.0, line.1)}</li>
                             </For>
                         </ul>
-                        <input name="chat" placeholder="Message to the user" bind:value=draft
-                            on:keydown=move |ev| if ev.key() == "Enter" { send_chat() }/>
-                        <button data-testid="chat-send" disabled=move || !chat_ready.get()
-                            on:click=move |_| send_chat()>"Send"</button>
+                        <Show when=chat_granted fallback=|| view! { <p class="muted" data-testid="chat-off">"Chat is not granted in this session."</p> }>
+                            <input name="chat" placeholder="Message to the user" bind:value=draft
+                                on:keydown=move |ev| if ev.key() == "Enter" { send_chat() }/>
+                            <button data-testid="chat-send" disabled=move || !chat_ready.get()
+                                on:click=move |_| send_chat()>"Send"</button>
+                        </Show>
                     </div>
                 </Show>
                 <p class="notice" data-testid="notice">{move || notice.get()}</p>

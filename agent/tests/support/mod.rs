@@ -117,10 +117,10 @@ pub struct Watching {
     pub status: Option<sightline_proto::SessionStatus>,
 }
 
-/// Asks to watch `agent_id` (ticket INC-42, view) with a receive-only peer and a data channel;
-/// or the relay's refusal.
+/// Asks to watch `agent_id` (ticket INC-42, view and chat, as the viewer does by default) with a
+/// receive-only peer and a data channel; or the relay's refusal.
 pub async fn watch(ws: &mut Socket, agent_id: &str) -> Result<Watching, (sightline_proto::ErrorCode, String)> {
-    watch_levels(ws, agent_id, &[sightline_proto::Level::View]).await
+    watch_levels(ws, agent_id, &[sightline_proto::Level::View, sightline_proto::Level::Chat]).await
 }
 
 /// `watch`, asking for `levels`.
@@ -163,11 +163,11 @@ pub async fn watch_levels(
     Ok(Watching { peer, track, channel, status })
 }
 
-/// Every consent request in this process is answered: allow, view only.
-pub fn allow_view() {
+/// Every consent request in this process is answered: allow, as the window ticks (view and chat).
+pub fn allow_defaults() {
     sightline_agent::frontend::scripted::answer_every_request(
         sightline_proto::Decision::Allow,
-        vec![sightline_proto::Level::View],
+        vec![sightline_proto::Level::View, sightline_proto::Level::Chat],
     );
 }
 

@@ -111,6 +111,7 @@ fn agent_to_relay() -> Vec<AgentToRelay> {
         AgentToRelay::Session { session_id: "s1".into(), event: SessionEvent::Pause { by: Party::User } },
         AgentToRelay::Session { session_id: "s1".into(), event: SessionEvent::Ended { reason: EndReason::Idle } },
         AgentToRelay::Session { session_id: "s1".into(), event: SessionEvent::InputRefused },
+        AgentToRelay::Session { session_id: "s1".into(), event: SessionEvent::ChatRefused },
         AgentToRelay::Declined { session_id: "s2".into(), reason: "another session runs here".into() },
     ]
 }
