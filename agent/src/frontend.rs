@@ -205,7 +205,9 @@ fn read_terminal(terminal: &Mutex<Terminal>) {
             }
             (Some(_), None) => {}
             (None, _) => {
-                println!("? answer allow, deny, or levels (view,control); in a session: pause, resume, end, chat TEXT")
+                println!(
+                    "? answer allow, deny, or levels (view,chat,control); in a session: pause, resume, end, chat TEXT"
+                )
             }
         }
     }

@@ -18,6 +18,8 @@ use eframe::egui;
 
 /// The window title; tests and window managers find the window by it.
 pub const TITLE: &str = "Sightline: ask for help";
+/// How long the window waits for the relay before it says so and offers the button again.
+const ASK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One help request to the relay: the code and when it expires (Unix ms).
 pub type Ask = Box<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<(String, u64)>> + Send>> + Send>;
@@ -55,22 +57,19 @@ struct HelpWindow {
 
 impl HelpWindow {
     fn state(&self) -> State {
-        self.state.lock().map(|s| s.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn request(&self, ctx: &egui::Context) {
-        if let Ok(mut s) = self.state.lock() {
-            *s = State::Asking;
-        }
+        set(&self.state, State::Asking);
         let (state, ctx, asked) = (self.state.clone(), ctx.clone(), (self.ask)());
         self.runtime.spawn(async move {
-            let next = match asked.await {
-                Ok((code, expires_ms)) => State::Code { code: sightline_core::help::spoken(&code), expires_ms },
-                Err(e) => State::Failed(format!("{e:#}")),
+            let next = match tokio::time::timeout(ASK_TIMEOUT, asked).await {
+                Ok(Ok((code, expires_ms))) => State::Code { code: sightline_core::help::spoken(&code), expires_ms },
+                Ok(Err(e)) => State::Failed(format!("{e:#}")),
+                Err(_) => State::Failed(format!("the relay did not answer within {} s", ASK_TIMEOUT.as_secs())),
             };
-            if let Ok(mut s) = state.lock() {
-                *s = next;
-            }
+            set(&state, next);
             ctx.request_repaint();
         });
     }
@@ -141,6 +140,10 @@ impl HelpWindow {
             State::Ready | State::Asking => {}
         }
     }
+}
+
+fn set(state: &Mutex<State>, next: State) {
+    *state.lock().unwrap_or_else(|e| e.into_inner()) = next;
 }
 
 /// When a code expires, as the user reads it.

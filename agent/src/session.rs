@@ -317,6 +317,14 @@ impl EndpointSession {
                 }
                 vec![Action::Channel(ChannelMessage::Chat { from: String::new(), text })]
             }
+            // Typed on a terminal, or raced with a change of the grant: the user is told.
+            UiReport::Chat { text } => {
+                if let Some(f) = self.frontend.as_mut() {
+                    let text = format!("{text} (chat is not granted in this session)");
+                    f.send(&UiCommand::Chat { from: "not sent".into(), text }).await;
+                }
+                Vec::new()
+            }
             _ => Vec::new(),
         };
         actions.extend(self.confirm_visible().await);
@@ -427,13 +435,10 @@ impl EndpointSession {
 
     /// A chat line from the operator's side (operator or observer): shown only if this side agrees
     /// that chat is granted (R20, the relay checked first), and then activity, as at the relay
-    /// (`core::session::Event::OperatorActivity`). The first line refused in a session is reported,
-    /// like refused input: the two gates disagreed.
+    /// (`core::session::Event::OperatorActivity`). Every line refused is reported: the relay's
+    /// delivery report already told the sender it arrived, and the two gates disagreed.
     pub async fn on_operator_chat(&mut self, from: String, text: String) -> Vec<Action> {
         if !self.machine.admit_chat() {
-            if self.machine.dropped_chat > 1 {
-                return Vec::new();
-            }
             tracing::warn!(session = %self.id, "chat line refused: chat is not granted here now (R20); told the relay");
             let event = SessionEvent::ChatRefused;
             return vec![Action::Signal(AgentToRelay::Session { session_id: self.id.clone(), event })];

@@ -419,6 +419,16 @@ pub use sightline_proto::SessionTerms as Obligations;
 pub use sightline_proto::{Deadline, EndsAt};
 
 impl Policy {
+    /// The levels a request asks for once those that are only on by default (chat) and that the
+    /// segment switches off are taken out (R20): a viewer asks for chat unless the operator
+    /// unticks it, and a segment without chat runs its sessions without it instead of refusing
+    /// every default request. Anything else the segment does not allow stays in, for `decide` to
+    /// refuse by name.
+    pub fn without_switched_off_defaults(&self, segment: &str, levels: &BTreeSet<Level>) -> BTreeSet<Level> {
+        let Some(seg) = self.segments.get(segment) else { return levels.clone() };
+        levels.iter().copied().filter(|l| *l == Level::View || !l.on_by_default() || seg.levels.contains(l)).collect()
+    }
+
     /// Decides a session request. Checks run in a fixed order so the reason is stable.
     pub fn decide(&self, req: &AccessRequest<'_>) -> Result<Obligations, Denial> {
         let seg = self.segments.get(req.segment).ok_or(Denial::UnknownSegment)?;
@@ -568,6 +578,23 @@ elevation_needs_senior = true
     }
 
     #[test]
+    fn switched_off_defaults() {
+        use Level::*;
+        let p = policy();
+        let asked = |l: &[Level]| l.iter().copied().collect::<BTreeSet<Level>>();
+        // Payments have no chat: a default request loses it, and what is asked on purpose stays
+        // for `decide` to refuse by name.
+        assert_eq!(p.without_switched_off_defaults("payment", &asked(&[View, Chat])), asked(&[View]));
+        assert_eq!(
+            p.without_switched_off_defaults("payment", &asked(&[View, Chat, Clipboard])),
+            asked(&[View, Clipboard])
+        );
+        // The office has chat: nothing changes (the control).
+        assert_eq!(p.without_switched_off_defaults("office", &asked(&[View, Chat])), asked(&[View, Chat]));
+        assert_eq!(p.without_switched_off_defaults("nowhere", &asked(&[View, Chat])), asked(&[View, Chat]));
+    }
+
+    #[test]
     fn decisions() {
         use Level::*;
         use Role::*;
@@ -597,7 +624,8 @@ elevation_needs_senior = true
             Case { levels: &[], expect: Err(Denial::NoLevels), ..OK },
             Case { expect: Err(Denial::MaintenanceWindowClosed), ..payment.clone() },
             Case { window: true, ..payment.clone() },
-            // Chat is a level like the others (R20): on in the office, switched off for payments.
+            // Chat is a level like the others (R20): on in the office, switched off for payments
+            // (where a request that still names it is refused; see `switched_off_defaults`).
             Case { levels: &[View, Chat], ..OK },
             Case { window: true, levels: &[View, Chat], expect: Err(Denial::LevelNotAllowed(Chat)), ..payment.clone() },
             Case { window: true, roles: &[Operator], expect: Err(Denial::RoleNotAllowed), ..payment },

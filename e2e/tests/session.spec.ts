@@ -597,6 +597,11 @@ test('an endpoint without a display asks on its terminal: the user grants view o
   await expect(page.getByTestId('granted')).toHaveText('granted: view');
   await expect(page.getByTestId('chat-off')).toBeVisible();
   await expect.poll(() => w!.agent.log()).toContain('[session] granted: view; observers: none; recording on');
+  // Chat typed anyway is not sent, and the user is told so (the agent handled the line, so the
+  // operator's empty chat log is the whole story).
+  w.agent.child.stdin!.write('chat are you there?\n');
+  await expect.poll(() => w!.agent.log()).toContain('[chat] not sent: are you there? (chat is not granted in this session)');
+  await expect(page.getByTestId('chat-log')).not.toContainText('are you there');
   w.agent.child.stdin!.write('end\n');
   await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
 });
@@ -631,19 +636,23 @@ async function sendRawChat(page: Page, text: string): Promise<void> {
   }, text);
 }
 
-test('chat is a level the policy switches: a segment without it refuses a request for it, naming it; the same request without chat goes to the user @R20', async ({ browser }) => {
-  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('levels = ["view", "control", "clipboard", "file_transfer"]') });
+test('chat is a level the policy switches: a segment without it runs the default request without chat, neither side offers it; a level asked for on purpose that the segment lacks is refused by name @R20', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('levels = ["view", "control"]') });
   const page = w.operator;
-  // Asked for by default (R20), refused by the policy.
+  await watchChannels(page);
+  // Asked for on purpose, a level the segment does not have is refused, naming it.
+  await page.goto(w.relay.url);
+  await page.locator('input[name="level-clipboard"]').setChecked(true);
   await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
-  await expect(page.getByTestId('view-state')).toContainText('level chat is not allowed in this segment');
+  await expect(page.getByTestId('view-state')).toContainText('level clipboard is not allowed in this segment');
   let refused: AuditRecord[] = [];
   await expect.poll(() => (refused = w!.relay.auditRecords().filter((r) => r.kind === 'session.refused')).length).toBe(1);
-  expect(refused[0].detail).toContain('level chat is not allowed in this segment');
+  expect(refused[0].detail).toContain('level clipboard is not allowed in this segment');
 
-  // The control: without chat the request reaches the user, whose window has no chat to tick.
-  await page.locator('input[name="level-chat"]').setChecked(false);
+  // The default request (view and chat) goes to the user without chat: the window has no chat to tick.
+  await page.locator('input[name="level-clipboard"]').setChecked(false);
+  await expect(page.locator('input[name="level-chat"]')).toBeChecked();
   await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
   await expect.poll(() => w!.endpoint.layout().has('allow')).toBe(true);
@@ -651,6 +660,12 @@ test('chat is a level the policy switches: a segment without it refuses a reques
   expect(w.endpoint.layout().has('level:chat')).toBe(false);
   await w.endpoint.click('allow');
   await expect(page.getByTestId('granted')).toHaveText('granted: view');
+  await expect(page.getByTestId('chat-off')).toBeVisible();
+  const asked = w.relay.auditRecords().find((r) => r.kind === 'consent.asked')!;
+  expect(asked.session!.levels).toEqual(['view']);
+  // A raw line anyway: refused at the relay, told to the sender.
+  await sendRawChat(page, 'no chat here');
+  await expect(page.getByTestId('chat-log')).toContainText('not delivered: no chat here (chat is not granted in this session)');
 });
 
 test('a session whose user unticked chat has no chat on either side: a raw line from the viewer is refused, told to the sender and counted, and never reaches the bar; with chat ticked the same line does @R20 @R24', async ({ browser }) => {

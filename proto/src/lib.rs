@@ -366,8 +366,9 @@ pub enum SessionEvent {
     /// (R19). The relay should not have let it through (or a pause or expiry crossed it on the
     /// way); either way the record shows that the two gates disagreed.
     InputRefused,
-    /// From the agent, once per session: a chat line reached the endpoint in a session whose
-    /// user did not grant chat (R20); it was not shown.
+    /// From the agent, for every chat line that reached the endpoint while its user had not
+    /// granted chat (R20); the line was not shown. The relay records the first one and tells the
+    /// sender each time.
     ChatRefused,
 }
 
@@ -453,7 +454,7 @@ pub struct SessionStatus {
     pub pending_elevation: Vec<Level>,
     pub paused_by: Option<Party>,
     pub observers: Vec<String>,
-    /// Unix ms when grants beyond view fall back to view.
+    /// Unix ms when grants beyond the default ones (view, chat) fall back to them.
     pub grant_expires_ms: Option<u64>,
     /// Unix ms of the consent deadline while awaiting consent.
     pub consent_deadline_ms: Option<u64>,

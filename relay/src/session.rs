@@ -787,6 +787,18 @@ impl LiveSession {
                 );
             }
             SessionEvent::ChatRefused => {
+                // The line was reported delivered when it reached the agent's channel: the sender
+                // and the record learn that the user did not see it (every time, R24).
+                let notice =
+                    format!("a line did not reach the user: the endpoint refused it ({CHAT_NOT_GRANTED} there)");
+                if let Some(recorder) = self.recorder.get() {
+                    recorder.note(TimelineEntry::Chat {
+                        ts_ms: self.identity.now_ms(),
+                        from: NOT_DELIVERED.to_owned(),
+                        text: notice.clone(),
+                    });
+                }
+                let _ = self.chat.send((NOT_DELIVERED.to_owned(), notice));
                 if self.chat_refused_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     return;
                 }

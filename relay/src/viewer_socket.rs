@@ -355,9 +355,11 @@ async fn open_session(
         return refuse(agent_id, ErrorCode::RateLimited, why);
     }
     let link = state.hub.agent(agent_id).map_err(|e| (ErrorCode::UnknownAgent, e.to_string()))?;
-    // View is the floor of every session.
+    // View is the floor of every session; chat, on by default, is left out where the segment
+    // switches it off (R20): the status and the prompt show what is asked.
     let mut levels: Levels = levels.into_iter().collect();
     levels.insert(Level::View);
+    let levels = state.policy.without_switched_off_defaults(&link.info.segment, &levels);
     let now_ms = state.identity.now_ms();
     // Fail closed: a store error counts as "no window".
     let window_until = state.identity.window_until(&link.info.agent_id, now_ms).await.unwrap_or(None);
