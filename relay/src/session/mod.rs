@@ -1,0 +1,639 @@
+//! Live sessions: the IO edge around `core::session`.
+//!
+//! One session per endpoint at a time. The relay's copy of the state machine decides; this module
+//! feeds it events (operator, observer, admin, timers, the agent's signed decisions), carries out
+//! its effects (tell the agent, pause the fan-out, publish the status to viewers) and writes every
+//! transition to the event sink with the session id, ticket, device, operator and levels.
+//! Input passes `admit_input` here and nowhere else: "input reaches the agent only while control
+//! is granted, not expired and not paused".
+//!
+//! The concepts beside the core live in their own files: `consent` (the agent's signed
+//! decisions and a senior's approval of an elevation), `chat` (the chat gate and delivery, R20
+//! R24) and `recorder` (the session's recording, R26..R28).
+
+mod chat;
+mod consent;
+mod recorder;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sightline_core::recording::TimelineEntry;
+use sightline_core::session::{Effect, Event, Levels, Phase, Session};
+use sightline_proto::channel::{ChannelMessage, Input};
+use sightline_proto::{
+    ConsentRequest, EndReason, Level, OperatorInfo, Party, RelayToAgent, SessionEvent, SessionPhase, SessionStatus,
+    SessionSummary,
+};
+use tokio::sync::{broadcast, watch};
+
+use crate::events::{EventKind, Outcome};
+use crate::hub::AgentLink;
+use crate::identity::Identity;
+use crate::recording::{Recorder, Recordings};
+
+/// How often deadlines (consent timeout, grant expiry, idle, maximum duration) are checked.
+const TICK: Duration = Duration::from_millis(250);
+/// Chat lines buffered per viewer.
+const CHAT_BUFFER: usize = 64;
+
+/// Who asked for the session, and why.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub operator: OperatorInfo,
+    pub ticket: String,
+    pub reason: String,
+    pub levels: Levels,
+    /// Levels the segment allows (elevation cannot go beyond them).
+    pub allowed: Levels,
+    pub source: Option<std::net::IpAddr>,
+    /// The segment's mask rules, sent to the agent with the consent request (R33).
+    pub masks: Vec<sightline_proto::mask::MaskRule>,
+    /// The segment needs an open maintenance window (R3): the session ends when it closes, also
+    /// when someone closes it early.
+    pub window_required: bool,
+    /// The help request (its id) this session answers, when the user asked for it (R2).
+    pub help_request: Option<String>,
+}
+
+/// How often a running session that needs a maintenance window reads it again (a window closed
+/// early, on any node, ends the session within about this long).
+const WINDOW_RECHECK_TICKS: u32 = 4;
+/// Consecutive failed reads of the window after which the session ends (fail closed, but not on
+/// one store hiccup).
+const WINDOW_READ_FAILURES: u32 = 5;
+/// How long one read of the window may take.
+const WINDOW_READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SessionError {
+    #[error("{0} already has a session running")]
+    Busy(String),
+    #[error("the consent receipt does not verify: {0}")]
+    BadReceipt(String),
+    #[error("the session has ended")]
+    Ended,
+    #[error("no elevation waits for a senior's approval in this session")]
+    NothingToApprove,
+    #[error("the pending elevation is for {pending}, not {approved}")]
+    OtherElevation { pending: String, approved: String },
+    #[error(transparent)]
+    AuditUnavailable(#[from] crate::audit::AuditUnavailable),
+    #[error("this endpoint's sessions must be recorded and the recorder cannot start: {0}")]
+    RecordingUnavailable(String),
+}
+
+/// A session between one operator and one endpoint, with its observers.
+pub struct LiveSession {
+    pub id: String,
+    pub link: Arc<AgentLink>,
+    pub request: Request,
+    pub created_ms: u64,
+    identity: Arc<Identity>,
+    machine: Mutex<Session>,
+    /// Observers by viewer connection id.
+    observers: Mutex<BTreeMap<u64, String>>,
+    status: watch::Sender<SessionStatus>,
+    chat: broadcast::Sender<(String, String)>,
+    /// Signatures of decisions recorded after the end (`consent.late`), each kept once.
+    late_receipts: Mutex<Vec<String>>,
+    /// Whether the endpoint already reported refusing input (R19): recorded once, whatever an
+    /// agent sends.
+    input_refused_reported: std::sync::atomic::AtomicBool,
+    /// Whether the agent's refusal of a chat line was recorded (once per session, like input's).
+    chat_refused_reported: std::sync::atomic::AtomicBool,
+    /// Each party's own network address, for the events they cause (R38): the operator's from
+    /// their request, the user's and the device's from the agent's connection, admins' and
+    /// seniors' and observers' from theirs when they act.
+    addresses: Mutex<BTreeMap<String, std::net::IpAddr>>,
+    /// The session's recorder, where the segment requires recording (set before consent is
+    /// asked; a session that cannot have one does not start).
+    recorder: std::sync::OnceLock<Arc<Recorder>>,
+}
+
+fn sorted(levels: &Levels) -> Vec<Level> {
+    levels.iter().copied().collect()
+}
+
+impl LiveSession {
+    /// Opens a session that policy allowed: the agent is asked for consent once the session's
+    /// start is on disk (R41). Fails if the endpoint already has one, or the log cannot be written.
+    pub async fn open(
+        identity: Arc<Identity>,
+        link: Arc<AgentLink>,
+        request: Request,
+        obligations: sightline_core::policy::Obligations,
+        recordings: &Arc<Recordings>,
+    ) -> Result<Arc<LiveSession>, SessionError> {
+        let now = identity.now_ms();
+        let (machine, effects) = Session::new(now, obligations, request.allowed.clone(), request.levels.clone());
+        let id = hex::encode(crate::identity::random_bytes::<12>());
+        let status = SessionStatus {
+            session_id: id.clone(),
+            agent_id: link.info.agent_id.clone(),
+            phase: SessionPhase::AwaitingConsent,
+            operator: request.operator.name.clone(),
+            ticket: request.ticket.clone(),
+            reason: request.reason.clone(),
+            granted: Vec::new(),
+            pending_elevation: Vec::new(),
+            paused_by: None,
+            observers: Vec::new(),
+            grant_expires_ms: None,
+            consent_deadline_ms: None,
+            end_reason: None,
+            observing: false,
+            recording: false,
+            ending: None,
+        };
+        let session = Arc::new(LiveSession {
+            id,
+            link: link.clone(),
+            request,
+            created_ms: now,
+            identity,
+            machine: Mutex::new(machine),
+            observers: Mutex::new(BTreeMap::new()),
+            status: watch::channel(status).0,
+            chat: broadcast::channel(CHAT_BUFFER).0,
+            late_receipts: Mutex::new(Vec::new()),
+            input_refused_reported: false.into(),
+            chat_refused_reported: false.into(),
+            addresses: Mutex::new(BTreeMap::new()),
+            recorder: std::sync::OnceLock::new(),
+        });
+        {
+            let mut addresses = session.addresses.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(ip) = session.request.source {
+                addresses.insert(session.request.operator.name.clone(), ip);
+            }
+            if let Some(ip) = link.address {
+                addresses.insert(format!("user@{}", link.info.name), ip);
+                addresses.insert(format!("device:{}", link.info.agent_id), ip);
+            }
+        }
+        if !link.attach_session(session.clone()) {
+            return Err(SessionError::Busy(link.info.name.clone()));
+        }
+        let operator = session.request.operator.name.clone();
+        // "Session start and parameters" (R38): the segment's terms this session runs under.
+        let waiting = if obligations.unattended {
+            "served unattended: nobody at the endpoint is asked"
+        } else {
+            "awaiting the user's consent"
+        };
+        let asked_by = match &session.request.help_request {
+            Some(id) => format!("; answers help request {id}"),
+            None => String::new(),
+        };
+        session.emit(
+            EventKind::SessionStarted,
+            Outcome::Success,
+            &operator,
+            format!("{waiting}{asked_by}; terms: {}", serde_json::to_string(&obligations).unwrap_or_default()),
+        );
+        if let Err(e) = session.identity.events_committed().await {
+            session.step(Event::AuditUnavailable, "system");
+            return Err(SessionError::AuditUnavailable(e));
+        }
+        // A new session on the link: the fan-out is the link's; what the last session left (a
+        // pause at its end, its closed recorder) does not apply to this one.
+        session.link.fanout.begin_session(&session.id);
+        if !obligations.recording_required {
+            session.link.fanout.clear_recorder();
+        }
+        // R26: where recording is required, the recorder runs before the user is even asked.
+        if obligations.recording_required
+            && let Err(why) = session.start_recording(recordings).await
+        {
+            session.emit(EventKind::RecordingUnavailable, Outcome::Failure, "system", why.clone());
+            session.step(Event::RecorderFailed, "system");
+            return Err(SessionError::RecordingUnavailable(why));
+        }
+        session.carry_out(effects, &operator);
+        let ticker = Arc::downgrade(&session);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            let (mut ticks, mut failed_reads) = (0u32, 0u32);
+            loop {
+                tick.tick().await;
+                let Some(session) = ticker.upgrade() else { break };
+                if session.is_ended() {
+                    break;
+                }
+                session.step(Event::Tick, "system");
+                if let Some(recorder) = session.recorder.get() {
+                    recorder.tick();
+                }
+                ticks += 1;
+                if session.request.window_required && ticks.is_multiple_of(WINDOW_RECHECK_TICKS) {
+                    session.recheck_window(&mut failed_reads).await;
+                }
+            }
+        });
+        Ok(session)
+    }
+
+    /// Reads the device's maintenance window again: closed early (by an admin, on any node), the
+    /// session ends; unreadable several times in a row, too.
+    async fn recheck_window(&self, failed_reads: &mut u32) {
+        let now = self.identity.now_ms();
+        // Bounded, so a slow store delays none of the session's other deadlines (the read runs in
+        // the session's tick loop); a read that times out counts as failed.
+        let read = tokio::time::timeout(WINDOW_READ_TIMEOUT, self.identity.window_until(&self.link.info.agent_id, now))
+            .await
+            .unwrap_or_else(|_| Err(crate::store::StoreError::Unavailable("no answer within 500 ms".into()).into()));
+        match read {
+            Ok(Some(_)) => *failed_reads = 0,
+            Ok(None) => {
+                self.step(Event::WindowClosed, "system");
+            }
+            Err(e) => {
+                *failed_reads += 1;
+                tracing::warn!(session = %self.id, error = %e, failed = *failed_reads, "cannot read the maintenance window");
+                if *failed_reads >= WINDOW_READ_FAILURES {
+                    self.step(Event::WindowClosed, "system");
+                }
+            }
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<SessionStatus> {
+        self.status.subscribe()
+    }
+
+    pub fn chat(&self) -> broadcast::Receiver<(String, String)> {
+        self.chat.subscribe()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.lock().is_ended()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The facts every event of this session carries (R4, R10).
+    fn facts(&self) -> crate::events::SessionFacts {
+        let (levels, unattended) = {
+            let m = self.lock();
+            let levels = match &m.phase {
+                Phase::AwaitingConsent { requested, .. } => sorted(requested),
+                _ => sorted(m.granted()),
+            };
+            (levels, m.obligations.unattended)
+        };
+        crate::events::SessionFacts {
+            session_id: self.id.clone(),
+            ticket: self.request.ticket.clone(),
+            reason: self.request.reason.clone(),
+            device_id: self.link.info.agent_id.clone(),
+            device: self.link.info.name.clone(),
+            endpoint_user: self.link.info.user.clone(),
+            operator: self.request.operator.name.clone(),
+            levels,
+            unattended,
+        }
+    }
+
+    /// Writes a session event (never while the machine is locked), with the actor's own address
+    /// (none for the system).
+    pub fn emit(&self, kind: EventKind, outcome: Outcome, actor: &str, detail: String) {
+        let source = self.addresses.lock().unwrap_or_else(|e| e.into_inner()).get(actor).copied();
+        // The timeline holds the session's events; the chunk events are the recording itself.
+        if let Some(recorder) = self.recorder.get()
+            && kind != EventKind::RecordingChunk
+        {
+            recorder.note(TimelineEntry::Event {
+                ts_ms: self.identity.now_ms(),
+                kind: kind.name(),
+                outcome: outcome.as_str().to_owned(),
+                actor: actor.to_owned(),
+                detail: detail.clone(),
+            });
+        }
+        self.identity.emit_session(kind, outcome, actor, self.facts(), source, detail);
+    }
+
+    /// Remembers where a party acting on this session connects from (admins, seniors, observers).
+    pub fn note_address(&self, actor: &str, ip: std::net::IpAddr) {
+        self.addresses.lock().unwrap_or_else(|e| e.into_inner()).insert(actor.to_owned(), ip);
+    }
+
+    /// The agent declined this request (it runs another session): it ends with the agent's
+    /// reason, cut to a sane length (the agent is not trusted with the size of our records).
+    pub fn declined_by_endpoint(&self, reason: &str) {
+        let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
+        self.step(Event::EndedElsewhere(EndReason::DeclinedByEndpoint(reason)), "agent");
+    }
+
+    /// Feeds one event to the machine and carries out what it decides.
+    pub fn step(&self, event: Event, actor: &str) -> Vec<Effect> {
+        let now = self.identity.now_ms();
+        let effects = self.lock().step(now, event);
+        self.carry_out(effects.clone(), actor);
+        effects
+    }
+
+    /// Tells the agent about an event that did not start there.
+    pub fn tell_agent(&self, event: SessionEvent) {
+        self.link.send(RelayToAgent::Session { session_id: self.id.clone(), event });
+    }
+
+    fn carry_out(&self, effects: Vec<Effect>, actor: &str) {
+        for effect in effects {
+            match effect {
+                Effect::AskConsent { levels, deadline_ms } => {
+                    let terms = self.lock().obligations;
+                    let request = ConsentRequest {
+                        session_id: self.id.clone(),
+                        operator: self.request.operator.clone(),
+                        ticket: self.request.ticket.clone(),
+                        reason: self.request.reason.clone(),
+                        levels: sorted(&levels),
+                        deadline_ms,
+                        terms,
+                        masks: self.request.masks.clone(),
+                    };
+                    self.emit(
+                        EventKind::ConsentAsked,
+                        Outcome::Success,
+                        actor,
+                        format!("levels: {}", sightline_proto::levels_text(&request.levels)),
+                    );
+                    self.link.send(RelayToAgent::ConsentRequest { request });
+                    // The prompt's session now exists on the agent: it may show the recorder's state.
+                    if self.recorder.get().is_some_and(|r| r.writing()) {
+                        self.tell_agent(SessionEvent::Recording { on: true });
+                    }
+                }
+                Effect::StartMedia => {}
+                Effect::PauseMedia => self.link.fanout.set_paused(&self.id, true),
+                Effect::ResumeMedia => {
+                    self.link.fanout.set_paused(&self.id, false);
+                    self.link.fanout.request_keyframe();
+                }
+                // The agent mirrors the machine and releases its own keys; the relay holds none.
+                Effect::ReleaseInput | Effect::StopMedia => {}
+                Effect::Granted { levels } => {
+                    self.emit(
+                        EventKind::SessionGranted,
+                        Outcome::Success,
+                        actor,
+                        format!("levels: {}", sightline_proto::levels_text(&sorted(&levels))),
+                    );
+                    // Idempotent on the agent: it confirmed the user's part already.
+                    self.tell_agent(SessionEvent::Granted { levels: sorted(&levels) });
+                }
+                Effect::AskUserToElevate { levels } => {
+                    self.emit(
+                        EventKind::ElevationRequested,
+                        Outcome::Success,
+                        actor,
+                        format!("levels: {}", sightline_proto::levels_text(&sorted(&levels))),
+                    );
+                    self.link
+                        .send(RelayToAgent::ElevationRequest { session_id: self.id.clone(), levels: sorted(&levels) });
+                }
+                Effect::AskSeniorToApprove { .. } => {}
+                // The viewers hear it through the status; the agent's own machine warns its user.
+                Effect::EndingSoon(ends) => self.emit(
+                    EventKind::SessionEndingSoon,
+                    Outcome::Success,
+                    actor,
+                    format!("ends at {} (Unix ms): {}", ends.at_ms, ends.because.describe()),
+                ),
+                Effect::ElevationExpired { levels } => self.emit(
+                    EventKind::ElevationExpired,
+                    Outcome::Failure,
+                    actor,
+                    format!("levels: {}; not completed in time", sightline_proto::levels_text(&sorted(&levels))),
+                ),
+                Effect::Ended(reason) => {
+                    if reason == EndReason::ConsentTimedOut {
+                        self.emit(
+                            EventKind::ConsentTimedOut,
+                            Outcome::Failure,
+                            actor,
+                            "no answer before the deadline".into(),
+                        );
+                    }
+                    let dropped = self.lock().dropped_input;
+                    self.emit(
+                        EventKind::SessionEnded,
+                        Outcome::Success,
+                        actor,
+                        format!("{}; input events dropped: {dropped}", reason.describe()),
+                    );
+                    if dropped > 0 {
+                        self.emit(EventKind::InputDropped, Outcome::Failure, actor, format!("{dropped} input events"));
+                    }
+                    let refused_chat = self.lock().dropped_chat;
+                    if refused_chat > 0 {
+                        self.emit(
+                            EventKind::ChatRefused,
+                            Outcome::Failure,
+                            actor,
+                            format!(
+                                "{refused_chat} chat lines: chat was not granted in this session, or it was not running"
+                            ),
+                        );
+                    }
+                    // Nothing more reaches viewers: paused until the next session on the link
+                    // starts, and a closed recorder stays in front of them (`sfu::Fanout`).
+                    self.link.fanout.set_paused(&self.id, true);
+                    if let Some(recorder) = self.recorder.get() {
+                        recorder.close(&reason.describe());
+                    }
+                    self.tell_agent(SessionEvent::Ended { reason });
+                    self.link.detach_session(&self.id);
+                }
+            }
+        }
+        self.publish_status();
+    }
+
+    fn publish_status(&self) {
+        let m = self.lock();
+        let observers: Vec<String> =
+            self.observers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let (phase, paused_by, end_reason, deadline) = match &m.phase {
+            Phase::AwaitingConsent { deadline_ms, .. } => {
+                (SessionPhase::AwaitingConsent, None, None, Some(*deadline_ms))
+            }
+            Phase::Active => (SessionPhase::Active, None, None, None),
+            Phase::Paused { by } => (SessionPhase::Paused, Some(*by), None, None),
+            Phase::Ended(reason) => (SessionPhase::Ended, None, Some(reason.clone()), None),
+        };
+        let pending = m.elevation.as_ref().map(|e| sorted(&e.levels)).unwrap_or_default();
+        let granted = sorted(m.granted());
+        let expires = m.grant_expires_ms();
+        let ending = m.ending();
+        drop(m);
+        // Called after every tick: viewers and session lists hear only of real changes.
+        let changed = self.status.send_if_modified(|s| {
+            let before = s.clone();
+            s.phase = phase;
+            s.paused_by = paused_by;
+            s.end_reason = end_reason;
+            s.consent_deadline_ms = deadline;
+            s.granted = granted;
+            s.pending_elevation = pending;
+            s.grant_expires_ms = expires;
+            s.observers = observers;
+            s.ending = ending;
+            *s != before
+        });
+        if changed {
+            self.link.sessions_changed();
+        }
+    }
+
+    /// The session as a list shows it.
+    pub fn summary(&self) -> SessionSummary {
+        let s = self.status.borrow().clone();
+        let needs_senior = self.lock().obligations.elevation_needs_senior;
+        SessionSummary {
+            session_id: self.id.clone(),
+            agent_id: self.link.info.agent_id.clone(),
+            agent_name: self.link.info.name.clone(),
+            segment: self.link.info.segment.clone(),
+            operator: s.operator,
+            ticket: s.ticket,
+            reason: s.reason,
+            phase: s.phase,
+            granted: s.granted,
+            pending_elevation: s.pending_elevation,
+            needs_senior,
+            observers: s.observers,
+            started_ms: self.created_ms,
+        }
+    }
+
+    /// The session bar's buttons (pause, resume, end by the user).
+    pub fn user_event(&self, event: SessionEvent) {
+        let actor = format!("user@{}", self.link.info.name);
+        match event {
+            SessionEvent::Pause { .. } => {
+                self.emit(EventKind::SessionPaused, Outcome::Success, &actor, "by the user".into());
+                self.step(Event::Pause { by: Party::User }, &actor);
+            }
+            SessionEvent::Resume { .. } => {
+                self.emit(EventKind::SessionResumed, Outcome::Success, &actor, "by the user".into());
+                self.step(Event::Resume { by: Party::User }, &actor);
+            }
+            SessionEvent::End { .. } => {
+                self.step(Event::End { by: Party::User }, &actor);
+            }
+            // The endpoint's own clock ended it: the same end, with the same reason and record, as
+            // the relay's timers make (issue 12: one account of why a session ended). The actor
+            // says whose clock it was: the endpoint is not taken for the relay's own timer.
+            SessionEvent::Ended { reason: reason @ (EndReason::Idle | EndReason::MaxDuration) } => {
+                self.step(Event::EndedElsewhere(reason), "agent");
+            }
+            // Any other end is the relay's to decide; the endpoint has ended anyway, so the
+            // session ends here too, with what it claimed on the record.
+            SessionEvent::Ended { reason } => {
+                self.declined_by_endpoint(&format!(
+                    "it ended the session for a reason only the relay decides: {}",
+                    reason.describe()
+                ));
+            }
+            SessionEvent::InputRefused => {
+                if self.input_refused_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                self.emit(
+                    EventKind::InputRefusedByEndpoint,
+                    Outcome::Failure,
+                    &format!("device:{}", self.link.info.agent_id),
+                    "the endpoint refused input that came through the relay (R19): the relay's gate let it through, \
+                     or a pause, expiry or resume crossed it on the way"
+                        .into(),
+                );
+            }
+            SessionEvent::ChatRefused => self.chat_refused_by_endpoint(),
+            other => tracing::warn!(session = %self.id, ?other, "ignoring a session event the agent may not send"),
+        }
+    }
+
+    /// The operator's pause, resume and end.
+    pub fn operator_control(&self, action: sightline_proto::ControlAction) {
+        use sightline_proto::ControlAction;
+        let actor = self.request.operator.name.clone();
+        let (event, wire) = match action {
+            ControlAction::Pause => (Event::Pause { by: Party::Operator }, SessionEvent::Pause { by: Party::Operator }),
+            ControlAction::Resume => {
+                (Event::Resume { by: Party::Operator }, SessionEvent::Resume { by: Party::Operator })
+            }
+            ControlAction::End => (Event::End { by: Party::Operator }, SessionEvent::End { by: Party::Operator }),
+        };
+        let effects = self.step(event, &actor);
+        let kind = match action {
+            ControlAction::Pause => Some(EventKind::SessionPaused),
+            ControlAction::Resume => Some(EventKind::SessionResumed),
+            ControlAction::End => None,
+        };
+        if effects.is_empty() {
+            return; // refused by the machine (e.g. resuming a pause the user made)
+        }
+        if let Some(kind) = kind {
+            self.emit(kind, Outcome::Success, &actor, "by the operator".into());
+        }
+        if !matches!(action, ControlAction::End) {
+            self.tell_agent(wire);
+        }
+    }
+
+    /// An administrator ends the session at once.
+    pub fn kill(&self, admin: &str) {
+        self.step(Event::Kill { admin: admin.to_owned() }, admin);
+    }
+
+    pub fn observer_joined(&self, viewer_id: u64, name: &str) {
+        self.observers.lock().unwrap_or_else(|e| e.into_inner()).insert(viewer_id, name.to_owned());
+        self.emit(EventKind::ObserverJoined, Outcome::Success, name, String::new());
+        self.tell_agent(SessionEvent::ObserverJoined { name: name.to_owned() });
+        self.step(Event::ObserverJoined, name);
+    }
+
+    pub fn observer_left(&self, viewer_id: u64) {
+        let Some(name) = self.observers.lock().unwrap_or_else(|e| e.into_inner()).remove(&viewer_id) else { return };
+        self.emit(EventKind::ObserverLeft, Outcome::Success, &name, String::new());
+        if !self.is_ended() {
+            self.tell_agent(SessionEvent::ObserverLeft { name: name.clone() });
+        }
+        self.step(Event::ObserverLeft, &name);
+    }
+
+    /// One input event from the operator: forwarded only if the machine admits it (R19).
+    pub fn input(&self, input: Input) -> bool {
+        let admitted = self.lock().admit_input(self.identity.now_ms());
+        if admitted {
+            if let Some(recorder) = self.recorder.get() {
+                recorder.count_input(input_kind(&input));
+            }
+            self.link.send_input(&ChannelMessage::Input { input });
+        }
+        admitted
+    }
+
+    /// Input that arrived where none may come from (an observer's connection): counted.
+    pub fn drop_input(&self) {
+        self.lock().dropped_input += 1;
+    }
+}
+
+/// The kind of an input event, all the recording keeps of it (never keys or positions).
+fn input_kind(input: &Input) -> &'static str {
+    match input {
+        Input::PointerMove { .. } => "pointer_move",
+        Input::PointerButton { .. } => "pointer_button",
+        Input::Wheel { .. } => "wheel",
+        Input::Key { .. } => "key",
+    }
+}

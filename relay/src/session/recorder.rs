@@ -1,0 +1,115 @@
+//! The session's recording: started before the user is asked where the segment requires it
+//! (R26), its news (chunk hashes into the audit log, R28; a stalled or failed recorder pauses or
+//! ends the session), and what the viewers and the session bar say about it (R9).
+
+use std::sync::Arc;
+
+use sightline_core::recording::{ManifestBody, TimelineEntry};
+use sightline_core::session::Event;
+use sightline_proto::channel::MediaSeal;
+use sightline_proto::{Party, SessionEvent};
+
+use super::LiveSession;
+use crate::events::{EventKind, Outcome};
+use crate::recording::{RecorderNews, Recordings};
+
+impl LiveSession {
+    /// Opens the recording: its directory and signed opening line are on disk, the recorder is
+    /// in front of the fan-out, and the agent is told (R9).
+    pub(super) async fn start_recording(self: &Arc<Self>, recordings: &Arc<Recordings>) -> Result<(), String> {
+        let device_key = match self.identity.device(&self.link.info.agent_id).await {
+            Ok(Some(device)) => device.public_key,
+            Ok(None) => return Err("the device is not enrolled".into()),
+            Err(e) => return Err(format!("cannot read the device's key: {e}")),
+        };
+        let open = ManifestBody::Open {
+            recording_id: self.id.clone(),
+            node: recordings.settings().node.clone(),
+            segment: self.link.info.segment.clone(),
+            session: Box::new(self.facts()),
+            started_ms: self.identity.now_ms(),
+            device_key,
+        };
+        let (recordings, id) = (recordings.clone(), self.id.clone());
+        let starting = recordings.clone();
+        let (recorder, mut news) = tokio::task::spawn_blocking(move || starting.start(&id, open))
+            .await
+            .map_err(|e| format!("recorder set-up panicked: {e}"))?
+            .map_err(|e| format!("cannot write to the recordings directory: {e}"))?;
+        // Findable by auditors from the start (R30): a recording nobody can find is no evidence.
+        if let Err(e) = recordings.reindex(&self.id).await {
+            recorder.close("the recordings index could not be written");
+            return Err(format!("cannot index the recording: {e}"));
+        }
+        let _ = self.recorder.set(recorder.clone());
+        self.link.fanout.set_recorder(recorder);
+        self.emit(EventKind::RecordingStarted, Outcome::Success, "system", format!("recording {}", self.id));
+        // The agent hears of it with the consent request (it has no session before that).
+        self.status.send_modify(|s| s.recording = true);
+        let session = self.clone();
+        tokio::spawn(async move {
+            while let Some(news) = news.recv().await {
+                let closed = matches!(news, RecorderNews::Closed { .. });
+                session.recorder_news(news);
+                if closed && let Err(e) = recordings.reindex(&session.id).await {
+                    tracing::error!(recording = %session.id, error = %e, "cannot mark the recording complete in the index");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Acts on what the recorder reports: chunk hashes into the audit log (R28), and a stalled
+    /// or failed recorder pauses or ends the session (R26).
+    fn recorder_news(&self, news: RecorderNews) {
+        match news {
+            RecorderNews::Chunk(c) => self.emit(
+                EventKind::RecordingChunk,
+                Outcome::Success,
+                "system",
+                format!("chunk {}: sha256 {}, {} bytes, {} frames", c.index, c.sha256, c.bytes, c.frames),
+            ),
+            RecorderNews::Stalled(why) => {
+                self.emit(EventKind::RecordingStalled, Outcome::Failure, "system", why);
+                self.set_recording(false);
+                if !self.step(Event::RecorderStalled, "system").is_empty() {
+                    self.tell_agent(SessionEvent::Pause { by: Party::System });
+                }
+            }
+            RecorderNews::Recovered => {
+                self.emit(EventKind::RecordingRecovered, Outcome::Success, "system", "writing again".into());
+                self.set_recording(true);
+                if !self.step(Event::RecorderRecovered, "system").is_empty() {
+                    self.tell_agent(SessionEvent::Resume { by: Party::System });
+                }
+            }
+            RecorderNews::Failed(why) => {
+                self.emit(EventKind::RecordingFailed, Outcome::Failure, "system", why);
+                self.set_recording(false);
+                self.step(Event::RecorderFailed, "system");
+            }
+            RecorderNews::Closed { chunks } => {
+                self.emit(EventKind::RecordingClosed, Outcome::Success, "system", format!("{chunks} chunks"));
+            }
+        }
+    }
+
+    /// What the viewers' status and the session bar say about recording (R9).
+    fn set_recording(&self, on: bool) {
+        self.status.send_if_modified(|s| std::mem::replace(&mut s.recording, on) != on);
+        if !self.is_ended() {
+            self.tell_agent(SessionEvent::Recording { on });
+        }
+    }
+
+    /// The endpoint's signature over the frames it sent: kept with the recording.
+    pub fn media_seal(&self, seal: MediaSeal) {
+        if seal.session_id != self.id {
+            tracing::warn!(session = %self.id, other = %seal.session_id, "media seal for another session; ignored");
+            return;
+        }
+        if let Some(recorder) = self.recorder.get() {
+            recorder.note(TimelineEntry::Seal { ts_ms: self.identity.now_ms(), seal });
+        }
+    }
+}
