@@ -268,7 +268,7 @@ test('pause stops frames and input within 1 s, resume restores them, end ends it
   await w.endpoint.click('pause');
   await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
   await page.getByTestId('resume').click();
-  await sleep(500);
+  await expectResumeRefused(w);
   await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
   await w.endpoint.click('resume');
   await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'active');
@@ -328,6 +328,15 @@ test('an observer sees the same frames and cannot send input; where required, co
   await page.getByTestId('end-session').click();
   expect(await droppedInSession(w.relay)).toBe(suspended + afterLeaving);
 });
+
+/** Waits for the relay's record that it refused the operator's resume of the user's pause (R8):
+ * the positive marker that the resume was handled, so the phase checked after it is the answer. */
+async function expectResumeRefused(w: World): Promise<void> {
+  const refused = () => w.relay.auditRecords().filter((r) => r.kind === 'session.resumed' && r.outcome === 'failure');
+  await expect.poll(() => refused().length, { message: 'the refused resume is recorded' }).toBe(1);
+  expect(refused()[0].actor).toBe('operator');
+  expect(refused()[0].detail).toContain('only the user resumes it');
+}
 
 /** Sends input messages as raw JSON on the page's open `session` channel, waiting until they have
  * left the browser. */
@@ -449,6 +458,7 @@ test('where the segment needs a senior, control waits for the user and a senior 
   w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('elevation_needs_senior = true', 'consent_timeout_s = 15') });
   const page = w.operator;
   const senior = await inviteAndEnrol(browser, w.admin, 'senior1', 'senior_operator');
+  await watchChannels(page);
   await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
   await w.endpoint.click('allow');
   await expect(page.getByTestId('granted')).toHaveText('granted: view, chat');
@@ -458,9 +468,11 @@ test('where the segment needs a senior, control waits for the user and a senior 
   await page.getByTestId('elevate').click();
   await w.endpoint.click('elevate-allow');
   await expect.poll(() => w!.relay.auditRecords().map((r) => r.kind)).toContain('elevation.confirmed');
+  // A pointer move sent on the channel as a modified viewer would: it has not landed when a
+  // chat line sent after it has reached the endpoint.
   w.endpoint.xdo(['mousemove', '900', '650']);
-  await clickRemote(page, 100, 100);
-  await sleep(1000);
+  await sendRawInput(page, [{ type: 'pointer_move', x: 100, y: 100 }]);
+  await chatMarker(page, 'before approval');
   expect(w.endpoint.pointer()).toEqual({ x: 900, y: 650 });
   await expect(page.getByTestId('granted')).toHaveText('granted: view, chat');
 
@@ -490,6 +502,8 @@ test('where the segment needs a senior, control waits for the user and a senior 
   expect(approval!.seq).toBeGreaterThan(stepUp!.seq);
   await page.getByTestId('end-session').click();
   await expect(page.getByTestId('view-state')).toContainText('the operator ended the session');
+  // The relay dropped the one move sent before the approval.
+  expect(await droppedInSession(w.relay)).toBe(1);
   await w.endpoint.windowGone();
 
   // A senior running a session of their own cannot approve its elevation either.
@@ -538,8 +552,11 @@ test('with active confirmation, minimising the session bar pauses the session un
   await sleep(1000);
   expect(await shownCounter(page)).toBe(frozen);
   expect(w.agent.log()).toContain('session bar hidden: pausing (active confirmation)');
-  // The operator cannot lift it; showing the bar again does not either: the user resumes.
+  // The operator cannot lift it (the relay records the refusal); showing the bar again does not
+  // either (the bar reports nothing it could be measured against, so this one waits): the user
+  // resumes.
   await page.getByTestId('resume').click();
+  await expectResumeRefused(w);
   w.endpoint.xdo(['windowactivate', bar]);
   await w.endpoint.window();
   await sleep(1000);

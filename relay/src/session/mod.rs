@@ -579,13 +579,34 @@ impl LiveSession {
             ControlAction::End => None,
         };
         if effects.is_empty() {
-            return; // refused by the machine (e.g. resuming a pause the user made)
+            // Refused by the machine: a resume of a pause the user (or the relay) made, a pause of
+            // a session that is not running. The attempt is evidence of an operator pressing
+            // against the user's decision, so it is recorded, not dropped.
+            if let Some(kind) = kind {
+                self.emit(kind, Outcome::Failure, &actor, format!("refused: {}", self.why_refused(action)));
+            }
+            return;
         }
         if let Some(kind) = kind {
             self.emit(kind, Outcome::Success, &actor, "by the operator".into());
         }
         if !matches!(action, ControlAction::End) {
             self.tell_agent(wire);
+        }
+    }
+
+    /// Why the machine did not take the operator's pause or resume, in the record's words.
+    fn why_refused(&self, action: sightline_proto::ControlAction) -> &'static str {
+        use sightline_proto::ControlAction;
+        match (action, &self.lock().phase) {
+            (ControlAction::Resume, Phase::Paused { by: Party::User }) => {
+                "the user paused the session; only the user resumes it"
+            }
+            (ControlAction::Resume, Phase::Paused { .. }) => {
+                "the relay paused the session; it resumes when its cause is gone"
+            }
+            (ControlAction::Resume, _) => "the session is not paused",
+            _ => "the session is not active",
         }
     }
 

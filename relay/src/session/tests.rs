@@ -256,3 +256,31 @@ async fn a_senior_approves_exactly_the_pending_elevation() {
     assert!(!session.elevate([Level::Control].into()).is_empty());
     assert_eq!(session.approve("sam", &[Level::Control].into()), Err(SessionError::NothingToApprove));
 }
+
+/// The operator cannot lift a pause the user made (R8); the attempt is recorded as a refusal,
+/// so an auditor sees an operator pressing against the user's decision.
+#[tokio::test]
+async fn an_operator_resume_of_the_users_pause_is_refused_and_recorded() {
+    use crate::events::Outcome::{Failure, Success};
+    use sightline_proto::ControlAction;
+    let f = fixture("office").await;
+    let session = f.open(&[Level::View]).await;
+    session.accept_receipt(f.receipt(&session, ConsentKind::Session, &[Level::View])).await.unwrap();
+    session.user_event(SessionEvent::Pause { by: Party::User });
+    session.operator_control(ControlAction::Resume);
+    assert_eq!(session.status().borrow().phase, SessionPhase::Paused);
+    let resumed = f.events_of(EventKind::SessionResumed);
+    assert_eq!(resumed.len(), 1);
+    assert_eq!((resumed[0].outcome, resumed[0].actor.as_str()), (Failure, "op"));
+    assert!(resumed[0].detail.contains("only the user resumes it"), "{}", resumed[0].detail);
+
+    // Control: the user's own resume lifts it, and a pause the operator made is the operator's
+    // to lift.
+    session.user_event(SessionEvent::Resume { by: Party::User });
+    assert_eq!(session.status().borrow().phase, SessionPhase::Active);
+    session.operator_control(ControlAction::Pause);
+    session.operator_control(ControlAction::Resume);
+    assert_eq!(session.status().borrow().phase, SessionPhase::Active);
+    let outcomes: Vec<_> = f.events_of(EventKind::SessionResumed).iter().map(|e| e.outcome).collect();
+    assert_eq!(outcomes, [Failure, Success, Success]);
+}
