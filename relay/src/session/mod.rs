@@ -105,6 +105,9 @@ pub struct LiveSession {
     input_refused_reported: std::sync::atomic::AtomicBool,
     /// Whether the agent's refusal of a chat line was recorded (once per session, like input's).
     chat_refused_reported: std::sync::atomic::AtomicBool,
+    /// The operator's pauses and resumes the machine refused (the first
+    /// `REFUSED_CONTROLS_RECORDED` are recorded one by one).
+    refused_controls: std::sync::atomic::AtomicU64,
     /// Each party's own network address, for the events they cause (R38): the operator's from
     /// their request, the user's and the device's from the agent's connection, admins' and
     /// seniors' and observers' from theirs when they act.
@@ -116,6 +119,25 @@ pub struct LiveSession {
 
 fn sorted(levels: &Levels) -> Vec<Level> {
     levels.iter().copied().collect()
+}
+
+/// Refused operator pauses and resumes recorded one by one in a session; the rest are counted in
+/// its end record.
+pub const REFUSED_CONTROLS_RECORDED: u64 = 20;
+
+/// Why the machine did not take the operator's pause or resume, in the record's words.
+fn why_refused(action: sightline_proto::ControlAction, phase: &Phase) -> &'static str {
+    use sightline_proto::ControlAction;
+    match (action, phase) {
+        (ControlAction::Resume, Phase::Paused { by: Party::User }) => {
+            "the user paused the session; only the user resumes it"
+        }
+        (ControlAction::Resume, Phase::Paused { .. }) => {
+            "the relay paused the session; it resumes when its cause is gone"
+        }
+        (ControlAction::Resume, _) => "the session is not paused",
+        _ => "the session is not active",
+    }
 }
 
 impl LiveSession {
@@ -162,6 +184,7 @@ impl LiveSession {
             late_receipts: Mutex::new(Vec::new()),
             input_refused_reported: false.into(),
             chat_refused_reported: false.into(),
+            refused_controls: 0.into(),
             addresses: Mutex::new(BTreeMap::new()),
             recorder: std::sync::OnceLock::new(),
         });
@@ -423,12 +446,15 @@ impl LiveSession {
                         );
                     }
                     let dropped = self.lock().dropped_input;
-                    self.emit(
-                        EventKind::SessionEnded,
-                        Outcome::Success,
-                        actor,
-                        format!("{}; input events dropped: {dropped}", reason.describe()),
-                    );
+                    let mut detail = format!("{}; input events dropped: {dropped}", reason.describe());
+                    let refused = self.refused_controls.load(std::sync::atomic::Ordering::Relaxed);
+                    if refused > REFUSED_CONTROLS_RECORDED {
+                        let unrecorded = refused - REFUSED_CONTROLS_RECORDED;
+                        detail.push_str(&format!(
+                            "; operator pauses and resumes refused and not recorded one by one: {unrecorded}"
+                        ));
+                    }
+                    self.emit(EventKind::SessionEnded, Outcome::Success, actor, detail);
                     if dropped > 0 {
                         self.emit(EventKind::InputDropped, Outcome::Failure, actor, format!("{dropped} input events"));
                     }
@@ -572,41 +598,37 @@ impl LiveSession {
             }
             ControlAction::End => (Event::End { by: Party::Operator }, SessionEvent::End { by: Party::Operator }),
         };
-        let effects = self.step(event, &actor);
         let kind = match action {
             ControlAction::Pause => Some(EventKind::SessionPaused),
             ControlAction::Resume => Some(EventKind::SessionResumed),
             ControlAction::End => None,
         };
-        if effects.is_empty() {
-            // Refused by the machine: a resume of a pause the user (or the relay) made, a pause of
-            // a session that is not running. The attempt is evidence of an operator pressing
-            // against the user's decision, so it is recorded, not dropped.
-            if let Some(kind) = kind {
-                self.emit(kind, Outcome::Failure, &actor, format!("refused: {}", self.why_refused(action)));
+        // The reason is read under the same lock as the step, so a user's resume in between
+        // cannot make the record say something that was not so.
+        let now = self.identity.now_ms();
+        let (effects, refused) = {
+            let mut machine = self.lock();
+            let effects = machine.step(now, event);
+            let refused = effects.is_empty().then(|| why_refused(action, &machine.phase));
+            (effects, refused)
+        };
+        if let Some(why) = refused {
+            // A resume of a pause the user (or the relay) made, a pause of a session that is not
+            // running: evidence of an operator pressing against the user's decision, so recorded,
+            // not dropped; past a budget only counted, so one viewer cannot flood the log.
+            if let Some(kind) = kind
+                && self.refused_controls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < REFUSED_CONTROLS_RECORDED
+            {
+                self.emit(kind, Outcome::Failure, &actor, format!("refused: {why}"));
             }
             return;
         }
+        self.carry_out(effects, &actor);
         if let Some(kind) = kind {
             self.emit(kind, Outcome::Success, &actor, "by the operator".into());
         }
         if !matches!(action, ControlAction::End) {
             self.tell_agent(wire);
-        }
-    }
-
-    /// Why the machine did not take the operator's pause or resume, in the record's words.
-    fn why_refused(&self, action: sightline_proto::ControlAction) -> &'static str {
-        use sightline_proto::ControlAction;
-        match (action, &self.lock().phase) {
-            (ControlAction::Resume, Phase::Paused { by: Party::User }) => {
-                "the user paused the session; only the user resumes it"
-            }
-            (ControlAction::Resume, Phase::Paused { .. }) => {
-                "the relay paused the session; it resumes when its cause is gone"
-            }
-            (ControlAction::Resume, _) => "the session is not paused",
-            _ => "the session is not active",
         }
     }
 

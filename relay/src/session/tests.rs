@@ -284,3 +284,25 @@ async fn an_operator_resume_of_the_users_pause_is_refused_and_recorded() {
     let outcomes: Vec<_> = f.events_of(EventKind::SessionResumed).iter().map(|e| e.outcome).collect();
     assert_eq!(outcomes, [Failure, Success, Success]);
 }
+
+#[tokio::test]
+async fn refused_operator_controls_past_the_budget_are_counted_in_the_end_record_not_recorded_one_by_one() {
+    use sightline_proto::ControlAction;
+    let f = fixture("office").await;
+    let session = f.open(&[Level::View]).await;
+    session.accept_receipt(f.receipt(&session, ConsentKind::Session, &[Level::View])).await.unwrap();
+    session.user_event(SessionEvent::Pause { by: Party::User });
+    let extra = 7;
+    for _ in 0..REFUSED_CONTROLS_RECORDED + extra {
+        session.operator_control(ControlAction::Resume);
+    }
+    assert_eq!(f.events_of(EventKind::SessionResumed).len() as u64, REFUSED_CONTROLS_RECORDED);
+    // Control: a refused pause past the budget is not recorded either, and the end says how many.
+    session.operator_control(ControlAction::Pause);
+    assert!(f.events_of(EventKind::SessionPaused).iter().all(|e| e.actor != "op"));
+    session.operator_control(ControlAction::End);
+    let ended = f.events_of(EventKind::SessionEnded);
+    assert_eq!(ended.len(), 1);
+    let counted = format!("operator pauses and resumes refused and not recorded one by one: {}", extra + 1);
+    assert!(ended[0].detail.ends_with(&counted), "{}", ended[0].detail);
+}
