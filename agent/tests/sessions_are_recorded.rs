@@ -117,12 +117,15 @@ async fn a_session_is_recorded_verifiable_and_exports_to_webm() {
     }
     assert_eq!(relay.events_of("recording.closed").len(), 1);
 
-    // At rest: no VP8 keyframe start code, no ticket, no chat text in any file (R32).
+    // At rest: no VP8 keyframe header, no ticket, no chat text in any file (R32). The probe is a
+    // 1280x720 keyframe's start code with its frame size: the 3-byte start code alone turns up by
+    // chance about once in 16 MB of ciphertext. Control: the export below has it.
+    const KEYFRAME: [u8; 7] = [0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02];
     let dir = relay.state.recordings.dir_of(&id);
     for entry in std::fs::read_dir(dir.join("chunks")).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
         assert!(bytes.starts_with(b"age-encryption.org/v1"));
-        assert!(!bytes.windows(3).any(|w| w == [0x9d, 0x01, 0x2a]), "a VP8 keyframe is visible at rest");
+        assert!(!bytes.windows(KEYFRAME.len()).any(|w| w == KEYFRAME), "a VP8 keyframe is visible at rest");
         assert!(!bytes.windows(13).any(|w| w == b"hello from IT"), "chat text is visible at rest");
     }
     // Without the key, nothing decrypts.
@@ -134,6 +137,8 @@ async fn a_session_is_recorded_verifiable_and_exports_to_webm() {
     let out = relay.dir.path().join("export");
     commands::export(&verified, &manifest, &relay.state.recordings.verifier_key, &out).unwrap();
     commands::verify_exported(&out, &relay.state.recordings.verifier_key).expect("the export verifies");
+    let webm = std::fs::read(out.join(commands::WEBM)).unwrap();
+    assert!(webm.windows(KEYFRAME.len()).any(|w| w == KEYFRAME), "the probe finds the keyframe in plain video");
     let probe = std::process::Command::new("ffprobe")
         .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format"])
         .arg(out.join(commands::WEBM))
