@@ -171,7 +171,8 @@ test('a help request nobody takes lapses: it leaves the queue, is recorded as ex
   // The control: the same request without the spent code reaches the endpoint's user.
   const control = await rawWatch(page, w.relay.port, agentId, 'INC-3001', 'incident');
   expect(control.type).toBe('session');
-  // And asking again opens a new request with a new id.
+  // And asking again opens a new request with a new id. Read at once: the user gets a code only
+  // after its request's record is on disk.
   askHelp(w);
   const ids = w.relay.auditRecords().filter((r) => r.kind === 'help.requested').map(requestId);
   expect(ids).toHaveLength(2);

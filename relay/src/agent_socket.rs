@@ -116,7 +116,10 @@ pub async fn serve(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, device = %device.id, "cannot open a help request");
-                        let why = "the relay cannot take help requests right now; try again later";
+                        let why = match e {
+                            crate::help::HelpError::Audit(_) => crate::audit::AuditUnavailable::PUBLIC,
+                            _ => "the relay cannot take help requests right now; try again later",
+                        };
                         refuse(&mut tx, ErrorCode::HelpCode, why.into()).await;
                     }
                 }

@@ -89,6 +89,10 @@ pub enum EventKind {
     /// A help request lapsed unanswered.
     #[serde(rename = "help.expired")]
     HelpExpired,
+    /// A help request whose record was written but which could not open (the audit log could not
+    /// make it durable, or the store refused it): the user was given no code.
+    #[serde(rename = "help.withdrawn")]
+    HelpWithdrawn,
 
     #[serde(rename = "session.granted")]
     SessionGranted,
@@ -150,7 +154,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 61] = [
+    pub const ALL: [EventKind; 62] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -185,6 +189,7 @@ impl EventKind {
         EventKind::HelpRequested,
         EventKind::HelpPickedUp,
         EventKind::HelpExpired,
+        EventKind::HelpWithdrawn,
         EventKind::SessionGranted,
         EventKind::SessionPaused,
         EventKind::SessionResumed,

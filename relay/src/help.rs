@@ -8,6 +8,10 @@
 //! changes) and lapses expired requests; the node whose delete succeeds writes `help.expired`,
 //! so a lapse is recorded once however many nodes run.
 //!
+//! A request is on record before it exists: `help.requested` is durable before the request is
+//! stored, so no node shows it and the user gets no code unless the log has it; one that then
+//! cannot open is recorded as `help.withdrawn`.
+//!
 //! Rate limit: a device has at most one open request. Asking again while it is open gives the
 //! same code, mints nothing and writes nothing, so a device opens at most one request per TTL
 //! and cannot fill the audit log by asking. (Asks are serialised per node; two nodes asked for
@@ -21,6 +25,7 @@ use sightline_core::help;
 use sightline_proto::HelpRequest;
 use tokio::sync::watch;
 
+use crate::audit::AuditUnavailable;
 use crate::events::{EventKind, Outcome};
 use crate::identity::devices::Device;
 use crate::identity::{Identity, random_bytes};
@@ -37,6 +42,8 @@ pub enum HelpError {
     OtherDevice,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditUnavailable),
 }
 
 pub struct HelpDesk {
@@ -78,30 +85,63 @@ impl HelpDesk {
             return Ok(open);
         }
         let expires_ms = now + u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        // A code in use is drawn again; with a million codes and one request per device, a few
-        // draws always find a free one.
+        let id = hex::encode(random_bytes::<8>());
+        let actor = format!("user@{}", device.name);
+        let subject = format!("device:{}", device.id);
+        // On record before anyone sees it (R41): the user is given no code, and no node shows the
+        // request, unless its record is durable. The record names the request, not its code.
+        self.identity.emit(
+            EventKind::HelpRequested,
+            Outcome::Success,
+            &actor,
+            Some(&subject),
+            source,
+            format!("request {id} by {user}, open until {expires_ms} (Unix ms)"),
+        );
+        let opened = match self.identity.events_committed().await {
+            Ok(()) => {
+                self.open(HelpRequest {
+                    id: id.clone(),
+                    code: String::new(),
+                    agent_id: device.id.clone(),
+                    device: device.name.clone(),
+                    segment: device.segment.clone(),
+                    user: user.to_owned(),
+                    created_ms: now,
+                    expires_ms,
+                })
+                .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        match opened {
+            Ok(request) => {
+                self.refresh().await;
+                Ok(request)
+            }
+            Err(e) => {
+                // The log holds the request's record (it is written when the disk frees up), so
+                // it also says the request never opened.
+                self.identity.emit(
+                    EventKind::HelpWithdrawn,
+                    Outcome::Failure,
+                    "system",
+                    Some(&subject),
+                    source,
+                    format!("request {id} by {user} did not open: {e}"),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores `request` under a free code. A code in use is drawn again; with a million codes and
+    /// one request per device, a few draws always find a free one.
+    async fn open(&self, mut request: HelpRequest) -> Result<HelpRequest, HelpError> {
         for _ in 0..32 {
             let Some(code) = help::code_from(random_bytes::<4>()) else { continue };
-            let request = HelpRequest {
-                id: hex::encode(random_bytes::<8>()),
-                code: code.clone(),
-                agent_id: device.id.clone(),
-                device: device.name.clone(),
-                segment: device.segment.clone(),
-                user: user.to_owned(),
-                created_ms: now,
-                expires_ms,
-            };
-            if self.store.insert_new(Collection::HelpRequests, &code, &request).await? {
-                self.identity.emit(
-                    EventKind::HelpRequested,
-                    Outcome::Success,
-                    &format!("user@{}", device.name),
-                    Some(&format!("device:{}", device.id)),
-                    source,
-                    format!("request {} by {user}, open until {expires_ms} (Unix ms)", request.id),
-                );
-                self.refresh().await;
+            request.code = code;
+            if self.store.insert_new(Collection::HelpRequests, &request.code, &request).await? {
                 return Ok(request);
             }
         }
@@ -213,5 +253,82 @@ async fn refresh_loop(desk: Weak<HelpDesk>) {
         every.tick().await;
         let Some(desk) = desk.upgrade() else { break };
         desk.refresh().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::events::{Commit, Event, EventSink, MemorySink};
+    use crate::identity::{IdentitySettings, system_clock, tokens::TokenSettings};
+    use crate::store::embedded::Embedded;
+
+    /// Records in memory, and refuses to make anything durable while `full` is set (a full disk).
+    #[derive(Default)]
+    struct Log {
+        events: MemorySink,
+        full: AtomicBool,
+    }
+
+    impl EventSink for Log {
+        fn emit(&self, event: Event) {
+            self.events.emit(event);
+        }
+
+        fn committed(&self) -> Commit<'_> {
+            let full = self.full.load(Ordering::SeqCst);
+            Box::pin(async move { if full { Err(AuditUnavailable("disk full".into())) } else { Ok(()) } })
+        }
+    }
+
+    impl Log {
+        fn kinds(&self) -> Vec<EventKind> {
+            let events = self.events.0.lock().unwrap_or_else(|e| e.into_inner());
+            events.iter().map(|e| e.kind).filter(|k| k.name().starts_with("help.")).collect()
+        }
+    }
+
+    async fn desk(dir: &std::path::Path, log: Arc<Log>) -> (Arc<HelpDesk>, Device, Store) {
+        let store = Store::new(Arc::new(Embedded::open(dir).unwrap()));
+        let settings = IdentitySettings {
+            public_url: "http://localhost:8080/".parse().unwrap(),
+            tokens: TokenSettings { issuer: "http://localhost:8080".into(), audience: "sightline".into(), ttl_s: 600 },
+        };
+        let identity = Arc::new(Identity::new(store.clone(), settings, log, system_clock()).await.unwrap());
+        let token = identity.create_agent_token("admin", "office", None).await.unwrap();
+        let device = identity
+            .enrol_device(
+                &token,
+                &hex::encode(ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes()),
+                "desk",
+                None,
+            )
+            .await
+            .unwrap();
+        (HelpDesk::start(store.clone(), identity, Duration::from_secs(600)), device, store)
+    }
+
+    #[tokio::test]
+    async fn a_help_request_the_audit_log_cannot_take_is_withdrawn_and_no_code_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::default());
+        let (desk, device, store) = desk(dir.path(), log.clone()).await;
+        log.full.store(true, Ordering::SeqCst);
+
+        let refused = desk.ask(&device, "alice", None).await;
+        assert!(matches!(refused, Err(HelpError::Audit(_))), "{refused:?}");
+        let stored: Vec<(String, HelpRequest)> = store.list(Collection::HelpRequests).await.unwrap();
+        assert!(stored.is_empty(), "an unrecorded request stays open: {stored:?}");
+        assert!(desk.subscribe().borrow().is_empty());
+
+        // The control: once the log takes it again, the same ask opens a request operators see.
+        log.full.store(false, Ordering::SeqCst);
+        let request = desk.ask(&device, "alice", None).await.unwrap();
+        assert_eq!(desk.subscribe().borrow().iter().map(|r| &r.code).collect::<Vec<_>>(), [&request.code]);
+        // The log, once it takes writes again, says the first request never opened.
+        use EventKind::{HelpRequested, HelpWithdrawn};
+        assert_eq!(log.kinds(), [HelpRequested, HelpWithdrawn, HelpRequested]);
     }
 }
