@@ -100,6 +100,8 @@ test('a burst of hundreds of session requests from one operator and from several
   expect(peakWindows).toBeLessThanOrEqual(1);
 
   // The relay's evidence: one request reached the user; every other one is a refusal record.
+  // Refusal records are not awaited before their answers: wait until all of them are on disk.
+  await expect.poll(() => w!.relay.auditRecords().filter((r) => r.kind === 'session.refused').length).toBe(299);
   const records = w.relay.auditRecords();
   expect(records.filter((r) => r.kind === 'consent.asked')).toHaveLength(1);
   const refusals = records.filter((r) => r.kind === 'session.refused');

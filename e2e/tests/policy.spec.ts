@@ -134,8 +134,9 @@ test('an unattended agent is refused where its segment does not allow it, even i
   await openWindowFor(w, 'rack-01', 600_000);
   await requestView(w.operator, w.relay, 'rack-01');
   await expect(w.operator.getByTestId('view-state')).toContainText('unattended access is not allowed in this segment');
-  const refused = w.relay.auditRecords().filter((r) => r.kind === 'session.refused');
-  expect(refused.map((r) => r.detail)).toEqual(['unattended access is not allowed in this segment']);
+  // A refusal's record is not awaited before the answer (nothing happened that needs it): poll.
+  await expect.poll(() => w!.relay.auditRecords().filter((r) => r.kind === 'session.refused').map((r) => r.detail))
+    .toEqual(['unattended access is not allowed in this segment']);
   // Nobody was asked, and nothing reached the endpoint.
   expect(w.relay.auditRecords().filter((r) => r.kind.startsWith('consent.'))).toEqual([]);
 });

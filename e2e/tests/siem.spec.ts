@@ -109,6 +109,8 @@ test('CEF over TCP: a ticket and reason with |, =, \\ and a newline arrive intac
   const reason = 'because|I=can\\\nreally';
   const refused = await rawWatch(w.operator, relay.port, agents[0]!, ticket, reason);
   expect(refused.code, JSON.stringify(refused)).toBe('policy_denied');
+  // A refusal's record is not awaited before the answer: wait for it.
+  await expect.poll(() => relay.auditRecords().some((r) => r.kind === 'session.refused')).toBe(true);
   const record = relay.auditRecords().find((r) => r.kind === 'session.refused')!;
   await expect.poll(() => received(siem!, 'tcp').some((m) => m.seq === record.seq), { timeout: 15_000 }).toBe(true);
   const line = received(siem, 'tcp').find((m) => m.seq === record.seq)!.body;
