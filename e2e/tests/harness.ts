@@ -146,7 +146,11 @@ export class Relay {
   /** The audit log's records, parsed (each line is one canonical JSON record). */
   auditRecords(): AuditRecord[] {
     const text = fs.readFileSync(path.join(this.auditDir, 'log.jsonl'), 'utf8');
-    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AuditRecord);
+    // A record is complete with its newline: a read during the writer's append may see part of
+    // the last line, which is not a record yet.
+    const lines = text.split('\n');
+    lines.pop();
+    return lines.filter((l) => l !== '').map((l) => JSON.parse(l) as AuditRecord);
   }
   /** Runs `relay recording ARGS` on this relay's data (beside it while it runs, or after). */
   recordingCli(args: string[]): { status: number; stdout: string; stderr: string } {

@@ -85,7 +85,9 @@ test('the user asks for help with agent help: the code reaches the operator queu
   expect(again.message).toContain('no open help request has this code');
 
   // The record: asked once, taken by the operator, and the session naming the request it
-  // answers, with the user's own consent.
+  // answers, with the user's own consent. The spent code's refusal is not awaited before its
+  // answer: wait for it.
+  await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'session.refused')).toBe(true);
   const records = w.relay.auditRecords();
   const asked = records.filter((r) => r.kind === 'help.requested');
   expect(asked.map((r) => r.actor)).toEqual(['user@front-desk']);

@@ -214,6 +214,8 @@ test('a relay that cannot write recordings refuses the session with the reason, 
   const page = w.operator;
   await requestView(page, w.relay, 'front-desk');
   await expect(page.getByTestId('view-state')).toContainText('recorder cannot start');
+  // The refusal is answered without waiting for its record: wait for it.
+  await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'recording.unavailable')).toBe(true);
   const records = w.relay.auditRecords();
   expect(records.some((r) => r.kind === 'recording.unavailable')).toBe(true);
   expect(records.some((r) => r.kind === 'consent.asked')).toBe(false);
@@ -376,8 +378,9 @@ test('an auditor finds a recording by ticket, confirms with a passkey and plays 
   await expect(auditor.getByTestId('recording-verification')).toHaveAttribute('data-state', 'complete');
   await expect(auditor.getByTestId('recording-verification')).toContainText('signed by the endpoint');
   const id = await row.getAttribute('data-id');
-  const viewed = w.relay.auditRecords().filter((r) => r.kind === 'recording.viewed' && r.actor === 'audra');
-  expect(viewed.map((r) => r.detail)).toEqual([`recording ${id}: report and timeline`, `recording ${id}: video`]);
+  // The player asks for the video after it shows the report: wait for that request's record.
+  const viewed = () => w!.relay.auditRecords().filter((r) => r.kind === 'recording.viewed' && r.actor === 'audra');
+  await expect.poll(() => viewed().map((r) => r.detail)).toEqual([`recording ${id}: report and timeline`, `recording ${id}: video`]);
   expect(w.relay.auditRecords().some((r) => r.kind === 'auth.step_up' && r.actor === 'audra')).toBe(true);
 
   // The video plays from the start: the screen's frame counters advance.
@@ -453,6 +456,7 @@ test('a recorder that stops writing mid-session pauses the session on both sides
   // Without recovery the session ends, with the reason on both sides.
   await expect(page.getByTestId('view-state')).toContainText('recording failed');
   await expect.poll(() => w!.agent.log()).toContain('[session ended] recording failed');
+  await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'session.ended')).toBe(true);
   const kinds = w.relay.auditRecords().map((r) => r.kind);
   expect(kinds.indexOf('recording.stalled')).toBeLessThan(kinds.indexOf('recording.failed'));
   const ended = w.relay.auditRecords().find((r) => r.kind === 'session.ended')!;

@@ -495,6 +495,8 @@ test('where the segment needs a senior, control waits for the user and a senior 
   await expect(senior.getByTestId('notice')).toHaveText('approved control');
   await expect(page.getByTestId('granted')).toHaveText('granted: view, chat, control');
   await clickLands(w, page, 1000, 150);
+  // The approval is applied without waiting for its record: wait for it.
+  await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'elevation.approved')).toBe(true);
   const records = w.relay.auditRecords();
   const stepUp = records.find((r) => r.kind === 'auth.step_up');
   const approval = records.find((r) => r.kind === 'elevation.approved');
