@@ -98,23 +98,21 @@ impl HelpDesk {
             source,
             format!("request {id} by {user}, open until {expires_ms} (Unix ms)"),
         );
-        let opened = match self.identity.events_committed().await {
-            Ok(()) => {
-                self.open(HelpRequest {
-                    id: id.clone(),
-                    code: String::new(),
-                    agent_id: device.id.clone(),
-                    device: device.name.clone(),
-                    segment: device.segment.clone(),
-                    user: user.to_owned(),
-                    created_ms: now,
-                    expires_ms,
-                })
-                .await
-            }
-            Err(e) => Err(e.into()),
+        let opened = async {
+            self.identity.events_committed().await?;
+            let request = HelpRequest {
+                id: id.clone(),
+                code: String::new(),
+                agent_id: device.id.clone(),
+                device: device.name.clone(),
+                segment: device.segment.clone(),
+                user: user.to_owned(),
+                created_ms: now,
+                expires_ms,
+            };
+            self.open(request).await
         };
-        match opened {
+        match opened.await {
             Ok(request) => {
                 self.refresh().await;
                 Ok(request)
@@ -262,7 +260,6 @@ mod tests {
 
     use super::*;
     use crate::events::{Commit, Event, EventSink, MemorySink};
-    use crate::identity::{IdentitySettings, system_clock, tokens::TokenSettings};
     use crate::store::embedded::Embedded;
 
     /// Records in memory, and refuses to make anything durable while `full` is set (a full disk).
@@ -292,11 +289,7 @@ mod tests {
 
     async fn desk(dir: &std::path::Path, log: Arc<Log>) -> (Arc<HelpDesk>, Device, Store) {
         let store = Store::new(Arc::new(Embedded::open(dir).unwrap()));
-        let settings = IdentitySettings {
-            public_url: "http://localhost:8080/".parse().unwrap(),
-            tokens: TokenSettings { issuer: "http://localhost:8080".into(), audience: "sightline".into(), ttl_s: 600 },
-        };
-        let identity = Arc::new(Identity::new(store.clone(), settings, log, system_clock()).await.unwrap());
+        let identity = Arc::new(crate::identity::for_tests(store.clone(), log).await);
         let token = identity.create_agent_token("admin", "office", None).await.unwrap();
         let device = identity
             .enrol_device(

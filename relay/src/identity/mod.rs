@@ -415,6 +415,16 @@ pub fn valid_name(name: &str) -> Result<String, IdentityError> {
     Ok(name.to_owned())
 }
 
+/// An identity service for unit tests, on `store`, writing its events to `events`.
+#[cfg(test)]
+pub(crate) async fn for_tests(store: Store, events: Arc<dyn EventSink>) -> Identity {
+    let settings = IdentitySettings {
+        public_url: "http://localhost:8080/".parse().unwrap(),
+        tokens: TokenSettings { issuer: "http://localhost:8080".into(), audience: "sightline".into(), ttl_s: 600 },
+    };
+    Identity::new(store, settings, events, system_clock()).await.unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,12 +432,7 @@ mod tests {
     use crate::store::embedded::Embedded;
 
     async fn identity(dir: &std::path::Path) -> Identity {
-        let store = Store::new(Arc::new(Embedded::open(dir).unwrap()));
-        let settings = IdentitySettings {
-            public_url: "http://localhost:8080/".parse().unwrap(),
-            tokens: TokenSettings { issuer: "http://localhost:8080".into(), audience: "sightline".into(), ttl_s: 600 },
-        };
-        Identity::new(store, settings, Arc::new(MemorySink::default()), system_clock()).await.unwrap()
+        for_tests(Store::new(Arc::new(Embedded::open(dir).unwrap())), Arc::new(MemorySink::default())).await
     }
 
     /// An admin with a live session and a fresh step-up.
