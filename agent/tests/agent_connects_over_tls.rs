@@ -30,7 +30,7 @@ async fn agent_enrols_over_wss_only_with_a_trusted_certificate() {
     ]);
     config.validate().unwrap();
     let state =
-        sightline_relay::server::build(&config, std::sync::Arc::new(sightline_relay::events::MemorySink::default()))
+        sightline_relay::server::build(&config, std::sync::Arc::new(sightline_audit::events::MemorySink::default()))
             .await
             .unwrap();
     let token = state.identity.create_agent_token("test", "office", None).await.unwrap();

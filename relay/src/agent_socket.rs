@@ -117,7 +117,7 @@ pub async fn serve(
                     Err(e) => {
                         tracing::error!(error = %e, device = %device.id, "cannot open a help request");
                         let why = match e {
-                            crate::help::HelpError::Audit(_) => crate::audit::AuditUnavailable::PUBLIC,
+                            crate::help::HelpError::Audit(_) => sightline_audit::AuditUnavailable::PUBLIC,
                             _ => "the relay cannot take help requests right now; try again later",
                         };
                         refuse(&mut tx, ErrorCode::HelpCode, why.into()).await;
@@ -259,7 +259,7 @@ pub async fn serve(
                         if let Err(e) = session.accept_receipt(receipt).await {
                             tracing::warn!(agent = %link.info.agent_id, error = %e, "consent receipt refused");
                             let (code, message) = match e {
-                                crate::session::SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, crate::audit::AuditUnavailable::PUBLIC.to_owned()),
+                                crate::session::SessionError::AuditUnavailable(_) => (ErrorCode::AuditUnavailable, sightline_audit::AuditUnavailable::PUBLIC.to_owned()),
                                 e => (ErrorCode::BadReceipt, e.to_string()),
                             };
                             if !send_within(&mut tx, text(&RelayToAgent::Error { code, message })).await { break; }

@@ -17,9 +17,9 @@ use serde_json::json;
 use sightline_core::roles::{Capability, Role, RoleChange};
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
-use crate::events::{EventKind, Outcome};
 use crate::identity::{AuthUser, Identity, IdentityError, User, require};
 use crate::state::AppState;
+use sightline_audit::events::{EventKind, Outcome};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "sightline_session";
@@ -112,7 +112,7 @@ impl IntoResponse for ApiError {
         };
         let message = match &self.0 {
             IdentityError::Store(_) => "the relay cannot reach its state store; try again shortly".to_owned(),
-            IdentityError::AuditUnavailable(_) => crate::audit::AuditUnavailable::PUBLIC.to_owned(),
+            IdentityError::AuditUnavailable(_) => sightline_audit::AuditUnavailable::PUBLIC.to_owned(),
             other => other.to_string(),
         };
         let mut response = (status, Json(json!({ "error": code, "message": message }))).into_response();
@@ -622,7 +622,7 @@ async fn audit_records(
     Extension(auth): Extension<AuthUser>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
-) -> ApiResult<Json<crate::audit::AuditPage>> {
+) -> ApiResult<Json<sightline_audit::AuditPage>> {
     if !AUDIT_LOG.iter().any(|c| auth.allows(*c)) {
         return Err(IdentityError::Forbidden("your roles do not allow reading the audit log".into()).into());
     }
@@ -631,7 +631,7 @@ async fn audit_records(
     };
     let time = crate::recording::http::time;
     let nonempty = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-    let filter = crate::audit::commands::Filter {
+    let filter = sightline_audit::commands::Filter {
         from_ms: time(&q.from)?,
         to_ms: time(&q.to)?,
         session: nonempty(q.session),

@@ -78,11 +78,11 @@ pub struct Config {
     /// Forward every audit record and checkpoint to a SIEM (repeatable, or comma-separated):
     /// `tcp://HOST:PORT` or `tls://HOST:PORT` (RFC 5424, octet counting) or `relp://HOST:PORT`.
     #[arg(long = "siem", env = "SIGHTLINE_SIEM", value_delimiter = ',')]
-    pub siem: Vec<crate::audit::siem::Destination>,
+    pub siem: Vec<sightline_audit::siem::Destination>,
 
     /// Body of SIEM messages: the canonical record as JSON, or CEF.
     #[arg(long, value_enum, default_value = "json")]
-    pub siem_format: crate::audit::siem::Payload,
+    pub siem_format: sightline_audit::siem::Payload,
 
     /// CA certificate(s) (PEM) that `tls://` SIEM receivers must present a certificate from.
     #[arg(long, env = "SIGHTLINE_SIEM_CA")]
@@ -200,15 +200,15 @@ impl Config {
     }
 
     /// How this node keeps its audit log.
-    pub fn audit_settings(&self) -> crate::audit::AuditSettings {
+    pub fn audit_settings(&self) -> sightline_audit::AuditSettings {
         let dir = self.audit_dir.clone().unwrap_or_else(|| self.data_dir.join("audit"));
-        crate::audit::AuditSettings {
+        sightline_audit::AuditSettings {
             // Without --node, a log keeps the name it was started with (host names change).
             node: self
                 .node
                 .clone()
-                .or_else(|| crate::audit::node_of_dir(&dir))
-                .unwrap_or_else(crate::audit::default_node_name),
+                .or_else(|| sightline_audit::node_of_dir(&dir))
+                .unwrap_or_else(sightline_audit::default_node_name),
             dir,
             checkpoint_records: self.audit_checkpoint_records,
             checkpoint_interval: std::time::Duration::from_millis(self.audit_checkpoint_ms),
@@ -216,9 +216,9 @@ impl Config {
     }
 
     /// Where the audit log is forwarded.
-    pub fn siem_settings(&self) -> crate::audit::siem::SiemSettings {
+    pub fn siem_settings(&self) -> sightline_audit::siem::SiemSettings {
         let audit = self.audit_settings();
-        crate::audit::siem::SiemSettings {
+        sightline_audit::siem::SiemSettings {
             destinations: self.siem.clone(),
             payload: self.siem_format,
             ca_cert: self.siem_ca.clone(),

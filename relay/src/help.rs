@@ -25,11 +25,11 @@ use sightline_core::help;
 use sightline_proto::HelpRequest;
 use tokio::sync::watch;
 
-use crate::audit::AuditUnavailable;
-use crate::events::{EventKind, Outcome};
 use crate::identity::devices::Device;
 use crate::identity::{Identity, random_bytes};
 use crate::store::{Collection, Store, StoreError};
+use sightline_audit::AuditUnavailable;
+use sightline_audit::events::{EventKind, Outcome};
 
 /// How often each node re-reads the queue and lapses expired requests.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -259,8 +259,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::events::{Commit, Event, EventSink, MemorySink};
     use crate::store::embedded::Embedded;
+    use sightline_audit::events::{Commit, Event, EventSink, MemorySink};
 
     /// Records in memory, and refuses to make anything durable while `full` is set (a full disk).
     #[derive(Default)]

@@ -8,10 +8,8 @@
 
 pub mod agent_socket;
 pub mod api;
-pub mod audit;
 pub mod config;
 pub mod connections;
-pub mod events;
 pub mod headers;
 pub mod help;
 pub mod hub;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sightline_relay::audit::{CliSink, commands};
+use sightline_audit::{CliSink, commands};
 use sightline_relay::config::Config;
 use sightline_relay::server;
 
@@ -315,12 +315,12 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
             // An export hands the evidence out: it is itself evidence, and is refused if it
             // cannot be recorded (R29).
             let audit = CliSink::open(&config.audit_settings()).context("cannot open the audit log")?;
-            sightline_relay::events::EventSink::emit(
+            sightline_audit::events::EventSink::emit(
                 &audit,
-                sightline_relay::events::Event {
+                sightline_audit::events::Event {
                     ts_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
-                    kind: sightline_relay::events::EventKind::RecordingExported,
-                    outcome: sightline_relay::events::Outcome::Success,
+                    kind: sightline_audit::events::EventKind::RecordingExported,
+                    outcome: sightline_audit::events::Outcome::Success,
                     actor: "cli".into(),
                     subject: Some(format!("recording:{id}")),
                     source: None,
@@ -328,7 +328,7 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
                     session: Some(verified.report.session.clone()),
                 },
             );
-            let committed = sightline_relay::events::EventSink::committed(&audit)
+            let committed = sightline_audit::events::EventSink::committed(&audit)
                 .await
                 .map_err(|e| anyhow::anyhow!("the export could not be audited, so it was not made: {e}"));
             audit.close();

@@ -13,14 +13,14 @@ use sightline_proto::{AGENT_WS_PATH, MAX_SIGNAL_BYTES, VIEWER_WS_PATH};
 use tower_http::services::ServeDir;
 
 use crate::api::{self, ApiError};
-use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::events::{EventKind, EventSink, Outcome};
 use crate::hub::Hub;
 use crate::identity::{Identity, IdentityError, IdentitySettings, Revocation, system_clock, tokens::TokenSettings};
 use crate::sfu::Media;
 use crate::state::AppState;
 use crate::store::{Store, embedded::Embedded, redis::RedisBackend};
+use sightline_audit::AuditLog;
+use sightline_audit::events::{EventKind, EventSink, Outcome};
 
 /// Reads and validates the policy file.
 pub fn load_policy(path: &std::path::Path) -> anyhow::Result<sightline_core::policy::Policy> {
@@ -136,7 +136,7 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let help_store = store.clone();
     let identity = Arc::new(identity(config, store.clone(), events).await?);
     let audit_settings = config.audit_settings();
-    let key = crate::audit::evidence_key(&audit_settings).context("cannot load the node's evidence key")?;
+    let key = sightline_audit::evidence_key(&audit_settings).context("cannot load the node's evidence key")?;
     let recordings = Arc::new(
         crate::recording::Recordings::open(
             config.recording_settings(),
@@ -193,15 +193,15 @@ pub async fn run(
     let audit = Arc::new(AuditLog::open(&settings).context("cannot open the audit log")?);
     tracing::info!(node = %audit.node(), dir = %settings.dir.display(), size = audit.progress().size, key = %audit.verifier_key(), "audit log open");
     // Without the socket, CLI commands beside this relay refuse to act (they cannot record).
-    let ingest = match crate::audit::serve_ingest(&settings.dir, audit.clone()) {
+    let ingest = match sightline_audit::serve_ingest(&settings.dir, audit.clone()) {
         Ok(task) => Some(task),
         Err(e) => {
             tracing::warn!(error = %e, dir = %settings.dir.display(), "no audit ingest socket: CLI commands cannot run beside this relay");
             None
         }
     };
-    let siem =
-        crate::audit::siem::spawn(config.siem_settings(), audit.subscribe()).context("cannot start SIEM forwarding")?;
+    let siem = sightline_audit::siem::spawn(config.siem_settings(), audit.subscribe())
+        .context("cannot start SIEM forwarding")?;
     let mut state = build(&config, audit.clone()).await?;
     state.audit = Some(audit.clone());
     tokio::spawn(end_sessions_while_unaudited(audit.subscribe(), state.hub.clone()));
@@ -227,7 +227,7 @@ pub async fn run(
 /// Fails closed (R41): while the audit log cannot be written, running sessions end (and new ones
 /// are refused where they start).
 async fn end_sessions_while_unaudited(
-    mut progress: tokio::sync::watch::Receiver<crate::audit::Progress>,
+    mut progress: tokio::sync::watch::Receiver<sightline_audit::Progress>,
     hub: Arc<Hub>,
 ) {
     loop {

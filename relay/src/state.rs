@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::audit::AuditLog;
 use crate::hub::Hub;
 use crate::identity::Identity;
+use sightline_audit::AuditLog;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::{Relay, next_message, send};
 use futures_util::SinkExt;
+use sightline_audit::events::EventKind;
 use sightline_core::roles::Role;
 use sightline_proto::{AgentToRelay, EndReason, ErrorCode, RelayToAgent, RelayToViewer, SessionPhase};
-use sightline_relay::events::EventKind;
 
 /// The operator asks for a session on the agent's device: the agent's next message is the
 /// consent request, whose session id is returned.

@@ -71,7 +71,7 @@ async fn every_route_answers_each_role_as_the_table_says() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = common::config(dir.path(), addr, &[]);
-    let state = sightline_relay::server::build(&config, Arc::new(sightline_relay::events::MemorySink::default()))
+    let state = sightline_relay::server::build(&config, Arc::new(sightline_audit::events::MemorySink::default()))
         .await
         .unwrap();
 

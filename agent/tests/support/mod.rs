@@ -17,7 +17,7 @@ pub struct TestRelay {
     pub addr: std::net::SocketAddr,
     pub state: sightline_relay::state::AppState,
     pub operator_cookie: String,
-    pub events: sightline_relay::events::MemorySink,
+    pub events: sightline_audit::events::MemorySink,
     pub dir: tempfile::TempDir,
 }
 
@@ -43,7 +43,7 @@ pub async fn start_relay_with(extra: &[String]) -> TestRelay {
     ];
     args.extend(extra.iter().cloned());
     let config = <sightline_relay::config::Config as clap::Parser>::parse_from(args);
-    let events = sightline_relay::events::MemorySink::default();
+    let events = sightline_audit::events::MemorySink::default();
     let state = sightline_relay::server::build(&config, std::sync::Arc::new(events.clone())).await.unwrap();
     let operator = sightline_relay::identity::User {
         id: "op-1".into(),
@@ -66,7 +66,7 @@ impl TestRelay {
         self.events.0.lock().unwrap().iter().map(|e| e.kind.name()).collect()
     }
 
-    pub fn events_of(&self, kind: &str) -> Vec<sightline_relay::events::Event> {
+    pub fn events_of(&self, kind: &str) -> Vec<sightline_audit::events::Event> {
         self.events.0.lock().unwrap().iter().filter(|e| e.kind.name() == kind).cloned().collect()
     }
 }

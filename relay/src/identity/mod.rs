@@ -32,8 +32,8 @@ use webauthn_rs::prelude::{
     RegisterPublicKeyCredential, RequestChallengeResponse, Uuid, Webauthn,
 };
 
-use crate::events::{Event, EventKind, EventSink, Outcome};
 use crate::store::{Collection, Store, StoreError};
+use sightline_audit::events::{Event, EventKind, EventSink, Outcome};
 use tokens::{Claims, Keyring, StoredKey, TokenSettings};
 
 /// How long a ceremony (registration, login, step-up) may take.
@@ -73,7 +73,7 @@ pub enum IdentityError {
     Conflict(String),
     /// The audit log cannot be written: security actions are refused (R41).
     #[error(transparent)]
-    AuditUnavailable(#[from] crate::audit::AuditUnavailable),
+    AuditUnavailable(#[from] sightline_audit::AuditUnavailable),
 }
 
 /// A person's account.
@@ -289,7 +289,7 @@ impl Identity {
     }
 
     /// The same, with the audit error itself (for callers outside the identity service).
-    pub async fn events_committed(&self) -> Result<(), crate::audit::AuditUnavailable> {
+    pub async fn events_committed(&self) -> Result<(), sightline_audit::AuditUnavailable> {
         self.events.committed().await
     }
 
@@ -320,7 +320,7 @@ impl Identity {
         kind: EventKind,
         outcome: Outcome,
         actor: &str,
-        facts: crate::events::SessionFacts,
+        facts: sightline_audit::events::SessionFacts,
         source: Option<IpAddr>,
         detail: String,
     ) {
@@ -428,8 +428,8 @@ pub(crate) async fn for_tests(store: Store, events: Arc<dyn EventSink>) -> Ident
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::MemorySink;
     use crate::store::embedded::Embedded;
+    use sightline_audit::events::MemorySink;
 
     async fn identity(dir: &std::path::Path) -> Identity {
         for_tests(Store::new(Arc::new(Embedded::open(dir).unwrap())), Arc::new(MemorySink::default())).await

@@ -16,9 +16,9 @@ use sightline_core::roles::Capability;
 use super::commands::{self, Listed};
 
 use crate::api::ApiError;
-use crate::events::{EventKind, Outcome};
 use crate::identity::{AuthUser, IdentityError};
 use crate::state::AppState;
+use sightline_audit::events::{EventKind, Outcome};
 
 /// Search fields (R30): each narrows the result; times are RFC 3339 or Unix ms.
 #[derive(Debug, Default, Deserialize)]
@@ -42,7 +42,7 @@ pub(crate) fn time(t: &Option<String>) -> Result<Option<u64>, IdentityError> {
     t.as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(|t| crate::audit::commands::parse_time(t).map_err(|e| IdentityError::BadRequest(e.to_string())))
+        .map(|t| sightline_audit::commands::parse_time(t).map_err(|e| IdentityError::BadRequest(e.to_string())))
         .transpose()
 }
 

@@ -11,8 +11,8 @@ use sightline_core::policy::Policy;
 
 use super::Recordings;
 use super::commands::{Listed, list};
-use crate::events::{EventKind, Outcome};
 use crate::identity::Identity;
+use sightline_audit::events::{EventKind, Outcome};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 

@@ -7,7 +7,7 @@ use sightline_core::session::Event;
 use sightline_proto::channel::ChannelMessage;
 
 use super::LiveSession;
-use crate::events::{EventKind, Outcome};
+use sightline_audit::events::{EventKind, Outcome};
 
 /// The `from` of a chat notice that a line did not reach the endpoint.
 pub const NOT_DELIVERED: &str = "not delivered";

@@ -5,7 +5,7 @@ use sightline_core::session::{Effect, Event, Levels, Session};
 use sightline_proto::{ConsentKind, ConsentReceipt, Decision, EndReason};
 
 use super::{LiveSession, SessionError, sorted};
-use crate::events::{EventKind, Outcome};
+use sightline_audit::events::{EventKind, Outcome};
 
 /// Late decisions (signed after the session ended) recorded per session; one prompt yields at
 /// most a few genuine ones.

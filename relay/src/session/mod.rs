@@ -30,10 +30,10 @@ use sightline_proto::{
 };
 use tokio::sync::{broadcast, watch};
 
-use crate::events::{EventKind, Outcome};
 use crate::hub::AgentLink;
 use crate::identity::Identity;
 use crate::recording::{Recorder, Recordings};
+use sightline_audit::events::{EventKind, Outcome};
 
 /// How often deadlines (consent timeout, grant expiry, idle, maximum duration) are checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -81,7 +81,7 @@ pub enum SessionError {
     #[error("the pending elevation is for {pending}, not {approved}")]
     OtherElevation { pending: String, approved: String },
     #[error(transparent)]
-    AuditUnavailable(#[from] crate::audit::AuditUnavailable),
+    AuditUnavailable(#[from] sightline_audit::AuditUnavailable),
     #[error("this endpoint's sessions must be recorded and the recorder cannot start: {0}")]
     RecordingUnavailable(String),
 }
@@ -301,7 +301,7 @@ impl LiveSession {
     }
 
     /// The facts every event of this session carries (R4, R10).
-    fn facts(&self) -> crate::events::SessionFacts {
+    fn facts(&self) -> sightline_audit::events::SessionFacts {
         let (levels, unattended) = {
             let m = self.lock();
             let levels = match &m.phase {
@@ -310,7 +310,7 @@ impl LiveSession {
             };
             (levels, m.obligations.unattended)
         };
-        crate::events::SessionFacts {
+        sightline_audit::events::SessionFacts {
             session_id: self.id.clone(),
             ticket: self.request.ticket.clone(),
             reason: self.request.reason.clone(),

@@ -10,8 +10,8 @@ use sightline_proto::channel::MediaSeal;
 use sightline_proto::{Party, SessionEvent};
 
 use super::LiveSession;
-use crate::events::{EventKind, Outcome};
 use crate::recording::{RecorderNews, Recordings};
+use sightline_audit::events::{EventKind, Outcome};
 
 impl LiveSession {
     /// Opens the recording: its directory and signed opening line are on disk, the recorder is

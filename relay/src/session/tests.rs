@@ -1,6 +1,6 @@
 use super::*;
-use crate::events::MemorySink;
 use ed25519_dalek::{Signer, SigningKey};
+use sightline_audit::events::MemorySink;
 use sightline_proto::{AgentInfo, ConsentKind, ConsentReceipt, Decision};
 
 /// A relay with one enrolled device (key `[7; 32]`) in `segment`, online.
@@ -94,7 +94,7 @@ impl Fixture {
         )
     }
 
-    fn events_of(&self, kind: EventKind) -> Vec<crate::events::Event> {
+    fn events_of(&self, kind: EventKind) -> Vec<sightline_audit::events::Event> {
         self.events.0.lock().unwrap().iter().filter(|e| e.kind == kind).cloned().collect()
     }
 }
@@ -261,7 +261,7 @@ async fn a_senior_approves_exactly_the_pending_elevation() {
 /// so an auditor sees an operator pressing against the user's decision.
 #[tokio::test]
 async fn an_operator_resume_of_the_users_pause_is_refused_and_recorded() {
-    use crate::events::Outcome::{Failure, Success};
+    use sightline_audit::events::Outcome::{Failure, Success};
     use sightline_proto::ControlAction;
     let f = fixture("office").await;
     let session = f.open(&[Level::View]).await;

@@ -270,7 +270,8 @@ pub fn load_or_create_key(dir: &Path, node: &str) -> Result<AuditKey, OpenError>
                 .ok_or_else(|| bad("not 32 bytes of hex".into()))?
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let seed: [u8; 32] = crate::identity::random_bytes();
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| bad(format!("the operating system's RNG failed: {e}")))?;
             let mut file =
                 OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path).map_err(io(&path))?;
             file.write_all(hex::encode(seed).as_bytes()).and_then(|()| file.sync_all()).map_err(io(&path))?;

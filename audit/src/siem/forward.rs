@@ -13,8 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWri
 use tokio::sync::watch;
 
 use super::{Destination, Payload, SiemSettings, Transport, relp, syslog};
-use crate::audit::Progress;
-use crate::audit::files::{CHECKPOINT_FILE, LOG_FILE};
+use crate::Progress;
+use crate::files::{CHECKPOINT_FILE, LOG_FILE};
 
 /// Most records per write (and per RELP window).
 const BATCH: usize = 256;

@@ -46,7 +46,7 @@ pub fn record_message(record: &Record, line: &[u8], leaf: &str, payload: Payload
     };
     let msg = match payload {
         Payload::Json => String::from_utf8_lossy(line).into_owned(),
-        Payload::Cef => crate::audit::cef::format(record, leaf),
+        Payload::Cef => crate::cef::format(record, leaf),
     };
     format!(
         "<{}>1 {} {} sightline-relay - {} [{SD_ID} node=\"{}\" seq=\"{}\" leaf=\"{}\"] {msg}",

@@ -1,5 +1,14 @@
-//! The node's tamper-evident audit log (R39, R41): every security event, durable before the
-//! action it records is acknowledged, signed into checkpoints, verifiable offline.
+//! Sightline's evidence log: what happened, on disk before it is acknowledged, provable to an
+//! auditor who trusts only a node's public key (R38-R41).
+//!
+//! Owns the security event vocabulary and its sink interface (`events`), the node's
+//! tamper-evident log ([`AuditLog`]: writer, files, checkpoints, search with proofs), the
+//! auditor's commands over copies of logs (`commands`: verify, prove, consistency, export, CEF),
+//! the CLI's way into a running relay's log (`CliSink`, the ingest socket), and SIEM forwarding
+//! (`siem`). The Merkle tree, record and proof formats are pure and live in `sightline_core::audit`.
+//! Refuses to know: HTTP, the relay's store, identities and sessions (events carry their facts
+//! as plain values). Needs a tokio runtime only for the ingest socket and the SIEM forwarders;
+//! the log's writer is a thread of its own.
 //!
 //! Layout of the audit directory (by default `<data dir>/audit`):
 //! - `log.jsonl`: one canonical record per line (`sightline_core::audit::Record`), append-only;
@@ -24,6 +33,7 @@ mod writer;
 
 pub mod cef;
 pub mod commands;
+pub mod events;
 pub mod siem;
 
 use std::path::PathBuf;

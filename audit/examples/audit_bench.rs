@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sightline_audit::commands::NodeLog;
+use sightline_audit::events::{Event, EventKind, Outcome, SessionFacts};
+use sightline_audit::siem::{Destination, Payload, SiemSettings};
+use sightline_audit::{AuditLog, AuditSettings};
 use sightline_core::audit::{Checkpoint, InclusionProof, LogVerifier};
-use sightline_relay::audit::commands::NodeLog;
-use sightline_relay::audit::siem::{Destination, Payload, SiemSettings};
-use sightline_relay::audit::{AuditLog, AuditSettings};
-use sightline_relay::events::{Event, EventKind, Outcome, SessionFacts};
 
 /// A consent event as the relay writes it: facts plus a device-signed receipt (~1.1 KB record).
 fn event(i: u64) -> Event {
@@ -180,7 +180,7 @@ async fn siem_rate(dir: &Path, records: u64) -> anyhow::Result<Option<f64>> {
     let destination: Destination = format!("relp://127.0.0.1:{port}").parse().map_err(anyhow::Error::msg)?;
     let cursor = dir.join(format!("siem-{}.cursor", destination.name()));
     let start = Instant::now();
-    let forwarders = sightline_relay::audit::siem::spawn(
+    let forwarders = sightline_audit::siem::spawn(
         SiemSettings {
             destinations: vec![destination],
             payload: Payload::Json,

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sightline_audit::commands::{self, Filter, Format, NodeLog};
+use sightline_audit::events::{Event, EventKind, EventSink, Outcome, SessionFacts};
+use sightline_audit::{AuditLog, AuditSettings, CliSink};
 use sightline_core::audit::{AuditKey, Checkpoint, Record, origin_for_node};
-use sightline_relay::audit::commands::{self, Filter, Format, NodeLog};
-use sightline_relay::audit::{AuditLog, AuditSettings, CliSink};
-use sightline_relay::events::{Event, EventKind, EventSink, Outcome, SessionFacts};
 
 fn settings(dir: &Path, node: &str) -> AuditSettings {
     AuditSettings {
@@ -239,7 +239,7 @@ async fn export_filters_and_merges_nodes_by_time() {
     assert_eq!(commands::export(&[a.clone(), b.clone()], None, &filter, Format::Cef, &mut out).unwrap(), 3);
     let text = String::from_utf8(out).unwrap();
     for line in text.lines() {
-        let (fields, pairs) = sightline_relay::audit::cef::parse(line).unwrap();
+        let (fields, pairs) = sightline_audit::cef::parse(line).unwrap();
         assert_eq!(fields[4], "session.start");
         let ticket = pairs.iter().find(|(k, _)| k == "cs2").map(|(_, v)| v.as_str());
         assert_eq!(ticket, Some("INC-1"));
@@ -254,7 +254,7 @@ async fn a_cli_command_beside_a_running_relay_writes_into_the_relays_log() {
     let dir = tmp.path().join("audit");
     let settings = settings(&dir, "relay-a");
     let relay_log = Arc::new(AuditLog::open(&settings).unwrap());
-    let ingest = sightline_relay::audit::serve_ingest(&dir, relay_log.clone()).unwrap();
+    let ingest = sightline_audit::serve_ingest(&dir, relay_log.clone()).unwrap();
     relay_log.append(event(0, EventKind::Login));
 
     let cli = CliSink::open(&settings).unwrap();
@@ -334,7 +334,7 @@ async fn a_cli_command_refuses_to_act_when_the_running_relay_cannot_take_its_eve
     relay_log.close();
     // Once closed, the CLI writes directly; a log keeps the node name it was started with.
     assert!(matches!(CliSink::open(&settings).unwrap(), CliSink::Direct(_)));
-    assert_eq!(sightline_relay::audit::node_of_dir(&dir).as_deref(), Some("relay-a"));
+    assert_eq!(sightline_audit::node_of_dir(&dir).as_deref(), Some("relay-a"));
 }
 
 #[test]

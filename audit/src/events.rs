@@ -2,7 +2,7 @@
 //!
 //! Every authentication success and failure, lock, enrolment, role change, token revocation and
 //! device revocation is an `Event`. The relay's sink is its tamper-evident audit log
-//! (`crate::audit`); tests use `MemorySink`. Event names are dotted and registered in
+//! ([`crate::AuditLog`]); tests use `MemorySink`. Event names are dotted and registered in
 //! `EventKind`, so a new kind cannot appear unnoticed.
 
 use std::net::IpAddr;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use sightline_core::audit::{Outcome, SessionFacts};
 
-use crate::audit::AuditUnavailable;
+use crate::AuditUnavailable;
 
 /// Every kind of security event the relay emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -32,7 +32,8 @@ pub enum Transport {
 }
 
 /// What the message body is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Payload {
     Json,
     Cef,
