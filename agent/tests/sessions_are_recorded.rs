@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sightline_proto::channel::ChannelMessage;
 use sightline_proto::{EndReason, ErrorCode, Party, SessionPhase, SessionStatus};
-use sightline_relay::recording::{self, commands};
+use sightline_recording::commands;
 use support::{Operator, TestRelay, start_agent, start_relay_with};
 
 /// Reads `n` RTP packets of the track (the screen flows).
@@ -94,7 +94,7 @@ async fn a_session_is_recorded_verifiable_and_exports_to_webm() {
     assert_eq!(r.gaps, 0, "no frame lost on loopback: {r:?}");
 
     // The timeline: the signed consent, the chat line, the end (R27, R24).
-    let timeline = recording::webm::timeline_jsonl(&verified.chunks);
+    let timeline = sightline_recording::webm::timeline_jsonl(&verified.chunks);
     let entries: Vec<serde_json::Value> = timeline.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let kinds: Vec<&str> = entries.iter().filter_map(|e| e["kind"].as_str()).collect();
     for kind in ["consent.allowed", "session.granted", "session.ended"] {

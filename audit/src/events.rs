@@ -246,6 +246,41 @@ pub struct Event {
     pub session: Option<SessionFacts>,
 }
 
+impl Event {
+    /// A session event: the session's facts as fields (a SIEM searches them), and as the subject
+    /// for people.
+    pub fn of_session(
+        ts_ms: u64,
+        kind: EventKind,
+        outcome: Outcome,
+        actor: &str,
+        facts: SessionFacts,
+        source: Option<IpAddr>,
+        detail: String,
+    ) -> Event {
+        let subject = format!(
+            "session:{} device:{} ({}) user:{} ticket:{} reason:{} operator:{}",
+            facts.session_id,
+            facts.device_id,
+            facts.device,
+            facts.endpoint_user,
+            facts.ticket,
+            facts.reason,
+            facts.operator
+        );
+        Event {
+            ts_ms,
+            kind,
+            outcome,
+            actor: actor.to_owned(),
+            subject: Some(subject),
+            source,
+            detail,
+            session: Some(facts),
+        }
+    }
+}
+
 /// Waiting for events to be durable.
 pub type Commit<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AuditUnavailable>> + Send + 'a>>;
 

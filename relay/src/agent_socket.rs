@@ -9,8 +9,8 @@ use futures_util::StreamExt;
 use sightline_proto::{AgentInfo, AgentToRelay, ErrorCode, RelayToAgent, ViewEndReason, encode};
 
 use crate::hub::{AgentLink, Hub};
-use crate::identity::{Identity, IdentityError, Revocation, random_bytes};
 use crate::socket::{Heartbeat, Liveness, close_within, next_message, send_within};
+use sightline_identity::{Identity, IdentityError, Revocation, random_bytes};
 
 /// How often a connected agent's enrolment is re-checked (revocations whose event was missed).
 const DEVICE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);

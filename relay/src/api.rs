@@ -15,11 +15,12 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sightline_core::roles::{Capability, Role, RoleChange};
-use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
-use crate::identity::{AuthUser, Identity, IdentityError, User, require};
 use crate::state::AppState;
 use sightline_audit::events::{EventKind, Outcome};
+use sightline_identity::{
+    AuthUser, Identity, IdentityError, PublicKeyCredential, RegisterPublicKeyCredential, User, require,
+};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "sightline_session";
@@ -258,13 +259,13 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), AUDIT_LOG), needs_any_capability))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), signed_in));
     let recording_search = Router::new()
-        .route("/api/recordings", get(crate::recording::http::search))
+        .route("/api/recordings", get(crate::http::recordings::search))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), RECORDING_METADATA), needs_any_capability))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), signed_in));
     // Viewing needs a step-up too; the handlers ask for it (and audit every view).
     let recording_views = Router::new()
-        .route("/api/recordings/{id}", get(crate::recording::http::open))
-        .route("/api/recordings/{id}/video", get(crate::recording::http::video))
+        .route("/api/recordings/{id}", get(crate::http::recordings::open))
+        .route("/api/recordings/{id}/video", get(crate::http::recordings::video))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), Capability::Audit), needs_capability))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), signed_in));
     public
@@ -629,7 +630,7 @@ async fn audit_records(
     let Some(audit) = state.audit.clone() else {
         return Err(IdentityError::NotFound.into());
     };
-    let time = crate::recording::http::time;
+    let time = crate::http::recordings::time;
     let nonempty = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     let filter = sightline_audit::commands::Filter {
         from_ms: time(&q.from)?,

@@ -228,8 +228,8 @@ impl Config {
     }
 
     /// Where and how this node records sessions.
-    pub fn recording_settings(&self) -> crate::recording::RecordingSettings {
-        crate::recording::RecordingSettings {
+    pub fn recording_settings(&self) -> sightline_recording::RecordingSettings {
+        sightline_recording::RecordingSettings {
             dir: self.recordings_dir.clone().unwrap_or_else(|| self.data_dir.join("recordings")),
             key_file: self.recording_key.clone().unwrap_or_else(|| self.data_dir.join("recording.key")),
             min_free_bytes: self.recording_min_free_mb << 20,

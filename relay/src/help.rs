@@ -25,11 +25,11 @@ use sightline_core::help;
 use sightline_proto::HelpRequest;
 use tokio::sync::watch;
 
-use crate::identity::devices::Device;
-use crate::identity::{Identity, random_bytes};
-use crate::store::{Collection, Store, StoreError};
 use sightline_audit::AuditUnavailable;
 use sightline_audit::events::{EventKind, Outcome};
+use sightline_identity::devices::Device;
+use sightline_identity::{Identity, random_bytes};
+use sightline_store::{Collection, Store, StoreError};
 
 /// How often each node re-reads the queue and lapses expired requests.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -259,8 +259,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::store::embedded::Embedded;
     use sightline_audit::events::{Commit, Event, EventSink, MemorySink};
+    use sightline_store::embedded::Embedded;
 
     /// Records in memory, and refuses to make anything durable while `full` is set (a full disk).
     #[derive(Default)]
@@ -289,7 +289,7 @@ mod tests {
 
     async fn desk(dir: &std::path::Path, log: Arc<Log>) -> (Arc<HelpDesk>, Device, Store) {
         let store = Store::new(Arc::new(Embedded::open(dir).unwrap()));
-        let identity = Arc::new(crate::identity::for_tests(store.clone(), log).await);
+        let identity = Arc::new(sightline_identity::for_tests(store.clone(), log).await);
         let token = identity.create_agent_token("admin", "office", None).await.unwrap();
         let device = identity
             .enrol_device(

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use sightline_proto::{AgentId, AgentInfo, RelayToAgent, ViewEndReason};
 use tokio::sync::{mpsc, watch};
 
-use crate::identity::Revocation;
 use crate::session::LiveSession;
-use crate::sfu::{Fanout, Media, Publisher};
+use sightline_identity::Revocation;
 use sightline_peer::{DataChannel, OnDelivery, Outbox};
 use sightline_proto::SessionSummary;
 use sightline_proto::channel::ChannelMessage;
+use sightline_sfu::{Fanout, Media, Publisher};
 
 /// Buffered signaling messages per agent; the agent socket drains them as fast as it can.
 const AGENT_QUEUE: usize = 64;

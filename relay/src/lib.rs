@@ -12,17 +12,12 @@ pub mod config;
 pub mod connections;
 pub mod headers;
 pub mod help;
+pub mod http;
 pub mod hub;
-pub mod identity;
-pub mod recording;
 pub mod request_limits;
 pub mod server;
 pub mod session;
-pub mod sfu;
 pub mod socket;
 pub mod state;
-pub mod store;
-#[cfg(test)]
-pub(crate) mod test_support;
 pub mod tls;
 pub mod viewer_socket;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sightline_audit::events::EventSink;
 use sightline_audit::{CliSink, commands};
 use sightline_relay::config::Config;
 use sightline_relay::server;
@@ -259,7 +260,7 @@ fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
 }
 
 async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<()> {
-    use sightline_relay::recording::{self, commands as rec};
+    use sightline_recording::{self as recording, commands as rec};
     let settings = config.recording_settings();
     let own_key = || -> anyhow::Result<String> {
         let path = config.audit_settings().dir.join("audit.pub");
@@ -315,26 +316,15 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
             // An export hands the evidence out: it is itself evidence, and is refused if it
             // cannot be recorded (R29).
             let audit = CliSink::open(&config.audit_settings()).context("cannot open the audit log")?;
-            sightline_audit::events::EventSink::emit(
-                &audit,
-                sightline_audit::events::Event {
-                    ts_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
-                    kind: sightline_audit::events::EventKind::RecordingExported,
-                    outcome: sightline_audit::events::Outcome::Success,
-                    actor: "cli".into(),
-                    subject: Some(format!("recording:{id}")),
-                    source: None,
-                    detail: format!("exported to {}", out.display()),
-                    session: Some(verified.report.session.clone()),
-                },
-            );
-            let committed = sightline_audit::events::EventSink::committed(&audit)
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+            audit.emit(rec::export_event(&id, &verified, &out, now));
+            let committed = audit
+                .committed()
                 .await
                 .map_err(|e| anyhow::anyhow!("the export could not be audited, so it was not made: {e}"));
             audit.close();
             committed?;
-            let manifest = std::fs::read_to_string(dir.join(recording::files::MANIFEST))?;
-            rec::export(&verified, &manifest, &vkey, &out)?;
+            rec::export_stored(&dir, &verified, &vkey, &out)?;
             report(&verified)
         }
     }

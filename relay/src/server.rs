@@ -15,12 +15,12 @@ use tower_http::services::ServeDir;
 use crate::api::{self, ApiError};
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::identity::{Identity, IdentityError, IdentitySettings, Revocation, system_clock, tokens::TokenSettings};
-use crate::sfu::Media;
 use crate::state::AppState;
-use crate::store::{Store, embedded::Embedded, redis::RedisBackend};
 use sightline_audit::AuditLog;
 use sightline_audit::events::{EventKind, EventSink, Outcome};
+use sightline_identity::{Identity, IdentityError, IdentitySettings, Revocation, system_clock, tokens::TokenSettings};
+use sightline_sfu::Media;
+use sightline_store::{Store, embedded::Embedded, redis::RedisBackend};
 
 /// Reads and validates the policy file.
 pub fn load_policy(path: &std::path::Path) -> anyhow::Result<sightline_core::policy::Policy> {
@@ -134,11 +134,11 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let policy = Arc::new(load_policy(&config.policy)?);
     let index = store.clone();
     let help_store = store.clone();
-    let identity = Arc::new(identity(config, store.clone(), events).await?);
+    let identity = Arc::new(identity(config, store.clone(), events.clone()).await?);
     let audit_settings = config.audit_settings();
     let key = sightline_audit::evidence_key(&audit_settings).context("cannot load the node's evidence key")?;
     let recordings = Arc::new(
-        crate::recording::Recordings::open(
+        sightline_recording::Recordings::open(
             config.recording_settings(),
             key.manifest_key(),
             key.verifier_key().to_owned(),
@@ -156,10 +156,10 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     });
     let hub = Hub::new(Media::new(config.media_ip));
     tokio::spawn(follow_revocations(store, hub.clone()));
-    tokio::spawn(crate::recording::retention::run(
+    tokio::spawn(sightline_recording::retention::run(
         recordings.clone(),
         policy.clone(),
-        identity.clone(),
+        events,
         std::time::Duration::from_secs(config.recording_retention_check_s),
     ));
     let limits = Arc::new(crate::request_limits::RequestLimits::new(

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::hub::Hub;
-use crate::identity::Identity;
 use sightline_audit::AuditLog;
+use sightline_identity::Identity;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -19,7 +19,7 @@ pub struct AppState {
     /// collect events in memory have none).
     pub audit: Option<Arc<AuditLog>>,
     /// This node's recordings.
-    pub recordings: Arc<crate::recording::Recordings>,
+    pub recordings: Arc<sightline_recording::Recordings>,
     /// How often operators may ask for sessions, and devices be asked.
     pub limits: Arc<crate::request_limits::RequestLimits>,
     /// Help requests from endpoints (R2).

@@ -18,13 +18,13 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::help::HelpError;
-use crate::identity::{AuthUser, Revocation};
 use crate::session::{LiveSession, Request, SessionError};
-use crate::sfu::Subscriber;
 use crate::socket::{Heartbeat, Liveness, next_message, send_within};
 use crate::state::AppState;
 use sightline_audit::AuditUnavailable;
 use sightline_audit::events::{EventKind, Outcome};
+use sightline_identity::{AuthUser, Revocation};
+use sightline_sfu::Subscriber;
 
 /// Open sockets re-check their session this often, so an expired, idle or revoked session ends
 /// even if the revocation event was missed.

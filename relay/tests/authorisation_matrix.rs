@@ -11,8 +11,8 @@ use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
 use sightline_core::roles::{self, Role};
+use sightline_identity::User;
 use sightline_relay::api::{Access, ROUTES, SESSION_COOKIE};
-use sightline_relay::identity::User;
 use tower::ServiceExt;
 
 /// Routes registered in the sources: literal `.route("...")` paths plus the socket constants.

@@ -45,7 +45,7 @@ pub async fn start_relay_with(extra: &[String]) -> TestRelay {
     let config = <sightline_relay::config::Config as clap::Parser>::parse_from(args);
     let events = sightline_audit::events::MemorySink::default();
     let state = sightline_relay::server::build(&config, std::sync::Arc::new(events.clone())).await.unwrap();
-    let operator = sightline_relay::identity::User {
+    let operator = sightline_identity::User {
         id: "op-1".into(),
         name: "operator".into(),
         display_name: "operator".into(),

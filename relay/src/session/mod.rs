@@ -31,9 +31,9 @@ use sightline_proto::{
 use tokio::sync::{broadcast, watch};
 
 use crate::hub::AgentLink;
-use crate::identity::Identity;
-use crate::recording::{Recorder, Recordings};
 use sightline_audit::events::{EventKind, Outcome};
+use sightline_identity::Identity;
+use sightline_recording::{Recorder, Recordings};
 
 /// How often deadlines (consent timeout, grant expiry, idle, maximum duration) are checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -152,7 +152,7 @@ impl LiveSession {
     ) -> Result<Arc<LiveSession>, SessionError> {
         let now = identity.now_ms();
         let (machine, effects) = Session::new(now, obligations, request.allowed.clone(), request.levels.clone());
-        let id = hex::encode(crate::identity::random_bytes::<12>());
+        let id = hex::encode(sightline_identity::random_bytes::<12>());
         let status = SessionStatus {
             session_id: id.clone(),
             agent_id: link.info.agent_id.clone(),
@@ -268,7 +268,7 @@ impl LiveSession {
         // the session's tick loop); a read that times out counts as failed.
         let read = tokio::time::timeout(WINDOW_READ_TIMEOUT, self.identity.window_until(&self.link.info.agent_id, now))
             .await
-            .unwrap_or_else(|_| Err(crate::store::StoreError::Unavailable("no answer within 500 ms".into()).into()));
+            .unwrap_or_else(|_| Err(sightline_store::StoreError::Unavailable("no answer within 500 ms".into()).into()));
         match read {
             Ok(Some(_)) => *failed_reads = 0,
             Ok(None) => {

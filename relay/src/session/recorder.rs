@@ -10,8 +10,8 @@ use sightline_proto::channel::MediaSeal;
 use sightline_proto::{Party, SessionEvent};
 
 use super::LiveSession;
-use crate::recording::{RecorderNews, Recordings};
 use sightline_audit::events::{EventKind, Outcome};
+use sightline_recording::{Recorder, RecorderNews, Recordings};
 
 impl LiveSession {
     /// Opens the recording: its directory and signed opening line are on disk, the recorder is
@@ -42,7 +42,7 @@ impl LiveSession {
             return Err(format!("cannot index the recording: {e}"));
         }
         let _ = self.recorder.set(recorder.clone());
-        self.link.fanout.set_recorder(recorder);
+        self.link.fanout.set_recorder(Arc::new(InFrontOfViewers(recorder)));
         self.emit(EventKind::RecordingStarted, Outcome::Success, "system", format!("recording {}", self.id));
         // The agent hears of it with the consent request (it has no session before that).
         self.status.send_modify(|s| s.recording = true);
@@ -111,5 +111,19 @@ impl LiveSession {
         if let Some(recorder) = self.recorder.get() {
             recorder.note(TimelineEntry::Seal { ts_ms: self.identity.now_ms(), seal });
         }
+    }
+}
+
+/// The session's recorder as the fan-out sees it: the gate in front of the viewers (the fan-out
+/// does not know how a recording is written).
+struct InFrontOfViewers(Arc<Recorder>);
+
+impl sightline_sfu::RecorderGate for InFrontOfViewers {
+    fn taking(&self) -> bool {
+        self.0.taking()
+    }
+
+    fn take(&self, packet: &sightline_peer::RtpPacket) -> bool {
+        self.0.take(packet)
     }
 }

@@ -7,8 +7,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::{EnrolmentToken, Identity, IdentityError, Revocation, TokenPurpose, random_bytes};
-use crate::store::Collection;
 use sightline_audit::events::{EventKind, Outcome};
+use sightline_store::Collection;
 
 /// An enrolled agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,11 +1,16 @@
-//! Identity and access: users with passkeys and roles, sessions as short-lived tokens, step-up,
-//! lockout, role changes under separation of duties, and enrolled agent devices.
+//! Who may do what: users with passkeys and roles, sessions as short-lived tokens, step-up,
+//! lockout, role changes under separation of duties, enrolled agent devices and their maintenance
+//! windows (R11-R18).
 //!
-//! This module holds the rules and talks to the `Store`; HTTP lives in `api`. Decisions that need
+//! Holds the rules and talks to the `Store`; every decision it makes is an audit event, and the
+//! acknowledgement of a security action waits for that event to be durable. Decisions that need
 //! no IO (roles, lockout, token checks) are in `sightline-core` and `tokens`. `Identity` is one
 //! type; its methods live by concept: `enrolment` (tokens, invitations, first passkey), `login`,
 //! `login_sessions`, `step_up`, `role_changes`, `lockouts`, `devices` (device keys and
 //! maintenance windows). The shared types and the ceremony store are here.
+//!
+//! Refuses to know: HTTP (cookies, status codes and routes are the relay's surface, which maps
+//! `IdentityError`), sessions and media, and which backend the store has.
 
 pub mod devices;
 mod enrolment;
@@ -28,13 +33,17 @@ use sha2::Digest;
 use sightline_core::lockout::{Attempts, LockoutPolicy, Verdict};
 use sightline_core::roles::{self, Role, RoleChange, RoleChangeRequest};
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, RequestChallengeResponse, Uuid, Webauthn,
+    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration, RequestChallengeResponse, Uuid,
+    Webauthn,
 };
 
-use crate::store::{Collection, Store, StoreError};
 use sightline_audit::events::{Event, EventKind, EventSink, Outcome};
+use sightline_store::{Collection, Store, StoreError};
 use tokens::{Claims, Keyring, StoredKey, TokenSettings};
+
+/// The browser's answers to a registration and a login ceremony (WebAuthn JSON), as the HTTP
+/// surface receives them.
+pub use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 /// How long a ceremony (registration, login, step-up) may take.
 const CEREMONY_TTL: Duration = Duration::from_secs(300);
@@ -324,26 +333,7 @@ impl Identity {
         source: Option<IpAddr>,
         detail: String,
     ) {
-        let subject = format!(
-            "session:{} device:{} ({}) user:{} ticket:{} reason:{} operator:{}",
-            facts.session_id,
-            facts.device_id,
-            facts.device,
-            facts.endpoint_user,
-            facts.ticket,
-            facts.reason,
-            facts.operator
-        );
-        self.events.emit(Event {
-            ts_ms: self.now_ms(),
-            kind,
-            outcome,
-            actor: actor.to_owned(),
-            subject: Some(subject),
-            source,
-            detail,
-            session: Some(facts),
-        });
+        self.events.emit(Event::of_session(self.now_ms(), kind, outcome, actor, facts, source, detail));
     }
 
     fn keyring(&self) -> Arc<Keyring> {
@@ -415,9 +405,10 @@ pub fn valid_name(name: &str) -> Result<String, IdentityError> {
     Ok(name.to_owned())
 }
 
-/// An identity service for unit tests, on `store`, writing its events to `events`.
-#[cfg(test)]
-pub(crate) async fn for_tests(store: Store, events: Arc<dyn EventSink>) -> Identity {
+/// An identity service for unit tests, on `store`, writing its events to `events` (this crate's
+/// tests, and others' with the `test-support` feature).
+#[cfg(any(test, feature = "test-support"))]
+pub async fn for_tests(store: Store, events: Arc<dyn EventSink>) -> Identity {
     let settings = IdentitySettings {
         public_url: "http://localhost:8080/".parse().unwrap(),
         tokens: TokenSettings { issuer: "http://localhost:8080".into(), audience: "sightline".into(), ttl_s: 600 },
@@ -428,8 +419,8 @@ pub(crate) async fn for_tests(store: Store, events: Arc<dyn EventSink>) -> Ident
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::embedded::Embedded;
     use sightline_audit::events::MemorySink;
+    use sightline_store::embedded::Embedded;
 
     async fn identity(dir: &std::path::Path) -> Identity {
         for_tests(Store::new(Arc::new(Embedded::open(dir).unwrap())), Arc::new(MemorySink::default())).await

@@ -1,11 +1,15 @@
-//! Relay state behind one interface, with two backends that pass the same contract tests:
-//! `embedded` (the default: durable records in a redb file in the data directory, ephemeral
-//! records in memory with TTLs, events on an in-process channel) and `redis` (several relay
-//! nodes share everything; events travel on a pub/sub channel so a revocation on one node takes
-//! effect on all).
+//! Sightline's shared state: users, credentials, devices, tokens, windows, help requests, the
+//! recordings index, ephemeral records with TTLs, and an event channel between nodes.
+//!
+//! One interface, two backends that pass the same contract tests: `embedded` (the default:
+//! durable records in a redb file in the data directory, ephemeral records in memory with TTLs,
+//! events on an in-process channel) and `redis` (several relay nodes share everything; events
+//! travel on a pub/sub channel so a revocation on one node takes effect on all). Only this crate
+//! knows Redis and redb.
 //!
 //! The backends store bytes; `Store` adds typed, JSON-encoded records on top, so both backends
-//! share one serialisation and the contract tests cover the typed layer too.
+//! share one serialisation and the contract tests cover the typed layer too. Refuses to know what
+//! the records mean: identities, sessions and recordings are their owners' types.
 //!
 //! Failure is explicit: every operation returns `StoreError` (a dead Redis, a full disk), and
 //! callers making security decisions treat an error as "no".
@@ -236,4 +240,6 @@ impl Store {
 }
 
 #[cfg(test)]
-pub(crate) mod contract;
+mod contract;
+#[cfg(test)]
+mod test_support;

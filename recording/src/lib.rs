@@ -1,14 +1,18 @@
 //! Recordings (R26-R32): the live recorder of each session, the encrypted chunk files with
-//! their signed manifest, and the commands that verify and export them.
+//! their signed manifest, the recordings index, retention, and the commands that verify and
+//! export them.
 //!
-//! The evidence format and its verifier are `sightline_core::recording`; this module is the IO
+//! The evidence format and its verifier are `sightline_core::recording`; this crate is the IO
 //! around it. Recordings are per node, in `--recordings-dir`; their chunks are encrypted to the
 //! recording key (`--recording-key`, an age X25519 identity kept outside that directory), and
 //! their manifests are signed with the node's evidence key (the audit key, `audit.pub`).
+//!
+//! Refuses to know: HTTP (the relay's surface serves recordings to the auditor's player), the
+//! session that is recorded (it hands the recorder packets and timeline entries), and where the
+//! packets come from beyond `sightline_peer`'s RTP packet and VP8 frame assembly.
 
 pub mod commands;
 pub mod files;
-pub mod http;
 pub mod recorder;
 pub mod retention;
 pub mod webm;
@@ -22,6 +26,11 @@ use sightline_core::recording::{ManifestBody, ManifestKey};
 use tokio::sync::mpsc;
 
 pub use recorder::{Recorder, RecorderNews};
+
+/// Wall clock in Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Where and how this node records.
 #[derive(Debug, Clone)]
@@ -103,7 +112,7 @@ pub struct Recordings {
     /// Recordings being written now (the retention job leaves them alone).
     live: Arc<std::sync::Mutex<Vec<String>>>,
     /// The search index of every node's recordings (the embedded store, or Redis shared by all).
-    index: crate::store::Store,
+    index: sightline_store::Store,
 }
 
 impl std::fmt::Debug for Recordings {
@@ -119,7 +128,7 @@ impl Recordings {
         settings: RecordingSettings,
         manifest_key: ManifestKey,
         verifier_key: String,
-        index: crate::store::Store,
+        index: sightline_store::Store,
     ) -> Result<Recordings, KeyError> {
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
         if absolute(&settings.key_file).starts_with(absolute(&settings.dir)) {
@@ -164,12 +173,12 @@ impl Recordings {
     }
 
     /// Puts (or refreshes) one recording in the search index.
-    pub async fn index(&self, listed: &commands::Listed) -> Result<(), crate::store::StoreError> {
-        self.index.put(crate::store::Collection::Recordings, &listed.id, listed).await
+    pub async fn index(&self, listed: &commands::Listed) -> Result<(), sightline_store::StoreError> {
+        self.index.put(sightline_store::Collection::Recordings, &listed.id, listed).await
     }
 
     /// Refreshes recording `id`'s entry from its manifest (after it closed).
-    pub async fn reindex(&self, id: &str) -> Result<(), crate::store::StoreError> {
+    pub async fn reindex(&self, id: &str) -> Result<(), sightline_store::StoreError> {
         let path = self.dir_of(id).join(files::MANIFEST);
         let manifest = tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await;
         match manifest.ok().and_then(Result::ok).as_deref().and_then(commands::listed) {
@@ -179,13 +188,13 @@ impl Recordings {
     }
 
     /// Takes a deleted recording out of the index.
-    pub async fn unindex(&self, id: &str) -> Result<(), crate::store::StoreError> {
-        self.index.delete(crate::store::Collection::Recordings, id).await.map(|_| ())
+    pub async fn unindex(&self, id: &str) -> Result<(), sightline_store::StoreError> {
+        self.index.delete(sightline_store::Collection::Recordings, id).await.map(|_| ())
     }
 
     /// Every node's recordings, as the index has them.
-    pub async fn indexed(&self) -> Result<Vec<commands::Listed>, crate::store::StoreError> {
-        Ok(self.index.list(crate::store::Collection::Recordings).await?.into_iter().map(|(_, l)| l).collect())
+    pub async fn indexed(&self) -> Result<Vec<commands::Listed>, sightline_store::StoreError> {
+        Ok(self.index.list(sightline_store::Collection::Recordings).await?.into_iter().map(|(_, l)| l).collect())
     }
 
     /// Puts this node's recordings into the index (at start: recordings made before the index

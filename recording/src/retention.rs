@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use sightline_core::policy::Policy;
 
-use super::Recordings;
-use super::commands::{Listed, list};
-use crate::identity::Identity;
-use sightline_audit::events::{EventKind, Outcome};
+use sightline_audit::events::{Event, EventKind, EventSink, Outcome};
+
+use crate::Recordings;
+use crate::commands::{Listed, list};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
@@ -28,27 +28,32 @@ pub fn expired(root: &Path, policy: &Policy, live: &[String], now_ms: u64) -> an
         .collect())
 }
 
-/// Runs the job every `every` until the relay stops.
-pub async fn run(recordings: Arc<Recordings>, policy: Arc<Policy>, identity: Arc<Identity>, every: Duration) {
+/// Runs the job every `every` until the relay stops; its deletions go to `events`.
+pub async fn run(recordings: Arc<Recordings>, policy: Arc<Policy>, events: Arc<dyn EventSink>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if let Err(e) = run_once(&recordings, &policy, &identity).await {
+        if let Err(e) = run_once(&recordings, &policy, events.as_ref(), crate::now_ms()).await {
             tracing::error!(error = %e, "recording retention failed; will try again");
         }
     }
 }
 
-/// One pass: each expired recording's deletion is audited, then carried out.
-pub async fn run_once(recordings: &Recordings, policy: &Policy, identity: &Identity) -> anyhow::Result<usize> {
+/// One pass at `now` (Unix ms): each expired recording's deletion is audited, then carried out.
+pub async fn run_once(
+    recordings: &Recordings,
+    policy: &Policy,
+    events: &dyn EventSink,
+    now: u64,
+) -> anyhow::Result<usize> {
     let root = recordings.settings().dir.clone();
     let live = recordings.live();
-    let now = identity.now_ms();
     let policy = policy.clone();
     let due = tokio::task::spawn_blocking(move || expired(&root, &policy, &live, now)).await??;
     let mut deleted = 0;
     for (recording, days) in due {
-        identity.emit_session(
+        events.emit(Event::of_session(
+            crate::now_ms(),
             EventKind::RecordingDeleted,
             Outcome::Success,
             "system",
@@ -61,9 +66,9 @@ pub async fn run_once(recordings: &Recordings, policy: &Policy, identity: &Ident
                 "recording {} of segment {} deleted by the retention job: older than {days} days",
                 recording.id, recording.segment
             ),
-        );
+        ));
         // Never delete what the log has not recorded as deleted.
-        identity.events_committed().await?;
+        events.committed().await?;
         let dir = recordings.dir_of(&recording.id);
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await??;
         recordings.unindex(&recording.id).await?;

@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use sightline_audit::events::{Event, EventKind, Outcome};
 use sightline_core::recording::{ManifestBody, ManifestLine, Verified, verify, verifying_key_from_note};
 
-use super::files::{self, MANIFEST};
+use crate::files::{self, MANIFEST};
 
 /// Exported chunks are plaintext, named like this.
 pub fn exported_chunk_path(dir: &Path, index: u64) -> PathBuf {
@@ -54,19 +55,40 @@ pub fn verify_exported(dir: &Path, verifier_key: &str) -> anyhow::Result<Verifie
         std::fs::read(exported_chunk_path(dir, i)).map_err(|e| e.to_string())
     })?;
     let timeline = std::fs::read_to_string(dir.join(TIMELINE)).context("cannot read the exported timeline")?;
-    if timeline != super::webm::timeline_jsonl(&verified.chunks) {
+    if timeline != crate::webm::timeline_jsonl(&verified.chunks) {
         let line = timeline
             .lines()
-            .zip(super::webm::timeline_jsonl(&verified.chunks).lines())
+            .zip(crate::webm::timeline_jsonl(&verified.chunks).lines())
             .position(|(a, b)| a != b)
             .map_or_else(|| "its length".to_owned(), |n| format!("line {}", n + 1));
         bail!("{TIMELINE} differs from the timeline in the verified chunks ({line})");
     }
     let video = std::fs::read(dir.join(WEBM)).context("cannot read the exported video")?;
-    if video != super::webm::webm(&verified.chunks)? {
+    if video != crate::webm::webm(&verified.chunks)? {
         bail!("{WEBM} differs from the video in the verified chunks");
     }
     Ok(verified)
+}
+
+/// The audit record of an export of recording `id` to `out` at `ts_ms` by the command line: an
+/// export hands the evidence out, so it is itself evidence, made only once this is durable (R29).
+pub fn export_event(id: &str, verified: &Verified, out: &Path, ts_ms: u64) -> Event {
+    Event {
+        ts_ms,
+        kind: EventKind::RecordingExported,
+        outcome: Outcome::Success,
+        actor: "cli".into(),
+        subject: Some(format!("recording:{id}")),
+        source: None,
+        detail: format!("exported to {}", out.display()),
+        session: Some(verified.report.session.clone()),
+    }
+}
+
+/// Exports the stored recording in `dir` (verified as `verified`) to `out`.
+pub fn export_stored(dir: &Path, verified: &Verified, verifier_key: &str, out: &Path) -> anyhow::Result<()> {
+    let manifest = std::fs::read_to_string(dir.join(MANIFEST))?;
+    export(verified, &manifest, verifier_key, out)
 }
 
 /// Writes an exported copy: plaintext chunks, the manifest, the video, the timeline, the relay's
@@ -86,8 +108,8 @@ pub fn export(verified: &Verified, manifest: &str, verifier_key: &str, out: &Pat
         },
     );
     std::fs::write(out.join(MANIFEST), lines)?;
-    std::fs::write(out.join(WEBM), super::webm::webm(&verified.chunks)?)?;
-    std::fs::write(out.join(TIMELINE), super::webm::timeline_jsonl(&verified.chunks))?;
+    std::fs::write(out.join(WEBM), crate::webm::webm(&verified.chunks)?)?;
+    std::fs::write(out.join(TIMELINE), crate::webm::timeline_jsonl(&verified.chunks))?;
     std::fs::write(out.join(RELAY_KEY), format!("{}\n", verifier_key.trim()))?;
     std::fs::write(out.join(REPORT), serde_json::to_string_pretty(&verified.report)?)?;
     Ok(())

@@ -12,6 +12,11 @@
 //! until the start of a keyframe, and the relay asks again while it waits: one lost request
 //! (on the way to the agent, or a keyframe sent before this viewer's leg was up) must not leave
 //! a viewer staring at a black screen that it has no way to recover from itself.
+//!
+//! Owns the media legs on the relay's side (the agent's publisher, each viewer's subscriber), the
+//! fan-out between them and the routing of each track to its audience. Refuses to know: the
+//! webrtc crate (that is `sightline_peer`), sessions and consent (a session pauses and resumes
+//! the fan-out it owns), and how a recording is written (the recorder is a [`RecorderGate`]).
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
@@ -22,8 +27,6 @@ use sightline_peer::{Peer, PeerConfig, PeerError, RtpPacket, vp8};
 use sightline_proto::MediaTrack;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
-
-use crate::recording::Recorder;
 
 /// Packets buffered per viewer before it counts as lagging (about 1 s of 1080p screen video).
 const FANOUT_BUFFER: usize = 1024;
@@ -39,6 +42,15 @@ pub enum MediaError {
     Peer(#[from] PeerError),
     #[error("the offer has {0} video tracks; an agent publishes one or two")]
     VideoTracks(usize),
+}
+
+/// What sits in front of the viewers while a session is recorded: its recorder. The fan-out gives
+/// it every packet of `record` and lets `view` through only while it is taking (R26).
+pub trait RecorderGate: Send + Sync {
+    /// Whether it is taking the recording's track now.
+    fn taking(&self) -> bool;
+    /// Takes one RTP packet of the recording's track; `true` when it needs a keyframe.
+    fn take(&self, packet: &RtpPacket) -> bool;
 }
 
 /// Builds peer connections for the relay's side of every media leg.
@@ -61,7 +73,7 @@ pub struct Fanout {
     /// The session's recorder, in front of the viewers. A closed one stays here until the next
     /// session on the link replaces or clears it: the screen must not reach viewers between a
     /// recorded session's end and their leaving.
-    recorder: std::sync::RwLock<Option<Arc<Recorder>>>,
+    recorder: std::sync::RwLock<Option<Arc<dyn RecorderGate>>>,
     /// `view` packets not forwarded because the recorder was not taking: a viewer that sees this
     /// change has a gap in its picture and waits for a keyframe.
     view_gaps: std::sync::atomic::AtomicU64,
@@ -84,7 +96,7 @@ impl Fanout {
     }
 
     /// Puts a session's recorder in front of the viewers.
-    pub fn set_recorder(&self, recorder: Arc<Recorder>) {
+    pub fn set_recorder(&self, recorder: Arc<dyn RecorderGate>) {
         *self.recorder.write().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
     }
 

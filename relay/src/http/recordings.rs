@@ -13,12 +13,11 @@ use serde::{Deserialize, Serialize};
 use sightline_core::recording::{RecordingReport, Verified};
 use sightline_core::roles::Capability;
 
-use super::commands::{self, Listed};
-
 use crate::api::ApiError;
-use crate::identity::{AuthUser, IdentityError};
 use crate::state::AppState;
 use sightline_audit::events::{EventKind, Outcome};
+use sightline_identity::{AuthUser, IdentityError};
+use sightline_recording::commands::{self, Listed};
 
 /// Search fields (R30): each narrows the result; times are RFC 3339 or Unix ms.
 #[derive(Debug, Default, Deserialize)]
@@ -108,7 +107,7 @@ async fn view(state: &AppState, auth: &AuthUser, peer: SocketAddr, id: &str, wha
     let id = checked_id(id)?.to_owned();
     let recordings = state.recordings.clone();
     let dir = recordings.dir_of(&id);
-    if !dir.join(super::files::MANIFEST).is_file() {
+    if !dir.join(sightline_recording::files::MANIFEST).is_file() {
         // Recordings stay on the node that made them; the index says which one.
         let elsewhere = recordings.indexed().await.map_err(IdentityError::from)?.into_iter().find(|l| l.id == id);
         return Err(match elsewhere {
@@ -145,8 +144,10 @@ pub async fn open(
     Path(id): Path<String>,
 ) -> Result<Json<Opened>, ApiError> {
     let verified = view(&state, &auth, peer, &id, "report and timeline").await?;
-    let timeline =
-        super::webm::timeline_jsonl(&verified.chunks).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let timeline = sightline_recording::webm::timeline_jsonl(&verified.chunks)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     Ok(Json(Opened { report: verified.report, timeline }))
 }
 
@@ -158,7 +159,7 @@ pub async fn video(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let verified = view(&state, &auth, peer, &id, "video").await?;
-    let webm = tokio::task::spawn_blocking(move || super::webm::webm(&verified.chunks))
+    let webm = tokio::task::spawn_blocking(move || sightline_recording::webm::webm(&verified.chunks))
         .await
         .map_err(|e| IdentityError::BadRequest(format!("muxing failed: {e}")))?
         .map_err(|e| IdentityError::Conflict(e.to_string()))?;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Backend, Collection, Store};
-use crate::store::embedded::Embedded;
-use crate::store::redis::RedisBackend;
+use crate::embedded::Embedded;
+use crate::redis::RedisBackend;
 use crate::test_support::RedisServer;
 
 async fn contract(backend: Arc<dyn Backend>) {

@@ -18,7 +18,8 @@ use sightline_peer::RtpPacket;
 use sightline_peer::vp8::{self, FrameAssembler};
 use tokio::sync::mpsc;
 
-use super::files::{RecordingDir, StoredChunk};
+use crate::files::{RecordingDir, StoredChunk};
+use crate::now_ms;
 
 /// How long a stalled recorder may try before the session ends.
 pub const RECOVERY_LIMIT: Duration = Duration::from_secs(5);
@@ -64,10 +65,6 @@ pub struct Recorder {
     state: Arc<AtomicU8>,
     jobs: std::sync::mpsc::Sender<Job>,
     chunk_every: Duration,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Recorder {

@@ -1,0 +1,3 @@
+//! The relay's HTTP surface, by concept.
+
+pub mod recordings;
