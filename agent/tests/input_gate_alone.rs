@@ -88,7 +88,7 @@ fn shift(down: bool) -> ChannelMessage {
 }
 
 /// A chat line sent past the relay's gate (its delivery is not what this test is about).
-fn chat_past_the_gate(link: &sightline_relay::hub::AgentLink, text: &str) {
+fn chat_past_the_gate(link: &sightline_relay::link::AgentLink, text: &str) {
     let line = ChannelMessage::Chat { from: "operator".into(), text: text.into() };
     link.send_chat(&line, Box::new(|_| {}));
 }
@@ -116,12 +116,12 @@ async fn gate_alone(xvfb: &Xvfb) {
 
     // A view-only session.
     let mut ws = support::operator_socket(&relay, &device).await;
-    let link = relay.state.hub.agent(&device).expect("online once in the roster");
+    let agent = relay.state.hub.agent(&device).expect("online once in the roster");
     let mut watching = support::watch_levels(&mut ws, &device, &[Level::View]).await.expect("the relay answers");
     let mut operator = Operator::new(ws, watching.status.take());
     let status = operator.status_until(|s| s.phase == SessionPhase::Active).await;
     assert_eq!(status.granted, vec![Level::View]);
-    let session = link.session().expect("the session on the link");
+    let session = agent.sessions.current().expect("the session on the link");
     let ChannelMessage::Input { input } = shift(true) else { unreachable!() };
     assert!(!session.input(input), "the relay's own gate admits no input to a view-only session");
 
@@ -129,7 +129,7 @@ async fn gate_alone(xvfb: &Xvfb) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while relay.events_of("input.refused_by_endpoint").is_empty() {
         assert!(Instant::now() < deadline, "the agent never reported the input it refused");
-        link.send_input(&shift(true));
+        agent.link.send_input(&shift(true));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(!xvfb.shift_held(), "the agent injected a key in a view-only session");
@@ -144,7 +144,7 @@ async fn gate_alone(xvfb: &Xvfb) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while relay.events_of("chat.refused_by_endpoint").is_empty() {
         assert!(Instant::now() < deadline, "the agent never reported the chat line it refused");
-        chat_past_the_gate(&link, "past the relay's gate");
+        chat_past_the_gate(&agent.link, "past the relay's gate");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let refused = relay.events_of("chat.refused_by_endpoint");
@@ -157,7 +157,7 @@ async fn gate_alone(xvfb: &Xvfb) {
     operator.status_until(|s| s.phase == SessionPhase::Ended).await;
     drop((watching, operator));
     let deadline = Instant::now() + Duration::from_secs(15);
-    while link.session().is_some_and(|s| !s.is_ended()) {
+    while agent.sessions.current().is_some_and(|s| !s.is_ended()) {
         assert!(Instant::now() < deadline, "the first session did not end");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -178,14 +178,14 @@ async fn gate_alone(xvfb: &Xvfb) {
     assert_eq!(status.granted, vec![Level::View, Level::Chat, Level::Control]);
     // A chat line on the same path, then the key: once the key is down, the line before it was
     // handled, and with chat granted nothing was refused.
-    chat_past_the_gate(&link, "with chat granted");
+    chat_past_the_gate(&agent.link, "with chat granted");
     let deadline = Instant::now() + Duration::from_secs(15);
-    link.send_input(&shift(true));
+    agent.link.send_input(&shift(true));
     while !xvfb.shift_held() {
         assert!(Instant::now() < deadline, "with control granted the key never went down: the probe cannot see");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    link.send_input(&shift(false));
+    agent.link.send_input(&shift(false));
     assert_eq!(relay.events_of("input.refused_by_endpoint").len(), 1, "nothing refused with control granted");
     assert_eq!(relay.events_of("chat.refused_by_endpoint").len(), 1, "no chat refused with chat granted");
     drop((watching, operator));

@@ -6,18 +6,15 @@
 //! who watches whom), `agent_socket` / `viewer_socket` (the two WebSocket endpoints), `sfu`
 //! (publisher and subscriber media legs and RTP fan-out).
 
-pub mod agent_socket;
-pub mod api;
 pub mod config;
 pub mod connections;
-pub mod headers;
 pub mod help;
 pub mod http;
 pub mod hub;
+pub mod link;
 pub mod request_limits;
 pub mod server;
 pub mod session;
-pub mod socket;
+pub mod sockets;
 pub mod state;
 pub mod tls;
-pub mod viewer_socket;

@@ -6,19 +6,14 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use sightline_proto::{AGENT_WS_PATH, MAX_SIGNAL_BYTES, VIEWER_WS_PATH};
-use tower_http::services::ServeDir;
+use axum::extract::ConnectInfo;
 
-use crate::api::{self, ApiError};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::state::AppState;
 use sightline_audit::AuditLog;
-use sightline_audit::events::{EventKind, EventSink, Outcome};
-use sightline_identity::{Identity, IdentityError, IdentitySettings, Revocation, system_clock, tokens::TokenSettings};
+use sightline_audit::events::EventSink;
+use sightline_identity::{Identity, IdentitySettings, Revocation, system_clock, tokens::TokenSettings};
 use sightline_sfu::Media;
 use sightline_store::{Store, embedded::Embedded, redis::RedisBackend};
 
@@ -26,21 +21,6 @@ use sightline_store::{Store, embedded::Embedded, redis::RedisBackend};
 pub fn load_policy(path: &std::path::Path) -> anyhow::Result<sightline_core::policy::Policy> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read policy file {}", path.display()))?;
     sightline_core::policy::Policy::from_toml(&text).with_context(|| format!("invalid policy file {}", path.display()))
-}
-
-/// Builds the router; tests call it without a listener.
-pub fn app(state: AppState, config: &Config) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route(AGENT_WS_PATH, get(agent_ws))
-        .route(VIEWER_WS_PATH, get(viewer_ws))
-        .merge(api::router(state.clone()))
-        .fallback_service(ServeDir::new(&config.static_dir))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(crate::headers::SecurityHeaders::new(&config.public_url(), config.tls())),
-            crate::headers::add,
-        ))
-        .with_state(state)
 }
 
 /// Opens the configured store: Redis when `--redis` is given, the embedded one otherwise.
@@ -63,64 +43,6 @@ pub async fn identity(config: &Config, store: Store, events: Arc<dyn EventSink>)
         public_url,
     };
     Identity::new(store, settings, events, system_clock()).await
-}
-
-/// Liveness for load balancers and monitors, and nothing more: anyone can ask, so it names no
-/// counts, paths or error details (those are in the relay's log and, for signed-in users, in the
-/// refusals they get).
-async fn healthz(State(state): State<AppState>) -> axum::response::Response {
-    match state.identity.audit_available() {
-        Ok(()) => axum::Json(serde_json::json!({ "status": "ok" })).into_response(),
-        // Fails closed: load balancers take the node out while its audit log cannot be written.
-        Err(_) => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "audit_unavailable" })),
-        )
-            .into_response(),
-    }
-}
-
-async fn agent_ws(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    ws: WebSocketUpgrade,
-) -> impl IntoResponse {
-    ws.max_message_size(MAX_SIGNAL_BYTES)
-        .max_frame_size(MAX_SIGNAL_BYTES)
-        .on_upgrade(move |socket| crate::agent_socket::serve(state.hub, state.identity, state.help, socket, peer))
-}
-
-async fn viewer_ws(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: axum::http::HeaderMap,
-    ws: WebSocketUpgrade,
-) -> axum::response::Response {
-    // Browsers send the page's origin on WebSocket handshakes; only our own pages may connect
-    // (the SameSite=Strict cookie already stays home, this closes the door twice).
-    let expected = state.identity.settings.public_url.origin().ascii_serialization();
-    if headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|o| o != expected) {
-        return ApiError(IdentityError::Forbidden("cross-origin socket refused".into())).into_response();
-    }
-    let auth = match api::authenticate(&state.identity, &headers).await {
-        Ok(auth) => auth,
-        Err(e) => return ApiError(e).into_response(),
-    };
-    if !api::VIEWER_SOCKET.iter().any(|c| auth.allows(*c)) {
-        state.identity.emit(
-            EventKind::AccessDenied,
-            Outcome::Failure,
-            &auth.user.name,
-            Some("/ws/viewer"),
-            Some(peer.ip()),
-            "role does not allow viewing sessions",
-        );
-        return ApiError(IdentityError::Forbidden("your roles do not allow viewing sessions".into())).into_response();
-    }
-    ws.max_message_size(MAX_SIGNAL_BYTES)
-        .max_frame_size(MAX_SIGNAL_BYTES)
-        .on_upgrade(move |socket| crate::viewer_socket::serve(state, auth, socket, peer))
-        .into_response()
 }
 
 /// Builds the relay's shared state from its configuration (opens the store, loads keys).
@@ -267,7 +189,7 @@ pub async fn serve(
         })
     };
     let hub = state.hub.clone();
-    let router = app(state, &config);
+    let router = crate::http::app(state, &config);
     let limits = crate::connections::ConnectionLimits::new(config.connection_caps());
     let header_timeout = std::time::Duration::from_secs(config.header_timeout_s);
     match (&config.tls_cert, &config.tls_key) {

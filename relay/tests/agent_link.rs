@@ -106,7 +106,7 @@ async fn a_link_that_cannot_take_a_message_is_closed_and_both_sides_end_the_sess
     let Waiting { _dir, relay, mut agent, mut viewer, session_id } = waiting().await;
 
     // Numbered messages, queued without a pause, until one does not fit; none after it.
-    let link = relay.state.hub.agent(&agent.device_id).unwrap();
+    let link = relay.state.hub.agent(&agent.device_id).unwrap().link.clone();
     let numbered = |n: usize| RelayToAgent::Error { code: ErrorCode::Busy, message: n.to_string() };
     let mut queued = 0usize;
     while link.send(numbered(queued)) {

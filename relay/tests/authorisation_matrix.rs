@@ -12,13 +12,14 @@ use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
 use sightline_core::roles::{self, Role};
 use sightline_identity::User;
-use sightline_relay::api::{Access, ROUTES, SESSION_COOKIE};
+use sightline_relay::http::access::{Access, ROUTES};
+use sightline_relay::http::auth::SESSION_COOKIE;
 use tower::ServiceExt;
 
 /// Routes registered in the sources: literal `.route("...")` paths plus the socket constants.
 fn registered_routes() -> BTreeSet<String> {
     let mut found = BTreeSet::new();
-    for source in [include_str!("../src/api.rs"), include_str!("../src/server.rs")] {
+    for source in [include_str!("../src/http/mod.rs")] {
         for piece in source.split(".route(").skip(1) {
             let arg = piece.split([',', ')']).next().unwrap_or_default().trim();
             let path = match arg {
@@ -91,7 +92,7 @@ async fn every_route_answers_each_role_as_the_table_says() {
         identities.push((role.as_str().to_owned(), Some(user.roles.clone()), Some(user)));
     }
     let identity = state.identity.clone();
-    let router = sightline_relay::server::app(state.clone(), &config)
+    let router = sightline_relay::http::app(state.clone(), &config)
         .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
     tokio::spawn(sightline_relay::server::serve(listener, state, config.clone(), std::future::pending()));
 

@@ -57,7 +57,13 @@ pub async fn start_relay_with(extra: &[String]) -> TestRelay {
     state.identity.put_user_unchecked(&operator).await.unwrap();
     let token = state.identity.start_session(&operator).await.unwrap();
     tokio::spawn(sightline_relay::server::serve(listener, state.clone(), config, std::future::pending()));
-    TestRelay { addr, state, operator_cookie: format!("{}={token}", sightline_relay::api::SESSION_COOKIE), events, dir }
+    TestRelay {
+        addr,
+        state,
+        operator_cookie: format!("{}={token}", sightline_relay::http::auth::SESSION_COOKIE),
+        events,
+        dir,
+    }
 }
 
 impl TestRelay {

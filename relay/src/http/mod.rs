@@ -1,3 +1,132 @@
-//! The relay's HTTP surface, by concept.
+//! The relay's HTTP surface: the router, `/healthz`, the two WebSocket upgrades, and the API's
+//! handlers by concept (`account`, `admin`, `sessions`, `audit`, `recordings`). Who may call
+//! what is one table (`access::ROUTES`); authentication and capability checks are middleware
+//! (`auth`); errors become responses in one place (`error`); every response gets the security
+//! headers (`headers`). Handlers translate HTTP to calls on the concept crates and back; the
+//! rules live in those crates.
 
+pub mod access;
+mod account;
+mod admin;
+mod audit;
+pub mod auth;
+pub mod error;
+pub mod headers;
 pub mod recordings;
+mod sessions;
+mod sockets;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use sightline_core::roles::Capability;
+use sightline_proto::{AGENT_WS_PATH, VIEWER_WS_PATH};
+use tower_http::services::ServeDir;
+
+use crate::config::Config;
+use crate::state::AppState;
+use access::{AUDIT_LOG, RECORDING_METADATA};
+
+/// Builds the router; tests call it without a listener.
+pub fn app(state: AppState, config: &Config) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(AGENT_WS_PATH, get(sockets::agent_ws))
+        .route(VIEWER_WS_PATH, get(sockets::viewer_ws))
+        .merge(api(state.clone()))
+        .fallback_service(ServeDir::new(&config.static_dir))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(headers::SecurityHeaders::new(&config.public_url(), config.tls())),
+            headers::add,
+        ))
+        .with_state(state)
+}
+
+/// The routes under `/api`, with their middleware.
+fn api(state: AppState) -> Router<AppState> {
+    let public = Router::new()
+        .route("/api/enrol/start", post(account::enrol_start))
+        .route("/api/enrol/finish", post(account::enrol_finish))
+        .route("/api/login/start", post(account::login_start))
+        .route("/api/login/finish", post(account::login_finish));
+    let signed_in_routes = Router::new()
+        .route("/api/me", get(account::me))
+        .route("/api/logout", post(account::logout))
+        .route("/api/session/refresh", post(account::refresh))
+        .route("/api/step-up/start", post(account::step_up_start))
+        .route("/api/step-up/finish", post(account::step_up_finish))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::signed_in));
+    // Capability checks run before the body is even parsed: an unauthorised caller learns nothing
+    // about what the route would accept. (Handlers check again.)
+    let admin_routes = Router::new()
+        .route("/api/admin/users", get(admin::users))
+        .route("/api/admin/invitations", post(admin::invite))
+        .route("/api/admin/role-requests", get(admin::role_requests).post(admin::request_role_change))
+        .route("/api/admin/role-requests/{id}/approve", post(admin::approve))
+        .route("/api/admin/role-requests/{id}/refuse", post(admin::refuse))
+        .route("/api/admin/users/{id}/revoke-sessions", post(admin::revoke_sessions))
+        .route("/api/admin/locks", get(admin::locks))
+        .route("/api/admin/locks/unlock", post(admin::unlock))
+        .route("/api/admin/devices", get(admin::devices))
+        .route("/api/admin/devices/{id}/revoke", post(admin::revoke_device))
+        .route("/api/admin/devices/{id}/maintenance-window", post(admin::open_window))
+        .route("/api/admin/devices/{id}/maintenance-window/close", post(admin::close_window))
+        .route("/api/admin/agent-tokens", post(admin::agent_token))
+        .route("/api/admin/sessions", get(sessions::list))
+        .route("/api/admin/sessions/{id}/kill", post(sessions::kill))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), Capability::Administer),
+            auth::needs_capability,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::signed_in));
+    let senior_routes = Router::new()
+        .route("/api/sessions/{id}/approve-elevation", post(sessions::approve_elevation))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), Capability::ApproveElevation),
+            auth::needs_capability,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::signed_in));
+    let audit_routes = Router::new()
+        .route("/api/audit/records", get(audit::records))
+        .route_layer(axum::middleware::from_fn_with_state((state.clone(), AUDIT_LOG), auth::needs_any_capability))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::signed_in));
+    let recording_search = Router::new()
+        .route("/api/recordings", get(recordings::search))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), RECORDING_METADATA),
+            auth::needs_any_capability,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::signed_in));
+    // Viewing needs a step-up too; the handlers ask for it (and audit every view).
+    let recording_views = Router::new()
+        .route("/api/recordings/{id}", get(recordings::open))
+        .route("/api/recordings/{id}/video", get(recordings::video))
+        .route_layer(axum::middleware::from_fn_with_state((state.clone(), Capability::Audit), auth::needs_capability))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::signed_in));
+    public
+        .merge(signed_in_routes)
+        .merge(admin_routes)
+        .merge(senior_routes)
+        .merge(audit_routes)
+        .merge(recording_search)
+        .merge(recording_views)
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+}
+
+/// Liveness for load balancers and monitors, and nothing more: anyone can ask, so it names no
+/// counts, paths or error details (those are in the relay's log and, for signed-in users, in the
+/// refusals they get).
+async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    match state.identity.audit_available() {
+        Ok(()) => axum::Json(serde_json::json!({ "status": "ok" })).into_response(),
+        // Fails closed: load balancers take the node out while its audit log cannot be written.
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "audit_unavailable" })),
+        )
+            .into_response(),
+    }
+}

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sightline_core::recording::{RecordingReport, Verified};
 use sightline_core::roles::Capability;
 
-use crate::api::ApiError;
+use super::error::ApiError;
 use crate::state::AppState;
 use sightline_audit::events::{EventKind, Outcome};
 use sightline_identity::{AuthUser, IdentityError};

@@ -14,8 +14,7 @@
 mod chat;
 mod consent;
 mod recorder;
-#[cfg(test)]
-mod tests;
+mod slot;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +29,9 @@ use sightline_proto::{
 };
 use tokio::sync::{broadcast, watch};
 
-use crate::hub::AgentLink;
+pub use slot::Sessions;
+
+use crate::link::AgentLink;
 use sightline_audit::events::{EventKind, Outcome};
 use sightline_identity::Identity;
 use sightline_recording::{Recorder, Recordings};
@@ -90,6 +91,8 @@ pub enum SessionError {
 pub struct LiveSession {
     pub id: String,
     pub link: Arc<AgentLink>,
+    /// The endpoint's sessions, this one among them while it runs.
+    endpoint_sessions: Arc<Sessions>,
     pub request: Request,
     pub created_ms: u64,
     identity: Arc<Identity>,
@@ -146,6 +149,7 @@ impl LiveSession {
     pub async fn open(
         identity: Arc<Identity>,
         link: Arc<AgentLink>,
+        endpoint_sessions: Arc<Sessions>,
         request: Request,
         obligations: sightline_core::policy::Obligations,
         recordings: &Arc<Recordings>,
@@ -174,6 +178,7 @@ impl LiveSession {
         let session = Arc::new(LiveSession {
             id,
             link: link.clone(),
+            endpoint_sessions: endpoint_sessions.clone(),
             request,
             created_ms: now,
             identity,
@@ -198,9 +203,10 @@ impl LiveSession {
                 addresses.insert(format!("device:{}", link.info.agent_id), ip);
             }
         }
-        if !link.attach_session(session.clone()) {
+        if !endpoint_sessions.attach(session.clone()) {
             return Err(SessionError::Busy(link.info.name.clone()));
         }
+        link.sessions_changed();
         let operator = session.request.operator.name.clone();
         // "Session start and parameters" (R38): the segment's terms this session runs under.
         let waiting = if obligations.unattended {
@@ -476,7 +482,7 @@ impl LiveSession {
                         recorder.close(&reason.describe());
                     }
                     self.tell_agent(SessionEvent::Ended { reason });
-                    self.link.detach_session(&self.id);
+                    self.endpoint_sessions.detach(&self.id);
                 }
             }
         }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::help::HelpError;
 use crate::session::{LiveSession, Request, SessionError};
-use crate::socket::{Heartbeat, Liveness, next_message, send_within};
+use crate::sockets::wire::{Heartbeat, Liveness, next_message, send_within};
 use crate::state::AppState;
 use sightline_audit::AuditUnavailable;
 use sightline_audit::events::{EventKind, Outcome};
@@ -354,7 +354,8 @@ async fn open_session(
         let why = format!("too many session requests from you; try again in {} s", wait.as_secs() + 1);
         return refuse(agent_id, ErrorCode::RateLimited, why);
     }
-    let link = state.hub.agent(agent_id).map_err(|e| (ErrorCode::UnknownAgent, e.to_string()))?;
+    let agent = state.hub.agent(agent_id).map_err(|e| (ErrorCode::UnknownAgent, e.to_string()))?;
+    let link = agent.link.clone();
     // View is the floor of every session; chat, on by default, is left out where the segment
     // switches it off (R20): the status and the prompt show what is asked.
     let mut levels: Levels = levels.into_iter().collect();
@@ -380,7 +381,7 @@ async fn open_session(
         Err(denial) => return refuse(device, ErrorCode::PolicyDenied, denial.to_string()),
     };
     // One request at a time per device: a second one is refused and leaves the first alone.
-    if let Some(running) = link.session().filter(|s| !s.is_ended()) {
+    if let Some(running) = agent.sessions.current().filter(|s| !s.is_ended()) {
         let why = if running.status().borrow().phase == SessionPhase::AwaitingConsent {
             "a request is already waiting for this device's user"
         } else {
@@ -428,7 +429,15 @@ async fn open_session(
         window_required,
         help_request: help_request.as_ref().map(|r| r.id.clone()),
     };
-    let opened = LiveSession::open(state.identity.clone(), link, request, obligations, &state.recordings).await;
+    let opened = LiveSession::open(
+        state.identity.clone(),
+        link,
+        agent.sessions.clone(),
+        request,
+        obligations,
+        &state.recordings,
+    )
+    .await;
     if let Some(help) = &help_request {
         match &opened {
             Ok(_) => state.help.picked_up(help, &auth.user.name, Some(peer.ip())),
@@ -556,5 +565,5 @@ where
     let msg =
         RelayToViewer::Error { code: ErrorCode::SessionEnded, message: "your session ended; sign in again".into() };
     send_within(tx, Message::Text(encode(&msg).into())).await;
-    crate::socket::close_within(tx).await;
+    crate::sockets::wire::close_within(tx).await;
 }

@@ -1,4 +1,5 @@
-//! What both WebSocket endpoints share: reading typed messages from axum's socket.
+//! What both WebSocket endpoints share: reading typed messages from axum's socket, sending and
+//! closing within a deadline, and the heartbeat.
 
 use axum::extract::ws::Message;
 use futures_util::StreamExt;

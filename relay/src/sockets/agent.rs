@@ -8,8 +8,8 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
 use sightline_proto::{AgentInfo, AgentToRelay, ErrorCode, RelayToAgent, ViewEndReason, encode};
 
-use crate::hub::{AgentLink, Hub};
-use crate::socket::{Heartbeat, Liveness, close_within, next_message, send_within};
+use crate::hub::{Hub, OnlineAgent};
+use crate::sockets::wire::{Heartbeat, Liveness, close_within, next_message, send_within};
 use sightline_identity::{Identity, IdentityError, Revocation, random_bytes};
 
 /// How often a connected agent's enrolment is re-checked (revocations whose event was missed).
@@ -163,17 +163,18 @@ pub async fn serve(
         user,
         unattended,
     };
-    let (link, mut outbox) = match hub.register_agent(info, Some(peer.ip())) {
+    let (agent, mut outbox) = match hub.register_agent(info, Some(peer.ip())) {
         Ok(v) => v,
         Err(e) => return refuse(&mut tx, ErrorCode::DuplicateAgent, e.to_string()).await,
     };
+    let link = agent.link.clone();
     if !send_within(
         &mut tx,
         text(&RelayToAgent::Welcome { name: device.name.clone(), segment: device.segment.clone() }),
     )
     .await
     {
-        hub.unregister_agent(&link).await;
+        hub.unregister_agent(&agent).await;
         return;
     }
     tracing::info!(agent = %link.info.agent_id, name = %link.info.name, segment = %link.info.segment, unattended, %peer, "agent online");
@@ -238,7 +239,7 @@ pub async fn serve(
                     Some(Ok(AgentToRelay::PublishOffer { sdp })) => {
                         match hub.media.accept_publisher(&sdp, link.fanout.clone()).await {
                             Ok((publisher, answer)) => {
-                                tokio::spawn(read_agent_channel(publisher.peer(), link.clone()));
+                                tokio::spawn(read_agent_channel(publisher.peer(), agent.clone()));
                                 link.set_publisher(publisher).await;
                                 if !send_within(&mut tx, text(&RelayToAgent::PublishAnswer { sdp: answer })).await {
                                     break;
@@ -252,7 +253,7 @@ pub async fn serve(
                         }
                     }
                     Some(Ok(AgentToRelay::Consent { receipt })) => {
-                        let Some(session) = link.session_by_id(&receipt.session_id) else {
+                        let Some(session) = agent.sessions.by_id(&receipt.session_id) else {
                             if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await { break; }
                             continue;
                         };
@@ -266,7 +267,7 @@ pub async fn serve(
                         }
                     }
                     Some(Ok(AgentToRelay::Session { session_id, event })) => {
-                        match link.session_by_id(&session_id) {
+                        match agent.sessions.by_id(&session_id) {
                             Some(session) if !session.is_ended() => session.user_event(event),
                             // Both sides ended it at once, each telling the other: nothing to do.
                             Some(_) if matches!(event, sightline_proto::SessionEvent::Ended { .. }) => {}
@@ -276,7 +277,7 @@ pub async fn serve(
                         }
                     }
                     Some(Ok(AgentToRelay::Declined { session_id, reason })) => {
-                        match link.session_by_id(&session_id) {
+                        match agent.sessions.by_id(&session_id) {
                             Some(session) => session.declined_by_endpoint(&reason),
                             None => {
                                 if !send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::UnknownSession, message: "no such session".into() })).await { break; }
@@ -295,7 +296,7 @@ pub async fn serve(
         }
     }
     tracing::info!(agent = %link.info.agent_id, "agent offline");
-    hub.unregister_agent(&link).await;
+    hub.unregister_agent(&agent).await;
     if broken {
         // A message could not be queued (see `AgentLink::send`): the session ended above; closing
         // is how the agent learns, rather than going on out of step.
@@ -306,7 +307,8 @@ pub async fn serve(
 /// Reads the agent's `session` data channel: installs it for input and chat to the endpoint, and
 /// passes the user's chat lines and the media seals to the session. Nothing else may come from
 /// the agent here.
-async fn read_agent_channel(peer: std::sync::Arc<sightline_peer::Peer>, link: Arc<AgentLink>) {
+async fn read_agent_channel(peer: std::sync::Arc<sightline_peer::Peer>, agent: Arc<OnlineAgent>) {
+    let link = &agent.link;
     use sightline_peer::ChannelEvent;
     use sightline_proto::channel::{ChannelMessage, LABEL};
     let Some(channel) = peer.next_data_channel().await else { return };
@@ -319,12 +321,12 @@ async fn read_agent_channel(peer: std::sync::Arc<sightline_peer::Peer>, link: Ar
         let ChannelEvent::Text(text) = event else { continue };
         match sightline_proto::channel::decode(&text) {
             Ok(ChannelMessage::Chat { text, .. }) => {
-                if let Some(session) = link.session() {
+                if let Some(session) = agent.sessions.current() {
                     session.user_chat(&text);
                 }
             }
             Ok(ChannelMessage::MediaSeal { seal }) => {
-                if let Some(session) = link.session() {
+                if let Some(session) = agent.sessions.current() {
                     session.media_seal(seal);
                 }
             }

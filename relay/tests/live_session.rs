@@ -1,22 +1,33 @@
-use super::*;
+//! A live session driven directly, as its sockets drive it: only the device's signed decisions
+//! move it, every event carries the session's facts and its actor's address, late decisions are
+//! kept and not applied, elevation needs exactly the pending levels approved, and the operator
+//! cannot lift the user's pause (R2, R5, R7, R8, R10, R38).
+
+use std::sync::Arc;
+
 use ed25519_dalek::{Signer, SigningKey};
-use sightline_audit::events::MemorySink;
-use sightline_proto::{AgentInfo, ConsentKind, ConsentReceipt, Decision};
+use sightline_audit::events::{EventKind, MemorySink};
+use sightline_proto::{
+    AgentInfo, ConsentKind, ConsentReceipt, Decision, EndReason, Level, OperatorInfo, Party, RelayToAgent,
+    SessionEvent, SessionPhase,
+};
+use sightline_relay::hub::OnlineAgent;
+use sightline_relay::session::{LiveSession, REFUSED_CONTROLS_RECORDED, Request, SessionError};
 
 /// A relay with one enrolled device (key `[7; 32]`) in `segment`, online.
 struct Fixture {
-    state: crate::state::AppState,
+    state: sightline_relay::state::AppState,
     events: MemorySink,
     key: SigningKey,
     device_id: String,
-    link: Arc<AgentLink>,
+    agent: Arc<OnlineAgent>,
     _outbox: tokio::sync::mpsc::Receiver<RelayToAgent>,
     _dir: tempfile::TempDir,
 }
 
 async fn fixture(segment: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let config = <crate::config::Config as clap::Parser>::parse_from([
+    let config = <sightline_relay::config::Config as clap::Parser>::parse_from([
         "relay".to_owned(),
         "--listen=127.0.0.1:0".to_owned(),
         concat!("--static-dir=", env!("CARGO_MANIFEST_DIR"), "/../static").to_owned(),
@@ -26,7 +37,7 @@ async fn fixture(segment: &str) -> Fixture {
         concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/policy-sample.toml").to_owned(),
     ]);
     let events = MemorySink::default();
-    let state = crate::server::build(&config, Arc::new(events.clone())).await.unwrap();
+    let state = sightline_relay::server::build(&config, Arc::new(events.clone())).await.unwrap();
     let key = SigningKey::from_bytes(&[7; 32]);
     let token = state.identity.create_agent_token("test", segment, None).await.unwrap();
     let device =
@@ -40,14 +51,14 @@ async fn fixture(segment: &str) -> Fixture {
         user: "alice".into(),
         unattended: false,
     };
-    let (link, outbox) = state.hub.register_agent(info, Some("192.0.2.50".parse().unwrap())).unwrap();
-    Fixture { state, events, key, device_id: device.id, link, _outbox: outbox, _dir: dir }
+    let (agent, outbox) = state.hub.register_agent(info, Some("192.0.2.50".parse().unwrap())).unwrap();
+    Fixture { state, events, key, device_id: device.id, agent, _outbox: outbox, _dir: dir }
 }
 
 impl Fixture {
     /// Opens a session asking for `levels`, under the segment's terms.
     async fn open(&self, levels: &[Level]) -> Arc<LiveSession> {
-        let segment = &self.state.policy.segments[&self.link.info.segment];
+        let segment = &self.state.policy.segments[&self.agent.link.info.segment];
         let request = Request {
             operator: OperatorInfo {
                 name: "op".into(),
@@ -66,7 +77,8 @@ impl Fixture {
         };
         LiveSession::open(
             self.state.identity.clone(),
-            self.link.clone(),
+            self.agent.link.clone(),
+            self.agent.sessions.clone(),
             request,
             segment.terms,
             &self.state.recordings,
@@ -173,7 +185,7 @@ async fn a_decision_that_arrives_after_the_end_is_kept_not_applied() {
     let session = f.open(&[Level::View]).await;
     session.kill("ada");
     let late = f.receipt(&session, ConsentKind::Session, &[Level::View]);
-    let found = f.link.session_by_id(&session.id).expect("the ended session is still found by id");
+    let found = f.agent.sessions.by_id(&session.id).expect("the ended session is still found by id");
     assert_eq!(found.accept_receipt(late.clone()).await, Err(SessionError::Ended));
     assert_eq!(session.status().borrow().phase, SessionPhase::Ended);
     let kept = f.events_of(EventKind::ConsentLate);

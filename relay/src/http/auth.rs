@@ -1,0 +1,94 @@
+//! Who is calling: the session cookie, its verification on every request (renewed when half
+//! spent), and the capability checks in front of routes, whose refusals are security events.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sightline_audit::events::{EventKind, Outcome};
+use sightline_core::roles::Capability;
+use sightline_identity::{AuthUser, Identity, IdentityError};
+
+use super::error::ApiError;
+use crate::state::AppState;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "sightline_session";
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == SESSION_COOKIE).then(|| value.to_owned())
+    })
+}
+/// The session cookie: HttpOnly (no script reads it), Secure, SameSite=Strict (no cross-site
+/// request carries it). It lives as long as the browser session; the token inside expires.
+pub fn session_cookie(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/"))
+        .unwrap_or_else(|_| HeaderValue::from_static("sightline_session=; Path=/"))
+}
+pub(super) fn clear_cookie() -> HeaderValue {
+    HeaderValue::from_static("sightline_session=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0")
+}
+/// Verifies the session of a request; `None` when there is none or it is invalid.
+pub async fn authenticate(identity: &Identity, headers: &HeaderMap) -> Result<AuthUser, IdentityError> {
+    let token = cookie_value(headers).ok_or(IdentityError::Unauthenticated)?;
+    identity.authenticate(&token).await
+}
+/// Middleware for signed-in routes: verifies the session, hands `AuthUser` to the handler, and
+/// renews the cookie when the token is half-spent.
+pub(super) async fn signed_in(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let auth = match authenticate(&state.identity, request.headers()).await {
+        Ok(auth) => auth,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let renewed = auth.renewed.clone();
+    request.extensions_mut().insert(auth);
+    let mut response = next.run(request).await;
+    if let Some(token) = renewed {
+        response.headers_mut().append(header::SET_COOKIE, session_cookie(&token));
+    }
+    response
+}
+/// Middleware for routes that need one capability (after `signed_in`); refusals are security
+/// events.
+pub(super) async fn needs_capability(
+    State((state, capability)): State<(AppState, Capability)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    needs_one_of(&state, std::slice::from_ref(&capability), request, next).await
+}
+pub(super) async fn needs_any_capability(
+    State((state, capabilities)): State<(AppState, &'static [Capability])>,
+    request: Request,
+    next: Next,
+) -> Response {
+    needs_one_of(&state, capabilities, request, next).await
+}
+/// Lets the request through if the caller holds one of `capabilities`; a refusal is an event.
+async fn needs_one_of(state: &AppState, capabilities: &[Capability], request: Request, next: Next) -> Response {
+    match request.extensions().get::<AuthUser>() {
+        Some(auth) if capabilities.iter().any(|c| auth.allows(*c)) => next.run(request).await,
+        Some(auth) => {
+            let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            let path = request.uri().path().to_owned();
+            state.identity.emit(
+                EventKind::AccessDenied,
+                Outcome::Failure,
+                &auth.user.name,
+                Some(&path),
+                source,
+                format!("route needs one of {capabilities:?}, which the caller's roles lack"),
+            );
+            ApiError(IdentityError::Forbidden("your roles do not allow this".into())).into_response()
+        }
+        None => ApiError(IdentityError::Unauthenticated).into_response(),
+    }
+}
+pub(super) fn with_cookie(token: &str, body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    response.headers_mut().append(header::SET_COOKIE, session_cookie(token));
+    response
+}

@@ -1,0 +1,59 @@
+//! The two WebSocket upgrades: the agent's (authenticated on the socket itself, by its device
+//! key) and the viewer's (same-origin, a signed-in user whose roles allow viewing). Both cap the
+//! message size; the sockets themselves are `crate::sockets`.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::response::IntoResponse;
+use sightline_audit::events::{EventKind, Outcome};
+use sightline_identity::IdentityError;
+use sightline_proto::MAX_SIGNAL_BYTES;
+
+use super::access::VIEWER_SOCKET;
+use super::auth::authenticate;
+use super::error::ApiError;
+use crate::state::AppState;
+
+pub(super) async fn agent_ws(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> impl IntoResponse {
+    ws.max_message_size(MAX_SIGNAL_BYTES)
+        .max_frame_size(MAX_SIGNAL_BYTES)
+        .on_upgrade(move |socket| crate::sockets::agent::serve(state.hub, state.identity, state.help, socket, peer))
+}
+
+pub(super) async fn viewer_ws(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+    ws: WebSocketUpgrade,
+) -> axum::response::Response {
+    // Browsers send the page's origin on WebSocket handshakes; only our own pages may connect
+    // (the SameSite=Strict cookie already stays home, this closes the door twice).
+    let expected = state.identity.settings.public_url.origin().ascii_serialization();
+    if headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|o| o != expected) {
+        return ApiError(IdentityError::Forbidden("cross-origin socket refused".into())).into_response();
+    }
+    let auth = match authenticate(&state.identity, &headers).await {
+        Ok(auth) => auth,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    if !VIEWER_SOCKET.iter().any(|c| auth.allows(*c)) {
+        state.identity.emit(
+            EventKind::AccessDenied,
+            Outcome::Failure,
+            &auth.user.name,
+            Some("/ws/viewer"),
+            Some(peer.ip()),
+            "role does not allow viewing sessions",
+        );
+        return ApiError(IdentityError::Forbidden("your roles do not allow viewing sessions".into())).into_response();
+    }
+    ws.max_message_size(MAX_SIGNAL_BYTES)
+        .max_frame_size(MAX_SIGNAL_BYTES)
+        .on_upgrade(move |socket| crate::sockets::viewer::serve(state, auth, socket, peer))
+        .into_response()
+}
