@@ -1,5 +1,18 @@
 //! The agent's outbound connection to the relay: hello, publish on request, reconnect with
 //! backoff when the relay goes away.
+//!
+//! The agent pings the relay every `PING_EVERY` (1 s) and treats `DEAD_AFTER` (4 s) without any
+//! frame from it as a dead relay, even when TCP says nothing: the session ends at once (held keys
+//! and buttons are released, capture stops), the loss is logged, and the agent reconnects with
+//! exponential backoff and jitter (250 ms to 10 s, `backon`); a connection that lasted
+//! `STABLE_AFTER` resets the backoff. Cleartext `ws://` is refused except to a relay on this
+//! machine.
+//!
+//! This loop is the agent's second gate for media: `publish` is refused (`publish_failed`) unless
+//! a session the user consented to runs. A request the endpoint cannot honour is declined before
+//! its user is asked, with the reason: another session runs here, or the segment's mask rules
+//! need windows this screen source does not have. A message about a session this endpoint does
+//! not run is answered too, so the relay ends it instead of waiting.
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -4,6 +4,14 @@
 //! The agent does not trust the relay to have checked: input is injected only when this machine
 //! also says control is granted, unexpired and not paused, and media is published only while a
 //! session the user consented to is running.
+//!
+//! The user's answers become receipts signed with the device key. After Allow the window turns
+//! into the always-on-top session bar (who, levels, observers, recording, chat, Pause/Resume,
+//! End). With `active_confirmation` the session runs only while the user can see the bar
+//! (`bar_visibility`): whenever it is hidden, right after consent or a resume too, the agent
+//! pauses the session as the user's own pause, which only the user lifts. A terminal cannot show
+//! that the session is watched, so such requests are refused at once there. Ends this side's
+//! clock decides (idle, maximum duration) are sent to the relay, which records them as its own.
 
 use std::sync::Arc;
 

@@ -1,5 +1,8 @@
 //! `relay audit ...`: offline verification, proofs and exports for auditors. These read the audit
-//! directories (a copy will do) and trust nothing in them but what the node's public key signed.
+//! directories (a copy will do) and trust nothing in them but what the node's public key signed:
+//! `relay audit verify | prove | check-proof | checkpoint | consistency | check-consistency |
+//! export`. Verification names the first altered, removed, inserted or reordered record, or the
+//! first forged, inconsistent or missing checkpoint; exports merge several nodes' logs by time.
 
 use std::path::{Path, PathBuf};
 

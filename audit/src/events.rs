@@ -4,6 +4,11 @@
 //! device revocation is an `Event`. The relay's sink is its tamper-evident audit log
 //! ([`crate::AuditLog`]); tests use `MemorySink`. Event names are dotted and registered in
 //! `EventKind`, so a new kind cannot appear unnoticed.
+//!
+//! `EventSink::committed` and `EventSink::available` are how callers fail closed: an action is
+//! acknowledged only once its event is durable, and not started while the log cannot be written.
+//! A session's events carry `SessionFacts` as fields (the facts of the session at the time of
+//! the event), and each event carries the acting party's own address, none for the system.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};

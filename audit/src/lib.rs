@@ -24,6 +24,19 @@
 //! the writer keeps the events, reports the failure (security actions are refused meanwhile) and
 //! retries; nothing acknowledged is ever lost. The human log (tracing) is separate: no filter or
 //! setting turns this one off.
+//!
+//! Each record is canonical JSON, numbered, named with its node, chained to the previous record's
+//! leaf hash, and a leaf of an RFC 6962 Merkle tree. A checkpoint (a C2SP signed note, signed
+//! with `audit.key`) is signed after `checkpoint_records` records, or `checkpoint_interval` after
+//! the first record none covers, and at shutdown. `open` verifies the whole log before appending:
+//! a log that does not verify stops the relay (it is evidence, kept as it is), a torn last record
+//! (never acknowledged) is cut off, and a node never re-keys another node's log.
+//!
+//! What waits for `committed`: no login cookie, enrolment, step-up, role change, unlock or agent
+//! token is handed out (`Identity::audit_committed`), no endpoint is asked for consent and no
+//! media flows after consent, before its event is on disk. While `available` fails, the relay
+//! refuses logins and session requests (`audit_unavailable`, explained only by
+//! `AuditUnavailable::PUBLIC`), ends running sessions and answers `/healthz` with 503.
 
 mod cli_sink;
 mod files;

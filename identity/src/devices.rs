@@ -1,5 +1,20 @@
 //! Agent devices (R18): enrolment with a one-time token, proof of key possession on every
 //! connection, revocation.
+//!
+//! An admin (dashboard, or `relay agent-token create --segment S` on the host) makes a one-time
+//! agent token for a segment; `agent enroll` creates an Ed25519 key pair and sends the public key
+//! with the token over the agent socket, and gets its device id back. On every connection the
+//! relay sends a fresh 32-byte challenge and the agent signs `context || challenge || device id`
+//! (`agent_auth::signed_message`); each other one-shot call (help, opening or closing a window)
+//! signs a message of its own purpose, so no signature can pass for another. Unknown, revoked
+//! and forged devices are refused and logged (`device.auth_failed`). Revoking a device publishes
+//! a revocation on the store's event channel, and its socket closes on every node.
+//!
+//! Maintenance windows (R3) are kept per device: the person at the endpoint opens one with
+//! `agent allow --for 30m` (signing the challenge together with the exact start and end), an admin
+//! through `POST /api/admin/devices/{id}/maintenance-window`; at most 12 hours each. Each window
+//! is an event, and so is an early close (`agent close-window`, or the admin's `.../close`): the
+//! sessions that need it end when they next read it, within about a second.
 
 use std::net::IpAddr;
 

@@ -1,5 +1,16 @@
 //! Enrolment: one-time tokens (bootstrap, invitations, agent tokens), the WebAuthn ceremony
 //! state, users, and a user's first passkey.
+//!
+//! A relay without users prints a one-time admin enrolment link (72 h) at each start, replacing
+//! the previous one (with several nodes, the most recently printed link is the valid one). The
+//! link opens the viewer's enrolment page; the browser creates a passkey (user verification
+//! required) and the relay creates the first admin. Admins invite people with one role each;
+//! every invitation is a one-time link (72 h). Tokens are 256 random bits, stored only as SHA-256
+//! hashes, and taken once, only when a verified passkey (or, for agent tokens, a device key) is
+//! in hand; an agent presenting a person's link does not burn it. An invitation's role applies at
+//! enrolment only while there is a single admin who is still an admin (the bootstrap phase, an
+//! audited exception); with two or more admins the new account starts without roles and the grant
+//! waits, as a role request by the inviter, for another admin (`role_changes`).
 
 use super::*;
 

@@ -1,5 +1,17 @@
 //! Login sessions: short-lived tokens over a server-side session that can be revoked on any
 //! node, idle sign-out, logout and an admin's revoke-sessions.
+//!
+//! After a passkey login the relay sets a session cookie (`HttpOnly; Secure; SameSite=Strict`)
+//! holding an EdDSA JWT (`tokens`: `kid`, `iss`, `aud`, at most 10 minutes). Every request
+//! checks the token against the store too: the session record must exist (logout deletes it),
+//! have been active in the last `IDLE_TIMEOUT_S` (15 minutes), be younger than 12 hours, and not
+//! predate a "revoke sessions of user X" (an admin's, or an approved role change). A token past
+//! half its lifetime is renewed on the next request (`core::renewal`, the arithmetic the viewer
+//! shares: it asks at a third of the remaining lifetime while its user had input within the
+//! activity window), so any lifetime from 30 s to 10 min keeps an active user signed in and lets
+//! an idle one lapse. Revocations are published on the store's event channel, so open sockets on
+//! every node close at once; sockets also re-check with `session_alive` (which does not count as
+//! activity) in case an event was missed. Any store error refuses (fail closed).
 
 use super::*;
 

@@ -1,5 +1,13 @@
 //! Role changes under separation of duties: requested by one admin, decided by another, and never
 //! leaving the relay without an admin.
+//!
+//! Requesting and deciding each need a fresh step-up (`step_up`). A change requested by one admin
+//! waits until a different admin approves it; nobody decides on their own roles; the last admin
+//! cannot lose the role (the rules are `sightline_core::roles`). Decisions are serialised across
+//! nodes by a store mutex, checked against the approver's roles as they are now, and taken from
+//! the store once, so two admins clicking together decide once. An approved change ends every
+//! session of its user on every node, so the new roles apply at once. Requests and decisions are
+//! on disk before they are acknowledged; refusals are recorded as `role.change_denied`.
 
 use super::*;
 

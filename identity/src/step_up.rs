@@ -1,4 +1,9 @@
 //! Step-up: a fresh passkey assertion before sensitive actions (R14).
+//!
+//! A step-up is valid 5 minutes (`STEP_UP_TTL_S`) for the login session that made it, never for
+//! another one. It is required to request or decide a role change, for a senior's approval of an
+//! elevation, and before an auditor views a recording. Failed step-ups count towards the account's
+//! lockout like failed logins.
 
 use super::*;
 

@@ -3,6 +3,13 @@
 //! The clock is a parameter: `issue` and `verify` take `now` in Unix seconds, so expiry, the
 //! 12-hour session ceiling and key rotation are tested with plain values. Expiry is checked here
 //! rather than by jsonwebtoken, which would read the system clock.
+//!
+//! Only EdDSA is accepted, checked before any key is touched; `aud` and `iss` must match, and
+//! 5 s of clock skew between nodes is tolerated. Signing keys live in the store, so every node
+//! verifies every node's tokens: the newest key signs, a new one is made every 24 hours, and an
+//! old one keeps verifying until no token it signed can be alive (one more session lifetime). A
+//! node that meets an unknown `kid` reloads the keys from the store (`Identity::authenticate`,
+//! at most every 10 s).
 
 use std::collections::BTreeSet;
 

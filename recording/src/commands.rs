@@ -1,6 +1,14 @@
 //! `relay recording ...`: list, verify and export recordings. Verification trusts only the
 //! node's public key (`audit.pub`), so it runs as well on an exported copy on an auditor's
 //! machine as on the relay.
+//!
+//! `relay recording list | verify ID | verify --dir DIR | export ID --out DIR`. Verifying checks
+//! the manifest's chain and signatures, every chunk's hash, and every frame against the agent's
+//! seals: an altered, injected or reordered frame fails; frames lost in transit are reported as
+//! gaps; an unsealed tail longer than `MAX_UNSEALED_TAIL_MS` (3 s) fails. An export (audited)
+//! holds the plaintext chunks, the verified manifest lines, `recording.webm`, `timeline.jsonl`
+//! (each entry with its place in the video), `relay.pub` and the report; `verify --dir`
+//! recomputes the video and the timeline from the chunks, so an edited export is refused.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

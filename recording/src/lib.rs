@@ -5,7 +5,20 @@
 //! The evidence format and its verifier are `sightline_core::recording`; this crate is the IO
 //! around it. Recordings are per node, in `--recordings-dir`; their chunks are encrypted to the
 //! recording key (`--recording-key`, an age X25519 identity kept outside that directory), and
-//! their manifests are signed with the node's evidence key (the audit key, `audit.pub`).
+//! their manifests are signed with the node's evidence key (the audit key, `audit.pub`), so one
+//! public key checks a node's log and its recordings.
+//!
+//! The agent vouches for what it sends: its publisher hashes every encoded frame of the `record`
+//! track with its RTP timestamp and, at least once a second, sends a seal (a hash-chain link over
+//! those frames, signed with the device key) on the session's data channel. The seals go into
+//! the timeline, and verification (`commands`) checks every recorded frame against them.
+//!
+//! The recordings index (the store's `recordings` collection: shared by every node with Redis)
+//! holds each recording's metadata from its opening line, whether it is complete, and the node
+//! that holds it. The session writes its entry before the user is asked (a recording that cannot
+//! be indexed is a session refused) and refreshes it when the recording closes; at start a node
+//! puts what is on its disk into it (`Recordings::reconcile`). A relay killed mid-session leaves
+//! every chunk written before the kill verifiable, and the recording marked incomplete.
 //!
 //! Refuses to know: HTTP (the relay's surface serves recordings to the auditor's player), the
 //! session that is recorded (it hands the recorder packets and timeline entries), and where the

@@ -7,6 +7,16 @@
 //! encrypts, stores and syncs it and signs its manifest line. When writing fails the recorder
 //! stops taking packets at once and retries; it reports each change of state, and gives up after
 //! `RECOVERY_LIMIT`, so the session pauses and then ends instead of running unrecorded.
+//!
+//! A chunk holds the VP8 frames reassembled from the `record` track (from a keyframe on) and the
+//! timeline entries the session notes: every session event as the audit log has it (the signed
+//! consent receipts included), chat lines as each side got them, input counts per second and
+//! kind (never keys or positions), and the agent's seals. Every `chunk_every` (the relay's
+//! `--recording-chunk-ms`) the writer thread encrypts the chunk to the recording key, writes it
+//! and appends its manifest line (SHA-256 of the plaintext, size, frames; chained to the previous
+//! line and signed, see `files`), then reports it; the session puts the same hash in the audit
+//! log. A failed write, or a volume below `--recording-min-free-mb`, stalls the recorder. `close`
+//! ends the manifest with the session's end reason.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -1,4 +1,8 @@
 //! Relay configuration: command-line flags (with environment fallbacks), validated at start.
+//!
+//! The relay serves beyond loopback only with TLS, and its public URL must be https (http only on
+//! localhost). The policy file (`--policy`) is validated before anything is served
+//! (`server::load_policy`): an invalid one stops the relay.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -10,6 +10,12 @@
 //! request's first byte), and one on which nothing moves either way for the idle timeout (a
 //! WebSocket is never that quiet: both sides ping every 2 s). A slowloris client, which sends a
 //! byte now and then, is closed by hyper's header read timeout.
+//!
+//! The caps and timeouts are flags: `--max-connections-per-address` (256), `--max-connections`
+//! (4096), `--header-timeout-s` (10) and `--idle-timeout-s` (60). The HTTP loop is the server's
+//! own (hyper-util, HTTP/1 only), because `axum::serve` has no header read timeout; `bind`
+//! listens with a backlog of `LISTEN_BACKLOG`. The caps count the TCP peer's address, so everyone
+//! behind one NAT or reverse proxy shares one budget.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

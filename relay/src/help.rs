@@ -16,6 +16,19 @@
 //! same code, mints nothing and writes nothing, so a device opens at most one request per TTL
 //! and cannot fill the audit log by asking. (Asks are serialised per node; two nodes asked for
 //! the same device in the same instant could each open one, and both would show.)
+//!
+//! `agent help` (or its window, `agent help --window`) is a one-shot connection: the agent signs
+//! the challenge with a help-only message (`agent_auth::help_message`) and gets a six-digit code
+//! (`sightline_core::help`). A `watch` that carries the code takes the request last of all the
+//! checks (`sockets::viewer`: a refused request leaves it open), and only for the endpoint that
+//! asked. The session then asks the user as usual, `session.start` names the request, and
+//! `help.picked_up` is written once the session opened; one that fails to open puts it back.
+//!
+//! Unattended agents (also R2): an agent started with `--unattended` says so in its hello, and
+//! `Policy::decide` serves it only in a segment with `unattended = true`, recorded, and inside an
+//! open maintenance window even where the segment needs none. The terms it gets say
+//! `unattended`, and it answers with a signed `unattended` receipt instead of asking anybody
+//! (`session::consent`); `SessionFacts::unattended` marks every event of such a session.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};

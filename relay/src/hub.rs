@@ -2,6 +2,14 @@
 //!
 //! Media is pinned to the relay node the agent is connected to. An agent publishes only while at
 //! least one viewer watches it, so an idle endpoint captures and encodes nothing.
+//!
+//! An agent is online once its socket proved the device key (`sockets::agent`); a second
+//! connection of the same device is refused while the first holds the roster entry. When its
+//! socket closes (or falls silent, see `sockets::wire`) the agent leaves the roster, its session
+//! ends as "agent lost", every view of it ends (`view_ended: agent_gone`) and its peer connections
+//! close. A stale socket cleaning up never removes a newer connection of the same device. The
+//! roster is a `watch` channel, so viewer sockets push changes instead of polling; revocations
+//! from any node are fanned out to every socket here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

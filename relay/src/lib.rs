@@ -1,10 +1,18 @@
-//! The Sightline relay.
+//! The Sightline relay node: what is left once the concepts are crates of their own.
 //!
-//! Module map: `config` (flags, validated at start), `server` (router, listener, start-up),
-//! `api` (HTTP API and its access table), `identity` (users, passkeys, sessions, roles, devices),
-//! `store` (embedded or Redis state), `events` (security event sink), `hub` (who is online and
-//! who watches whom), `agent_socket` / `viewer_socket` (the two WebSocket endpoints), `sfu`
-//! (publisher and subscriber media legs and RTP fan-out).
+//! Owns the node's configuration (`config`), start-up and the serve loop (`server`), connection
+//! discipline (`connections`: caps per address, header timeouts; `tls`), the HTTP surface
+//! (`http`: the router, the route table, authentication, every handler by concept), the two
+//! WebSocket endpoints (`sockets`), the agents online and who watches them (`link`, `hub`), live
+//! sessions around the core session machine (`session`), help requests (`help`), session-request
+//! limits (`request_limits`) and the state the handlers share (`state`).
+//!
+//! Refuses to own what the concept crates do: the audit log (`sightline_audit`), the store
+//! (`sightline_store`), identities (`sightline_identity`), recordings (`sightline_recording`),
+//! media forwarding (`sightline_sfu`), and every rule that needs no IO (`sightline_core`).
+//! Modules depend one way, lowest first: `connections`, `tls`, `link`, `help`,
+//! `request_limits` < `config`, `session` < `hub` < `state` < `sockets` < `http` < `server`
+//! (xtask's tidy test fails on an import circle between them).
 
 pub mod config;
 pub mod connections;

@@ -7,7 +7,10 @@
 //! passes authentication; the device's only by a request about to reach the endpoint (after the
 //! policy and the one-pending-request check), so refused requests cost the device nothing and
 //! a legitimate operator after a refused flood is still asked for. Limits are per relay node,
-//! like sessions.
+//! like sessions: behind N nodes an operator has N buckets. The defaults are 6 requests a minute
+//! per operator and 4 per device (`--session-requests-per-operator-per-min`,
+//! `--session-requests-per-device-per-min`). Where each check sits among the others, and the
+//! `session.refused` record every refusal leaves, is `sockets::viewer`.
 
 use std::num::NonZeroU32;
 use std::time::Duration;

@@ -1,4 +1,6 @@
-//! HTTP surface: the viewer's static files, `/healthz`, and the two WebSocket endpoints.
+//! Start-up and the serve loop: opens the store, the audit log and the recordings, builds the
+//! shared state, serves HTTP and WebSockets within the connection caps, and shuts down in order
+//! (sessions end, a final checkpoint is signed).
 
 use std::future::Future;
 
@@ -62,7 +64,7 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let recordings = Arc::new(
         sightline_recording::Recordings::open(
             config.recording_settings(),
-            key.manifest_key(),
+            sightline_core::recording::ManifestKey::of(&key),
             key.verifier_key().to_owned(),
             index,
         )

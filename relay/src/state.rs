@@ -1,6 +1,5 @@
-//! The state every HTTP handler and socket shares. Its own module, so the handlers (`api`,
-//! `viewer_socket`, `recording::http`) and the server that wires them depend on it, not on each
-//! other.
+//! The state every HTTP handler and socket shares. Its own module, so the handlers (`http`, the
+//! sockets in `sockets`) and the server that wires them depend on it, not on each other.
 
 use std::sync::Arc;
 

@@ -13,6 +13,13 @@
 //! (on the way to the agent, or a keyframe sent before this viewer's leg was up) must not leave
 //! a viewer staring at a black screen that it has no way to recover from itself.
 //!
+//! Each viewer's leg is subscribed only once its connection is up (packets written before DTLS
+//! would be lost), asks for a keyframe at once and again every 500 ms while it waits, and sends
+//! each packet as its own (its SSRC and payload type, no header extensions: those were
+//! negotiated on another leg). Keyframe requests to the agent are coalesced to one per 200 ms.
+//! Sessions pause and resume the fan-out by session id (`Fanout::begin_session`, `set_paused`),
+//! so a session that ends just after the link's next one began cannot pause the new one.
+//!
 //! Owns the media legs on the relay's side (the agent's publisher, each viewer's subscriber), the
 //! fan-out between them and the routing of each track to its audience. Refuses to know: the
 //! webrtc crate (that is `sightline_peer`), sessions and consent (a session pauses and resumes

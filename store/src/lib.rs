@@ -7,9 +7,10 @@
 //! travel on a pub/sub channel so a revocation on one node takes effect on all). Only this crate
 //! knows Redis and redb.
 //!
-//! The backends store bytes; `Store` adds typed, JSON-encoded records on top, so both backends
-//! share one serialisation and the contract tests cover the typed layer too. Refuses to know what
-//! the records mean: identities, sessions and recordings are their owners' types.
+//! The backends store bytes; `Store` adds typed, JSON-encoded records on top, with an optimistic
+//! `update` (read, change, compare-and-swap, retry), so both backends share one serialisation and
+//! the contract tests (`contract`) cover the typed layer too. Refuses to know what the records
+//! mean: identities, sessions and recordings are their owners' types.
 //!
 //! Failure is explicit: every operation returns `StoreError` (a dead Redis, a full disk), and
 //! callers making security decisions treat an error as "no".

@@ -12,6 +12,8 @@
 
 mod install;
 mod run;
+#[cfg(test)]
+mod tidy;
 mod viewer;
 
 use std::path::{Path, PathBuf};

@@ -13,6 +13,11 @@
 //!   see a message twice, never a gap the sender knows of; the sequence numbers in the structured
 //!   data let the SIEM drop duplicates and see gaps. What cannot be covered: data the receiver's
 //!   kernel acknowledged and the receiver then lost longer ago than that window.
+//!
+//! Only records already durable are sent, and a checkpoint only after the records it covers, so
+//! the SIEM's copy can always be checked against the checkpoints it holds. Only `tls://` is
+//! encrypted (the receiver's certificate checked against `--siem-ca`); `tcp://` and `relp://`
+//! are plaintext.
 
 mod forward;
 mod relp;

@@ -18,9 +18,9 @@ pub struct AuditKey {
     signer: StandardSigner,
     /// The signed-note verifier key (`name+id+base64`), what auditors are given.
     verifier_key: String,
-    /// The same key for recording manifests (domain-separated there): one public key vouches
-    /// for all of a node's evidence.
-    manifest: crate::recording::ManifestKey,
+    /// The same key signs recording manifests (domain-separated there, `ManifestKey::of`): one
+    /// public key vouches for all of a node's evidence.
+    signing: ed25519_dalek::SigningKey,
 }
 
 impl std::fmt::Debug for AuditKey {
@@ -44,11 +44,12 @@ impl AuditKey {
         let skey =
             format!("PRIVATE+KEY+{origin}+{:08x}+{}", signed_note::key_id(origin, &public), BASE64.encode(private));
         let signer = StandardSigner::new(&skey).map_err(|e| AuditError::MalformedKey(e.to_string()))?;
-        Ok(AuditKey { signer, verifier_key, manifest: crate::recording::ManifestKey::from_seed(seed) })
+        Ok(AuditKey { signer, verifier_key, signing })
     }
 
-    pub fn manifest_key(&self) -> crate::recording::ManifestKey {
-        self.manifest.clone()
+    /// The Ed25519 key itself, for the evidence this key signs beside checkpoints.
+    pub(crate) fn signing_key(&self) -> &ed25519_dalek::SigningKey {
+        &self.signing
     }
 
     pub fn origin(&self) -> &str {

@@ -100,6 +100,12 @@ impl ManifestKey {
         ManifestKey(SigningKey::from_bytes(seed))
     }
 
+    /// The node's evidence key: manifests are signed with its audit key (domain-separated), so
+    /// one public key, `audit.pub`, checks a node's log and its recordings.
+    pub fn of(key: &crate::audit::AuditKey) -> ManifestKey {
+        ManifestKey(key.signing_key().clone())
+    }
+
     pub fn verifying_key(&self) -> VerifyingKey {
         self.0.verifying_key()
     }
@@ -160,7 +166,7 @@ mod tests {
         for seed in 0..=255u8 {
             let key = crate::audit::AuditKey::from_seed("sightline.audit/n1", &[seed; 32]).unwrap();
             let public = super::verifying_key_from_note(key.verifier_key()).unwrap();
-            assert_eq!(public, key.manifest_key().verifying_key());
+            assert_eq!(public, super::ManifestKey::of(&key).verifying_key());
         }
         assert!(super::verifying_key_from_note("nothing").is_err());
     }

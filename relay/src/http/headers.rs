@@ -1,6 +1,13 @@
 //! Browser hardening on every response: a strict Content-Security-Policy the viewer (Leptos on
 //! wasm32) runs under, no framing, no MIME sniffing, no referrer, no powerful features, HSTS when
 //! the relay serves TLS, and `no-store` on everything that is not a static file.
+//!
+//! The policy: `script-src 'self' 'wasm-unsafe-eval'`, no inline script or style, `connect-src`
+//! the relay itself (its WebSocket origin named too), `frame-ancestors`, `object-src` and
+//! `base-uri` `'none'`, and a Permissions-Policy switching off every feature the viewer does not
+//! use. The viewer's entry point is `static/main.js`, not an inline script. Every end-to-end test
+//! fails on a CSP violation Chromium reports (the harness's `contextGuard` fixture), so a change
+//! that needs a looser policy shows at once.
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};

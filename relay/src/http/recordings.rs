@@ -2,6 +2,13 @@
 //! who see only their own sessions' metadata), and, for auditors after a passkey step-up, the
 //! verified recording: its report and timeline, and its video. Every view is an audit event,
 //! on disk before anything is served. No route edits or deletes a recording.
+//!
+//! `GET /api/recordings` searches the recordings index (every node's recordings where the nodes
+//! share Redis) by ticket, operator, device, endpoint account and start time, newest first.
+//! `GET /api/recordings/{id}` (report and timeline) and `.../video` (the WebM) verify the
+//! recording on each request; recordings stay on the node that made them, and a node asked for
+//! another node's answers 409 naming the node that holds it. Deletion is the retention job's
+//! alone (`sightline_recording::retention`).
 
 use std::net::SocketAddr;
 

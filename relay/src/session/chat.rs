@@ -1,6 +1,20 @@
 //! Chat in a session: passed only while the user granted it and the session runs (R20), shown
 //! to the viewers once it reached the agent's channel, and kept in the recording as each side
 //! got it (R24).
+//!
+//! Levels: view, chat, control, clipboard and file transfer are each a `proto::Level`. The
+//! segment's `levels` list what may be asked for; the operator ticks what is asked (view and chat
+//! by default; view always, and chat left out where the segment does not list it); the user ticks
+//! what is granted (the window ticks view and chat; a plain `allow` on the terminal grants those
+//! two of what was asked). Grants beyond view and chat expire after the segment's
+//! `grant_expiry_s`; view and chat stay.
+//!
+//! Chat passes only while the machine says so (`core::session::Session::admit_chat`: chat
+//! granted, session active or paused), on both sides. The relay answers a line in a session
+//! without chat with "not delivered" to its sender and counts it (`chat.refused` at the end). The
+//! agent refuses a line that got past the relay anyway and shows it to nobody; the sender is told
+//! every time, and the first refusal in a session is recorded (`chat.refused_by_endpoint`).
+//! Neither the viewer nor the session bar shows a chat box without the grant.
 
 use sightline_core::recording::TimelineEntry;
 use sightline_core::session::Event;

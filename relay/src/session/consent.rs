@@ -1,5 +1,23 @@
 //! The agent's signed decisions on a session (consent, elevation, unattended service) and a
 //! senior's approval of an elevation: verified, recorded, then fed to the machine.
+//!
+//! A receipt is signed with the device key over length-prefixed fields (kind, session, device,
+//! operator, ticket, endpoint account, decision, levels, time: `agent_auth::consent_message`). It
+//! is verified against the enrolled key and against the session's own facts, and the whole signed
+//! receipt goes into the event, so the audit trail holds evidence anyone with the device's public
+//! key can check again. An Allow steps the machine only once its event is on disk; only then is
+//! the operator's offer answered and the agent told to publish (and the agent itself refuses to
+//! publish without a consented session). Deny, a closed prompt and the deadline end the session
+//! with their reason. A decision that arrives after the session ended (the deadline crossing the
+//! user's click) is still verified and kept, as `consent.late`, never applied.
+//!
+//! An unattended session is taken up only by an `unattended` receipt, an attended one only by the
+//! user's, so the record never confuses the two. Elevations come one at a time; the user confirms
+//! in the session bar with a signed receipt, and where the segment says so a senior operator
+//! approves as well (`POST /api/sessions/{id}/approve-elevation`, naming the pending levels, after
+//! a passkey step-up; checked and applied under the machine's lock). A request not completed
+//! within the segment's consent timeout lapses (`elevation.expired`); control already granted
+//! keeps working once the user has answered.
 
 use sightline_core::session::{Effect, Event, Levels, Session};
 use sightline_proto::{ConsentKind, ConsentReceipt, Decision, EndReason};

@@ -1,11 +1,36 @@
 //! Live sessions: the IO edge around `core::session`.
 //!
-//! One session per endpoint at a time. The relay's copy of the state machine decides; this module
-//! feeds it events (operator, observer, admin, timers, the agent's signed decisions), carries out
-//! its effects (tell the agent, pause the fan-out, publish the status to viewers) and writes every
-//! transition to the event sink with the session id, ticket, device, operator and levels.
-//! Input passes `admit_input` here and nowhere else: "input reaches the agent only while control
-//! is granted, not expired and not paused".
+//! One session per endpoint at a time (`Sessions`). The relay's copy of the state machine decides;
+//! this module feeds it events (operator, observer, admin, timers, the agent's signed decisions),
+//! carries out its effects (tell the agent, pause the fan-out, publish the status to viewers) and
+//! writes every transition to the event sink with the session's facts (id, ticket, reason,
+//! device, the endpoint account the agent's hello named, operator, current levels, unattended)
+//! and the acting party's own address: the endpoint's for the user's and the device's actions,
+//! the operator's, an observer's, an admin's for a kill, a senior's for an approval, none for the
+//! system.
+//!
+//! `LiveSession::open` takes a request the policy allowed (`sockets::viewer`): `session.start`,
+//! with the segment's terms, is on disk and the recorder runs where required (`recorder`) before
+//! the agent gets its `consent_request` (operator name, role, organisation, ticket, reason,
+//! levels, deadline, terms, mask rules). Operator controls, elevation, observers, the admin kill,
+//! lost sockets, a maintenance window closed early (re-read every second; five failed reads in a
+//! row end the session too), idle and maximum duration all become machine events here and, as
+//! `session` messages, on the agent. An end the agent's own clock decided (idle, maximum
+//! duration) ends the session with the same reason and record as the relay's timers, with `agent`
+//! as the actor; any other end an agent claims, and a request it declines (another session runs
+//! there, or its screen source cannot apply the mask rules), ends it as declined by the endpoint.
+//! Only the user lifts the user's pause: an operator's refused pause or resume is recorded
+//! (outcome failure), the first `REFUSED_CONTROLS_RECORDED` one by one and the rest only counted
+//! in `session.ended`, so one viewer cannot flood the log. At the end the fan-out is paused for
+//! this session's id, so nothing more reaches viewers until the link's next session begins.
+//!
+//! Input passes `LiveSession::input` (the machine's `admit_input`) here and nowhere else: it
+//! reaches the agent only while control is granted and unexpired, the session is not paused, an
+//! observer is present where the segment requires one, and no elevation prompt waits for the
+//! user. Input the gate admits and chat lines from the operator's side are the activity the idle
+//! timeout counts, on the relay and the agent alike. Refused input, and any input from an
+//! observer's connection, is counted and reported at the end (`input.dropped`); the agent checks
+//! again before it injects.
 //!
 //! The concepts beside the core live in their own files: `consent` (the agent's signed
 //! decisions and a senior's approval of an elevation), `chat` (the chat gate and delivery, R20

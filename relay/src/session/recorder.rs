@@ -1,6 +1,16 @@
 //! The session's recording: started before the user is asked where the segment requires it
 //! (R26), its news (chunk hashes into the audit log, R28; a stalled or failed recorder pauses or
 //! ends the session), and what the viewers and the session bar say about it (R9).
+//!
+//! Where the segment says `recording = "required"` (the default; `"off"` is the only other value,
+//! and the operator has no say), `LiveSession::open` starts the recorder before the user is
+//! asked: the directory `<recordings>/<session id>/`, the manifest's signed opening line (session
+//! facts, segment, the device's public key) and the index entry are written first, or the session
+//! is refused with the reason (`recording_unavailable`, a `recording.unavailable` event). The
+//! recorder then stands in front of the link's fan-out (`sightline_sfu::RecorderGate`). A stalled
+//! recorder pauses the session as the relay's own pause, which only its recovery lifts; the bar
+//! and the viewers stop saying "Recording"; if it has not recovered within
+//! `sightline_recording::recorder::RECOVERY_LIMIT` (5 s) the session ends (`recorder_failed`).
 
 use std::sync::Arc;
 

@@ -1,5 +1,19 @@
 //! The agent's WebSocket: challenge, signed hello, then publish offers and answers, until either
 //! side goes or the device is revoked.
+//!
+//! Every connection starts with a fresh 32-byte challenge, and the first message must answer it
+//! within `HELLO_TIMEOUT`: a `hello` (the device's signature, screen size, the endpoint account
+//! logged in, whether it runs unattended) puts the agent online (`hub`); `enrol`, `open_window`,
+//! `close_window` and `ask_help` are one-shot calls, answered and closed (the rules are in
+//! `sightline_identity::devices` and `help`). The endpoint account lands in every session record,
+//! so it must be 1-128 printable characters. An unauthenticated peer learns why it was refused
+//! but nothing of the relay's internal failures.
+//!
+//! Once online, the device's enrolment is re-checked every `DEVICE_RECHECK` and on every
+//! revocation (a store error drops the agent too; it reconnects and is checked again). Consent
+//! receipts, session events and declines go to the session they name (`crate::session`); a
+//! malformed message is refused but does not end a healthy link; a link the relay could not
+//! queue to (`crate::link`) is closed, so both sides end the session.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

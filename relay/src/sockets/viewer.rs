@@ -1,5 +1,25 @@
 //! The viewer's WebSocket: the roster of online agents, asking for a session (policy, then the
 //! user's consent, then media), observing one, and the operator's session controls.
+//!
+//! A session request (`watch`) names a ticket and a reason from the policy's catalog, and is
+//! decided before any media is set up, in this order (`open_session`): the audit log must be
+//! writable; the operator's request bucket (`request_limits`); `Policy::decide` (the device's
+//! segment, the operator's roles and address, the hours in the segment's time zone, the levels,
+//! the maintenance window, unattended service); one request per device (a second one while the
+//! first waits for the user gets "a request is already waiting" and leaves the first alone); the
+//! device's bucket; last, the help request the session answers, if any (`help`). Every refusal
+//! reaches the operator with its reason and is a `session.refused` event naming device, ticket
+//! and reason; an allowed request becomes a `LiveSession` waiting for consent. The viewer's offer
+//! is answered only once the session is active (`open_media`).
+//!
+//! Maintenance windows (R3): every segment needs one open for the device unless it says
+//! `maintenance_window = false`, and unattended service needs one everywhere; a store error
+//! counts as no window. Windows are kept by `sightline_identity::devices`.
+//!
+//! The socket is pinged like the agent's (`wire`), re-checks its login session every 5 s (an
+//! idle, expired or revoked one closes it, even if the revocation event was missed) and closes at
+//! once on a revocation of its session or user. Those who may start sessions see the help queue,
+//! and only requests from segments their roles may connect to; nobody observes their own session.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,15 @@
 //! What both WebSocket endpoints share: reading typed messages from axum's socket, sending and
 //! closing within a deadline, and the heartbeat.
+//!
+//! A peer can vanish without closing TCP (a frozen browser, a cut network, a power loss), and a
+//! peer that stops reading fills its buffers. So the relay pings both kinds of socket every
+//! `PING_EVERY` (2 s) and treats more than `SILENCE_LIMIT` (5 s) without any frame, pongs
+//! included, as the peer gone; and a send that takes longer than `SEND_TIMEOUT` ends the socket.
+//! Either way the socket's loop ends as if the peer had closed: an operator's session ends within
+//! 10 s of their browser freezing, and an agent's as "agent lost" (`hub`). The agent keeps its
+//! own, shorter watch on the relay (`sightline_agent::connection`); the viewer reconnects every
+//! second and shows the relay's state. Every message is decoded by `sightline_proto::decode`
+//! (size, version, strict fields); a bad one is answered with an error and the socket goes on.
 
 use axum::extract::ws::Message;
 use futures_util::StreamExt;
