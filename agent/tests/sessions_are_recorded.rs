@@ -25,9 +25,20 @@ async fn packets(track: &sightline_peer::VideoReceiver, n: usize) {
     }
 }
 
+/// The relay's key, as an auditor who pinned it holds it.
+fn trusted(relay: &TestRelay) -> sightline_audit::commands::TrustedKeys {
+    sightline_audit::commands::TrustedKeys::new([relay.state.recordings.verifier_key.clone()])
+}
+
 fn verify(relay: &TestRelay, id: &str) -> anyhow::Result<sightline_core::recording::Verified> {
     let recordings = &relay.state.recordings;
-    commands::verify_stored(&recordings.dir_of(id), recordings.key(), &recordings.verifier_key)
+    commands::verify_stored(
+        &recordings.dir_of(id),
+        id,
+        recordings.key(),
+        &trusted(relay),
+        sightline_core::recording::Options::default(),
+    )
 }
 
 async fn verified_complete(relay: &TestRelay, id: &str) -> sightline_core::recording::Verified {
@@ -130,13 +141,16 @@ async fn a_session_is_recorded_verifiable_and_exports_to_webm() {
     }
     // Without the key, nothing decrypts.
     let other = age::x25519::Identity::generate();
-    let err = commands::verify_stored(&dir, &other, &relay.state.recordings.verifier_key).unwrap_err();
+    let err =
+        commands::verify_stored(&dir, &id, &other, &trusted(&relay), sightline_core::recording::Options::default())
+            .unwrap_err();
     assert!(format!("{err:#}").contains("cannot decrypt"), "{err:#}");
 
     // Export, then ffprobe reads VP8 1280x720 with a duration matching the frames (R27).
     let out = relay.dir.path().join("export");
     commands::export(&verified, &manifest, &relay.state.recordings.verifier_key, &out).unwrap();
-    commands::verify_exported(&out, &relay.state.recordings.verifier_key).expect("the export verifies");
+    commands::verify_exported(&out, &id, &trusted(&relay), sightline_core::recording::Options::default())
+        .expect("the export verifies");
     let webm = std::fs::read(out.join(commands::WEBM)).unwrap();
     assert!(webm.windows(KEYFRAME.len()).any(|w| w == KEYFRAME), "the probe finds the keyframe in plain video");
     let probe = std::process::Command::new("ffprobe")
@@ -160,7 +174,8 @@ async fn a_session_is_recorded_verifiable_and_exports_to_webm() {
     let edited =
         std::fs::read_to_string(out.join(commands::TIMELINE)).unwrap().replace("hello from IT", "hello from XX");
     std::fs::write(out.join(commands::TIMELINE), edited).unwrap();
-    let err = commands::verify_exported(&out, &relay.state.recordings.verifier_key).unwrap_err();
+    let err = commands::verify_exported(&out, &id, &trusted(&relay), sightline_core::recording::Options::default())
+        .unwrap_err();
     assert!(err.to_string().contains("timeline.jsonl differs"), "{err:#}");
 }
 

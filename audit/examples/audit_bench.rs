@@ -111,7 +111,8 @@ async fn main() -> anyhow::Result<()> {
     let verify_rate = report.records as f64 / t.elapsed().as_secs_f64();
 
     // 4. Inclusion proofs: checking one (record, proof, key), as an auditor or the browser does.
-    let node = NodeLog::load(&dir, None)?;
+    let key = std::fs::read_to_string(dir.join("audit.pub"))?;
+    let node = NodeLog::load(&dir, &sightline_audit::commands::TrustedKeys::new([key.clone()]))?;
     let note = node.newest_checkpoint().unwrap().clone();
     let cp = Checkpoint::open(&note, &key)?;
     let mut proof_us = Vec::new();

@@ -3,12 +3,19 @@
 //! `relay audit verify | prove | check-proof | checkpoint | consistency | check-consistency |
 //! export`. Verification names the first altered, removed, inserted or reordered record, or the
 //! first forged, inconsistent or missing checkpoint; exports merge several nodes' logs by time.
+//!
+//! The trust anchors are the auditor's own (`TrustedKeys`, from `--key` files the auditor keeps):
+//! the `audit.pub` inside a directory travels with the log it would vouch for, so a log re-signed
+//! with another key, that key beside it, would verify against it. It is named in the refusal as a
+//! hint and never used. Records after the newest checkpoint are signed by nothing yet: `verify`
+//! and `export` fail on them unless the auditor accepts such a tail (`accept_tail`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use sightline_core::audit::{
-    ConsistencyProof, InclusionProof, LogReport, LogVerifier, Record, Tree, VerifyError, leaf_hash, split_records,
+    ConsistencyProof, InclusionProof, LogReport, LogVerifier, Record, Tree, VerifyError, leaf_hash, origin_for_node,
+    split_records,
 };
 
 use super::files::{CHECKPOINT_FILE, LOG_FILE, PUBLIC_KEY_FILE, read_checkpoints};
@@ -25,23 +32,95 @@ pub struct NodeLog {
     pub report: LogReport,
 }
 
-/// The verifier key to trust: given by the auditor (`--key`), else the directory's `audit.pub`.
-pub fn verifier_key(dir: &Path, key: Option<&Path>) -> anyhow::Result<String> {
-    let path = key.map_or_else(|| dir.join(PUBLIC_KEY_FILE), Path::to_path_buf);
-    Ok(std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the verifier key {}", path.display()))?
-        .trim()
-        .to_owned())
+/// The verifier keys an auditor trusts: the only anchors any verification here uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedKeys(Vec<String>);
+
+impl TrustedKeys {
+    /// Reads signed-note verifier keys (`name+id+base64`), one per line, from the auditor's files.
+    pub fn load(files: &[PathBuf]) -> anyhow::Result<TrustedKeys> {
+        if files.is_empty() {
+            bail!("no trusted key: pass each node's verifier key with --key FILE (a copy you keep yourself)");
+        }
+        let mut keys = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the verifier key {}", file.display()))?;
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                if let Err(e) = sightline_core::recording::verifying_key_from_note(line) {
+                    bail!("{}: {line:?} is not a verifier key (name+id+base64): {e}", file.display());
+                }
+                keys.push(line.to_owned());
+            }
+        }
+        if keys.is_empty() {
+            bail!(
+                "no verifier key in {}",
+                files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(TrustedKeys(keys))
+    }
+
+    /// Trusts exactly these keys.
+    pub fn new(keys: impl IntoIterator<Item = String>) -> TrustedKeys {
+        TrustedKeys(keys.into_iter().map(|k| k.trim().to_owned()).collect())
+    }
+
+    /// The trusted key of node `node`. `travelling` is the key file that came with the data
+    /// (a log's `audit.pub`, an export's `relay.pub`): named in the refusal, never used.
+    pub fn for_node(&self, node: &str, travelling: &Path) -> anyhow::Result<&str> {
+        let name = origin_for_node(node);
+        if let Some(key) = self.0.iter().find(|k| k.split('+').next() == Some(name.as_str())) {
+            return Ok(key);
+        }
+        let hint = match std::fs::read_to_string(travelling) {
+            Ok(found) => format!(
+                "; {} holds {}, which travels with the data it would vouch for and so is not trusted: compare \
+                 it with the key the node's operator gave you before passing a copy of it with --key",
+                travelling.display(),
+                found.trim()
+            ),
+            Err(_) => String::new(),
+        };
+        bail!("no trusted key for node {node} (a key named {name}){hint}")
+    }
+
+    /// The one trusted key (for commands given a single key file).
+    fn only(&self) -> anyhow::Result<&str> {
+        match self.0.as_slice() {
+            [key] => Ok(key),
+            _ => bail!("give exactly one verifier key"),
+        }
+    }
+}
+
+/// The node whose log `dir` holds: its first checkpoint's origin, or its first record's node.
+fn node_of(dir: &Path, checkpoints: &[String], log: &[u8]) -> anyhow::Result<String> {
+    if let Some(origin) = checkpoints.first().and_then(|n| n.lines().next()) {
+        return origin
+            .strip_prefix("sightline.audit/")
+            .map(str::to_owned)
+            .with_context(|| format!("{}: checkpoint origin {origin:?} is not a Sightline node's", dir.display()));
+    }
+    let first = log.split(|&b| b == b'\n').next().filter(|l| !l.is_empty());
+    match first.map(Record::from_canonical) {
+        Some(Ok(record)) => Ok(record.node),
+        Some(Err(e)) => Err(anyhow::anyhow!("{}: record 0: {e}", dir.display())),
+        None => bail!("{}: the log is empty", dir.display()),
+    }
 }
 
 impl NodeLog {
-    /// Reads and verifies a node's audit directory; the error names the first bad record or
-    /// checkpoint.
-    pub fn load(dir: &Path, key: Option<&Path>) -> anyhow::Result<NodeLog> {
-        let verifier_key = verifier_key(dir, key)?;
+    /// Reads and verifies a node's audit directory against the auditor's trusted key for that
+    /// node; the error names the first bad record or checkpoint.
+    pub fn load(dir: &Path, trusted: &TrustedKeys) -> anyhow::Result<NodeLog> {
         let log_path = dir.join(LOG_FILE);
         let bytes = std::fs::read(&log_path).with_context(|| format!("cannot read {}", log_path.display()))?;
         let checkpoints = read_checkpoints(&dir.join(CHECKPOINT_FILE)).map_err(anyhow::Error::msg)?;
+        let node = node_of(dir, &checkpoints, &bytes)?;
+        let verifier_key =
+            trusted.for_node(&node, &dir.join(PUBLIC_KEY_FILE)).with_context(|| dir.display().to_string())?.to_owned();
         let fail = |e: VerifyError| anyhow::anyhow!("{}: {e}", dir.display());
         let mut verifier = LogVerifier::new(&checkpoints, &verifier_key).map_err(fail)?;
         let lines = split_records(&bytes).map_err(fail)?;
@@ -55,16 +134,37 @@ impl NodeLog {
     pub fn newest_checkpoint(&self) -> Option<&String> {
         self.checkpoints.last()
     }
+
+    /// Fails if records follow the newest checkpoint, unless `accept_tail`: they are chained to
+    /// the signed part but signed by nothing themselves, so anyone who can write the file can
+    /// append them.
+    pub fn require_anchored(&self, accept_tail: bool) -> anyhow::Result<()> {
+        let r = &self.report;
+        if r.uncovered == 0 || accept_tail {
+            return Ok(());
+        }
+        let covered = r.last_checkpoint.as_ref().map_or(0, |c| c.size);
+        bail!(
+            "{}: records {covered} to {} follow the newest checkpoint and are signed by nothing yet; a running \
+             relay signs the next checkpoint within --audit-checkpoint-ms, and one at shutdown. Verify again \
+             then, or pass --accept-tail to take them as unverified",
+            self.dir.display(),
+            r.records - 1
+        )
+    }
 }
 
-/// `relay audit verify`: every directory verified; a line per node.
-pub fn verify(dirs: &[PathBuf], key: Option<&Path>) -> anyhow::Result<()> {
+/// `relay audit verify`: every directory verified against the trusted keys; a line per node.
+/// Records after a node's newest checkpoint fail it unless `accept_tail`.
+pub fn verify(dirs: &[PathBuf], trusted: &TrustedKeys, accept_tail: bool) -> anyhow::Result<()> {
     for dir in dirs {
-        let log = NodeLog::load(dir, key)?;
+        let log = NodeLog::load(dir, trusted)?;
+        log.require_anchored(accept_tail)?;
         let r = &log.report;
         let last = r.last_checkpoint.as_ref().map_or("none".to_owned(), |c| format!("size {} root {}", c.size, c.root));
+        let unverified = if r.uncovered > 0 { " (accepted unverified)" } else { "" };
         println!(
-            "OK {}: node {}, {} records, {} checkpoints (newest: {last}), {} records after it, key {}",
+            "OK {}: node {}, {} records, {} checkpoints (newest: {last}), {} records after it{unverified}, key {}",
             dir.display(),
             r.node.as_deref().unwrap_or("-"),
             r.records,
@@ -77,8 +177,8 @@ pub fn verify(dirs: &[PathBuf], key: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// `relay audit prove --seq N`: the C2SP tlog-proof of record N against the newest checkpoint.
-pub fn prove(dir: &Path, key: Option<&Path>, seq: u64, record_out: Option<&Path>) -> anyhow::Result<String> {
-    let log = NodeLog::load(dir, key)?;
+pub fn prove(dir: &Path, trusted: &TrustedKeys, seq: u64, record_out: Option<&Path>) -> anyhow::Result<String> {
+    let log = NodeLog::load(dir, trusted)?;
     let note = log.newest_checkpoint().context("the log has no checkpoint yet")?;
     let checkpoint = sightline_core::audit::Checkpoint::open(note, &log.verifier_key)?;
     if seq >= checkpoint.size {
@@ -103,11 +203,12 @@ pub fn prove(dir: &Path, key: Option<&Path>, seq: u64, record_out: Option<&Path>
 
 /// `relay audit check-proof`: a record, its proof, the public key; nothing else.
 pub fn check_proof(record: &Path, proof: &Path, key: &Path) -> anyhow::Result<String> {
+    let key = TrustedKeys::load(&[key.to_owned()])?;
+    let key = key.only()?;
     let record = std::fs::read(record).with_context(|| format!("cannot read {}", record.display()))?;
     let record = record.strip_suffix(b"\n").unwrap_or(&record);
     let text = std::fs::read_to_string(proof).with_context(|| format!("cannot read {}", proof.display()))?;
-    let key = verifier_key(Path::new("."), Some(key))?;
-    let cp = InclusionProof::parse(&text)?.verify(record, &key)?;
+    let cp = InclusionProof::parse(&text)?.verify(record, key)?;
     Ok(format!(
         "OK: record {} is in the log of {} at size {} (root {})",
         Record::from_canonical(record)?.seq,
@@ -118,8 +219,8 @@ pub fn check_proof(record: &Path, proof: &Path, key: &Path) -> anyhow::Result<St
 }
 
 /// `relay audit consistency OLD`: proof that the current log extends an old checkpoint.
-pub fn consistency(dir: &Path, key: Option<&Path>, old: &Path) -> anyhow::Result<String> {
-    let log = NodeLog::load(dir, key)?;
+pub fn consistency(dir: &Path, trusted: &TrustedKeys, old: &Path) -> anyhow::Result<String> {
+    let log = NodeLog::load(dir, trusted)?;
     let old_note = std::fs::read_to_string(old).with_context(|| format!("cannot read {}", old.display()))?;
     let old_cp = sightline_core::audit::Checkpoint::open(&old_note, &log.verifier_key)
         .with_context(|| format!("{} is not a checkpoint of this node", old.display()))?;
@@ -143,10 +244,11 @@ pub fn consistency(dir: &Path, key: Option<&Path>, old: &Path) -> anyhow::Result
 
 /// `relay audit check-consistency`: a consistency proof and the public key.
 pub fn check_consistency(proof: &Path, key: &Path) -> anyhow::Result<String> {
+    let key = TrustedKeys::load(&[key.to_owned()])?;
+    let key = key.only()?;
     let text = std::fs::read_to_string(proof).with_context(|| format!("cannot read {}", proof.display()))?;
     let proof: ConsistencyProof = sightline_proto::strict::from_str(&text).context("not a consistency proof")?;
-    let key = verifier_key(Path::new("."), Some(key))?;
-    let (old, new) = proof.verify(&key)?;
+    let (old, new) = proof.verify(key)?;
     Ok(format!("OK: the log of {} at size {} extends its checkpoint of size {}", new.origin, new.size, old.size))
 }
 
@@ -191,18 +293,27 @@ pub enum Format {
     Cef,
 }
 
+/// How an export reads the logs: the auditor's trusted keys, and whether records after a node's
+/// newest checkpoint are taken (unverified) instead of failing the export.
+#[derive(Debug, Clone)]
+pub struct Anchors {
+    pub trusted: TrustedKeys,
+    pub accept_tail: bool,
+}
+
 /// `relay audit export`: the records of every node that match, merged by time (then node and
 /// sequence number), as canonical JSON lines or CEF. Each log is verified first.
 pub fn export(
     dirs: &[PathBuf],
-    key: Option<&Path>,
+    anchors: &Anchors,
     filter: &Filter,
     format: Format,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<usize> {
     let mut all: Vec<(Record, Vec<u8>)> = Vec::new();
     for dir in dirs {
-        let log = NodeLog::load(dir, key)?;
+        let log = NodeLog::load(dir, &anchors.trusted)?;
+        log.require_anchored(anchors.accept_tail)?;
         for (record, line) in log.records.into_iter().zip(log.lines) {
             if filter.matches(&record) {
                 all.push((record, line));

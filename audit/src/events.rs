@@ -286,6 +286,26 @@ impl Event {
     }
 }
 
+/// The detail of a `device.enrolled` record: the device, and the key it enrolled with, so that
+/// verifiers check receipts and seals against the key the log recorded for the device, not the
+/// one a store holds now. `token` names the enrolment token (a prefix of its stored hash) and
+/// `created_by` who made it.
+pub fn device_enrolled_detail(
+    name: &str,
+    segment: &str,
+    public_key_hex: &str,
+    token: &str,
+    created_by: &str,
+) -> String {
+    format!("{name} in segment {segment}; key ed25519:{public_key_hex}; token {token} created by {created_by}")
+}
+
+/// The Ed25519 public key (hex) a `device.enrolled` record's detail names.
+pub fn enrolled_key(detail: &str) -> Option<&str> {
+    let key = detail.split("; key ed25519:").nth(1)?.get(..64)?;
+    key.bytes().all(|b| b.is_ascii_hexdigit()).then_some(key)
+}
+
 /// Waiting for events to be durable.
 pub type Commit<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AuditUnavailable>> + Send + 'a>>;
 
@@ -318,6 +338,16 @@ impl EventSink for MemorySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_enrolment_record_names_its_key() {
+        let key = "ab".repeat(32);
+        let detail = device_enrolled_detail("front-desk", "office", &key, "3f2a9c0d1e2b4a5f", "ada");
+        assert_eq!(enrolled_key(&detail), Some(key.as_str()));
+        // Records written before keys were on the record name none.
+        assert_eq!(enrolled_key("front-desk in segment office"), None);
+        assert_eq!(enrolled_key("x; key ed25519:not-hex-at-all"), None);
+    }
 
     #[test]
     fn every_event_kind_is_registered_with_a_unique_dotted_name() {

@@ -43,6 +43,8 @@ pub enum OpenError {
         "the audit log in {dir} does not verify ({why}); the relay will not append to a damaged log: keep it as evidence, move the directory aside and start again"
     )]
     Damaged { dir: PathBuf, why: String },
+    #[error("the audit log in {dir} is not the log this node published a checkpoint of: {why}")]
+    NotAsPublished { dir: PathBuf, why: crate::PublishedMismatch },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {

@@ -86,6 +86,21 @@ impl AuditUnavailable {
     pub const PUBLIC: &'static str = "the audit log cannot be written; security actions are refused until it can";
 }
 
+/// Why this log is not the one the node published a checkpoint of.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishedMismatch {
+    #[error("the published checkpoint does not open with this node's key: {0}")]
+    NotThisNode(String),
+    #[error(
+        "the log holds {local} records, but the node published a checkpoint of {published} (root {root}): records were cut off the log"
+    )]
+    Shorter { local: u64, published: u64, root: String },
+    #[error(
+        "the log's first {size} records have root {local}, but the node published root {published} for them: records were rewritten"
+    )]
+    Rewritten { size: u64, local: String, published: String },
+}
+
 /// What the writer has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -127,7 +142,21 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// Opens (or creates) the log, verifies what is there, and starts the writer.
     pub fn open(settings: &AuditSettings) -> Result<AuditLog, OpenError> {
+        AuditLog::open_as_published(settings, None)
+    }
+
+    /// Opens the log as `open` does, and first checks it against the newest checkpoint this node
+    /// published where it cannot take it back (the shared store): the log must hold at least as
+    /// many records, and the same ones. A log or checkpoint file cut back or rewritten since is
+    /// refused before anything is written or signed, naming the difference.
+    pub fn open_as_published(settings: &AuditSettings, published: Option<&str>) -> Result<AuditLog, OpenError> {
         let files = AuditFiles::open(settings)?;
+        if let Some(note) = published {
+            let index = files.index();
+            let index = index.read().unwrap_or_else(|e| e.into_inner());
+            check_published(&index.tree, files.verifier_key(), note)
+                .map_err(|why| OpenError::NotAsPublished { dir: settings.dir.clone(), why })?;
+        }
         let node = settings.node.clone();
         let verifier_key = files.verifier_key().to_owned();
         let size = files.size();
@@ -161,6 +190,11 @@ impl AuditLog {
     /// The signed-note verifier key of this node's checkpoints.
     pub fn verifier_key(&self) -> &str {
         &self.verifier_key
+    }
+
+    /// The newest checkpoint this node signed (its note), if any.
+    pub fn newest_checkpoint(&self) -> Option<String> {
+        self.index.read().unwrap_or_else(|e| e.into_inner()).checkpoint.as_ref().map(|(_, note)| note.clone())
     }
 
     pub fn progress(&self) -> Progress {
@@ -244,6 +278,32 @@ impl crate::events::EventSink for AuditLog {
     fn available(&self) -> Result<(), AuditUnavailable> {
         AuditLog::available(self)
     }
+}
+
+/// Checks `tree` against `note`, a checkpoint the node published: at least as many records, the
+/// same root at the published size.
+fn check_published(
+    tree: &sightline_core::audit::Tree,
+    verifier_key: &str,
+    note: &str,
+) -> Result<(), PublishedMismatch> {
+    let published = sightline_core::audit::Checkpoint::open(note, verifier_key)
+        .map_err(|e| PublishedMismatch::NotThisNode(e.to_string()))?;
+    let local = tree.size();
+    if local < published.size {
+        return Err(PublishedMismatch::Shorter { local, published: published.size, root: published.root.to_string() });
+    }
+    if published.size > 0 {
+        let root = tree.root(published.size).map_err(|e| PublishedMismatch::NotThisNode(e.to_string()))?;
+        if root != published.root {
+            return Err(PublishedMismatch::Rewritten {
+                size: published.size,
+                local: root.to_string(),
+                published: published.root.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The node's evidence key (audit checkpoints and recording manifests), from the audit

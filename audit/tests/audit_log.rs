@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sightline_audit::commands::{self, Filter, Format, NodeLog};
+use sightline_audit::commands::{self, Anchors, Filter, Format, NodeLog, TrustedKeys};
 use sightline_audit::events::{Event, EventKind, EventSink, Outcome, SessionFacts};
 use sightline_audit::{AuditLog, AuditSettings, CliSink};
 use sightline_core::audit::{AuditKey, Checkpoint, Record, origin_for_node};
@@ -40,6 +40,15 @@ fn event(i: u64, kind: EventKind) -> Event {
             unattended: false,
         }),
     }
+}
+
+/// The node's key as the auditor keeps it: a copy taken from the genuine log.
+fn pinned(dir: &Path) -> TrustedKeys {
+    TrustedKeys::new([std::fs::read_to_string(dir.join("audit.pub")).unwrap()])
+}
+
+fn anchors(dir: &Path) -> Anchors {
+    Anchors { trusted: pinned(dir), accept_tail: false }
 }
 
 fn read_lines(dir: &Path) -> Vec<Vec<u8>> {
@@ -98,7 +107,7 @@ async fn the_log_verifies_and_continues_its_chain_across_restarts() {
     assert_eq!(log.progress().size, 12);
     log.append(event(12, EventKind::Logout));
     log.close();
-    let node = NodeLog::load(&dir, None).unwrap();
+    let node = NodeLog::load(&dir, &pinned(&dir)).unwrap();
     assert_eq!(node.report.records, 13);
     assert_eq!(node.report.uncovered, 0, "closing signs a final checkpoint");
     assert_eq!(node.records[12].prev, sightline_core::audit::leaf_hash(&node.lines[11]).to_string());
@@ -127,7 +136,8 @@ async fn checkpoints_come_every_n_records_and_after_the_interval() {
 #[tokio::test]
 async fn tampered_copies_fail_verification_and_name_the_record_or_checkpoint() {
     let (tmp, dir) = written_log(12);
-    commands::verify(std::slice::from_ref(&dir), None).unwrap();
+    let trusted = pinned(&dir);
+    commands::verify(std::slice::from_ref(&dir), &trusted, false).unwrap();
     let lines = read_lines(&dir);
     let write = |name: &str, lines: &[Vec<u8>]| -> PathBuf {
         let copy = tmp.path().join(name);
@@ -136,7 +146,7 @@ async fn tampered_copies_fail_verification_and_name_the_record_or_checkpoint() {
         std::fs::write(copy.join("log.jsonl"), bytes).unwrap();
         copy
     };
-    let failure = |copy: &Path| commands::verify(&[copy.to_owned()], None).unwrap_err().to_string();
+    let failure = |copy: &Path| format!("{:#}", commands::verify(&[copy.to_owned()], &trusted, false).unwrap_err());
 
     // A flipped byte inside record 4's actor (still valid JSON).
     let mut flipped = lines.clone();
@@ -181,14 +191,90 @@ async fn tampered_copies_fail_verification_and_name_the_record_or_checkpoint() {
     let err = failure(&resigned);
     assert!(err.contains(&format!("checkpoint #{}", notes.len())) && err.contains("signature"), "{err}");
     // The forger's own key verifies it, but an auditor holding the node's key is not fooled.
-    assert!(commands::verify(&[resigned], None).is_err());
+    assert!(commands::verify(&[resigned], &trusted, false).is_err());
+}
+
+/// Every checkpoint re-signed with a foreign key under the node's name, and that key put in the
+/// copy's audit.pub: the copy vouches for itself, and the auditor's pinned key refuses it.
+#[tokio::test]
+async fn a_log_re_signed_with_a_foreign_key_fails_against_the_pinned_key() {
+    let (tmp, dir) = written_log(12);
+    let trusted = pinned(&dir);
+    let copy = tmp.path().join("resigned");
+    copy_dir(&dir, &copy);
+    let forger = AuditKey::from_seed(&origin_for_node("relay-a"), &[9; 32]).unwrap();
+    let key = std::fs::read_to_string(dir.join("audit.pub")).unwrap();
+    let notes: Vec<String> = std::fs::read_to_string(dir.join("checkpoints.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text: String = notes
+        .iter()
+        .map(|n| {
+            let cp = Checkpoint::open(n, key.trim()).unwrap();
+            serde_json::to_string(&forger.sign(cp.size, cp.root).unwrap()).unwrap() + "\n"
+        })
+        .collect();
+    std::fs::write(copy.join("checkpoints.jsonl"), text).unwrap();
+    std::fs::write(copy.join("audit.pub"), format!("{}\n", forger.verifier_key())).unwrap();
+
+    let err = format!("{:#}", commands::verify(std::slice::from_ref(&copy), &trusted, false).unwrap_err());
+    assert!(err.contains("checkpoint #1") && err.contains("signature"), "{err}");
+    // Control: the copy is otherwise a sound log, which the forger's key would accept.
+    let forgers = TrustedKeys::new([forger.verifier_key().to_owned()]);
+    commands::verify(std::slice::from_ref(&copy), &forgers, false).unwrap();
+
+    // Without a key for the node nothing is verified, and the key in the copy is only named.
+    let stranger = AuditKey::from_seed(&origin_for_node("relay-b"), &[3; 32]).unwrap();
+    let none = TrustedKeys::new([stranger.verifier_key().to_owned()]);
+    let err = format!("{:#}", commands::verify(std::slice::from_ref(&copy), &none, false).unwrap_err());
+    assert!(err.contains("no trusted key for node relay-a"), "{err}");
+    assert!(err.contains(forger.verifier_key()) && err.contains("not trusted"), "{err}");
+}
+
+/// A record appended after the newest checkpoint, chained correctly to the one before it, is
+/// signed by nothing: verify and export fail on it unless the auditor accepts a tail.
+#[tokio::test]
+async fn records_after_the_newest_checkpoint_fail_unless_the_auditor_accepts_a_tail() {
+    let (_tmp, dir) = written_log(6);
+    let trusted = pinned(&dir);
+    let lines = read_lines(&dir);
+    let last = Record::from_canonical(lines.last().unwrap()).unwrap();
+    let forged = Record {
+        seq: last.seq + 1,
+        ts_ms: last.ts_ms + 1,
+        kind: "auth.unlocked".into(),
+        actor: "mallory".into(),
+        detail: "forged".into(),
+        prev: sightline_core::audit::leaf_hash(lines.last().unwrap()).to_string(),
+        ..last
+    };
+    let mut bytes = std::fs::read(dir.join("log.jsonl")).unwrap();
+    bytes.extend(forged.canonical());
+    bytes.push(b'\n');
+    std::fs::write(dir.join("log.jsonl"), bytes).unwrap();
+
+    let err = format!("{:#}", commands::verify(std::slice::from_ref(&dir), &trusted, false).unwrap_err());
+    assert!(err.contains("records 6 to 6 follow the newest checkpoint"), "{err}");
+    let mut out = Vec::new();
+    let exported =
+        commands::export(std::slice::from_ref(&dir), &anchors(&dir), &Filter::default(), Format::Jsonl, &mut out);
+    assert!(exported.is_err() && out.is_empty(), "nothing is exported from an unanchored log");
+    // The auditor who accepts a tail gets it, marked as such, and the chain still holds.
+    commands::verify(std::slice::from_ref(&dir), &trusted, true).unwrap();
+    let tail = Anchors { trusted, accept_tail: true };
+    assert_eq!(
+        commands::export(std::slice::from_ref(&dir), &tail, &Filter::default(), Format::Jsonl, &mut out).unwrap(),
+        7
+    );
 }
 
 #[tokio::test]
 async fn proofs_verify_with_only_the_record_the_proof_and_the_key() {
     let (tmp, dir) = written_log(9);
     let record_path = tmp.path().join("record.json");
-    let proof = commands::prove(&dir, None, 4, Some(&record_path)).unwrap();
+    let proof = commands::prove(&dir, &pinned(&dir), 4, Some(&record_path)).unwrap();
     let proof_path = tmp.path().join("record.tlog-proof");
     std::fs::write(&proof_path, &proof).unwrap();
     let key = dir.join("audit.pub");
@@ -200,13 +286,13 @@ async fn proofs_verify_with_only_the_record_the_proof_and_the_key() {
 
     // Consistency: a checkpoint kept now, more records later.
     let old = tmp.path().join("old.checkpoint");
-    std::fs::write(&old, NodeLog::load(&dir, None).unwrap().newest_checkpoint().unwrap()).unwrap();
+    std::fs::write(&old, NodeLog::load(&dir, &pinned(&dir)).unwrap().newest_checkpoint().unwrap()).unwrap();
     let log = AuditLog::open(&settings(&dir, "relay-a")).unwrap();
     for i in 9..30 {
         log.append(event(i, EventKind::Login));
     }
     log.close();
-    let proof = commands::consistency(&dir, None, &old).unwrap();
+    let proof = commands::consistency(&dir, &pinned(&dir), &old).unwrap();
     let proof_path = tmp.path().join("consistency.json");
     std::fs::write(&proof_path, proof).unwrap();
     let ok = commands::check_consistency(&proof_path, &key).unwrap();
@@ -225,8 +311,13 @@ async fn export_filters_and_merges_nodes_by_time() {
     }
     log_a.close();
     log_b.close();
+    // The auditor holds both nodes' keys, in one file.
+    let keys = tmp.path().join("keys");
+    let both = [&a, &b].map(|d| std::fs::read_to_string(d.join("audit.pub")).unwrap()).concat();
+    std::fs::write(&keys, both).unwrap();
+    let both = Anchors { trusted: TrustedKeys::load(&[keys]).unwrap(), accept_tail: false };
     let mut out = Vec::new();
-    let n = commands::export(&[a.clone(), b.clone()], None, &Filter::default(), Format::Jsonl, &mut out).unwrap();
+    let n = commands::export(&[a.clone(), b.clone()], &both, &Filter::default(), Format::Jsonl, &mut out).unwrap();
     assert_eq!(n, 6);
     let records: Vec<Record> =
         out.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(|l| Record::from_canonical(l).unwrap()).collect();
@@ -236,7 +327,7 @@ async fn export_filters_and_merges_nodes_by_time() {
 
     let filter = Filter { ticket: Some("INC-1".into()), ..Filter::default() };
     let mut out = Vec::new();
-    assert_eq!(commands::export(&[a.clone(), b.clone()], None, &filter, Format::Cef, &mut out).unwrap(), 3);
+    assert_eq!(commands::export(&[a.clone(), b.clone()], &both, &filter, Format::Cef, &mut out).unwrap(), 3);
     let text = String::from_utf8(out).unwrap();
     for line in text.lines() {
         let (fields, pairs) = sightline_audit::cef::parse(line).unwrap();
@@ -263,7 +354,7 @@ async fn a_cli_command_beside_a_running_relay_writes_into_the_relays_log() {
     cli.committed().await.unwrap();
     ingest.abort();
     relay_log.close();
-    let node = NodeLog::load(&dir, None).unwrap();
+    let node = NodeLog::load(&dir, &pinned(&dir)).unwrap();
     assert_eq!(node.records.len(), 2);
     assert_eq!(node.records[1].kind, "auth.unlocked");
     assert_eq!(node.records[1].actor, "cli");
@@ -317,7 +408,7 @@ async fn an_unwritable_log_fails_closed_and_recovers_when_space_returns() {
     log.committed().await.unwrap();
     assert!(log.available().is_ok());
     log.close();
-    let node = NodeLog::load(&dir, None).unwrap();
+    let node = NodeLog::load(&dir, &pinned(&dir)).unwrap();
     assert_eq!(node.records.len() as u64, i + 1, "every event kept, none twice");
 }
 

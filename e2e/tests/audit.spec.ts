@@ -83,8 +83,10 @@ test('a session leaves asked, allowed with levels, paused, resumed and ended in 
   expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
 
   // The relay's verifier, on the live directory (a checkpoint comes within a second).
-  await expect.poll(() => relayCli(['audit', 'verify', '--dir', relay.auditDir]).status, { timeout: 10_000 }).toBe(0);
-  const ok = relayCli(['audit', 'verify', '--dir', relay.auditDir]);
+  // Until then the records after the newest checkpoint are signed by nothing, and verify says so.
+  const pinned = relay.pinnedKey();
+  await expect.poll(() => relayCli(['audit', 'verify', '--dir', relay.auditDir, '--key', pinned]).status, { timeout: 10_000 }).toBe(0);
+  const ok = relayCli(['audit', 'verify', '--dir', relay.auditDir, '--key', pinned]);
   expect(ok.stdout).toMatch(/^OK .*node relay-e2e, \d+ records/);
 
   // A copy with one byte of the allowed record changed (still valid JSON) fails and names it.
@@ -93,7 +95,7 @@ test('a session leaves asked, allowed with levels, paused, resumed and ended in 
   const lines = fs.readFileSync(path.join(copy, 'log.jsonl'), 'utf8').split('\n');
   lines[allowed.seq] = lines[allowed.seq].replace('"user@front-desk"', '"user@front-dest"');
   fs.writeFileSync(path.join(copy, 'log.jsonl'), lines.join('\n'));
-  const bad = relayCli(['audit', 'verify', '--dir', copy]);
+  const bad = relayCli(['audit', 'verify', '--dir', copy, '--key', pinned]);
   expect(bad.status).not.toBe(0);
   expect(bad.stderr).toContain(`record ${allowed.seq}: altered`);
 });
@@ -198,7 +200,7 @@ test('with the audit disk full, the running session ends, sign-in and session re
   expect(await (await fetch(`http://127.0.0.1:${relay.port}/healthz`)).json()).toEqual({ status: 'ok' });
   await expect.poll(() => signInOutcome(w!.admin, relay), { timeout: 20_000 }).toBe('');
   await relay.proc.kill();
-  const verify = relayCli(['audit', 'verify', '--dir', relay.auditDir]);
+  const verify = relayCli(['audit', 'verify', '--dir', relay.auditDir, '--key', relay.pinnedKey()]);
   expect(verify.status, verify.stderr).toBe(0);
 });
 
@@ -231,11 +233,15 @@ test('two relays on Redis: a node killed with SIGKILL loses none of its acknowle
   await tokens(again, 1);
   await asAdmin.dispose();
   expect(created(again)).toHaveLength(13);
-  const verify = relayCli(['audit', 'verify', '--dir', nodeA.auditDir, '--dir', nodeB.auditDir]);
+  // Both nodes run on: each signs a checkpoint over its newest records within a second.
+  const keys = ['--key', nodeA.pinnedKey(), '--key', nodeB.pinnedKey()];
+  const verifyBoth = () => relayCli(['audit', 'verify', '--dir', nodeA.auditDir, '--dir', nodeB.auditDir, ...keys]);
+  await expect.poll(() => verifyBoth().status, { timeout: 10_000 }).toBe(0);
+  const verify = verifyBoth();
   expect(verify.status, verify.stderr).toBe(0);
   expect(verify.stdout).toContain('node node-a');
   expect(verify.stdout).toContain('node node-b');
-  const exported = relayCli(['audit', 'export', '--dir', nodeA.auditDir, '--dir', nodeB.auditDir, '--kind', 'device.token_created']);
+  const exported = relayCli(['audit', 'export', '--dir', nodeA.auditDir, '--dir', nodeB.auditDir, ...keys, '--accept-tail', '--kind', 'device.token_created']);
   expect(exported.status, exported.stderr).toBe(0);
   const merged = exported.stdout.trim().split('\n').map((l) => JSON.parse(l) as AuditRecord);
   expect(merged).toHaveLength(20);
@@ -249,13 +255,18 @@ test('the Audit page verifies what the relay serves, in the browser, against the
   await admin.getByTestId('tab-audit').click();
   const verdict = admin.getByTestId('audit-verification');
   const enrolled = admin.getByTestId('audit-row').and(admin.locator('[data-kind="user.enrolled"]'));
+  // Nothing is verified against the key the relay sends with the page; the auditor pins theirs.
+  const key = fs.readFileSync(w.relay.pinnedKey(), 'utf8').trim();
+  await expect(verdict).toHaveAttribute('data-state', 'unpinned');
+  await expect(verdict).toContainText(key);
+  await admin.locator('textarea[name="audit-keys"]').fill(key);
+  await admin.getByTestId('audit-pin').click();
   // A checkpoint covers new records within a second; until then they show as not yet covered.
   await expect.poll(async () => {
     await admin.getByTestId('audit-search').click();
     await expect(enrolled.first()).toBeVisible();
     return `${await verdict.getAttribute('data-state')} ${await enrolled.first().getAttribute('data-proof')}`;
   }, { timeout: 10_000 }).toBe('verified verified');
-  const key = fs.readFileSync(path.join(w.relay.auditDir, 'audit.pub'), 'utf8').trim();
   await expect(verdict).toContainText(key);
   await expect(verdict).toContainText('node relay-page');
   await expect(enrolled.last()).toHaveAttribute('data-proof', 'verified');
@@ -266,6 +277,20 @@ test('the Audit page verifies what the relay serves, in the browser, against the
   await expect(admin.getByTestId('audit-row').first()).toHaveAttribute('data-kind', /^device\./);
   await expect(admin.getByTestId('audit-row').and(admin.locator('[data-kind="user.enrolled"]'))).toHaveCount(0);
   await admin.locator('input[name="audit-kind"]').fill('');
+
+  // Whoever serves the page drops the proof of a record the checkpoint covers (so an altered
+  // record would pass as "not yet checkpointed"): the browser fails it. The control is the
+  // verified answer above, served untouched.
+  await admin.route('**/api/audit/records*', async (route) => {
+    const served = await (await route.fetch()).json();
+    const covered = served.records.find((r: { line: string; proof: string[] | null }) => r.proof !== null);
+    covered.proof = null;
+    await route.fulfill({ json: served });
+  });
+  await admin.getByTestId('audit-search').click();
+  await expect(verdict).toHaveAttribute('data-state', 'failed');
+  await expect(verdict).toContainText('no proof, though the checkpoint covers');
+  await admin.unroute('**/api/audit/records*');
 
   // Someone edits a record on the relay's disk (same length, still valid JSON): the relay serves
   // the edited line with the proof of the original, and the browser says so.

@@ -165,7 +165,7 @@ test('recording cost: relay CPU with and without the recorder, disk per minute, 
         const [id] = fs.readdirSync(dir);
         await expect.poll(() => w.relay.recordingCli(['list']).stdout.includes('"complete":true')).toBe(true);
         const verifyStart = Date.now();
-        const verified = w.relay.recordingCli(['verify', id]);
+        const verified = w.relay.recordingCli(['verify', id, '--key', w.relay.pinnedKey()]);
         const verifyMs = Date.now() - verifyStart;
         const report = JSON.parse(verified.stdout);
         const bytes = bytesUnder(path.join(dir, id));

@@ -140,7 +140,19 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
 export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined>; siem?: string[]; siemCa?: string; siemFormat?: 'json' | 'cef'; args?: string[]; requestLimits?: { operator: number; device: number } | 'defaults'; tls?: { ca: string; cert: string; key: string } }
 
 export class Relay {
+  private pinned?: string;
   constructor(public proc: Proc, public port: number, public dataDir: string, public opts: RelayOptions = {}) {}
+  /**
+   * The node's verifier key as an auditor keeps it: copied once, outside the node's data, and
+   * passed to every verification with `--key` (the key inside the data is never trusted).
+   */
+  pinnedKey(): string {
+    if (this.pinned === undefined) {
+      this.pinned = path.join(tempDir('pinned-key'), 'relay.pub');
+      fs.copyFileSync(path.join(this.auditDir, 'audit.pub'), this.pinned);
+    }
+    return this.pinned;
+  }
   /** This node's audit directory. */
   get auditDir(): string { return this.opts.auditDir ?? path.join(this.dataDir, 'audit'); }
   /** The audit log's records, parsed (each line is one canonical JSON record). */

@@ -203,7 +203,7 @@ async function endAndExport(world: World): Promise<string> {
     return id;
   }, { message: 'the recording is closed' }).not.toBe('');
   const out = tempDir('export');
-  const exported = world.relay.recordingCli(['export', id, '--out', out]);
+  const exported = world.relay.recordingCli(['export', id, '--out', out, '--key', world.relay.pinnedKey()]);
   expect(exported.status, exported.stderr).toBe(0);
   return path.join(out, 'recording.webm');
 }

@@ -39,12 +39,12 @@ function probe(file: string): { codec: string; width: number; height: number; du
   return { codec: out.streams[0].codec_name, width: out.streams[0].width, height: out.streams[0].height, duration: Number(out.format.duration) };
 }
 
-/** A copy of an export with `edit` applied; verify must fail and name `expected`. */
-function tampered(exported: string, edit: (dir: string) => void, expected: RegExp): void {
+/** A copy of export `id` with `edit` applied; verify must fail and name `expected`. */
+function tampered(id: string, exported: string, edit: (dir: string) => void, expected: RegExp): void {
   const copy = tempDir('tampered');
   fs.cpSync(exported, copy, { recursive: true });
   edit(copy);
-  const r = w!.relay.recordingCli(['verify', '--dir', copy]);
+  const r = w!.relay.recordingCli(['verify', id, '--dir', copy, '--key', w!.relay.pinnedKey()]);
   expect(r.status, r.stdout).not.toBe(0);
   expect(r.stderr).toMatch(expected);
 }
@@ -124,8 +124,12 @@ test('a session with an elevation, input, chat and a pause is recorded; the audi
     id = hit?.id ?? '';
     return id;
   }).not.toBe('');
-  const verified = w.relay.recordingCli(['verify', id]);
+  const pinned = w.relay.pinnedKey();
+  // Checked against the audit log too: every chunk's record is written before the close's.
+  await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'recording.closed' && r.session?.session_id === id)).toBe(true);
+  const verified = w.relay.recordingCli(['verify', id, '--key', pinned, '--audit-dir', w.relay.auditDir]);
   expect(verified.status, verified.stderr).toBe(0);
+  expect(verified.stderr).toContain('against the audit log');
   const report = JSON.parse(verified.stdout) as Report;
   expect(report.complete).toBe(true);
   expect(report.end_reason).toBe('the user ended the session');
@@ -135,10 +139,10 @@ test('a session with an elevation, input, chat and a pause is recorded; the audi
 
   // The export is itself evidence: an audit record names it.
   const out = tempDir('export');
-  const exported = w.relay.recordingCli(['export', id, '--out', out]);
+  const exported = w.relay.recordingCli(['export', id, '--out', out, '--key', pinned]);
   expect(exported.status, exported.stderr).toBe(0);
   await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'recording.exported' && r.subject === `recording:${id}`)).toBe(true);
-  const again = w.relay.recordingCli(['verify', '--dir', out]);
+  const again = w.relay.recordingCli(['verify', id, '--dir', out, '--key', pinned]);
   expect(again.status, again.stderr).toBe(0);
 
   // ffprobe: VP8 1280x720, as long as the frames span (the pause included: the video holds).
@@ -181,17 +185,26 @@ test('a session with an elevation, input, chat and a pause is recorded; the audi
 
   // Tampered copies: each is refused, naming what changed (the control: the export verified).
   const chunk = (dir: string, n: number) => path.join(dir, 'chunks', `${String(n).padStart(6, '0')}.bin`);
-  tampered(out, (d) => { const b = fs.readFileSync(chunk(d, 1)); b[b.length - 5] ^= 1; fs.writeFileSync(chunk(d, 1), b); }, /chunk 1: SHA-256/);
-  tampered(out, (d) => fs.rmSync(chunk(d, 2)), /chunk 2 is missing/);
-  tampered(out, (d) => { fs.renameSync(chunk(d, 1), chunk(d, 99)); fs.renameSync(chunk(d, 3), chunk(d, 1)); fs.renameSync(chunk(d, 99), chunk(d, 3)); }, /chunk 1: SHA-256/);
-  tampered(out, (d) => {
+  tampered(id, out, (d) => { const b = fs.readFileSync(chunk(d, 1)); b[b.length - 5] ^= 1; fs.writeFileSync(chunk(d, 1), b); }, /chunk 1: SHA-256/);
+  tampered(id, out, (d) => fs.rmSync(chunk(d, 2)), /chunk 2 is missing/);
+  tampered(id, out, (d) => { fs.renameSync(chunk(d, 1), chunk(d, 99)); fs.renameSync(chunk(d, 3), chunk(d, 1)); fs.renameSync(chunk(d, 99), chunk(d, 3)); }, /chunk 1: SHA-256/);
+  tampered(id, out, (d) => {
     const f = path.join(d, 'timeline.jsonl');
     fs.writeFileSync(f, fs.readFileSync(f, 'utf8').replace('checking your mail settings', 'checking nothing'));
   }, /timeline.jsonl differs/);
-  // Another relay's key: its signature is not this node's.
+  // A key inside the export is never trusted: another relay's key put in relay.pub changes nothing,
+  // and an auditor who pinned another relay's key is refused. (A manifest re-signed with a foreign
+  // key and shipped with it fails against the pinned key: recording/tests.)
   const other = await world(browser, { name: 'other' }, { node: 'relay-other' });
   try {
-    tampered(out, (d) => fs.copyFileSync(path.join(other.relay.auditDir, 'audit.pub'), path.join(d, 'relay.pub')), /signature does not verify/);
+    const swapped = tempDir('swapped-key');
+    fs.cpSync(out, swapped, { recursive: true });
+    fs.copyFileSync(path.join(other.relay.auditDir, 'audit.pub'), path.join(swapped, 'relay.pub'));
+    const still = w.relay.recordingCli(['verify', id, '--dir', swapped, '--key', pinned]);
+    expect(still.status, still.stderr).toBe(0);
+    const wrong = w.relay.recordingCli(['verify', id, '--dir', out, '--key', other.relay.pinnedKey()]);
+    expect(wrong.status).not.toBe(0);
+    expect(wrong.stderr).toMatch(/no trusted key for node/);
   } finally {
     await stopWorld(other);
   }
@@ -231,7 +244,7 @@ test('a relay killed mid-session leaves a recording that verifies up to the kill
   await w.relay.proc.kill('SIGKILL');
   const [hit] = listed(w);
   expect(hit.complete).toBe(false);
-  const verified = w.relay.recordingCli(['verify', hit.id]);
+  const verified = w.relay.recordingCli(['verify', hit.id, '--key', w.relay.pinnedKey()]);
   expect(verified.status, verified.stderr).toBe(0);
   expect(verified.stderr).toContain('INCOMPLETE');
   const report = JSON.parse(verified.stdout) as Report;
@@ -240,7 +253,7 @@ test('a relay killed mid-session leaves a recording that verifies up to the kill
   expect(killedAt - report.last_ms).toBeLessThan(2_000);
   expect(report.last_ms - report.started_ms).toBeGreaterThan(6_000);
   const out = tempDir('export');
-  const exported = w.relay.recordingCli(['export', hit.id, '--out', out]);
+  const exported = w.relay.recordingCli(['export', hit.id, '--out', out, '--key', w.relay.pinnedKey()]);
   expect(exported.status, exported.stderr).toBe(0);
   const video = probe(path.join(out, 'recording.webm'));
   expect(video.codec).toBe('vp8');

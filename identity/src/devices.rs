@@ -22,7 +22,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::{EnrolmentToken, Identity, IdentityError, Revocation, TokenPurpose, random_bytes};
-use sightline_audit::events::{EventKind, Outcome};
+use sightline_audit::events::{EventKind, Outcome, device_enrolled_detail};
 use sightline_store::Collection;
 
 /// An enrolled agent.
@@ -84,7 +84,7 @@ impl Identity {
             Err(e) => return Err(refused(e)),
         }
         let record = self.consume_token(token).await.map_err(refused)?;
-        let TokenPurpose::Agent { segment, .. } = record.purpose else {
+        let TokenPurpose::Agent { segment, created_by } = record.purpose else {
             return Err(refused(IdentityError::BadRequest("this is not an agent enrolment token".into())));
         };
         let device = Device {
@@ -102,7 +102,13 @@ impl Identity {
             &format!("device:{}", device.id),
             None,
             source,
-            format!("{} in segment {}", device.name, device.segment),
+            device_enrolled_detail(
+                &device.name,
+                &device.segment,
+                &device.public_key,
+                &super::token_id(token),
+                &created_by,
+            ),
         );
         Ok(device)
     }

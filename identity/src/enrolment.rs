@@ -285,7 +285,14 @@ impl Identity {
                 AGENT_TOKEN_TTL_MS,
             )
             .await?;
-        self.emit(EventKind::DeviceTokenCreated, Outcome::Success, actor, None, source, format!("segment {segment}"));
+        self.emit(
+            EventKind::DeviceTokenCreated,
+            Outcome::Success,
+            actor,
+            None,
+            source,
+            format!("segment {segment}; token {}", token_id(&token)),
+        );
         self.audit_committed().await?;
         Ok(token)
     }

@@ -205,6 +205,12 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
+/// How audit records name an enrolment token: a prefix of its stored hash (names the token
+/// without letting the record be used as one).
+pub fn token_id(token: &str) -> String {
+    token_hash(token)[..16].to_owned()
+}
+
 fn lockout_key_account(user_id: &str) -> String {
     format!("account:{user_id}")
 }
@@ -446,6 +452,29 @@ mod tests {
             .await
             .unwrap();
         auth
+    }
+
+    /// The device's key, the token it used and the admin who made that token are on the record
+    /// (R18, R39): verifiers check receipts and seals against the key the log holds, so a key
+    /// swapped in the store later is not the enrolled one.
+    #[tokio::test]
+    async fn an_enrolment_puts_the_devices_key_its_token_and_its_admin_on_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = MemorySink::default();
+        let identity =
+            for_tests(Store::new(Arc::new(Embedded::open(dir.path()).unwrap())), Arc::new(events.clone())).await;
+        let token = identity.create_agent_token("ada", "office", None).await.unwrap();
+        let key = hex::encode(ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes());
+        let device = identity.enrol_device(&token, &key, "front-desk", None).await.unwrap();
+        let recorded = events.0.lock().unwrap().clone();
+        let created = recorded.iter().find(|e| e.kind == EventKind::DeviceTokenCreated).unwrap();
+        let enrolled = recorded.iter().find(|e| e.kind == EventKind::DeviceEnrolled).unwrap();
+        assert_eq!(enrolled.actor, format!("device:{}", device.id));
+        assert_eq!(sightline_audit::events::enrolled_key(&enrolled.detail), Some(key.as_str()));
+        let id = token_id(&token);
+        assert!(created.detail.ends_with(&format!("token {id}")), "{}", created.detail);
+        assert!(enrolled.detail.ends_with(&format!("token {id} created by ada")), "{}", enrolled.detail);
+        assert!(!enrolled.detail.contains(&token), "the record names the token, it does not hold it");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,11 @@
 //! `relay recording ...`: list, verify and export recordings. Verification trusts only the
-//! node's public key (`audit.pub`), so it runs as well on an exported copy on an auditor's
-//! machine as on the relay.
+//! auditor's own copy of the node's public key (`TrustedKeys`: an export's `relay.pub` travels
+//! with it and is never used), so it runs as well on an exported copy on an auditor's machine as
+//! on the relay. A recording verifies only as the recording asked for: the manifest's id and
+//! session must be the ones named. Given the audit logs, every chunk's hash must be the one the
+//! log recorded, the session's facts the ones `recording.started` recorded, and the device key
+//! the one `device.enrolled` recorded (`against_log`), so a recording re-signed by a rogue key
+//! together with a log re-signed by it still fails against the pinned key.
 //!
 //! `relay recording list | verify ID | verify --dir DIR | export ID --out DIR`. Verifying checks
 //! the manifest's chain and signatures, every chunk's hash, and every frame against the agent's
@@ -13,11 +18,16 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
-use sightline_audit::events::{Event, EventKind, Outcome};
-use sightline_core::recording::{ManifestBody, ManifestLine, Verified, verify, verifying_key_from_note};
+use std::collections::BTreeMap;
 
-use crate::files::{self, MANIFEST};
+use anyhow::{Context, bail};
+use ed25519_dalek::VerifyingKey;
+use sightline_audit::commands::{NodeLog, TrustedKeys};
+use sightline_audit::events::{Event, EventKind, Outcome, enrolled_key};
+use sightline_core::audit::Record;
+use sightline_core::recording::{ManifestBody, ManifestLine, Options, Verified, verify_with, verifying_key_from_note};
+
+use crate::files::{self, MANIFEST, StoredChunk};
 
 /// Exported chunks are plaintext, named like this.
 pub fn exported_chunk_path(dir: &Path, index: u64) -> PathBuf {
@@ -29,23 +39,51 @@ pub const TIMELINE: &str = "timeline.jsonl";
 pub const RELAY_KEY: &str = "relay.pub";
 pub const REPORT: &str = "report.json";
 
-fn relay_key(vkey: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
-    verifying_key_from_note(vkey).context("the relay's public key (audit.pub) is not usable")
+/// The pinned key of the node whose manifest this is: the node is read from the opening line
+/// before anything in it is trusted, and only a key the auditor holds for that node is used.
+fn relay_key(manifest: &str, trusted: &TrustedKeys, travelling: &Path) -> anyhow::Result<VerifyingKey> {
+    let node = listed(manifest).map(|l| l.node).context("the manifest's first line does not open a recording")?;
+    let vkey = trusted.for_node(&node, travelling)?;
+    verifying_key_from_note(vkey).context("the trusted key is not usable")
 }
 
-/// Verifies a stored (encrypted) recording.
-pub fn verify_stored(dir: &Path, key: &age::x25519::Identity, verifier_key: &str) -> anyhow::Result<Verified> {
+/// Refuses a recording that is not the one asked for: files of another recording placed under
+/// this id verify on their own, so the id and the session must be the ones named.
+fn as_asked(verified: Verified, id: &str) -> anyhow::Result<Verified> {
+    let r = &verified.report;
+    if r.recording_id != id || r.session.session_id != id {
+        bail!(
+            "these files are recording {} (session {}, ticket {}, device {}), not recording {id}",
+            r.recording_id,
+            r.session.session_id,
+            r.session.ticket,
+            r.session.device_id
+        );
+    }
+    Ok(verified)
+}
+
+/// Verifies the stored (encrypted) recording `id` in `dir`.
+pub fn verify_stored(
+    dir: &Path,
+    id: &str,
+    key: &age::x25519::Identity,
+    trusted: &TrustedKeys,
+    options: Options,
+) -> anyhow::Result<Verified> {
     let manifest = std::fs::read_to_string(dir.join(MANIFEST))
         .with_context(|| format!("cannot read {}", dir.join(MANIFEST).display()))?;
+    let relay_key = relay_key(&manifest, trusted, Path::new("audit.pub"))?;
     let present = files::list_chunks(dir).with_context(|| format!("cannot list the chunks of {}", dir.display()))?;
-    Ok(verify(&manifest, &relay_key(verifier_key)?, &present, |i| files::read_chunk(dir, i, key))?)
+    as_asked(verify_with(&manifest, &relay_key, &present, |i| files::read_chunk(dir, i, key), options)?, id)
 }
 
-/// Verifies an exported recording: its chunks against the manifest, then the video and the
-/// timeline beside them against what the chunks produce.
-pub fn verify_exported(dir: &Path, verifier_key: &str) -> anyhow::Result<Verified> {
+/// Verifies the export of recording `id` in `dir`: its chunks against the manifest, then the
+/// video and the timeline beside them against what the chunks produce.
+pub fn verify_exported(dir: &Path, id: &str, trusted: &TrustedKeys, options: Options) -> anyhow::Result<Verified> {
     let manifest = std::fs::read_to_string(dir.join(MANIFEST))
         .with_context(|| format!("cannot read {}", dir.join(MANIFEST).display()))?;
+    let relay_key = relay_key(&manifest, trusted, &dir.join(RELAY_KEY))?;
     let mut present = BTreeSet::new();
     for entry in
         std::fs::read_dir(dir.join(files::CHUNKS)).with_context(|| format!("no chunks in {}", dir.display()))?
@@ -59,9 +97,9 @@ pub fn verify_exported(dir: &Path, verifier_key: &str) -> anyhow::Result<Verifie
             None => bail!("{} does not belong in an exported recording", name),
         }
     }
-    let verified = verify(&manifest, &relay_key(verifier_key)?, &present, |i| {
-        std::fs::read(exported_chunk_path(dir, i)).map_err(|e| e.to_string())
-    })?;
+    let read = |i| std::fs::read(exported_chunk_path(dir, i)).map_err(|e| e.to_string());
+    let verified = verify_with(&manifest, &relay_key, &present, read, options)?;
+    let verified = as_asked(verified, id)?;
     let timeline = std::fs::read_to_string(dir.join(TIMELINE)).context("cannot read the exported timeline")?;
     if timeline != crate::webm::timeline_jsonl(&verified.chunks) {
         let line = timeline
@@ -72,10 +110,106 @@ pub fn verify_exported(dir: &Path, verifier_key: &str) -> anyhow::Result<Verifie
         bail!("{TIMELINE} differs from the timeline in the verified chunks ({line})");
     }
     let video = std::fs::read(dir.join(WEBM)).context("cannot read the exported video")?;
-    if video != crate::webm::webm(&verified.chunks)? {
-        bail!("{WEBM} differs from the video in the verified chunks");
+    // What the video shows, not the muxer's bytes: libwebm draws each track's id at random, so
+    // the same chunks never mux to the same file twice.
+    let shown = crate::webm::content(&video).with_context(|| format!("{WEBM} is not a readable WebM"))?;
+    if let Some(difference) = shown.difference(&crate::webm::content(&crate::webm::webm(&verified.chunks)?)?) {
+        bail!("{WEBM} differs from the video in the verified chunks: {difference}");
     }
     Ok(verified)
+}
+
+/// What the audit logs confirmed of a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCheck {
+    /// Chunks whose hash the log recorded.
+    pub chunks_on_record: u64,
+    /// The last chunk of a recording a crash cut short, written before its record was.
+    pub chunk_not_yet_on_record: Option<u64>,
+}
+
+/// Checks a verified recording against the audit logs (each verified against the auditor's
+/// keys): the session's facts against its `recording.started` record, every chunk's hash against
+/// its `recording.chunk` record, and the device key against the device's newest enrolment before
+/// the recording began.
+pub fn against_log(verified: &Verified, logs: &[NodeLog]) -> anyhow::Result<LogCheck> {
+    let r = &verified.report;
+    let id = &r.recording_id;
+    let records: Vec<&Record> = logs.iter().flat_map(|l| l.records.iter()).collect();
+    let of_this = |kind: &'static str| {
+        records
+            .iter()
+            .copied()
+            .filter(move |rec| rec.kind == kind && rec.session.as_ref().is_some_and(|s| s.session_id == *id))
+    };
+    let started = of_this("recording.started")
+        .next()
+        .with_context(|| format!("the audit logs given hold no recording.started for {id}"))?;
+    let facts = started.session.as_ref().expect("filtered on its session");
+    for (what, logged, manifest) in [
+        ("ticket", &facts.ticket, &r.session.ticket),
+        ("device", &facts.device_id, &r.session.device_id),
+        ("operator", &facts.operator, &r.session.operator),
+        ("endpoint user", &facts.endpoint_user, &r.session.endpoint_user),
+    ] {
+        if logged != manifest {
+            bail!(
+                "the manifest's {what} is {manifest:?}, the audit log's recording.started (record {} of {}) says {logged:?}",
+                started.seq,
+                started.node
+            );
+        }
+    }
+    let mut logged: BTreeMap<u64, (&str, &Record)> = BTreeMap::new();
+    for rec in of_this("recording.chunk") {
+        let (index, sha256) = StoredChunk::in_audit_detail(&rec.detail)
+            .with_context(|| format!("record {} of {}: not a chunk record: {:?}", rec.seq, rec.node, rec.detail))?;
+        logged.insert(index, (sha256, rec));
+    }
+    let listed = verified.chunks.len() as u64;
+    if let Some((index, (_, rec))) = logged.range(listed..).next() {
+        bail!(
+            "the audit log records chunk {index} (record {} of {}), which the recording does not have",
+            rec.seq,
+            rec.node
+        );
+    }
+    let mut missing = None;
+    for (index, hash) in verified.chunk_sha256.iter().enumerate() {
+        let index = index as u64;
+        match logged.get(&index) {
+            Some((sha256, _)) if sha256.eq_ignore_ascii_case(hash) => {}
+            Some((sha256, rec)) => bail!(
+                "chunk {index}: SHA-256 {hash} differs from the audit log's {sha256} (record {} of {})",
+                rec.seq,
+                rec.node
+            ),
+            // A crash between the chunk's manifest line and its record leaves the last chunk of an
+            // unclosed recording without one; anywhere else the record is missing.
+            None if !r.complete && index + 1 == listed => missing = Some(index),
+            None => bail!("chunk {index} is not in the audit log: no recording.chunk record names it"),
+        }
+    }
+    let device = format!("device:{}", r.session.device_id);
+    let enrolled = records
+        .iter()
+        .filter(|rec| rec.kind == "device.enrolled" && rec.actor == device && rec.outcome == Outcome::Success)
+        .filter(|rec| rec.ts_ms <= r.started_ms)
+        .max_by_key(|rec| rec.ts_ms)
+        .with_context(|| {
+            format!("the device's enrolment ({device}) is not in the audit logs given: add the log of the node that enrolled it")
+        })?;
+    match enrolled_key(&enrolled.detail) {
+        Some(key) if key.eq_ignore_ascii_case(&r.device_key) => {}
+        Some(key) => bail!(
+            "the manifest names device key {}, the device enrolled with {key} (record {} of {}): its seals were checked with a key the log never recorded",
+            r.device_key,
+            enrolled.seq,
+            enrolled.node
+        ),
+        None => bail!("the enrolment record of {device} (record {} of {}) names no key", enrolled.seq, enrolled.node),
+    }
+    Ok(LogCheck { chunks_on_record: listed - u64::from(missing.is_some()), chunk_not_yet_on_record: missing })
 }
 
 /// The audit record of an export of recording `id` to `out` at `ts_ms` by the command line: an

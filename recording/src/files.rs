@@ -56,6 +56,22 @@ pub struct StoredChunk {
     pub frames: u64,
 }
 
+impl StoredChunk {
+    /// The detail of the chunk's `recording.chunk` audit record. Verifiers read the index and
+    /// hash back (`in_audit_detail`) to check a recording against the log.
+    pub fn audit_detail(&self) -> String {
+        format!("chunk {}: sha256 {}, {} bytes, {} frames", self.index, self.sha256, self.bytes, self.frames)
+    }
+
+    /// The chunk index and SHA-256 a `recording.chunk` record's detail names.
+    pub fn in_audit_detail(detail: &str) -> Option<(u64, &str)> {
+        let rest = detail.strip_prefix("chunk ")?;
+        let (index, rest) = rest.split_once(": sha256 ")?;
+        let sha256 = rest.split(',').next()?;
+        (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit())).then_some((index.parse().ok()?, sha256))
+    }
+}
+
 /// A recording being written.
 pub struct RecordingDir {
     dir: PathBuf,

@@ -67,6 +67,33 @@ struct Pending {
     /// Until a keyframe starts, packets are refused (a recording and a viewer both need one).
     waiting_keyframe: bool,
     closed: bool,
+    /// The next RTP sequence number due: a jump means packets were lost before they got here.
+    expected_seq: Option<u16>,
+    /// RTP time of the last frame recorded.
+    last_recorded_ts: Option<u32>,
+    /// Why frames were not recorded since the last one was: written as a gap record before the
+    /// next recorded frame (or at the close), so that verification can tell the endpoint's
+    /// sealed frames the relay accounts for from frames removed without a word.
+    dropping: Option<&'static str>,
+}
+
+impl Pending {
+    fn dropped(&mut self, why: &'static str) {
+        self.dropping.get_or_insert(why);
+    }
+
+    /// The gap record for what was dropped since the last recorded frame, up to `before_ts`.
+    fn account_for_drops(&mut self, before_ts: Option<u32>) {
+        if let Some(reason) = self.dropping.take() {
+            let entry = TimelineEntry::Gap {
+                ts_ms: now_ms(),
+                after_ts: self.last_recorded_ts,
+                before_ts,
+                reason: reason.into(),
+            };
+            self.chunk.items.push(ChunkItem::Entry(entry));
+        }
+    }
 }
 
 pub struct Recorder {
@@ -105,6 +132,9 @@ impl Recorder {
                 input_second: 0,
                 waiting_keyframe: true,
                 closed: false,
+                expected_seq: None,
+                last_recorded_ts: None,
+                dropping: None,
             }),
             state,
             jobs,
@@ -133,12 +163,22 @@ impl Recorder {
     /// keyframe (it starts or resumes at one, or lost part of a frame).
     pub fn take(&self, packet: &RtpPacket) -> bool {
         let mut p = self.lock();
-        if p.closed || self.state.load(Ordering::Relaxed) != WRITING {
+        let seq = packet.header.sequence_number;
+        if p.expected_seq.is_some_and(|s| s != seq) {
+            p.dropped("packets lost on the way to the relay");
+        }
+        p.expected_seq = Some(seq.wrapping_add(1));
+        if p.closed {
+            return false;
+        }
+        if self.state.load(Ordering::Relaxed) != WRITING {
             p.waiting_keyframe = true;
+            p.dropped("the recorder could not write");
             return false;
         }
         if p.waiting_keyframe {
             if !vp8::starts_keyframe(&packet.payload) {
+                p.dropped("waiting for a keyframe");
                 return true;
             }
             p.waiting_keyframe = false;
@@ -146,7 +186,9 @@ impl Recorder {
         }
         let mut want_keyframe = false;
         if let Some(frame) = p.assembler.push(packet) {
+            p.account_for_drops(Some(frame.timestamp));
             let now = now_ms();
+            p.last_recorded_ts = Some(frame.timestamp);
             p.chunk.items.push(ChunkItem::Frame(RecordedFrame {
                 ts: frame.timestamp,
                 arrival_ms: now,
@@ -156,6 +198,7 @@ impl Recorder {
         } else if packet.header.marker {
             // A frame ended without coming out whole: the recording's picture is broken until
             // the next keyframe, so ask for one now rather than at the next periodic one.
+            p.dropped("a frame arrived incomplete");
             want_keyframe = true;
         }
         self.rotate_if_due(&mut p);
@@ -229,6 +272,7 @@ impl Recorder {
             return;
         }
         flush_input(&mut p);
+        p.account_for_drops(None);
         self.hand_over(&mut p);
         p.closed = true;
         let _ = self.jobs.send(Job::Close { reason: reason.to_owned(), ended_ms: now_ms() });

@@ -2,7 +2,9 @@
 //! (R27; the agent's own frames, muxed without transcoding, with Cues and Duration so browsers
 //! seek and ffprobe reports the length) and the timeline as JSON lines with each entry's place
 //! in the video. Both are functions of the chunks alone, so `verify --dir` can recompute them
-//! and refuse an exported copy that was edited.
+//! and refuse an exported copy that was edited: the timeline byte for byte, the video by what it
+//! shows (`content`: the codec, the picture size, and every frame with its time and keyframe
+//! flag), because libwebm gives each track a random id and so never writes the same file twice.
 
 use std::io::Cursor;
 
@@ -16,6 +18,8 @@ pub enum WebmError {
     NoKeyframe,
     #[error("WebM muxer: {0}")]
     Mux(String),
+    #[error("cannot read the WebM: {0}")]
+    Unreadable(String),
 }
 
 /// Where the video starts on the relay's clock: the arrival of its first keyframe.
@@ -51,6 +55,73 @@ pub fn webm(chunks: &[Chunk]) -> Result<Vec<u8>, WebmError> {
     }
     let writer = segment.finalize(None).map_err(|_| WebmError::Mux("finalizing the segment failed".into()))?;
     Ok(writer.into_inner().into_inner())
+}
+
+/// What a WebM shows: its codec, picture size and duration, and every frame of its video track
+/// with its time (ms) and whether it is a keyframe. Read with `webm-iterable`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Content {
+    pub codec: Option<String>,
+    pub width: Option<u64>,
+    pub height: Option<u64>,
+    pub duration: Option<f64>,
+    pub frames: Vec<ShownFrame>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownFrame {
+    pub ms: i64,
+    pub keyframe: bool,
+    pub data: Vec<u8>,
+}
+
+/// Reads what `bytes`, a WebM, shows.
+pub fn content(bytes: &[u8]) -> Result<Content, WebmError> {
+    use webm_iterable::WebmIterator;
+    use webm_iterable::matroska_spec::{MatroskaSpec, SimpleBlock};
+    let bad = |why: String| WebmError::Unreadable(why);
+    let mut reader = Cursor::new(bytes);
+    let mut shown = Content { codec: None, width: None, height: None, duration: None, frames: Vec::new() };
+    let mut cluster_ms: i64 = 0;
+    for tag in WebmIterator::new(&mut reader, &[]) {
+        match tag.map_err(|e| bad(e.to_string()))? {
+            MatroskaSpec::CodecID(codec) => shown.codec = Some(codec),
+            MatroskaSpec::PixelWidth(w) => shown.width = Some(w),
+            MatroskaSpec::PixelHeight(h) => shown.height = Some(h),
+            MatroskaSpec::Duration(d) => shown.duration = Some(d),
+            MatroskaSpec::Timestamp(t) => cluster_ms = i64::try_from(t).map_err(|_| bad("cluster time".into()))?,
+            tag @ MatroskaSpec::SimpleBlock(_) => {
+                let block = SimpleBlock::try_from(&tag).map_err(|e| bad(e.to_string()))?;
+                shown.frames.push(ShownFrame {
+                    ms: cluster_ms + i64::from(block.timestamp),
+                    keyframe: block.keyframe,
+                    data: block.raw_frame_data().to_vec(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(shown)
+}
+
+impl Content {
+    /// The first way `self` differs from `other`, for people; `None` if they show the same.
+    pub fn difference(&self, other: &Content) -> Option<String> {
+        if (&self.codec, self.width, self.height) != (&other.codec, other.width, other.height) {
+            return Some(format!(
+                "codec and size {:?} {:?}x{:?}, not {:?} {:?}x{:?}",
+                self.codec, self.width, self.height, other.codec, other.width, other.height
+            ));
+        }
+        if self.duration != other.duration {
+            return Some(format!("duration {:?}, not {:?}", self.duration, other.duration));
+        }
+        if let Some(n) = self.frames.iter().zip(&other.frames).position(|(a, b)| a != b) {
+            return Some(format!("frame {n} (at {} ms) differs", self.frames[n].ms));
+        }
+        (self.frames.len() != other.frames.len())
+            .then(|| format!("{} frames, not {}", self.frames.len(), other.frames.len()))
+    }
 }
 
 /// One timeline line as exported and shown beside the player.

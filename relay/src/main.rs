@@ -1,6 +1,6 @@
 //! `relay`: the Sightline relay binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -50,14 +50,19 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditAction {
-    /// Verify whole logs; names the first altered record or bad checkpoint.
+    /// Verify whole logs against your trusted keys; names the first altered record or bad
+    /// checkpoint. Records after the newest checkpoint fail unless --accept-tail.
     Verify {
         /// Audit directories (one per node; default: this node's).
         #[arg(long = "dir")]
         dirs: Vec<PathBuf>,
-        /// The verifier key to trust (default: audit.pub in each directory).
+        /// A file of verifier keys you trust (one per node, one per line; repeatable). The
+        /// audit.pub inside a directory is never used: it travels with the log.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Accept records after the newest checkpoint as unverified instead of failing.
         #[arg(long)]
-        key: Option<PathBuf>,
+        accept_tail: bool,
     },
     /// Print the C2SP tlog-proof that record SEQ is in the log (against the newest checkpoint).
     Prove {
@@ -65,8 +70,9 @@ enum AuditAction {
         seq: u64,
         #[arg(long)]
         dir: Option<PathBuf>,
-        #[arg(long)]
-        key: Option<PathBuf>,
+        /// A file of verifier keys you trust.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
         /// Also write the record's canonical bytes here.
         #[arg(long)]
         record_out: Option<PathBuf>,
@@ -80,18 +86,22 @@ enum AuditAction {
         #[arg(long)]
         key: PathBuf,
     },
-    /// Print the newest signed checkpoint (keep it to check the log later).
+    /// Print the newest signed checkpoint, verified (keep it to check the log later).
     Checkpoint {
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// A file of verifier keys you trust.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
     },
     /// Prove that the log now extends the checkpoint in OLD_CHECKPOINT.
     Consistency {
         old_checkpoint: PathBuf,
         #[arg(long)]
         dir: Option<PathBuf>,
-        #[arg(long)]
-        key: Option<PathBuf>,
+        /// A file of verifier keys you trust.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
     },
     /// Check a consistency proof with only the proof and the public key.
     CheckConsistency {
@@ -100,14 +110,18 @@ enum AuditAction {
         #[arg(long)]
         key: PathBuf,
     },
-    /// Export records (verified first), merged by time across nodes.
+    /// Export records (verified first against your trusted keys), merged by time across nodes.
     Export {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: commands::Format,
         #[arg(long = "dir")]
         dirs: Vec<PathBuf>,
+        /// A file of verifier keys you trust (one per node, one per line; repeatable).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Export records after a node's newest checkpoint too, unverified, instead of failing.
         #[arg(long)]
-        key: Option<PathBuf>,
+        accept_tail: bool,
         /// From this time (RFC 3339 or Unix ms), inclusive.
         #[arg(long)]
         from: Option<String>,
@@ -133,17 +147,29 @@ enum AuditAction {
 enum RecordingAction {
     /// List this node's recordings (from their manifests; `verify` checks them).
     List,
-    /// Verify a recording: the manifest's signatures and chain, every chunk's hash, and every
-    /// frame against the endpoint's seals. Names what fails; exit status 1 if anything does.
+    /// Verify recording ID: the manifest's signatures and chain, every chunk's hash, every frame
+    /// against the endpoint's seals, and that the files are recording ID. With --audit-dir, also
+    /// every chunk's hash, the session's facts and the device key against the audit logs. Names
+    /// what fails; exit status 1 if anything does.
     Verify {
-        /// Recording id (the session id), in this node's recordings directory.
-        id: Option<String>,
+        /// Recording id (the session id): in this node's recordings directory, or the export in
+        /// --dir.
+        id: String,
         /// An exported recording instead (plaintext chunks, video and timeline are all checked).
-        #[arg(long, conflicts_with = "id")]
-        dir: Option<PathBuf>,
-        /// The relay's public key to trust (default: relay.pub of an export, or this node's audit.pub).
         #[arg(long)]
-        key: Option<PathBuf>,
+        dir: Option<PathBuf>,
+        /// A file of verifier keys you trust (the recording's node's key; repeatable). An
+        /// export's relay.pub is never used: it travels with the export.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Audit directories to check the recording against (the node that recorded it, and the
+        /// one that enrolled the device; repeatable), each verified with the trusted keys.
+        #[arg(long = "audit-dir")]
+        audit_dirs: Vec<PathBuf>,
+        /// Forensic work: list sealed frames the recording lacks that nothing explains, instead
+        /// of failing on them.
+        #[arg(long)]
+        list_gaps: bool,
     },
     /// Decrypt and export a recording for an auditor (audited): plaintext chunks, manifest,
     /// recording.webm, timeline.jsonl, relay.pub and the verification report.
@@ -151,6 +177,10 @@ enum RecordingAction {
         id: String,
         #[arg(long)]
         out: PathBuf,
+        /// A file of verifier keys you trust (the node's key): the recording is verified with it
+        /// before it is exported, and it is the relay.pub written beside the export.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
     },
 }
 
@@ -218,30 +248,44 @@ async fn main() -> anyhow::Result<()> {
 fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
     let own = || config.audit_settings().dir;
     let dirs = |dirs: Vec<PathBuf>| if dirs.is_empty() { vec![own()] } else { dirs };
+    let trusted = |keys: &[PathBuf]| commands::TrustedKeys::load(keys);
     match action {
-        AuditAction::Verify { dirs: d, key } => commands::verify(&dirs(d), key.as_deref()),
-        AuditAction::Prove { seq, dir, key, record_out } => {
-            print!("{}", commands::prove(&dir.unwrap_or_else(own), key.as_deref(), seq, record_out.as_deref())?);
+        AuditAction::Verify { dirs: d, keys, accept_tail } => commands::verify(&dirs(d), &trusted(&keys)?, accept_tail),
+        AuditAction::Prove { seq, dir, keys, record_out } => {
+            let proof = commands::prove(&dir.unwrap_or_else(own), &trusted(&keys)?, seq, record_out.as_deref())?;
+            print!("{proof}");
             Ok(())
         }
         AuditAction::CheckProof { record, proof, key } => {
             println!("{}", commands::check_proof(&record, &proof, &key)?);
             Ok(())
         }
-        AuditAction::Checkpoint { dir } => {
-            let log = commands::NodeLog::load(&dir.unwrap_or_else(own), None)?;
+        AuditAction::Checkpoint { dir, keys } => {
+            let log = commands::NodeLog::load(&dir.unwrap_or_else(own), &trusted(&keys)?)?;
             print!("{}", log.newest_checkpoint().context("the log has no checkpoint yet")?);
             Ok(())
         }
-        AuditAction::Consistency { old_checkpoint, dir, key } => {
-            println!("{}", commands::consistency(&dir.unwrap_or_else(own), key.as_deref(), &old_checkpoint)?);
+        AuditAction::Consistency { old_checkpoint, dir, keys } => {
+            println!("{}", commands::consistency(&dir.unwrap_or_else(own), &trusted(&keys)?, &old_checkpoint)?);
             Ok(())
         }
         AuditAction::CheckConsistency { proof, key } => {
             println!("{}", commands::check_consistency(&proof, &key)?);
             Ok(())
         }
-        AuditAction::Export { format, dirs: d, key, from, to, session, ticket, operator, device, kind } => {
+        AuditAction::Export {
+            format,
+            dirs: d,
+            keys,
+            accept_tail,
+            from,
+            to,
+            session,
+            ticket,
+            operator,
+            device,
+            kind,
+        } => {
             let filter = commands::Filter {
                 from_ms: from.as_deref().map(commands::parse_time).transpose()?,
                 to_ms: to.as_deref().map(commands::parse_time).transpose()?,
@@ -251,8 +295,9 @@ fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
                 device,
                 kind,
             };
+            let anchors = commands::Anchors { trusted: trusted(&keys)?, accept_tail };
             let stdout = std::io::stdout();
-            let n = commands::export(&dirs(d), key.as_deref(), &filter, format, &mut stdout.lock())?;
+            let n = commands::export(&dirs(d), &anchors, &filter, format, &mut stdout.lock())?;
             eprintln!("{n} records exported");
             Ok(())
         }
@@ -260,22 +305,20 @@ fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
 }
 
 async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<()> {
+    use sightline_audit::commands::{NodeLog, TrustedKeys};
     use sightline_recording::{self as recording, commands as rec};
     let settings = config.recording_settings();
-    let own_key = || -> anyhow::Result<String> {
-        let path = config.audit_settings().dir.join("audit.pub");
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read the node's public key {}", path.display()))
-    };
     let report = |verified: &sightline_core::recording::Verified| -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&verified.report)?);
         let r = &verified.report;
         eprintln!(
-            "verified: {} chunks, {} frames ({} matched to the endpoint's {} seals, {} missing in transit, {} after the last seal){}",
+            "verified: {} chunks, {} frames ({} matched to the endpoint's {} seals, {} missing ({} explained by nothing), {} after the last seal){}",
             r.chunks,
             r.frames,
             r.frames_matched,
             r.seals,
             r.gaps,
+            r.unexplained_gaps,
             r.unsealed_tail,
             if r.complete {
                 ""
@@ -283,6 +326,15 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
                 "; INCOMPLETE: the recording was not closed (the relay stopped during the session)"
             }
         );
+        for gap in &r.gap_findings {
+            eprintln!(
+                "missing: {} frames, RTP time {} to {}: {}",
+                gap.frames,
+                gap.first_ts,
+                gap.last_ts,
+                gap.explained_by.as_deref().unwrap_or("UNEXPLAINED")
+            );
+        }
         Ok(())
     };
     match action {
@@ -292,27 +344,35 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
             }
             Ok(())
         }
-        RecordingAction::Verify { id: Some(id), dir: None, key } => {
-            let vkey = match key {
-                Some(path) => {
-                    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?
+        RecordingAction::Verify { id, dir, keys, audit_dirs, list_gaps } => {
+            let trusted = TrustedKeys::load(&keys)?;
+            let options = sightline_core::recording::Options { list_unexplained_gaps: list_gaps };
+            let verified = match dir {
+                Some(dir) => rec::verify_exported(&dir, &id, &trusted, options)?,
+                None => {
+                    let identity = recording::load_key(&settings.key_file)?;
+                    rec::verify_stored(&settings.dir.join(&id), &id, &identity, &trusted, options)?
                 }
-                None => own_key()?,
             };
-            let identity = recording::load_key(&settings.key_file)?;
-            report(&rec::verify_stored(&settings.dir.join(&id), &identity, &vkey)?)
+            if !audit_dirs.is_empty() {
+                let logs = audit_dirs.iter().map(|d| NodeLog::load(d, &trusted)).collect::<anyhow::Result<Vec<_>>>()?;
+                let check = rec::against_log(&verified, &logs)?;
+                eprintln!(
+                    "against the audit log: {} chunks on record{}, the session's facts and the device key as recorded",
+                    check.chunks_on_record,
+                    check.chunk_not_yet_on_record.map_or(String::new(), |c| format!(
+                        " (chunk {c}, the last of a recording cut short, was written before its record)"
+                    ))
+                );
+            }
+            report(&verified)
         }
-        RecordingAction::Verify { dir: Some(dir), key, .. } => {
-            let path = key.unwrap_or_else(|| dir.join(rec::RELAY_KEY));
-            let vkey = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            report(&rec::verify_exported(&dir, &vkey)?)
-        }
-        RecordingAction::Verify { .. } => anyhow::bail!("give a recording id or --dir"),
-        RecordingAction::Export { id, out } => {
-            let vkey = own_key()?;
+        RecordingAction::Export { id, out, keys } => {
+            let trusted = TrustedKeys::load(&keys)?;
             let identity = recording::load_key(&settings.key_file)?;
             let dir = settings.dir.join(&id);
-            let verified = rec::verify_stored(&dir, &identity, &vkey)?;
+            let verified = rec::verify_stored(&dir, &id, &identity, &trusted, Default::default())?;
+            let vkey = trusted.for_node(&verified.report.node, Path::new("audit.pub"))?.to_owned();
             // An export hands the evidence out: it is itself evidence, and is refused if it
             // cannot be recorded (R29).
             let audit = CliSink::open(&config.audit_settings()).context("cannot open the audit log")?;

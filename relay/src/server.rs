@@ -114,7 +114,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let settings = config.audit_settings();
-    let audit = Arc::new(AuditLog::open(&settings).context("cannot open the audit log")?);
+    let store = open_store(&config).await?;
+    // The log must hold everything this node ever published a checkpoint of (`publish_checkpoints`).
+    let published: Option<String> = store
+        .get(sightline_store::Collection::Checkpoints, &settings.node)
+        .await
+        .context("cannot read the audit checkpoint this node published last")?;
+    let audit =
+        Arc::new(AuditLog::open_as_published(&settings, published.as_deref()).context("cannot open the audit log")?);
     tracing::info!(node = %audit.node(), dir = %settings.dir.display(), size = audit.progress().size, key = %audit.verifier_key(), "audit log open");
     // Without the socket, CLI commands beside this relay refuse to act (they cannot record).
     let ingest = match sightline_audit::serve_ingest(&settings.dir, audit.clone()) {
@@ -126,8 +133,11 @@ pub async fn run(
     };
     let siem = sightline_audit::siem::spawn(config.siem_settings(), audit.subscribe())
         .context("cannot start SIEM forwarding")?;
-    let mut state = build(&config, audit.clone()).await?;
+    let mut state = build_with_store(&config, store, audit.clone()).await?;
     state.audit = Some(audit.clone());
+    let store = state.identity.store().clone();
+    publish_newest_checkpoint(&audit, &store).await;
+    tokio::spawn(publish_checkpoints(audit.clone(), store.clone()));
     tokio::spawn(end_sessions_while_unaudited(audit.subscribe(), state.hub.clone()));
     if let Some(token) = state.identity.bootstrap_token().await? {
         // The one way in on a fresh relay: printed where the person who started it looks.
@@ -143,9 +153,39 @@ pub async fn run(
     for forwarder in siem {
         forwarder.abort();
     }
-    // Everything written, and a final checkpoint signed.
-    tokio::task::spawn_blocking(move || audit.close()).await?;
+    // Everything written, and a final checkpoint signed and published.
+    let closing = audit.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await?;
+    publish_newest_checkpoint(&audit, &store).await;
     served
+}
+
+/// Publishes each checkpoint the node signs to the shared store (with Redis, outside the node),
+/// where the node cannot take it back: a log or checkpoint file cut back or rewritten later is
+/// refused at the next start (`AuditLog::check_published`). A publication that fails is logged
+/// and tried again with the next checkpoint; the log itself does not depend on it.
+async fn publish_checkpoints(audit: Arc<AuditLog>, store: Store) {
+    let mut progress = audit.subscribe();
+    let mut published = progress.borrow_and_update().checkpointed;
+    while progress.changed().await.is_ok() {
+        let signed = progress.borrow_and_update().checkpointed;
+        if signed > published && publish_newest_checkpoint(&audit, &store).await {
+            published = signed;
+        }
+    }
+}
+
+/// Publishes the newest checkpoint (at start, and after the final one at shutdown too);
+/// whether it was.
+async fn publish_newest_checkpoint(audit: &AuditLog, store: &Store) -> bool {
+    let Some(note) = audit.newest_checkpoint() else { return true };
+    match store.put(sightline_store::Collection::Checkpoints, audit.node(), &note).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot publish the audit checkpoint; will try with the next");
+            false
+        }
+    }
 }
 
 /// Fails closed (R41): while the audit log cannot be written, running sessions end (and new ones

@@ -50,10 +50,13 @@ pub enum Collection {
     Recordings,
     /// Open help requests (R2), by their one-time code.
     HelpRequests,
+    /// The newest audit checkpoint each node signed (its signed note), by node name: published
+    /// where the node cannot take it back, so a log cut back or rewritten is refused at start.
+    Checkpoints,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 11] = [
+    pub const ALL: [Collection; 12] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -65,6 +68,7 @@ impl Collection {
         Collection::MaintenanceWindows,
         Collection::Recordings,
         Collection::HelpRequests,
+        Collection::Checkpoints,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +84,7 @@ impl Collection {
             Collection::MaintenanceWindows => "maintenance_windows",
             Collection::Recordings => "recordings",
             Collection::HelpRequests => "help_requests",
+            Collection::Checkpoints => "checkpoints",
         }
     }
 }
@@ -242,5 +247,5 @@ impl Store {
 
 #[cfg(test)]
 mod contract;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;

@@ -1,7 +1,9 @@
 //! The audit page (R45, R39): search the relay's audit log, and verify what it serves here, in
 //! the browser, with sightline-core: each record's inclusion proof against the newest checkpoint,
-//! and the checkpoint's Ed25519 signature against the node's key. The page says which checkpoint
-//! and which key; an auditor compares the key with the one they hold.
+//! and the checkpoint's Ed25519 signature against the key the auditor pinned (kept in this
+//! browser's storage), never against the key the relay sends with the page: whoever serves the
+//! page could send any. A record the checkpoint covers must come with its proof; only records
+//! after the checkpoint may lack one, and they are shown as not verified.
 
 use leptos::prelude::*;
 use serde::Deserialize;
@@ -43,14 +45,44 @@ enum Status {
 #[derive(Debug, Clone, PartialEq)]
 enum Verdict {
     None,
-    Verified { size: u64, root: String, key: String, records: usize },
+    /// No key pinned for the node: nothing is verified (the relay's own key is only shown).
+    Unpinned {
+        served_key: String,
+    },
+    Verified {
+        size: u64,
+        root: String,
+        key: String,
+        records: usize,
+    },
     Failed(String),
 }
 
-/// Verifies a served page: the checkpoint's signature, then every record's proof.
-fn verify(page: &AuditPage) -> (Verdict, Vec<Row>) {
+/// Where the auditor's pinned verifier keys are kept (one per line, one per node).
+const PINNED_KEYS: &str = "sightline.audit.trusted-keys";
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+fn pinned_keys() -> String {
+    storage().and_then(|s| s.get_item(PINNED_KEYS).ok().flatten()).unwrap_or_default()
+}
+
+/// The pinned key named for `node`'s log (signed-note key names are `sightline.audit/<node>`).
+fn pinned_for(node: &str, keys: &str) -> Option<String> {
+    let name = sightline_core::audit::origin_for_node(node);
+    keys.lines().map(str::trim).find(|k| k.split('+').next() == Some(name.as_str())).map(str::to_owned)
+}
+
+/// Verifies a served page with the pinned `keys`: the checkpoint's signature, then every
+/// record's proof.
+fn verify(page: &AuditPage, keys: &str) -> (Verdict, Vec<Row>) {
+    let Some(key) = pinned_for(&page.node, keys) else {
+        return (Verdict::Unpinned { served_key: page.verifier_key.clone() }, Vec::new());
+    };
     let checkpoint = match &page.checkpoint {
-        Some(note) => match Checkpoint::open(note, &page.verifier_key) {
+        Some(note) => match Checkpoint::open(note, &key) {
             Ok(cp) => Some((note.clone(), cp)),
             Err(e) => return (Verdict::Failed(format!("checkpoint: {e}")), Vec::new()),
         },
@@ -65,6 +97,11 @@ fn verify(page: &AuditPage) -> (Verdict, Vec<Row>) {
             let record = Record::from_canonical(r.line.as_bytes()).ok();
             let status = match (&r.proof, &checkpoint, &record) {
                 (_, _, None) => Status::Failed("not a canonical audit record".into()),
+                // Inside the verified checkpoint a record must be proved: dropping its proof
+                // must not turn an altered record into one merely "not yet" covered.
+                (None, Some((_, cp)), Some(record)) if record.seq < cp.size => {
+                    Status::Failed(format!("no proof, though the checkpoint covers records 0 to {}", cp.size - 1))
+                }
                 (None, _, Some(_)) => Status::NotYetCheckpointed,
                 (Some(_), None, Some(_)) => Status::Failed("a proof without a checkpoint".into()),
                 (Some(hashes), Some((note, _)), Some(record)) => {
@@ -73,7 +110,7 @@ fn verify(page: &AuditPage) -> (Verdict, Vec<Row>) {
                         Err(_) => Status::Failed("malformed proof".into()),
                         Ok(hashes) => {
                             let proof = InclusionProof { index: record.seq, hashes, checkpoint: note.clone() };
-                            match proof.verify(r.line.as_bytes(), &page.verifier_key) {
+                            match proof.verify(r.line.as_bytes(), &key) {
                                 Ok(_) => Status::Verified,
                                 Err(e) => Status::Failed(e.to_string()),
                             }
@@ -93,12 +130,7 @@ fn verify(page: &AuditPage) -> (Verdict, Vec<Row>) {
         (Some(first), _) => {
             Verdict::Failed(format!("{} of {} records fail; first: {first}", failures.len(), rows.len()))
         }
-        (None, Some((_, cp))) => Verdict::Verified {
-            size: cp.size,
-            root: cp.root.to_string(),
-            key: page.verifier_key.clone(),
-            records: verified,
-        },
+        (None, Some((_, cp))) => Verdict::Verified { size: cp.size, root: cp.root.to_string(), key, records: verified },
         (None, None) => Verdict::None,
     };
     (verdict, rows)
@@ -117,6 +149,7 @@ pub fn AuditView() -> impl IntoView {
     let verdict = RwSignal::new(Verdict::None);
     let node = RwSignal::new(String::new());
     let message = RwSignal::new(String::new());
+    let keys = RwSignal::new(pinned_keys());
 
     let search = move || {
         let mut query = Vec::new();
@@ -137,7 +170,7 @@ pub fn AuditView() -> impl IntoView {
         leptos::task::spawn_local(async move {
             match http::get::<AuditPage>(&format!("/api/audit/records?{}", query.join("&"))).await {
                 Ok(page) => {
-                    let (v, r) = verify(&page);
+                    let (v, r) = verify(&page, &keys.get_untracked());
                     node.set(page.node.clone());
                     message.set(if page.truncated {
                         "the search stopped early; use relay audit export for the rest".into()
@@ -152,6 +185,12 @@ pub fn AuditView() -> impl IntoView {
         });
     };
     search();
+    let pin = move |_| {
+        if let Some(storage) = storage() {
+            let _ = storage.set_item(PINNED_KEYS, keys.get_untracked().trim());
+        }
+        search();
+    };
 
     let field = move |name: &'static str, label: &'static str, signal: RwSignal<String>| {
         view! {
@@ -171,10 +210,19 @@ pub fn AuditView() -> impl IntoView {
                 {field("audit-to", "To", to)}
                 <button data-testid="audit-search" on:click=move |_| search()>"Search"</button>
             </div>
+            <div class="filters">
+                <label>"Trusted node keys (one per line, from the node's operator) "
+                    <textarea name="audit-keys" rows="2" cols="80" bind:value=keys></textarea></label>
+                <button data-testid="audit-pin" on:click=pin>"Pin and verify"</button>
+            </div>
             <p class="verification" data-testid="audit-verification"
-                data-state=move || match verdict.get() { Verdict::None => "none", Verdict::Verified { .. } => "verified", Verdict::Failed(_) => "failed" }>
+                data-state=move || match verdict.get() { Verdict::None => "none", Verdict::Unpinned { .. } => "unpinned", Verdict::Verified { .. } => "verified", Verdict::Failed(_) => "failed" }>
                 {move || match verdict.get() {
                     Verdict::None => "No checkpoint yet: nothing to verify against.".to_owned(),
+                    Verdict::Unpinned { served_key } => format!(
+                        "NOT VERIFIED: no key is pinned for node {}. The relay sends {served_key}; compare it with the key the node's operator gave you, then pin that one.",
+                        node.get()
+                    ),
                     Verdict::Verified { size, root, key, records } => format!(
                         "Verified in this browser: {records} records are in the log of node {} at checkpoint size {size} (root {root}), signed by key {key}.",
                         node.get()

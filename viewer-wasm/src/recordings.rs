@@ -60,6 +60,7 @@ fn describe(entry: &serde_json::Value) -> (String, String) {
         "chat" => ("chat".into(), format!("{}: {}", s("from"), s("text"))),
         "input" => ("input".into(), entry["counts"].to_string()),
         "recorder" => ("recorder".into(), format!("{}: {}", s("state"), s("detail"))),
+        "gap" => ("gap".into(), format!("frames not recorded: {}", s("reason"))),
         other => (other.to_owned(), String::new()),
     }
 }

@@ -46,6 +46,12 @@ pub enum TimelineEntry {
     Seal { ts_ms: u64, seal: MediaSeal },
     /// The recorder's own state: writing stalled or recovered.
     Recorder { ts_ms: u64, state: String, detail: String },
+    /// Frames the recorder did not take (lost on the way, arrived incomplete, sent while it
+    /// waited for a keyframe or could not write), between the recorded frames at RTP times
+    /// `after_ts` (none: the recording's start) and `before_ts` (none: its end). The relay's own
+    /// account of a gap in the endpoint's sealed frames: verification accepts a missing sealed
+    /// frame only inside such a record, and names the reason.
+    Gap { ts_ms: u64, after_ts: Option<u32>, before_ts: Option<u32>, reason: String },
 }
 
 impl TimelineEntry {
@@ -55,7 +61,8 @@ impl TimelineEntry {
             | TimelineEntry::Chat { ts_ms, .. }
             | TimelineEntry::Input { ts_ms, .. }
             | TimelineEntry::Seal { ts_ms, .. }
-            | TimelineEntry::Recorder { ts_ms, .. } => *ts_ms,
+            | TimelineEntry::Recorder { ts_ms, .. }
+            | TimelineEntry::Gap { ts_ms, .. } => *ts_ms,
         }
     }
 }

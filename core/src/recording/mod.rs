@@ -19,7 +19,7 @@ pub mod vp8;
 pub use chunk::{Chunk, ChunkItem, MAGIC, MAX_ITEM_BYTES, RecordedFrame, TimelineEntry};
 pub use manifest::{ManifestBody, ManifestKey, ManifestLine, ManifestWriter, verifying_key_from_note};
 pub use seal::{SealChain, frame_hash, seal_head, verify_seal};
-pub use verify::{MAX_UNSEALED_TAIL_MS, RecordingReport, Verified, verify};
+pub use verify::{GapFinding, MAX_UNSEALED_TAIL_MS, Options, RecordingReport, Verified, verify, verify_with};
 
 /// Why a recording is not what it claims to be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,4 +46,8 @@ pub enum RecordingError {
     FrameReordered { chunk: u64, ts: u32 },
     #[error("malformed key: {0}")]
     MalformedKey(String),
+    #[error(
+        "{frames} frames the endpoint sealed (RTP time {first_ts} to {last_ts}) are missing, and no record of the recorder explains them: removed on the way?"
+    )]
+    UnexplainedGap { frames: u64, first_ts: u32, last_ts: u32 },
 }

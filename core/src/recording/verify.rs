@@ -20,6 +20,8 @@ pub struct RecordingReport {
     pub node: String,
     pub segment: String,
     pub session: SessionFacts,
+    /// The endpoint's Ed25519 key (hex) the manifest names: what its seals were checked with.
+    pub device_key: String,
     pub started_ms: u64,
     /// The manifest was closed: the recording holds the whole session.
     pub complete: bool,
@@ -34,6 +36,12 @@ pub struct RecordingReport {
     pub frames_matched: u64,
     /// Frames the endpoint signed that are not in the recording (lost on the way, or removed).
     pub gaps: u64,
+    /// Each run of missing sealed frames, with what explains it (a gap record of the recorder,
+    /// or the recording's end) or nothing.
+    pub gap_findings: Vec<GapFinding>,
+    /// Missing sealed frames nothing explains: verification fails on them unless it is asked
+    /// only to list them (`Options::list_unexplained_gaps`, for forensic work).
+    pub unexplained_gaps: u64,
     /// Frames after the endpoint's last seal (the session ended before it signed them).
     pub unsealed_tail: u64,
     /// A chunk written just before a crash, whose manifest line never was: not part of the
@@ -43,20 +51,53 @@ pub struct RecordingReport {
     pub torn_manifest_tail: bool,
 }
 
+/// A run of sealed frames the recording lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GapFinding {
+    /// RTP times of the run's first and last frame, and how many frames it holds.
+    pub first_ts: u32,
+    pub last_ts: u32,
+    pub frames: u64,
+    /// The recorder's reason (its gap record), or `after the last recorded frame`; `None`:
+    /// nothing explains it.
+    pub explained_by: Option<String>,
+}
+
+/// How strictly a recording is verified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Report sealed frames that nothing explains instead of failing on them.
+    pub list_unexplained_gaps: bool,
+}
+
 /// A verified recording: the report and the chunks, decoded, in order.
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub report: RecordingReport,
     pub chunks: Vec<Chunk>,
+    /// Each chunk's SHA-256 (hex) as the manifest lists it and its plaintext matched.
+    pub chunk_sha256: Vec<String>,
 }
 
 /// Verifies the recording whose manifest is `manifest`, signed by `relay_key`. `present` lists
-/// the chunk numbers stored; `read` returns one chunk's plaintext.
+/// the chunk numbers stored; `read` returns one chunk's plaintext. Sealed frames the recording
+/// lacks without a record that explains them fail it.
 pub fn verify(
     manifest: &str,
     relay_key: &VerifyingKey,
     present: &BTreeSet<u64>,
+    read: impl FnMut(u64) -> Result<Vec<u8>, String>,
+) -> Result<Verified, RecordingError> {
+    verify_with(manifest, relay_key, present, read, Options::default())
+}
+
+/// `verify`, with `options`.
+pub fn verify_with(
+    manifest: &str,
+    relay_key: &VerifyingKey,
+    present: &BTreeSet<u64>,
     mut read: impl FnMut(u64) -> Result<Vec<u8>, String>,
+    options: Options,
 ) -> Result<Verified, RecordingError> {
     let (text, torn) = match manifest.rfind('\n') {
         Some(end) => (&manifest[..=end], end + 1 != manifest.len()),
@@ -82,6 +123,7 @@ pub fn verify(
     else {
         return Err(RecordingError::Manifest { line: 0, why: "the first line must open the recording".into() });
     };
+    let device_key_hex = device_key.clone();
     let device_key = hex::decode(&device_key)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -149,6 +191,15 @@ pub fn verify(
     }
 
     let media = check_media(&chunks, &session.session_id, &device_key)?;
+    if !options.list_unexplained_gaps
+        && let Some(run) = media.findings.iter().find(|f| f.explained_by.is_none())
+    {
+        return Err(RecordingError::UnexplainedGap {
+            frames: run.frames,
+            first_ts: run.first_ts,
+            last_ts: run.last_ts,
+        });
+    }
     let last_ms = chunks
         .iter()
         .flat_map(|c| c.items.iter())
@@ -163,6 +214,7 @@ pub fn verify(
         node,
         segment,
         session: *session,
+        device_key: device_key_hex,
         started_ms,
         complete: close.is_some(),
         ended_ms: close.as_ref().map(|c| c.0),
@@ -173,11 +225,14 @@ pub fn verify(
         seals: media.seals,
         frames_matched: media.matched,
         gaps: media.gaps,
+        unexplained_gaps: media.findings.iter().filter(|f| f.explained_by.is_none()).map(|f| f.frames).sum(),
+        gap_findings: media.findings,
         unsealed_tail: media.tail,
         unanchored_chunk,
         torn_manifest_tail: torn,
     };
-    Ok(Verified { report, chunks })
+    let chunk_sha256 = chunk_lines.into_iter().map(|(_, sha256, _, _)| sha256).collect();
+    Ok(Verified { report, chunks, chunk_sha256 })
 }
 
 /// Longest run of frames after the endpoint's last seal that still verifies.
@@ -188,6 +243,7 @@ struct MediaCheck {
     seals: u64,
     matched: u64,
     gaps: u64,
+    findings: Vec<GapFinding>,
     tail: u64,
 }
 
@@ -222,6 +278,7 @@ fn check_media(chunks: &[Chunk], session_id: &str, device_key: &VerifyingKey) ->
         seals += 1;
     }
     let last_sealed = sealed.len() as u64;
+    let mut recorded_positions = BTreeSet::new();
     let (mut frames, mut matched, mut tail) = (0u64, 0u64, 0u64);
     let mut tail_span: Option<(u64, u64)> = None;
     let mut last_position: Option<u64> = None;
@@ -237,6 +294,7 @@ fn check_media(chunks: &[Chunk], session_id: &str, device_key: &VerifyingKey) ->
                         return Err(RecordingError::FrameReordered { chunk: index as u64, ts: frame.ts });
                     }
                     last_position = Some(*position);
+                    recorded_positions.insert(*position);
                     matched += 1;
                 }
                 // After the last sealed frame was recorded, the rest is the tail the endpoint
@@ -260,7 +318,52 @@ fn check_media(chunks: &[Chunk], session_id: &str, device_key: &VerifyingKey) ->
             why: format!("{tail} frames over {} ms after the last seal: seals are missing", last - first),
         });
     }
-    Ok(MediaCheck { frames, seals, matched, gaps: last_sealed - matched, tail })
+    let findings = gap_findings(chunks, &sealed, &recorded_positions);
+    Ok(MediaCheck { frames, seals, matched, gaps: last_sealed - matched, findings, tail })
+}
+
+/// The runs of sealed frames not recorded, each matched with what explains it: the recorder's
+/// gap record naming exactly the recorded frames on either side of the run (by RTP time; none
+/// for the recording's start), or the recording's end (frames sealed after the last recorded
+/// one were still on their way when it closed). A gap record naming a frame the endpoint never
+/// sealed, or one that spans a recorded frame, explains nothing.
+fn gap_findings(chunks: &[Chunk], sealed: &HashMap<u32, (u64, String)>, recorded: &BTreeSet<u64>) -> Vec<GapFinding> {
+    let position = |ts: &Option<u32>| ts.map(|t| sealed.get(&t).map(|(p, _)| *p));
+    // (position of the recorded frame before, position of the one after) -> reason.
+    let mut records: Vec<(Option<u64>, Option<u64>, &str)> = Vec::new();
+    for entry in chunks.iter().flat_map(Chunk::timeline) {
+        let TimelineEntry::Gap { after_ts, before_ts, reason, .. } = entry else { continue };
+        match (position(after_ts), position(before_ts)) {
+            (Some(None), _) | (_, Some(None)) => {}
+            (after, before) => records.push((after.flatten(), before.flatten(), reason)),
+        }
+    }
+    let mut order: Vec<(u64, u32)> = sealed.iter().map(|(ts, (position, _))| (*position, *ts)).collect();
+    order.sort_unstable();
+    let mut findings: Vec<GapFinding> = Vec::new();
+    let mut previous_missing: Option<u64> = None;
+    for (position, ts) in order {
+        if recorded.contains(&position) {
+            continue;
+        }
+        let before = recorded.range(..position).next_back().copied();
+        let after = recorded.range(position + 1..).next().copied();
+        let reason = match after {
+            None => Some("after the last recorded frame".to_owned()),
+            Some(_) => {
+                records.iter().find(|(a, b, _)| *a == before && *b == after).map(|(_, _, reason)| (*reason).to_owned())
+            }
+        };
+        match findings.last_mut() {
+            Some(run) if run.explained_by == reason && previous_missing == Some(position.wrapping_sub(1)) => {
+                run.last_ts = ts;
+                run.frames += 1;
+            }
+            _ => findings.push(GapFinding { first_ts: ts, last_ts: ts, frames: 1, explained_by: reason }),
+        }
+        previous_missing = Some(position);
+    }
+    findings
 }
 
 #[cfg(test)]

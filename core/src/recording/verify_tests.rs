@@ -241,15 +241,68 @@ fn a_frame_the_relay_replaced_altered_or_injected_fails_even_when_it_re_signs() 
     assert!(matches!(reordered.check(), Err(RecordingError::FrameReordered { chunk: 2, .. })));
 }
 
+/// A sealed frame the relay removed without a word fails verification and names the frames; the
+/// forensic listing reports it instead. The same loss with the recorder's gap record around it
+/// verifies, with the record's reason in the report (R28).
 #[test]
-fn a_removed_frame_is_a_gap_and_removed_seals_break_the_chain() {
-    let mut lossy = record(true, 1, 2);
-    lossy.forge(1, |c| {
+fn a_removed_frame_fails_unless_a_gap_record_accounts_for_it() {
+    let remove_first_of_chunk_1 = |c: &mut Chunk| {
         let first = c.items.iter().position(|i| matches!(i, ChunkItem::Frame(_))).unwrap();
         c.items.remove(first);
+    };
+    let mut removed = record(true, 1, 2);
+    removed.forge(1, remove_first_of_chunk_1);
+    // Frame 10 (RTP time 90000) is the first of chunk 1.
+    assert_eq!(
+        removed.check().unwrap_err(),
+        RecordingError::UnexplainedGap { frames: 1, first_ts: 90_000, last_ts: 90_000 }
+    );
+    let present: BTreeSet<u64> = removed.chunks.keys().copied().collect();
+    let listed = verify_with(
+        &removed.manifest,
+        &removed.relay.verifying_key(),
+        &present,
+        |i| removed.chunks.get(&i).cloned().ok_or_else(|| "gone".to_owned()),
+        Options { list_unexplained_gaps: true },
+    )
+    .unwrap()
+    .report;
+    assert_eq!((listed.gaps, listed.unexplained_gaps, listed.frames), (1, 1, 29));
+    assert_eq!(listed.gap_findings, [GapFinding { first_ts: 90_000, last_ts: 90_000, frames: 1, explained_by: None }]);
+
+    // The recorder's account of the loss, naming the recorded frames on either side.
+    let mut accounted = record(true, 1, 2);
+    accounted.forge(1, |c| {
+        remove_first_of_chunk_1(c);
+        let gap = TimelineEntry::Gap {
+            ts_ms: 2_000,
+            after_ts: Some(9 * 9000),
+            before_ts: Some(11 * 9000),
+            reason: "packets lost on the way to the relay".into(),
+        };
+        c.items.insert(0, ChunkItem::Entry(gap));
     });
-    let r = lossy.check().unwrap().report;
-    assert_eq!((r.gaps, r.frames), (1, 29));
+    let r = accounted.check().unwrap().report;
+    assert_eq!((r.gaps, r.unexplained_gaps), (1, 0));
+    assert_eq!(r.gap_findings[0].explained_by.as_deref(), Some("packets lost on the way to the relay"));
+
+    // A record that spans recorded frames (here: from the start) explains nothing.
+    let mut sweeping = record(true, 1, 2);
+    sweeping.forge(1, |c| {
+        remove_first_of_chunk_1(c);
+        let gap = TimelineEntry::Gap { ts_ms: 2_000, after_ts: None, before_ts: Some(11 * 9000), reason: "all".into() };
+        c.items.insert(0, ChunkItem::Entry(gap));
+    });
+    assert!(matches!(sweeping.check(), Err(RecordingError::UnexplainedGap { frames: 1, .. })));
+
+    // Frames sealed after the last recorded one were on their way when the recording closed.
+    // (Frame 23 is the last sealed one; the recording here ends at frame 22.)
+    let mut cut = record(true, 1, 2);
+    cut.forge(2, |c| c.items.retain(|i| !matches!(i, ChunkItem::Frame(f) if f.ts >= 23 * 9000)));
+    let r = cut.check().unwrap().report;
+    assert_eq!(r.gap_findings.len(), 1);
+    assert_eq!(r.gap_findings[0].first_ts, 23 * 9000);
+    assert_eq!(r.gap_findings[0].explained_by.as_deref(), Some("after the last recorded frame"));
 
     let mut unsealed = record(true, 1, 2);
     unsealed.forge(0, |c| c.items.retain(|i| !matches!(i, ChunkItem::Entry(TimelineEntry::Seal { .. }))));

@@ -126,11 +126,15 @@ async fn view(state: &AppState, auth: &AuthUser, peer: SocketAddr, id: &str, wha
         .into());
     }
     state.identity.require_step_up(auth).await?;
-    let verified =
-        tokio::task::spawn_blocking(move || commands::verify_stored(&dir, recordings.key(), &recordings.verifier_key))
-            .await
-            .map_err(|e| IdentityError::BadRequest(format!("verification failed: {e}")))?
-            .map_err(|e| IdentityError::Conflict(format!("recording {id} does not verify: {e:#}")))?;
+    // The relay checks its own recordings with its own key (an auditor's tools pin theirs).
+    let trusted = sightline_audit::commands::TrustedKeys::new([recordings.verifier_key.clone()]);
+    let asked = id.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        commands::verify_stored(&dir, &asked, recordings.key(), &trusted, Default::default())
+    })
+    .await
+    .map_err(|e| IdentityError::BadRequest(format!("verification failed: {e}")))?
+    .map_err(|e| IdentityError::Conflict(format!("recording {id} does not verify: {e:#}")))?;
     state.identity.emit_session(
         EventKind::RecordingViewed,
         Outcome::Success,

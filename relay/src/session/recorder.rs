@@ -73,12 +73,9 @@ impl LiveSession {
     /// or failed recorder pauses or ends the session (R26).
     fn recorder_news(&self, news: RecorderNews) {
         match news {
-            RecorderNews::Chunk(c) => self.emit(
-                EventKind::RecordingChunk,
-                Outcome::Success,
-                "system",
-                format!("chunk {}: sha256 {}, {} bytes, {} frames", c.index, c.sha256, c.bytes, c.frames),
-            ),
+            RecorderNews::Chunk(c) => {
+                self.emit(EventKind::RecordingChunk, Outcome::Success, "system", c.audit_detail())
+            }
             RecorderNews::Stalled(why) => {
                 self.emit(EventKind::RecordingStalled, Outcome::Failure, "system", why);
                 self.set_recording(false);
