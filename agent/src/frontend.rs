@@ -248,7 +248,7 @@ fn print_tty(st: &mut TtyState, cmd: &UiCommand) {
                 "[session] granted: {}; observers: {}; {}recording {}",
                 sightline_proto::levels_text(granted),
                 if observers.is_empty() { "none".to_owned() } else { observers.join(", ") },
-                if paused_by.is_some() { "PAUSED; " } else { "" },
+                paused_by.map_or(String::new(), |by| format!("{}; ", crate::prompt::paused_line(by))),
                 if *recording { "on" } else { "off" },
             );
             if let Some(ends) = ending {

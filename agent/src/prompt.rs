@@ -92,6 +92,17 @@ pub fn ending_line(ends: &sightline_proto::EndsAt) -> String {
     format!("This session ends {at}: {}", ends.because.describe())
 }
 
+/// What the bar says while the session is paused, by whom it was paused: the relay pauses a
+/// session only while its recording cannot be written, and only that lifts the pause.
+pub fn paused_line(by: Party) -> &'static str {
+    match by {
+        Party::User => "Paused by you",
+        Party::Operator => "Paused by the operator",
+        Party::Admin => "Paused by an administrator",
+        Party::System => "Paused by the relay: the recording cannot be written",
+    }
+}
+
 /// Human name of a level, for check boxes.
 pub fn level_label(level: Level) -> &'static str {
     match level {
@@ -173,6 +184,17 @@ mod tests {
             },
             masks: Vec::new(),
         }
+    }
+
+    /// A pause the relay made (its recorder stalled) is not put on the operator (issue 23).
+    #[test]
+    fn the_bar_says_who_paused_the_session() {
+        assert_eq!(paused_line(Party::System), "Paused by the relay: the recording cannot be written");
+        assert_eq!(paused_line(Party::Operator), "Paused by the operator");
+        assert_eq!(paused_line(Party::User), "Paused by you");
+        let lines: std::collections::BTreeSet<_> =
+            [Party::User, Party::Operator, Party::Admin, Party::System].map(paused_line).into_iter().collect();
+        assert_eq!(lines.len(), 4, "each party has its own words");
     }
 
     #[test]

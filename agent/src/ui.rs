@@ -280,10 +280,7 @@ impl Window {
             ui.colored_label(DENY_RED, ending);
         }
         if let Some(by) = self.paused_by {
-            ui.colored_label(
-                DENY_RED,
-                format!("Paused by the {}", if by == Party::User { "user" } else { "operator" }),
-            );
+            ui.colored_label(DENY_RED, crate::prompt::paused_line(by));
         }
         ui.horizontal(|ui| {
             let paused = self.paused_by.is_some();

@@ -497,11 +497,12 @@ test('where the segment needs a senior, control waits for the user and a senior 
   await clickLands(w, page, 1000, 150);
   // The approval is applied without waiting for its record: wait for it.
   await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'elevation.approved')).toBe(true);
+  // The senior's own step-up, not anyone's, came before the approval, which names the senior.
   const records = w.relay.auditRecords();
-  const stepUp = records.find((r) => r.kind === 'auth.step_up');
-  const approval = records.find((r) => r.kind === 'elevation.approved');
-  expect(stepUp).toBeDefined();
-  expect(approval!.seq).toBeGreaterThan(stepUp!.seq);
+  const approval = records.find((r) => r.kind === 'elevation.approved')!;
+  expect(approval.actor).toBe('senior1');
+  const stepUp = records.find((r) => r.kind === 'auth.step_up' && r.actor === 'senior1' && r.outcome === 'success' && r.seq < approval.seq);
+  expect(stepUp, 'the senior stepped up before approving').toBeDefined();
   await page.getByTestId('end-session').click();
   await expect(page.getByTestId('view-state')).toContainText('the operator ended the session');
   // The relay dropped the one move sent before the approval.

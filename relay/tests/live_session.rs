@@ -315,6 +315,38 @@ async fn refused_operator_controls_past_the_budget_are_counted_in_the_end_record
     session.operator_control(ControlAction::End);
     let ended = f.events_of(EventKind::SessionEnded);
     assert_eq!(ended.len(), 1);
-    let counted = format!("operator pauses and resumes refused and not recorded one by one: {}", extra + 1);
+    let counted = format!("refused pauses and resumes not recorded one by one: {}", extra + 1);
     assert!(ended[0].detail.ends_with(&counted), "{}", ended[0].detail);
+}
+
+/// The user's pause and resume are recorded as the session decided them, not as the endpoint
+/// sent them (issue 23): a resume of the relay's own pause (its recorder stalled) is refused, and
+/// the record says so.
+#[tokio::test]
+async fn a_users_pause_or_resume_is_recorded_as_the_session_decided() {
+    use sightline_audit::events::Outcome::{Failure, Success};
+    use sightline_core::session::Event;
+    let f = fixture("office").await;
+    let session = f.open(&[Level::View]).await;
+    session.accept_receipt(f.receipt(&session, ConsentKind::Session, &[Level::View])).await.unwrap();
+    session.step(Event::RecorderStalled, "system");
+    assert_eq!(session.status().borrow().phase, SessionPhase::Paused);
+    session.user_event(SessionEvent::Resume { by: Party::User });
+    assert_eq!(session.status().borrow().phase, SessionPhase::Paused, "only the recovery lifts the relay's pause");
+    let resumed = f.events_of(EventKind::SessionResumed);
+    assert_eq!(resumed.len(), 1);
+    assert_eq!((resumed[0].outcome, resumed[0].actor.as_str()), (Failure, "user@desk"));
+    assert!(resumed[0].detail.contains("the relay paused the session"), "{}", resumed[0].detail);
+
+    // Control: once the recorder recovers, the user's own pause and resume are carried out and
+    // recorded as such.
+    session.step(Event::RecorderRecovered, "system");
+    session.user_event(SessionEvent::Pause { by: Party::User });
+    assert_eq!(session.status().borrow().phase, SessionPhase::Paused);
+    session.user_event(SessionEvent::Resume { by: Party::User });
+    assert_eq!(session.status().borrow().phase, SessionPhase::Active);
+    let outcomes: Vec<_> = f.events_of(EventKind::SessionResumed).iter().map(|e| e.outcome).collect();
+    assert_eq!(outcomes, [Failure, Success]);
+    let paused: Vec<_> = f.events_of(EventKind::SessionPaused).iter().map(|e| (e.outcome, e.detail.clone())).collect();
+    assert_eq!(paused, [(Success, "by the user".to_owned())]);
 }

@@ -481,9 +481,7 @@ impl LiveSession {
                     let refused = self.refused_controls.load(std::sync::atomic::Ordering::Relaxed);
                     if refused > REFUSED_CONTROLS_RECORDED {
                         let unrecorded = refused - REFUSED_CONTROLS_RECORDED;
-                        detail.push_str(&format!(
-                            "; operator pauses and resumes refused and not recorded one by one: {unrecorded}"
-                        ));
+                        detail.push_str(&format!("; refused pauses and resumes not recorded one by one: {unrecorded}"));
                     }
                     self.emit(EventKind::SessionEnded, Outcome::Success, actor, detail);
                     if dropped > 0 {
@@ -573,15 +571,18 @@ impl LiveSession {
 
     /// The session bar's buttons (pause, resume, end by the user).
     pub fn user_event(&self, event: SessionEvent) {
+        use sightline_proto::ControlAction;
         let actor = format!("user@{}", self.link.info.name);
         match event {
+            // Recorded as the machine decides, not as the endpoint claims: a user's resume of the
+            // relay's own pause (its recorder stalled) is refused and recorded so.
             SessionEvent::Pause { .. } => {
-                self.emit(EventKind::SessionPaused, Outcome::Success, &actor, "by the user".into());
-                self.step(Event::Pause { by: Party::User }, &actor);
+                let pause = Event::Pause { by: Party::User };
+                self.control(ControlAction::Pause, pause, Some(EventKind::SessionPaused), &actor, "by the user");
             }
             SessionEvent::Resume { .. } => {
-                self.emit(EventKind::SessionResumed, Outcome::Success, &actor, "by the user".into());
-                self.step(Event::Resume { by: Party::User }, &actor);
+                let resume = Event::Resume { by: Party::User };
+                self.control(ControlAction::Resume, resume, Some(EventKind::SessionResumed), &actor, "by the user");
             }
             SessionEvent::End { .. } => {
                 self.step(Event::End { by: Party::User }, &actor);
@@ -634,8 +635,23 @@ impl LiveSession {
             ControlAction::Resume => Some(EventKind::SessionResumed),
             ControlAction::End => None,
         };
-        // The reason is read under the same lock as the step, so a user's resume in between
-        // cannot make the record say something that was not so.
+        if self.control(action, event, kind, &actor, "by the operator") && !matches!(action, ControlAction::End) {
+            self.tell_agent(wire);
+        }
+    }
+
+    /// Steps the machine with a pause, resume or end by `actor`, and records it (`kind`) as the
+    /// machine decided: carried out, or refused with why. Whether it was carried out.
+    fn control(
+        &self,
+        action: sightline_proto::ControlAction,
+        event: Event,
+        kind: Option<EventKind>,
+        actor: &str,
+        by_whom: &str,
+    ) -> bool {
+        // The reason is read under the same lock as the step, so the other side's action in
+        // between cannot make the record say something that was not so.
         let now = self.identity.now_ms();
         let (effects, refused) = {
             let mut machine = self.lock();
@@ -644,23 +660,21 @@ impl LiveSession {
             (effects, refused)
         };
         if let Some(why) = refused {
-            // A resume of a pause the user (or the relay) made, a pause of a session that is not
-            // running: evidence of an operator pressing against the user's decision, so recorded,
-            // not dropped; past a budget only counted, so one viewer cannot flood the log.
+            // A resume of a pause someone else made, a pause of a session that is not running:
+            // evidence of pressing against another party's decision, so recorded, not dropped;
+            // past a budget only counted, so one connection cannot flood the log.
             if let Some(kind) = kind
                 && self.refused_controls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < REFUSED_CONTROLS_RECORDED
             {
-                self.emit(kind, Outcome::Failure, &actor, format!("refused: {why}"));
+                self.emit(kind, Outcome::Failure, actor, format!("refused: {why}"));
             }
-            return;
+            return false;
         }
-        self.carry_out(effects, &actor);
+        self.carry_out(effects, actor);
         if let Some(kind) = kind {
-            self.emit(kind, Outcome::Success, &actor, "by the operator".into());
+            self.emit(kind, Outcome::Success, actor, by_whom.into());
         }
-        if !matches!(action, ControlAction::End) {
-            self.tell_agent(wire);
-        }
+        true
     }
 
     /// An administrator ends the session at once.
