@@ -27,6 +27,7 @@ async fn agent_enrols_over_wss_only_with_a_trusted_certificate() {
         concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").to_owned(),
         format!("--tls-cert={}", cert.display()),
         format!("--tls-key={}", key.display()),
+        format!("--recording-recipient={}", age::x25519::Identity::generate().to_public()),
     ]);
     config.validate().unwrap();
     let state =

@@ -35,7 +35,7 @@ fn verify(relay: &TestRelay, id: &str) -> anyhow::Result<sightline_core::recordi
     commands::verify_stored(
         &recordings.dir_of(id),
         id,
-        recordings.key(),
+        &relay.auditor,
         &trusted(relay),
         sightline_core::recording::Options::default(),
     )
@@ -105,7 +105,7 @@ async fn a_session_is_recorded_verifiable_and_exports_to_webm() {
     assert_eq!(r.gaps, 0, "no frame lost on loopback: {r:?}");
 
     // The timeline: the signed consent, the chat line, the end (R27, R24).
-    let timeline = sightline_recording::webm::timeline_jsonl(&verified.chunks);
+    let timeline = sightline_core::recording::timeline_jsonl(&verified.chunks);
     let entries: Vec<serde_json::Value> = timeline.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let kinds: Vec<&str> = entries.iter().filter_map(|e| e["kind"].as_str()).collect();
     for kind in ["consent.allowed", "session.granted", "session.ended"] {

@@ -139,6 +139,24 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
  */
 export interface RelayOptions { port?: number; dataDir?: string; redis?: string; publicUrl?: string; cpu?: number; policy?: string; node?: string; auditDir?: string; env?: Record<string, string | undefined>; siem?: string[]; siemCa?: string; siemFormat?: 'json' | 'cef'; args?: string[]; requestLimits?: { operator: number; device: number } | 'defaults'; tls?: { ca: string; cert: string; key: string } }
 
+/**
+ * The auditor of this test worker: an age identity made with `age-keygen`, whose public key every
+ * relay encrypts recordings to (the relays never hold the identity). `identity` is the file the
+ * auditor's tools read, `secret` the key line the auditor gives the browser.
+ */
+let auditorKey: { identity: string; recipient: string; secret: string } | undefined;
+export function auditorKeys(): { identity: string; recipient: string; secret: string } {
+  if (!auditorKey) {
+    const identity = path.join(tempDir('auditor'), 'auditor.key');
+    execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' });
+    const text = fs.readFileSync(identity, 'utf8');
+    const recipient = /# public key: (age1\S+)/.exec(text)![1];
+    const secret = text.split('\n').find((l) => l.startsWith('AGE-SECRET-KEY-1'))!;
+    auditorKey = { identity, recipient, secret };
+  }
+  return auditorKey;
+}
+
 export class Relay {
   private pinned?: string;
   constructor(public proc: Proc, public port: number, public dataDir: string, public opts: RelayOptions = {}) {}
@@ -182,6 +200,8 @@ export class Relay {
     for (const d of opts.siem ?? []) args.push('--siem', d);
     if (opts.siemCa) args.push('--siem-ca', opts.siemCa);
     if (opts.siemFormat) args.push('--siem-format', opts.siemFormat);
+    // Recordings are encrypted to the auditor's key; the relay has none that opens them (R32).
+    args.push('--recording-recipient', auditorKeys().recipient);
     const limits = opts.requestLimits ?? { operator: 600, device: 600 };
     if (limits !== 'defaults') {
       args.push('--session-requests-per-operator-per-min', String(limits.operator), '--session-requests-per-device-per-min', String(limits.device));

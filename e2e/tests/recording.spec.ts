@@ -8,7 +8,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { World, world, worldOn, stopWorld, openView, tempDir, requestView, sampleFrames, api, inviteAndEnrol, SAMPLE_POLICY, Relay, RedisServer, freePort } from './harness';
+import { World, world, worldOn, stopWorld, openView, tempDir, requestView, sampleFrames, api, inviteAndEnrol, SAMPLE_POLICY, Relay, RedisServer, freePort, auditorKeys } from './harness';
 
 let w: World | undefined;
 let redis: RedisServer | undefined;
@@ -90,6 +90,32 @@ async function play(page: Page, file: string): Promise<{ duration: number; start
 
 const increasing = (xs: number[]) => xs.every((x, i) => i === 0 || x > xs[i - 1]);
 
+/** The frame counters of the frames the recordings player draws on its canvas over `durationMs`
+ * (each drawn frame is announced with a `frame` event; the counter is read from its pixels). */
+async function sampleCanvas(page: Page, durationMs: number): Promise<number[]> {
+  return page.evaluate(async (duration) => {
+    const canvas = document.querySelector('canvas[data-testid="recording-canvas"]') as HTMLCanvasElement;
+    const probe = document.createElement('canvas');
+    probe.width = 1024; probe.height = 16;
+    const ctx = probe.getContext('2d', { willReadFrequently: true })!;
+    const counters: number[] = [];
+    const onFrame = () => {
+      ctx.drawImage(canvas, 0, 0, 1024, 16, 0, 0, 1024, 16);
+      const px = ctx.getImageData(0, 0, 1024, 16).data;
+      let hi = 0;
+      for (let i = 0; i < 32; i++) {
+        const o = (8 * 1024 + i * 16 + 8) * 4;
+        hi = (hi * 2 + (0.299 * px[o] + 0.587 * px[o + 1] + 0.114 * px[o + 2] >= 128 ? 1 : 0)) >>> 0;
+      }
+      counters.push(hi);
+    };
+    canvas.addEventListener('frame', onFrame);
+    await new Promise((r) => setTimeout(r, duration));
+    canvas.removeEventListener('frame', onFrame);
+    return counters;
+  }, durationMs);
+}
+
 test('a session with an elevation, input, chat and a pause is recorded; the auditor exports, verifies and plays it; every kind of tampering is named @R27 @R28 @R24 @R9 @R32', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' }, { node: 'relay-rec', args: ['--recording-chunk-ms', '500'] });
   const page = w.operator;
@@ -130,7 +156,7 @@ test('a session with an elevation, input, chat and a pause is recorded; the audi
   const pinned = w.relay.pinnedKey();
   // Checked against the audit log too: every chunk's record is written before the close's.
   await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'recording.closed' && r.session?.session_id === id)).toBe(true);
-  const verified = w.relay.recordingCli(['verify', id, '--key', pinned, '--audit-dir', w.relay.auditDir]);
+  const verified = w.relay.recordingCli(['verify', id, '--key', pinned, '--identity', auditorKeys().identity, '--audit-dir', w.relay.auditDir]);
   expect(verified.status, verified.stderr).toBe(0);
   expect(verified.stderr).toContain('against the audit log');
   const report = JSON.parse(verified.stdout) as Report;
@@ -142,7 +168,7 @@ test('a session with an elevation, input, chat and a pause is recorded; the audi
 
   // The export is itself evidence: an audit record names it.
   const out = tempDir('export');
-  const exported = w.relay.recordingCli(['export', id, '--out', out, '--key', pinned]);
+  const exported = w.relay.recordingCli(['export', id, '--out', out, '--key', pinned, '--identity', auditorKeys().identity]);
   expect(exported.status, exported.stderr).toBe(0);
   await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'recording.exported' && r.subject === `recording:${id}`)).toBe(true);
   const again = w.relay.recordingCli(['verify', id, '--dir', out, '--key', pinned]);
@@ -247,7 +273,7 @@ test('a relay killed mid-session leaves a recording that verifies up to the kill
   await w.relay.proc.kill('SIGKILL');
   const [hit] = listed(w);
   expect(hit.complete).toBe(false);
-  const verified = w.relay.recordingCli(['verify', hit.id, '--key', w.relay.pinnedKey()]);
+  const verified = w.relay.recordingCli(['verify', hit.id, '--key', w.relay.pinnedKey(), '--identity', auditorKeys().identity]);
   expect(verified.status, verified.stderr).toBe(0);
   expect(verified.stderr).toContain('INCOMPLETE');
   const report = JSON.parse(verified.stdout) as Report;
@@ -256,7 +282,7 @@ test('a relay killed mid-session leaves a recording that verifies up to the kill
   expect(killedAt - report.last_ms).toBeLessThan(2_000);
   expect(report.last_ms - report.started_ms).toBeGreaterThan(6_000);
   const out = tempDir('export');
-  const exported = w.relay.recordingCli(['export', hit.id, '--out', out, '--key', w.relay.pinnedKey()]);
+  const exported = w.relay.recordingCli(['export', hit.id, '--out', out, '--key', w.relay.pinnedKey(), '--identity', auditorKeys().identity]);
   expect(exported.status, exported.stderr).toBe(0);
   const video = probe(path.join(out, 'recording.webm'));
   expect(video.codec).toBe('vp8');
@@ -297,7 +323,7 @@ test('operators see only the recording metadata of their own sessions; auditors 
   expect(own.status).toBe(200);
   expect(own.json.map((r: { id: string }) => r.id)).toEqual([id]);
   expect(Object.keys(own.json[0]).sort()).toEqual(['complete', 'device', 'device_id', 'endpoint_user', 'id', 'node', 'operator', 'reason', 'segment', 'started_ms', 'ticket']);
-  for (const p of [`/api/recordings/${id}`, `/api/recordings/${id}/video`]) {
+  for (const p of [`/api/recordings/${id}`, `/api/recordings/${id}/chunks/0`]) {
     const r = await api(w.operator, 'GET', p);
     expect([r.status, r.json.error]).toEqual([403, 'forbidden']);
   }
@@ -317,24 +343,30 @@ test('operators see only the recording metadata of their own sessions; auditors 
     expect((await api(auditor, 'GET', `/api/recordings?${query}`)).json, query).toEqual([]);
   }
 
-  // Viewing needs a fresh passkey confirmation; then the report, the timeline and the video.
+  // Opening needs a fresh passkey confirmation; then the signed manifest and the chunks, as the
+  // relay holds them: encrypted to the auditor's key (R32). The relay alone cannot read them.
   const before = await api(auditor, 'GET', `/api/recordings/${id}`);
   expect([before.status, before.json.error]).toEqual([403, 'step_up_required']);
   await stepUp(auditor);
   const opened = await api(auditor, 'GET', `/api/recordings/${id}`);
   expect(opened.status).toBe(200);
-  expect(opened.json.report.complete).toBe(true);
-  expect(opened.json.report.session.ticket).toBe('INC-4711');
-  expect(opened.json.timeline.some((e: { kind?: string }) => e.kind === 'session.ended')).toBe(true);
-  const video = await auditor.evaluate(async (p) => {
+  expect(opened.json.id).toBe(id);
+  expect(opened.json.manifest.split('\n')[0]).toContain('"ticket":"INC-4711"');
+  expect(opened.json.chunks.length).toBeGreaterThan(1);
+  const chunk = await auditor.evaluate(async (p) => {
     const r = await fetch(p);
-    return { status: r.status, type: r.headers.get('content-type'), size: (await r.arrayBuffer()).byteLength };
-  }, `/api/recordings/${id}/video`);
-  expect(video.status).toBe(200);
-  expect(video.type).toBe('video/webm');
-  expect(video.size).toBeGreaterThan(10_000);
+    return { status: r.status, bytes: Array.from(new Uint8Array(await r.arrayBuffer())) };
+  }, `/api/recordings/${id}/chunks/0`);
+  expect(chunk.status).toBe(200);
+  const served = Buffer.from(chunk.bytes);
+  expect(served.subarray(0, 21).toString()).toBe('age-encryption.org/v1');
+  // Control: the auditor's identity opens what the relay served, with `age` itself.
+  const sealed = path.join(tempDir('served'), 'chunk.age');
+  fs.writeFileSync(sealed, served);
+  const plain = execFileSync('age', ['--decrypt', '-i', auditorKeys().identity, sealed]);
+  expect(plain.subarray(0, 7).toString()).toBe('SLREC1\n');
   const views = w.relay.auditRecords().filter((r) => r.kind === 'recording.viewed');
-  expect(views.map((r) => [r.actor, r.detail])).toEqual([['audra', `recording ${id}: report and timeline`], ['audra', `recording ${id}: video`]]);
+  expect(views.map((r) => [r.actor, r.detail])).toEqual([['audra', `recording ${id}: manifest and encrypted chunks`]]);
   expect(views[0].session!.session_id).toBe(id);
 
   // No route deletes or edits a recording.
@@ -385,33 +417,39 @@ test('an auditor finds a recording by ticket, confirms with a passkey and plays 
 
   const auditor = await inviteAndEnrol(browser, w.admin, 'audra', 'auditor');
   await auditor.getByTestId('tab-recordings').click();
+  // The auditor gives their own identity (it stays in the page) and pins the node's key.
+  await auditor.locator('input[name="recording-identity"]').fill(auditorKeys().secret);
+  await auditor.locator('textarea[name="recording-keys"]').fill(fs.readFileSync(w.relay.pinnedKey(), 'utf8'));
+  await auditor.getByTestId('recording-pin').click();
   await auditor.locator('input[name="recording-ticket"]').fill('INC-4711');
   await auditor.getByTestId('recordings-search').click();
   const row = auditor.getByTestId('recording-row');
   await expect(row).toHaveCount(1);
-  // Opening asks for the passkey (step-up), then shows what the relay verified.
+  // Opening asks for the passkey (step-up); the browser decrypts and verifies what the relay
+  // serves (R32: the relay cannot read it) and says what it checked.
   await row.getByTestId('recording-open').click();
   await expect(auditor.getByTestId('recording-verification')).toHaveAttribute('data-state', 'complete');
+  await expect(auditor.getByTestId('recording-verification')).toContainText('Verified in this browser');
   await expect(auditor.getByTestId('recording-verification')).toContainText('signed by the endpoint');
   const id = await row.getAttribute('data-id');
-  // The player asks for the video after it shows the report: wait for that request's record.
-  const viewed = () => w!.relay.auditRecords().filter((r) => r.kind === 'recording.viewed' && r.actor === 'audra');
-  await expect.poll(() => viewed().map((r) => r.detail)).toEqual([`recording ${id}: report and timeline`, `recording ${id}: video`]);
+  const viewed = w.relay.auditRecords().filter((r) => r.kind === 'recording.viewed' && r.actor === 'audra');
+  expect(viewed.map((r) => r.detail)).toEqual([`recording ${id}: manifest and encrypted chunks`]);
   expect(w.relay.auditRecords().some((r) => r.kind === 'auth.step_up' && r.actor === 'audra')).toBe(true);
 
-  // The video plays from the start: the screen's frame counters advance.
-  await expect.poll(() => auditor.evaluate(() => (document.querySelector('video') as HTMLVideoElement).duration)).toBeGreaterThan(5);
-  await auditor.evaluate(() => (document.querySelector('video') as HTMLVideoElement).play());
-  const start = (await sampleFrames(auditor, 800)).map((s) => s.counter);
+  // It plays from the start: the screen's frame counters advance.
+  const canvas = auditor.getByTestId('recording-canvas');
+  await expect.poll(async () => Number(await canvas.getAttribute('data-duration-ms'))).toBeGreaterThan(5_000);
+  await auditor.getByTestId('recording-play').click();
+  const start = await sampleCanvas(auditor, 800);
   expect(start.length).toBeGreaterThan(5);
   expect(increasing(start)).toBe(true);
-  // A click on the resume in the timeline seeks the video there.
+  // A click on the resume in the timeline seeks there.
   const resumed = auditor.getByTestId('timeline-entry').filter({ has: auditor.locator('b', { hasText: /^session\.resumed$/ }) });
   const at = Number(await resumed.getAttribute('data-video-ms'));
   expect(at).toBeGreaterThan(2_000);
   await resumed.click();
-  await expect.poll(() => auditor.evaluate(() => (document.querySelector('video') as HTMLVideoElement).currentTime)).toBeGreaterThanOrEqual(at / 1000 - 0.05);
-  const after = (await sampleFrames(auditor, 800)).map((s) => s.counter);
+  await expect.poll(async () => Number(await canvas.getAttribute('data-current-ms'))).toBeGreaterThanOrEqual(at - 50);
+  const after = await sampleCanvas(auditor, 800);
   expect(after.length).toBeGreaterThan(5);
   expect(increasing(after)).toBe(true);
   expect(after[0]).toBeGreaterThan(start[start.length - 1]);
@@ -445,7 +483,7 @@ test('with relays sharing Redis, an auditor on any node finds the recordings of 
     expect((await onB.json()).message).toContain('held by relay node relay-a');
     const onA = await asAuditor.get(`http://127.0.0.1:${nodeA.port}/api/recordings/${id}`);
     expect(onA.status()).toBe(200);
-    expect((await onA.json()).report.complete).toBe(true);
+    expect(((await onA.json()) as { id: string; node: string })).toMatchObject({ id, node: 'relay-a' });
   } finally {
     await asAuditor.dispose();
   }

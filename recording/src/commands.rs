@@ -101,10 +101,10 @@ pub fn verify_exported(dir: &Path, id: &str, trusted: &TrustedKeys, options: Opt
     let verified = verify_with(&manifest, &relay_key, &present, read, options)?;
     let verified = as_asked(verified, id)?;
     let timeline = std::fs::read_to_string(dir.join(TIMELINE)).context("cannot read the exported timeline")?;
-    if timeline != crate::webm::timeline_jsonl(&verified.chunks) {
+    if timeline != sightline_core::recording::timeline_jsonl(&verified.chunks) {
         let line = timeline
             .lines()
-            .zip(crate::webm::timeline_jsonl(&verified.chunks).lines())
+            .zip(sightline_core::recording::timeline_jsonl(&verified.chunks).lines())
             .position(|(a, b)| a != b)
             .map_or_else(|| "its length".to_owned(), |n| format!("line {}", n + 1));
         bail!("{TIMELINE} differs from the timeline in the verified chunks ({line})");
@@ -251,7 +251,7 @@ pub fn export(verified: &Verified, manifest: &str, verifier_key: &str, out: &Pat
     );
     std::fs::write(out.join(MANIFEST), lines)?;
     std::fs::write(out.join(WEBM), crate::webm::webm(&verified.chunks)?)?;
-    std::fs::write(out.join(TIMELINE), crate::webm::timeline_jsonl(&verified.chunks))?;
+    std::fs::write(out.join(TIMELINE), sightline_core::recording::timeline_jsonl(&verified.chunks))?;
     std::fs::write(out.join(RELAY_KEY), format!("{}\n", verifier_key.trim()))?;
     std::fs::write(out.join(REPORT), serde_json::to_string_pretty(&verified.report)?)?;
     Ok(())

@@ -1,6 +1,6 @@
 //! A recording on disk: `<recordings>/<id>/manifest.jsonl` and `<id>/chunks/NNNNNN.age`.
 //!
-//! Chunks are age-encrypted to the recording key's recipient (R32): the plaintext never touches
+//! Chunks are age-encrypted to the auditors' recipients (R32): the plaintext never touches
 //! the disk. A chunk is written to a temporary name, synced and renamed, then its manifest line is
 //! appended and synced; a failed append is cut back off, so a retry never leaves half a line in
 //! the middle of the manifest. A crash between the two leaves one chunk without its line, which
@@ -40,7 +40,7 @@ pub fn list_chunks(dir: &Path) -> std::io::Result<BTreeSet<u64>> {
 pub fn read_chunk(dir: &Path, index: u64, key: &age::x25519::Identity) -> Result<Vec<u8>, String> {
     let path = chunk_path(dir, index);
     let sealed = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    age::decrypt(key, &sealed).map_err(|e| format!("{}: cannot decrypt with the recording key: {e}", path.display()))
+    age::decrypt(key, &sealed).map_err(|e| format!("{}: cannot decrypt with this identity: {e}", path.display()))
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -72,13 +72,25 @@ impl StoredChunk {
     }
 }
 
+/// `plain` encrypted to every recipient (any one of their identities opens it).
+fn encrypt(recipients: &[age::x25519::Recipient], plain: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(std::io::Error::other)?;
+    let mut sealed = Vec::with_capacity(plain.len() + 256);
+    let mut writer = encryptor.wrap_output(&mut sealed)?;
+    writer.write_all(plain)?;
+    writer.finish()?;
+    Ok(sealed)
+}
+
 /// A recording being written.
 pub struct RecordingDir {
     dir: PathBuf,
     manifest: File,
     manifest_len: u64,
     writer: ManifestWriter,
-    recipient: age::x25519::Recipient,
+    recipients: Vec<age::x25519::Recipient>,
     min_free_bytes: u64,
 }
 
@@ -88,10 +100,13 @@ impl RecordingDir {
         root: &Path,
         id: &str,
         key: ManifestKey,
-        recipient: age::x25519::Recipient,
+        recipients: Vec<age::x25519::Recipient>,
         min_free_bytes: u64,
         open: ManifestBody,
     ) -> std::io::Result<RecordingDir> {
+        if recipients.is_empty() {
+            return Err(std::io::Error::other("no recipient to encrypt the recording to (--recording-recipient)"));
+        }
         check_free(root, min_free_bytes)?;
         let dir = root.join(id);
         std::fs::create_dir(&dir)?;
@@ -102,7 +117,7 @@ impl RecordingDir {
             manifest,
             manifest_len: 0,
             writer: ManifestWriter::new(key),
-            recipient,
+            recipients,
             min_free_bytes,
         };
         recording.append(open)?;
@@ -116,7 +131,7 @@ impl RecordingDir {
     /// a failure.
     pub fn write_chunk(&mut self, index: u64, plain: &[u8], frames: u64, now_ms: u64) -> std::io::Result<StoredChunk> {
         check_free(&self.dir, self.min_free_bytes)?;
-        let sealed = age::encrypt(&self.recipient, plain).map_err(std::io::Error::other)?;
+        let sealed = encrypt(&self.recipients, plain)?;
         let path = chunk_path(&self.dir, index);
         let tmp = path.with_extension("tmp");
         {

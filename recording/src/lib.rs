@@ -4,9 +4,11 @@
 //!
 //! The evidence format and its verifier are `sightline_core::recording`; this crate is the IO
 //! around it. Recordings are per node, in `--recordings-dir`; their chunks are encrypted to the
-//! recording key (`--recording-key`, an age X25519 identity kept outside that directory), and
-//! their manifests are signed with the node's evidence key (the audit key, `audit.pub`), so one
-//! public key checks a node's log and its recordings.
+//! auditors' age X25519 recipients (`--recording-recipient`: public keys only, so the relay that
+//! writes a recording cannot read it back, R32), and their manifests are signed with the node's
+//! evidence key (the audit key, `audit.pub`), so one public key checks a node's log and its
+//! recordings. Opening one takes an auditor's identity, in the auditor's own tool (`relay
+//! recording verify|export --identity`) or browser.
 //!
 //! The agent vouches for what it sends: its publisher hashes every encoded frame of the `record`
 //! track with its RTP timestamp and, at least once a second, sends a seal (a hash-chain link over
@@ -34,7 +36,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use age::secrecy::ExposeSecret;
 use sightline_core::recording::{ManifestBody, ManifestKey};
 use tokio::sync::mpsc;
 
@@ -49,7 +50,9 @@ pub(crate) fn now_ms() -> u64 {
 #[derive(Debug, Clone)]
 pub struct RecordingSettings {
     pub dir: PathBuf,
-    pub key_file: PathBuf,
+    /// Who can open the recordings: the auditors' age X25519 recipients (and an escrow key kept
+    /// offline, where the configuration says so). The relay holds no identity that decrypts.
+    pub recipients: Vec<age::x25519::Recipient>,
     pub min_free_bytes: u64,
     pub chunk_every: Duration,
     pub node: String,
@@ -57,17 +60,16 @@ pub struct RecordingSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("recording key {path}: {why}")]
-    Key { path: PathBuf, why: String },
-    #[error(
-        "the recording key {key} is inside the recordings directory {dir}: keep it elsewhere, or the files are not protected from whoever can read them (R32)"
-    )]
-    KeyInsideRecordings { key: PathBuf, dir: PathBuf },
+    #[error("age identity {path}: {why}")]
+    Identity { path: PathBuf, why: String },
+    #[error("{0:?} is not an age X25519 recipient (age1...): {1}")]
+    Recipient(String, String),
 }
 
-/// The recording key: an age X25519 identity (`AGE-SECRET-KEY-1...`), from its file.
-pub fn load_key(path: &Path) -> Result<age::x25519::Identity, KeyError> {
-    let bad = |why: String| KeyError::Key { path: path.to_owned(), why };
+/// An auditor's age X25519 identity (`AGE-SECRET-KEY-1...`), from its file: what opens
+/// recordings, in the auditor's own tools (never on the relay).
+pub fn load_identity(path: &Path) -> Result<age::x25519::Identity, KeyError> {
+    let bad = |why: String| KeyError::Identity { path: path.to_owned(), why };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
     let line = text
         .lines()
@@ -77,48 +79,14 @@ pub fn load_key(path: &Path) -> Result<age::x25519::Identity, KeyError> {
     line.parse().map_err(|e: &str| bad(format!("not an age X25519 identity: {e}")))
 }
 
-/// Loads the key, creating it (0600) where none exists yet.
-pub fn load_or_create_key(path: &Path) -> Result<age::x25519::Identity, KeyError> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let bad = |why: String| KeyError::Key { path: path.to_owned(), why };
-    match std::fs::metadata(path) {
-        Ok(meta) => {
-            if meta.permissions().mode() & 0o077 != 0 {
-                return Err(bad(format!(
-                    "readable by others (mode {:o}); chmod 600 it",
-                    meta.permissions().mode() & 0o777
-                )));
-            }
-            load_key(path)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = age::x25519::Identity::generate();
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| bad(e.to_string()))?;
-            }
-            let mut file = std::fs::OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| bad(e.to_string()))?;
-            let text = format!(
-                "# Sightline recording key: decrypts this relay's recordings. Keep it apart from them.\n# public key: {}\n{}\n",
-                key.to_public(),
-                key.to_string().expose_secret()
-            );
-            file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| bad(e.to_string()))?;
-            Ok(key)
-        }
-        Err(e) => Err(bad(e.to_string())),
-    }
+/// A recipient as `age-keygen` prints it (`age1...`).
+pub fn parse_recipient(text: &str) -> Result<age::x25519::Recipient, KeyError> {
+    text.trim().parse().map_err(|e: &str| KeyError::Recipient(text.to_owned(), e.to_owned()))
 }
 
 /// This node's recordings.
 pub struct Recordings {
     settings: RecordingSettings,
-    key: age::x25519::Identity,
     manifest_key: ManifestKey,
     /// The node's public evidence key (`audit.pub`), for verification.
     pub verifier_key: String,
@@ -135,28 +103,19 @@ impl std::fmt::Debug for Recordings {
 }
 
 impl Recordings {
-    /// Loads (or creates) the recording key. The directory itself is checked when a session
-    /// starts: a relay whose disk is full still serves everything but recorded sessions.
+    /// This node's recordings. The directory itself is checked when a session starts: a relay
+    /// whose disk is full still serves everything but recorded sessions.
     pub fn open(
         settings: RecordingSettings,
         manifest_key: ManifestKey,
         verifier_key: String,
         index: sightline_store::Store,
-    ) -> Result<Recordings, KeyError> {
-        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-        if absolute(&settings.key_file).starts_with(absolute(&settings.dir)) {
-            return Err(KeyError::KeyInsideRecordings { key: settings.key_file.clone(), dir: settings.dir.clone() });
-        }
-        let key = load_or_create_key(&settings.key_file)?;
-        Ok(Recordings { settings, key, manifest_key, verifier_key, live: Arc::default(), index })
+    ) -> Recordings {
+        Recordings { settings, manifest_key, verifier_key, live: Arc::default(), index }
     }
 
     pub fn settings(&self) -> &RecordingSettings {
         &self.settings
-    }
-
-    pub fn key(&self) -> &age::x25519::Identity {
-        &self.key
     }
 
     pub fn dir_of(&self, id: &str) -> PathBuf {
@@ -175,7 +134,7 @@ impl Recordings {
             &self.settings.dir,
             id,
             self.manifest_key.clone(),
-            self.key.to_public(),
+            self.settings.recipients.clone(),
             self.settings.min_free_bytes,
             open,
         )?;

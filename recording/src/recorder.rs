@@ -12,7 +12,7 @@
 //! timeline entries the session notes: every session event as the audit log has it (the signed
 //! consent receipts included), chat lines as each side got them, input counts per second and
 //! kind (never keys or positions), and the agent's seals. Every `chunk_every` (the relay's
-//! `--recording-chunk-ms`) the writer thread encrypts the chunk to the recording key, writes it
+//! `--recording-chunk-ms`) the writer thread encrypts the chunk to the auditors' keys, writes it
 //! and appends its manifest line (SHA-256 of the plaintext, size, frames; chained to the previous
 //! line and signed, see `files`), then reports it; the session puts the same hash in the audit
 //! log. A failed write, or a volume below `--recording-min-free-mb`, stalls the recorder. `close`

@@ -88,7 +88,7 @@ fn record(node: &Node, log: &AuditLog, manifest_key: &ManifestKey, id: &str, dev
         device_key: hex::encode(device.verifying_key().as_bytes()),
     };
     let mut dir =
-        RecordingDir::create(&node.recordings, id, manifest_key.clone(), node.age.to_public(), 0, open).unwrap();
+        RecordingDir::create(&node.recordings, id, manifest_key.clone(), vec![node.age.to_public()], 0, open).unwrap();
     log.append(session_event(id, EventKind::RecordingStarted, format!("recording {id}")));
     let mut stored = Vec::new();
     for (index, chunk) in chunks(id, &device).iter().enumerate() {

@@ -13,6 +13,11 @@ use clap::Parser;
 const OPERATOR_REQUESTS_PER_MIN: std::num::NonZeroU32 = std::num::NonZeroU32::new(6).unwrap();
 const DEVICE_REQUESTS_PER_MIN: std::num::NonZeroU32 = std::num::NonZeroU32::new(4).unwrap();
 
+/// An age recipient given on the command line.
+fn recipient(text: &str) -> Result<age::x25519::Recipient, String> {
+    sightline_recording::parse_recipient(text).map_err(|e| e.to_string())
+}
+
 /// Sightline relay.
 ///
 /// `--config FILE` reads a TOML file whose keys are these flags' long names (see
@@ -96,11 +101,13 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_RECORDINGS_DIR")]
     pub recordings_dir: Option<PathBuf>,
 
-    /// The recording key: an age X25519 identity file that encrypts and decrypts recordings
-    /// (R32). Keep it outside the recordings directory (the relay refuses otherwise). Created
-    /// on first start if missing (default: `<data-dir>/recording.key`).
-    #[arg(long, env = "SIGHTLINE_RECORDING_KEY")]
-    pub recording_key: Option<PathBuf>,
+    /// Who can open recordings (R32): an auditor's age X25519 public key (`age1...`, from
+    /// `age-keygen`), repeatable or comma-separated; add an escrow key kept offline if your rules
+    /// ask for one. Every chunk is encrypted to all of them. The relay holds no key that
+    /// decrypts: a relay taken over exposes no recording made before. A policy that records a
+    /// segment needs at least one.
+    #[arg(long = "recording-recipient", env = "SIGHTLINE_RECORDING_RECIPIENTS", value_delimiter = ',', value_parser = recipient)]
+    pub recording_recipients: Vec<age::x25519::Recipient>,
 
     /// Free space (MB) the recordings volume must keep: below it no recorded session starts,
     /// and a running one pauses and then ends (R26).
@@ -235,7 +242,7 @@ impl Config {
     pub fn recording_settings(&self) -> sightline_recording::RecordingSettings {
         sightline_recording::RecordingSettings {
             dir: self.recordings_dir.clone().unwrap_or_else(|| self.data_dir.join("recordings")),
-            key_file: self.recording_key.clone().unwrap_or_else(|| self.data_dir.join("recording.key")),
+            recipients: self.recording_recipients.clone(),
             min_free_bytes: self.recording_min_free_mb << 20,
             chunk_every: std::time::Duration::from_millis(self.recording_chunk_ms),
             node: self.audit_settings().node,

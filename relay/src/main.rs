@@ -170,6 +170,10 @@ enum RecordingAction {
         /// of failing on them.
         #[arg(long)]
         list_gaps: bool,
+        /// Your age identity (AGE-SECRET-KEY-1...), to open a stored recording: recordings are
+        /// encrypted to the auditors' keys, and the relay has none.
+        #[arg(long, required_unless_present = "dir")]
+        identity: Option<PathBuf>,
     },
     /// Decrypt and export a recording for an auditor (audited): plaintext chunks, manifest,
     /// recording.webm, timeline.jsonl, relay.pub and the verification report.
@@ -181,6 +185,9 @@ enum RecordingAction {
         /// before it is exported, and it is the relay.pub written beside the export.
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
+        /// Your age identity (AGE-SECRET-KEY-1...), which opens the recording.
+        #[arg(long)]
+        identity: PathBuf,
     },
 }
 
@@ -344,13 +351,13 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
             }
             Ok(())
         }
-        RecordingAction::Verify { id, dir, keys, audit_dirs, list_gaps } => {
+        RecordingAction::Verify { id, dir, keys, audit_dirs, list_gaps, identity } => {
             let trusted = TrustedKeys::load(&keys)?;
             let options = sightline_core::recording::Options { list_unexplained_gaps: list_gaps };
             let verified = match dir {
                 Some(dir) => rec::verify_exported(&dir, &id, &trusted, options)?,
                 None => {
-                    let identity = recording::load_key(&settings.key_file)?;
+                    let identity = recording::load_identity(&identity.context("--identity is needed to open it")?)?;
                     rec::verify_stored(&settings.dir.join(&id), &id, &identity, &trusted, options)?
                 }
             };
@@ -367,9 +374,9 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
             }
             report(&verified)
         }
-        RecordingAction::Export { id, out, keys } => {
+        RecordingAction::Export { id, out, keys, identity } => {
             let trusted = TrustedKeys::load(&keys)?;
-            let identity = recording::load_key(&settings.key_file)?;
+            let identity = recording::load_identity(&identity)?;
             let dir = settings.dir.join(&id);
             let verified = rec::verify_stored(&dir, &id, &identity, &trusted, Default::default())?;
             let vkey = trusted.for_node(&verified.report.node, Path::new("audit.pub"))?.to_owned();

@@ -61,15 +61,22 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let identity = Arc::new(identity(config, store.clone(), events.clone()).await?);
     let audit_settings = config.audit_settings();
     let key = sightline_audit::evidence_key(&audit_settings).context("cannot load the node's evidence key")?;
-    let recordings = Arc::new(
-        sightline_recording::Recordings::open(
-            config.recording_settings(),
-            sightline_core::recording::ManifestKey::of(&key),
-            key.verifier_key().to_owned(),
-            index,
-        )
-        .context("cannot set up recordings")?,
-    );
+    let recording_settings = config.recording_settings();
+    // A recorded segment whose recordings nobody could open would record for nothing (R32).
+    if recording_settings.recipients.is_empty()
+        && let Some(segment) = policy.segments.iter().find(|(_, s)| s.terms.recording_required).map(|(n, _)| n)
+    {
+        anyhow::bail!(
+            "segment {segment} is recorded, and no --recording-recipient says who can open its recordings: give the \
+             auditors' age public keys (age-keygen; the relay never holds their secret keys)"
+        );
+    }
+    let recordings = Arc::new(sightline_recording::Recordings::open(
+        recording_settings,
+        sightline_core::recording::ManifestKey::of(&key),
+        key.verifier_key().to_owned(),
+        index,
+    ));
     let reconciling = recordings.clone();
     tokio::spawn(async move {
         match reconciling.reconcile().await {

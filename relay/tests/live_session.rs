@@ -35,6 +35,7 @@ async fn fixture(segment: &str) -> Fixture {
         format!("--data-dir={}", dir.path().display()),
         "--node=test".to_owned(),
         concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/policy-sample.toml").to_owned(),
+        format!("--recording-recipient={}", age::x25519::Identity::generate().to_public()),
     ]);
     let events = MemorySink::default();
     let state = sightline_relay::server::build(&config, Arc::new(events.clone())).await.unwrap();

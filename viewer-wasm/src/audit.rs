@@ -65,12 +65,19 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
 }
 
-fn pinned_keys() -> String {
+/// Keeps `keys` as the auditor's pinned keys (this browser's storage).
+pub(crate) fn pin_keys(keys: &str) {
+    if let Some(storage) = storage() {
+        let _ = storage.set_item(PINNED_KEYS, keys.trim());
+    }
+}
+
+pub(crate) fn pinned_keys() -> String {
     storage().and_then(|s| s.get_item(PINNED_KEYS).ok().flatten()).unwrap_or_default()
 }
 
 /// The pinned key named for `node`'s log (signed-note key names are `sightline.audit/<node>`).
-fn pinned_for(node: &str, keys: &str) -> Option<String> {
+pub(crate) fn pinned_for(node: &str, keys: &str) -> Option<String> {
     let name = sightline_core::audit::origin_for_node(node);
     keys.lines().map(str::trim).find(|k| k.split('+').next() == Some(name.as_str())).map(str::to_owned)
 }
@@ -186,9 +193,7 @@ pub fn AuditView() -> impl IntoView {
     };
     search();
     let pin = move |_| {
-        if let Some(storage) = storage() {
-            let _ = storage.set_item(PINNED_KEYS, keys.get_untracked().trim());
-        }
+        pin_keys(&keys.get_untracked());
         search();
     };
 

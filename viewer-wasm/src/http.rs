@@ -78,6 +78,23 @@ pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| ApiError { status: 0, code: "decode".into(), message: e.to_string() })
 }
 
+/// The bytes at `path` (an encrypted recording chunk); a refusal as the relay reports it.
+pub async fn get_bytes(path: &str) -> Result<Vec<u8>, ApiError> {
+    let init = RequestInit::new();
+    init.set_method("GET");
+    init.set_credentials(RequestCredentials::SameOrigin);
+    let request = Request::new_with_str_and_init(path, &init).map_err(ApiError::network)?;
+    let window = web_sys::window().ok_or_else(|| ApiError::network(JsValue::from_str("no window")))?;
+    let response: Response =
+        JsFuture::from(window.fetch_with_request(&request)).await.map_err(ApiError::network)?.unchecked_into();
+    let status = response.status();
+    let body = JsFuture::from(response.array_buffer().map_err(ApiError::network)?).await.map_err(ApiError::network)?;
+    if !(200..300).contains(&status) {
+        return Err(ApiError { status, code: "error".into(), message: format!("request failed ({status})") });
+    }
+    Ok(js_sys::Uint8Array::new(&body).to_vec())
+}
+
 pub async fn post<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Result<T, ApiError> {
     let body = serde_json::to_string(body).map_err(|e| ApiError {
         status: 0,

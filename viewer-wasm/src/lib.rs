@@ -21,6 +21,8 @@ mod input;
 #[cfg(target_arch = "wasm32")]
 mod media;
 #[cfg(target_arch = "wasm32")]
+mod player;
+#[cfg(target_arch = "wasm32")]
 mod recordings;
 #[cfg(target_arch = "wasm32")]
 mod signaling;

@@ -1,16 +1,18 @@
-//! The auditor's recordings page (R45, R27, R29, R30): search by ticket, operator, device,
-//! endpoint user and time; open a recording (a passkey step-up, and an audit event on the relay)
-//! to play its video beside its timeline, where clicking an entry seeks the video there; and see
-//! plainly what the relay's verification established (manifest signatures, chunk hashes, the
-//! endpoint's seals, whether the recording is complete).
+//! The auditor's recordings page (R45, R27, R29, R30, R32): search by ticket, operator, device,
+//! endpoint user and time; open a recording (a passkey step-up, and an audit event on the relay):
+//! the relay hands over its signed manifest and its chunks encrypted to the auditors' keys, which
+//! it cannot read; this page decrypts them with the auditor's own identity (kept in memory, never
+//! sent or stored), verifies everything against the node key the auditor pinned (the manifest's
+//! signatures and chain, every chunk's hash, every frame against the endpoint's seals, that it is
+//! the recording asked for), then plays the frames (`player`) beside the timeline, where clicking
+//! an entry seeks there.
 
 use leptos::prelude::*;
 use serde::Deserialize;
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 
 use crate::auth::with_step_up;
 use crate::http;
+use crate::player::FramePlayer;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 struct Listed {
@@ -24,22 +26,62 @@ struct Listed {
     complete: bool,
 }
 
+/// What the relay hands over: the signed manifest and which chunks it stores (encrypted).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-struct Report {
-    complete: bool,
-    end_reason: Option<String>,
-    chunks: u64,
-    frames: u64,
-    seals: u64,
-    frames_matched: u64,
-    gaps: u64,
-    unsealed_tail: u64,
+struct Served {
+    id: String,
+    node: String,
+    manifest: String,
+    chunks: Vec<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A recording opened and verified in this browser.
+#[derive(Debug, Clone)]
 struct Opened {
-    report: Report,
+    report: sightline_core::recording::RecordingReport,
+    /// The node key it was verified with (the pinned one).
+    key: String,
     timeline: Vec<serde_json::Value>,
+}
+
+/// Decrypts the served chunks with `identity` and verifies the recording against the key
+/// pinned for its node: what the relay could not do for it.
+async fn open_here(
+    served: Served,
+    identity: &age::x25519::Identity,
+) -> Result<(Opened, Vec<(f64, bool, Vec<u8>)>, (u32, u32)), String> {
+    use sightline_core::recording;
+    let key = crate::audit::pinned_for(&served.node, &crate::audit::pinned_keys()).ok_or_else(|| {
+        format!("no key is pinned for node {}: pin the node's key first (Trusted node keys)", served.node)
+    })?;
+    let relay_key = recording::verifying_key_from_note(&key).map_err(|e| format!("the pinned key: {e}"))?;
+    let mut plain = std::collections::BTreeMap::new();
+    for n in &served.chunks {
+        let sealed =
+            http::get_bytes(&format!("/api/recordings/{}/chunks/{n}", served.id)).await.map_err(|e| e.to_string())?;
+        let opened =
+            age::decrypt(identity, &sealed).map_err(|e| format!("chunk {n} does not open with your identity: {e}"))?;
+        plain.insert(*n, opened);
+    }
+    let present = served.chunks.iter().copied().collect();
+    let verified = recording::verify(&served.manifest, &relay_key, &present, |i| {
+        plain.get(&i).cloned().ok_or_else(|| "not served".to_owned())
+    })
+    .map_err(|e| format!("the recording does not verify: {e}"))?;
+    let r = &verified.report;
+    if r.recording_id != served.id || r.session.session_id != served.id {
+        return Err(format!(
+            "the relay served recording {} (session {}) for {}",
+            r.recording_id, r.session.session_id, served.id
+        ));
+    }
+    let timeline =
+        recording::timeline_jsonl(&verified.chunks).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let shown = recording::shown_frames(&verified.chunks);
+    let size =
+        shown.first().and_then(|f| recording::vp8::keyframe_size(f.data)).ok_or("the recording holds no keyframe")?;
+    let frames = shown.iter().map(|f| (f.ms as f64, f.keyframe, f.data.to_vec())).collect();
+    Ok((Opened { report: verified.report.clone(), key, timeline }, frames, size))
 }
 
 pub(crate) fn utc(ms: u64) -> String {
@@ -65,23 +107,6 @@ fn describe(entry: &serde_json::Value) -> (String, String) {
     }
 }
 
-/// Fetches the video as a blob: a blob URL seeks anywhere, without range requests.
-async fn video_url(id: &str) -> Result<String, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(&format!("/api/recordings/{id}/video")))
-        .await
-        .map_err(|e| format!("{e:?}"))?
-        .unchecked_into();
-    if !response.ok() {
-        return Err(format!("the relay refused the video ({})", response.status()));
-    }
-    let blob: web_sys::Blob = JsFuture::from(response.blob().map_err(|e| format!("{e:?}"))?)
-        .await
-        .map_err(|e| format!("{e:?}"))?
-        .unchecked_into();
-    web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| format!("{e:?}"))
-}
-
 #[component]
 pub fn RecordingsView() -> impl IntoView {
     let fields: Vec<(&'static str, &'static str, RwSignal<String>)> = vec![
@@ -95,8 +120,11 @@ pub fn RecordingsView() -> impl IntoView {
     let results = RwSignal::new(Vec::<Listed>::new());
     let message = RwSignal::new(String::new());
     let opened = RwSignal::new(None::<(Listed, Opened)>);
-    let video = RwSignal::new(None::<String>);
-    let video_ref = NodeRef::<leptos::html::Video>::new();
+    let canvas_ref = NodeRef::<leptos::html::Canvas>::new();
+    let player = StoredValue::new_local(None::<FramePlayer>);
+    // The auditor's identity: in this page's memory only, never stored or sent.
+    let identity = RwSignal::new(String::new());
+    let keys = RwSignal::new(crate::audit::pinned_keys());
 
     let query_fields = fields.clone();
     let search = move || {
@@ -118,23 +146,47 @@ pub fn RecordingsView() -> impl IntoView {
     search();
     let open = move |listed: Listed| {
         leptos::task::spawn_local(async move {
-            let path = format!("/api/recordings/{}", listed.id);
-            match with_step_up(|| http::get::<Opened>(&path)).await {
-                Ok(o) => {
-                    opened.set(Some((listed.clone(), o)));
-                    match video_url(&listed.id).await {
-                        Ok(url) => video.set(Some(url)),
-                        Err(e) => message.set(e),
-                    }
+            opened.set(None);
+            let identity = match identity.get_untracked().trim().parse::<age::x25519::Identity>() {
+                Ok(identity) => identity,
+                Err(e) => {
+                    message.set(format!("give your age identity (AGE-SECRET-KEY-1...) to open recordings: {e}"));
+                    return;
                 }
-                Err(e) => message.set(format!("cannot open the recording: {e}")),
+            };
+            let path = format!("/api/recordings/{}", listed.id);
+            let served = match with_step_up(|| http::get::<Served>(&path)).await {
+                Ok(served) => served,
+                Err(e) => {
+                    message.set(format!("cannot open the recording: {e}"));
+                    return;
+                }
+            };
+            match open_here(served, &identity).await {
+                Ok((o, frames, (width, height))) => {
+                    message.set(String::new());
+                    opened.set(Some((listed.clone(), o)));
+                    // The canvas exists once the player section is drawn.
+                    leptos::task::tick().await;
+                    let Some(canvas) = canvas_ref.get_untracked() else { return };
+                    let p = FramePlayer::new(&canvas, width, height);
+                    for (ms, key, data) in &frames {
+                        p.push(*ms, *key, data);
+                    }
+                    // The first picture at once; playing is the auditor's click.
+                    let _ = p.seek(0.0);
+                    player.set_value(Some(p));
+                }
+                Err(e) => message.set(e),
             }
         });
     };
     let seek = move |video_ms: i64| {
-        if let Some(v) = video_ref.get() {
-            v.set_current_time((video_ms.max(0) as f64) / 1000.0);
-        }
+        player.with_value(|p| {
+            if let Some(p) = p {
+                let _ = p.seek(video_ms.max(0) as f64);
+            }
+        });
     };
     let search_enter = search.clone();
     view! {
@@ -149,6 +201,13 @@ pub fn RecordingsView() -> impl IntoView {
                     }
                 }).collect_view()}
                 <button data-testid="recordings-search" on:click=move |_| search()>"Search"</button>
+            </div>
+            <div class="filters">
+                <label>"Your age identity (opens recordings; stays in this page) "
+                    <input type="password" name="recording-identity" autocomplete="off" bind:value=identity/></label>
+                <label>"Trusted node keys "
+                    <textarea name="recording-keys" rows="2" cols="60" bind:value=keys></textarea></label>
+                <button data-testid="recording-pin" on:click=move |_| crate::audit::pin_keys(&keys.get_untracked())>"Pin"</button>
             </div>
             <p class="muted" data-testid="recordings-message">{move || message.get()}</p>
             <ul>
@@ -171,13 +230,17 @@ pub fn RecordingsView() -> impl IntoView {
                     <div class="player" data-testid="recording-player" data-id=listed.id.clone()>
                         <p class="verification" data-testid="recording-verification" data-state=state>
                             {format!(
-                                "Verified by the relay: the manifest's signatures and chain, the hashes of {} chunks, and {} of {} frames against {} seals signed by the endpoint ({} sealed frames missing in transit, {} after the last seal). {}",
-                                r.chunks, r.frames_matched, r.frames, r.seals, r.gaps, r.unsealed_tail,
+                                "Verified in this browser with your identity and the key you pinned for node {} ({}): the manifest's signatures and chain, the hashes of {} chunks, and {} of {} frames against {} seals signed by the endpoint ({} sealed frames missing, each accounted for by the recorder or the end; {} after the last seal). {}",
+                                r.node, o.key, r.chunks, r.frames_matched, r.frames, r.seals, r.gaps, r.unsealed_tail,
                                 if r.complete { format!("Complete: {}.", r.end_reason.clone().unwrap_or_default()) } else { "INCOMPLETE: the relay stopped during the session.".to_owned() }
                             )}
                         </p>
+                        <div>
+                            <button data-testid="recording-play" on:click=move |_| player.with_value(|p| if let Some(p) = p { p.play() })>"Play"</button>
+                            <button data-testid="recording-pause" on:click=move |_| player.with_value(|p| if let Some(p) = p { p.pause() })>"Pause"</button>
+                        </div>
                         <div class="player-body">
-                            <video node_ref=video_ref controls muted autoplay data-testid="recording-video" src=move || video.get().unwrap_or_default()></video>
+                            <canvas node_ref=canvas_ref data-testid="recording-canvas"></canvas>
                             <ol class="timeline" data-testid="recording-timeline">
                                 {o.timeline.iter().map(|entry| {
                                     let at = entry["video_ms"].as_i64().unwrap_or(0);

@@ -30,6 +30,8 @@ const APT_BUILD: &[&str] = &[
     "libxkbcommon-x11-0",
     "libxcursor1",
     "libxi6",
+    // age-keygen: the auditors' recording keys (the demo makes one; tests make one per worker).
+    "age",
 ];
 /// Packages the test suites use: browser, X server and tools, media tools, Redis, GUI runtime.
 const APT_TEST: &[&str] = &[

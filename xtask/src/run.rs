@@ -104,6 +104,9 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
     let public_url = format!("http://localhost:{port}/");
     let data = root.join("demo-data");
     let (relay_data, agent_data) = (data.join("relay"), data.join("agent"));
+    // The demo's auditor: recordings are encrypted to this key, which the relay never holds.
+    let auditor = data.join("auditor.key");
+    let recipient = demo_auditor(root, &auditor)?;
     let relay_args = |extra: &[&str]| {
         let mut args: Vec<std::ffi::OsString> = vec![
             "--data-dir".into(),
@@ -112,6 +115,8 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
             public_url.clone().into(),
             "--policy".into(),
             root.join("relay/policy-sample.toml").into(),
+            "--recording-recipient".into(),
+            recipient.clone().into(),
         ];
         args.extend(extra.iter().map(Into::into));
         args
@@ -168,6 +173,8 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
     println!("  passkey, invite an operator from the Admin tab, and view `demo-endpoint` as that operator.");
     println!("  The endpoint's user answers the request in the consent window (with a display) or here,");
     println!("  on this terminal: type allow, deny, or levels such as view,control.");
+    println!("  Recordings open only with the auditor's key, {} (an auditor pastes its", auditor.display());
+    println!("  AGE-SECRET-KEY line into the Recordings tab; the relay holds only its public key).");
     println!("  State is kept in {}; delete it to start over. Ctrl-C stops relay and agent.", data.display());
     println!();
     loop {
@@ -181,6 +188,22 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The demo auditor's age identity in `path` (made with `age-keygen` on first use); returns its
+/// public key, the recipient the relay encrypts recordings to.
+fn demo_auditor(root: &Path, path: &Path) -> Result<String> {
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        status(cmd(root, "age-keygen").arg("-o").arg(path), "age-keygen")?;
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .map(|k| k.trim().to_owned())
+        .with_context(|| format!("{} names no public key", path.display()))
 }
 
 /// Turns Ctrl-C into a message so that `Children` stops relay and agent in order. (The terminal

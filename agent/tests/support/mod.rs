@@ -19,6 +19,8 @@ pub struct TestRelay {
     pub operator_cookie: String,
     pub events: sightline_audit::events::MemorySink,
     pub dir: tempfile::TempDir,
+    /// The auditor's identity: the relay encrypts recordings to its public key and holds none.
+    pub auditor: age::x25519::Identity,
 }
 
 pub async fn start_relay() -> TestRelay {
@@ -28,6 +30,7 @@ pub async fn start_relay() -> TestRelay {
 /// A relay with extra flags (after the defaults, so they win).
 pub async fn start_relay_with(extra: &[String]) -> TestRelay {
     let dir = tempfile::tempdir().unwrap();
+    let auditor = age::x25519::Identity::generate();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut args = vec![
@@ -40,6 +43,7 @@ pub async fn start_relay_with(extra: &[String]) -> TestRelay {
         concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").to_owned(),
         // Test volumes may be small; the floor itself is tested where it matters.
         "--recording-min-free-mb=1".to_owned(),
+        format!("--recording-recipient={}", auditor.to_public()),
     ];
     args.extend(extra.iter().cloned());
     let config = <sightline_relay::config::Config as clap::Parser>::parse_from(args);
@@ -63,6 +67,7 @@ pub async fn start_relay_with(extra: &[String]) -> TestRelay {
         operator_cookie: format!("{}={token}", sightline_relay::http::auth::SESSION_COOKIE),
         events,
         dir,
+        auditor,
     }
 }
 

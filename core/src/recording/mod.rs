@@ -14,12 +14,14 @@ mod chunk;
 mod manifest;
 mod seal;
 mod verify;
+mod video;
 pub mod vp8;
 
 pub use chunk::{Chunk, ChunkItem, MAGIC, MAX_ITEM_BYTES, RecordedFrame, TimelineEntry};
 pub use manifest::{ManifestBody, ManifestKey, ManifestLine, ManifestWriter, verifying_key_from_note};
 pub use seal::{SealChain, frame_hash, seal_head, verify_seal};
 pub use verify::{GapFinding, MAX_UNSEALED_TAIL_MS, Options, RecordingReport, Verified, verify, verify_with};
+pub use video::{ShownFrame, TimelineLine, shown_frames, timeline_jsonl, video_start_ms};
 
 /// Why a recording is not what it claims to be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

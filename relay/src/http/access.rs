@@ -53,7 +53,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/api/audit/records", Access::NeedsAny(AUDIT_LOG)),
     ("GET", "/api/recordings", Access::NeedsAny(RECORDING_METADATA)),
     ("GET", "/api/recordings/{id}", Access::Needs(Capability::Audit)),
-    ("GET", "/api/recordings/{id}/video", Access::Needs(Capability::Audit)),
+    ("GET", "/api/recordings/{id}/chunks/{n}", Access::Needs(Capability::Audit)),
 ];
 /// Who may search recordings' metadata: auditors (all), operators (their own sessions').
 pub const RECORDING_METADATA: &[Capability] = &[Capability::Audit, Capability::ViewSessions];

@@ -103,7 +103,7 @@ fn api(state: AppState) -> Router<AppState> {
     // Viewing needs a step-up too; the handlers ask for it (and audit every view).
     let recording_views = Router::new()
         .route("/api/recordings/{id}", get(recordings::open))
-        .route("/api/recordings/{id}/video", get(recordings::video))
+        .route("/api/recordings/{id}/chunks/{n}", get(recordings::chunk))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), Capability::Audit), auth::needs_capability))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::signed_in));
     public

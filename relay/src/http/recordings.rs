@@ -1,14 +1,16 @@
-//! The recordings' HTTP edge (R29, R30, R14): search by metadata for auditors (and operators,
-//! who see only their own sessions' metadata), and, for auditors after a passkey step-up, the
-//! verified recording: its report and timeline, and its video. Every view is an audit event,
-//! on disk before anything is served. No route edits or deletes a recording.
+//! The recordings' HTTP edge (R29, R30, R32, R14): search by metadata for auditors (and
+//! operators, who see only their own sessions' metadata), and, for auditors after a passkey
+//! step-up, the recording as the relay holds it: the signed manifest and the chunks encrypted to
+//! the auditors' keys. The relay cannot read them; the auditor's browser decrypts them with the
+//! auditor's identity and verifies everything against the key the auditor pinned. Opening a
+//! recording is an audit event, on disk before anything is served. No route edits or deletes one.
 //!
 //! `GET /api/recordings` searches the recordings index (every node's recordings where the nodes
 //! share Redis) by ticket, operator, device, endpoint account and start time, newest first.
-//! `GET /api/recordings/{id}` (report and timeline) and `.../video` (the WebM) verify the
-//! recording on each request; recordings stay on the node that made them, and a node asked for
-//! another node's answers 409 naming the node that holds it. Deletion is the retention job's
-//! alone (`sightline_recording::retention`).
+//! `GET /api/recordings/{id}` (manifest and chunk list) and `.../chunks/{n}` (one encrypted
+//! chunk): recordings stay on the node that made them, and a node asked for another node's
+//! answers 409 naming the node that holds it. Deletion is the retention job's alone
+//! (`sightline_recording::retention`).
 
 use std::net::SocketAddr;
 
@@ -17,7 +19,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use sightline_core::recording::{RecordingReport, Verified};
 use sightline_core::roles::Capability;
 
 use super::error::ApiError;
@@ -89,12 +90,18 @@ pub async fn search(
     Ok(Json(hits))
 }
 
-/// A recording as the auditor's player gets it.
+/// A recording as the auditor's player gets it: what the relay has, which it cannot read.
+/// The player decrypts the chunks with the auditor's own identity and verifies all of it in the
+/// browser, against the key the auditor pinned.
 #[derive(Debug, Serialize)]
 pub struct Opened {
-    pub report: RecordingReport,
-    /// The timeline, each entry with its place in the video (`video_ms`).
-    pub timeline: Vec<serde_json::Value>,
+    pub id: String,
+    /// The node that recorded it (whose key signed the manifest).
+    pub node: String,
+    /// The signed manifest, as stored.
+    pub manifest: String,
+    /// The chunk numbers stored (`GET .../chunks/{n}` serves each, encrypted).
+    pub chunks: Vec<u64>,
 }
 
 /// Only hex ids name recordings: nothing else reaches the file system.
@@ -105,8 +112,9 @@ fn checked_id(id: &str) -> Result<&str, IdentityError> {
     Ok(id)
 }
 
-/// Verifies a recording for an auditor who stepped up, and records that they viewed it.
-async fn view(state: &AppState, auth: &AuthUser, peer: SocketAddr, id: &str, what: &str) -> Result<Verified, ApiError> {
+/// The recording's directory, for an auditor who stepped up; a recording held by another node is
+/// named, not served.
+async fn stored(state: &AppState, auth: &AuthUser, id: &str) -> Result<std::path::PathBuf, ApiError> {
     if !auth.allows(Capability::Audit) {
         return Err(IdentityError::Forbidden("only auditors view recordings".into()).into());
     }
@@ -126,53 +134,59 @@ async fn view(state: &AppState, auth: &AuthUser, peer: SocketAddr, id: &str, wha
         .into());
     }
     state.identity.require_step_up(auth).await?;
-    // The relay checks its own recordings with its own key (an auditor's tools pin theirs).
-    let trusted = sightline_audit::commands::TrustedKeys::new([recordings.verifier_key.clone()]);
-    let asked = id.clone();
-    let verified = tokio::task::spawn_blocking(move || {
-        commands::verify_stored(&dir, &asked, recordings.key(), &trusted, Default::default())
-    })
-    .await
-    .map_err(|e| IdentityError::BadRequest(format!("verification failed: {e}")))?
-    .map_err(|e| IdentityError::Conflict(format!("recording {id} does not verify: {e:#}")))?;
-    state.identity.emit_session(
-        EventKind::RecordingViewed,
-        Outcome::Success,
-        &auth.user.name,
-        verified.report.session.clone(),
-        Some(peer.ip()),
-        format!("recording {id}: {what}"),
-    );
-    state.identity.audit_committed().await?;
-    Ok(verified)
+    Ok(dir)
 }
 
-/// `GET /api/recordings/{id}`: the verification report and the timeline.
+/// `GET /api/recordings/{id}`: the signed manifest and the list of chunks, for an auditor who
+/// stepped up; the opening is recorded (`recording.viewed`) before anything is served.
 pub async fn open(
     State(state): State<AppState>,
     Extension(auth): Extension<AuthUser>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<Opened>, ApiError> {
-    let verified = view(&state, &auth, peer, &id, "report and timeline").await?;
-    let timeline = sightline_recording::webm::timeline_jsonl(&verified.chunks)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    Ok(Json(Opened { report: verified.report, timeline }))
+    let dir = stored(&state, &auth, &id).await?;
+    let read = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let manifest = std::fs::read_to_string(dir.join(sightline_recording::files::MANIFEST))?;
+            let chunks = sightline_recording::files::list_chunks(&dir)?;
+            Ok::<_, std::io::Error>((manifest, chunks))
+        })
+    };
+    let (manifest, chunks) = read
+        .await
+        .map_err(|e| IdentityError::BadRequest(format!("reading the recording failed: {e}")))?
+        .map_err(|e| IdentityError::Conflict(format!("recording {id} cannot be read: {e}")))?;
+    let listed = commands::listed(&manifest)
+        .ok_or_else(|| IdentityError::Conflict(format!("recording {id} has no readable opening line")))?;
+    let facts =
+        listed.session.clone().ok_or_else(|| IdentityError::Conflict(format!("recording {id} names no session")))?;
+    state.identity.emit_session(
+        EventKind::RecordingViewed,
+        Outcome::Success,
+        &auth.user.name,
+        facts,
+        Some(peer.ip()),
+        format!("recording {id}: manifest and encrypted chunks"),
+    );
+    state.identity.audit_committed().await?;
+    Ok(Json(Opened { id, node: listed.node, manifest, chunks: chunks.into_iter().collect() }))
 }
 
-/// `GET /api/recordings/{id}/video`: the screen as WebM.
-pub async fn video(
+/// `GET /api/recordings/{id}/chunks/{n}`: one chunk as stored, encrypted to the auditors' keys
+/// (the relay cannot read it), for an auditor who stepped up.
+pub async fn chunk(
     State(state): State<AppState>,
     Extension(auth): Extension<AuthUser>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
+    Path((id, n)): Path<(String, u64)>,
 ) -> Result<Response, ApiError> {
-    let verified = view(&state, &auth, peer, &id, "video").await?;
-    let webm = tokio::task::spawn_blocking(move || sightline_recording::webm::webm(&verified.chunks))
+    let dir = stored(&state, &auth, &id).await?;
+    let path = sightline_recording::files::chunk_path(&dir, n);
+    let sealed = tokio::task::spawn_blocking(move || std::fs::read(path))
         .await
-        .map_err(|e| IdentityError::BadRequest(format!("muxing failed: {e}")))?
-        .map_err(|e| IdentityError::Conflict(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "video/webm"), (header::CACHE_CONTROL, "no-store")], webm).into_response())
+        .map_err(|e| IdentityError::BadRequest(format!("reading the chunk failed: {e}")))?
+        .map_err(|_| IdentityError::NotFound)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream"), (header::CACHE_CONTROL, "no-store")], sealed)
+        .into_response())
 }

@@ -40,6 +40,8 @@ pub fn config(dir: &std::path::Path, addr: SocketAddr, extra: &[&str]) -> Config
         format!("--data-dir={}", dir.display()),
         "--node=test".to_owned(),
         concat!("--policy=", env!("CARGO_MANIFEST_DIR"), "/../relay/policy-sample.toml").to_owned(),
+        // An auditor's public key: recorded segments need one (the relay holds no secret key).
+        format!("--recording-recipient={}", age::x25519::Identity::generate().to_public()),
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     Config::parse_from(args)
