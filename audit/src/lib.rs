@@ -321,6 +321,27 @@ pub fn node_of_dir(dir: &std::path::Path) -> Option<String> {
     name.strip_prefix("sightline.audit/").filter(|n| valid_node_name(n)).map(str::to_owned)
 }
 
+/// Who acts from the command line, as the record names them: `cli:<account>(uid <n>)@<host>`. The
+/// uid is the operating system's account of the process (an environment variable could claim any
+/// name); the account name is what `/etc/passwd` calls that uid.
+pub fn cli_actor() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let account = uid
+        .and_then(|uid| {
+            let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let uid = uid.map_or_else(|| "?".to_owned(), |u| u.to_string());
+    format!("cli:{account}(uid {uid})@{host}")
+}
+
 /// This machine's host name, the default node name.
 pub fn default_node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -335,4 +356,20 @@ pub fn valid_node_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The command line's actor is the process's OS account and host, read from the OS.
+    #[test]
+    fn the_command_line_is_named_by_its_uid_and_host() {
+        use std::os::unix::fs::MetadataExt;
+        let actor = super::cli_actor();
+        let uid = std::fs::metadata("/proc/self").unwrap().uid();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let (who, at) = actor.strip_prefix("cli:").unwrap().rsplit_once('@').unwrap();
+        assert_eq!(at, host.trim());
+        assert!(who.ends_with(&format!("(uid {uid})")), "{actor}");
+        assert!(!who.starts_with('?'), "the account of uid {uid} has a name in /etc/passwd: {actor}");
+    }
 }

@@ -4,6 +4,7 @@
 import { expect, Page, request as playwrightRequest } from '@playwright/test';
 import { test } from './harness';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import {
@@ -114,7 +115,10 @@ test('security events are written whatever the human log filter says, and CLI co
   const cli = relayCli(['--redis', redis.url(), '--data-dir', relay.dataDir, '--node', 'relay-quiet', 'agent-token', 'create', '--segment', 'office']);
   expect(cli.status, cli.stderr).toBe(0);
   expect(cli.stdout.trim()).not.toBe('');
-  const created = relay.auditRecords().filter((r) => r.kind === 'device.token_created' && r.actor === 'cli');
+  // The record names who ran it: the OS account (its uid, which an environment variable cannot
+  // change) and the host.
+  const cliActor = new RegExp(`^cli:\\S+\\(uid ${process.getuid!()}\\)@${os.hostname()}$`);
+  const created = relay.auditRecords().filter((r) => r.kind === 'device.token_created' && cliActor.test(r.actor));
   expect(created).toHaveLength(1);
   expect(created[0].node).toBe('relay-quiet');
   // Break-glass unlock beside the running relay: an address locked after failed sign-ins (the
@@ -125,7 +129,7 @@ test('security events are written whatever the human log filter says, and CLI co
   expect(unlock.status, unlock.stderr).toBe(0);
   const unlocked = relay.auditRecords().filter((r) => r.kind === 'auth.unlocked');
   expect(unlocked).toHaveLength(1);
-  expect(unlocked[0].actor).toBe('cli');
+  expect(unlocked[0].actor).toMatch(cliActor);
   expect(unlocked[0].subject).toBe('addr:192.0.2.77');
   expect(fs.readdirSync(relay.auditDir).filter((f) => f.endsWith('.jsonl')).sort()).toEqual(['checkpoints.jsonl', 'log.jsonl']);
 });

@@ -13,8 +13,14 @@ impl Identity {
     }
 
     /// Break-glass unlock from the relay's command line (`relay unlock`), for operators of the
-    /// system when every admin is locked out. Audited like any unlock.
-    pub async fn unlock_from_cli(&self, account: Option<&str>, address: Option<IpAddr>) -> Result<(), IdentityError> {
+    /// system when every admin is locked out. Audited like any unlock, with `actor` naming who ran
+    /// the command (`sightline_audit::cli_actor`).
+    pub async fn unlock_from_cli(
+        &self,
+        actor: &str,
+        account: Option<&str>,
+        address: Option<IpAddr>,
+    ) -> Result<(), IdentityError> {
         let key = match (account, address) {
             (Some(name), None) => {
                 lockout_key_account(&self.user_by_name(name).await?.ok_or(IdentityError::NotFound)?.id)
@@ -22,7 +28,7 @@ impl Identity {
             (None, Some(ip)) => lockout_key_addr(ip),
             _ => return Err(IdentityError::BadRequest("give exactly one of --account or --address".into())),
         };
-        self.unlock_as("cli", &key, None).await
+        self.unlock_as(actor, &key, None).await
     }
 
     pub(super) async fn unlock_as(&self, actor: &str, key: &str, source: Option<IpAddr>) -> Result<(), IdentityError> {

@@ -212,14 +212,15 @@ pub fn against_log(verified: &Verified, logs: &[NodeLog]) -> anyhow::Result<LogC
     Ok(LogCheck { chunks_on_record: listed - u64::from(missing.is_some()), chunk_not_yet_on_record: missing })
 }
 
-/// The audit record of an export of recording `id` to `out` at `ts_ms` by the command line: an
-/// export hands the evidence out, so it is itself evidence, made only once this is durable (R29).
-pub fn export_event(id: &str, verified: &Verified, out: &Path, ts_ms: u64) -> Event {
+/// The audit record of an export of recording `id` to `out` at `ts_ms` by `actor` on the command
+/// line: an export hands the evidence out, so it is itself evidence, made only once this is
+/// durable (R29).
+pub fn export_event(id: &str, verified: &Verified, out: &Path, actor: &str, ts_ms: u64) -> Event {
     Event {
         ts_ms,
         kind: EventKind::RecordingExported,
         outcome: Outcome::Success,
-        actor: "cli".into(),
+        actor: actor.into(),
         subject: Some(format!("recording:{id}")),
         source: None,
         detail: format!("exported to {}", out.display()),

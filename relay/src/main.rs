@@ -222,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
             )?;
             let audit = Arc::new(CliSink::open(&config.audit_settings()).context("cannot open the audit log")?);
             let identity = server::identity(&config, store, audit.clone()).await?;
-            let token = identity.create_agent_token("cli", &segment, None).await;
+            let token = identity.create_agent_token(&sightline_audit::cli_actor(), &segment, None).await;
             audit.close();
             println!("{}", token?);
             Ok(())
@@ -233,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
                 .context("cannot open the relay's state (with the embedded store, stop the relay first)")?;
             let audit = Arc::new(CliSink::open(&config.audit_settings()).context("cannot open the audit log")?);
             let identity = server::identity(&config, store, audit.clone()).await?;
-            let unlocked = identity.unlock_from_cli(account.as_deref(), address).await;
+            let unlocked = identity.unlock_from_cli(&sightline_audit::cli_actor(), account.as_deref(), address).await;
             audit.close();
             unlocked?;
             println!("unlocked");
@@ -384,7 +384,7 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
             // cannot be recorded (R29).
             let audit = CliSink::open(&config.audit_settings()).context("cannot open the audit log")?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-            audit.emit(rec::export_event(&id, &verified, &out, now));
+            audit.emit(rec::export_event(&id, &verified, &out, &sightline_audit::cli_actor(), now));
             let committed = audit
                 .committed()
                 .await
