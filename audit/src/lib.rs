@@ -47,6 +47,7 @@ mod writer;
 pub mod cef;
 pub mod commands;
 pub mod events;
+pub mod receipts;
 pub mod siem;
 
 use std::path::PathBuf;

@@ -470,3 +470,75 @@ async fn a_search_reads_newest_first_across_blocks_and_every_proof_verifies() {
     }
     log.close();
 }
+
+/// A consent receipt checked against the record alone: signed by the key the device enrolled
+/// with, it verifies; signed by a key swapped into the relay's store afterwards (the live check
+/// would accept it), it fails and names the record. No enrolment on record fails too.
+#[tokio::test]
+async fn consent_receipts_are_checked_against_the_key_the_device_enrolled_with() {
+    use ed25519_dalek::{Signer, SigningKey};
+    use sightline_proto::{ConsentKind, ConsentReceipt, Decision, Level};
+    let receipt = |key: &SigningKey, session: &str| {
+        let mut r = ConsentReceipt {
+            kind: ConsentKind::Session,
+            session_id: session.into(),
+            device_id: "dev-1".into(),
+            operator: "olga".into(),
+            ticket: "INC-1".into(),
+            endpoint_user: "anna".into(),
+            decision: Decision::Allow,
+            levels: vec![Level::View],
+            time_ms: 1_780_000_000_100,
+            signature: String::new(),
+        };
+        r.signature = hex::encode(key.sign(&sightline_proto::agent_auth::consent_message(&r)).to_bytes());
+        format!(
+            "levels: view; receipt signed at {} by the device key: {}",
+            r.time_ms,
+            serde_json::to_string(&r).unwrap()
+        )
+    };
+    let (enrolled, swapped) = (SigningKey::from_bytes(&[7; 32]), SigningKey::from_bytes(&[8; 32]));
+    let enrolment = Event {
+        kind: EventKind::DeviceEnrolled,
+        actor: "device:dev-1".into(),
+        session: None,
+        detail: sightline_audit::events::device_enrolled_detail(
+            "front-desk",
+            "office",
+            &hex::encode(enrolled.verifying_key().to_bytes()),
+            "0123456789abcdef",
+            "ada",
+        ),
+        ..event(0, EventKind::DeviceEnrolled)
+    };
+    let consent = |i: u64, detail: String| Event { detail, ..event(i, EventKind::ConsentAllowed) };
+    let write = |events: Vec<Event>| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let log = AuditLog::open(&settings(&dir, "relay-a")).unwrap();
+        for e in events {
+            log.append(e);
+        }
+        log.close();
+        let logs = vec![NodeLog::load(&dir, &pinned(&dir)).unwrap()];
+        (tmp, logs)
+    };
+
+    let (_a, good) =
+        write(vec![enrolment.clone(), consent(1, receipt(&enrolled, "s1")), consent(2, receipt(&enrolled, "s2"))]);
+    let report = sightline_audit::receipts::check_receipts(&good).unwrap();
+    assert_eq!((report.verified, report.devices.len()), (2, 1));
+
+    let (_b, forged) =
+        write(vec![enrolment.clone(), consent(1, receipt(&enrolled, "s1")), consent(2, receipt(&swapped, "s2"))]);
+    let err = format!("{:#}", sightline_audit::receipts::check_receipts(&forged).unwrap_err());
+    assert!(
+        err.contains("record 2 of relay-a") && err.contains("not signed by the key it enrolled with (record 0"),
+        "{err}"
+    );
+
+    let (_c, unenrolled) = write(vec![consent(1, receipt(&enrolled, "s1"))]);
+    let err = format!("{:#}", sightline_audit::receipts::check_receipts(&unenrolled).unwrap_err());
+    assert!(err.contains("whose enrolment is not in the logs given"), "{err}");
+}

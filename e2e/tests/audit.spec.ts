@@ -87,8 +87,10 @@ test('a session leaves asked, allowed with levels, paused, resumed and ended in 
   // Until then the records after the newest checkpoint are signed by nothing, and verify says so.
   const pinned = relay.pinnedKey();
   await expect.poll(() => relayCli(['audit', 'verify', '--dir', relay.auditDir, '--key', pinned]).status, { timeout: 10_000 }).toBe(0);
-  const ok = relayCli(['audit', 'verify', '--dir', relay.auditDir, '--key', pinned]);
+  const ok = relayCli(['audit', 'verify', '--dir', relay.auditDir, '--key', pinned, '--receipts']);
   expect(ok.stdout).toMatch(/^OK .*node relay-e2e, \d+ records/);
+  // The user's signed consent checks out against the key the device enrolled with, on the record.
+  expect(ok.stdout).toMatch(/OK receipts: [1-9]\d* signed receipts of 1 devices/);
 
   // A copy with one byte of the allowed record changed (still valid JSON) fails and names it.
   const copy = tempDir('audit-copy');

@@ -63,6 +63,10 @@ enum AuditAction {
         /// Accept records after the newest checkpoint as unverified instead of failing.
         #[arg(long)]
         accept_tail: bool,
+        /// Also check every consent receipt in the logs against the key its device enrolled
+        /// with (the device.enrolled record, in any of the logs given).
+        #[arg(long)]
+        receipts: bool,
     },
     /// Print the C2SP tlog-proof that record SEQ is in the log (against the newest checkpoint).
     Prove {
@@ -257,7 +261,21 @@ fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
     let dirs = |dirs: Vec<PathBuf>| if dirs.is_empty() { vec![own()] } else { dirs };
     let trusted = |keys: &[PathBuf]| commands::TrustedKeys::load(keys);
     match action {
-        AuditAction::Verify { dirs: d, keys, accept_tail } => commands::verify(&dirs(d), &trusted(&keys)?, accept_tail),
+        AuditAction::Verify { dirs: d, keys, accept_tail, receipts } => {
+            let (dirs, trusted) = (dirs(d), trusted(&keys)?);
+            commands::verify(&dirs, &trusted, accept_tail)?;
+            if receipts {
+                let logs =
+                    dirs.iter().map(|d| commands::NodeLog::load(d, &trusted)).collect::<anyhow::Result<Vec<_>>>()?;
+                let report = sightline_audit::receipts::check_receipts(&logs)?;
+                println!(
+                    "OK receipts: {} signed receipts of {} devices, each by the key its device enrolled with",
+                    report.verified,
+                    report.devices.len()
+                );
+            }
+            Ok(())
+        }
         AuditAction::Prove { seq, dir, keys, record_out } => {
             let proof = commands::prove(&dir.unwrap_or_else(own), &trusted(&keys)?, seq, record_out.as_deref())?;
             print!("{proof}");
