@@ -26,7 +26,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let task = args.next().unwrap_or_default();
     let rest: Vec<String> = args.collect();
-    let root = project_root();
+    let root = project_root()?;
     std::env::set_current_dir(&root)?;
     match task.as_str() {
         "demo" => demo(&root),
@@ -44,8 +44,41 @@ fn main() -> Result<()> {
     }
 }
 
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
+/// The checkout this run works on: found from the current directory at run time, never from
+/// where xtask was compiled (two clones sharing one target directory share one xtask binary).
+fn project_root() -> Result<PathBuf> {
+    let here = std::env::current_dir().context("cannot read the current directory")?;
+    find_root(&here).with_context(|| format!("{} is not inside a Sightline checkout", here.display()))
+}
+
+/// The nearest directory at or above `start` that holds the workspace's Cargo.toml and xtask.
+fn find_root(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| {
+            dir.join("xtask").is_dir()
+                && std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|toml| toml.contains("[workspace]"))
+        })
+        .map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+#[test]
+fn the_root_is_found_from_where_the_task_runs_not_where_it_was_built() {
+    let tmp = std::env::temp_dir().join(format!("xtask-root-{}", std::process::id()));
+    let (a, b) = (tmp.join("clone-a"), tmp.join("clone-b"));
+    for clone in [&a, &b] {
+        std::fs::create_dir_all(clone.join("xtask")).unwrap();
+        std::fs::create_dir_all(clone.join("relay/src")).unwrap();
+        std::fs::write(clone.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+        // A crate's own manifest below the root is not the root.
+        std::fs::write(clone.join("relay/Cargo.toml"), "[package]\nname = \"x\"\n").unwrap();
+    }
+    assert_eq!(find_root(&a.join("relay/src")), Some(a.clone()));
+    assert_eq!(find_root(&b), Some(b.clone()));
+    // Control: outside any checkout there is none.
+    assert_eq!(find_root(&tmp), None);
+    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 /// Where cargo puts build output (honours `CARGO_TARGET_DIR`).

@@ -137,14 +137,31 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
     };
 
     let mut children = Children(Vec::new());
-    let relay = cmd(root, bin.join("relay"))
+    let mut relay = cmd(root, bin.join("relay"))
         .args(relay_args(&["--listen", &addr, "--static-dir"]))
         .arg(root.join("static"))
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .context("starting relay")?;
+    // The relay's output goes on to this terminal; the bootstrap link, if it prints one (only
+    // while nobody has enrolled), is noted so the instructions below say the truth.
+    let (link_tx, link_rx) = std::sync::mpsc::channel();
+    if let Some(out) = relay.stdout.take() {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                println!("{line}");
+                if let Some(link) = line.split_whitespace().find(|w| w.contains("/#/enrol/")) {
+                    let _ = link_tx.send(link.to_owned());
+                }
+            }
+        });
+    }
     children.0.push(("relay".into(), relay));
     wait_healthy(&addr, &mut children.0[0].1)?;
+    // The link is printed before the relay serves; give its line a moment to be read.
+    let bootstrap_link = link_rx.recv_timeout(Duration::from_millis(500)).ok();
     let relay_url = format!("ws://{addr}");
     if let Some(token) = enrol_token {
         status(
@@ -169,8 +186,17 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
     println!();
     println!("  Sightline demo is running.");
     println!("  Viewer:  {public_url}");
-    println!("  First run: open the one-time admin enrolment link the relay printed above, create your");
-    println!("  passkey, invite an operator from the Admin tab, and view `demo-endpoint` as that operator.");
+    match &bootstrap_link {
+        Some(link) => {
+            println!("  First run: open the one-time admin enrolment link, create your passkey, invite an");
+            println!("  operator from the Admin tab, and view `demo-endpoint` as that operator:");
+            println!("  {link}");
+        }
+        None => {
+            println!("  Sign in with the passkey you enrolled on the first run (no enrolment link this time:");
+            println!("  someone has enrolled). To start over, stop the demo and delete {}.", data.display());
+        }
+    }
     println!("  The endpoint's user answers the request in the consent window (with a display) or here,");
     println!("  on this terminal: type allow, deny, or levels such as view,control.");
     println!("  Recordings open only with the auditor's key, {} (an auditor pastes its", auditor.display());

@@ -23,7 +23,7 @@ struct Crate {
 }
 
 fn workspace() -> (PathBuf, Vec<Crate>) {
-    let root = crate::project_root();
+    let root = crate::project_root().expect("the tests run inside the checkout");
     let out = std::process::Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(&root)
