@@ -20,6 +20,8 @@ pub enum MediaEvent {
     State(RtcPeerConnectionState),
     /// The `session` data channel is open: chat can be sent.
     ChannelOpen,
+    /// The `session` data channel closed: chat cannot be sent.
+    ChannelClosed,
     /// A chat line from the session (the user, the operator, or ourselves echoed).
     Chat {
         from: String,
@@ -71,6 +73,9 @@ pub async fn offer(
     let open_handler = on_event.clone();
     let onopen = Closure::<dyn FnMut()>::new(move || open_handler(MediaEvent::ChannelOpen));
     dc.set_onopen(Some(onopen.into_js_value().unchecked_ref()));
+    let close_handler = on_event.clone();
+    let onclose = Closure::<dyn FnMut()>::new(move || close_handler(MediaEvent::ChannelClosed));
+    dc.set_onclose(Some(onclose.into_js_value().unchecked_ref()));
     let pc_for_state = pc.clone();
     let onstate = Closure::<dyn FnMut()>::new(move || on_event(MediaEvent::State(pc_for_state.connection_state())));
     pc.set_onconnectionstatechange(Some(onstate.into_js_value().unchecked_ref()));

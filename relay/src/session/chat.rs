@@ -50,7 +50,14 @@ impl LiveSession {
         let line = (from.to_owned(), text.clone());
         let recorder = self.recorder.get().cloned();
         let identity = self.identity.clone();
+        let session = self.id.clone();
         let on_delivery: sightline_peer::OnDelivery = Box::new(move |result| {
+            // The outcome (never the text) is logged, so an operator's "my line went nowhere"
+            // can be answered from the relay's log.
+            match &result {
+                Ok(()) => tracing::debug!(%session, "operator chat line reached the endpoint's channel"),
+                Err(e) => tracing::info!(%session, error = %e, "operator chat line not delivered"),
+            }
             let (from, text) = match result {
                 Ok(()) => line,
                 Err(e) => (NOT_DELIVERED.to_owned(), format!("{} ({e})", line.1)),
