@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import * as https from 'node:https';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
-import { Browser, BrowserContext, CDPSession, Page, expect, test as base } from '@playwright/test';
+import { Browser, BrowserContext, CDPSession, Page, TestInfo, expect, test as base } from '@playwright/test';
 import * as os from 'node:os';
 
 /** The console text Chromium writes for each Content-Security-Policy violation. */
@@ -29,12 +29,14 @@ export const test = base.extend<{ contextGuard: void }>({
       context.on('console', (m) => { if (CSP_VIOLATION.test(m.text())) violations.push(m.text()); });
       return context;
     };
+    startedThisTest.length = 0;
     try {
       await use();
     } finally {
       browser.newContext = newContext;
       await Promise.all(opened.map((c) => c.close().catch(() => undefined)));
     }
+    if (testInfo.status !== testInfo.expectedStatus) reportLogs(testInfo);
     if (!testInfo.annotations.some((a) => a.type === 'csp-violation-expected')) {
       expect(violations, 'Content-Security-Policy violations reported by Chromium').toEqual([]);
     }
@@ -86,6 +88,24 @@ export class Proc {
   }
 }
 
+// The processes the running test started, for `reportLogs`.
+const startedThisTest: Proc[] = [];
+
+/**
+ * After a failed test, the end of every log its processes wrote goes to the test's output (and is
+ * attached): CI keeps only what the run printed, and a rare failure must be readable from that.
+ */
+function reportLogs(testInfo: TestInfo): void {
+  for (const proc of startedThisTest) {
+    if (!proc.logPath) continue;
+    let lines: string[] = [];
+    try { lines = fs.readFileSync(proc.logPath, 'utf8').split('\n'); } catch { continue; }
+    const tail = lines.slice(-60).join('\n');
+    console.log(`--- last lines of ${proc.name} (${path.basename(proc.logPath)}) ---\n${tail}`);
+    void testInfo.attach(`${proc.name}.log`, { path: proc.logPath, contentType: 'text/plain' }).catch(() => undefined);
+  }
+}
+
 // Every process a test starts; killed when the worker exits, whatever happened to the test.
 const launched: ChildProcess[] = [];
 process.on('exit', () => {
@@ -104,6 +124,7 @@ function launch(name: string, program: string, args: string[], env: Record<strin
   launched.push(child);
   const proc = new Proc(name, child);
   proc.logPath = logPath;
+  startedThisTest.push(proc);
   return proc;
 }
 
@@ -534,8 +555,9 @@ export async function signIn(page: Page, relay: Relay, name: string): Promise<vo
 
 /**
  * From the page's next load on (it is reloaded here): keeps the data channels it opens in
- * `window.__channels`, so a test can send on the viewer's own channel what a modified viewer
- * would, and counts the input messages the page sends on them (`inputsSent`).
+ * `window.__channels` and its WebSockets in `window.__sockets`, so a test can send on the
+ * viewer's own channel or signalling socket what a modified viewer would (`sendRawSignal`), and
+ * counts the input messages the page sends on the channels (`inputsSent`).
  */
 export async function watchChannels(page: Page): Promise<void> {
   await page.context().addInitScript(() => {
@@ -553,8 +575,26 @@ export async function watchChannels(page: Page): Promise<void> {
       };
       return channel;
     };
+    w.__sockets = [];
+    const NativeSocket = WebSocket;
+    w.WebSocket = class extends NativeSocket {
+      constructor(url: string | URL, protocols?: string | string[]) {
+        super(url, protocols);
+        w.__sockets.push(this);
+      }
+    };
   });
   await page.reload();
+}
+
+/** Sends `message` as raw JSON on the page's open signalling socket (see `watchChannels`). */
+export async function sendRawSignal(page: Page, message: object): Promise<void> {
+  const open = () => page.evaluate(() => ((window as any).__sockets ?? []).some((s: WebSocket) => s.url.endsWith('/ws/viewer') && s.readyState === WebSocket.OPEN));
+  await expect.poll(open, { message: 'the signalling socket is open' }).toBe(true);
+  await page.evaluate((m) => {
+    const socket = ((window as any).__sockets as WebSocket[]).filter((s) => s.url.endsWith('/ws/viewer') && s.readyState === WebSocket.OPEN).at(-1)!;
+    socket.send(JSON.stringify(m));
+  }, message);
 }
 
 /** How many input messages the page has sent on its data channels (see `watchChannels`). */
@@ -598,6 +638,17 @@ export async function rawWatch(page: Page, port: number, agentId: string, ticket
       if (msg.type === 'error' || msg.type === 'watch_answer' || msg.type === 'session') { ws.close(); resolve(msg); }
     };
   }), [port, agentId, ticket, reason, helpCode ?? ''] as const);
+}
+
+/** The help queue the relay sends a viewer socket opened from the signed-in page, as sent. */
+export async function rawHelpQueue(page: Page, port: number): Promise<Record<string, unknown>[]> {
+  return page.evaluate((p) => new Promise((resolve) => {
+    const ws = new WebSocket(`ws://localhost:${p}/ws/viewer`);
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === 'help_requests') { ws.close(); resolve(msg.requests); }
+    };
+  }), port);
 }
 
 /** Calls the relay API from a signed-in page (its cookie goes along). */
