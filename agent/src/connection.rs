@@ -431,7 +431,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                             vec![Action::Signal(AgentToRelay::Declined { session_id: request.session_id, reason })]
                         } else {
                             let (session, actions) =
-                                EndpointSession::ask(request, config.device.clone(), frontend_tx.clone(), config.unattended)
+                                EndpointSession::ask(*request, config.device.clone(), frontend_tx.clone(), config.unattended)
                                     .await;
                             endpoint = Some(session);
                             actions

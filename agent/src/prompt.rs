@@ -61,11 +61,20 @@ pub enum UiReport {
     },
 }
 
+/// Who asks: the display name, with the user name beside it only where it says something more.
+fn operator_line(display_name: &str, name: &str) -> String {
+    if display_name == name || display_name.is_empty() {
+        format!("Operator: {name}")
+    } else {
+        format!("Operator: {display_name} ({name})")
+    }
+}
+
 /// The lines every consent prompt shows, in order (the window, the terminal and the log use the
 /// same ones, so what the user saw is what the log says they saw).
 pub fn consent_lines(r: &ConsentRequest) -> Vec<String> {
     let mut lines = vec![
-        format!("Operator: {} ({})", r.operator.display_name, r.operator.name),
+        operator_line(&r.operator.display_name, &r.operator.name),
         format!("Role: {}", r.operator.role.replace('_', " ")),
         format!("Organisation: {}", r.operator.organisation),
         format!("Reason: {}", r.reason),
@@ -74,6 +83,10 @@ pub fn consent_lines(r: &ConsentRequest) -> Vec<String> {
     ];
     if !r.masks.is_empty() {
         lines.push(masked_line(&r.masks));
+    }
+    // The user who asked for help knows their code: this is the answer to it, not a stranger.
+    if let Some(code) = &r.help_code {
+        lines.insert(0, format!("This answers your help request {}", sightline_core::help::spoken(code)));
     }
     lines
 }
@@ -183,6 +196,7 @@ mod tests {
                 unattended: false,
             },
             masks: Vec::new(),
+            help_code: None,
         }
     }
 
@@ -195,6 +209,22 @@ mod tests {
         let lines: std::collections::BTreeSet<_> =
             [Party::User, Party::Operator, Party::Admin, Party::System].map(paused_line).into_iter().collect();
         assert_eq!(lines.len(), 4, "each party has its own words");
+    }
+
+    #[test]
+    fn a_prompt_that_answers_the_users_help_request_says_so_first() {
+        let mut r = request();
+        r.help_code = Some("123456".into());
+        let lines = consent_lines(&r);
+        assert_eq!(lines[0], "This answers your help request 123 456");
+        assert_eq!(lines[1..], consent_lines(&request())[..]);
+    }
+
+    #[test]
+    fn an_operator_whose_display_name_is_the_user_name_is_named_once() {
+        assert_eq!(operator_line("olga", "olga"), "Operator: olga");
+        assert_eq!(operator_line("", "olga"), "Operator: olga");
+        assert_eq!(operator_line("Olga Operator", "olga"), "Operator: Olga Operator (olga)");
     }
 
     #[test]

@@ -5,7 +5,7 @@ import { expect } from '@playwright/test';
 import { test } from './harness';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { World, world, stopWorld, BIN, api, rawWatch, recordMeasurement, AuditRecord, waitFor } from './harness';
+import { World, world, stopWorld, BIN, api, rawWatch, rawHelpQueue, recordMeasurement, AuditRecord, waitFor } from './harness';
 
 let w: World | undefined;
 
@@ -52,19 +52,25 @@ test('the user asks for help with agent help: the code reaches the operator queu
 
   const row = page.getByTestId('help-row');
   await expect(row).toHaveCount(1);
-  await expect(row).toHaveAttribute('data-code', code);
   await expect(row).toContainText('front-desk');
   const agentId = (await row.getAttribute('data-agent-id'))!;
+  // The queue never shows the code: only the caller can give it (@ux). Nor does the relay send it.
+  await expect(page.getByTestId('help-requests')).not.toContainText(code);
+  await expect(page.getByTestId('help-requests')).not.toContainText(`${code.slice(0, 3)} ${code.slice(3)}`);
+  const queue = await rawHelpQueue(page, w.relay.port);
+  expect(queue.map((r) => r.agent_id)).toEqual([agentId]);
+  expect(queue.every((r) => !('code' in r) && !JSON.stringify(r).includes(code))).toBe(true);
 
   // Asking again while it is open mints no new code and writes nothing (the rate limit).
   expect(askHelp(w).code).toBe(code);
   await expect(row).toHaveCount(1);
 
-  // A code the queue does not hold is refused in the page, and the queue stays as it was.
+  // A code no open request has is refused by the relay, and the queue stays as it was.
   await page.locator('input[name="ticket"]').fill('INC-2001');
+  await page.locator('select[name="reason"]').selectOption('incident');
   await page.locator('input[name="help-code"]').fill(code === '000000' ? '000001' : '000000');
   await page.getByTestId('take-help-code').click();
-  await expect(page.getByTestId('help-message')).toContainText('No open help request has this code');
+  await expect(page.getByTestId('view-state')).toContainText('no open help request has this code');
   await expect(row).toHaveCount(1);
 
   // The operator types the code the caller reads out (with a dash), and the user is asked.
@@ -73,6 +79,8 @@ test('the user asks for help with agent help: the code reaches the operator queu
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
   await expect(page.getByTestId('no-help')).toBeVisible();
   await expect.poll(() => w!.endpoint.promptText()).toContain('INC-2001');
+  // The user's prompt says that it answers their own request, by the code they read out (@ux).
+  expect(w.endpoint.promptText().replace('consent-ui prompt: ', '').split(' | ')[0]).toBe(`This answers your help request ${code.slice(0, 3)} ${code.slice(3)}`);
   await w.endpoint.click('allow');
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   await page.getByTestId('end-session').click();
@@ -104,7 +112,7 @@ test('the user asks for help with agent help: the code reaches the operator queu
   expect(refused.map((r) => r.detail)).toEqual(['no open help request has this code (it may have been taken, or lapsed)']);
 });
 
-test('the user asks for help with the Request help button of agent help --window: the window shows the code the operator queue shows; taken from the queue, the user still confirms @R2', async ({ browser }) => {
+test('the user asks for help with the Request help button of agent help --window: the window shows the code, the queue only who asks; the operator takes it by the code the window shows, the user still confirms @R2', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' });
   const page = w.operator;
   await page.goto(w.relay.url);
@@ -133,11 +141,14 @@ test('the user asks for help with the Request help button of agent help --window
     const expires = Number(/expires (\d+)/.exec(told('help-ui code: '))![1]);
     expect(Math.round((expires - Date.now()) / 60_000)).toBe(10);
 
-    // The same code in the operators' queue; taken from there, the user is asked as always.
+    // The request is in the operators' queue (without its code); the operator types the code the
+    // window shows, and the user is asked as always.
     const row = page.getByTestId('help-row');
-    await expect(row).toHaveAttribute('data-code', code);
+    await expect(row).toHaveCount(1);
     await page.locator('input[name="ticket"]').fill('INC-2101');
-    await row.getByRole('button', { name: 'Take' }).click();
+    await page.locator('select[name="reason"]').selectOption('incident');
+    await page.locator('input[name="help-code"]').fill(code);
+    await page.getByTestId('take-help-code').click();
     await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
     await expect.poll(() => w!.endpoint.promptText()).toContain('INC-2101');
     await w.endpoint.click('allow');
@@ -159,7 +170,7 @@ test('a help request nobody takes lapses: it leaves the queue, is recorded as ex
   const { code, stdout } = askHelp(w);
   expect(stdout).toContain('valid for 1 more minute(s)');
   const row = page.getByTestId('help-row');
-  await expect(row).toHaveAttribute('data-code', code);
+  await expect(row).toHaveCount(1);
   const agentId = (await row.getAttribute('data-agent-id'))!;
   // Gone within the TTL and one refresh.
   await expect(page.getByTestId('no-help')).toBeVisible({ timeout: 15_000 });

@@ -5,7 +5,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, execFileSync, ChildProcess } from 'node:child_process';
-import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY, watchChannels, inputsSent, chatMarker, droppedInSession, AuditRecord } from './harness';
+import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY, watchChannels, inputsSent, chatMarker, droppedInSession, AuditRecord, sendRawSignal } from './harness';
 
 let w: World | undefined;
 let xterm: ChildProcess | undefined;
@@ -136,9 +136,11 @@ test('the consent window shows operator, role, organisation, reason, ticket and 
   w.endpoint.screenshot(shot);
   await testInfo.attach('consent-popup', { path: shot, contentType: 'image/png' });
   const text = w.endpoint.promptText();
-  for (const part of ['Operator: operator (operator)', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, chat, control']) {
+  for (const part of ['Operator: operator', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, chat, control']) {
     expect(text).toContain(part);
   }
+  // An operator whose display name is the user name is named once, not "operator (operator)" (@ux).
+  expect(text.replace('consent-ui prompt: ', '').split(' | ')).toContain('Operator: operator');
   // View and chat are ticked (R20): the user ticks control on purpose.
   await w.endpoint.click('level:control');
   await w.endpoint.click('allow');
@@ -264,10 +266,13 @@ test('pause stops frames and input within 1 s, resume restores them, end ends it
   await expect.poll(() => shownCounter(page)).toBeGreaterThan(frozen);
   await clickLands(w, page, 1000, 150);
 
-  // The user pauses from the session bar; the operator cannot lift it, the user can.
+  // The user pauses from the session bar; the operator cannot lift it, the user can. The viewer
+  // offers no Resume then; a modified viewer that sends one anyway is refused and told why.
   await w.endpoint.click('pause');
   await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
-  await page.getByTestId('resume').click();
+  await expect(page.getByTestId('resume')).toHaveCount(0);
+  await sendRawSignal(page, { v: 1, type: 'control', action: 'resume' });
+  await expect(page.getByTestId('notice')).toHaveText('not done: the user paused the session; only the user resumes it');
   await expectResumeRefused(w);
   await expect(page.getByTestId('session-phase')).toHaveAttribute('data-phase', 'paused');
   await w.endpoint.click('resume');
@@ -531,6 +536,7 @@ test('where the segment needs a senior, control waits for the user and a senior 
 test('with active confirmation, minimising the session bar pauses the session until the user resumes; closing the window is a deny, closing the bar ends the session @R8 @R5', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' }, { policy: officePolicy('active_confirmation = true') });
   const page = w.operator;
+  await watchChannels(page);
   const wm = w.endpoint.startWindowManager();
 
   // Closing the prompt with the window manager's close (as its close button does) is a deny.
@@ -555,10 +561,11 @@ test('with active confirmation, minimising the session bar pauses the session un
   await sleep(1000);
   expect(await shownCounter(page)).toBe(frozen);
   expect(w.agent.log()).toContain('session bar hidden: pausing (active confirmation)');
-  // The operator cannot lift it (the relay records the refusal); showing the bar again does not
-  // either (the bar reports nothing it could be measured against, so this one waits): the user
-  // resumes.
-  await page.getByTestId('resume').click();
+  // The operator is offered no Resume and cannot lift it (a raw resume is refused and recorded);
+  // showing the bar again does not either (the bar reports nothing it could be measured against,
+  // so this one waits): the user resumes.
+  await expect(page.getByTestId('resume')).toHaveCount(0);
+  await sendRawSignal(page, { v: 1, type: 'control', action: 'resume' });
   await expectResumeRefused(w);
   w.endpoint.xdo(['windowactivate', bar]);
   await w.endpoint.window();
@@ -608,7 +615,7 @@ test('an endpoint without a display asks on its terminal: the user grants view o
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
   await expect.poll(() => w!.agent.log()).toContain('Allow? [allow (view, chat) / deny / levels');
   const prompt = w.agent.log();
-  for (const part of ['Operator: operator (operator)', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, chat, control']) {
+  for (const part of ['Operator: operator', 'Role: operator', 'Organisation: Example Bank IT', 'Reason: incident', 'Ticket: INC-4711', 'Requested: view, chat, control']) {
     expect(prompt).toContain(part);
   }
   // Naming the levels grants those: view, and no chat (R20).

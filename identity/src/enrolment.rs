@@ -140,9 +140,21 @@ impl Identity {
         self.audit_available()?;
         self.ceremony_budget(source)?;
         let record = self.peek_token(token).await?;
+        let typed = display_name.map(str::trim).filter(|n| !n.is_empty());
         let name = match &record.purpose {
-            TokenPurpose::BootstrapAdmin => valid_name(display_name.unwrap_or("admin"))?,
-            TokenPurpose::Invite { name, .. } => name.clone(),
+            // Never a name made up for them: the first administrator chooses one.
+            TokenPurpose::BootstrapAdmin => valid_name(typed.ok_or_else(|| {
+                IdentityError::BadRequest("the first administrator chooses a user name: type one".into())
+            })?)?,
+            // The invitation names its holder; a different name typed is refused, not ignored.
+            TokenPurpose::Invite { name, .. } => match typed {
+                Some(other) if other != name => {
+                    return Err(IdentityError::BadRequest(format!(
+                        "this invitation is for {name:?}: leave the user name empty or type that name"
+                    )));
+                }
+                _ => name.clone(),
+            },
             TokenPurpose::Agent { .. } => {
                 return Err(IdentityError::BadRequest("this is an agent enrolment token".into()));
             }

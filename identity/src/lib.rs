@@ -454,6 +454,30 @@ mod tests {
         auth
     }
 
+    /// The first administrator names themselves (no silent "admin"); an invitation's holder gets
+    /// the invited name, and a different name typed is refused rather than ignored (issue 24).
+    #[tokio::test]
+    async fn enrolment_names_are_chosen_or_invited_never_made_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = identity(dir.path()).await;
+        let source: IpAddr = "127.0.0.1".parse().unwrap();
+        let bootstrap = identity.bootstrap_token().await.unwrap().unwrap();
+        for empty in [None, Some(""), Some("  ")] {
+            let e = identity.start_enrolment(&bootstrap, empty, source).await.unwrap_err();
+            assert!(e.to_string().contains("chooses a user name"), "{e}");
+        }
+        assert!(identity.start_enrolment(&bootstrap, Some("ada"), source).await.is_ok());
+
+        let admin = admin(&identity, "root").await;
+        let link = identity.invite(&admin, "olga", Role::Operator, None).await.unwrap();
+        let token = link.rsplit('/').next().unwrap();
+        let e = identity.start_enrolment(token, Some("mallory"), source).await.unwrap_err();
+        assert!(e.to_string().contains(r#"this invitation is for "olga""#), "{e}");
+        for same in [None, Some("olga")] {
+            assert!(identity.start_enrolment(token, same, source).await.is_ok());
+        }
+    }
+
     /// The device's key, the token it used and the admin who made that token are on the record
     /// (R18, R39): verifiers check receipts and seals against the key the log holds, so a key
     /// swapped in the store later is not the enrolled one.

@@ -107,7 +107,7 @@ pub enum RelayToAgent {
     /// Nobody watches any more: stop capturing and close the peer connection.
     Unpublish,
     /// An operator asks for a session: show the consent prompt and answer with `consent`.
-    ConsentRequest { request: ConsentRequest },
+    ConsentRequest { request: Box<ConsentRequest> },
     /// The operator asks for more levels mid-session: the user confirms them (R7).
     ElevationRequest { session_id: String, levels: Vec<Level> },
     /// Something happened to the session elsewhere (operator, observer, admin, relay timers).
@@ -135,6 +135,9 @@ pub enum ViewerToRelay {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         help_code: Option<String>,
     },
+    /// Answer a help request by the code its caller read out (R2): the relay finds the endpoint
+    /// from the code, then it is a `Watch` of that endpoint with `help_code` set.
+    WatchHelp { help_code: String, sdp: String, ticket: String, reason: String, levels: Vec<Level> },
     /// Join a running session as its observer (view only, R21).
     Observe { session_id: String, sdp: String },
     /// Stop viewing (the operator's own session ends with it).
@@ -171,7 +174,8 @@ pub enum RelayToViewer {
     /// Sessions running now (for observers and senior operators); sent on every change.
     Sessions { sessions: Vec<SessionSummary> },
     /// Open help requests (for those who start sessions), oldest first; sent on every change.
-    HelpRequests { requests: Vec<HelpRequest> },
+    /// Without their codes: an operator learns a code only from the caller (R2).
+    HelpRequests { requests: Vec<HelpQueueEntry> },
     /// A request was refused.
     Error { code: ErrorCode, message: String },
 }
@@ -238,6 +242,9 @@ pub struct ConsentRequest {
     pub terms: SessionTerms,
     /// The segment's mask rules; the agent applies them before encoding or refuses to publish.
     pub masks: Vec<mask::MaskRule>,
+    /// The code of the user's own help request this session answers, so the prompt can say so.
+    #[serde(default)]
+    pub help_code: Option<String>,
 }
 
 /// The segment's obligations the agent enforces again on its side.
@@ -516,6 +523,34 @@ pub struct HelpRequest {
     /// The device's policy segment: the queue shows a request only to those who may connect there.
     pub segment: String,
     /// The endpoint account that asked.
+    pub user: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+}
+
+impl HelpRequest {
+    /// The request as the operators' queue shows it: everything but the code.
+    pub fn queue_entry(&self) -> HelpQueueEntry {
+        HelpQueueEntry {
+            id: self.id.clone(),
+            agent_id: self.agent_id.clone(),
+            device: self.device.clone(),
+            segment: self.segment.clone(),
+            user: self.user.clone(),
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+        }
+    }
+}
+
+/// An open help request in the operators' queue. It carries no code: the code proves that the
+/// operator talks to the person who asked, so it reaches the operator only by their voice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelpQueueEntry {
+    pub id: String,
+    pub agent_id: AgentId,
+    pub device: String,
+    pub segment: String,
     pub user: String,
     pub created_ms: u64,
     pub expires_ms: u64,

@@ -159,6 +159,13 @@ impl HelpDesk {
         Err(HelpError::Store(StoreError::Unavailable("no free help code found".into())))
     }
 
+    /// The open request with `typed` code, not taken: which endpoint a caller's code names.
+    pub async fn find(&self, typed: &str) -> Result<HelpRequest, HelpError> {
+        let code = help::normalise(typed).ok_or(HelpError::Unknown)?;
+        let found: Option<HelpRequest> = self.store.get(Collection::HelpRequests, &code).await?;
+        found.filter(|r| help::is_open(r.expires_ms, self.identity.now_ms())).ok_or(HelpError::Unknown)
+    }
+
     /// An operator takes up the request with `typed` code for `agent_id`: once, and only for the
     /// endpoint that asked. A code for another endpoint is not spent by the attempt.
     pub async fn take(&self, typed: &str, agent_id: &str) -> Result<HelpRequest, HelpError> {

@@ -75,6 +75,7 @@ impl Fixture {
             masks: segment.masks.clone(),
             window_required: segment.maintenance_window,
             help_request: None,
+            help_code: None,
         };
         LiveSession::open(
             self.state.identity.clone(),
@@ -280,7 +281,11 @@ async fn an_operator_resume_of_the_users_pause_is_refused_and_recorded() {
     let session = f.open(&[Level::View]).await;
     session.accept_receipt(f.receipt(&session, ConsentKind::Session, &[Level::View])).await.unwrap();
     session.user_event(SessionEvent::Pause { by: Party::User });
-    session.operator_control(ControlAction::Resume);
+    // The operator is told why (the viewer shows it), as the record says.
+    assert_eq!(
+        session.operator_control(ControlAction::Resume),
+        Err("the user paused the session; only the user resumes it")
+    );
     assert_eq!(session.status().borrow().phase, SessionPhase::Paused);
     let resumed = f.events_of(EventKind::SessionResumed);
     assert_eq!(resumed.len(), 1);
@@ -291,8 +296,8 @@ async fn an_operator_resume_of_the_users_pause_is_refused_and_recorded() {
     // to lift.
     session.user_event(SessionEvent::Resume { by: Party::User });
     assert_eq!(session.status().borrow().phase, SessionPhase::Active);
-    session.operator_control(ControlAction::Pause);
-    session.operator_control(ControlAction::Resume);
+    assert_eq!(session.operator_control(ControlAction::Pause), Ok(()));
+    assert_eq!(session.operator_control(ControlAction::Resume), Ok(()));
     assert_eq!(session.status().borrow().phase, SessionPhase::Active);
     let outcomes: Vec<_> = f.events_of(EventKind::SessionResumed).iter().map(|e| e.outcome).collect();
     assert_eq!(outcomes, [Failure, Success, Success]);
@@ -307,13 +312,13 @@ async fn refused_operator_controls_past_the_budget_are_counted_in_the_end_record
     session.user_event(SessionEvent::Pause { by: Party::User });
     let extra = 7;
     for _ in 0..REFUSED_CONTROLS_RECORDED + extra {
-        session.operator_control(ControlAction::Resume);
+        assert!(session.operator_control(ControlAction::Resume).is_err());
     }
     assert_eq!(f.events_of(EventKind::SessionResumed).len() as u64, REFUSED_CONTROLS_RECORDED);
     // Control: a refused pause past the budget is not recorded either, and the end says how many.
-    session.operator_control(ControlAction::Pause);
+    assert_eq!(session.operator_control(ControlAction::Pause), Err("the session is not active"));
     assert!(f.events_of(EventKind::SessionPaused).iter().all(|e| e.actor != "op"));
-    session.operator_control(ControlAction::End);
+    assert_eq!(session.operator_control(ControlAction::End), Ok(()));
     let ended = f.events_of(EventKind::SessionEnded);
     assert_eq!(ended.len(), 1);
     let counted = format!("refused pauses and resumes not recorded one by one: {}", extra + 1);

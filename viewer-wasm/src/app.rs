@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use sightline_proto::channel::{ChannelMessage, Input};
 use sightline_proto::{
-    AgentInfo, ControlAction, ErrorCode, HelpRequest, Level, RelayToViewer, SessionPhase, SessionStatus,
+    AgentInfo, ControlAction, ErrorCode, HelpQueueEntry, Level, RelayToViewer, SessionPhase, SessionStatus,
     SessionSummary, ViewEndReason, ViewerToRelay, levels_text,
 };
 use web_sys::{MediaStream, RtcDataChannel, RtcPeerConnection, RtcPeerConnectionState};
@@ -14,6 +14,7 @@ use crate::auth::{self, EnrolForm, LoginForm, Me};
 use crate::help::HelpQueue;
 use crate::input;
 use crate::media::{self, MediaEvent};
+use crate::session_words::{self as words, RecordingIndicator};
 use crate::signaling::{RelayState, Signaling};
 
 /// What the page shows.
@@ -45,6 +46,16 @@ pub fn App() -> impl IntoView {
         Some(token) => page.set(Page::Enrol(token)),
         None => load_me(None),
     }
+    // A link pasted into a tab that is already open changes only the hash: no reload follows,
+    // so the page follows the hash itself.
+    let follow = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(move || {
+        if let Some(token) = enrolment_token_from_hash() {
+            page.set(Page::Enrol(token));
+        }
+    });
+    let _ =
+        window().add_event_listener_with_callback("hashchange", wasm_bindgen::JsCast::unchecked_ref(follow.as_ref()));
+    follow.forget();
     let signed_in = Callback::new(move |()| {
         let _ = window().location().set_hash("");
         load_me(None);
@@ -235,7 +246,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let can_approve = me.can("approve_elevation");
     let (agents, set_agents) = signal(Vec::<AgentInfo>::new());
     let (running, set_running) = signal(Vec::<SessionSummary>::new());
-    let (help_requests, set_help_requests) = signal(Vec::<HelpRequest>::new());
+    let (help_requests, set_help_requests) = signal(Vec::<HelpQueueEntry>::new());
     let reasons = RwSignal::new(Vec::<String>::new());
     // Every session names its ticket and a catalog reason (R4); the relay enforces it.
     let ticket = RwSignal::new(String::new());
@@ -287,12 +298,8 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         RelayToViewer::Agents { agents } => set_agents.set(agents),
         RelayToViewer::Sessions { sessions } => set_running.set(sessions),
         RelayToViewer::HelpRequests { requests } => set_help_requests.set(requests),
-        RelayToViewer::Reasons { reasons: list } => {
-            if reason.get_untracked().is_empty() {
-                reason.set(list.first().cloned().unwrap_or_default());
-            }
-            reasons.set(list);
-        }
+        // No reason is chosen for the operator: the record must say what they chose (R4).
+        RelayToViewer::Reasons { reasons: list } => reasons.set(list),
         RelayToViewer::Session { status: s } => {
             match s.phase {
                 SessionPhase::AwaitingConsent => set_view_state.set(ViewState::AwaitingConsent),
@@ -357,6 +364,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         status.set(None);
         chat.set(Vec::new());
         chat_ready.set(false);
+        notice.set(String::new());
         set_watching.set(Some(label));
         set_view_state.set(ViewState::Negotiating);
         leptos::task::spawn_local(async move {
@@ -364,6 +372,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                 MediaEvent::Stream(s) => stream.set(Some(s)),
                 MediaEvent::Chat { from, text } => chat.update(|c| c.push((from, text))),
                 MediaEvent::ChannelOpen => chat_ready.set(true),
+                MediaEvent::ChannelClosed => chat_ready.set(false),
                 MediaEvent::State(state) => match state {
                     RtcPeerConnectionState::Connected => set_view_state.set(ViewState::Live),
                     RtcPeerConnectionState::Failed => {
@@ -386,8 +395,22 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
             }
         });
     };
-    // Asks for a session on `agent_id`, answering the help request with `help_code` if any.
-    let watch_on = move |agent_id: String, label: String, help_code: Option<String>| {
+    // Every session names a ticket and a catalog reason (R4): said here, before anything is sent,
+    // rather than as the end of a session that never began.
+    let request_error = RwSignal::new(String::new());
+    let request_ready = move || {
+        let problem = if ticket.get_untracked().trim().is_empty() {
+            "Enter the ticket or request ID first: every session names one."
+        } else if reason.get_untracked().is_empty() {
+            "Choose the reason for the session first."
+        } else {
+            ""
+        };
+        request_error.set(problem.to_owned());
+        problem.is_empty()
+    };
+    // The levels the operator ticked (view always).
+    let wanted = move || {
         let mut levels = vec![Level::View];
         if want_chat.get_untracked() {
             levels.push(Level::Chat);
@@ -401,22 +424,41 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         if want_files.get_untracked() {
             levels.push(Level::FileTransfer);
         }
-        let (ticket, reason) = (ticket.get_untracked(), reason.get_untracked());
+        levels
+    };
+    let watch = move |agent: AgentInfo| {
+        if !request_ready() {
+            return;
+        }
+        let (ticket, reason, levels) = (ticket.get_untracked(), reason.get_untracked(), wanted());
         open(
-            label,
+            agent.name,
             std::rc::Rc::new(move |sdp| ViewerToRelay::Watch {
-                agent_id: agent_id.clone(),
+                agent_id: agent.agent_id.clone(),
                 sdp,
                 ticket: ticket.clone(),
                 reason: reason.clone(),
                 levels: levels.clone(),
-                help_code: help_code.clone(),
+                help_code: None,
             }),
         );
     };
-    let watch = move |agent: AgentInfo| watch_on(agent.agent_id, agent.name, None);
-    let take_help = Callback::new(move |request: HelpRequest| {
-        watch_on(request.agent_id, request.device, Some(request.code));
+    // The code the caller read out: the relay finds their endpoint from it (the queue has no codes).
+    let take_help = Callback::new(move |code: String| {
+        if !request_ready() {
+            return;
+        }
+        let (ticket, reason, levels) = (ticket.get_untracked(), reason.get_untracked(), wanted());
+        open(
+            format!("help request {}", sightline_core::help::spoken(&code)),
+            std::rc::Rc::new(move |sdp| ViewerToRelay::WatchHelp {
+                help_code: code.clone(),
+                sdp,
+                ticket: ticket.clone(),
+                reason: reason.clone(),
+                levels: levels.clone(),
+            }),
+        );
     });
     let observe = move |s: SessionSummary| {
         let session_id = s.session_id.clone();
@@ -426,7 +468,11 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         );
     };
     let stop = move |_| {
-        signaling.send(&ViewerToRelay::Unwatch);
+        // After the end the relay holds no view: asking it to close one only earns an error.
+        if !matches!(view_state.get_untracked(), ViewState::Ended(_) | ViewState::Idle) {
+            signaling.send(&ViewerToRelay::Unwatch);
+        }
+        notice.set(String::new());
         close_pc();
         set_watching.set(None);
         status.set(None);
@@ -450,10 +496,14 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         if text.trim().is_empty() {
             return;
         }
-        if let Some(channel) = dc.try_get_value().flatten()
-            && media::send(&channel, &ChannelMessage::Chat { from: String::new(), text })
-        {
+        let sent = dc.try_get_value().flatten().is_some_and(|channel| {
+            media::send(&channel, &ChannelMessage::Chat { from: String::new(), text: text.clone() })
+        });
+        if sent {
             draft.set(String::new());
+        } else {
+            // Never silently: the line stays in the box, and the log says it did not go.
+            chat.update(|c| c.push(("not sent".into(), format!("{text} (the session channel is not open)"))));
         }
     };
 
@@ -479,8 +529,10 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let chat_granted = move || status.with(|s| s.as_ref().is_some_and(|s| s.granted.contains(&Level::Chat)));
     let granted_text = move || status.with(|s| s.as_ref().map(|s| levels_text(&s.granted)).unwrap_or_default());
     let phase = move || status.with(|s| s.as_ref().map(|s| phase_key(s.phase)).unwrap_or("none"));
-    // R9: what the relay's recorder confirms, never what the policy merely asks for.
-    let recording = move || status.with(|s| s.as_ref().is_some_and(|s| s.recording));
+    let phase_text = move || status.with(|s| s.as_ref().map(words::phase_words).unwrap_or_default());
+    // R9: what the relay's recorder confirms while frames flow, never what the policy asks for.
+    let indicator = move || status.with(|s| s.as_ref().and_then(RecordingIndicator::of));
+    let offers = move |f: fn(&SessionStatus) -> bool| status.with(|s| s.as_ref().is_some_and(f));
     let paused = move || status.with(|s| s.as_ref().is_some_and(|s| s.phase == SessionPhase::Paused));
     // R3, R16: the end of the hours or window the session runs in, once the relay warns of it.
     let ending = move || {
@@ -509,6 +561,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                         <label>"Ticket / request ID " <input name="ticket" placeholder="INC-12345" bind:value=ticket/></label>
                         <label>"Reason "
                             <select name="reason" on:change=move |ev| reason.set(event_target_value(&ev))>
+                                <option value="" disabled=true selected=move || reason.get().is_empty()>"Choose a reason…"</option>
                                 <For each=move || reasons.get() key=|r| r.clone() let(r)>
                                     <option value=r.clone() selected=move || reason.get() == r>{r.clone()}</option>
                                 </For>
@@ -522,10 +575,15 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                             <label><input type="checkbox" name="level-clipboard" bind:checked=want_clipboard/>" clipboard"</label>
                             <label><input type="checkbox" name="level-file_transfer" bind:checked=want_files/>" file transfer"</label>
                         </fieldset>
+                        <p class="error" role="alert" data-testid="request-error">{move || request_error.get()}</p>
                     </div>
                     <HelpQueue requests=help_requests take=take_help/>
                     <h2>"Online endpoints"</h2>
-                    <Show when=move || agents.with(|a| !a.is_empty()) fallback=|| view! { <p class="muted" data-testid="no-agents">"No endpoint is online."</p> }>
+                    <Show when=move || agents.with(|a| !a.is_empty()) fallback=move || view! {
+                        <p class="muted" data-testid="no-agents">
+                            {move || if signaling.state.get() == RelayState::Online { "No endpoint is online." } else { "Connecting to the relay…" }}
+                        </p>
+                    }>
                         <ul>
                             <For each=move || agents.get() key=|a| a.agent_id.clone() let(agent)>
                                 <li data-testid="agent-row" data-agent-id=agent.agent_id.clone()>
@@ -546,7 +604,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                         <ul>
                             <For each=move || running.get() key=|s| (s.session_id.clone(), s.pending_elevation.clone(), s.observers.clone(), s.phase) let(s)>
                                 <li data-testid="session-row" data-session-id=s.session_id.clone()>
-                                    <span>{format!("{} · {} · {} ({}) · {}", s.agent_name, s.operator, s.ticket, s.reason, phase_key(s.phase))}</span>
+                                    <span>{format!("{} · {} · {} ({}) · {}", s.agent_name, s.operator, s.ticket, s.reason, words::summary_phase_words(s.phase))}</span>
                                     {(can_observe && s.phase != SessionPhase::Ended).then(|| {
                                         let s = s.clone();
                                         view! { <button data-testid="observe" on:click=move |_| observe(s.clone())>"Observe"</button> }
@@ -569,12 +627,22 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
             <section class="view">
                 <div class="view-bar">
                     <span data-testid="view-agent">{move || watching.get().unwrap_or_default()}</span>
-                    <span class="view-state" data-testid="view-state" data-state=move || view_state.get().key()>{move || view_state.get().label()}</span>
-                    <span class="session-phase" data-testid="session-phase" data-phase=phase>{move || format!("session: {}", phase())}</span>
-                    <span data-testid="granted">{move || format!("granted: {}", granted_text())}</span>
+                    <span class="view-state" data-testid="view-state" data-state=move || view_state.get().key()>
+                        {move || match view_state.get() {
+                            // A paused session's picture stands still: the connection is up, the view is not live.
+                            ViewState::Live if paused() => "picture paused".to_owned(),
+                            state => state.label(),
+                        }}
+                    </span>
                     <Show when=move || status.with(|s| s.is_some())>
-                        <span data-testid="recording" data-recording=move || recording().to_string()>
-                            {move || if recording() { "● Recording" } else { "Not recording" }}
+                        <span class="session-phase" data-testid="session-phase" data-phase=phase>{phase_text}</span>
+                        <span data-testid="granted">{move || format!("granted: {}", granted_text())}</span>
+                    </Show>
+                    <Show when=move || indicator().is_some()>
+                        <span class="recording" role="status" data-testid="recording"
+                            data-recording=move || indicator().is_some_and(RecordingIndicator::is_recording).to_string()
+                            data-indicator=move || format!("{:?}", indicator()).to_lowercase()>
+                            {move || indicator().map(RecordingIndicator::words).unwrap_or_default()}
                         </span>
                     </Show>
                     <Show when=move || ending().is_some()>
@@ -586,11 +654,16 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                 </div>
                 <Show when=is_operator_live>
                     <div class="session-controls">
-                        <Show when=paused fallback=move || view! { <button data-testid="pause" on:click=move |_| control(ControlAction::Pause)>"Pause"</button> }>
+                        <Show when=move || offers(words::may_pause)>
+                            <button data-testid="pause" on:click=move |_| control(ControlAction::Pause)>"Pause"</button>
+                        </Show>
+                        <Show when=move || offers(words::may_resume)>
                             <button data-testid="resume" on:click=move |_| control(ControlAction::Resume)>"Resume"</button>
                         </Show>
-                        <button data-testid="end-session" on:click=move |_| control(ControlAction::End)>"End session"</button>
-                        <button data-testid="elevate" on:click=move |_| { signaling.send(&ViewerToRelay::Elevate { levels: vec![Level::Control] }); }>"Request control"</button>
+                        <Show when=move || offers(words::may_request_control)>
+                            <button data-testid="elevate" on:click=move |_| { signaling.send(&ViewerToRelay::Elevate { levels: vec![Level::Control] }); }>"Request control"</button>
+                        </Show>
+                        <button class="danger" data-testid="end-session" on:click=move |_| control(ControlAction::End)>"End session"</button>
                         <span class="muted" data-testid="pending-elevation">{move || status.with(|s| s.as_ref().filter(|s| !s.pending_elevation.is_empty()).map(|s| format!("waiting for: {}", levels_text(&s.pending_elevation))).unwrap_or_default())}</span>
                     </div>
                 </Show>

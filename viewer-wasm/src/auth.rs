@@ -48,7 +48,24 @@ async fn assert_passkey(stage: &str, body: serde_json::Value) -> Result<(), Stri
 
 /// Passkey login for `name`.
 pub async fn login(name: &str) -> Result<(), String> {
-    assert_passkey("/api/login", json!({ "name": name })).await
+    if name.trim().is_empty() {
+        return Err("Type your user name first.".into());
+    }
+    // The relay answers an unknown name like a wrong passkey, so that nobody can probe which
+    // accounts exist: the page says what either may mean instead of a bare "not signed in".
+    let start: Ceremony = match http::post("/api/login/start", &json!({ "name": name })).await {
+        Ok(ceremony) => ceremony,
+        Err(e) if e.status == 401 => {
+            return Err(format!(
+                "Sign-in failed: there is no passkey for {name:?} here. Check the user name; if it is right, ask an admin for an invitation."
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let credential = webauthn::get(&start.options).await?;
+    let finish = json!({ "ceremony_id": start.ceremony_id, "credential": credential });
+    let _: serde_json::Value = http::post("/api/login/finish", &finish).await.map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Enrolment from a link: registers a passkey and signs in.
@@ -144,7 +161,8 @@ pub fn EnrolForm(token: String, on_done: Callback<()>) -> impl IntoView {
             <h2>"Enrol your passkey"</h2>
             <p class="muted">"This one-time link creates your account. Your device will ask you to verify (PIN, fingerprint or face)."</p>
             <form on:submit=submit>
-                <label>"User name (first admin only) " <input name="enrol-name" bind:value=name/></label>
+                <label>"User name " <input name="enrol-name" autocomplete="username" aria-describedby="enrol-name-hint" bind:value=name/></label>
+                <p class="muted" id="enrol-name-hint">"An invitation already names you: leave this empty. Setting up the first administrator: choose your user name."</p>
                 <button type="submit" disabled=move || busy.get()>"Create passkey"</button>
             </form>
             {move || error.get().map(|e| view! { <p class="error" data-testid="enrol-error">{e}</p> })}

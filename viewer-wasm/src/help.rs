@@ -1,10 +1,10 @@
-//! The operator's queue of help requests (R2): who asked, on which endpoint, since when, and the
-//! code the user reads out on the phone. An operator takes a request up from the queue, or by
-//! typing the code the caller reads; either way the session then needs the ticket, the reason
-//! and the user's consent like any other.
+//! The operator's queue of help requests (R2): who asked, on which endpoint, since when. The
+//! queue never shows a request's code: the user reads it out on the phone, and an operator who
+//! types it proves they talk to the person who asked. The relay finds the endpoint from the code;
+//! the session then needs the ticket, the reason and the user's consent like any other.
 
 use leptos::prelude::*;
-use sightline_proto::HelpRequest;
+use sightline_proto::HelpQueueEntry;
 
 /// Seconds since `ms` (Unix ms), for "asked 2 min ago".
 fn age_text(created_ms: u64) -> String {
@@ -14,46 +14,39 @@ fn age_text(created_ms: u64) -> String {
 }
 
 #[component]
-pub fn HelpQueue(requests: ReadSignal<Vec<HelpRequest>>, take: Callback<HelpRequest>) -> impl IntoView {
+pub fn HelpQueue(requests: ReadSignal<Vec<HelpQueueEntry>>, take: Callback<String>) -> impl IntoView {
     let typed = RwSignal::new(String::new());
     let message = RwSignal::new(String::new());
     let take_typed = move || {
         let Some(code) = sightline_core::help::normalise(&typed.get_untracked()) else {
-            message.set("A help code has six digits.".into());
+            message.set("A help code has six digits: ask the caller to read it out.".into());
             return;
         };
-        match requests.with_untracked(|r| r.iter().find(|r| r.code == code).cloned()) {
-            Some(request) => {
-                message.set(String::new());
-                typed.set(String::new());
-                take.run(request);
-            }
-            None => message.set("No open help request has this code (it may have been taken, or lapsed).".into()),
-        }
+        message.set(String::new());
+        typed.set(String::new());
+        take.run(code);
     };
     view! {
+        <div class="help-queue" data-testid="help-requests">
         <h2>"Help requests"</h2>
         <div class="help-code">
-            <label>"Code from the caller "
-                <input name="help-code" inputmode="numeric" placeholder="123 456" bind:value=typed
+            <label>"Code the caller reads out "
+                <input name="help-code" inputmode="numeric" autocomplete="off" placeholder="123 456" bind:value=typed
                     on:keydown=move |ev| if ev.key() == "Enter" { take_typed() }/>
             </label>
             <button data-testid="take-help-code" on:click=move |_| take_typed()>"Take"</button>
-            <span class="muted" data-testid="help-message">{move || message.get()}</span>
+            <span class="muted" data-testid="help-message" role="status">{move || message.get()}</span>
         </div>
         <Show when=move || requests.with(|r| !r.is_empty()) fallback=|| view! { <p class="muted" data-testid="no-help">"Nobody is asking for help."</p> }>
             <ul>
                 <For each=move || requests.get() key=|r| r.id.clone() let(request)>
-                    <li data-testid="help-row" data-code=request.code.clone() data-agent-id=request.agent_id.clone()>
+                    <li data-testid="help-row" data-agent-id=request.agent_id.clone()>
                         <span class="agent-name">{request.device.clone()}</span>
-                        <span class="muted">{format!(" {} · asked {} · code {}", request.user, age_text(request.created_ms), sightline_core::help::spoken(&request.code))}</span>
-                        <button on:click={
-                            let request = request.clone();
-                            move |_| take.run(request.clone())
-                        }>"Take"</button>
+                        <span class="muted">{format!(" {} · asked {}", request.user, age_text(request.created_ms))}</span>
                     </li>
                 </For>
             </ul>
         </Show>
+        </div>
     }
 }

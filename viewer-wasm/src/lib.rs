@@ -1,8 +1,9 @@
 //! The Sightline viewer: a Leptos client-side app on wasm32.
 //!
 //! `app` holds the components, `signaling` the WebSocket to the relay (with reconnect), and
-//! `media` the receive-only RTCPeerConnection. On the host the crate is empty: everything here
-//! needs a browser, and its behaviour is proven by the Playwright suite in `e2e/`.
+//! `media` the receive-only RTCPeerConnection. On the host the crate holds only `session_words`
+//! (what the session bar says, from the relay's status; unit-tested): everything else needs a
+//! browser, and its behaviour is proven by the Playwright suite in `e2e/`.
 
 #[cfg(target_arch = "wasm32")]
 mod admin;
@@ -24,6 +25,9 @@ mod media;
 mod player;
 #[cfg(target_arch = "wasm32")]
 mod recordings;
+// Used only by the app on wasm32; tested on the host.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod session_words;
 #[cfg(target_arch = "wasm32")]
 mod signaling;
 #[cfg(target_arch = "wasm32")]

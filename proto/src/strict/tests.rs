@@ -67,6 +67,7 @@ fn request() -> ConsentRequest {
                 target: MaskTarget::WhileWindow { window, area: Some(Area::Fraction { x: 0, y: 0, w: 5000, h: 5000 }) },
             },
         ],
+        help_code: Some("123456".into()),
     }
 }
 
@@ -127,7 +128,7 @@ fn relay_to_agent() -> Vec<RelayToAgent> {
         RelayToAgent::Publish,
         RelayToAgent::PublishAnswer { sdp: "v=0".into() },
         RelayToAgent::Unpublish,
-        RelayToAgent::ConsentRequest { request: request() },
+        RelayToAgent::ConsentRequest { request: Box::new(request()) },
         RelayToAgent::ElevationRequest { session_id: "s1".into(), levels: vec![Level::Control] },
         RelayToAgent::Session {
             session_id: "s1".into(),
@@ -148,6 +149,13 @@ fn viewer_to_relay() -> Vec<ViewerToRelay> {
             reason: "incident".into(),
             levels: vec![Level::View],
             help_code: Some("123 456".into()),
+        },
+        ViewerToRelay::WatchHelp {
+            help_code: "123-456".into(),
+            sdp: "v=0".into(),
+            ticket: "INC-1".into(),
+            reason: "incident".into(),
+            levels: vec![Level::View],
         },
         ViewerToRelay::Observe { session_id: "s1".into(), sdp: "v=0".into() },
         ViewerToRelay::Unwatch,
@@ -191,9 +199,8 @@ fn relay_to_viewer() -> Vec<RelayToViewer> {
             }],
         },
         RelayToViewer::HelpRequests {
-            requests: vec![HelpRequest {
+            requests: vec![HelpQueueEntry {
                 id: "h1".into(),
-                code: "123456".into(),
                 agent_id: "a1".into(),
                 device: "desk".into(),
                 segment: "office".into(),

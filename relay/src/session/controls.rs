@@ -38,11 +38,13 @@ impl LiveSession {
             // relay's own pause (its recorder stalled) is refused and recorded so.
             SessionEvent::Pause { .. } => {
                 let pause = Event::Pause { by: Party::User };
-                self.control(ControlAction::Pause, pause, Some(EventKind::SessionPaused), &actor, "by the user");
+                let _ =
+                    self.control(ControlAction::Pause, pause, Some(EventKind::SessionPaused), &actor, "by the user");
             }
             SessionEvent::Resume { .. } => {
                 let resume = Event::Resume { by: Party::User };
-                self.control(ControlAction::Resume, resume, Some(EventKind::SessionResumed), &actor, "by the user");
+                let _ =
+                    self.control(ControlAction::Resume, resume, Some(EventKind::SessionResumed), &actor, "by the user");
             }
             SessionEvent::End { .. } => {
                 self.step(Event::End { by: Party::User }, &actor);
@@ -80,7 +82,8 @@ impl LiveSession {
     }
 
     /// The operator's pause, resume and end.
-    pub fn operator_control(&self, action: sightline_proto::ControlAction) {
+    /// A pause, resume or end from the operator's viewer; a refusal says why, for the operator.
+    pub fn operator_control(&self, action: sightline_proto::ControlAction) -> Result<(), &'static str> {
         use sightline_proto::ControlAction;
         let actor = self.request.operator.name.clone();
         let (event, wire) = match action {
@@ -95,13 +98,15 @@ impl LiveSession {
             ControlAction::Resume => Some(EventKind::SessionResumed),
             ControlAction::End => None,
         };
-        if self.control(action, event, kind, &actor, "by the operator") && !matches!(action, ControlAction::End) {
+        self.control(action, event, kind, &actor, "by the operator")?;
+        if !matches!(action, ControlAction::End) {
             self.tell_agent(wire);
         }
+        Ok(())
     }
 
     /// Steps the machine with a pause, resume or end by `actor`, and records it (`kind`) as the
-    /// machine decided: carried out, or refused with why. Whether it was carried out.
+    /// machine decided: carried out, or refused with why (returned).
     fn control(
         &self,
         action: sightline_proto::ControlAction,
@@ -109,7 +114,7 @@ impl LiveSession {
         kind: Option<EventKind>,
         actor: &str,
         by_whom: &str,
-    ) -> bool {
+    ) -> Result<(), &'static str> {
         // The reason is read under the same lock as the step, so the other side's action in
         // between cannot make the record say something that was not so.
         let now = self.identity.now_ms();
@@ -128,13 +133,13 @@ impl LiveSession {
             {
                 self.emit(kind, Outcome::Failure, actor, format!("refused: {why}"));
             }
-            return false;
+            return Err(why);
         }
         self.carry_out(effects, actor);
         if let Some(kind) = kind {
             self.emit(kind, Outcome::Success, actor, by_whom.into());
         }
-        true
+        Ok(())
     }
 
     /// An administrator ends the session at once.

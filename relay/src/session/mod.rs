@@ -87,6 +87,8 @@ pub struct Request {
     pub window_required: bool,
     /// The help request (its id) this session answers, when the user asked for it (R2).
     pub help_request: Option<String>,
+    /// That request's code, which the user was shown: their prompt names it.
+    pub help_code: Option<String>,
 }
 
 /// How often a running session that needs a maintenance window reads it again (a window closed
@@ -397,6 +399,7 @@ impl LiveSession {
                         deadline_ms,
                         terms,
                         masks: self.request.masks.clone(),
+                        help_code: self.request.help_code.clone(),
                     };
                     self.emit(
                         EventKind::ConsentAsked,
@@ -404,7 +407,7 @@ impl LiveSession {
                         actor,
                         format!("levels: {}", sightline_proto::levels_text(&request.levels)),
                     );
-                    self.link.send(RelayToAgent::ConsentRequest { request });
+                    self.link.send(RelayToAgent::ConsentRequest { request: Box::new(request) });
                     // The prompt's session now exists on the agent: it may show the recorder's state.
                     if self.recorder.get().is_some_and(|r| r.writing()) {
                         self.tell_agent(SessionEvent::Recording { on: true });

@@ -113,6 +113,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
     }
     // Only requests from segments this operator may connect to: the code and who asks are not
     // for everyone who starts sessions somewhere.
+    // Never the codes: the code proves the operator talks to the person who asked (R2).
     let visible_help = |requests: &[sightline_proto::HelpRequest]| RelayToViewer::HelpRequests {
         requests: requests
             .iter()
@@ -123,7 +124,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                     .get(&r.segment)
                     .is_some_and(|s| auth.user.roles.iter().any(|role| s.roles.contains(role)))
             })
-            .cloned()
+            .map(sightline_proto::HelpRequest::queue_entry)
             .collect(),
     };
     if sees_help {
@@ -273,12 +274,6 @@ async fn handle(
     let operator_session = || view.as_ref().filter(|v| v.seat == Seat::Operator).map(|v| v.session.clone());
     match msg {
         ViewerToRelay::Watch { agent_id, sdp, ticket, reason, levels, help_code } => {
-            if !auth.allows(Capability::ViewSessions) {
-                return error(ErrorCode::Forbidden, "your roles do not allow starting sessions");
-            }
-            if let Some(v) = view.take() {
-                close_view(viewer_id, v, Some(Event::End { by: sightline_proto::Party::Operator })).await;
-            }
             let asked = SessionAsk {
                 agent_id: &agent_id,
                 ticket: &ticket,
@@ -286,15 +281,34 @@ async fn handle(
                 levels,
                 help_code: help_code.as_deref(),
             };
-            match open_session(state, auth, peer, asked).await {
-                Ok(session) => {
-                    let mut status = session.status();
-                    let current = status.borrow_and_update().clone();
-                    *view = Some(View { session, seat: Seat::Operator, status, pending_sdp: Some(sdp), media: None });
-                    Some(RelayToViewer::Session { status: Box::new(current) })
-                }
-                Err((code, message)) => error(code, message),
+            watch(state, auth, peer, viewer_id, view, asked, sdp).await
+        }
+        // The code the caller read out names the endpoint; from there it is that endpoint's Watch,
+        // and the code is taken (once, for that endpoint only) with the rest of the request.
+        ViewerToRelay::WatchHelp { help_code, sdp, ticket, reason, levels } => {
+            if !auth.allows(Capability::ViewSessions) {
+                return error(ErrorCode::Forbidden, "your roles do not allow starting sessions");
             }
+            // Each guess counts against the operator's request budget: codes are not for trying.
+            if let Err(wait) = state.limits.operator(&auth.user.name) {
+                let why = format!("too many session requests; try again in {} s", wait.as_secs() + 1);
+                return error(ErrorCode::RateLimited, why);
+            }
+            let request = match state.help.find(&help_code).await {
+                Ok(request) => request,
+                Err(e) => {
+                    tracing::info!(operator = %auth.user.name, error = %e, "a help code named no open request");
+                    return error(ErrorCode::HelpCode, e.to_string());
+                }
+            };
+            let asked = SessionAsk {
+                agent_id: &request.agent_id,
+                ticket: &ticket,
+                reason: &reason,
+                levels,
+                help_code: Some(&help_code),
+            };
+            watch(state, auth, peer, viewer_id, view, asked, sdp).await
         }
         ViewerToRelay::Observe { session_id, sdp } => {
             if !auth.allows(Capability::ObserveSessions) {
@@ -324,10 +338,11 @@ async fn handle(
             None => error(ErrorCode::NotWatching, "no view is open"),
         },
         ViewerToRelay::Control { action } => match operator_session() {
-            Some(session) => {
-                session.operator_control(action);
-                None
-            }
+            // Refused (a resume of the user's pause): the operator is told why, never left guessing.
+            Some(session) => match session.operator_control(action) {
+                Ok(()) => None,
+                Err(why) => error(ErrorCode::PolicyDenied, format!("not done: {why}")),
+            },
             None => error(ErrorCode::NotWatching, "you run no session"),
         },
         ViewerToRelay::Elevate { levels } => match operator_session() {
@@ -448,6 +463,7 @@ async fn open_session(
         masks,
         window_required,
         help_request: help_request.as_ref().map(|r| r.id.clone()),
+        help_code: help_request.as_ref().map(|r| r.code.clone()),
     };
     let opened = LiveSession::open(
         state.identity.clone(),
@@ -479,6 +495,34 @@ struct SessionAsk<'a> {
     levels: Vec<Level>,
     /// The code of the help request the session answers (R2).
     help_code: Option<&'a str>,
+}
+
+/// Starts the operator's session on `asked` (the view open before ends first); the offer is
+/// answered once the user consents.
+async fn watch(
+    state: &AppState,
+    auth: &AuthUser,
+    peer: SocketAddr,
+    viewer_id: u64,
+    view: &mut Option<View>,
+    asked: SessionAsk<'_>,
+    sdp: String,
+) -> Reply {
+    if !auth.allows(Capability::ViewSessions) {
+        return error(ErrorCode::Forbidden, "your roles do not allow starting sessions");
+    }
+    if let Some(v) = view.take() {
+        close_view(viewer_id, v, Some(Event::End { by: sightline_proto::Party::Operator })).await;
+    }
+    match open_session(state, auth, peer, asked).await {
+        Ok(session) => {
+            let mut status = session.status();
+            let current = status.borrow_and_update().clone();
+            *view = Some(View { session, seat: Seat::Operator, status, pending_sdp: Some(sdp), media: None });
+            Some(RelayToViewer::Session { status: Box::new(current) })
+        }
+        Err((code, message)) => error(code, message),
+    }
 }
 
 /// Answers the viewer's offer with a leg on the agent's fan-out (after consent).
@@ -522,8 +566,15 @@ async fn serve_channel(
         tracing::warn!(session = %session.id, "viewer opened an unexpected data channel");
         return;
     }
-    let send_chat = |channel: DataChannel, from: String, text: String| async move {
-        let _ = channel.send(&sightline_proto::channel::encode(&ChannelMessage::Chat { from, text })).await;
+    let session_id = session.id.clone();
+    let send_chat = |channel: DataChannel, from: String, text: String| {
+        let session_id = session_id.clone();
+        async move {
+            if let Err(e) = channel.send(&sightline_proto::channel::encode(&ChannelMessage::Chat { from, text })).await
+            {
+                tracing::warn!(session = %session_id, error = %e, "a chat line could not be passed to a viewer");
+            }
+        }
     };
     loop {
         tokio::select! {

@@ -1,0 +1,175 @@
+// The console says what is true (issue 24): each check reads what the page shows, in the words a
+// person reads, at each state of a real session.
+import { expect } from '@playwright/test';
+import { test } from './harness';
+import { World, world, stopWorld, requestView, api, contextWithPasskeys, signIn } from './harness';
+
+let w: World | undefined;
+
+test.afterEach(async () => {
+  await stopWorld(w);
+  w = undefined;
+});
+
+test('the recording indicator shows exactly while frames are recorded: not while consent is awaited, not after a denial, paused with the session, gone at the end @ux @R9', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  const indicator = page.getByTestId('recording');
+
+  // Asked, then denied: the recorder holds the consent on the record, but no picture is taken.
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+  await expect(page.getByTestId('session-phase')).toHaveText('waiting for the user to answer');
+  await expect(indicator).toHaveCount(0);
+  await w.endpoint.click('deny');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  await expect(indicator).toHaveCount(0);
+  await w.endpoint.windowGone();
+
+  // Allowed: recording while it runs, in a recording indicator's colour.
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+  await expect(indicator).toHaveCount(0);
+  await w.endpoint.click('allow');
+  await expect(indicator).toHaveText('Recording');
+  await expect(indicator).toHaveAttribute('data-recording', 'true');
+  expect(await indicator.evaluate((e) => getComputedStyle(e).color)).toBe('rgb(255, 82, 82)');
+  await expect(page.getByTestId('session-phase')).toHaveText('running');
+
+  // Paused: no picture is taken, and the indicator says so.
+  await w.endpoint.click('pause');
+  await expect(indicator).toHaveText('Recording paused');
+  await expect(indicator).toHaveAttribute('data-recording', 'false');
+  await w.endpoint.click('resume');
+  await expect(indicator).toHaveText('Recording');
+
+  // Ended: nothing recorded any more, nothing shown.
+  await w.endpoint.click('end');
+  await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
+  await expect(indicator).toHaveCount(0);
+});
+
+test("the user's pause reads as such and offers the operator nothing it cannot do; control is not offered once granted; nothing from a closed view stays @ux @R8 @R7", async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
+  await w.endpoint.click('allow');
+  await expect(page.getByTestId('view-state')).toHaveText('live');
+  await expect(page.getByTestId('elevate')).toBeVisible();
+  await expect(page.getByTestId('pause')).toBeVisible();
+
+  // The user pauses: the picture is not called live, and only the user's resume is possible.
+  await w.endpoint.click('pause');
+  await expect(page.getByTestId('session-phase')).toHaveText('paused by the user: only the user can resume');
+  await expect(page.getByTestId('view-state')).toHaveText('picture paused');
+  await expect(page.getByTestId('resume')).toHaveCount(0);
+  await expect(page.getByTestId('pause')).toHaveCount(0);
+  await expect(page.getByTestId('elevate')).toHaveCount(0);
+  await expect(page.getByTestId('end-session')).toBeVisible();
+  await w.endpoint.click('resume');
+  await expect(page.getByTestId('session-phase')).toHaveText('running');
+
+  // The operator's own pause is the operator's to lift.
+  await page.getByTestId('pause').click();
+  await expect(page.getByTestId('session-phase')).toHaveText('paused by you');
+  await page.getByTestId('resume').click();
+  await expect(page.getByTestId('session-phase')).toHaveText('running');
+
+  // Control asked and granted: no longer offered.
+  await page.getByTestId('elevate').click();
+  await expect(page.getByTestId('elevate')).toHaveCount(0);
+  await w.endpoint.click('elevate-allow');
+  await expect(page.getByTestId('granted')).toHaveText('granted: view, chat, control');
+  await expect(page.getByTestId('elevate')).toHaveCount(0);
+
+  // The user ends it; the operator closes the ended view and opens the next session: no word of
+  // the last one (nor of closing a view the relay had already closed) is left on the page.
+  await w.endpoint.click('end');
+  await expect(page.getByTestId('view-state')).toContainText('the user ended the session');
+  await page.getByTestId('close-view').click();
+  await expect(page.getByTestId('view-state')).toHaveText('idle');
+  await w.endpoint.windowGone();
+  await requestView(page, w.relay, 'front-desk', 'INC-4712', 'incident', false);
+  await w.endpoint.click('allow');
+  await expect(page.getByTestId('view-state')).toHaveText('live');
+  await expect(page.getByTestId('notice')).toHaveText('');
+  await expect(page.locator('body')).not.toContainText('no view is open');
+});
+
+test('an invitation link pasted into a tab that is already open opens the enrolment at once, without a reload @ux @R11', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const invite = await api(w.admin, 'POST', '/api/admin/invitations', { name: 'olga', role: 'operator' });
+  expect(invite.status).toBe(200);
+  const { page } = await contextWithPasskeys(browser);
+  await page.goto(w.relay.url);
+  await expect(page.locator('input[name="username"]')).toBeVisible();
+  const loads: string[] = [];
+  page.on('load', () => loads.push(page.url()));
+  // Only the fragment differs: the browser changes the hash and loads nothing.
+  expect(new URL(invite.json.link).origin + '/').toBe(new URL(w.relay.url).origin + '/');
+  await page.goto(invite.json.link);
+  await expect(page.getByRole('button', { name: 'Create passkey' })).toBeVisible();
+  expect(loads).toEqual([]);
+  await page.getByRole('button', { name: 'Create passkey' }).click();
+  await expect(page.getByTestId('signed-in-as')).toContainText('olga');
+});
+
+test('a request without a ticket or a reason is stopped in the page with what is missing, and nothing reaches the relay; an unknown user name at sign-in says what it may mean; no "no endpoint" while connecting @ux @R4', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  await page.goto(w.relay.url);
+  const row = page.getByTestId('agent-row').filter({ hasText: 'front-desk' });
+  // Nothing chosen for the operator: no default reason.
+  await expect(page.locator('select[name="reason"]')).toHaveValue('');
+  // Each "Ask for" check box sits on one line with its label (measured, at both window sizes),
+  // and the page is no wider than the window.
+  for (const size of [{ width: 1280, height: 800 }, { width: 1920, height: 1080 }]) {
+    await page.setViewportSize(size);
+    const labels = page.locator('fieldset.levels label');
+    await expect(labels).toHaveCount(5);
+    for (const label of await labels.all()) {
+      const box = (await label.boundingBox())!;
+      const input = (await label.locator('input').boundingBox())!;
+      expect(box.height, await label.innerText()).toBeLessThan(2 * input.height);
+      expect(input.x + input.width).toBeLessThanOrEqual(box.x + box.width / 2);
+    }
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(size.width);
+  }
+  await row.getByRole('button', { name: 'View' }).click();
+  await expect(page.getByTestId('request-error')).toHaveText('Enter the ticket or request ID first: every session names one.');
+  await page.locator('input[name="ticket"]').fill('INC-4711');
+  await row.getByRole('button', { name: 'View' }).click();
+  await expect(page.getByTestId('request-error')).toHaveText('Choose the reason for the session first.');
+  await expect(page.getByTestId('view-state')).toHaveText('idle');
+  // Control: with both, the request goes out and the user is asked; the record has that request
+  // and nothing before it.
+  await page.locator('select[name="reason"]').selectOption('incident');
+  await row.getByRole('button', { name: 'View' }).click();
+  await expect(page.getByTestId('request-error')).toHaveText('');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+  await expect.poll(() => w!.relay.auditRecords().filter((r) => r.kind === 'consent.asked').length).toBe(1);
+  expect(w.relay.auditRecords().filter((r) => r.kind === 'session.refused')).toEqual([]);
+  await w.endpoint.click('deny');
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+
+  // While the relay's socket is down the endpoint list does not claim that nothing is online.
+  let blocked = true;
+  await page.routeWebSocket(/\/ws\/viewer/, (ws) => { if (blocked) ws.close(); else ws.connectToServer(); });
+  await page.reload();
+  await expect(page.getByTestId('relay-state')).not.toHaveAttribute('data-state', 'online');
+  await expect(page.getByTestId('no-agents')).toHaveText('Connecting to the relay…');
+  // Control: the socket let through (the viewer retries every second), the endpoint shows.
+  blocked = false;
+  await expect(row).toBeVisible();
+
+  // Sign-in with a name nobody has: told what that may mean, not "not signed in".
+  const { page: stranger } = await contextWithPasskeys(browser);
+  await stranger.goto(w.relay.url);
+  await stranger.locator('input[name="username"]').fill('nobody');
+  await stranger.getByRole('button', { name: 'Sign in with passkey' }).click();
+  await expect(stranger.getByTestId('login-error')).toHaveText('Sign-in failed: there is no passkey for "nobody" here. Check the user name; if it is right, ask an admin for an invitation.');
+  // Control: the same form with a name that has a passkey (the operator's, in their browser) signs in.
+  await w.operator.getByTestId('logout').click();
+  await signIn(w.operator, w.relay, 'operator');
+  await expect(w.operator.getByTestId('login-error')).toHaveCount(0);
+});
