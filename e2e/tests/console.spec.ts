@@ -173,3 +173,22 @@ test('a request without a ticket or a reason is stopped in the page with what is
   await signIn(w.operator, w.relay, 'operator');
   await expect(w.operator.getByTestId('login-error')).toHaveCount(0);
 });
+
+test('the tabs say which one is open, to the eye and to a screen reader @ux', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  // The admin's tabs (the operator's page has one tab only).
+  const page = w.admin;
+  const tabs = page.locator('nav.tabs button');
+  const count = await tabs.count();
+  expect(count).toBeGreaterThan(1);
+  for (let i = 0; i < count; i++) {
+    await tabs.nth(i).click();
+    for (let j = 0; j < count; j++) {
+      if (i === j) await expect(tabs.nth(j)).toHaveAttribute('aria-current', 'page');
+      else await expect(tabs.nth(j)).not.toHaveAttribute('aria-current', /.*/);
+    }
+    const open = await tabs.nth(i).evaluate((e) => getComputedStyle(e).backgroundColor);
+    const other = await tabs.nth((i + 1) % count).evaluate((e) => getComputedStyle(e).backgroundColor);
+    expect(open).not.toBe(other);
+  }
+});

@@ -65,6 +65,13 @@ test('the user asks for help with agent help: the code reaches the operator queu
   expect(askHelp(w).code).toBe(code);
   await expect(row).toHaveCount(1);
 
+  // Without a ticket the page says what is missing and keeps the typed code (@ux).
+  await page.locator('input[name="help-code"]').fill(code);
+  await page.getByTestId('take-help-code').click();
+  await expect(page.getByTestId('request-error')).toHaveText('Enter the ticket or request ID first: every session names one.');
+  await expect(page.locator('input[name="help-code"]')).toHaveValue(code);
+  await expect(page.getByTestId('view-state')).toHaveText('idle');
+
   // A code no open request has is refused by the relay, and the queue stays as it was.
   await page.locator('input[name="ticket"]').fill('INC-2001');
   await page.locator('select[name="reason"]').selectOption('incident');

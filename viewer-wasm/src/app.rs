@@ -161,10 +161,10 @@ fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     view! {
         <Shell me=Some(me) on_logout=on_session_ended>
             <nav class="tabs">
-                {can_view.then(|| view! { <button on:click=move |_| tab.set("sessions") data-testid="tab-sessions">"Sessions"</button> })}
-                {can_admin.then(|| view! { <button on:click=move |_| tab.set("admin") data-testid="tab-admin">"Admin"</button> })}
-                {can_audit.then(|| view! { <button on:click=move |_| tab.set("audit") data-testid="tab-audit">"Audit"</button> })}
-                {can_watch_recordings.then(|| view! { <button on:click=move |_| tab.set("recordings") data-testid="tab-recordings">"Recordings"</button> })}
+                {can_view.then(|| view! { <button on:click=move |_| tab.set("sessions") data-testid="tab-sessions" aria-current=move || (tab.get() == "sessions").then_some("page")>"Sessions"</button> })}
+                {can_admin.then(|| view! { <button on:click=move |_| tab.set("admin") data-testid="tab-admin" aria-current=move || (tab.get() == "admin").then_some("page")>"Admin"</button> })}
+                {can_audit.then(|| view! { <button on:click=move |_| tab.set("audit") data-testid="tab-audit" aria-current=move || (tab.get() == "audit").then_some("page")>"Audit"</button> })}
+                {can_watch_recordings.then(|| view! { <button on:click=move |_| tab.set("recordings") data-testid="tab-recordings" aria-current=move || (tab.get() == "recordings").then_some("page")>"Recordings"</button> })}
             </nav>
             {move || match tab.get() {
                 "sessions" => view! { <Sessions me=me_for_sessions.clone() on_session_ended/> }.into_any(),
@@ -446,7 +446,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     // The code the caller read out: the relay finds their endpoint from it (the queue has no codes).
     let take_help = Callback::new(move |code: String| {
         if !request_ready() {
-            return;
+            return false;
         }
         let (ticket, reason, levels) = (ticket.get_untracked(), reason.get_untracked(), wanted());
         open(
@@ -459,6 +459,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                 levels: levels.clone(),
             }),
         );
+        true
     });
     let observe = move |s: SessionSummary| {
         let session_id = s.session_id.clone();

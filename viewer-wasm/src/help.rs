@@ -14,7 +14,7 @@ fn age_text(created_ms: u64) -> String {
 }
 
 #[component]
-pub fn HelpQueue(requests: ReadSignal<Vec<HelpQueueEntry>>, take: Callback<String>) -> impl IntoView {
+pub fn HelpQueue(requests: ReadSignal<Vec<HelpQueueEntry>>, take: Callback<String, bool>) -> impl IntoView {
     let typed = RwSignal::new(String::new());
     let message = RwSignal::new(String::new());
     let take_typed = move || {
@@ -23,8 +23,10 @@ pub fn HelpQueue(requests: ReadSignal<Vec<HelpQueueEntry>>, take: Callback<Strin
             return;
         };
         message.set(String::new());
-        typed.set(String::new());
-        take.run(code);
+        // Kept while the request cannot go yet (no ticket or reason): the caller need not read it again.
+        if take.run(code) {
+            typed.set(String::new());
+        }
     };
     view! {
         <div class="help-queue" data-testid="help-requests">
