@@ -401,7 +401,7 @@ test('the retention job deletes recordings past the retention of their segment, 
   await expect.poll(async () => (await api(w!.operator, 'GET', '/api/recordings')).json).toEqual([]);
 });
 
-test('an auditor finds a recording by ticket, confirms with a passkey and plays it beside its timeline; clicking an entry seeks there @R45 @R27 @R29', async ({ browser }) => {
+test('an auditor finds a recording by ticket, confirms with a passkey and plays it beside its timeline (frame seals counted, not listed); clicking an entry seeks there @R45 @R27 @R29 @ux', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' });
   await openView(w.operator, w.relay, 'front-desk', w.endpoint);
   await w.operator.waitForTimeout(2_000);
@@ -457,6 +457,10 @@ test('an auditor finds a recording by ticket, confirms with a passkey and plays 
   const kinds = await auditor.getByTestId('timeline-entry').evaluateAll((els) => els.map((e) => e.getAttribute('data-kind')));
   expect(kinds.indexOf('session.paused')).toBeLessThan(kinds.indexOf('session.resumed'));
   expect(kinds).toContain('session.ended');
+  // The endpoint's frame seals are counted, not listed one by one (@ux, issue 24 item 10).
+  expect(kinds).not.toContain('seal');
+  const seals = Number(/^(\d+) frame seals/.exec((await auditor.getByTestId('timeline-seals').textContent()) ?? '')?.[1]);
+  expect(seals).toBeGreaterThan(3);
 });
 
 test('with relays sharing Redis, an auditor on any node finds the recordings of every node; each node serves only its own @R30 @R43', async ({ browser }) => {

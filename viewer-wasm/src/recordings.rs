@@ -242,7 +242,17 @@ pub fn RecordingsView() -> impl IntoView {
                         <div class="player-body">
                             <canvas node_ref=canvas_ref data-testid="recording-canvas"></canvas>
                             <ol class="timeline" data-testid="recording-timeline">
-                                {o.timeline.iter().map(|entry| {
+                                // The endpoint seals its frames about once a second: those lines would
+                                // drown what happened. They are counted here and checked above.
+                                {
+                                    let seals = o.timeline.iter().filter(|e| e["type"] == "seal").count();
+                                    view! {
+                                        <li class="muted" data-testid="timeline-seals">
+                                            {format!("{seals} frame seals from the endpoint (checked above; not listed)")}
+                                        </li>
+                                    }
+                                }
+                                {o.timeline.iter().filter(|e| e["type"] != "seal").map(|entry| {
                                     let at = entry["video_ms"].as_i64().unwrap_or(0);
                                     let (what, detail) = describe(entry);
                                     let kind = what.clone();
