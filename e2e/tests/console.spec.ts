@@ -49,7 +49,7 @@ test('the recording indicator shows exactly while frames are recorded: not while
   await expect(indicator).toHaveCount(0);
 });
 
-test("the user's pause reads as such and offers the operator nothing it cannot do; control is not offered once granted; nothing from a closed view stays @ux @R8 @R7", async ({ browser }) => {
+test('a pause by the user reads as such and offers the operator nothing it cannot do; control is not offered once granted; nothing from a closed view stays @ux @R8 @R7', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' });
   const page = w.operator;
   await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
@@ -114,7 +114,7 @@ test('an invitation link pasted into a tab that is already open opens the enrolm
   await expect(page.getByTestId('signed-in-as')).toContainText('olga');
 });
 
-test('a request without a ticket or a reason is stopped in the page with what is missing, and nothing reaches the relay; an unknown user name at sign-in says what it may mean; no "no endpoint" while connecting @ux @R4', async ({ browser }) => {
+test('a request without a ticket or a reason is stopped in the page with what is missing, and nothing reaches the relay; an unknown user name at sign-in says what it may mean; no claim of no endpoint while connecting @ux @R4', async ({ browser }) => {
   w = await world(browser, { name: 'front-desk' });
   const page = w.operator;
   await page.goto(w.relay.url);

@@ -169,10 +169,8 @@ impl HelpDesk {
     /// An operator takes up the request with `typed` code for `agent_id`: once, and only for the
     /// endpoint that asked. A code for another endpoint is not spent by the attempt.
     pub async fn take(&self, typed: &str, agent_id: &str) -> Result<HelpRequest, HelpError> {
-        let code = help::normalise(typed).ok_or(HelpError::Unknown)?;
-        let now = self.identity.now_ms();
-        let found: Option<HelpRequest> = self.store.get(Collection::HelpRequests, &code).await?;
-        let request = found.filter(|r| help::is_open(r.expires_ms, now)).ok_or(HelpError::Unknown)?;
+        let request = self.find(typed).await?;
+        let code = request.code.clone();
         if request.agent_id != agent_id {
             return Err(HelpError::OtherDevice);
         }
