@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use backon::BackoffBuilder;
 use futures_util::{SinkExt, StreamExt};
-use sightline_proto::{AGENT_WS_PATH, AgentToRelay, MAX_SIGNAL_BYTES, RelayToAgent, SessionEvent, decode, encode};
+use sightline_core::relay_proof::{RelayProofError, Trust};
+use sightline_proto::{
+    AGENT_WS_PATH, AgentToRelay, MAX_SIGNAL_BYTES, RelayToAgent, SessionEvent, decode, encode, relay_proof,
+};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -184,14 +187,61 @@ fn tls_connector(ca_cert: Option<&std::path::Path>) -> anyhow::Result<tokio_tung
     Ok(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config)))
 }
 
-async fn connect(url: &url::Url, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Socket> {
+/// Dials the relay with the agent's fresh `nonce` (which the relay's first message signs).
+async fn connect(url: &url::Url, ca_cert: Option<&std::path::Path>, nonce: &[u8]) -> anyhow::Result<Socket> {
     let ws_config =
         WebSocketConfig::default().max_message_size(Some(MAX_SIGNAL_BYTES)).max_frame_size(Some(MAX_SIGNAL_BYTES));
     let connector = if url.scheme() == "wss" { Some(tls_connector(ca_cert)?) } else { None };
-    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), Some(ws_config), false, connector)
+    let mut dialled = url.clone();
+    dialled.query_pairs_mut().append_pair(relay_proof::NONCE_PARAM, &hex::encode(nonce));
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(dialled.as_str(), Some(ws_config), false, connector)
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
     Ok(ws)
+}
+
+/// Which relay node the agent will talk to.
+enum Expect<'a> {
+    /// Enrolment: the key the admin gave (`--relay-key`), or else the one the relay proves it
+    /// holds (trust on first use), which the agent pins.
+    FirstUse(Option<&'a str>),
+    /// An enrolled device: a key it pinned, or one a pinned key endorsed (then pinned too).
+    Pinned(&'a Device),
+}
+
+/// A connection to a relay that proved it holds the node key `expect` allows: the socket, the
+/// relay's challenge for this connection, and the node key.
+async fn dial(
+    url: &url::Url,
+    ca_cert: Option<&std::path::Path>,
+    expect: Expect<'_>,
+) -> anyhow::Result<(Socket, Vec<u8>, String)> {
+    let mut nonce = [0u8; relay_proof::NONCE_BYTES];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("operating system RNG failed: {e}"))?;
+    let mut ws = connect(url, ca_cert, &nonce).await?;
+    let RelayToAgent::Challenge { nonce: challenge, relay } = expect_message(&mut ws, "challenge").await? else {
+        bail!("relay did not start with a challenge")
+    };
+    let challenge = hex::decode(&challenge).context("relay challenge is not hex")?;
+    if challenge.len() < 16 {
+        bail!("relay challenge is too short");
+    }
+    let refused = || format!("refusing the relay at {url}");
+    let proof = relay.ok_or(RelayProofError::Missing).with_context(refused)?;
+    let pinned = match expect {
+        Expect::FirstUse(given) => vec![given.unwrap_or(&proof.key).trim().to_owned()],
+        Expect::Pinned(device) => device.relay_pins().keys(),
+    };
+    match sightline_core::relay_proof::check(&pinned, &nonce, &challenge, Some(&proof)).with_context(refused)? {
+        Trust::Pinned => {}
+        Trust::Endorsed { added } => {
+            if let Expect::Pinned(device) = expect {
+                device.relay_pins().add(&added).context("cannot pin the relay's endorsed key")?;
+            }
+            tracing::warn!(relay = %url, key = %proof.key, ?added, "the relay's node key is new to this agent and endorsed by a key it pinned: pinned it too");
+        }
+    }
+    Ok((ws, challenge, proof.key))
 }
 
 /// Waits for the next relay message, with a deadline.
@@ -217,18 +267,17 @@ pub async fn enroll(
     name: &str,
     data_dir: &std::path::Path,
     ca_cert: Option<&std::path::Path>,
+    relay_key: Option<&str>,
 ) -> anyhow::Result<DeviceInfo> {
     let (key, public_key) = crate::device::new_key()?;
-    let mut ws = connect(relay_url, ca_cert).await?;
-    let RelayToAgent::Challenge { .. } = expect_message(&mut ws, "challenge").await? else {
-        bail!("relay did not start with a challenge")
-    };
+    let (mut ws, _, relay_key) = dial(relay_url, ca_cert, Expect::FirstUse(relay_key)).await?;
     let msg = AgentToRelay::Enrol { token: token.to_owned(), public_key, name: name.to_owned() };
     ws.send(Message::Text(encode(&msg).into())).await?;
     match expect_message(&mut ws, "enrolment answer").await? {
         RelayToAgent::Enrolled { device_id, name, segment } => {
             let info = DeviceInfo { device_id, name, segment };
-            Device::save(data_dir, key, info.clone())?;
+            Device::save(data_dir, key, info.clone(), &relay_key)?;
+            tracing::info!(relay = %relay_url, key = %relay_key, "pinned the relay's node key");
             Ok(info)
         }
         RelayToAgent::Error { message, .. } => bail!("the relay refused enrolment: {message}"),
@@ -244,11 +293,7 @@ pub async fn open_window(
     duration: Duration,
     ca_cert: Option<&std::path::Path>,
 ) -> anyhow::Result<(u64, u64)> {
-    let mut ws = connect(relay_url, ca_cert).await?;
-    let RelayToAgent::Challenge { nonce } = expect_message(&mut ws, "challenge").await? else {
-        bail!("relay did not start with a challenge")
-    };
-    let challenge = hex::decode(&nonce).context("relay challenge is not hex")?;
+    let (mut ws, challenge, _) = dial(relay_url, ca_cert, Expect::Pinned(device)).await?;
     let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     let end_ms = start_ms + duration.as_millis() as u64;
     let signature = device.sign_window(&challenge, start_ms, end_ms);
@@ -267,11 +312,7 @@ pub async fn close_window(
     device: &Device,
     ca_cert: Option<&std::path::Path>,
 ) -> anyhow::Result<bool> {
-    let mut ws = connect(relay_url, ca_cert).await?;
-    let RelayToAgent::Challenge { nonce } = expect_message(&mut ws, "challenge").await? else {
-        bail!("relay did not start with a challenge")
-    };
-    let challenge = hex::decode(&nonce).context("relay challenge is not hex")?;
+    let (mut ws, challenge, _) = dial(relay_url, ca_cert, Expect::Pinned(device)).await?;
     let msg = AgentToRelay::CloseWindow {
         device_id: device.info.device_id.clone(),
         signature: device.sign_close_window(&challenge),
@@ -291,11 +332,7 @@ pub async fn ask_help(
     device: &Device,
     ca_cert: Option<&std::path::Path>,
 ) -> anyhow::Result<(String, u64)> {
-    let mut ws = connect(relay_url, ca_cert).await?;
-    let RelayToAgent::Challenge { nonce } = expect_message(&mut ws, "challenge").await? else {
-        bail!("relay did not start with a challenge")
-    };
-    let challenge = hex::decode(&nonce).context("relay challenge is not hex")?;
+    let (mut ws, challenge, _) = dial(relay_url, ca_cert, Expect::Pinned(device)).await?;
     let msg = AgentToRelay::AskHelp {
         device_id: device.info.device_id.clone(),
         signature: device.sign_help(&challenge),
@@ -311,14 +348,8 @@ pub async fn ask_help(
 
 async fn session(config: &RunConfig) -> anyhow::Result<()> {
     let media_ip = local_ip_towards(&config.relay_url).await?;
-    let mut ws = connect(&config.relay_url, config.ca_cert.as_deref()).await?;
-    let RelayToAgent::Challenge { nonce } = expect_message(&mut ws, "challenge").await? else {
-        bail!("relay did not start with a challenge")
-    };
-    let challenge = hex::decode(&nonce).context("relay challenge is not hex")?;
-    if challenge.len() < 16 {
-        bail!("relay challenge is too short");
-    }
+    let (mut ws, challenge, _) =
+        dial(&config.relay_url, config.ca_cert.as_deref(), Expect::Pinned(&config.device)).await?;
     let (width, height) = screen_size(config).await;
     let hello = AgentToRelay::Hello {
         device_id: config.device.info.device_id.clone(),

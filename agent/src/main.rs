@@ -58,6 +58,11 @@ struct EnrollArgs {
     /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
     #[arg(long, env = "SIGHTLINE_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
+    /// The relay node's key as its admin gave it to you (the node's audit.pub, or a file holding
+    /// it). Without it, the agent pins the key the relay proves it holds now (trust on first use).
+    /// Every later connection is refused unless the relay proves this key, or one it endorsed.
+    #[arg(long, env = "SIGHTLINE_RELAY_KEY")]
+    relay_key: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,12 +186,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Enroll(args) => {
             let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
             let name = args.name.unwrap_or_else(host_name);
+            let relay_key = args.relay_key.map(|k| std::fs::read_to_string(&k).unwrap_or(k).trim().to_owned());
             let info = connection::enroll(
                 &connection::agent_socket_url(&args.relay_url)?,
                 &args.token,
                 &name,
                 &dir,
                 args.ca_cert.as_deref(),
+                relay_key.as_deref(),
             )
             .await?;
             println!(

@@ -36,7 +36,9 @@ fn extension(value: &str) -> String {
 
 /// One record as a CEF line (no line end); `leaf_hash` lets the SIEM match it to the tree.
 pub fn format(record: &Record, leaf_hash: &str) -> String {
+    // Break-glass is an emergency the security team must follow up whatever its outcome.
     let severity = match record.outcome {
+        _ if record.kind == "command.break_glass" => 9,
         Outcome::Success => 3,
         Outcome::Failure => 6,
     };
@@ -189,6 +191,10 @@ mod tests {
         assert_eq!(get("externalId").as_deref(), Some("42"));
         assert_eq!(get("cs6").as_deref(), Some("a = b"));
         assert_eq!((get("cn1Label").as_deref(), get("cn1").as_deref()), (Some("unattended"), Some("1")));
+
+        // A break-glass use is at the top of the SIEM's scale, a plain success is not.
+        let glass = Record { kind: "command.break_glass".into(), ..record };
+        assert_eq!(parse(&format(&glass, "abc=")).unwrap().0[6], "9");
     }
 
     #[test]

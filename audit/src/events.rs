@@ -60,6 +60,26 @@ pub enum EventKind {
     DeviceAuthFailed,
     #[serde(rename = "device.revoked")]
     DeviceRevoked,
+    /// A relay node started, with the SHA-256 of the policy it runs (which policy a node ran is on
+    /// the record, and commands on its host are checked against it).
+    #[serde(rename = "node.started")]
+    NodeStarted,
+    /// This node's key vouched for another node key (`relay audit endorse`): agents that pinned
+    /// this key will trust that one.
+    #[serde(rename = "node.key_endorsed")]
+    NodeKeyEndorsed,
+    /// An admin approved one command on a node's host (`sightline_core::command_approval`).
+    #[serde(rename = "command.approved")]
+    CommandApproved,
+    /// A command on the host ran under an admin's approval, which it consumed.
+    #[serde(rename = "command.approval_used")]
+    CommandApprovalUsed,
+    /// A command on the host ran under the node's break-glass credential.
+    #[serde(rename = "command.break_glass")]
+    CommandBreakGlass,
+    /// A command on the host was refused: the policy gates it and nothing valid was presented.
+    #[serde(rename = "command.refused")]
+    CommandRefused,
     #[serde(rename = "access.denied")]
     AccessDenied,
     #[serde(rename = "session.refused")]
@@ -159,7 +179,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 62] = [
+    pub const ALL: [EventKind; 68] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -179,6 +199,12 @@ impl EventKind {
         EventKind::DeviceEnrolmentRefused,
         EventKind::DeviceAuthFailed,
         EventKind::DeviceRevoked,
+        EventKind::NodeStarted,
+        EventKind::NodeKeyEndorsed,
+        EventKind::CommandApproved,
+        EventKind::CommandApprovalUsed,
+        EventKind::CommandBreakGlass,
+        EventKind::CommandRefused,
         EventKind::AccessDenied,
         EventKind::SessionRefused,
         EventKind::SessionStarted,

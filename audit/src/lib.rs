@@ -60,7 +60,7 @@ use tokio::sync::watch;
 use crate::events::Event;
 
 pub use cli_sink::CliSink;
-pub use files::{AuditFiles, OpenError};
+pub use files::{AuditFiles, LOG_FILE, OpenError, PUBLIC_KEY_FILE};
 pub use ingest::{forward_to_running_relay, serve as serve_ingest};
 pub use query::{AuditPage, ProvedRecord};
 

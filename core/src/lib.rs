@@ -5,6 +5,7 @@
 //! builds for wasm32 as well as for the relay and the agent.
 
 pub mod audit;
+pub mod command_approval;
 pub mod config_file;
 pub mod framecode;
 pub mod help;
@@ -12,6 +13,7 @@ pub mod lockout;
 pub mod mask;
 pub mod policy;
 pub mod recording;
+pub mod relay_proof;
 pub mod renewal;
 pub mod roles;
 pub mod session;

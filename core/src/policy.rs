@@ -29,6 +29,9 @@ struct PolicyFile {
     organisation: String,
     reasons: Vec<String>,
     segments: BTreeMap<String, SegmentFile>,
+    /// Which commands on the node's host need an admin's approval (`command_approval`).
+    #[serde(default)]
+    command_line: crate::command_approval::CommandLineFile,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +222,8 @@ pub struct Policy {
     pub organisation: String,
     pub reasons: BTreeSet<String>,
     pub segments: BTreeMap<String, Segment>,
+    /// Commands on the node's host that need an admin's approval or the break-glass credential.
+    pub command_line: crate::command_approval::CommandRules,
 }
 
 /// Why a policy file was refused; the message names the place.
@@ -358,7 +363,8 @@ impl Policy {
                 },
             );
         }
-        Ok(Policy { organisation: file.organisation, reasons, segments })
+        let command_line = crate::command_approval::CommandRules::from_file(file.command_line).map_err(PolicyError)?;
+        Ok(Policy { organisation: file.organisation, reasons, segments, command_line })
     }
 }
 

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import {
   World, world, stopWorld, openView, tempDir, relayCli, AuditRecord, RedisServer, Relay, worldOn, requestView,
-  freePort, contextWithPasskeys, enrolFromLink,
+  freePort, contextWithPasskeys, enrolFromLink, SAMPLE_POLICY, approveCommand,
 } from './harness';
 
 let w: World | undefined;
@@ -114,7 +114,7 @@ test('security events are written whatever the human log filter says, and CLI co
 
   // The embedded store would be held by the relay; with Redis the CLI runs beside it, and its
   // event goes into the running relay's log (not a second file), before the token is printed.
-  const cli = relayCli(['--redis', redis.url(), '--data-dir', relay.dataDir, '--node', 'relay-quiet', 'agent-token', 'create', '--segment', 'office']);
+  const cli = relayCli(['--redis', redis.url(), '--data-dir', relay.dataDir, '--node', 'relay-quiet', '--policy', SAMPLE_POLICY, 'agent-token', 'create', '--segment', 'office']);
   expect(cli.status, cli.stderr).toBe(0);
   expect(cli.stdout.trim()).not.toBe('');
   // The record names who ran it: the OS account (its uid, which an environment variable cannot
@@ -127,7 +127,9 @@ test('security events are written whatever the human log filter says, and CLI co
   // lock record as the relay stores it) is lifted from the command line, and the running relay's
   // log has the event.
   execFileSync('redis-cli', ['-p', String(redis.port), 'HSET', 'sightline:lockouts', 'addr:192.0.2.77', '{"failures":8,"last_failure_ms":0,"locked":true}']);
-  const unlock = relayCli(['--redis', redis.url(), '--data-dir', relay.dataDir, '--node', 'relay-quiet', 'unlock', '--address', '192.0.2.77']);
+  // The sample policy puts unlock under an admin's approval.
+  const approval = await approveCommand(w.admin, 'unlock', 'address:192.0.2.77');
+  const unlock = relayCli(['--redis', redis.url(), '--data-dir', relay.dataDir, '--node', 'relay-quiet', '--policy', SAMPLE_POLICY, 'unlock', '--address', '192.0.2.77', '--approval', approval]);
   expect(unlock.status, unlock.stderr).toBe(0);
   const unlocked = relay.auditRecords().filter((r) => r.kind === 'auth.unlocked');
   expect(unlocked).toHaveLength(1);

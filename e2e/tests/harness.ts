@@ -205,7 +205,7 @@ export class Relay {
   }
   /** Runs `relay recording ARGS` on this relay's data (beside it while it runs, or after). */
   recordingCli(args: string[]): { status: number; stdout: string; stderr: string } {
-    return relayCli(['--data-dir', this.dataDir, ...(this.opts.args ?? []), 'recording', ...args]);
+    return relayCli(['--data-dir', this.dataDir, '--policy', this.opts.policy ?? SAMPLE_POLICY, ...(this.opts.args ?? []), 'recording', ...args]);
   }
   /** WebAuthn needs a host name, not an IP: the viewer is always opened on localhost. */
   get url(): string { return `http://localhost:${this.port}`; }
@@ -649,6 +649,29 @@ export async function rawHelpQueue(page: Page, port: number): Promise<Record<str
       if (msg.type === 'help_requests') { ws.close(); resolve(msg.requests); }
     };
   }), port);
+}
+
+/** A fresh passkey confirmation from `page` (the relay's step-up ceremony, as the viewer runs it). */
+export async function stepUp(page: Page): Promise<void> {
+  await page.evaluate(async () => {
+    const post = (p: string, body: unknown) => fetch(p, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const start = await (await post('/api/step-up/start', {})).json();
+    const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(start.options.publicKey);
+    const credential = (await navigator.credentials.get({ publicKey })) as PublicKeyCredential;
+    const finish = await post('/api/step-up/finish', { ceremony_id: start.ceremony_id, credential: credential.toJSON() });
+    if (!finish.ok) throw new Error(`step-up refused: ${await finish.text()}`);
+  });
+}
+
+/**
+ * An admin's approval of one command on the relay's host (the policy gates it): a step-up, then
+ * the relay records the approval and answers its one-time code.
+ */
+export async function approveCommand(admin: Page, command: string, target: string): Promise<string> {
+  await stepUp(admin);
+  const res = await api(admin, 'POST', '/api/admin/command-approvals', { command, target, reason: 'e2e: the test asks', valid_minutes: 10 });
+  if (res.status !== 200) throw new Error(`approval refused: ${res.status} ${JSON.stringify(res.json)}`);
+  return res.json.code as string;
 }
 
 /** Calls the relay API from a signed-in page (its cookie goes along). */

@@ -6,7 +6,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, execFileSync, ChildProcess } from 'node:child_process';
-import { World, world, stopWorld, Xvfb, openView, tempDir, SAMPLE_POLICY, waitFor, Proc, Endpoint, dominantColour, recordMeasurement, auditorKeys } from './harness';
+import { World, world, stopWorld, Xvfb, openView, tempDir, SAMPLE_POLICY, waitFor, Proc, Endpoint, dominantColour, recordMeasurement, auditorKeys, approveCommand } from './harness';
 
 let w: World | undefined;
 let xvfb: Xvfb | undefined;
@@ -203,7 +203,8 @@ async function endAndExport(world: World): Promise<string> {
     return id;
   }, { message: 'the recording is closed' }).not.toBe('');
   const out = tempDir('export');
-  const exported = world.relay.recordingCli(['export', id, '--out', out, '--key', world.relay.pinnedKey(), '--identity', auditorKeys().identity]);
+  const approval = await approveCommand(world.admin, 'recording.export', id);
+  const exported = world.relay.recordingCli(['export', id, '--out', out, '--key', world.relay.pinnedKey(), '--identity', auditorKeys().identity, '--approval', approval]);
   expect(exported.status, exported.stderr).toBe(0);
   return path.join(out, 'recording.webm');
 }

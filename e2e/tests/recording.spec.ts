@@ -8,7 +8,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { World, world, worldOn, stopWorld, openView, tempDir, requestView, sampleFrames, api, inviteAndEnrol, SAMPLE_POLICY, Relay, RedisServer, freePort, auditorKeys } from './harness';
+import { World, world, worldOn, stopWorld, openView, tempDir, requestView, sampleFrames, api, inviteAndEnrol, SAMPLE_POLICY, Relay, RedisServer, freePort, auditorKeys, stepUp, approveCommand } from './harness';
 
 let w: World | undefined;
 let redis: RedisServer | undefined;
@@ -168,7 +168,8 @@ test('a session with an elevation, input, chat and a pause is recorded; the audi
 
   // The export is itself evidence: an audit record names it.
   const out = tempDir('export');
-  const exported = w.relay.recordingCli(['export', id, '--out', out, '--key', pinned, '--identity', auditorKeys().identity]);
+  const approval = await approveCommand(w.admin, 'recording.export', id);
+  const exported = w.relay.recordingCli(['export', id, '--out', out, '--key', pinned, '--identity', auditorKeys().identity, '--approval', approval]);
   expect(exported.status, exported.stderr).toBe(0);
   await expect.poll(() => w!.relay.auditRecords().some((r) => r.kind === 'recording.exported' && r.subject === `recording:${id}`)).toBe(true);
   const again = w.relay.recordingCli(['verify', id, '--dir', out, '--key', pinned]);
@@ -268,6 +269,10 @@ test('a relay killed mid-session leaves a recording that verifies up to the kill
   const page = w.operator;
   await openView(page, w.relay, 'front-desk', w.endpoint);
   await expect(page.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
+  // The export after the kill needs an admin's approval (the policy gates it): given while the
+  // relay runs, for the recording being made.
+  await expect.poll(() => listed(w!).length).toBe(1);
+  const approval = await approveCommand(w.admin, 'recording.export', listed(w)[0].id);
   await page.waitForTimeout(8_000);
   const killedAt = Date.now();
   await w.relay.proc.kill('SIGKILL');
@@ -282,24 +287,12 @@ test('a relay killed mid-session leaves a recording that verifies up to the kill
   expect(killedAt - report.last_ms).toBeLessThan(2_000);
   expect(report.last_ms - report.started_ms).toBeGreaterThan(6_000);
   const out = tempDir('export');
-  const exported = w.relay.recordingCli(['export', hit.id, '--out', out, '--key', w.relay.pinnedKey(), '--identity', auditorKeys().identity]);
+  const exported = w.relay.recordingCli(['export', hit.id, '--out', out, '--key', w.relay.pinnedKey(), '--identity', auditorKeys().identity, '--approval', approval]);
   expect(exported.status, exported.stderr).toBe(0);
   const video = probe(path.join(out, 'recording.webm'));
   expect(video.codec).toBe('vp8');
   expect(video.duration).toBeGreaterThan(6);
 });
-
-/** A fresh passkey confirmation from `page` (the relay's step-up ceremony, as the viewer runs it). */
-async function stepUp(page: Page): Promise<void> {
-  await page.evaluate(async () => {
-    const post = (p: string, body: unknown) => fetch(p, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    const start = await (await post('/api/step-up/start', {})).json();
-    const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(start.options.publicKey);
-    const credential = (await navigator.credentials.get({ publicKey })) as PublicKeyCredential;
-    const finish = await post('/api/step-up/finish', { ceremony_id: start.ceremony_id, credential: credential.toJSON() });
-    if (!finish.ok) throw new Error(`step-up refused: ${await finish.text()}`);
-  });
-}
 
 /** A session on `w` that the user ends after a few seconds; returns the recording's id once closed. */
 async function recordedSession(w: World): Promise<string> {

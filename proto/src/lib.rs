@@ -5,6 +5,7 @@
 //! and a version check so that relay, agent and viewer fail the same way on bad input.
 
 pub mod mask;
+pub mod relay_proof;
 pub mod strict;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -87,8 +88,13 @@ pub enum AgentToRelay {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RelayToAgent {
-    /// First message on a new connection: a fresh random challenge (hex) to sign.
-    Challenge { nonce: String },
+    /// First message on a new connection: a fresh random challenge (hex) to sign, and, when the
+    /// agent dialled with a nonce, the node's proof that it holds the key the agent pinned.
+    Challenge {
+        nonce: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<relay_proof::RelayProof>,
+    },
     /// The maintenance window was recorded.
     WindowOpened { start_ms: u64, end_ms: u64 },
     /// The answer to `close_window`: whether a window was open (and is now closed).

@@ -97,6 +97,13 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_SIEM_CA")]
     pub siem_ca: Option<PathBuf>,
 
+    /// Endorsements (JSON lines, from `relay audit endorse`) that lead agents from the node key
+    /// they pinned at enrolment to this node's key: needed after this node's key was replaced,
+    /// or on a node whose agents enrolled with another node. Each must verify, and the last must
+    /// endorse this node's key, or the relay does not start.
+    #[arg(long, env = "SIGHTLINE_AGENT_KEY_ENDORSEMENTS")]
+    pub agent_key_endorsements: Option<PathBuf>,
+
     /// Directory of this node's recordings (default: `<data-dir>/recordings`).
     #[arg(long, env = "SIGHTLINE_RECORDINGS_DIR")]
     pub recordings_dir: Option<PathBuf>,
@@ -208,6 +215,21 @@ impl Config {
     /// Whether the relay serves HTTPS.
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// The endorsements in `--agent-key-endorsements`, in order (none without it).
+    pub fn agent_key_endorsements(&self) -> anyhow::Result<Vec<sightline_proto::relay_proof::KeyEndorsement>> {
+        use anyhow::Context;
+        let Some(path) = &self.agent_key_endorsements else { return Ok(Vec::new()) };
+        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: not an endorsement", path.display(), i + 1))
+            })
+            .collect()
     }
 
     /// How this node keeps its audit log.

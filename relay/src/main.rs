@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sightline_audit::events::EventSink;
 use sightline_audit::{CliSink, commands};
+use sightline_core::command_approval::NodeCommand;
+use sightline_relay::command_gate::{self, AuthorityArgs};
 use sightline_relay::config::Config;
 use sightline_relay::server;
 
@@ -45,7 +47,22 @@ enum Command {
         /// Source address whose lock to lift.
         #[arg(long)]
         address: Option<std::net::IpAddr>,
+        #[command(flatten)]
+        authority: AuthorityArgs,
     },
+    /// The node's break-glass credential, for commands the policy puts under an admin's approval
+    /// when no admin can give one.
+    BreakGlass {
+        #[command(subcommand)]
+        action: BreakGlassAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BreakGlassAction {
+    /// Print a new credential (once: keep it offline, e.g. sealed in a safe) and the line that
+    /// puts its SHA-256 in the policy's [command_line] table.
+    Create,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +84,14 @@ enum AuditAction {
         /// with (the device.enrolled record, in any of the logs given).
         #[arg(long)]
         receipts: bool,
+    },
+    /// Vouch with this node's key for another node key (its replacement, or another node of the
+    /// service): prints an endorsement line for that node's --agent-key-endorsements, so agents
+    /// that pinned this node's key accept it. Recorded (node.key_endorsed), or not made.
+    Endorse {
+        /// The endorsed node's verifier key (its audit.pub), or a file holding it.
+        #[arg(long)]
+        key: String,
     },
     /// Print the C2SP tlog-proof that record SEQ is in the log (against the newest checkpoint).
     Prove {
@@ -192,6 +217,8 @@ enum RecordingAction {
         /// Your age identity (AGE-SECRET-KEY-1...), which opens the recording.
         #[arg(long)]
         identity: PathBuf,
+        #[command(flatten)]
+        authority: AuthorityArgs,
     },
 }
 
@@ -201,6 +228,8 @@ enum AgentTokenAction {
     Create {
         #[arg(long)]
         segment: String,
+        #[command(flatten)]
+        authority: AuthorityArgs,
     },
 }
 
@@ -220,22 +249,29 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(args);
     let config = cli.config;
     match cli.command {
-        Some(Command::AgentToken { action: AgentTokenAction::Create { segment } }) => {
+        Some(Command::AgentToken { action: AgentTokenAction::Create { segment, authority } }) => {
             let store = server::open_store(&config).await.context(
                 "cannot open the relay's state (with the embedded store the running relay holds it: stop it, or create the token from the admin dashboard)",
             )?;
             let audit = Arc::new(CliSink::open(&config.audit_settings()).context("cannot open the audit log")?);
+            command_gate::authorise(&config, &audit, NodeCommand::AgentTokenCreate, &segment, &authority).await?;
             let identity = server::identity(&config, store, audit.clone()).await?;
             let token = identity.create_agent_token(&sightline_audit::cli_actor(), &segment, None).await;
             audit.close();
             println!("{}", token?);
             Ok(())
         }
-        Some(Command::Unlock { account, address }) => {
+        Some(Command::Unlock { account, address, authority }) => {
             let store = server::open_store(&config)
                 .await
                 .context("cannot open the relay's state (with the embedded store, stop the relay first)")?;
             let audit = Arc::new(CliSink::open(&config.audit_settings()).context("cannot open the audit log")?);
+            let target = match (&account, address) {
+                (Some(name), _) => format!("account:{name}"),
+                (None, Some(ip)) => format!("address:{ip}"),
+                (None, None) => String::new(),
+            };
+            command_gate::authorise(&config, &audit, NodeCommand::Unlock, &target, &authority).await?;
             let identity = server::identity(&config, store, audit.clone()).await?;
             let unlocked = identity.unlock_from_cli(&sightline_audit::cli_actor(), account.as_deref(), address).await;
             audit.close();
@@ -243,7 +279,16 @@ async fn main() -> anyhow::Result<()> {
             println!("unlocked");
             Ok(())
         }
-        Some(Command::Audit { action }) => audit(&config, action),
+        Some(Command::Audit { action }) => audit(&config, action).await,
+        Some(Command::BreakGlass { action: BreakGlassAction::Create }) => {
+            let (secret, line) = command_gate::new_break_glass();
+            println!("{secret}");
+            eprintln!(
+                "The line above is the credential: keep it offline, shown to nobody who runs this node. Put this in the \
+                 policy's [command_line] table:\n{line}"
+            );
+            Ok(())
+        }
         Some(Command::Recording { action }) => recording(&config, action).await,
         None => {
             config.validate().context("invalid configuration")?;
@@ -256,7 +301,42 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
+/// `relay audit endorse`: this node's key vouches for `key`, on the record.
+async fn endorse(config: &Config, key: &str) -> anyhow::Result<()> {
+    use sightline_audit::events::{Event, EventKind, Outcome};
+    let key = match std::fs::read_to_string(key) {
+        Ok(text) => text.trim().to_owned(),
+        Err(_) => key.trim().to_owned(),
+    };
+    let settings = config.audit_settings();
+    // Never create a key to endorse with: only a node's existing key means anything to agents.
+    if !settings.dir.join("audit.key").exists() {
+        anyhow::bail!("{} holds no node key: run this on the node whose key the agents pinned", settings.dir.display());
+    }
+    let own = sightline_audit::evidence_key(&settings).context("cannot load this node's key")?;
+    let endorsement = sightline_core::relay_proof::endorse(&own, &key)?;
+    let audit = CliSink::open(&settings).context("cannot open the audit log")?;
+    audit.emit(Event {
+        ts_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
+        kind: EventKind::NodeKeyEndorsed,
+        outcome: Outcome::Success,
+        actor: sightline_audit::cli_actor(),
+        subject: Some(format!("node-key:{key}")),
+        source: None,
+        detail: format!("{} vouches for {key}", own.verifier_key()),
+        session: None,
+    });
+    let committed = audit
+        .committed()
+        .await
+        .map_err(|e| anyhow::anyhow!("the endorsement could not be audited, so it was not made: {e}"));
+    audit.close();
+    committed?;
+    println!("{}", serde_json::to_string(&endorsement)?);
+    Ok(())
+}
+
+async fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
     let own = || config.audit_settings().dir;
     let dirs = |dirs: Vec<PathBuf>| if dirs.is_empty() { vec![own()] } else { dirs };
     let trusted = |keys: &[PathBuf]| commands::TrustedKeys::load(keys);
@@ -326,6 +406,7 @@ fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
             eprintln!("{n} records exported");
             Ok(())
         }
+        AuditAction::Endorse { key } => endorse(config, &key).await,
     }
 }
 
@@ -392,15 +473,16 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
             }
             report(&verified)
         }
-        RecordingAction::Export { id, out, keys, identity } => {
+        RecordingAction::Export { id, out, keys, identity, authority } => {
             let trusted = TrustedKeys::load(&keys)?;
             let identity = recording::load_identity(&identity)?;
             let dir = settings.dir.join(&id);
             let verified = rec::verify_stored(&dir, &id, &identity, &trusted, Default::default())?;
             let vkey = trusted.for_node(&verified.report.node, Path::new("audit.pub"))?.to_owned();
             // An export hands the evidence out: it is itself evidence, and is refused if it
-            // cannot be recorded (R29).
+            // cannot be recorded (R29), or if the policy gates it and no approval was given.
             let audit = CliSink::open(&config.audit_settings()).context("cannot open the audit log")?;
+            command_gate::authorise(config, &audit, NodeCommand::RecordingExport, &id, &authority).await?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
             audit.emit(rec::export_event(&id, &verified, &out, &sightline_audit::cli_actor(), now));
             let committed = audit

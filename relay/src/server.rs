@@ -25,6 +25,13 @@ pub fn load_policy(path: &std::path::Path) -> anyhow::Result<sightline_core::pol
     sightline_core::policy::Policy::from_toml(&text).with_context(|| format!("invalid policy file {}", path.display()))
 }
 
+/// The SHA-256 (hex) of the policy file as it is on disk: which policy a node runs goes on the
+/// record (`node.started`), and commands on its host are judged by that one.
+pub fn policy_digest(path: &std::path::Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read policy file {}", path.display()))?;
+    Ok(sightline_core::command_approval::digest_bytes(&bytes))
+}
+
 /// Opens the configured store: Redis when `--redis` is given, the embedded one otherwise.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(match &config.redis {
@@ -111,7 +118,11 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
         identity.clone(),
         std::time::Duration::from_secs(config.help_request_ttl_s),
     );
-    Ok(AppState { hub, identity, policy, audit: None, recordings, limits, help })
+    let endorsements = config.agent_key_endorsements().context("cannot read --agent-key-endorsements")?;
+    let prover = Arc::new(
+        sightline_core::relay_proof::RelayProver::new(&key, endorsements).context("--agent-key-endorsements")?,
+    );
+    Ok(AppState { hub, identity, policy, audit: None, recordings, limits, help, prover })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.
@@ -142,6 +153,22 @@ pub async fn run(
         .context("cannot start SIEM forwarding")?;
     let mut state = build_with_store(&config, store, audit.clone()).await?;
     state.audit = Some(audit.clone());
+    let policy_sha256 = policy_digest(&config.policy)?;
+    audit.append(sightline_audit::events::Event {
+        ts_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
+        kind: sightline_audit::events::EventKind::NodeStarted,
+        outcome: sightline_audit::events::Outcome::Success,
+        actor: "system".into(),
+        subject: None,
+        source: None,
+        detail: serde_json::json!({
+            "policy": config.policy.display().to_string(),
+            "policy_sha256": policy_sha256,
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string(),
+        session: None,
+    });
     let store = state.identity.store().clone();
     publish_newest_checkpoint(&audit, &store).await;
     tokio::spawn(publish_checkpoints(audit.clone(), store.clone()));

@@ -23,4 +23,6 @@ pub struct AppState {
     pub limits: Arc<crate::request_limits::RequestLimits>,
     /// Help requests from endpoints (R2).
     pub help: Arc<crate::help::HelpDesk>,
+    /// Proves this node's key to agents, which pinned it at enrolment.
+    pub prover: Arc<sightline_core::relay_proof::RelayProver>,
 }

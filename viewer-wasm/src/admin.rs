@@ -277,6 +277,7 @@ pub fn AdminView() -> impl IntoView {
                     <button type="submit">"Create agent enrolment token"</button>
                 </form>
                 {move || agent_token.get().map(|t| view! { <p>"Token: " <code data-testid="agent-token">{t}</code></p> })}
+                <crate::command_approvals::CommandApprovalForm/>
             </div>
         </section>
     }

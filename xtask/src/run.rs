@@ -122,8 +122,9 @@ pub fn demo(root: &Path, bin: &Path) -> Result<()> {
         args
     };
 
-    // The agent enrols once; the token is made before the relay holds the embedded store.
-    let enrol_token = if agent_data.join("device.key").exists() {
+    // The agent enrols once (again if it enrolled before agents pinned the relay's key); the
+    // token is made before the relay holds the embedded store.
+    let enrol_token = if agent_data.join("device.key").exists() && agent_data.join("relay-keys").exists() {
         None
     } else {
         let out = cmd(root, bin.join("relay"))

@@ -87,7 +87,7 @@ pub async fn start_agent(relay: &TestRelay, name: &str) -> String {
     let token = relay.state.identity.create_agent_token("test", "office", None).await.unwrap();
     let url = connection::agent_socket_url(&format!("ws://{}", relay.addr).parse().unwrap()).unwrap();
     let dir = relay.dir.path().join(name);
-    let info = connection::enroll(&url, &token, name, &dir, None).await.unwrap();
+    let info = connection::enroll(&url, &token, name, &dir, None, None).await.unwrap();
     let config = RunConfig {
         relay_url: url,
         device: std::sync::Arc::new(sightline_agent::device::Device::load(&dir).unwrap()),

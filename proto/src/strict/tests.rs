@@ -119,7 +119,19 @@ fn agent_to_relay() -> Vec<AgentToRelay> {
 
 fn relay_to_agent() -> Vec<RelayToAgent> {
     vec![
-        RelayToAgent::Challenge { nonce: "00".into() },
+        RelayToAgent::Challenge { nonce: "00".into(), relay: None },
+        RelayToAgent::Challenge {
+            nonce: "00".into(),
+            relay: Some(crate::relay_proof::RelayProof {
+                key: "k".into(),
+                signature: "00".into(),
+                endorsements: vec![crate::relay_proof::KeyEndorsement {
+                    key: "k".into(),
+                    by: "j".into(),
+                    signature: "00".into(),
+                }],
+            }),
+        },
         RelayToAgent::WindowOpened { start_ms: 1, end_ms: 2 },
         RelayToAgent::WindowsClosed { closed: true },
         RelayToAgent::HelpCode { code: "123456".into(), expires_ms: 2 },

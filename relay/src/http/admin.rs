@@ -172,3 +172,68 @@ pub(super) async fn agent_token(
     let token = state.identity.create_agent_token(&auth.user.name, &body.segment, Some(peer.ip())).await?;
     Ok(Json(json!({ "token": token })))
 }
+
+#[derive(Deserialize)]
+pub(super) struct CommandApprovalBody {
+    command: String,
+    target: String,
+    reason: String,
+    valid_minutes: u64,
+}
+/// An admin approves one command on a node's host (`sightline_core::command_approval`): after a
+/// passkey step-up, the approval is written to the audit log (with the code's hash) before the
+/// code is shown, once, to the admin alone.
+pub(super) async fn approve_command(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Json(body): Json<CommandApprovalBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    use sightline_audit::events::{EventKind, Outcome};
+    use sightline_core::command_approval::{Approval, MAX_APPROVAL_MS, NodeCommand, digest};
+    use sightline_identity::{IdentityError, random_bytes};
+    require(&auth, Capability::Administer)?;
+    let command = NodeCommand::parse(&body.command).ok_or_else(|| {
+        let known: Vec<_> = NodeCommand::ALL.iter().map(|c| c.name()).collect();
+        IdentityError::BadRequest(format!("unknown command {:?} (known: {})", body.command, known.join(", ")))
+    })?;
+    let printable = |s: &str, max: usize| !s.is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control);
+    let (target, reason) = (body.target.trim(), body.reason.trim());
+    if !printable(target, 200) {
+        return Err(IdentityError::BadRequest(
+            "the target is required: a recording id, account:NAME or address:IP, or a segment (1-200 characters)"
+                .into(),
+        )
+        .into());
+    }
+    if !printable(reason, 500) {
+        return Err(IdentityError::BadRequest("a reason is required (1-500 characters)".into()).into());
+    }
+    let valid_ms = body.valid_minutes.saturating_mul(60_000);
+    if valid_ms == 0 || valid_ms > MAX_APPROVAL_MS {
+        return Err(IdentityError::BadRequest("an approval is valid for 1 minute to 24 hours".into()).into());
+    }
+    state.identity.require_step_up(&auth).await?;
+    let code = hex::encode(random_bytes::<16>());
+    let approval = Approval {
+        id: format!("ap-{}", hex::encode(random_bytes::<6>())),
+        command: command.name().to_owned(),
+        target: target.to_owned(),
+        reason: reason.to_owned(),
+        expires_ms: state.identity.now_ms() + valid_ms,
+        code_sha256: digest(&code),
+    };
+    state.identity.emit(
+        EventKind::CommandApproved,
+        Outcome::Success,
+        &auth.user.name,
+        Some(&format!("command:{} {target}", command.name())),
+        Some(peer.ip()),
+        serde_json::to_string(&approval).unwrap_or_default(),
+    );
+    // The code approves only what the log holds: no record, no code.
+    state.identity.audit_committed().await?;
+    // The code is good on this node only: its log holds the approval.
+    let node = state.audit.as_ref().map(|a| a.node().to_owned());
+    Ok(Json(json!({ "id": approval.id, "code": code, "expires_ms": approval.expires_ms, "node": node })))
+}

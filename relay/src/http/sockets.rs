@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::response::IntoResponse;
 use sightline_audit::events::{EventKind, Outcome};
 use sightline_identity::IdentityError;
@@ -15,14 +15,34 @@ use super::auth::authenticate;
 use super::error::ApiError;
 use crate::state::AppState;
 
+/// The agent's fresh nonce, which the relay's first message signs (`relay_proof`).
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct AgentDial {
+    nonce: Option<String>,
+}
+
 pub(super) async fn agent_ws(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(dial): Query<AgentDial>,
     ws: WebSocketUpgrade,
-) -> impl IntoResponse {
+) -> axum::response::Response {
+    use sightline_proto::relay_proof::NONCE_BYTES;
+    let nonce = match dial.nonce.as_deref().map(hex::decode) {
+        None => None,
+        Some(Ok(nonce)) if nonce.len() == NONCE_BYTES => Some(nonce),
+        Some(_) => {
+            let why = format!("the agent's nonce must be {} hex characters", 2 * NONCE_BYTES);
+            return (axum::http::StatusCode::BAD_REQUEST, why).into_response();
+        }
+    };
+    let proof = nonce.map(|nonce| (nonce, state.prover.clone()));
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
-        .on_upgrade(move |socket| crate::sockets::agent::serve(state.hub, state.identity, state.help, socket, peer))
+        .on_upgrade(move |socket| {
+            crate::sockets::agent::serve(state.hub, state.identity, state.help, proof, socket, peer)
+        })
+        .into_response()
 }
 
 pub(super) async fn viewer_ws(

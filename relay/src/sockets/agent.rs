@@ -56,6 +56,7 @@ pub async fn serve(
     hub: Arc<Hub>,
     identity: Arc<Identity>,
     help: Arc<crate::help::HelpDesk>,
+    proof: Option<(Vec<u8>, Arc<sightline_core::relay_proof::RelayProver>)>,
     socket: WebSocket,
     peer: SocketAddr,
 ) {
@@ -65,7 +66,10 @@ pub async fn serve(
     // Subscribe before authenticating, so a revocation racing the handshake is not missed.
     let mut revocations = hub.subscribe_revocations();
     let challenge = random_bytes::<32>();
-    if !send_within(&mut tx, text(&RelayToAgent::Challenge { nonce: hex::encode(challenge) })).await {
+    // An agent that dialled with a nonce gets the node's proof with the challenge (it pinned the
+    // node's key at enrolment); one without a nonce gets none and decides for itself.
+    let relay = proof.map(|(nonce, prover)| prover.prove(&nonce, &challenge));
+    if !send_within(&mut tx, text(&RelayToAgent::Challenge { nonce: hex::encode(challenge), relay })).await {
         return;
     }
     let (device_id, signature, width, height, user, unattended) =

@@ -117,7 +117,9 @@ impl FakeAgent {
     /// (Re)connects with the device key, up to the relay's `welcome`.
     pub async fn connect(&mut self, relay: &Relay) {
         self.ws = relay.open(sightline_proto::AGENT_WS_PATH, None).await;
-        let Some(RelayToAgent::Challenge { nonce }) = next_message(&mut self.ws).await else { panic!("no challenge") };
+        let Some(RelayToAgent::Challenge { nonce, .. }) = next_message(&mut self.ws).await else {
+            panic!("no challenge")
+        };
         let message = sightline_proto::agent_auth::signed_message(&hex::decode(nonce).unwrap(), &self.device_id);
         let hello = AgentToRelay::Hello {
             device_id: self.device_id.clone(),
