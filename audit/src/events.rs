@@ -60,6 +60,9 @@ pub enum EventKind {
     DeviceAuthFailed,
     #[serde(rename = "device.revoked")]
     DeviceRevoked,
+    /// An enrolled device took a new key with an admin's re-key token: the record names both.
+    #[serde(rename = "device.key_changed")]
+    DeviceKeyChanged,
     /// A relay node started, with the SHA-256 of the policy it runs (which policy a node ran is on
     /// the record, and commands on its host are checked against it).
     #[serde(rename = "node.started")]
@@ -179,7 +182,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 68] = [
+    pub const ALL: [EventKind; 69] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -199,6 +202,7 @@ impl EventKind {
         EventKind::DeviceEnrolmentRefused,
         EventKind::DeviceAuthFailed,
         EventKind::DeviceRevoked,
+        EventKind::DeviceKeyChanged,
         EventKind::NodeStarted,
         EventKind::NodeKeyEndorsed,
         EventKind::CommandApproved,
@@ -326,7 +330,26 @@ pub fn device_enrolled_detail(
     format!("{name} in segment {segment}; key ed25519:{public_key_hex}; token {token} created by {created_by}")
 }
 
-/// The Ed25519 public key (hex) a `device.enrolled` record's detail names.
+/// The detail of a `device.key_changed` record: like `device_enrolled_detail` with the new key
+/// (so `enrolled_key` reads it), and the key it replaced.
+pub fn device_key_changed_detail(
+    name: &str,
+    segment: &str,
+    new_key_hex: &str,
+    old_key_hex: &str,
+    token: &str,
+    created_by: &str,
+) -> String {
+    format!(
+        "{name} in segment {segment}; key ed25519:{new_key_hex}; replaces ed25519:{old_key_hex}; token {token} created by {created_by}"
+    )
+}
+
+/// The records that set a device's key: its enrolment, and every later change. A receipt or seal
+/// is checked against the newest of them before it.
+pub const DEVICE_KEY_RECORDS: [&str; 2] = ["device.enrolled", "device.key_changed"];
+
+/// The Ed25519 public key (hex) a `device.enrolled` or `device.key_changed` record's detail names.
 pub fn enrolled_key(detail: &str) -> Option<&str> {
     let key = detail.split("; key ed25519:").nth(1)?.get(..64)?;
     key.bytes().all(|b| b.is_ascii_hexdigit()).then_some(key)

@@ -1,9 +1,9 @@
 //! The user's consent, checked against the record alone (R2, R5, R39): every signed receipt the
-//! log holds (consent and elevation decisions, late ones included) against the key its device
-//! enrolled with, as the `device.enrolled` record names it. The relay checks receipts live with
-//! the key its store holds; whoever can write that store could swap the key and have forged
-//! receipts accepted. This check finds them: a receipt signed by any key but the enrolled one
-//! fails, naming the record.
+//! log holds (consent and elevation decisions, late ones included) against the key the record
+//! gave its device at the time: its `device.enrolled` record, or a later `device.key_changed`
+//! (an admin's re-key token). The relay checks receipts live with the key its store holds;
+//! whoever can write that store could swap the key and have forged receipts accepted. This
+//! check finds them: a receipt signed by any key but the one on record fails, naming the record.
 
 use std::collections::BTreeSet;
 
@@ -13,7 +13,7 @@ use sightline_core::audit::Record;
 use sightline_proto::ConsentReceipt;
 
 use crate::commands::NodeLog;
-use crate::events::enrolled_key;
+use crate::events::{DEVICE_KEY_RECORDS, enrolled_key};
 
 /// Where a receipt starts in a record's detail (the relay's consent records).
 const RECEIPT_MARK: &str = "by the device key: ";
@@ -36,7 +36,8 @@ fn receipt_of(record: &Record) -> anyhow::Result<Option<ConsentReceipt>> {
 }
 
 /// Checks every receipt in `logs` (each already verified against the auditor's keys) against
-/// the key its device enrolled with before the receipt was recorded, in any of the logs.
+/// the key its device had on record (enrolment or key change) when the receipt was recorded, in
+/// any of the logs.
 pub fn check_receipts(logs: &[NodeLog]) -> anyhow::Result<ReceiptReport> {
     let records: Vec<&Record> = logs.iter().flat_map(|l| l.records.iter()).collect();
     let mut report = ReceiptReport::default();
@@ -45,7 +46,7 @@ pub fn check_receipts(logs: &[NodeLog]) -> anyhow::Result<ReceiptReport> {
         let device = format!("device:{}", receipt.device_id);
         let enrolment = records
             .iter()
-            .filter(|r| r.kind == "device.enrolled" && r.actor == device && r.ts_ms <= record.ts_ms)
+            .filter(|r| DEVICE_KEY_RECORDS.contains(&r.kind.as_str()) && r.actor == device && r.ts_ms <= record.ts_ms)
             .max_by_key(|r| r.ts_ms)
             .with_context(|| {
                 format!(
@@ -70,7 +71,7 @@ pub fn check_receipts(logs: &[NodeLog]) -> anyhow::Result<ReceiptReport> {
         let message = sightline_proto::agent_auth::consent_message(&receipt);
         if signature.is_none_or(|s| key.verify_strict(&message, &Signature::from_bytes(&s)).is_err()) {
             bail!(
-                "record {} of {}: the receipt of {device} (session {}) is not signed by the key it enrolled with (record {} of {}): another key signed it",
+                "record {} of {}: the receipt of {device} (session {}) is not signed by the device's key on record (record {} of {}): another key signed it",
                 record.seq,
                 record.node,
                 receipt.session_id,

@@ -534,9 +534,37 @@ async fn consent_receipts_are_checked_against_the_key_the_device_enrolled_with()
         write(vec![enrolment.clone(), consent(1, receipt(&enrolled, "s1")), consent(2, receipt(&swapped, "s2"))]);
     let err = format!("{:#}", sightline_audit::receipts::check_receipts(&forged).unwrap_err());
     assert!(
-        err.contains("record 2 of relay-a") && err.contains("not signed by the key it enrolled with (record 0"),
+        err.contains("record 2 of relay-a") && err.contains("not signed by the device's key on record (record 0"),
         "{err}"
     );
+
+    // A key changed through the relay (an admin's re-key token) is on the record: receipts before
+    // the change are checked against the old key, after it against the new one, and the old key
+    // signs nothing after it.
+    let changed = Event {
+        kind: EventKind::DeviceKeyChanged,
+        actor: "device:dev-1".into(),
+        session: None,
+        detail: sightline_audit::events::device_key_changed_detail(
+            "front-desk",
+            "office",
+            &hex::encode(swapped.verifying_key().to_bytes()),
+            &hex::encode(enrolled.verifying_key().to_bytes()),
+            "fedcba9876543210",
+            "root",
+        ),
+        ..event(2, EventKind::DeviceKeyChanged)
+    };
+    let (_d, rekeyed) = write(vec![
+        enrolment.clone(),
+        consent(1, receipt(&enrolled, "s1")),
+        changed.clone(),
+        consent(3, receipt(&swapped, "s3")),
+    ]);
+    assert_eq!(sightline_audit::receipts::check_receipts(&rekeyed).unwrap().verified, 2);
+    let (_e, stale) = write(vec![enrolment.clone(), changed, consent(3, receipt(&enrolled, "s3"))]);
+    let err = format!("{:#}", sightline_audit::receipts::check_receipts(&stale).unwrap_err());
+    assert!(err.contains("record 2 of relay-a") && err.contains("(record 1 of relay-a)"), "{err}");
 
     let (_c, unenrolled) = write(vec![consent(1, receipt(&enrolled, "s1"))]);
     let err = format!("{:#}", sightline_audit::receipts::check_receipts(&unenrolled).unwrap_err());

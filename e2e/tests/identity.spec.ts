@@ -5,7 +5,7 @@ import { expect, request as playwrightRequest, Page } from '@playwright/test';
 import { test } from './harness';
 import {
   Relay, World, world, stopWorld, contextWithPasskeys, enrolFromLink, inviteAndEnrol, api, signIn, enrolAgent,
-  startAgent, tempDir, RedisServer, Proc, openView, waitFor,
+  startAgent, tempDir, RedisServer, Proc, openView, waitFor, relayCli,
 } from './harness';
 
 let w: World | undefined;
@@ -320,4 +320,46 @@ test('a revoked agent cannot connect, and an enrolment token works once @R18', a
   const impostor: Proc = startAgent(w.relay, { name: 'impostor', dataDir: stranger });
   extra.push(impostor);
   await expect.poll(() => impostor.log(), { timeout: 15_000 }).toContain('unknown device');
+});
+
+test('a reinstalled endpoint takes a new key for the same device only with an admin token; both keys are on the record and consent is checked against the new one @R18 @R39', async ({ browser }) => {
+  const fs = await import('node:fs');
+  w = await world(browser, { name: 'teller-7' });
+  await expect(w.operator.getByTestId('agent-row').filter({ hasText: 'teller-7' })).toBeVisible();
+  const deviceId = JSON.parse(fs.readFileSync(`${w.agentDir}/device.json`, 'utf8')).device_id as string;
+  const keyIn = (detail: string) => /; key ed25519:([0-9a-f]{64})/.exec(detail)?.[1];
+  const enrolled = w.relay.auditRecords().find((r) => r.kind === 'device.enrolled' && r.actor === `device:${deviceId}`)!;
+  const oldKey = keyIn(enrolled.detail)!;
+
+  // The admin asks for a token for a new key (a passkey step-up); the running agent's link goes.
+  await w.admin.getByTestId('tab-admin').click();
+  await w.admin.locator('[data-testid="device-row"][data-device="teller-7"]').getByTestId('device-rekey').click();
+  const token = (await w.admin.getByTestId('agent-token').textContent())!.trim();
+  expect(token).toMatch(/^sl_/);
+  // The reinstalled endpoint enrols with it: same device, new key, and the old key is out.
+  await w.agent.kill();
+  const reinstalled = enrolAgent(w.relay, token, 'teller-7');
+  expect(JSON.parse(fs.readFileSync(`${reinstalled}/device.json`, 'utf8')).device_id).toBe(deviceId);
+  const changed = w.relay.auditRecords().filter((r) => r.kind === 'device.key_changed');
+  expect(changed).toHaveLength(1);
+  expect(changed[0].actor).toBe(`device:${deviceId}`);
+  const newKey = keyIn(changed[0].detail)!;
+  expect(newKey).not.toBe(oldKey);
+  expect(changed[0].detail).toContain(`replaces ed25519:${oldKey}`);
+  expect(changed[0].detail).toMatch(/created by admin$/);
+  const stepUp = w.relay.auditRecords().find((r) => r.kind === 'auth.step_up' && r.actor === 'admin');
+  expect(stepUp, 'the admin stepped up first').toBeDefined();
+
+  const old: Proc = startAgent(w.relay, { name: 'teller-7-old', dataDir: w.agentDir });
+  extra.push(old);
+  await expect.poll(() => old.log(), { timeout: 15_000 }).toContain('signature does not match the enrolled key');
+  w.agent = startAgent(w.relay, { name: 'teller-7', display: w.xvfb!.display, dataDir: reinstalled });
+  // A session on the new key: its signed consent checks out against the key the record gave it.
+  await openView(w.operator, w.relay, 'teller-7', w.endpoint);
+  await w.operator.getByTestId('end-session').click();
+  const pinned = w.relay.pinnedKey();
+  await expect.poll(() => relayCli(['audit', 'verify', '--dir', w!.relay.auditDir, '--key', pinned]).status, { timeout: 10_000 }).toBe(0);
+  const receipts = relayCli(['audit', 'verify', '--dir', w.relay.auditDir, '--key', pinned, '--receipts']);
+  expect(receipts.status, receipts.stderr).toBe(0);
+  expect(receipts.stdout).toMatch(/OK receipts: [1-9]\d* signed receipts of 1 devices, each by the device's key on record/);
 });

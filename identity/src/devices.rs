@@ -22,7 +22,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::{EnrolmentToken, Identity, IdentityError, Revocation, TokenPurpose, random_bytes};
-use sightline_audit::events::{EventKind, Outcome, device_enrolled_detail};
+use sightline_audit::events::{EventKind, Outcome, device_enrolled_detail, device_key_changed_detail};
 use sightline_store::Collection;
 
 /// An enrolled agent.
@@ -79,13 +79,21 @@ impl Identity {
         };
         // Look first: a link meant for a person is not burnt by an agent presenting it.
         match self.peek_token(token).await {
-            Ok(EnrolmentToken { purpose: TokenPurpose::Agent { .. }, .. }) => {}
+            Ok(EnrolmentToken { purpose: TokenPurpose::Agent { .. } | TokenPurpose::Rekey { .. }, .. }) => {}
             Ok(_) => return Err(refused(IdentityError::BadRequest("this is not an agent enrolment token".into()))),
             Err(e) => return Err(refused(e)),
         }
         let record = self.consume_token(token).await.map_err(refused)?;
-        let TokenPurpose::Agent { segment, created_by } = record.purpose else {
-            return Err(refused(IdentityError::BadRequest("this is not an agent enrolment token".into())));
+        let (segment, created_by) = match record.purpose {
+            TokenPurpose::Agent { segment, created_by } => (segment, created_by),
+            TokenPurpose::Rekey { device_id, created_by } => {
+                let token_id = super::token_id(token);
+                return self
+                    .rekey_device(&device_id, public_key_hex, &token_id, &created_by, source)
+                    .await
+                    .map_err(refused);
+            }
+            _ => return Err(refused(IdentityError::BadRequest("this is not an agent enrolment token".into()))),
         };
         let device = Device {
             id: hex::encode(random_bytes::<12>()),
@@ -110,6 +118,46 @@ impl Identity {
                 &created_by,
             ),
         );
+        Ok(device)
+    }
+
+    /// Gives enrolled device `device_id` a new key (`public_key_hex`), with the re-key token
+    /// `token_id` that `created_by` made: the device keeps its id, name and segment; the change is
+    /// a `device.key_changed` record naming both keys, and the old key's connections close.
+    async fn rekey_device(
+        &self,
+        device_id: &str,
+        public_key_hex: &str,
+        token_id: &str,
+        created_by: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Device, IdentityError> {
+        let new_key = public_key_hex.to_lowercase();
+        let mut old_key = String::new();
+        let updated = self
+            .store
+            .update::<Device, _>(Collection::Devices, device_id, |d| {
+                let mut d = d?;
+                if d.revoked {
+                    return None;
+                }
+                old_key = std::mem::replace(&mut d.public_key, new_key.clone());
+                Some(d)
+            })
+            .await?;
+        let device =
+            updated.ok_or_else(|| IdentityError::Forbidden("the device to re-key is revoked or gone".into()))?;
+        self.emit(
+            EventKind::DeviceKeyChanged,
+            Outcome::Success,
+            &format!("device:{device_id}"),
+            None,
+            source,
+            device_key_changed_detail(&device.name, &device.segment, &new_key, &old_key, token_id, created_by),
+        );
+        self.audit_committed().await?;
+        // The old key's link goes now, on every node; the new key connects afresh.
+        self.store.publish(&Revocation::Device { device_id: device_id.to_owned() }).await?;
         Ok(device)
     }
 
@@ -289,6 +337,12 @@ impl Identity {
     /// Whether a device is still enrolled and not revoked (sockets re-check this periodically).
     pub async fn device_active(&self, device_id: &str) -> Result<bool, IdentityError> {
         Ok(self.store.get::<Device>(Collection::Devices, device_id).await?.is_some_and(|d| !d.revoked))
+    }
+
+    /// Whether `device_id` is still enrolled with `public_key` (hex): not revoked, not re-keyed.
+    pub async fn device_holds_key(&self, device_id: &str, public_key: &str) -> Result<bool, IdentityError> {
+        let device = self.store.get::<Device>(Collection::Devices, device_id).await?;
+        Ok(device.is_some_and(|d| !d.revoked && d.public_key == public_key))
     }
 
     /// An enrolled device, if it exists.

@@ -155,7 +155,7 @@ impl Identity {
                 }
                 _ => name.clone(),
             },
-            TokenPurpose::Agent { .. } => {
+            TokenPurpose::Agent { .. } | TokenPurpose::Rekey { .. } => {
                 return Err(IdentityError::BadRequest("this is an agent enrolment token".into()));
             }
         };
@@ -224,7 +224,7 @@ impl Identity {
                     (BTreeSet::new(), false)
                 }
             }
-            TokenPurpose::Agent { .. } => {
+            TokenPurpose::Agent { .. } | TokenPurpose::Rekey { .. } => {
                 return Err(IdentityError::BadRequest("this is an agent enrolment token".into()));
             }
         };
@@ -254,7 +254,7 @@ impl Identity {
             (TokenPurpose::Invite { role, invited_by, .. }, Some(_)) => {
                 format!("no role yet: grant of {} requested by {invited_by} awaits a second admin", role.as_str())
             }
-            (TokenPurpose::Agent { .. }, _) => String::new(),
+            (TokenPurpose::Agent { .. } | TokenPurpose::Rekey { .. }, _) => String::new(),
         };
         if let Some((role, inviter_id)) = pending {
             let inviter_name = self.user(&inviter_id).await?.map(|u| u.name).unwrap_or_default();
@@ -304,6 +304,37 @@ impl Identity {
             None,
             source,
             format!("segment {segment}; token {}", token_id(&token)),
+        );
+        self.audit_committed().await?;
+        Ok(token)
+    }
+
+    /// A one-time token (24 h) with which enrolled device `device_id` takes a new key, keeping its
+    /// id, name and segment (its endpoint was reinstalled, or its key lost). Needs a step-up: a
+    /// key change decides whose signatures count as the device's.
+    pub async fn create_rekey_token(
+        &self,
+        auth: &crate::AuthUser,
+        device_id: &str,
+        source: Option<IpAddr>,
+    ) -> Result<String, IdentityError> {
+        crate::require(auth, sightline_core::roles::Capability::Administer)?;
+        let device = self.device(device_id).await?.ok_or(IdentityError::NotFound)?;
+        self.require_step_up(auth).await?;
+        if device.revoked {
+            return Err(IdentityError::Conflict("a revoked device takes no new key: enrol a new one".into()));
+        }
+        self.audit_available()?;
+        let actor = &auth.user.name;
+        let purpose = TokenPurpose::Rekey { device_id: device.id.clone(), created_by: actor.clone() };
+        let token = self.create_token(purpose, AGENT_TOKEN_TTL_MS).await?;
+        self.emit(
+            EventKind::DeviceTokenCreated,
+            Outcome::Success,
+            actor,
+            Some(&format!("device:{}", device.id)),
+            source,
+            format!("new key for {}; token {}", device.name, token_id(&token)),
         );
         self.audit_committed().await?;
         Ok(token)

@@ -104,8 +104,21 @@ pub struct User {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TokenPurpose {
     BootstrapAdmin,
-    Invite { name: String, role: Role, invited_by: String },
-    Agent { segment: String, created_by: String },
+    Invite {
+        name: String,
+        role: Role,
+        invited_by: String,
+    },
+    Agent {
+        segment: String,
+        created_by: String,
+    },
+    /// A new key for an enrolled device (its endpoint was reinstalled): the device keeps its id,
+    /// name and segment, and the change is a `device.key_changed` record.
+    Rekey {
+        device_id: String,
+        created_by: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -499,6 +512,63 @@ mod tests {
         assert!(created.detail.ends_with(&format!("token {id}")), "{}", created.detail);
         assert!(enrolled.detail.ends_with(&format!("token {id} created by ada")), "{}", enrolled.detail);
         assert!(!enrolled.detail.contains(&token), "the record names the token, it does not hold it");
+    }
+
+    /// A device takes a new key only with an admin's re-key token, after a step-up: it keeps its
+    /// id, the record names both keys and the admin, the old key no longer authenticates, and the
+    /// device's connections are told to go (issue 23).
+    #[tokio::test]
+    async fn a_key_change_needs_an_admins_token_and_is_on_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = MemorySink::default();
+        let identity =
+            for_tests(Store::new(Arc::new(Embedded::open(dir.path()).unwrap())), Arc::new(events.clone())).await;
+        let sign = |seed: u8, msg: &[u8]| {
+            use ed25519_dalek::Signer;
+            hex::encode(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).sign(msg).to_bytes())
+        };
+        let public =
+            |seed: u8| hex::encode(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key().to_bytes());
+        let token = identity.create_agent_token("ada", "office", None).await.unwrap();
+        let device = identity.enrol_device(&token, &public(7), "front-desk", None).await.unwrap();
+
+        // No step-up, no token; an operator gets none either.
+        let root = admin(&identity, "root").await;
+        identity.store.take_ephemeral::<u64>(&step_up_key(&root.claims.sid)).await.unwrap();
+        assert!(matches!(
+            identity.create_rekey_token(&root, &device.id, None).await,
+            Err(IdentityError::StepUpRequired)
+        ));
+        let root = admin(&identity, "root2").await;
+        let mut revocations = identity.store.subscribe();
+        let rekey = identity.create_rekey_token(&root, &device.id, None).await.unwrap();
+        let rekeyed = identity.enrol_device(&rekey, &public(8), "ignored", None).await.unwrap();
+        assert_eq!((rekeyed.id.as_str(), rekeyed.name.as_str()), (device.id.as_str(), "front-desk"));
+        let published: Revocation = serde_json::from_slice(&revocations.recv().await.unwrap()).unwrap();
+        assert_eq!(
+            published,
+            Revocation::Device { device_id: device.id.clone() },
+            "the old key's links are told to go"
+        );
+
+        let recorded = events.0.lock().unwrap().clone();
+        let changed = recorded.iter().find(|e| e.kind == EventKind::DeviceKeyChanged).unwrap();
+        assert_eq!(changed.actor, format!("device:{}", device.id));
+        assert_eq!(sightline_audit::events::enrolled_key(&changed.detail), Some(public(8).as_str()));
+        assert!(changed.detail.contains(&format!("replaces ed25519:{}", public(7))), "{}", changed.detail);
+        assert!(
+            changed.detail.ends_with(&format!("token {} created by root2", token_id(&rekey))),
+            "{}",
+            changed.detail
+        );
+
+        let challenge = [1u8; 32];
+        let message = sightline_proto::agent_auth::signed_message(&challenge, &device.id);
+        assert!(identity.authenticate_device(&device.id, &challenge, &sign(7, &message), None).await.is_err());
+        assert!(identity.authenticate_device(&device.id, &challenge, &sign(8, &message), None).await.is_ok());
+        assert!(!identity.device_holds_key(&device.id, &public(7)).await.unwrap());
+        // The token worked once.
+        assert!(identity.enrol_device(&rekey, &public(9), "front-desk", None).await.is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

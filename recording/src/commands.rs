@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 use ed25519_dalek::VerifyingKey;
 use sightline_audit::commands::{NodeLog, TrustedKeys};
-use sightline_audit::events::{Event, EventKind, Outcome, enrolled_key};
+use sightline_audit::events::{DEVICE_KEY_RECORDS, Event, EventKind, Outcome, enrolled_key};
 use sightline_core::audit::Record;
 use sightline_core::recording::{ManifestBody, ManifestLine, Options, Verified, verify_with, verifying_key_from_note};
 
@@ -193,7 +193,8 @@ pub fn against_log(verified: &Verified, logs: &[NodeLog]) -> anyhow::Result<LogC
     let device = format!("device:{}", r.session.device_id);
     let enrolled = records
         .iter()
-        .filter(|rec| rec.kind == "device.enrolled" && rec.actor == device && rec.outcome == Outcome::Success)
+        .filter(|rec| DEVICE_KEY_RECORDS.contains(&rec.kind.as_str()) && rec.actor == device)
+        .filter(|rec| rec.outcome == Outcome::Success)
         .filter(|rec| rec.ts_ms <= r.started_ms)
         .max_by_key(|rec| rec.ts_ms)
         .with_context(|| {

@@ -349,7 +349,7 @@ async fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
                     dirs.iter().map(|d| commands::NodeLog::load(d, &trusted)).collect::<anyhow::Result<Vec<_>>>()?;
                 let report = sightline_audit::receipts::check_receipts(&logs)?;
                 println!(
-                    "OK receipts: {} signed receipts of {} devices, each by the key its device enrolled with",
+                    "OK receipts: {} signed receipts of {} devices, each by the device's key on record",
                     report.verified,
                     report.devices.len()
                 );

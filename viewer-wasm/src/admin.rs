@@ -145,6 +145,24 @@ pub fn AdminView() -> impl IntoView {
             report(result, ok);
         });
     };
+    // A token with which a reinstalled endpoint takes a new key for the same device (a step-up;
+    // the change is the device's device.key_changed record).
+    let rekey = move |id: String, name: String| {
+        leptos::task::spawn_local(async move {
+            let path = format!("/api/admin/devices/{id}/rekey-token");
+            let empty = json!({});
+            match with_step_up(|| http::post::<_, serde_json::Value>(&path, &empty)).await {
+                Ok(v) => {
+                    agent_token.set(v["token"].as_str().map(str::to_owned));
+                    report(
+                        Ok(()),
+                        &format!("token for a new key of {name} (valid 24 h, one use: agent enroll --token)"),
+                    );
+                }
+                Err(e) => report(Err(e), ""),
+            }
+        });
+    };
     // A maintenance window of 30 minutes from now (R3); the relay records exact start and end.
     let open_window = move |id: String| {
         leptos::task::spawn_local(async move {
@@ -268,6 +286,10 @@ pub fn AdminView() -> impl IntoView {
                                     let id = d.id.clone();
                                     move |_| post_action(format!("/api/admin/devices/{id}/revoke"), "device revoked")
                                 }>"Revoke"</button>
+                                <button disabled=d.revoked data-testid="device-rekey" on:click={
+                                    let (id, name) = (d.id.clone(), d.name.clone());
+                                    move |_| rekey(id.clone(), name.clone())
+                                }>"New key"</button>
                             </td>
                         </tr>
                     </For>

@@ -44,6 +44,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/admin/locks/unlock", Access::Needs(Capability::Administer)),
     ("GET", "/api/admin/devices", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/devices/{id}/revoke", Access::Needs(Capability::Administer)),
+    ("POST", "/api/admin/devices/{id}/rekey-token", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/devices/{id}/maintenance-window", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/devices/{id}/maintenance-window/close", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/agent-tokens", Access::Needs(Capability::Administer)),

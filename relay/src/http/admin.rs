@@ -1,5 +1,6 @@
 //! Running the service: users and invitations, role changes under separation of duties, session
-//! revocation, locks, devices and their maintenance windows, agent tokens.
+//! revocation, locks, devices (their maintenance windows, new keys), agent tokens, approvals of
+//! commands on a node's host.
 
 use std::net::SocketAddr;
 
@@ -170,6 +171,18 @@ pub(super) async fn agent_token(
 ) -> ApiResult<Json<serde_json::Value>> {
     require(&auth, Capability::Administer)?;
     let token = state.identity.create_agent_token(&auth.user.name, &body.segment, Some(peer.ip())).await?;
+    Ok(Json(json!({ "token": token })))
+}
+
+/// A one-time token with which an enrolled device takes a new key (`agent enroll --token`), after
+/// a step-up; the change itself is the device's `device.key_changed` record.
+pub(super) async fn rekey_token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let token = state.identity.create_rekey_token(&auth, &id, Some(peer.ip())).await?;
     Ok(Json(json!({ "token": token })))
 }
 

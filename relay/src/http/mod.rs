@@ -72,6 +72,7 @@ fn api(state: AppState) -> Router<AppState> {
         .route("/api/admin/locks/unlock", post(admin::unlock))
         .route("/api/admin/devices", get(admin::devices))
         .route("/api/admin/devices/{id}/revoke", post(admin::revoke_device))
+        .route("/api/admin/devices/{id}/rekey-token", post(admin::rekey_token))
         .route("/api/admin/devices/{id}/maintenance-window", post(admin::open_window))
         .route("/api/admin/devices/{id}/maintenance-window/close", post(admin::close_window))
         .route("/api/admin/agent-tokens", post(admin::agent_token))

@@ -9,8 +9,8 @@
 //! so it must be 1-128 printable characters. An unauthenticated peer learns why it was refused
 //! but nothing of the relay's internal failures.
 //!
-//! Once online, the device's enrolment is re-checked every `DEVICE_RECHECK` and on every
-//! revocation (a store error drops the agent too; it reconnects and is checked again). Consent
+//! Once online, the device's enrolment (not revoked, and still with the key it said hello with)
+//! is re-checked every `DEVICE_RECHECK` and on every revocation or key change (a store error drops the agent too; it reconnects and is checked again). Consent
 //! receipts, session events and declines go to the session they name (`crate::session`); a
 //! malformed message is refused but does not end a healthy link; a link the relay could not
 //! queue to (`crate::link`) is closed, so both sides end the session.
@@ -197,6 +197,9 @@ pub async fn serve(
     }
     tracing::info!(agent = %link.info.agent_id, name = %link.info.name, segment = %link.info.segment, unattended, %peer, "agent online");
 
+    // A re-keyed device's old key is as gone as a revoked one.
+    let enrolled_key = device.public_key.clone();
+    let still_enrolled = || identity.device_holds_key(&link.info.agent_id, &enrolled_key);
     let mut recheck = tokio::time::interval(DEVICE_RECHECK);
     let mut heartbeat = Heartbeat::default();
     let mut broken = false;
@@ -223,18 +226,18 @@ pub async fn serve(
                 let ours = match revoked {
                     Ok(Revocation::Device { device_id }) => device_id == link.info.agent_id,
                     // Missed events: check the store now instead of trusting silence.
-                    Err(_) => !identity.device_active(&link.info.agent_id).await.unwrap_or(false),
+                    Err(_) => !still_enrolled().await.unwrap_or(false),
                     Ok(_) => false,
                 };
                 if ours {
-                    send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::DeviceRefused, message: "this device was revoked".into() })).await;
+                    send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::DeviceRefused, message: "this device was revoked or took a new key".into() })).await;
                     close_within(&mut tx).await;
                     break;
                 }
             }
             _ = recheck.tick() => {
                 // Fail closed: a store error drops the agent too; it reconnects and is checked again.
-                if !identity.device_active(&link.info.agent_id).await.unwrap_or(false) {
+                if !still_enrolled().await.unwrap_or(false) {
                     send_within(&mut tx, text(&RelayToAgent::Error { code: ErrorCode::DeviceRefused, message: "this device is no longer enrolled".into() })).await;
                     close_within(&mut tx).await;
                     break;
