@@ -264,6 +264,30 @@ pub struct Filter {
     pub kind: Option<String>,
 }
 
+/// What a search asked for, as its `audit.viewed` record says it: `kind session.start, ticket
+/// INC-1, from 2026-12-01T00:00:00Z`, or `everything`.
+impl std::fmt::Display for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let time =
+            |ms: u64| jiff::Timestamp::from_millisecond(ms as i64).map_or_else(|_| ms.to_string(), |t| t.to_string());
+        let mut parts = Vec::new();
+        for (name, value) in [
+            ("kind", &self.kind),
+            ("session", &self.session),
+            ("ticket", &self.ticket),
+            ("operator", &self.operator),
+            ("device", &self.device),
+        ] {
+            if let Some(v) = value {
+                parts.push(format!("{name} {v}"));
+            }
+        }
+        parts.extend(self.from_ms.map(|ms| format!("from {}", time(ms))));
+        parts.extend(self.to_ms.map(|ms| format!("to {}", time(ms))));
+        if parts.is_empty() { f.write_str("everything") } else { f.write_str(&parts.join(", ")) }
+    }
+}
+
 impl Filter {
     pub fn matches(&self, r: &Record) -> bool {
         let s = r.session.as_ref();

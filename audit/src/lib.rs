@@ -62,7 +62,7 @@ use crate::events::Event;
 pub use cli_sink::CliSink;
 pub use files::{AuditFiles, LOG_FILE, OpenError, PUBLIC_KEY_FILE};
 pub use ingest::{forward_to_running_relay, serve as serve_ingest};
-pub use query::{AuditPage, ProvedRecord};
+pub use query::{AuditPage, Folded, PageRequest, ProvedRecord};
 
 /// How the audit log is kept.
 #[derive(Debug, Clone)]
@@ -178,10 +178,10 @@ impl AuditLog {
         })
     }
 
-    /// The newest records matching `filter` (at most `limit`), each with its inclusion proof
+    /// The newest records matching `filter` on the page asked for, each with its inclusion proof
     /// against the newest checkpoint. Blocking file IO: call from a blocking task.
-    pub fn search(&self, filter: &commands::Filter, limit: usize) -> anyhow::Result<AuditPage> {
-        query::search(&self.dir, &self.node, &self.verifier_key, &self.index, filter, limit)
+    pub fn search(&self, filter: &commands::Filter, page: &PageRequest) -> anyhow::Result<AuditPage> {
+        query::search(&self.dir, &self.node, &self.verifier_key, &self.index, filter, page)
     }
 
     pub fn node(&self) -> &str {

@@ -26,6 +26,28 @@ pub struct ProvedRecord {
     pub proof: Option<Vec<String>>,
 }
 
+/// Which page of the matches, and what to fold.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    /// At most this many records.
+    pub limit: usize,
+    /// Only records before this position (the next page of an earlier answer).
+    pub before: Option<u64>,
+    /// Records of this kind are counted per session instead of listed (`recording.chunk`, which
+    /// would drown everything else).
+    pub fold: Option<String>,
+}
+
+/// Records of the folded kind that matched: how many, per session, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Folded {
+    pub kind: String,
+    pub session: Option<String>,
+    pub count: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditPage {
     pub node: String,
@@ -38,6 +60,12 @@ pub struct AuditPage {
     /// Records looked at, and whether the search stopped at the scan limit.
     pub scanned: u64,
     pub truncated: bool,
+    /// Where the next (older) page starts, if there are older records to look at.
+    pub next_before: Option<u64>,
+    /// The folded records among those looked at, per session, newest first.
+    pub folded: Vec<Folded>,
+    /// Every event kind a record can have, for the page's filter.
+    pub kinds: Vec<String>,
 }
 
 pub fn search(
@@ -46,8 +74,9 @@ pub fn search(
     verifier_key: &str,
     index: &Arc<RwLock<Index>>,
     filter: &Filter,
-    limit: usize,
+    page: &PageRequest,
 ) -> anyhow::Result<AuditPage> {
+    let limit = page.limit;
     let read = || index.read().unwrap_or_else(|e| e.into_inner());
     // A snapshot: records the writer adds meanwhile are left for the next search.
     let (size, end, checkpoint) = {
@@ -58,7 +87,9 @@ pub fn search(
     let mut file = std::fs::File::open(dir.join(LOG_FILE))?;
     let mut records = Vec::new();
     let mut scanned = 0;
-    let mut hi = size;
+    let mut hi = page.before.map_or(size, |b| b.min(size));
+    let mut folded: Vec<Folded> = Vec::new();
+    let mut next_before = None;
     // Newest first, a block of records per read.
     while hi > 0 && records.len() < limit && scanned < SCAN_LIMIT {
         let lo = hi.saturating_sub(BLOCK);
@@ -77,6 +108,23 @@ pub fn search(
             if !filter.matches(&record) {
                 continue;
             }
+            if page.fold.as_deref() == Some(record.kind.as_str()) {
+                let session = record.session.as_ref().map(|s| s.session_id.clone());
+                match folded.iter_mut().find(|f| f.session == session) {
+                    Some(f) => {
+                        f.count += 1;
+                        f.first_seq = seq;
+                    }
+                    None => folded.push(Folded {
+                        kind: record.kind.clone(),
+                        session,
+                        count: 1,
+                        first_seq: seq,
+                        last_seq: seq,
+                    }),
+                }
+                continue;
+            }
             let proof = if seq < covered {
                 Some(read().tree.inclusion_proof(seq, covered)?.iter().map(|h| h.to_string()).collect())
             } else {
@@ -84,8 +132,13 @@ pub fn search(
             };
             records.push(ProvedRecord { line: String::from_utf8(line.to_vec())?, proof });
             if records.len() >= limit {
+                // The next page starts just before the last record listed.
+                next_before = (seq > 0).then_some(seq);
                 break;
             }
+        }
+        if next_before.is_some() {
+            break;
         }
         hi = lo;
     }
@@ -96,5 +149,8 @@ pub fn search(
         records,
         scanned,
         truncated: scanned >= SCAN_LIMIT && hi > 0,
+        next_before,
+        folded,
+        kinds: crate::events::EventKind::ALL.iter().map(|k| k.name()).collect(),
     })
 }

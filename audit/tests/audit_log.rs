@@ -452,7 +452,12 @@ async fn a_search_reads_newest_first_across_blocks_and_every_proof_verifies() {
     progress.wait_for(|p| p.checkpointed > 0).await.unwrap();
     // Records written after the last checkpoint are served without a proof.
     let checkpointed = log.progress().checkpointed;
-    let page = log.search(&Filter { kind: Some("auth.logout".into()), ..Filter::default() }, 550).unwrap();
+    let page = log
+        .search(
+            &Filter { kind: Some("auth.logout".into()), ..Filter::default() },
+            &sightline_audit::PageRequest { limit: 550, ..Default::default() },
+        )
+        .unwrap();
     assert_eq!(page.records.len(), 550);
     let seqs: Vec<u64> = page.records.iter().map(|r| Record::from_canonical(r.line.as_bytes()).unwrap().seq).collect();
     let want: Vec<u64> = (0..1200).rev().filter(|s| s % 2 == 1).take(550).collect();
@@ -468,6 +473,32 @@ async fn a_search_reads_newest_first_across_blocks_and_every_proof_verifies() {
             None => assert!(*seq >= checkpointed, "record {seq} is covered by the checkpoint of size {checkpointed}"),
         }
     }
+
+    // Pages follow on: the next one starts right below the last record listed, without a gap.
+    assert_eq!(page.next_before, Some(*seqs.last().unwrap()));
+    let next = log
+        .search(
+            &Filter { kind: Some("auth.logout".into()), ..Filter::default() },
+            &sightline_audit::PageRequest { limit: 550, before: page.next_before, ..Default::default() },
+        )
+        .unwrap();
+    let rest: Vec<u64> = next.records.iter().map(|r| Record::from_canonical(r.line.as_bytes()).unwrap().seq).collect();
+    assert_eq!(rest, (0..1200).rev().filter(|s| s % 2 == 1).skip(550).collect::<Vec<_>>());
+    assert_eq!(next.next_before, None, "the last page says so");
+
+    // A folded kind is counted, not listed: the page shows everything else.
+    let folded = log
+        .search(
+            &Filter::default(),
+            &sightline_audit::PageRequest { limit: 10, fold: Some("auth.login".into()), before: None },
+        )
+        .unwrap();
+    assert!(folded.records.iter().all(|r| !r.line.contains("\"kind\":\"auth.login\"")));
+    assert_eq!(folded.records.len(), 10);
+    let counted: u64 = folded.folded.iter().map(|f| f.count).sum();
+    assert_eq!(counted, 9, "the logins between the ten logouts listed (1199 down to 1181): {:?}", folded.folded);
+    assert!(folded.folded.iter().all(|f| f.kind == "auth.login" && f.first_seq <= f.last_seq));
+    assert!(folded.kinds.contains(&"recording.chunk".to_owned()));
     log.close();
 }
 

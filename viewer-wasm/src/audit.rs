@@ -24,6 +24,22 @@ struct AuditPage {
     checkpoint: Option<String>,
     records: Vec<ProvedRecord>,
     truncated: bool,
+    #[serde(default)]
+    next_before: Option<u64>,
+    #[serde(default)]
+    folded: Vec<Folded>,
+    #[serde(default)]
+    kinds: Vec<String>,
+}
+
+/// Records of a folded kind, counted per session instead of listed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Folded {
+    kind: String,
+    session: Option<String>,
+    count: u64,
+    first_seq: u64,
+    last_seq: u64,
 }
 
 /// One row as shown: the record (if it parses) and what the browser found.
@@ -143,6 +159,42 @@ fn verify(page: &AuditPage, keys: &str) -> (Verdict, Vec<Row>) {
     (verdict, rows)
 }
 
+/// Records per page.
+const PAGE_SIZE: usize = 50;
+
+/// A `datetime-local` value (the browser's local time) as Unix ms; `None` when empty.
+fn local_input_ms(value: &str, what: &str) -> Result<Option<u64>, String> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    let ms = js_sys::Date::new(&wasm_bindgen::JsValue::from_str(value.trim())).get_time();
+    if ms.is_nan() || ms < 0.0 {
+        return Err(format!("{what}: {value:?} is not a date and time"));
+    }
+    Ok(Some(ms as u64))
+}
+
+/// A record's detail, as a person reads it: JSON details (approvals, starts) as their fields.
+fn readable_detail(detail: &str) -> String {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(detail) {
+        Ok(fields) => fields
+            .iter()
+            .map(|(k, v)| {
+                format!("{}: {}", k.replace('_', " "), v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(_) => detail.to_owned(),
+    }
+}
+
+/// The raw record, indented, for the one click away.
+fn raw(line: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(line)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| line.to_owned())
+}
+
 #[component]
 pub fn AuditView() -> impl IntoView {
     let kind = RwSignal::new(String::new());
@@ -152,49 +204,91 @@ pub fn AuditView() -> impl IntoView {
     let device = RwSignal::new(String::new());
     let from = RwSignal::new(String::new());
     let to = RwSignal::new(String::new());
-    let rows = RwSignal::new(Vec::<Row>::new());
+    let fold_chunks = RwSignal::new(true);
+    let rows = RwSignal::new(Vec::<(String, Row)>::new());
+    let folded = RwSignal::new(Vec::<Folded>::new());
+    let kinds = RwSignal::new(Vec::<String>::new());
     let verdict = RwSignal::new(Verdict::None);
     let node = RwSignal::new(String::new());
-    let message = RwSignal::new(String::new());
+    let notice = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
     let keys = RwSignal::new(pinned_keys());
+    // The page shown: where it starts (`None`: the newest) and where the next one would.
+    let before = RwSignal::new(None::<u64>);
+    let next_before = RwSignal::new(None::<u64>);
+    let earlier_pages = RwSignal::new(Vec::<Option<u64>>::new());
 
-    let search = move || {
-        let mut query = Vec::new();
-        for (name, value) in [
-            ("kind", kind),
-            ("session", session),
-            ("ticket", ticket),
-            ("operator", operator),
-            ("device", device),
-            ("from", from),
-            ("to", to),
-        ] {
+    let load = move |page_start: Option<u64>| {
+        let times = local_input_ms(&from.get_untracked(), "From")
+            .and_then(|f| local_input_ms(&to.get_untracked(), "To").map(|t| (f, t)));
+        let (from_ms, to_ms) = match times {
+            Ok((Some(f), Some(t))) if t <= f => {
+                error.set(Some("To must be later than From: no record can lie between them.".into()));
+                return;
+            }
+            Ok(times) => times,
+            Err(e) => {
+                error.set(Some(e));
+                return;
+            }
+        };
+        let mut query = vec![format!("limit={PAGE_SIZE}")];
+        for (name, value) in
+            [("kind", kind), ("session", session), ("ticket", ticket), ("operator", operator), ("device", device)]
+        {
             let v = value.get_untracked();
             if !v.trim().is_empty() {
                 query.push(format!("{name}={}", http::encode_component(v.trim())));
             }
+        }
+        query.extend(from_ms.map(|ms| format!("from={ms}")));
+        query.extend(to_ms.map(|ms| format!("to={ms}")));
+        query.extend(page_start.map(|b| format!("before={b}")));
+        if fold_chunks.get_untracked() && kind.get_untracked() != "recording.chunk" {
+            query.push("fold=recording.chunk".into());
         }
         leptos::task::spawn_local(async move {
             match http::get::<AuditPage>(&format!("/api/audit/records?{}", query.join("&"))).await {
                 Ok(page) => {
                     let (v, r) = verify(&page, &keys.get_untracked());
                     node.set(page.node.clone());
-                    message.set(if page.truncated {
-                        "the search stopped early; use relay audit export for the rest".into()
+                    notice.set(if page.truncated {
+                        "The search stopped early: use relay audit export for the rest.".into()
                     } else {
                         String::new()
                     });
+                    error.set(None);
                     verdict.set(v);
-                    rows.set(r);
+                    rows.set(page.records.iter().map(|p| p.line.clone()).zip(r).collect());
+                    folded.set(page.folded.clone());
+                    if !page.kinds.is_empty() {
+                        kinds.set(page.kinds.clone());
+                    }
+                    before.set(page_start);
+                    next_before.set(page.next_before);
                 }
-                Err(e) => message.set(format!("cannot read the audit log: {e}")),
+                Err(e) => error.set(Some(format!("The audit log was not searched: {e}"))),
             }
         });
+    };
+    let search = move || {
+        earlier_pages.set(Vec::new());
+        load(None);
     };
     search();
     let pin = move |_| {
         pin_keys(&keys.get_untracked());
         search();
+    };
+    let older = move |_| {
+        earlier_pages.update(|p| p.push(before.get_untracked()));
+        load(next_before.get_untracked());
+    };
+    let newer = move |_| {
+        let mut pages = earlier_pages.get_untracked();
+        let start = pages.pop().flatten();
+        earlier_pages.set(pages);
+        load(start);
     };
 
     let field = move |name: &'static str, label: &'static str, signal: RwSignal<String>| {
@@ -202,22 +296,33 @@ pub fn AuditView() -> impl IntoView {
             <label>{label}" "<input name=name bind:value=signal on:keydown=move |ev| if ev.key() == "Enter" { search() }/></label>
         }
     };
+    let when = move |name: &'static str, label: &'static str, signal: RwSignal<String>| {
+        view! { <label>{label}" "<input name=name type="datetime-local" step="1" bind:value=signal/></label> }
+    };
     view! {
         <section class="audit" data-testid="audit-page">
             <h2>"Audit log"</h2>
-            <div class="filters">
-                {field("audit-kind", "Event", kind)}
+            <form class="filters" on:submit=move |ev: leptos::ev::SubmitEvent| { ev.prevent_default(); search() }>
+                <label>"Event "
+                    <select name="audit-kind" bind:value=kind>
+                        <option value="">"any"</option>
+                        <For each=move || kinds.get() key=|k| k.clone() let(k)>
+                            <option value=k.clone()>{k.clone()}</option>
+                        </For>
+                    </select>
+                </label>
                 {field("audit-session", "Session", session)}
                 {field("audit-ticket", "Ticket", ticket)}
                 {field("audit-operator", "Operator", operator)}
                 {field("audit-device", "Device", device)}
-                {field("audit-from", "From", from)}
-                {field("audit-to", "To", to)}
-                <button data-testid="audit-search" on:click=move |_| search()>"Search"</button>
-            </div>
+                {when("audit-from", "From", from)}
+                {when("audit-to", "To", to)}
+                <label class="check"><input type="checkbox" name="audit-fold" bind:checked=fold_chunks/>" Fold recording chunks"</label>
+                <button type="submit" data-testid="audit-search">"Search"</button>
+            </form>
             <div class="filters">
                 <label>"Trusted node keys (one per line, from the node's operator) "
-                    <textarea name="audit-keys" rows="2" cols="80" bind:value=keys></textarea></label>
+                    <textarea name="audit-keys" rows="2" cols="60" bind:value=keys></textarea></label>
                 <button data-testid="audit-pin" on:click=pin>"Pin and verify"</button>
             </div>
             <p class="verification" data-testid="audit-verification"
@@ -235,29 +340,46 @@ pub fn AuditView() -> impl IntoView {
                     Verdict::Failed(why) => format!("VERIFICATION FAILED: {why}"),
                 }}
             </p>
-            <p class="muted" data-testid="audit-message">{move || message.get()}</p>
-            <table data-testid="audit-records">
-                <thead><tr><th>"#"</th><th>"Time (UTC)"</th><th>"Event"</th><th>"Outcome"</th><th>"Actor"</th><th>"Source"</th><th>"Session / ticket"</th><th>"Device / user"</th><th>"Detail"</th><th>"Proof"</th></tr></thead>
+            {move || error.get().map(|e| view! { <p class="error" role="alert" data-testid="audit-error">{e}</p> })}
+            <p class="muted" data-testid="audit-message">{move || notice.get()}</p>
+            <ul class="folded" data-testid="audit-folded">
+                <For each=move || folded.get() key=|f| (f.session.clone(), f.first_seq) let(f)>
+                    <li data-testid="audit-folded-row" data-count=f.count>
+                        {format!(
+                            "{} records of {} folded (#{} to #{}); choose Event {} to list them.",
+                            f.count,
+                            f.session.as_ref().map_or_else(|| "no session".to_owned(), |s| format!("session {s}")),
+                            f.first_seq,
+                            f.last_seq,
+                            f.kind
+                        )}
+                    </li>
+                </For>
+            </ul>
+            <table data-testid="audit-records" class="audit-records">
+                <thead><tr><th class="seq">"#"</th><th class="time">"Time (UTC)"</th><th>"Event"</th><th>"Who"</th><th>"Session"</th><th class="detail">"Detail"</th><th>"Proof"</th></tr></thead>
                 <tbody>
-                    <For each=move || rows.get().into_iter().enumerate() key=|(i, r)| (*i, r.record.as_ref().map_or(0, |r| r.seq)) let((_, row))>
+                    <For each=move || rows.get().into_iter().enumerate() key=|(i, (_, r))| (*i, r.record.as_ref().map_or(0, |r| r.seq)) let((_, (line, row)))>
                         {
                             let status = match &row.status {
                                 Status::Verified => ("verified", "✓ verified".to_owned()),
-                                Status::NotYetCheckpointed => ("pending", "not yet checkpointed".to_owned()),
+                                Status::NotYetCheckpointed => ("pending", "not yet under a checkpoint".to_owned()),
                                 Status::Failed(why) => ("failed", format!("✗ {why}")),
                             };
                             let r = row.record.clone();
+                            let outcome = r.as_ref().map(|r| format!("{:?}", r.outcome).to_lowercase()).unwrap_or_default();
                             view! {
-                                <tr data-testid="audit-row" data-kind=r.as_ref().map(|r| r.kind.clone()).unwrap_or_default() data-proof=status.0>
+                                <tr data-testid="audit-row" data-kind=r.as_ref().map(|r| r.kind.clone()).unwrap_or_default() data-seq=r.as_ref().map(|r| r.seq) data-proof=status.0>
                                     <td>{r.as_ref().map(|r| r.seq.to_string())}</td>
-                                    <td>{r.as_ref().map(|r| r.time_utc())}</td>
-                                    <td>{r.as_ref().map(|r| r.kind.clone())}</td>
-                                    <td>{r.as_ref().map(|r| format!("{:?}", r.outcome).to_lowercase())}</td>
-                                    <td>{r.as_ref().map(|r| r.actor.clone())}</td>
-                                    <td>{r.as_ref().and_then(|r| r.source.clone())}</td>
-                                    <td>{r.as_ref().and_then(|r| r.session.as_ref().map(|s| format!("{} / {}", s.session_id, s.ticket)))}</td>
-                                    <td>{r.as_ref().and_then(|r| r.session.as_ref().map(|s| format!("{} / {}", s.device, s.endpoint_user)))}</td>
-                                    <td class="detail">{r.as_ref().map(|r| r.detail.chars().take(160).collect::<String>())}</td>
+                                    <td>{r.as_ref().map(|r| r.time_utc().replace('T', " ").trim_end_matches('Z').to_owned())}</td>
+                                    <td>{r.as_ref().map(|r| r.kind.clone())}<br/><span class=format!("outcome {outcome}")>{outcome.clone()}</span></td>
+                                    <td>{r.as_ref().map(|r| r.actor.clone())}<br/><span class="muted">{r.as_ref().and_then(|r| r.source.clone())}</span></td>
+                                    <td>{r.as_ref().and_then(|r| r.session.as_ref().map(|s| format!("{} (ticket {}); {} / {}", s.session_id, s.ticket, s.device, s.endpoint_user)))}</td>
+                                    <td class="detail">
+                                        {r.as_ref().and_then(|r| r.subject.clone()).map(|s| view! { <span class="subject">{s}</span><br/> })}
+                                        {r.as_ref().map(|r| readable_detail(&r.detail))}
+                                        <details><summary>"Raw record"</summary><pre data-testid="audit-raw">{raw(&line)}</pre></details>
+                                    </td>
                                     <td>{status.1}</td>
                                 </tr>
                             }
@@ -265,6 +387,10 @@ pub fn AuditView() -> impl IntoView {
                     </For>
                 </tbody>
             </table>
+            <div class="pager">
+                <button data-testid="audit-newer" disabled=move || earlier_pages.get().is_empty() on:click=newer>"Newer records"</button>
+                <button data-testid="audit-older" disabled=move || next_before.get().is_none() on:click=older>"Older records"</button>
+            </div>
         </section>
     }
 }

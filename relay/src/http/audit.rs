@@ -25,6 +25,10 @@ pub(super) struct AuditQuery {
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
+    /// The next page of an earlier answer (its `next_before`).
+    before: Option<u64>,
+    /// A kind counted per session instead of listed (`recording.chunk`).
+    fold: Option<String>,
 }
 /// The newest audit records that match, each with its inclusion proof against the newest signed
 /// checkpoint: the browser verifies them itself. Reading the log is itself an event.
@@ -50,17 +54,21 @@ pub(super) async fn records(
         device: nonempty(q.device),
         kind: nonempty(q.kind),
     };
-    let limit = q.limit.unwrap_or(200).clamp(1, 500);
+    let page = sightline_audit::PageRequest {
+        limit: q.limit.unwrap_or(200).clamp(1, 500),
+        before: q.before,
+        fold: nonempty(q.fold),
+    };
     state.identity.emit(
         EventKind::AuditViewed,
         Outcome::Success,
         &auth.user.name,
         None,
         Some(peer.ip()),
-        format!("{filter:?}"),
+        format!("searched {filter}"),
     );
     state.identity.audit_committed().await?;
-    let page = tokio::task::spawn_blocking(move || audit.search(&filter, limit))
+    let page = tokio::task::spawn_blocking(move || audit.search(&filter, &page))
         .await
         .map_err(|e| IdentityError::BadRequest(format!("search failed: {e}")))?
         .map_err(|e| IdentityError::BadRequest(format!("search failed: {e:#}")))?;
