@@ -217,10 +217,12 @@ pub fn AdminView() -> impl IntoView {
                 </table>
                 <form on:submit=invite data-testid="invite-form">
                     <h3>"Invite"</h3>
-                    <input name="invite-name" placeholder="user name" bind:value=invite_name/>
-                    <select name="invite-role" on:change=move |ev| invite_role.set(event_target_value(&ev))>
-                        {ROLES.iter().map(|r| view! { <option value=*r selected=*r == "operator">{*r}</option> }).collect_view()}
-                    </select>
+                    <label>"User name " <input name="invite-name" placeholder="user name" bind:value=invite_name/></label>
+                    <label>"Role "
+                        <select name="invite-role" on:change=move |ev| invite_role.set(event_target_value(&ev))>
+                            {ROLES.iter().map(|r| view! { <option value=*r selected=*r == "operator">{*r}</option> }).collect_view()}
+                        </select>
+                    </label>
                     <button type="submit">"Create invitation"</button>
                 </form>
                 {move || invite_link.get().map(|l| view! { <p>"Link: " <code data-testid="invite-link">{l}</code></p> })}
@@ -228,19 +230,25 @@ pub fn AdminView() -> impl IntoView {
             <div class="card">
                 <h2>"Role changes (need a second admin)"</h2>
                 <form on:submit=request_change data-testid="role-change-form">
-                    <select name="change-user" on:change=move |ev| change_user.set(event_target_value(&ev))>
-                        <option value="">"user…"</option>
-                        <For each=move || users.get() key=|u| u.id.clone() let(u)>
-                            <option value=u.id.clone()>{u.name.clone()}</option>
-                        </For>
-                    </select>
-                    <select name="change-kind" on:change=move |ev| change_kind.set(event_target_value(&ev))>
-                        <option value="grant">"grant"</option>
-                        <option value="revoke">"revoke"</option>
-                    </select>
-                    <select name="change-role" on:change=move |ev| change_role.set(event_target_value(&ev))>
-                        {ROLES.iter().map(|r| view! { <option value=*r>{*r}</option> }).collect_view()}
-                    </select>
+                    <label>"User "
+                        <select name="change-user" on:change=move |ev| change_user.set(event_target_value(&ev))>
+                            <option value="">"user…"</option>
+                            <For each=move || users.get() key=|u| u.id.clone() let(u)>
+                                <option value=u.id.clone()>{u.name.clone()}</option>
+                            </For>
+                        </select>
+                    </label>
+                    <label>"Change "
+                        <select name="change-kind" on:change=move |ev| change_kind.set(event_target_value(&ev))>
+                            <option value="grant">"grant"</option>
+                            <option value="revoke">"revoke"</option>
+                        </select>
+                    </label>
+                    <label>"Role "
+                        <select name="change-role" on:change=move |ev| change_role.set(event_target_value(&ev))>
+                            {ROLES.iter().map(|r| view! { <option value=*r>{*r}</option> }).collect_view()}
+                        </select>
+                    </label>
                     <button type="submit">"Request"</button>
                 </form>
                 <ul data-testid="role-requests">
@@ -295,7 +303,7 @@ pub fn AdminView() -> impl IntoView {
                     </For>
                 </table>
                 <form on:submit=create_agent_token data-testid="agent-token-form">
-                    <input name="segment" bind:value=segment/>
+                    <label>"Segment " <input name="segment" bind:value=segment/></label>
                     <button type="submit">"Create agent enrolment token"</button>
                 </form>
                 {move || agent_token.get().map(|t| view! { <p>"Token: " <code data-testid="agent-token">{t}</code></p> })}
