@@ -274,3 +274,39 @@ test('the Audit page fits the window, folds recording chunks into their recordin
   await expect(admin.getByTestId('audit-error')).toHaveText('To must be later than From: no record can lie between them.');
   await expect(admin.getByTestId('audit-error')).toHaveAttribute('role', 'alert');
 });
+
+test('the admin page says which device is online, in a session or has a window open, lists what is not yet used, and hands links on with their expiry and a copy button @ux @R45', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const admin = w.admin;
+  await admin.context().grantPermissions(['clipboard-read', 'clipboard-write']);
+  await admin.getByTestId('tab-admin').click();
+  const state = admin.locator('[data-testid="device-row"][data-device="front-desk"]').getByTestId('device-state');
+  await expect(state).toHaveText('online');
+
+  // In a session, then with a maintenance window, read again by the page itself.
+  await requestView(w.operator, w.relay, 'front-desk', 'INC-4711', 'incident', false);
+  await w.endpoint.click('allow');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  await expect(state).toHaveText('online, in a session', { timeout: 10_000 });
+  await admin.locator('[data-testid="device-row"][data-device="front-desk"]').getByRole('button', { name: 'Open window 30 min' }).click();
+  await expect(state).toContainText('maintenance window open until');
+  await w.operator.getByTestId('end-session').click();
+  await w.agent.kill();
+  await expect(state).toContainText('offline', { timeout: 10_000 });
+
+  // An invitation: the link once, how long it works, a copy button; and it is listed until used.
+  await admin.locator('input[name="invite-name"]').fill('carol');
+  await admin.locator('select[name="invite-role"]').selectOption('auditor');
+  await admin.getByRole('button', { name: 'Create invitation' }).click();
+  const link = (await admin.getByTestId('invite-link').textContent())!.trim();
+  expect(link).toContain('/enrol/');
+  await expect(admin.getByTestId('invite-link-expiry')).toContainText('Works once, until');
+  await admin.getByRole('button', { name: 'Copy the link' }).click();
+  await expect(admin.getByRole('status')).toHaveText('copied');
+  expect(await admin.evaluate(() => navigator.clipboard.readText())).toBe(link);
+  const invitation = admin.locator('[data-testid="pending-row"][data-kind="invitation"]');
+  await expect(invitation).toContainText('carol as auditor');
+  await expect(invitation).toContainText('admin');
+  // The page never shows a pending token again: only what it is for.
+  await expect(admin.getByTestId('pending')).not.toContainText(link.split('/').pop()!);
+});

@@ -339,4 +339,45 @@ impl Identity {
         self.audit_committed().await?;
         Ok(token)
     }
+
+    /// The invitations and agent tokens not yet used and not expired, for the admin's page: what
+    /// each is for, who made it, until when. Never the token itself (only its stored hash's
+    /// prefix, the id the audit records use).
+    pub async fn pending_enrolments(&self) -> Result<Vec<PendingEnrolment>, IdentityError> {
+        let now = self.now_ms();
+        let mut pending = Vec::new();
+        for (hash, t) in self.store.list::<EnrolmentToken>(Collection::EnrolmentTokens).await? {
+            if t.expires_ms <= now {
+                continue;
+            }
+            let id = hash.get(..16).unwrap_or(&hash).to_owned();
+            let (kind, subject, created_by) = match t.purpose {
+                TokenPurpose::BootstrapAdmin => continue,
+                TokenPurpose::Invite { name, role, invited_by } => {
+                    // Invitations keep the inviter's id: the page names them.
+                    let inviter = self.user(&invited_by).await?.map_or(invited_by, |u| u.name);
+                    ("invitation", format!("{name} as {}", role.as_str()), inviter)
+                }
+                TokenPurpose::Agent { segment, created_by } => {
+                    ("agent token", format!("segment {segment}"), created_by)
+                }
+                TokenPurpose::Rekey { device_id, created_by } => ("new key", format!("device {device_id}"), created_by),
+            };
+            pending.push(PendingEnrolment { id, kind: kind.into(), subject, created_by, expires_ms: t.expires_ms });
+        }
+        pending.sort_by_key(|p| p.expires_ms);
+        Ok(pending)
+    }
+}
+
+/// An enrolment link or token waiting to be used.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PendingEnrolment {
+    pub id: String,
+    /// `invitation`, `agent token` or `new key`.
+    pub kind: String,
+    /// Who or what it enrols.
+    pub subject: String,
+    pub created_by: String,
+    pub expires_ms: u64,
 }

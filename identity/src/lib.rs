@@ -43,6 +43,7 @@ use tokens::{Claims, Keyring, StoredKey, TokenSettings};
 
 /// The browser's answers to a registration and a login ceremony (WebAuthn JSON), as the HTTP
 /// surface receives them.
+pub use enrolment::PendingEnrolment;
 pub use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 /// How long a ceremony (registration, login, step-up) may take.
@@ -54,9 +55,9 @@ pub const IDLE_TIMEOUT_S: u64 = 15 * 60;
 /// Signing keys rotate this often; older keys keep verifying for one more session lifetime.
 const KEY_ROTATION_S: u64 = 24 * 60 * 60;
 /// Invitation and bootstrap links stay valid this long.
-const INVITE_TTL_MS: u64 = 72 * 60 * 60 * 1000;
+pub const INVITE_TTL_MS: u64 = 72 * 60 * 60 * 1000;
 /// Agent enrolment tokens stay valid this long.
-const AGENT_TOKEN_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+pub const AGENT_TOKEN_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// Session activity is written at most this often (saves a store write per request).
 const ACTIVITY_GRANULARITY_S: u64 = 30;
 

@@ -1,5 +1,6 @@
-//! The admin area: users and invitations, role changes awaiting a second admin, locks,
-//! devices and agent enrolment tokens. Critical actions ask for a passkey step-up.
+//! The admin area: users and invitations (and those not yet used), role changes awaiting a second
+//! admin, locks, devices (online, in a session, their maintenance window) and agent enrolment
+//! tokens. Critical actions ask for a passkey step-up.
 
 use leptos::prelude::*;
 use serde::Deserialize;
@@ -7,6 +8,7 @@ use serde_json::json;
 
 use crate::auth::with_step_up;
 use crate::http;
+use crate::widgets::{CopyButton, local_time};
 
 const ROLES: [&str; 5] = ["operator", "senior_operator", "observer", "admin", "auditor"];
 
@@ -31,6 +33,65 @@ struct DeviceRow {
     name: String,
     segment: String,
     revoked: bool,
+    /// Connected to the relay node that serves this page.
+    #[serde(default)]
+    online: bool,
+    #[serde(default)]
+    in_session: bool,
+    #[serde(default)]
+    window_until_ms: Option<u64>,
+}
+
+impl DeviceRow {
+    /// What the device is doing, in words.
+    fn state(&self) -> String {
+        if self.revoked {
+            return "revoked".into();
+        }
+        let mut words = match (self.online, self.in_session) {
+            (true, true) => "online, in a session".to_owned(),
+            (true, false) => "online".to_owned(),
+            (false, _) => "offline".to_owned(),
+        };
+        if let Some(until) = self.window_until_ms {
+            words.push_str(&format!("; maintenance window open until {}", local_time(until)));
+        }
+        words
+    }
+}
+
+/// An invitation or token not yet used.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct PendingRow {
+    id: String,
+    kind: String,
+    subject: String,
+    created_by: String,
+    expires_ms: u64,
+}
+
+/// A one-time link or token just made, with its expiry, shown once.
+#[derive(Debug, Clone, PartialEq)]
+struct Issued {
+    text: String,
+    expires_ms: Option<u64>,
+}
+
+impl Issued {
+    fn from(v: &serde_json::Value, field: &str) -> Option<Issued> {
+        Some(Issued { text: v[field].as_str()?.to_owned(), expires_ms: v["expires_ms"].as_u64() })
+    }
+}
+
+/// An issued link or token: the text, a copy button and until when it works.
+fn issued_view(issued: Issued, label: &'static str, testid: &'static str) -> impl IntoView {
+    view! {
+        <p>
+            {label}": " <code data-testid=testid>{issued.text.clone()}</code>" "
+            <CopyButton text=issued.text.clone() what=label.to_lowercase()/>
+            {issued.expires_ms.map(|ms| view! { <br/><span class="muted" data-testid=format!("{testid}-expiry")>{format!("Works once, until {}.", local_time(ms))}</span> })}
+        </p>
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -56,8 +117,9 @@ pub fn AdminView() -> impl IntoView {
     let devices = RwSignal::new(Vec::<DeviceRow>::new());
     let locks = RwSignal::new(Vec::<LockRow>::new());
     let message = RwSignal::new(None::<(bool, String)>);
-    let invite_link = RwSignal::new(None::<String>);
-    let agent_token = RwSignal::new(None::<String>);
+    let invite_link = RwSignal::new(None::<Issued>);
+    let agent_token = RwSignal::new(None::<Issued>);
+    let pending = RwSignal::new(Vec::<PendingRow>::new());
 
     let reload = move || {
         leptos::task::spawn_local(async move {
@@ -73,9 +135,29 @@ pub fn AdminView() -> impl IntoView {
             if let Ok(l) = http::get::<Vec<LockRow>>("/api/admin/locks").await {
                 locks.set(l);
             }
+            if let Ok(p) = http::get::<Vec<PendingRow>>("/api/admin/pending").await {
+                pending.set(p);
+            }
         });
     };
     reload();
+    // Devices come and go: their state is read again every few seconds while the page is open.
+    let refresh = set_interval_with_handle(
+        move || {
+            leptos::task::spawn_local(async move {
+                if let Ok(d) = http::get::<Vec<DeviceRow>>("/api/admin/devices").await {
+                    devices.set(d);
+                }
+            });
+        },
+        std::time::Duration::from_secs(5),
+    )
+    .ok();
+    on_cleanup(move || {
+        if let Some(handle) = refresh {
+            handle.clear();
+        }
+    });
     let report = move |result: Result<(), String>, ok: &str| {
         match result {
             Ok(()) => message.set(Some((true, ok.to_owned()))),
@@ -92,7 +174,7 @@ pub fn AdminView() -> impl IntoView {
         leptos::task::spawn_local(async move {
             match http::post::<_, serde_json::Value>("/api/admin/invitations", &body).await {
                 Ok(v) => {
-                    invite_link.set(v["link"].as_str().map(str::to_owned));
+                    invite_link.set(Issued::from(&v, "link"));
                     report(Ok(()), "invitation created: send the link to the person");
                 }
                 Err(e) => report(Err(e.to_string()), ""),
@@ -130,8 +212,8 @@ pub fn AdminView() -> impl IntoView {
         leptos::task::spawn_local(async move {
             match http::post::<_, serde_json::Value>("/api/admin/agent-tokens", &body).await {
                 Ok(v) => {
-                    agent_token.set(v["token"].as_str().map(str::to_owned));
-                    report(Ok(()), "agent enrolment token created (valid 24 h, one use)");
+                    agent_token.set(Issued::from(&v, "token"));
+                    report(Ok(()), "agent enrolment token created");
                 }
                 Err(e) => report(Err(e.to_string()), ""),
             }
@@ -153,11 +235,8 @@ pub fn AdminView() -> impl IntoView {
             let empty = json!({});
             match with_step_up(|| http::post::<_, serde_json::Value>(&path, &empty)).await {
                 Ok(v) => {
-                    agent_token.set(v["token"].as_str().map(str::to_owned));
-                    report(
-                        Ok(()),
-                        &format!("token for a new key of {name} (valid 24 h, one use: agent enroll --token)"),
-                    );
+                    agent_token.set(Issued::from(&v, "token"));
+                    report(Ok(()), &format!("token for a new key of {name} (agent enroll --token)"));
                 }
                 Err(e) => report(Err(e), ""),
             }
@@ -225,7 +304,19 @@ pub fn AdminView() -> impl IntoView {
                     </label>
                     <button type="submit">"Create invitation"</button>
                 </form>
-                {move || invite_link.get().map(|l| view! { <p>"Link: " <code data-testid="invite-link">{l}</code></p> })}
+                {move || invite_link.get().map(|l| issued_view(l, "Link", "invite-link"))}
+                <h3>"Not yet used"</h3>
+                <table data-testid="pending">
+                    <tr><th>"What"</th><th>"For"</th><th>"By"</th><th>"Until"</th></tr>
+                    <For each=move || pending.get() key=|p| p.id.clone() let(p)>
+                        <tr data-testid="pending-row" data-kind=p.kind.clone()>
+                            <td>{p.kind.clone()}</td>
+                            <td>{p.subject.clone()}</td>
+                            <td>{p.created_by.clone()}</td>
+                            <td>{local_time(p.expires_ms)}</td>
+                        </tr>
+                    </For>
+                </table>
             </div>
             <div class="card">
                 <h2>"Role changes (need a second admin)"</h2>
@@ -276,11 +367,11 @@ pub fn AdminView() -> impl IntoView {
                 <h2>"Devices"</h2>
                 <table data-testid="devices">
                     <tr><th>"Name"</th><th>"Segment"</th><th>"State"</th><th></th></tr>
-                    <For each=move || devices.get() key=|d| (d.id.clone(), d.revoked) let(d)>
+                    <For each=move || devices.get() key=|d| (d.id.clone(), d.revoked, d.online, d.in_session, d.window_until_ms) let(d)>
                         <tr data-testid="device-row" data-device=d.name.clone()>
                             <td>{d.name.clone()}</td>
                             <td>{d.segment.clone()}</td>
-                            <td>{if d.revoked { "revoked" } else { "active" }}</td>
+                            <td data-testid="device-state" data-online=d.online.to_string()>{d.state()}</td>
                             <td>
                                 <button disabled=d.revoked on:click={
                                     let id = d.id.clone();
@@ -306,7 +397,7 @@ pub fn AdminView() -> impl IntoView {
                     <label>"Segment " <input name="segment" bind:value=segment/></label>
                     <button type="submit">"Create agent enrolment token"</button>
                 </form>
-                {move || agent_token.get().map(|t| view! { <p>"Token: " <code data-testid="agent-token">{t}</code></p> })}
+                {move || agent_token.get().map(|t| issued_view(t, "Token", "agent-token"))}
                 <crate::command_approvals::CommandApprovalForm/>
             </div>
         </section>

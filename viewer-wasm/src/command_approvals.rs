@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::auth::with_step_up;
 use crate::http;
+use crate::widgets::local_time;
 
 /// What the relay answered: the code, and where and until when it is good.
 #[derive(Clone, Debug)]
@@ -16,11 +17,6 @@ struct Issued {
     code: String,
     expires: String,
     node: Option<String>,
-}
-
-fn local_time(ms: u64) -> String {
-    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
-    String::from(date.to_locale_string("default", &wasm_bindgen::JsValue::UNDEFINED))
 }
 
 #[component]

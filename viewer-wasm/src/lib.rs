@@ -34,6 +34,8 @@ mod session_words;
 mod signaling;
 #[cfg(target_arch = "wasm32")]
 mod webauthn;
+#[cfg(target_arch = "wasm32")]
+mod widgets;
 
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen::prelude::wasm_bindgen(start)]

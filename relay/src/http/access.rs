@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/admin/devices/{id}/maintenance-window", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/devices/{id}/maintenance-window/close", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/agent-tokens", Access::Needs(Capability::Administer)),
+    ("GET", "/api/admin/pending", Access::Needs(Capability::Administer)),
     ("POST", "/api/admin/command-approvals", Access::Needs(Capability::Administer)),
     ("POST", "/api/sessions/{id}/approve-elevation", Access::Needs(Capability::ApproveElevation)),
     ("GET", "/api/admin/sessions", Access::Needs(Capability::Administer)),

@@ -37,7 +37,8 @@ pub(super) async fn invite(
     Json(body): Json<Invite>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let link = state.identity.invite(&auth, &body.name, body.role, Some(peer.ip())).await?;
-    Ok(Json(json!({ "link": link })))
+    let expires_ms = state.identity.now_ms() + sightline_identity::INVITE_TTL_MS;
+    Ok(Json(json!({ "link": link, "expires_ms": expires_ms })))
 }
 pub(super) async fn role_requests(
     State(state): State<AppState>,
@@ -120,7 +121,20 @@ pub(super) async fn devices(
     Extension(auth): Extension<AuthUser>,
 ) -> ApiResult<Json<serde_json::Value>> {
     require(&auth, Capability::Administer)?;
-    Ok(Json(serde_json::to_value(state.identity.devices().await?).unwrap_or_default()))
+    let now = state.identity.now_ms();
+    let mut rows = Vec::new();
+    for device in state.identity.devices().await? {
+        // What this node sees: whether the agent is connected here and in a session.
+        let online = state.hub.agent(&device.id).ok();
+        let in_session = online.as_ref().and_then(|a| a.sessions.current()).is_some_and(|s| !s.is_ended());
+        let window_until_ms = state.identity.window_until(&device.id, now).await?;
+        let mut row = serde_json::to_value(&device).unwrap_or_default();
+        row["online"] = json!(online.is_some());
+        row["in_session"] = json!(in_session);
+        row["window_until_ms"] = json!(window_until_ms);
+        rows.push(row);
+    }
+    Ok(Json(serde_json::Value::Array(rows)))
 }
 pub(super) async fn revoke_device(
     State(state): State<AppState>,
@@ -171,7 +185,16 @@ pub(super) async fn agent_token(
 ) -> ApiResult<Json<serde_json::Value>> {
     require(&auth, Capability::Administer)?;
     let token = state.identity.create_agent_token(&auth.user.name, &body.segment, Some(peer.ip())).await?;
-    Ok(Json(json!({ "token": token })))
+    let expires_ms = state.identity.now_ms() + sightline_identity::AGENT_TOKEN_TTL_MS;
+    Ok(Json(json!({ "token": token, "expires_ms": expires_ms })))
+}
+/// Invitations and agent tokens not yet used (never the tokens themselves).
+pub(super) async fn pending(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<Vec<sightline_identity::PendingEnrolment>>> {
+    require(&auth, Capability::Administer)?;
+    Ok(Json(state.identity.pending_enrolments().await?))
 }
 
 /// A one-time token with which an enrolled device takes a new key (`agent enroll --token`), after
@@ -183,7 +206,8 @@ pub(super) async fn rekey_token(
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let token = state.identity.create_rekey_token(&auth, &id, Some(peer.ip())).await?;
-    Ok(Json(json!({ "token": token })))
+    let expires_ms = state.identity.now_ms() + sightline_identity::AGENT_TOKEN_TTL_MS;
+    Ok(Json(json!({ "token": token, "expires_ms": expires_ms })))
 }
 
 #[derive(Deserialize)]

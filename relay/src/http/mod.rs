@@ -76,6 +76,7 @@ fn api(state: AppState) -> Router<AppState> {
         .route("/api/admin/devices/{id}/maintenance-window", post(admin::open_window))
         .route("/api/admin/devices/{id}/maintenance-window/close", post(admin::close_window))
         .route("/api/admin/agent-tokens", post(admin::agent_token))
+        .route("/api/admin/pending", get(admin::pending))
         .route("/api/admin/command-approvals", post(admin::approve_command))
         .route("/api/admin/sessions", get(sessions::list))
         .route("/api/admin/sessions/{id}/kill", post(sessions::kill))
