@@ -310,3 +310,22 @@ test('the admin page says which device is online, in a session or has a window o
   // The page never shows a pending token again: only what it is for.
   await expect(admin.getByTestId('pending')).not.toContainText(link.split('/').pop()!);
 });
+
+test('the picture area says what it waits for while it shows nothing, and chat lines carry their time @ux', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  const page = w.operator;
+  const hint = page.getByTestId('video-hint');
+  await requestView(page, w.relay, 'front-desk', 'INC-4711', 'incident', false);
+  await expect(hint).toHaveText('Waiting for the user to allow the session: no picture until then.');
+  await w.endpoint.click('allow');
+  // Frames play: the hint goes.
+  await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  await expect(hint).toHaveCount(0);
+  await w.endpoint.click('pause');
+  await expect(hint).toHaveText('Paused: the picture stops until the session resumes.');
+  await w.endpoint.click('resume');
+  await expect(hint).toHaveCount(0);
+  await page.locator('input[name="chat"]').fill('hello from the desk');
+  await page.getByTestId('chat-send').click();
+  await expect(page.getByTestId('chat-log').locator('li').last()).toHaveText(/^\d\d:\d\d:\d\d operator: hello from the desk$/);
+});

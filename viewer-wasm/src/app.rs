@@ -31,6 +31,12 @@ fn enrolment_token_from_hash() -> Option<String> {
     hash.strip_prefix("#/enrol/").map(str::to_owned).filter(|t| !t.is_empty())
 }
 
+/// The local time now, as a chat line shows it (HH:MM:SS).
+fn clock_now() -> String {
+    let now = js_sys::Date::new_0();
+    format!("{:02}:{:02}:{:02}", now.get_hours(), now.get_minutes(), now.get_seconds())
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     let page = RwSignal::new(Page::Loading);
@@ -259,7 +265,10 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let (view_state, set_view_state) = signal(ViewState::Idle);
     let (watching, set_watching) = signal(None::<String>);
     let status = RwSignal::new(None::<SessionStatus>);
-    let chat = RwSignal::new(Vec::<(String, String)>::new());
+    // Chat lines with the local time they arrived (from, text, HH:MM:SS).
+    let chat = RwSignal::new(Vec::<(String, String, String)>::new());
+    // Whether the picture area shows frames of this view (a `playing` event since it opened).
+    let showing_frames = RwSignal::new(false);
     let draft = RwSignal::new(String::new());
     // Chat is offered only once the data channel is open: a line typed before would be lost.
     let chat_ready = RwSignal::new(false);
@@ -363,6 +372,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         close_pc();
         status.set(None);
         chat.set(Vec::new());
+        showing_frames.set(false);
         chat_ready.set(false);
         notice.set(String::new());
         set_watching.set(Some(label));
@@ -370,7 +380,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         leptos::task::spawn_local(async move {
             let on_event = move |event: MediaEvent| match event {
                 MediaEvent::Stream(s) => stream.set(Some(s)),
-                MediaEvent::Chat { from, text } => chat.update(|c| c.push((from, text))),
+                MediaEvent::Chat { from, text } => chat.update(|c| c.push((from, text, clock_now()))),
                 MediaEvent::ChannelOpen => chat_ready.set(true),
                 MediaEvent::ChannelClosed => chat_ready.set(false),
                 MediaEvent::State(state) => match state {
@@ -504,7 +514,9 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
             draft.set(String::new());
         } else {
             // Never silently: the line stays in the box, and the log says it did not go.
-            chat.update(|c| c.push(("not sent".into(), format!("{text} (the session channel is not open)"))));
+            chat.update(|c| {
+                c.push(("not sent".into(), format!("{text} (the session channel is not open)"), clock_now()))
+            });
         }
     };
 
@@ -668,7 +680,11 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                         <span class="muted" data-testid="pending-elevation">{move || status.with(|s| s.as_ref().filter(|s| !s.pending_elevation.is_empty()).map(|s| format!("waiting for: {}", levels_text(&s.pending_elevation))).unwrap_or_default())}</span>
                     </div>
                 </Show>
+                {move || words::video_hint(status.get().as_ref(), showing_frames.get())
+                    .filter(|_| watching.get().is_some() && !matches!(view_state.get(), ViewState::Ended(_)))
+                    .map(|hint| view! { <p class="video-hint" data-testid="video-hint" role="status">{hint}</p> })}
                 <video node_ref=video_ref id="remote-video" data-testid="remote-video" autoplay=true playsinline=true muted=true tabindex="0"
+                    on:playing=move |_| showing_frames.set(true)
                     on:pointermove=move |ev| send_input(with_video(&|v| input::pointer_move(v, &ev)))
                     on:pointerdown=move |ev| {
                         if let Some(v) = video_ref.get_untracked() { let _ = v.focus(); }
@@ -684,7 +700,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                     <div class="chat">
                         <ul data-testid="chat-log">
                             <For each=move || chat.get().into_iter().enumerate() key=|(i, _)| *i let((_, line))>
-                                <li>{format!("{}: {}", line.0, line.1)}</li>
+                                <li><time class="muted">{line.2.clone()}</time>" "{format!("{}: {}", line.0, line.1)}</li>
                             </For>
                         </ul>
                         <Show when=chat_granted fallback=|| view! { <p class="muted" data-testid="chat-off">"Chat is not granted in this session."</p> }>

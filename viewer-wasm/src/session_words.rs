@@ -20,6 +20,20 @@ pub fn phase_words(s: &SessionStatus) -> String {
     }
 }
 
+/// What the picture area says while it shows no picture (`None` once frames are shown and the
+/// session runs): an empty black box leaves the operator guessing.
+pub fn video_hint(s: Option<&SessionStatus>, showing_frames: bool) -> Option<&'static str> {
+    match s.map(|s| s.phase) {
+        None => (!showing_frames).then_some("Connecting to the endpoint…"),
+        Some(SessionPhase::AwaitingConsent) => {
+            Some("Waiting for the user to allow the session: no picture until then.")
+        }
+        Some(SessionPhase::Paused) => Some("Paused: the picture stops until the session resumes."),
+        Some(SessionPhase::Ended) => None,
+        Some(SessionPhase::Active) => (!showing_frames).then_some("Waiting for the first picture from the endpoint…"),
+    }
+}
+
 /// A running session's phase in the list of sessions.
 pub fn summary_phase_words(phase: SessionPhase) -> &'static str {
     match phase {
@@ -110,6 +124,18 @@ mod tests {
             recording: true,
             ending: None,
         }
+    }
+
+    #[test]
+    fn the_picture_area_says_why_it_is_empty() {
+        assert_eq!(video_hint(None, false), Some("Connecting to the endpoint…"));
+        let waiting = status(SessionPhase::AwaitingConsent);
+        assert!(video_hint(Some(&waiting), false).unwrap().contains("Waiting for the user"));
+        let active = status(SessionPhase::Active);
+        assert!(video_hint(Some(&active), false).unwrap().contains("first picture"));
+        assert_eq!(video_hint(Some(&active), true), None, "a live picture needs no words");
+        assert!(video_hint(Some(&status(SessionPhase::Paused)), true).unwrap().starts_with("Paused"));
+        assert_eq!(video_hint(Some(&status(SessionPhase::Ended)), false), None, "the end says so elsewhere");
     }
 
     #[test]
