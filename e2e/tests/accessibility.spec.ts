@@ -25,16 +25,30 @@ test.afterEach(async () => {
   w = undefined;
 });
 
-/** The serious and critical violations axe finds on `page` now, one line each. */
+/** The serious and critical violations axe finds on `page` now, one line each; and, measured at
+ * 1280x800 and 1920x1080, whether the page is wider than the window. */
 async function violations(page: Page, where: string): Promise<string[]> {
+  const wide: string[] = [];
+  for (const size of [{ width: 1280, height: 800 }, { width: 1920, height: 1080 }]) {
+    await page.setViewportSize(size);
+    const widths = await page.evaluate(() => ({ page: document.documentElement.scrollWidth, window: window.innerWidth }));
+    if (widths.page > widths.window) {
+      // Name the outermost elements that stick out, so the failure says where to look.
+      const culprits = await page.evaluate(() => [...document.querySelectorAll('body *')]
+        .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1 && !(e.parentElement && e.parentElement.getBoundingClientRect().right > window.innerWidth + 1))
+        .slice(0, 3)
+        .map((e) => `${e.tagName.toLowerCase()}${e.className ? `.${String(e.className).split(' ').join('.')}` : ''}${e.getAttribute('data-testid') ? `[${e.getAttribute('data-testid')}]` : ''}`));
+      wide.push(`${where}: ${widths.page} px wide in a ${size.width}x${size.height} window (${culprits.join(', ')})`);
+    }
+  }
   const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']).analyze();
   expect(result.passes.length, `axe ran on ${where}`).toBeGreaterThan(0);
-  return result.violations
+  return wide.concat(result.violations
     .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${where}: ${v.id} (${v.impact}): ${v.help}; ${v.nodes.map((n) => n.target.join(' ')).slice(0, 4).join(', ')}`);
+    .map((v) => `${where}: ${v.id} (${v.impact}): ${v.help}; ${v.nodes.map((n) => n.target.join(' ')).slice(0, 4).join(', ')}`));
 }
 
-test('every page of the viewer passes axe with no serious or critical violation @ux', async ({ browser }) => {
+test('every page of the viewer passes axe with no serious or critical violation and fits the window at 1280x800 and 1920x1080 @ux', async ({ browser }) => {
   test.setTimeout(180_000);
   w = await world(browser, { name: 'front-desk' });
   const found: string[] = [];
