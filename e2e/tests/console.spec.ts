@@ -3,7 +3,7 @@
 import { expect } from '@playwright/test';
 import { test } from './harness';
 import * as fs from 'node:fs';
-import { World, world, stopWorld, requestView, api, contextWithPasskeys, signIn } from './harness';
+import { World, world, stopWorld, requestView, api, contextWithPasskeys, signIn, inviteAndEnrol } from './harness';
 
 let w: World | undefined;
 
@@ -328,4 +328,33 @@ test('the picture area says what it waits for while it shows nothing, and chat l
   await page.locator('input[name="chat"]').fill('hello from the desk');
   await page.getByTestId('chat-send').click();
   await expect(page.getByTestId('chat-log').locator('li').last()).toHaveText(/^\d\d:\d\d:\d\d operator: hello from the desk$/);
+});
+
+test('the auditor sees a denied session set apart in the recording list: no picture, and why @ux @R29', async ({ browser }) => {
+  w = await world(browser, { name: 'front-desk' });
+  // Denied: the recorder took the consent on the record, and no frame.
+  await requestView(w.operator, w.relay, 'front-desk', 'INC-1', 'incident', false);
+  await w.endpoint.click('deny');
+  await expect(w.operator.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  await w.endpoint.windowGone();
+  // Allowed, then ended by the user: frames.
+  await requestView(w.operator, w.relay, 'front-desk', 'INC-2', 'incident', false);
+  await w.endpoint.click('allow');
+  await expect(w.operator.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
+  await expect.poll(() => w!.relay.auditRecords().filter((r) => r.kind === 'recording.chunk').length, { timeout: 20_000 }).toBeGreaterThan(0);
+  await w.endpoint.click('end');
+  await expect.poll(() => w!.relay.auditRecords().filter((r) => r.kind === 'recording.closed').length, { timeout: 20_000 }).toBe(2);
+
+  const auditor = await inviteAndEnrol(browser, w.admin, 'audra', 'auditor');
+  await auditor.getByTestId('tab-recordings').click();
+  await auditor.getByTestId('recordings-search').click();
+  const rows = auditor.getByTestId('recording-row');
+  await expect(rows).toHaveCount(2);
+  const denied = rows.filter({ hasText: 'INC-1' });
+  await expect(denied).toHaveAttribute('data-empty', 'true');
+  await expect(denied.getByTestId('recording-empty')).toContainText('no picture: ');
+  await expect(denied.getByTestId('recording-empty')).toContainText('denied');
+  const allowed = rows.filter({ hasText: 'INC-2' });
+  await expect(allowed).toHaveAttribute('data-empty', 'false');
+  await expect(allowed.getByTestId('recording-empty')).toHaveCount(0);
 });

@@ -275,6 +275,12 @@ pub struct Listed {
     pub segment: String,
     pub started_ms: u64,
     pub complete: bool,
+    /// Frames the chunks hold: none for a session denied or ended before the first picture.
+    #[serde(default)]
+    pub frames: u64,
+    /// Why the recording closed (the session's end), once it did.
+    #[serde(default)]
+    pub end_reason: Option<String>,
     /// The session's facts (for the events about this recording), read from the manifest; not
     /// shown and not kept in the index.
     #[serde(skip)]
@@ -285,11 +291,15 @@ pub struct Listed {
 pub fn listed(manifest: &str) -> Option<Listed> {
     let first = ManifestLine::parse(0, manifest.lines().next()?).ok()?;
     let ManifestBody::Open { recording_id, session, started_ms, segment, node, .. } = first.body else { return None };
-    let complete = manifest
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str::<ManifestLine>(l).ok())
-        .is_some_and(|l| matches!(l.body, ManifestBody::Close { .. }));
+    let (mut frames, mut end_reason) = (0, None);
+    for line in manifest.lines().skip(1).filter_map(|l| serde_json::from_str::<ManifestLine>(l).ok()) {
+        match line.body {
+            ManifestBody::Chunk { frames: n, .. } => frames += n,
+            ManifestBody::Close { reason, .. } => end_reason = Some(reason),
+            _ => {}
+        }
+    }
+    let complete = end_reason.is_some();
     Some(Listed {
         id: recording_id,
         node,
@@ -302,6 +312,8 @@ pub fn listed(manifest: &str) -> Option<Listed> {
         segment,
         started_ms,
         complete,
+        frames,
+        end_reason,
         session: Some(*session),
     })
 }

@@ -178,7 +178,7 @@ impl Recordings {
             self.indexed().await?.into_iter().map(|l| (l.id.clone(), l)).collect();
         let mut fixed = 0;
         for listed in on_disk {
-            if indexed.get(&listed.id).is_none_or(|i| i.complete != listed.complete) {
+            if indexed.get(&listed.id).is_none_or(|i| i.complete != listed.complete || i.frames != listed.frames) {
                 self.index(&listed).await?;
                 fixed += 1;
             }

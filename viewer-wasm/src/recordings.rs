@@ -24,6 +24,19 @@ struct Listed {
     endpoint_user: String,
     started_ms: u64,
     complete: bool,
+    /// Frames recorded: none for a session denied or ended before the first picture.
+    #[serde(default)]
+    frames: u64,
+    #[serde(default)]
+    end_reason: Option<String>,
+}
+
+impl Listed {
+    /// A closed recording with no picture (a denied session): set apart in the list, with why.
+    fn without_picture(&self) -> Option<String> {
+        (self.complete && self.frames == 0)
+            .then(|| format!("no picture: {}", self.end_reason.as_deref().unwrap_or("ended before the first frame")))
+    }
 }
 
 /// What the relay hands over: the signed manifest and which chunks it stores (encrypted).
@@ -215,8 +228,10 @@ pub fn RecordingsView() -> impl IntoView {
                     {
                         let row = r.clone();
                         view! {
-                            <li data-testid="recording-row" data-id=r.id.clone()>
+                            <li data-testid="recording-row" data-id=r.id.clone() data-empty=r.without_picture().is_some().to_string()
+                                class:muted=r.without_picture().is_some()>
                                 <span>{format!("{} · {} ({}) · {} · {} / {} · {}{}", utc(r.started_ms), r.ticket, r.reason, r.operator, r.device, r.endpoint_user, r.id, if r.complete { "" } else { " · incomplete" })}</span>
+                                {r.without_picture().map(|why| view! { <span class="empty-recording" data-testid="recording-empty">{format!(" · {why}")}</span> })}
                                 <button data-testid="recording-open" on:click=move |_| open(row.clone())>"Open"</button>
                             </li>
                         }
