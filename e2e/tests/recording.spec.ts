@@ -315,7 +315,7 @@ test('operators see only the recording metadata of their own sessions; auditors 
   const own = await api(w.operator, 'GET', '/api/recordings');
   expect(own.status).toBe(200);
   expect(own.json.map((r: { id: string }) => r.id)).toEqual([id]);
-  expect(Object.keys(own.json[0]).sort()).toEqual(['complete', 'device', 'device_id', 'endpoint_user', 'id', 'node', 'operator', 'reason', 'segment', 'started_ms', 'ticket']);
+  expect(Object.keys(own.json[0]).sort()).toEqual(['complete', 'device', 'device_id', 'end_reason', 'endpoint_user', 'frames', 'id', 'node', 'operator', 'reason', 'segment', 'started_ms', 'ticket']);
   for (const p of [`/api/recordings/${id}`, `/api/recordings/${id}/chunks/0`]) {
     const r = await api(w.operator, 'GET', p);
     expect([r.status, r.json.error]).toEqual([403, 'forbidden']);
