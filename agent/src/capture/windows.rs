@@ -6,7 +6,8 @@
 //! later request, so every change that happened before a `GetImage` was executed is in our queue
 //! when its reply arrives. After each capture the queue is read again:
 //! - moves and resizes carry the new geometry, so each position a selected window had while the
-//!   image was taken is known exactly and all of them are masked;
+//!   image was taken is known exactly and all of them are masked: where it was when the layout
+//!   was read, where it went before the image was taken, and every place in between;
 //! - anything else (a window appearing, vanishing or being renamed) makes the layout unknown, the
 //!   image is thrown away and the layout read again before the next try.
 
@@ -187,8 +188,25 @@ impl WindowTracker {
         Ok(())
     }
 
+    /// The windows to mask in an image taken after `before` was read from this tracker and
+    /// before the last `absorb`: the layout as read, every selected window where it is now (a
+    /// move absorbed after the image may have happened before it was taken: the image then shows
+    /// the window at the new place, which `before` does not know), and the places selected
+    /// windows left lately.
+    pub fn image_layout(&mut self, mut before: Vec<Window>) -> Vec<Window> {
+        let now: Vec<Window> = self
+            .windows
+            .iter()
+            .filter(|t| t.selected && !before.contains(&t.window))
+            .map(|t| t.window.clone())
+            .collect();
+        before.extend(now);
+        before.extend(self.lately().cloned());
+        before
+    }
+
     /// Selected windows where they were in the last moments (see `recent`).
-    pub fn lately(&mut self) -> impl Iterator<Item = &Window> {
+    fn lately(&mut self) -> impl Iterator<Item = &Window> {
         let now = std::time::Instant::now();
         while self.recent.front().is_some_and(|(at, _)| now.duration_since(*at) > LEFT_BEHIND) {
             self.recent.pop_front();

@@ -78,7 +78,7 @@ impl FrameSource for X11Source {
             let tracker = self.tracker.as_mut().expect("checked above");
             tracker.absorb(&self.conn)?;
             tracker.refresh(&self.conn)?;
-            let mut windows: Vec<MaskWindow> = tracker.windows().cloned().collect();
+            let before: Vec<MaskWindow> = tracker.windows().cloned().collect();
             let data = self.image()?;
             // Changes the server made before it took the image are queued before its reply.
             let tracker = self.tracker.as_mut().expect("checked above");
@@ -88,8 +88,8 @@ impl FrameSource for X11Source {
                 continue;
             }
             // Every position a selected window had since just before the image (and a little
-            // longer: see `WindowTracker::recent`).
-            windows.extend(tracker.lately().cloned());
+            // longer: see `WindowTracker::recent`), the one it moved to included.
+            let windows = tracker.image_layout(before);
             let generation = tracker.generation;
             return Ok(self.changed(data, generation).map(|bgra| self.frame(bgra, now_ms, Some(windows))));
         }

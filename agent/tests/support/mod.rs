@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod xvfb;
+
 use futures_util::{SinkExt, StreamExt};
 use sightline_agent::capture::SourceKind;
 use sightline_agent::connection::{self, RunConfig};
