@@ -5,7 +5,7 @@
 //! Nothing here grants anything: the session that follows still asks the user in the consent
 //! window.
 //!
-//! Like the consent window, it logs what it shows and where its button is to stderr
+//! Like the consent window, it logs what it shows and where its button and content are to stderr
 //! (`help-ui layout ...`, `help-ui code: ...`, `help-ui error: ...`): the end-to-end tests click
 //! the real button with xdotool, and support staff can tell what the user was shown.
 
@@ -20,6 +20,8 @@ use eframe::egui;
 pub const TITLE: &str = "Sightline: ask for help";
 /// How long the window waits for the relay before it says so and offers the button again.
 const ASK_TIMEOUT: Duration = Duration::from_secs(20);
+/// The widest the window becomes (its text wraps there); it is as large as its content.
+const WIDTH: f32 = 420.0;
 
 /// One help request to the relay: the code and when it expires (Unix ms).
 pub type Ask = Box<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<(String, u64)>> + Send>> + Send>;
@@ -37,12 +39,18 @@ pub fn run(runtime: tokio::runtime::Handle, ask: Ask) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(TITLE)
-            .with_inner_size([420.0, 260.0])
+            .with_inner_size([WIDTH, 260.0])
             .with_position([60.0, 60.0])
             .with_resizable(false),
         ..Default::default()
     };
-    let window = HelpWindow { runtime, ask, state: Arc::new(Mutex::new(State::Ready)), logged: String::new() };
+    let window = HelpWindow {
+        runtime,
+        ask,
+        state: Arc::new(Mutex::new(State::Ready)),
+        logged: String::new(),
+        fit: Default::default(),
+    };
     eframe::run_native("sightline-help", options, Box::new(move |_| Ok(Box::new(window))))
         .map_err(|e| anyhow::anyhow!("cannot open the help window: {e}"))
 }
@@ -53,6 +61,7 @@ struct HelpWindow {
     state: Arc<Mutex<State>>,
     /// The last layout and state logged, so each is logged once per change.
     logged: String,
+    fit: crate::window_fit::FitToContent,
 }
 
 impl HelpWindow {
@@ -87,7 +96,7 @@ impl eframe::App for HelpWindow {
         }
         let mut clicked = false;
         let mut button = None;
-        egui::Frame::central_panel(ui.style()).show(ui, |ui| {
+        let ((), content) = self.fit.show(ui, WIDTH, |ui| {
             ui.heading("Ask IT for help");
             ui.label(
                 "The service desk gets a one-time code that finds this computer. Nobody connects \
@@ -117,17 +126,17 @@ impl eframe::App for HelpWindow {
         if clicked {
             self.request(&ctx);
         }
-        self.log(&state, button);
+        self.log(&state, button, content);
         // The expiry needs frames without input.
         ctx.request_repaint_after(Duration::from_millis(500));
     }
 }
 
 impl HelpWindow {
-    fn log(&mut self, state: &State, button: Option<egui::Rect>) {
-        let layout = button
-            .map(|r| format!("request={:.0},{:.0},{:.0},{:.0}", r.min.x, r.min.y, r.width(), r.height()))
-            .unwrap_or_default();
+    fn log(&mut self, state: &State, button: Option<egui::Rect>, content: egui::Rect) {
+        use crate::window_fit::logged;
+        let button = button.map(|r| format!("request={} ", logged(r))).unwrap_or_default();
+        let layout = format!("{button}content={}", logged(content));
         let line = format!("{layout} {state:?}");
         if line == self.logged {
             return;

@@ -28,6 +28,7 @@ pub mod prompt;
 pub mod publisher;
 pub mod session;
 pub mod ui;
+pub mod window_fit;
 
 /// Unix time in milliseconds (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {

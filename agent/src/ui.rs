@@ -2,9 +2,10 @@
 //! prompt, then the always-on-top session bar. It speaks the `prompt` line protocol on stdin and
 //! stdout and decides nothing itself: every answer goes to the agent, which signs it.
 //!
-//! The window logs the screen rectangles of its buttons and check boxes to stderr whenever they
-//! change (`consent-ui layout ...`): that is how the end-to-end tests find the real Allow button
-//! to click with xdotool, and how support staff can tell what the user had in front of them.
+//! The window logs the screen rectangles of its buttons and check boxes, and of its whole content,
+//! to stderr whenever they change (`consent-ui layout ...`): that is how the end-to-end tests find
+//! the real Allow button to click with xdotool and measure the window against what it shows, and
+//! how support staff can tell what the user had in front of them.
 
 use std::io::{BufRead, Write};
 use std::sync::mpsc;
@@ -21,6 +22,10 @@ pub const TITLE: &str = "Sightline remote support";
 const ENDED_LINGER: Duration = Duration::from_secs(5);
 const ALLOW_GREEN: egui::Color32 = egui::Color32::from_rgb(0x1b, 0x7a, 0x2e);
 const DENY_RED: egui::Color32 = egui::Color32::from_rgb(0xb0, 0x1c, 0x1c);
+/// The widest the prompt and the bar become (their text wraps there); they are as large as their
+/// content.
+const PROMPT_WIDTH: f32 = 480.0;
+const BAR_WIDTH: f32 = 400.0;
 
 /// Runs the window until the session is over or the agent goes away.
 pub fn run() -> anyhow::Result<()> {
@@ -28,7 +33,7 @@ pub fn run() -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(TITLE)
-            .with_inner_size([520.0, 420.0])
+            .with_inner_size([PROMPT_WIDTH, 420.0])
             .with_position([40.0, 40.0])
             .with_resizable(false)
             .with_window_level(egui::WindowLevel::AlwaysOnTop),
@@ -121,6 +126,7 @@ struct Window {
     /// Widgets drawn this frame, logged when the layout changes.
     rects: Vec<(String, egui::Rect)>,
     logged_layout: String,
+    fit: crate::window_fit::FitToContent,
 }
 
 impl Window {
@@ -141,6 +147,7 @@ impl Window {
             watching: false,
             rects: Vec::new(),
             logged_layout: String::new(),
+            fit: Default::default(),
         }
     }
 
@@ -162,7 +169,7 @@ impl Window {
             UiCommand::ElevationClosed => self.elevation = None,
             UiCommand::Status { granted, observers, paused_by, recording, ending } => {
                 if matches!(self.mode, Mode::Asking { .. } | Mode::Waiting) {
-                    self.enter_bar(ctx);
+                    self.mode = Mode::Running;
                 }
                 self.granted = granted;
                 self.observers = observers;
@@ -193,16 +200,11 @@ impl Window {
         }
     }
 
-    fn enter_bar(&mut self, ctx: &egui::Context) {
-        self.mode = Mode::Running;
-        ctx.send_viewport_cmd(egui::ViewportCommand::InnerSize(egui::vec2(420.0, 330.0)));
-    }
-
     fn log_layout(&mut self) {
         let layout = self
             .rects
             .iter()
-            .map(|(name, r)| format!("{name}={:.0},{:.0},{:.0},{:.0}", r.min.x, r.min.y, r.width(), r.height()))
+            .map(|(name, r)| format!("{name}={}", crate::window_fit::logged(*r)))
             .collect::<Vec<_>>()
             .join(" ");
         if layout != self.logged_layout {
@@ -280,7 +282,11 @@ impl Window {
             ui.colored_label(DENY_RED, ending);
         }
         if let Some(by) = self.paused_by {
-            ui.colored_label(DENY_RED, crate::prompt::paused_line(by));
+            // A pause is no alarm unless the relay had to stop the session itself.
+            let line = egui::RichText::new(crate::prompt::paused_line(by)).strong();
+            let line = if by == Party::System { line.color(DENY_RED) } else { line };
+            let r = ui.label(line);
+            self.rects.push(("paused".to_owned(), r.rect));
         }
         ui.horizontal(|ui| {
             let paused = self.paused_by.is_some();
@@ -303,7 +309,7 @@ impl Window {
         if let Some(levels) = self.elevation.as_mut() {
             let mut answer = None;
             let mut rects = Vec::new();
-            ui.separator();
+            ui.add_space(8.0);
             ui.colored_label(egui::Color32::YELLOW, "The operator asks for more access:");
             for (level, on) in levels.iter_mut() {
                 let r = ui.checkbox(on, level_label(*level));
@@ -328,7 +334,9 @@ impl Window {
                 self.elevation = None;
             }
         }
-        ui.separator();
+        // Spacing, not a separator: a separator spans all the width there is, so the bar could not
+        // be as narrow as its text.
+        ui.add_space(8.0);
         egui::ScrollArea::vertical().max_height(90.0).stick_to_bottom(true).show(ui, |ui| {
             for (from, text) in &self.chat {
                 ui.label(format!("{from}: {text}"));
@@ -373,7 +381,10 @@ impl eframe::App for Window {
                 Mode::Waiting | Mode::Ended { .. } => {}
             }
         }
-        egui::Frame::central_panel(ui.style()).show(ui, |ui| match &self.mode {
+        let width = if matches!(self.mode, Mode::Asking { .. } | Mode::Waiting) { PROMPT_WIDTH } else { BAR_WIDTH };
+        // Out of `self` while the content borrows it.
+        let mut fit = std::mem::take(&mut self.fit);
+        let ((), content) = fit.show(ui, width, |ui| match &self.mode {
             Mode::Waiting => {
                 ui.label("Waiting for the relay...");
             }
@@ -387,6 +398,8 @@ impl eframe::App for Window {
                 }
             }
         });
+        self.fit = fit;
+        self.rects.push(("content".to_owned(), content));
         self.log_layout();
         // Countdowns and the linger timer need frames even without input.
         ctx.request_repaint_after(Duration::from_millis(250));

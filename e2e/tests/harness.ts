@@ -356,6 +356,17 @@ export async function requestView(page: Page, relay: Relay, agentName: string, t
 
 export interface Rect { x: number; y: number; w: number; h: number }
 
+/** A layout an endpoint window logged (`name=x,y,w,h name=...`); other words are skipped (a window
+ * with no widgets, such as an ended session's, logs none). */
+export function parseLayout(line: string): Map<string, Rect> {
+  const map = new Map<string, Rect>();
+  for (const item of line.split(' ')) {
+    const m = /^([\w:-]+)=(-?\d+),(-?\d+),(\d+),(\d+)$/.exec(item);
+    if (m) map.set(m[1], { x: Number(m[2]), y: Number(m[3]), w: Number(m[4]), h: Number(m[5]) });
+  }
+  return map;
+}
+
 /**
  * The person at the endpoint: the agent's X display, where its consent window and session bar
  * appear. Widgets are found from the layout the window logs (`consent-ui layout name=x,y,w,h`)
@@ -369,15 +380,21 @@ export class Endpoint {
   /** The latest layout the window logged. */
   layout(): Map<string, Rect> {
     const lines = this.logs().split('\n').filter((l) => l.startsWith('consent-ui layout '));
-    const map = new Map<string, Rect>();
-    for (const item of (lines[lines.length - 1] ?? '').split(' ').slice(2)) {
-      // A window with no widgets (session ended) logs an empty layout.
-      if (!item.includes('=')) continue;
-      const [name, r] = item.split('=');
-      const [x, y, w, h] = r.split(',').map(Number);
-      map.set(name, { x, y, w, h });
-    }
-    return map;
+    return parseLayout((lines[lines.length - 1] ?? '').slice('consent-ui layout '.length));
+  }
+  /** The size of a window's own area (a window manager's frame not counted), from the X server. */
+  windowSize(id: string): { w: number; h: number } {
+    const info = execFileSync('xwininfo', ['-id', id], { env: { ...process.env, DISPLAY: this.display }, encoding: 'utf8' });
+    const at = (k: string) => Number(info.match(new RegExp(`${k}:\\s+(\\d+)`))![1]);
+    return { w: at('Width'), h: at('Height') };
+  }
+  /** The screen's pixels in `r` (screen coordinates) as RGB triples, read from the X server. */
+  grab(r: Rect): number[][] {
+    const raw = execFileSync('ffmpeg', ['-loglevel', 'error', '-f', 'x11grab', '-video_size', `${r.w}x${r.h}`, '-i', `${this.display}+${r.x},${r.y}`,
+      '-frames:v', '1', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-'], { maxBuffer: 64 << 20 });
+    const px: number[][] = [];
+    for (let i = 0; i + 2 < raw.length; i += 3) px.push([raw[i], raw[i + 1], raw[i + 2]]);
+    return px;
   }
   /** The consent window's id, once it is on screen. */
   async window(timeoutMs = 20_000): Promise<string> {

@@ -5,7 +5,7 @@ import { expect } from '@playwright/test';
 import { test } from './harness';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { World, world, stopWorld, BIN, api, rawWatch, rawHelpQueue, recordMeasurement, AuditRecord, waitFor } from './harness';
+import { World, world, stopWorld, BIN, api, rawWatch, rawHelpQueue, recordMeasurement, AuditRecord, waitFor, parseLayout } from './harness';
 
 let w: World | undefined;
 
@@ -140,7 +140,7 @@ test('the user asks for help with the Request help button of agent help --window
     });
     await expect.poll(() => told('help-ui layout ')).toMatch(/^request=/);
     // The user clicks the button, at its real place on the screen.
-    const [x, y, bw, bh] = told('help-ui layout ').slice('request='.length).split(',').map(Number);
+    const { x, y, w: bw, h: bh } = parseLayout(told('help-ui layout ')).get('request')!;
     const origin = w.endpoint.windowOrigin(id);
     w.endpoint.xdo(['mousemove', String(origin.x + Math.round(x + bw / 2)), String(origin.y + Math.round(y + bh / 2)), 'sleep', '0.2', 'click', '1']);
     await expect.poll(() => told('help-ui code: ')).toMatch(/^\d{3} \d{3} \(expires \d+\)$/);
