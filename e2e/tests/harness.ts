@@ -835,3 +835,19 @@ export function parseSiemMessage(line: string): SiemMessage {
     leaf: params.leaf,
   };
 }
+
+/** The X keycode of `keysym` on `display` (from xmodmap's table). */
+export function keycodeOf(display: string, keysym: string): number {
+  const table = execFileSync('xmodmap', ['-pke'], { env: { ...process.env, DISPLAY: display }, encoding: 'utf8' });
+  const line = table.split('\n').find((l) => l.split('=')[1]?.trim().split(/\s+/)[0] === keysym);
+  if (!line) throw new Error(`no keycode for ${keysym}`);
+  return Number(line.split('=')[0].replace('keycode', '').trim());
+}
+
+/** Keys and pointer buttons held down through XTEST, the agent's way of injecting (xinput's
+ * state of the XTEST devices; the master devices have no state of their own to query). */
+export function held(display: string): { keys: number[]; buttons: number[] } {
+  const state = (device: string) => execFileSync('xinput', ['query-state', device], { env: { ...process.env, DISPLAY: display }, encoding: 'utf8' });
+  const down = (text: string, kind: string) => [...text.matchAll(new RegExp(`${kind}\\[(\\d+)\\]=down`, 'g'))].map((m) => Number(m[1])).sort((a, b) => a - b);
+  return { keys: down(state('Virtual core XTEST keyboard'), 'key'), buttons: down(state('Virtual core XTEST pointer'), 'button') };
+}

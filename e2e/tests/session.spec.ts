@@ -5,7 +5,7 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, execFileSync, ChildProcess } from 'node:child_process';
-import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY, watchChannels, inputsSent, chatMarker, droppedInSession, AuditRecord, sendRawSignal } from './harness';
+import { World, world, stopWorld, requestView, openView, api, inviteAndEnrol, tempDir, SAMPLE_POLICY, watchChannels, inputsSent, chatMarker, droppedInSession, AuditRecord, sendRawSignal, keycodeOf, held } from './harness';
 
 let w: World | undefined;
 let xterm: ChildProcess | undefined;
@@ -441,22 +441,6 @@ test('the endpoint session ends within 5 s of losing the relay, releasing held k
   await again.keyboard.up('Shift');
   await again.mouse.up();
 });
-
-/** The X keycode of `keysym` on `display` (from xmodmap's table). */
-function keycodeOf(display: string, keysym: string): number {
-  const table = execFileSync('xmodmap', ['-pke'], { env: { ...process.env, DISPLAY: display }, encoding: 'utf8' });
-  const line = table.split('\n').find((l) => l.split('=')[1]?.trim().split(/\s+/)[0] === keysym);
-  if (!line) throw new Error(`no keycode for ${keysym}`);
-  return Number(line.split('=')[0].replace('keycode', '').trim());
-}
-
-/** Keys and pointer buttons held down through XTEST, the agent's way of injecting (xinput's
- * state of the XTEST devices; the master devices have no state of their own to query). */
-function held(display: string): { keys: number[]; buttons: number[] } {
-  const state = (device: string) => execFileSync('xinput', ['query-state', device], { env: { ...process.env, DISPLAY: display }, encoding: 'utf8' });
-  const down = (text: string, kind: string) => [...text.matchAll(new RegExp(`${kind}\\[(\\d+)\\]=down`, 'g'))].map((m) => Number(m[1])).sort((a, b) => a - b);
-  return { keys: down(state('Virtual core XTEST keyboard'), 'key'), buttons: down(state('Virtual core XTEST pointer'), 'button') };
-}
 
 test('where the segment needs a senior, control waits for the user and a senior operator who approves with a passkey step-up; unapproved requests lapse @R7 @R14', async ({ browser }) => {
   // Elevations lapse after the consent timeout: 15 s here.

@@ -502,6 +502,33 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
             media::send(&channel, &ChannelMessage::Input { input });
         }
     };
+    let control_granted = move || status.with(|s| s.as_ref().is_some_and(|s| s.granted.contains(&Level::Control)));
+    let held = StoredValue::new(crate::keyboard::HeldKeys::default());
+    let send_key = move |key: Option<Input>| {
+        if let Some(key) = &key {
+            held.update_value(|h| h.note(key));
+        }
+        send_input(key);
+    };
+    // To the controls after the picture: the chat box, or else End session.
+    let leave_picture = move || {
+        let document = leptos::prelude::document();
+        let next = ["input[name=\"chat\"]", "[data-testid=\"end-session\"]"]
+            .iter()
+            .find_map(|selector| document.query_selector(selector).ok().flatten());
+        match next.and_then(|e| wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(e).ok()) {
+            Some(next) => {
+                let _ = next.focus();
+            }
+            None => {
+                if let Some(active) = document.active_element()
+                    && let Ok(active) = wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(active)
+                {
+                    let _ = active.blur();
+                }
+            }
+        }
+    };
     let send_chat = move || {
         let text = draft.get_untracked();
         if text.trim().is_empty() {
@@ -693,9 +720,20 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                     on:pointerup=move |ev| send_input(with_video(&|v| input::pointer_button(v, &ev, false)))
                     on:contextmenu=move |ev| ev.prevent_default()
                     on:wheel=move |ev| { ev.prevent_default(); send_input(input::wheel(&ev)) }
-                    on:keydown=move |ev| { ev.prevent_default(); send_input(input::key(&ev, true)) }
-                    on:keyup=move |ev| { ev.prevent_default(); send_input(input::key(&ev, false)) }
+                    on:keydown=move |ev| match crate::keyboard::route(&ev.key(), ev.shift_key(), control_granted()) {
+                        crate::keyboard::KeyRoute::Remote => { ev.prevent_default(); send_key(input::key(&ev, true)) }
+                        crate::keyboard::KeyRoute::Page => {}
+                        crate::keyboard::KeyRoute::Leave => { ev.prevent_default(); leave_picture() }
+                    }
+                    on:keyup=move |ev| if crate::keyboard::route(&ev.key(), ev.shift_key(), control_granted()) == crate::keyboard::KeyRoute::Remote {
+                        ev.prevent_default();
+                        send_key(input::key(&ev, false))
+                    }
+                    on:blur=move |_| for up in held.try_update_value(|h| h.release()).unwrap_or_default() { send_input(Some(up)) }
                 ></video>
+                <Show when=move || is_operator_live() && control_granted()>
+                    <p class="muted" data-testid="keyboard-hint">"While the picture has the keyboard, every key goes to the remote screen; Shift+Esc leaves it."</p>
+                </Show>
                 <Show when=move || status.with(|s| s.as_ref().is_some_and(|s| s.phase != SessionPhase::Ended))>
                     <div class="chat">
                         <ul data-testid="chat-log">

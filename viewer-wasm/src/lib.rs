@@ -1,9 +1,11 @@
 //! The Sightline viewer: a Leptos client-side app on wasm32.
 //!
 //! `app` holds the components, `signaling` the WebSocket to the relay (with reconnect), and
-//! `media` the receive-only RTCPeerConnection. On the host the crate holds only `session_words`
-//! (what the session bar says, from the relay's status; unit-tested): everything else needs a
-//! browser, and its behaviour is proven by the Playwright suite in `e2e/`.
+//! `media` the receive-only RTCPeerConnection. On the host the crate holds only its IO-free parts,
+//! unit-tested there: `session_words` (what the session bar says, from the relay's status),
+//! `keyboard` (where keys go while the picture has the keyboard) and `timeline_words` (what the
+//! auditor's timeline says). Everything else needs a browser, and its behaviour is proven by the
+//! Playwright suite in `e2e/`.
 
 #[cfg(target_arch = "wasm32")]
 mod admin;
@@ -21,6 +23,9 @@ mod help;
 mod http;
 #[cfg(target_arch = "wasm32")]
 mod input;
+// Used only by the app on wasm32; tested on the host.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod keyboard;
 #[cfg(target_arch = "wasm32")]
 mod media;
 #[cfg(target_arch = "wasm32")]
@@ -32,6 +37,9 @@ mod recordings;
 mod session_words;
 #[cfg(target_arch = "wasm32")]
 mod signaling;
+// Used only by the app on wasm32; tested on the host.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod timeline_words;
 #[cfg(target_arch = "wasm32")]
 mod webauthn;
 #[cfg(target_arch = "wasm32")]

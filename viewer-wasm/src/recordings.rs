@@ -107,19 +107,6 @@ fn clock(ms: i64) -> String {
     format!("{:02}:{:02}", s / 60, s % 60)
 }
 
-/// What one timeline entry says, in a line.
-fn describe(entry: &serde_json::Value) -> (String, String) {
-    let s = |k: &str| entry[k].as_str().unwrap_or_default().to_owned();
-    match entry["type"].as_str().unwrap_or_default() {
-        "event" => (s("kind"), format!("{}: {}", s("actor"), s("detail").chars().take(120).collect::<String>())),
-        "chat" => ("chat".into(), format!("{}: {}", s("from"), s("text"))),
-        "input" => ("input".into(), entry["counts"].to_string()),
-        "recorder" => ("recorder".into(), format!("{}: {}", s("state"), s("detail"))),
-        "gap" => ("gap".into(), format!("frames not recorded: {}", s("reason"))),
-        other => (other.to_owned(), String::new()),
-    }
-}
-
 #[component]
 pub fn RecordingsView() -> impl IntoView {
     let fields: Vec<(&'static str, &'static str, RwSignal<String>)> = vec![
@@ -269,12 +256,14 @@ pub fn RecordingsView() -> impl IntoView {
                                 }
                                 {o.timeline.iter().filter(|e| e["type"] != "seal").map(|entry| {
                                     let at = entry["video_ms"].as_i64().unwrap_or(0);
-                                    let (what, detail) = describe(entry);
+                                    let (what, detail) = crate::timeline_words::describe(entry);
                                     let kind = what.clone();
                                     view! {
-                                        <li data-testid="timeline-entry" data-kind=kind data-video-ms=at.to_string()
-                                            on:click=move |_| seek(at)>
-                                            <span class="at">{clock(at)}</span>" "<b>{what}</b>" "<span>{detail}</span>
+                                        // A button, so the keyboard seeks as the mouse does.
+                                        <li data-testid="timeline-entry" data-kind=kind data-video-ms=at.to_string()>
+                                            <button type="button" class="seek" on:click=move |_| seek(at)>
+                                                <span class="at">{clock(at)}</span>" "<b>{what}</b>" "<span>{detail}</span>
+                                            </button>
                                         </li>
                                     }
                                 }).collect_view()}
