@@ -65,11 +65,20 @@ pub struct RunConfig {
     pub synthetic_size: (u32, u32),
     /// Rate and quality; the frame size comes from the source.
     pub encoder: EncoderConfig,
-    /// Extra CA certificate (PEM) trusted for `wss://` besides the system's.
-    pub ca_cert: Option<std::path::PathBuf>,
+    /// Whom TLS trusts, and the proxy on the way.
+    pub route: Route,
     /// A server with nobody at the screen (R2): never asks, serves only what the relay serves
     /// unattended.
     pub unattended: bool,
+}
+
+/// How the agent reaches the relay: whom it trusts for TLS, and the proxy it goes through.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    /// Extra CA certificate (PEM) trusted for `wss://` besides the system's.
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// The corporate HTTP proxy (R1), for every relay host its `NO_PROXY` does not exclude.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 /// Maps the relay base URL given by the user to its agent WebSocket URL.
@@ -187,16 +196,29 @@ fn tls_connector(ca_cert: Option<&std::path::Path>) -> anyhow::Result<tokio_tung
     Ok(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config)))
 }
 
-/// Dials the relay with the agent's fresh `nonce` (which the relay's first message signs).
-async fn connect(url: &url::Url, ca_cert: Option<&std::path::Path>, nonce: &[u8]) -> anyhow::Result<Socket> {
+/// Dials the relay with the agent's fresh `nonce` (which the relay's first message signs),
+/// through the proxy when one applies: TLS and the WebSocket then run inside its tunnel, so the
+/// proxy sees only the relay's name and port.
+async fn connect(url: &url::Url, route: &Route, nonce: &[u8]) -> anyhow::Result<Socket> {
     let ws_config =
         WebSocketConfig::default().max_message_size(Some(MAX_SIGNAL_BYTES)).max_frame_size(Some(MAX_SIGNAL_BYTES));
-    let connector = if url.scheme() == "wss" { Some(tls_connector(ca_cert)?) } else { None };
+    let connector = if url.scheme() == "wss" { Some(tls_connector(route.ca_cert.as_deref())?) } else { None };
     let mut dialled = url.clone();
     dialled.query_pairs_mut().append_pair(relay_proof::NONCE_PARAM, &hex::encode(nonce));
-    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(dialled.as_str(), Some(ws_config), false, connector)
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
+    let host = url.host_str().context("relay URL has no host")?;
+    let proxy = route.proxy.as_ref().filter(|p| p.applies_to(host));
+    let (ws, _) = match proxy {
+        Some(proxy) => {
+            let port = url.port_or_known_default().context("relay URL has no port")?;
+            let tunnel = proxy.tunnel(host.trim_matches(['[', ']']), port).await?;
+            tokio_tungstenite::client_async_tls_with_config(dialled.as_str(), tunnel, Some(ws_config), connector)
+                .await
+                .with_context(|| format!("cannot connect to {url} through the proxy"))?
+        }
+        None => tokio_tungstenite::connect_async_tls_with_config(dialled.as_str(), Some(ws_config), false, connector)
+            .await
+            .with_context(|| format!("cannot connect to {url}"))?,
+    };
     Ok(ws)
 }
 
@@ -211,14 +233,10 @@ enum Expect<'a> {
 
 /// A connection to a relay that proved it holds the node key `expect` allows: the socket, the
 /// relay's challenge for this connection, and the node key.
-async fn dial(
-    url: &url::Url,
-    ca_cert: Option<&std::path::Path>,
-    expect: Expect<'_>,
-) -> anyhow::Result<(Socket, Vec<u8>, String)> {
+async fn dial(url: &url::Url, route: &Route, expect: Expect<'_>) -> anyhow::Result<(Socket, Vec<u8>, String)> {
     let mut nonce = [0u8; relay_proof::NONCE_BYTES];
     getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("operating system RNG failed: {e}"))?;
-    let mut ws = connect(url, ca_cert, &nonce).await?;
+    let mut ws = connect(url, route, &nonce).await?;
     let RelayToAgent::Challenge { nonce: challenge, relay } = expect_message(&mut ws, "challenge").await? else {
         bail!("relay did not start with a challenge")
     };
@@ -266,11 +284,11 @@ pub async fn enroll(
     token: &str,
     name: &str,
     data_dir: &std::path::Path,
-    ca_cert: Option<&std::path::Path>,
+    route: &Route,
     relay_key: Option<&str>,
 ) -> anyhow::Result<DeviceInfo> {
     let (key, public_key) = crate::device::new_key()?;
-    let (mut ws, _, relay_key) = dial(relay_url, ca_cert, Expect::FirstUse(relay_key)).await?;
+    let (mut ws, _, relay_key) = dial(relay_url, route, Expect::FirstUse(relay_key)).await?;
     let msg = AgentToRelay::Enrol { token: token.to_owned(), public_key, name: name.to_owned() };
     ws.send(Message::Text(encode(&msg).into())).await?;
     match expect_message(&mut ws, "enrolment answer").await? {
@@ -291,9 +309,9 @@ pub async fn open_window(
     relay_url: &url::Url,
     device: &Device,
     duration: Duration,
-    ca_cert: Option<&std::path::Path>,
+    route: &Route,
 ) -> anyhow::Result<(u64, u64)> {
-    let (mut ws, challenge, _) = dial(relay_url, ca_cert, Expect::Pinned(device)).await?;
+    let (mut ws, challenge, _) = dial(relay_url, route, Expect::Pinned(device)).await?;
     let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     let end_ms = start_ms + duration.as_millis() as u64;
     let signature = device.sign_window(&challenge, start_ms, end_ms);
@@ -307,12 +325,8 @@ pub async fn open_window(
 }
 
 /// Closes this device's open maintenance windows now (R3); whether one was open.
-pub async fn close_window(
-    relay_url: &url::Url,
-    device: &Device,
-    ca_cert: Option<&std::path::Path>,
-) -> anyhow::Result<bool> {
-    let (mut ws, challenge, _) = dial(relay_url, ca_cert, Expect::Pinned(device)).await?;
+pub async fn close_window(relay_url: &url::Url, device: &Device, route: &Route) -> anyhow::Result<bool> {
+    let (mut ws, challenge, _) = dial(relay_url, route, Expect::Pinned(device)).await?;
     let msg = AgentToRelay::CloseWindow {
         device_id: device.info.device_id.clone(),
         signature: device.sign_close_window(&challenge),
@@ -327,12 +341,8 @@ pub async fn close_window(
 
 /// Asks the service desk for help (R2): returns the one-time code the user reads out over the
 /// phone, and when it lapses (Unix ms).
-pub async fn ask_help(
-    relay_url: &url::Url,
-    device: &Device,
-    ca_cert: Option<&std::path::Path>,
-) -> anyhow::Result<(String, u64)> {
-    let (mut ws, challenge, _) = dial(relay_url, ca_cert, Expect::Pinned(device)).await?;
+pub async fn ask_help(relay_url: &url::Url, device: &Device, route: &Route) -> anyhow::Result<(String, u64)> {
+    let (mut ws, challenge, _) = dial(relay_url, route, Expect::Pinned(device)).await?;
     let msg = AgentToRelay::AskHelp {
         device_id: device.info.device_id.clone(),
         signature: device.sign_help(&challenge),
@@ -348,8 +358,7 @@ pub async fn ask_help(
 
 async fn session(config: &RunConfig) -> anyhow::Result<()> {
     let media_ip = local_ip_towards(&config.relay_url).await?;
-    let (mut ws, challenge, _) =
-        dial(&config.relay_url, config.ca_cert.as_deref(), Expect::Pinned(&config.device)).await?;
+    let (mut ws, challenge, _) = dial(&config.relay_url, &config.route, Expect::Pinned(&config.device)).await?;
     let (width, height) = screen_size(config).await;
     let hello = AgentToRelay::Hello {
         device_id: config.device.info.device_id.clone(),

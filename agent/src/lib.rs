@@ -25,6 +25,7 @@ pub mod frontend;
 pub mod help_window;
 pub mod input;
 pub mod prompt;
+pub mod proxy;
 pub mod publisher;
 pub mod session;
 pub mod ui;

@@ -41,6 +41,40 @@ enum Command {
     ConsentUi,
 }
 
+/// How the agent reaches the relay: TLS trust and the corporate proxy (R1).
+#[derive(Debug, clap::Args)]
+struct RouteArgs {
+    /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
+    #[arg(long, env = "SIGHTLINE_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// The HTTP proxy to reach the relay through (http://host:port); without it, HTTPS_PROXY or
+    /// https_proxy from the environment. Keep credentials out of it: see --proxy-credentials.
+    #[arg(long, env = "SIGHTLINE_PROXY")]
+    proxy: Option<String>,
+    /// A file holding the proxy's Basic credentials on one line, user:password (else
+    /// SIGHTLINE_PROXY_USER and SIGHTLINE_PROXY_PASSWORD from the environment).
+    #[arg(long, env = "SIGHTLINE_PROXY_CREDENTIALS")]
+    proxy_credentials: Option<std::path::PathBuf>,
+    /// Hosts reached without the proxy, comma-separated (names, addresses, .domain suffixes, *);
+    /// without it, NO_PROXY or no_proxy from the environment.
+    #[arg(long)]
+    no_proxy: Option<String>,
+}
+
+impl RouteArgs {
+    fn route(&self) -> anyhow::Result<connection::Route> {
+        let settings = sightline_agent::proxy::ProxySettings {
+            proxy: self.proxy.clone(),
+            credentials_file: self.proxy_credentials.clone(),
+            no_proxy: self.no_proxy.clone(),
+        };
+        Ok(connection::Route {
+            ca_cert: self.ca_cert.clone(),
+            proxy: sightline_agent::proxy::Proxy::from_settings(&settings)?,
+        })
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct EnrollArgs {
     /// Relay base URL (ws://, wss://, http:// or https://).
@@ -55,9 +89,8 @@ struct EnrollArgs {
     /// Where the device key is kept.
     #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
-    /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
-    #[arg(long, env = "SIGHTLINE_CA_CERT")]
-    ca_cert: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    route: RouteArgs,
     /// The relay node's key as its admin gave it to you (the node's audit.pub, or a file holding
     /// it). Without it, the agent pins the key the relay proves it holds now (trust on first use).
     /// Every later connection is refused unless the relay proves this key, or one it endorsed.
@@ -76,9 +109,8 @@ struct AllowArgs {
     /// Where the device key is kept (as given to `agent enroll`).
     #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
-    /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
-    #[arg(long, env = "SIGHTLINE_CA_CERT")]
-    ca_cert: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    route: RouteArgs,
 }
 
 /// A one-shot call to the relay with the device key (`help`, `close-window`).
@@ -90,9 +122,8 @@ struct DeviceCallArgs {
     /// Where the device key is kept (as given to `agent enroll`).
     #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
-    /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
-    #[arg(long, env = "SIGHTLINE_CA_CERT")]
-    ca_cert: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    route: RouteArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,9 +155,8 @@ struct RunArgs {
     /// Where the device key is kept (as given to `agent enroll`).
     #[arg(long, env = "SIGHTLINE_AGENT_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
-    /// Extra CA certificate (PEM) to trust for wss:// besides the system's.
-    #[arg(long, env = "SIGHTLINE_CA_CERT")]
-    ca_cert: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    route: RouteArgs,
     /// Relay base URL (ws:// or wss://, or http(s):// which is mapped to ws(s)://).
     #[arg(long, env = "SIGHTLINE_RELAY_URL")]
     relay_url: url::Url,
@@ -192,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
                 &args.token,
                 &name,
                 &dir,
-                args.ca_cert.as_deref(),
+                &args.route.route()?,
                 relay_key.as_deref(),
             )
             .await?;
@@ -212,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
                 &connection::agent_socket_url(&args.relay_url)?,
                 &device,
                 args.duration,
-                args.ca_cert.as_deref(),
+                &args.route.route()?,
             )
             .await?;
             println!("remote support allowed for {} s (until {end_ms} Unix ms)", args.duration.as_secs());
@@ -222,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
             let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
             let device = sightline_agent::device::Device::load(&dir)?;
             let url = connection::agent_socket_url(&args.relay_url)?;
-            if connection::close_window(&url, &device, args.ca_cert.as_deref()).await? {
+            if connection::close_window(&url, &device, &args.route.route()?).await? {
                 println!("remote support withdrawn: the maintenance window is closed");
             } else {
                 println!("no maintenance window was open");
@@ -233,10 +263,10 @@ async fn main() -> anyhow::Result<()> {
             let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
             let device = std::sync::Arc::new(sightline_agent::device::Device::load(&dir)?);
             let url = connection::agent_socket_url(&args.relay_url)?;
-            let ca_cert = args.ca_cert;
+            let route = args.route.route()?;
             let ask: sightline_agent::help_window::Ask = Box::new(move || {
-                let (device, url, ca_cert) = (device.clone(), url.clone(), ca_cert.clone());
-                Box::pin(async move { connection::ask_help(&url, &device, ca_cert.as_deref()).await })
+                let (device, url, route) = (device.clone(), url.clone(), route.clone());
+                Box::pin(async move { connection::ask_help(&url, &device, &route).await })
             });
             sightline_agent::help_window::run(tokio::runtime::Handle::current(), ask)
         }
@@ -244,7 +274,7 @@ async fn main() -> anyhow::Result<()> {
             let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
             let device = sightline_agent::device::Device::load(&dir)?;
             let (code, expires_ms) =
-                connection::ask_help(&connection::agent_socket_url(&args.relay_url)?, &device, args.ca_cert.as_deref())
+                connection::ask_help(&connection::agent_socket_url(&args.relay_url)?, &device, &args.route.route()?)
                     .await?;
             let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
             let minutes = expires_ms.saturating_sub(now_ms).div_ceil(60_000);
@@ -262,7 +292,7 @@ async fn main() -> anyhow::Result<()> {
                 relay_url: connection::agent_socket_url(&args.relay_url)?,
                 device,
                 source: args.source,
-                ca_cert: args.ca_cert,
+                route: args.route.route()?,
                 unattended: args.unattended,
                 synthetic_size: args.synthetic_size,
                 encoder: EncoderConfig {

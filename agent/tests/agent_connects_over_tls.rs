@@ -38,19 +38,29 @@ async fn agent_enrols_over_wss_only_with_a_trusted_certificate() {
     tokio::spawn(sightline_relay::server::serve(listener, state, config, std::future::pending()));
 
     let wss = connection::agent_socket_url(&format!("wss://localhost:{}", addr.port()).parse().unwrap()).unwrap();
-    let untrusted = connection::enroll(&wss, &token, "desk", &dir.path().join("a1"), None, None).await.unwrap_err();
+    let untrusted =
+        connection::enroll(&wss, &token, "desk", &dir.path().join("a1"), &Default::default(), None).await.unwrap_err();
     assert!(format!("{untrusted:#}").contains("certificate"), "{untrusted:#}");
 
     let plain = connection::agent_socket_url(&format!("ws://localhost:{}", addr.port()).parse().unwrap()).unwrap();
     let cleartext = tokio::time::timeout(
         Duration::from_secs(15),
-        connection::enroll(&plain, &token, "desk", &dir.path().join("a2"), None, None),
+        connection::enroll(&plain, &token, "desk", &dir.path().join("a2"), &Default::default(), None),
     )
     .await
     .expect("a cleartext client is not left hanging");
     assert!(cleartext.is_err(), "plain ws to a TLS port must fail");
 
-    let info = connection::enroll(&wss, &token, "desk", &dir.path().join("a3"), Some(&cert), None).await.unwrap();
+    let info = connection::enroll(
+        &wss,
+        &token,
+        "desk",
+        &dir.path().join("a3"),
+        &connection::Route { ca_cert: Some(cert.clone()), proxy: None },
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(info.segment, "office");
 
     // R42: TLS 1.0 and 1.1 are refused by the relay. The probe is OpenSSL's own client with old

@@ -29,25 +29,25 @@ async fn an_agent_talks_only_to_the_relay_key_it_pinned_or_one_that_key_endorsed
     let home = support::start_relay_with(&[format!("--audit-dir={}", home_audit.display())]).await;
     let token = home.state.identity.create_agent_token("test", "office", None).await.unwrap();
     let agent_dir = home.dir.path().join("agent");
-    connection::enroll(&socket_url(&home), &token, "desk", &agent_dir, None, None).await.unwrap();
+    connection::enroll(&socket_url(&home), &token, "desk", &agent_dir, &Default::default(), None).await.unwrap();
     let device = Device::load(&agent_dir).unwrap();
     assert_eq!(device.relay_pins().keys(), vec![home.state.prover.verifier_key().to_owned()]);
 
     // The control: the relay it enrolled with answers its signed call.
-    connection::ask_help(&socket_url(&home), &device, None).await.expect("the pinned relay is trusted");
+    connection::ask_help(&socket_url(&home), &device, &Default::default()).await.expect("the pinned relay is trusted");
     assert_eq!(home.events_of("help.requested").len(), 1);
 
     // Another relay (its own node key) is refused before the agent sends anything: it never
     // hears of the device, where a signed call from an unknown device is recorded as refused.
     let rogue = support::start_relay_with(&[]).await;
-    let refused = connection::ask_help(&socket_url(&rogue), &device, None).await.unwrap_err();
+    let refused = connection::ask_help(&socket_url(&rogue), &device, &Default::default()).await.unwrap_err();
     let words = format!("{refused:#}");
     assert!(words.contains("never pinned") && words.contains(rogue.state.prover.verifier_key()), "{words}");
     // The marker after the probe: the same relay does hear a device it enrolled.
     let rogue_token = rogue.state.identity.create_agent_token("test", "office", None).await.unwrap();
     let own_dir = rogue.dir.path().join("own-agent");
-    connection::enroll(&socket_url(&rogue), &rogue_token, "own", &own_dir, None, None).await.unwrap();
-    connection::ask_help(&socket_url(&rogue), &Device::load(&own_dir).unwrap(), None).await.unwrap();
+    connection::enroll(&socket_url(&rogue), &rogue_token, "own", &own_dir, &Default::default(), None).await.unwrap();
+    connection::ask_help(&socket_url(&rogue), &Device::load(&own_dir).unwrap(), &Default::default()).await.unwrap();
     assert_eq!(rogue.events_of("help.requested").len(), 1, "only the rogue's own agent reached it");
     assert!(rogue.events_of("device.auth_failed").is_empty(), "the pinned agent sent nothing to the rogue");
 
@@ -65,7 +65,7 @@ async fn an_agent_talks_only_to_the_relay_key_it_pinned_or_one_that_key_endorsed
     .await;
     // This relay's store does not know the device (a shared store would), so it refuses the call
     // itself: what matters is that the agent trusted the endorsed key and spoke to it.
-    let answered = connection::ask_help(&socket_url(&next), &device, None).await.unwrap_err();
+    let answered = connection::ask_help(&socket_url(&next), &device, &Default::default()).await.unwrap_err();
     assert!(format!("{answered:#}").contains("refused the help request"), "{answered:#}");
     let heard = next.events_of("device.auth_failed");
     assert_eq!(heard.len(), 1, "the endorsed relay heard the agent's call");

@@ -20,8 +20,6 @@ use sightline_proto::channel::{ChannelMessage, Input};
 use sightline_proto::{Decision, Level, SessionPhase};
 use support::xvfb::Xvfb;
 use support::{Operator, start_agent, start_relay};
-use x11rb::connection::Connection;
-use x11rb::protocol::xproto::ConnectionExt;
 
 fn shift(down: bool) -> ChannelMessage {
     ChannelMessage::Input { input: Input::Key { key: "Shift".into(), down } }

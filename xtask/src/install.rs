@@ -46,6 +46,10 @@ const APT_TEST: &[&str] = &[
     "imagemagick",
     "ffmpeg",
     "redis-server",
+    // The corporate proxy the agent goes through (@R1), and the network namespaces that leave
+    // the agent no other way out.
+    "tinyproxy-bin",
+    "iproute2",
     "x11-apps",
     // A window to type into in the input tests (@R19, @R7).
     "xterm",

@@ -89,12 +89,12 @@ pub async fn start_agent(relay: &TestRelay, name: &str) -> String {
     let token = relay.state.identity.create_agent_token("test", "office", None).await.unwrap();
     let url = connection::agent_socket_url(&format!("ws://{}", relay.addr).parse().unwrap()).unwrap();
     let dir = relay.dir.path().join(name);
-    let info = connection::enroll(&url, &token, name, &dir, None, None).await.unwrap();
+    let info = connection::enroll(&url, &token, name, &dir, &Default::default(), None).await.unwrap();
     let config = RunConfig {
         relay_url: url,
         device: std::sync::Arc::new(sightline_agent::device::Device::load(&dir).unwrap()),
         source: SourceKind::Synthetic,
-        ca_cert: None,
+        route: Default::default(),
         unattended: false,
         synthetic_size: (1280, 720),
         encoder: EncoderConfig { width: 0, height: 0, fps: 30, bitrate_kbps: 2500, cpu_used: 12, threads: 2 },
