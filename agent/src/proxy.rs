@@ -296,14 +296,13 @@ fn parse_answer(head: &[u8]) -> Result<Answer, String> {
         .chain(header("www-authenticate"))
         .filter_map(|v| v.split_whitespace().next().map(str::to_owned))
         .collect();
+    let status = response.code.unwrap_or(0);
+    // A refusal whose body has no length cannot be skipped: the next round needs a new connection.
+    let unmeasured = !(200..300).contains(&status) && header("content-length").next().is_none();
     let closes = header("connection").chain(header("proxy-connection")).any(|v| v.eq_ignore_ascii_case("close"))
-        || response.version == Some(0);
-    Ok(Answer {
-        status: response.code.unwrap_or(0),
-        reason: response.reason.unwrap_or_default().to_owned(),
-        schemes,
-        closes,
-    })
+        || response.version == Some(0)
+        || unmeasured;
+    Ok(Answer { status, reason: response.reason.unwrap_or_default().to_owned(), schemes, closes })
 }
 
 fn content_length(head: &[u8]) -> Option<usize> {
@@ -354,6 +353,11 @@ mod tests {
         let ok = parse_answer(b"HTTP/1.1 200 Connection established\r\n\r\n").unwrap();
         assert_eq!(ok.status, 200);
         assert!(!ok.closes);
+        let measured =
+            parse_answer(b"HTTP/1.1 407 Auth\r\nProxy-Authenticate: Basic\r\nContent-Length: 12\r\n\r\n").unwrap();
+        assert!(!measured.closes, "a refusal with a known length keeps the connection for the next round");
+        let chunked = parse_answer(b"HTTP/1.1 407 Auth\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert!(chunked.closes, "a refusal of unknown length does not");
         assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
     }
 
