@@ -113,7 +113,9 @@ impl Proxy {
             return Ok(None);
         };
         let no_proxy = settings.no_proxy.clone().or_else(|| env(&["NO_PROXY", "no_proxy"])).unwrap_or_default();
-        let url = url::Url::parse(raw.trim()).map_err(|_| ProxyError::BadUrl(raw.clone()))?;
+        // `host:port` alone, as HTTPS_PROXY often holds, means an http:// proxy.
+        let spelled = if raw.contains("://") { raw.trim().to_owned() } else { format!("http://{}", raw.trim()) };
+        let url = url::Url::parse(&spelled).map_err(|_| ProxyError::BadUrl(raw.clone()))?;
         let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
             return Err(ProxyError::BadUrl(raw));
         };
@@ -326,6 +328,20 @@ mod tests {
             credentials: None,
             no_proxy: no_proxy.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect(),
         }
+    }
+
+    #[test]
+    fn a_proxy_is_an_http_url_or_a_host_and_port() {
+        let given = |proxy: &str| {
+            let settings =
+                ProxySettings { proxy: Some(proxy.into()), credentials_file: None, no_proxy: Some(String::new()) };
+            Proxy::from_settings(&settings)
+        };
+        assert_eq!(given("http://proxy.corp.example:3128").unwrap().unwrap().address, "proxy.corp.example:3128");
+        assert_eq!(given("proxy.corp.example:8080").unwrap().unwrap().address, "proxy.corp.example:8080");
+        assert_eq!(given("http://[2001:db8::1]:3128").unwrap().unwrap().address, "[2001:db8::1]:3128");
+        assert!(matches!(given("https://proxy.corp.example:443"), Err(ProxyError::BadUrl(_))));
+        assert!(matches!(given("socks5://proxy:1080"), Err(ProxyError::BadUrl(_))));
     }
 
     #[test]

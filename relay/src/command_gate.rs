@@ -111,9 +111,8 @@ async fn decide_and_record(
 ) -> anyhow::Result<Grant> {
     let secret = args.secret()?;
     let authority = args.authority(&secret);
-    let policy = crate::server::load_policy(&config.policy)
+    let crate::server::LoadedPolicy { policy, sha256: policy_sha256 } = crate::server::load_policy(&config.policy)
         .context("the node's policy (--policy) says which commands need an admin's approval")?;
-    let policy_sha256 = crate::server::policy_digest(&config.policy)?;
     let deadline = tokio::time::Instant::now() + CHECKPOINT_WAIT;
     let decided = loop {
         // The running relay appends as this reads: a torn last line is read again.

@@ -19,17 +19,21 @@ use sightline_identity::{Identity, IdentitySettings, Revocation, system_clock, t
 use sightline_sfu::Media;
 use sightline_store::{Store, embedded::Embedded, redis::RedisBackend};
 
-/// Reads and validates the policy file.
-pub fn load_policy(path: &std::path::Path) -> anyhow::Result<sightline_core::policy::Policy> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read policy file {}", path.display()))?;
-    sightline_core::policy::Policy::from_toml(&text).with_context(|| format!("invalid policy file {}", path.display()))
+/// The policy file, read once: what it says, and the SHA-256 (hex) of the very bytes it was read
+/// from. Which policy a node runs goes on the record (`node.started`), and commands on its host
+/// are judged by that one; a second read could digest a file changed after the first.
+pub struct LoadedPolicy {
+    pub policy: sightline_core::policy::Policy,
+    pub sha256: String,
 }
 
-/// The SHA-256 (hex) of the policy file as it is on disk: which policy a node runs goes on the
-/// record (`node.started`), and commands on its host are judged by that one.
-pub fn policy_digest(path: &std::path::Path) -> anyhow::Result<String> {
+/// Reads and validates the policy file.
+pub fn load_policy(path: &std::path::Path) -> anyhow::Result<LoadedPolicy> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read policy file {}", path.display()))?;
-    Ok(sightline_core::command_approval::digest_bytes(&bytes))
+    let text = std::str::from_utf8(&bytes).with_context(|| format!("policy file {} is not UTF-8", path.display()))?;
+    let policy = sightline_core::policy::Policy::from_toml(text)
+        .with_context(|| format!("invalid policy file {}", path.display()))?;
+    Ok(LoadedPolicy { policy, sha256: sightline_core::command_approval::digest_bytes(&bytes) })
 }
 
 /// Opens the configured store: Redis when `--redis` is given, the embedded one otherwise.
@@ -62,7 +66,8 @@ pub async fn build(config: &Config, events: Arc<dyn EventSink>) -> anyhow::Resul
 
 /// Builds the relay's shared state on a given store (tests hold the same store).
 pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn EventSink>) -> anyhow::Result<AppState> {
-    let policy = Arc::new(load_policy(&config.policy)?);
+    let LoadedPolicy { policy, sha256: policy_sha256 } = load_policy(&config.policy)?;
+    let policy = Arc::new(policy);
     let index = store.clone();
     let help_store = store.clone();
     let identity = Arc::new(identity(config, store.clone(), events.clone()).await?);
@@ -122,7 +127,7 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let prover = Arc::new(
         sightline_core::relay_proof::RelayProver::new(&key, endorsements).context("--agent-key-endorsements")?,
     );
-    Ok(AppState { hub, identity, policy, audit: None, recordings, limits, help, prover })
+    Ok(AppState { hub, identity, policy, policy_sha256, audit: None, recordings, limits, help, prover })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.
@@ -153,7 +158,7 @@ pub async fn run(
         .context("cannot start SIEM forwarding")?;
     let mut state = build_with_store(&config, store, audit.clone()).await?;
     state.audit = Some(audit.clone());
-    let policy_sha256 = policy_digest(&config.policy)?;
+    let policy_sha256 = state.policy_sha256.clone();
     audit.append(sightline_audit::events::Event {
         ts_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
         kind: sightline_audit::events::EventKind::NodeStarted,
@@ -375,5 +380,25 @@ async fn follow_revocations(store: Store, hub: Arc<Hub>) {
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_and_its_digest_come_from_one_read() {
+        let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/policy-sample.toml");
+        let bytes = std::fs::read(sample).unwrap();
+        let loaded = load_policy(std::path::Path::new(sample)).unwrap();
+        assert_eq!(loaded.sha256, sightline_core::command_approval::digest_bytes(&bytes));
+        assert!(!loaded.policy.segments.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let latin1 = dir.path().join("policy.toml");
+        std::fs::write(&latin1, b"reasons = [\"caf\xe9\"]\n").unwrap();
+        let refused = load_policy(&latin1).err().unwrap();
+        assert!(format!("{refused:#}").contains("is not UTF-8"), "{refused:#}");
     }
 }

@@ -14,6 +14,8 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// The session policy, validated at start.
     pub policy: Arc<sightline_core::policy::Policy>,
+    /// The SHA-256 of the policy file's bytes `policy` was read from.
+    pub policy_sha256: String,
     /// This node's audit log, for the dashboard's audit page (in-process test harnesses that
     /// collect events in memory have none).
     pub audit: Option<Arc<AuditLog>>,
