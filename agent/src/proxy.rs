@@ -160,9 +160,8 @@ impl Proxy {
     async fn open(&self, host: &str, port: u16) -> Result<TcpStream, ProxyError> {
         let proxy = self.address.clone();
         let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        let mut stream = TcpStream::connect(&self.address)
-            .await
-            .map_err(|e| ProxyError::Unreachable { proxy: proxy.clone(), detail: e.to_string() })?;
+        let unreachable = |e: std::io::Error| ProxyError::Unreachable { proxy: proxy.clone(), detail: e.to_string() };
+        let mut stream = TcpStream::connect(&self.address).await.map_err(unreachable)?;
         let mut authorization: Option<String> = None;
         for round in 0..MAX_ROUNDS {
             let mut request =
@@ -171,10 +170,7 @@ impl Proxy {
                 request.push_str(&format!("Proxy-Authorization: {value}\r\n"));
             }
             request.push_str("\r\n");
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .map_err(|e| ProxyError::Unreachable { proxy: proxy.clone(), detail: e.to_string() })?;
+            stream.write_all(request.as_bytes()).await.map_err(unreachable)?;
             let answer = read_answer(&mut stream, &proxy).await?;
             match answer.status {
                 200..=299 => return Ok(stream),
@@ -195,9 +191,7 @@ impl Proxy {
                     }
                     if answer.closes {
                         // The proxy closed after its challenge: the next round needs a new connection.
-                        stream = TcpStream::connect(&self.address)
-                            .await
-                            .map_err(|e| ProxyError::Unreachable { proxy: proxy.clone(), detail: e.to_string() })?;
+                        stream = TcpStream::connect(&self.address).await.map_err(unreachable)?;
                     }
                 }
                 403 => return Err(ProxyError::Forbidden { proxy, target, status: 403, reason: answer.reason }),
