@@ -34,7 +34,7 @@ use crate::encoder::EncoderConfig;
 use crate::frontend::FrontendEvent;
 use crate::publisher::{Publication, PublishConfig, Sealing};
 use crate::session::{Action, EndpointSession};
-use sightline_peer::Outbox;
+use sightline_peer::{DirectDialer, IceTcp, Outbox};
 use sightline_proto::channel::ChannelMessage;
 
 /// Chat lines waiting for the data channel.
@@ -142,9 +142,19 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyho
 
 /// The local address that routes to the relay: media binds there, so its one ICE candidate is
 /// one the relay can reach. (Connecting a UDP socket sends nothing.)
-async fn local_ip_towards(url: &url::Url) -> anyhow::Result<IpAddr> {
+/// Behind a proxy that is the proxy: the relay's name may not even resolve here, and the
+/// proxy is the only way out.
+async fn local_ip_towards(url: &url::Url, route: &Route) -> anyhow::Result<IpAddr> {
     let host = url.host_str().context("relay URL has no host")?;
     let port = url.port_or_known_default().unwrap_or(443);
+    if let Some(proxy) = route.proxy.as_ref().filter(|p| p.applies_to(host)) {
+        let (host, port) = proxy.address().rsplit_once(':').context("proxy address has no port")?;
+        return local_ip_to(host, port.parse().context("proxy port")?).await;
+    }
+    local_ip_to(host, port).await
+}
+
+async fn local_ip_to(host: &str, port: u16) -> anyhow::Result<IpAddr> {
     let target = tokio::net::lookup_host((host.trim_matches(|c| c == '[' || c == ']'), port))
         .await
         .with_context(|| format!("cannot resolve {host}"))?
@@ -357,7 +367,7 @@ pub async fn ask_help(relay_url: &url::Url, device: &Device, route: &Route) -> a
 }
 
 async fn session(config: &RunConfig) -> anyhow::Result<()> {
-    let media_ip = local_ip_towards(&config.relay_url).await?;
+    let media_ip = local_ip_towards(&config.relay_url, &config.route).await?;
     let (mut ws, challenge, _) = dial(&config.relay_url, &config.route, Expect::Pinned(&config.device)).await?;
     let (width, height) = screen_size(config).await;
     let hello = AgentToRelay::Hello {
@@ -378,11 +388,17 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
     }
     let (mut tx, mut rx) = ws.split();
 
+    let media_proxy = config.route.proxy.clone().filter(|p| p.applies_to(config.relay_url.host_str().unwrap_or("")));
     let publish_config = PublishConfig {
         source: config.source,
         synthetic_size: config.synthetic_size,
         encoder: config.encoder,
         media_ip,
+        tcp: match &media_proxy {
+            Some(proxy) => IceTcp::Active(std::sync::Arc::new(crate::proxy::ProxyDialer(proxy.clone()))),
+            None => IceTcp::Active(std::sync::Arc::new(DirectDialer)),
+        },
+        proxy: media_proxy.map(|p| p.address().to_owned()),
     };
     let mut publication: Option<Publication> = None;
     let mut endpoint: Option<EndpointSession> = None;
@@ -500,7 +516,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
                                 outbox: outbox.clone(),
                             };
                             let audiences = consented.audiences();
-                            match Publication::start(publish_config, sealing, &audiences).await {
+                            match Publication::start(publish_config.clone(), sealing, &audiences).await {
                                 Ok((p, offer)) => {
                                     tracing::info!("session consented: publishing");
                                     if endpoint.as_ref().is_some_and(EndpointSession::is_paused) {

@@ -150,6 +150,11 @@ impl Proxy {
         })
     }
 
+    /// The proxy's `host:port`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
     /// A TCP stream to `host:port` through the proxy: the tunnel is open when this returns.
     pub async fn tunnel(&self, host: &str, port: u16) -> Result<TcpStream, ProxyError> {
         tokio::time::timeout(TUNNEL_TIMEOUT, self.open(host, port))
@@ -390,5 +395,21 @@ mod tests {
         std::fs::write(&path, "no colon\n").unwrap();
         assert!(read_credentials(&path).unwrap_err().to_string().contains("user:password"));
         assert_eq!(percent_decode("a%40b%3Ac"), "a@b:c");
+    }
+}
+
+/// Media's ICE-TCP connections through the proxy, in the same tunnels as signaling (R1): an
+/// endpoint whose only way out is the proxy still sends its screen.
+#[derive(Debug)]
+pub struct ProxyDialer(pub Proxy);
+
+#[async_trait::async_trait]
+impl sightline_peer::TcpDialer for ProxyDialer {
+    async fn dial(&self, addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+        let tunnel = self.0.tunnel(&addr.ip().to_string(), addr.port()).await;
+        tunnel.map_err(|e| {
+            tracing::warn!(error = %e, "media cannot reach the relay through the proxy");
+            std::io::Error::other(e.to_string())
+        })
     }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sightline_core::mask::{Audience, Masks, Rect};
 use sightline_core::recording::SealChain;
 use sightline_core::watermark::{self, Watermark};
-use sightline_peer::{ChannelEvent, DataChannel, Outbox, Peer, PeerConfig, PeerError, VideoSender, Vp8Packetizer};
+use sightline_peer::{
+    ChannelEvent, DataChannel, IceTcp, Outbox, Peer, PeerConfig, PeerError, Transport, VideoSender, Vp8Packetizer,
+};
 use sightline_proto::MediaTrack;
 use sightline_proto::channel::ChannelMessage;
 use sightline_proto::mask::MaskRule;
@@ -44,13 +46,17 @@ pub enum PublishError {
     Masks(String),
 }
 
-/// What to publish.
-#[derive(Debug, Clone, Copy)]
+/// What to publish, and how media reaches the relay.
+#[derive(Debug, Clone)]
 pub struct PublishConfig {
     pub source: SourceKind,
     pub synthetic_size: (u32, u32),
     pub encoder: EncoderConfig,
     pub media_ip: IpAddr,
+    /// ICE-TCP to the relay, directly or through the proxy, beside UDP.
+    pub tcp: IceTcp,
+    /// The proxy media's TCP goes through, for the log.
+    pub proxy: Option<String>,
 }
 
 /// How a publication signs what it sends (the agent's half of a verifiable recording): the
@@ -147,8 +153,9 @@ impl Publication {
     ) -> Result<(Publication, String), PublishError> {
         let masks = applicable_masks(&audiences.masks, config.source)?;
         let tracked = masks.clone();
+        let (kind, size) = (config.source, config.synthetic_size);
         let source = tokio::task::spawn_blocking(move || {
-            let mut source = capture::open(config.source, config.synthetic_size)?;
+            let mut source = capture::open(kind, size)?;
             if tracked.needs_windows() {
                 source.track_windows(tracked)?;
             }
@@ -156,7 +163,7 @@ impl Publication {
         })
         .await
         .map_err(|e| CaptureError::X11(format!("capture set-up panicked: {e}")))??;
-        let peer = Arc::new(Peer::new(PeerConfig { bind_ip: config.media_ip }).await?);
+        let peer = Arc::new(Peer::new(PeerConfig { bind_ip: config.media_ip, tcp: config.tcp.clone() }).await?);
         let ssrc = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), now_ms()) as u32;
         let prepared = async {
             let mut tracks = Vec::new();
@@ -235,9 +242,19 @@ impl Publication {
         let stop = self.stop.clone();
         let paused = self.paused.clone();
         let connected = self.peer.clone();
+        let proxy = self.config.proxy.clone();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
         self.tasks.push(tokio::spawn(async move {
-            let _ = go_tx.send(connected.connected().await.is_ok());
+            let up = connected.connected().await.is_ok();
+            let _ = go_tx.send(up);
+            if up {
+                let transport = connected.path().await.map(|p| p.transport);
+                match (transport, proxy) {
+                    (Some(Transport::Tcp), Some(proxy)) => tracing::info!(%proxy, "media path: TCP through the proxy"),
+                    (Some(t), _) => tracing::info!(transport = t.as_str(), "media path: direct"),
+                    (None, _) => tracing::info!("media path: not reported by ICE"),
+                }
+            }
         }));
         self.capture_thread = Some(
             std::thread::Builder::new()

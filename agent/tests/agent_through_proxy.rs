@@ -71,7 +71,7 @@ impl Drop for Namespace {
     }
 }
 
-/// tinyproxy on `address`, asking for Basic credentials and tunnelling only to `port`.
+/// tinyproxy on `address`, asking for Basic credentials and tunnelling only to `ports`.
 struct Tinyproxy {
     child: std::process::Child,
     url: String,
@@ -79,7 +79,7 @@ struct Tinyproxy {
 }
 
 impl Tinyproxy {
-    fn start(address: &str, port: u16) -> Tinyproxy {
+    fn start(address: &str, ports: &[u16]) -> Tinyproxy {
         let dir = tempfile::tempdir().unwrap();
         let listen = std::net::TcpListener::bind((address, 0)).unwrap();
         let own = listen.local_addr().unwrap().port();
@@ -89,8 +89,9 @@ impl Tinyproxy {
             &config,
             format!(
                 "Port {own}\nListen {address}\nTimeout 30\nMaxClients 20\nAllow 198.18.0.0/15\n\
-                 BasicAuth {USER} {PASSWORD}\nConnectPort {port}\nLogLevel Info\n\
+                 BasicAuth {USER} {PASSWORD}\n{connect}LogLevel Info\n\
                  LogFile \"{log}\"\nPidFile \"{pid}\"\n",
+                connect = ports.iter().map(|p| format!("ConnectPort {p}\n")).collect::<String>(),
                 log = dir.path().join("tinyproxy.log").display(),
                 pid = dir.path().join("tinyproxy.pid").display(),
             ),
@@ -134,7 +135,7 @@ fn said(out: &Output) -> String {
 async fn an_agent_whose_only_way_out_is_the_proxy_enrols_and_comes_online_through_it_and_names_each_refusal() {
     let relay = support::start_relay().await;
     let ns = Namespace::new();
-    let proxy = Tinyproxy::start(&ns.outside, relay.addr.port());
+    let proxy = Tinyproxy::start(&ns.outside, &[relay.addr.port()]);
     let url = format!("ws://127.0.0.1:{}", relay.addr.port());
     let token = relay.state.identity.create_agent_token("test", "office", None).await.unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -219,4 +220,108 @@ async fn an_agent_whose_only_way_out_is_the_proxy_enrols_and_comes_online_throug
     let _ = agent.kill();
     let _ = agent.wait();
     assert!(online.is_ok(), "the agent came online through the proxy");
+}
+
+/// Runs `work` on a thread that has entered `ns`'s network: the sockets it opens, and those of the
+/// tasks and threads it starts, are inside the namespace.
+fn in_namespace<F, Fut>(ns: &Namespace, work: F) -> std::thread::JoinHandle<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let netns = std::fs::File::open(format!("/var/run/netns/{}", ns.name)).expect("the namespace exists");
+    std::thread::spawn(move || {
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into the namespace");
+        drop(netns);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(work());
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_whose_only_way_out_is_the_proxy_sends_its_screen_through_it_and_the_record_says_so() {
+    use sightline_agent::connection::{self, Route, RunConfig};
+    use sightline_agent::proxy::{Proxy, ProxySettings};
+
+    support::allow_defaults();
+    let media_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let relay = support::start_relay_with(&[format!("--media-tcp-port={media_port}")]).await;
+    let ns = Namespace::new();
+    // The proxy tunnels to the relay's signaling port and its one ICE-TCP media port, nothing else.
+    let proxy = Tinyproxy::start(&ns.outside, &[relay.addr.port(), media_port]);
+    let token = relay.state.identity.create_agent_token("test", "office", None).await.unwrap();
+    let url = connection::agent_socket_url(&format!("ws://{}", relay.addr).parse().unwrap()).unwrap();
+    let dir = relay.dir.path().join("branch-9");
+    let secrets = tempfile::tempdir().unwrap();
+    let settings = ProxySettings {
+        proxy: Some(proxy.url.clone()),
+        credentials_file: Some(credentials(secrets.path(), PASSWORD).into()),
+        no_proxy: None,
+    };
+    let route = Route { ca_cert: None, proxy: Some(Proxy::from_settings(&settings).unwrap().unwrap()) };
+    let (device_tx, device_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = in_namespace(&ns, move || async move {
+        let info =
+            connection::enroll(&url, &token, "branch-9", &dir, &route, None).await.expect("enrols through the proxy");
+        let _ = device_tx.send(info.device_id);
+        let config = RunConfig {
+            relay_url: url,
+            device: std::sync::Arc::new(sightline_agent::device::Device::load(&dir).unwrap()),
+            source: sightline_agent::capture::SourceKind::Synthetic,
+            route,
+            unattended: false,
+            synthetic_size: (1280, 720),
+            encoder: sightline_agent::encoder::EncoderConfig {
+                width: 0,
+                height: 0,
+                fps: 30,
+                bitrate_kbps: 2500,
+                cpu_used: 12,
+                threads: 2,
+            },
+        };
+        let _ = connection::run(config, async {
+            let _ = stop_rx.await;
+        })
+        .await;
+    });
+    let device = tokio::time::timeout(Duration::from_secs(20), device_rx).await.expect("enrolled in time").unwrap();
+
+    let counters = tokio::time::timeout(Duration::from_secs(30), watch_frames(&relay, &device, 30))
+        .await
+        .expect("the viewer got frames within 30 s");
+    assert!(counters.windows(2).all(|w| w[1] > w[0]), "frame counters advance: {counters:?}");
+
+    // The session's record names the path: TCP, from where the proxy connects to the relay (its
+    // loopback, here), not from the endpoint, whose own address the relay never sees.
+    let paths = relay.events_of("session.media_path");
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    let from: std::net::SocketAddr =
+        paths[0].detail.rsplit(' ').next().unwrap().parse().expect("the detail ends with the address");
+    assert_eq!(paths[0].detail, sightline_audit::events::media_path_detail("tcp", Some(from)));
+    assert_eq!(paths[0].source, Some(from.ip()));
+    assert!(from.ip().is_loopback(), "came from the proxy's side: {from}");
+
+    let _ = stop_tx.send(());
+    agent.join().unwrap();
+}
+
+/// Watches `device` as an operator and returns the counters of `wanted` decoded frames.
+async fn watch_frames(relay: &support::TestRelay, device: &str, wanted: usize) -> Vec<u32> {
+    let mut ws = support::operator_socket(relay, device).await;
+    let support::Watching { peer, track, .. } = support::watch(&mut ws, device).await.expect("the relay answers");
+    let mut assembler = sightline_peer::vp8::FrameAssembler::default();
+    let mut decoder = sightline_agent::decoder::Vp8Decoder::new().unwrap();
+    let mut counters = Vec::new();
+    while counters.len() < wanted {
+        let packet = track.read().await.expect("track ended early");
+        let Some(frame) = assembler.push(&packet) else { continue };
+        let Ok(pictures) = decoder.decode(&frame.data) else { continue };
+        for luma in pictures {
+            counters.push(sightline_core::framecode::read_luma_plane(&luma.y, luma.stride).unwrap().counter);
+        }
+    }
+    peer.close().await;
+    counters
 }

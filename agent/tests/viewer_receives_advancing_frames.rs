@@ -57,4 +57,13 @@ async fn viewer_receives_advancing_frames_through_the_relay_after_consent() {
         .await
         .expect("the viewer got its frames within 30 s");
     assert_advancing(&counters);
+    // Where UDP reaches the relay, media takes it (the proxy test's control: the same record
+    // says `tcp` there).
+    let paths = relay.events_of("session.media_path");
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    assert!(
+        paths[0].detail.starts_with(&sightline_audit::events::media_path_detail("udp", None)),
+        "{}",
+        paths[0].detail
+    );
 }

@@ -124,6 +124,10 @@ pub enum EventKind {
 
     #[serde(rename = "session.granted")]
     SessionGranted,
+    /// The endpoint's media reached the relay: the transport ICE chose, and (as the source) the
+    /// address it came from, which is the proxy's when it came through one (R1).
+    #[serde(rename = "session.media_path")]
+    SessionMediaPath,
     #[serde(rename = "session.paused")]
     SessionPaused,
     #[serde(rename = "session.resumed")]
@@ -313,6 +317,15 @@ impl Event {
             detail,
             session: Some(facts),
         }
+    }
+}
+
+/// The detail of a `session.media_path` record: the transport (`udp` or `tcp`) and, where the
+/// relay knows it, the address and port the endpoint's media came from.
+pub fn media_path_detail(transport: &str, from: Option<std::net::SocketAddr>) -> String {
+    match from {
+        Some(from) => format!("endpoint media over {transport} from {from}"),
+        None => format!("endpoint media over {transport}"),
     }
 }
 

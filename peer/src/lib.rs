@@ -10,10 +10,12 @@
 //! - [`Outbox`]: ordered, bounded delivery to a data channel that may not be open yet;
 //! - [`vp8`]: keyframe starts and whole frames out of RTP packets.
 
+mod ice_tcp;
 mod keyframe_requests;
 mod outbox;
 pub mod vp8;
 
+pub use ice_tcp::{DirectDialer, IceTcp, SharedTcpPort, TcpDialer};
 pub use outbox::{OnDelivery, Outbox, Undelivered};
 
 use std::net::IpAddr;
@@ -65,6 +67,8 @@ pub enum PeerError {
     Closed,
     #[error("the remote description has no usable video (VP8) section")]
     NoVideo,
+    #[error("no async runtime for WebRTC is compiled in")]
+    NoRuntime,
 }
 
 /// Connection states we act on.
@@ -97,10 +101,35 @@ impl PeerState {
 }
 
 /// How a peer connection is built.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PeerConfig {
-    /// The one address media binds to; its host candidate is the only one offered.
+    /// The one address media binds to; its host candidates are the only ones offered.
     pub bind_ip: IpAddr,
+    /// Whether and how ICE also runs over TCP.
+    pub tcp: IceTcp,
+}
+
+/// The path ICE selected for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaPath {
+    pub transport: Transport,
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+/// The transport of a selected path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
 }
 
 /// A peer connection and what it reports.
@@ -110,6 +139,7 @@ pub struct Peer {
     state: watch::Receiver<PeerState>,
     tracks: tokio::sync::Mutex<mpsc::Receiver<VideoReceiver>>,
     channels: tokio::sync::Mutex<mpsc::Receiver<DataChannel>>,
+    tcp: IceTcp,
 }
 
 impl std::fmt::Debug for Peer {
@@ -174,9 +204,13 @@ impl Peer {
         )?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?
             .with(Slot::from(14_000), keyframe_requests::Forwarder::default());
+        let mut network_types = vec![NetworkType::Udp4, NetworkType::Udp6];
+        if !matches!(config.tcp, IceTcp::Off) {
+            network_types.extend([NetworkType::Tcp4, NetworkType::Tcp6]);
+        }
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_network_types(vec![NetworkType::Udp4, NetworkType::Udp6])
+            .with_network_types(network_types)
             .build();
         let (gathered_tx, gathered) = mpsc::channel(1);
         let (state_tx, state) = watch::channel(PeerState::New);
@@ -185,21 +219,27 @@ impl Peer {
         let events =
             Arc::new(Events { gathered: gathered_tx, state: state_tx, tracks: tracks_tx, channels: channels_tx });
         // A concrete address, not a wildcard: the wildcard expansion skips loopback interfaces.
-        let pc = PeerConnectionBuilder::new()
+        let bind = std::net::SocketAddr::new(config.bind_ip, 0);
+        let mut builder = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_media_engine(media)
             .with_setting_engine(settings)
             .with_interceptor_registry(registry)
             .with_handler(events as Arc<dyn PeerConnectionEventHandler>)
-            .with_udp_addrs(vec![std::net::SocketAddr::new(config.bind_ip, 0)])
-            .build()
-            .await?;
+            .with_udp_addrs(vec![bind]);
+        if !matches!(config.tcp, IceTcp::Off) {
+            let inner = webrtc::runtime::default_runtime().ok_or(PeerError::NoRuntime)?;
+            let runtime = ice_tcp::TcpRuntime::new(inner, config.tcp.clone(), config.bind_ip);
+            builder = builder.with_runtime(Arc::new(runtime)).with_tcp_addrs(vec![bind]);
+        }
+        let pc = builder.build().await?;
         Ok(Peer {
             pc: Arc::new(pc),
             gathered: tokio::sync::Mutex::new(gathered),
             state,
             tracks: tokio::sync::Mutex::new(tracks),
             channels: tokio::sync::Mutex::new(channels),
+            tcp: config.tcp,
         })
     }
 
@@ -258,7 +298,9 @@ impl Peer {
 
     /// Applies a remote offer and returns the complete answer.
     pub async fn answer(&self, offer_sdp: &str) -> Result<String, PeerError> {
-        self.pc.set_remote_description(RTCSessionDescription::offer(offer_sdp.to_owned())?).await?;
+        let (offer_sdp, passive) = ice_tcp::take_remote_passive(offer_sdp, &self.tcp);
+        self.pc.set_remote_description(RTCSessionDescription::offer(offer_sdp)?).await?;
+        self.add_remote_candidates(passive).await?;
         let answer = self.pc.create_answer(None).await?;
         self.pc.set_local_description(answer).await?;
         self.complete_local_description().await
@@ -266,7 +308,21 @@ impl Peer {
 
     /// Applies the remote answer to our offer.
     pub async fn accept_answer(&self, answer_sdp: &str) -> Result<(), PeerError> {
-        self.pc.set_remote_description(RTCSessionDescription::answer(answer_sdp.to_owned())?).await?;
+        let (answer_sdp, passive) = ice_tcp::take_remote_passive(answer_sdp, &self.tcp);
+        self.pc.set_remote_description(RTCSessionDescription::answer(answer_sdp)?).await?;
+        self.add_remote_candidates(passive).await
+    }
+
+    async fn add_remote_candidates(&self, candidates: Vec<String>) -> Result<(), PeerError> {
+        for candidate in candidates {
+            let init = webrtc::peer_connection::RTCIceCandidateInit {
+                candidate,
+                sdp_mid: None,
+                sdp_mline_index: Some(0),
+                ..Default::default()
+            };
+            self.pc.add_ice_candidate(init).await?;
+        }
         Ok(())
     }
 
@@ -277,7 +333,40 @@ impl Peer {
             Ok(None) => return Err(PeerError::Closed),
             Err(_) => return Err(PeerError::GatherTimeout(GATHER_TIMEOUT)),
         }
-        self.pc.local_description().await.map(|d| d.sdp).ok_or(PeerError::Closed)
+        let sdp = self.pc.local_description().await.map(|d| d.sdp).ok_or(PeerError::Closed)?;
+        Ok(ice_tcp::rewrite_local_description(&sdp, &self.tcp))
+    }
+
+    /// The candidate pair ICE selected: its transport and, where known, the remote address (for
+    /// the relay, a proxy's when the remote side came through one); `None` before a pair is
+    /// selected.
+    pub async fn path(&self) -> Option<MediaPath> {
+        use rtc::statistics::StatsSelector;
+        use rtc::statistics::report::RTCStatsReportEntry;
+        let report = self.pc.get_stats(std::time::Instant::now(), StatsSelector::None).await;
+        let pair_id = report.transport()?.selected_candidate_pair_id.clone();
+        let pair = report.candidate_pairs().find(|p| p.stats.id == pair_id)?;
+        // The pair names candidates by their ICE ids; the report files them with a prefix.
+        let local = match report.get(&format!("RTCLocalIceCandidate_{}", pair.local_candidate_id)) {
+            Some(RTCStatsReportEntry::LocalCandidate(c)) => c,
+            _ => return None,
+        };
+        let transport = if local.protocol.eq_ignore_ascii_case("tcp") { Transport::Tcp } else { Transport::Udp };
+        let remote = match report.get(&format!("RTCRemoteIceCandidate_{}", pair.remote_candidate_id)) {
+            Some(RTCStatsReportEntry::RemoteCandidate(c)) => {
+                c.address.as_deref().and_then(|a| a.parse().ok()).map(|ip| std::net::SocketAddr::new(ip, c.port))
+            }
+            // Peer-reflexive: learnt from the connection itself, which on TCP is the shared port's.
+            _ => match (&self.tcp, transport) {
+                (IceTcp::Passive(port), Transport::Tcp) => {
+                    let sdp = self.pc.local_description().await?.sdp;
+                    let ufrag = sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))?.to_owned();
+                    port.last_peer(&ufrag)
+                }
+                _ => None,
+            },
+        };
+        Some(MediaPath { transport, remote })
     }
 
     /// Follows the connection state.

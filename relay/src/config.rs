@@ -38,6 +38,17 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_MEDIA_IP", default_value = "127.0.0.1")]
     pub media_ip: IpAddr,
 
+    /// The one TCP port on `--media-ip` where every peer connection accepts ICE-TCP (RFC 6544):
+    /// media for agents without UDP (through their proxy) and browsers without UDP. 0 lets the
+    /// OS choose one at start (logged).
+    #[arg(long, env = "SIGHTLINE_MEDIA_TCP_PORT", default_value_t = 0)]
+    pub media_tcp_port: u16,
+
+    /// The address the network reaches `--media-ip` by, when the relay is behind NAT; ICE
+    /// candidates announce it instead.
+    #[arg(long, env = "SIGHTLINE_MEDIA_ANNOUNCE_IP")]
+    pub media_announce_ip: Option<IpAddr>,
+
     /// The origin browsers use to reach the relay. WebAuthn binds passkeys to its host name (an
     /// IP address cannot be a relying party), and enrolment links point here. Defaults to
     /// `http://localhost:<port of --listen>`.

@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sightline_peer::{Peer, PeerConfig, PeerError, RtpPacket, vp8};
+use sightline_peer::{IceTcp, Peer, PeerConfig, PeerError, RtpPacket, SharedTcpPort, vp8};
 use sightline_proto::MediaTrack;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
@@ -217,8 +217,10 @@ fn random_ssrc() -> u32 {
 }
 
 impl Media {
-    pub fn new(bind_ip: IpAddr) -> Media {
-        Media { config: PeerConfig { bind_ip } }
+    /// Media on `bind_ip`, with ICE-TCP accepted on `tcp` when given.
+    pub fn new(bind_ip: IpAddr, tcp: Option<SharedTcpPort>) -> Media {
+        let tcp = tcp.map_or(IceTcp::Off, IceTcp::Passive);
+        Media { config: PeerConfig { bind_ip, tcp } }
     }
 
     /// Answers an agent's publish offer and starts forwarding its video into `fanout`.
@@ -231,7 +233,7 @@ impl Media {
         if !(1..=2).contains(&videos) {
             return Err(MediaError::VideoTracks(videos));
         }
-        let peer = Arc::new(Peer::new(self.config).await?);
+        let peer = Arc::new(Peer::new(self.config.clone()).await?);
         let answer = async {
             for _ in 0..videos {
                 peer.add_video_receiver().await?;
@@ -256,7 +258,7 @@ impl Media {
         offer_sdp: &str,
         fanout: Arc<Fanout>,
     ) -> Result<(Subscriber, String), MediaError> {
-        let peer = Arc::new(Peer::new(self.config).await?);
+        let peer = Arc::new(Peer::new(self.config.clone()).await?);
         let setup = async {
             let sender = peer.add_video_sender(random_ssrc(), "screen").await?;
             let answer = peer.answer(offer_sdp).await?;

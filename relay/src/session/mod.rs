@@ -345,6 +345,24 @@ impl LiveSession {
     /// (none for the system).
     pub fn emit(&self, kind: EventKind, outcome: Outcome, actor: &str, detail: String) {
         let source = self.addresses.lock().unwrap_or_else(|e| e.into_inner()).get(actor).copied();
+        self.emit_from(kind, outcome, actor, source, detail);
+    }
+
+    /// Records the path the endpoint's media takes to the relay (R1): the relay's own view, from
+    /// its side of the connection, so no claim of the agent's is needed.
+    pub fn media_path(&self, transport: &str, from: Option<std::net::SocketAddr>) {
+        let detail = sightline_audit::events::media_path_detail(transport, from);
+        self.emit_from(EventKind::SessionMediaPath, Outcome::Success, "system", from.map(|f| f.ip()), detail);
+    }
+
+    fn emit_from(
+        &self,
+        kind: EventKind,
+        outcome: Outcome,
+        actor: &str,
+        source: Option<std::net::IpAddr>,
+        detail: String,
+    ) {
         // The timeline holds the session's events; the chunk events are the recording itself.
         if let Some(recorder) = self.recorder.get()
             && kind != EventKind::RecordingChunk

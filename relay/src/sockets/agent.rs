@@ -261,6 +261,7 @@ pub async fn serve(
                         match hub.media.accept_publisher(&sdp, link.fanout.clone()).await {
                             Ok((publisher, answer)) => {
                                 tokio::spawn(read_agent_channel(publisher.peer(), agent.clone()));
+                                tokio::spawn(record_media_path(publisher.peer(), agent.clone()));
                                 link.set_publisher(publisher).await;
                                 if !send_within(&mut tx, text(&RelayToAgent::PublishAnswer { sdp: answer })).await {
                                     break;
@@ -366,4 +367,18 @@ where
     tracing::warn!(?code, %message, "refusing agent connection");
     send_within(tx, text(&RelayToAgent::Error { code, message })).await;
     close_within(tx).await;
+}
+
+/// How long a publisher may take to connect before its path goes unrecorded (it then fails, and
+/// that is recorded as the session's end).
+const MEDIA_PATH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Once the agent's media is connected, the session's record says which way it came (R1).
+async fn record_media_path(peer: std::sync::Arc<sightline_peer::Peer>, agent: Arc<OnlineAgent>) {
+    if !matches!(tokio::time::timeout(MEDIA_PATH_WAIT, peer.connected()).await, Ok(Ok(()))) {
+        return;
+    }
+    let (Some(path), Some(session)) = (peer.path().await, agent.sessions.current()) else { return };
+    tracing::info!(session = %session.id, transport = path.transport.as_str(), from = ?path.remote, "endpoint media connected");
+    session.media_path(path.transport.as_str(), path.remote);
 }
