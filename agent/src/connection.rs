@@ -34,7 +34,7 @@ use crate::encoder::EncoderConfig;
 use crate::frontend::FrontendEvent;
 use crate::publisher::{Publication, PublishConfig, Sealing};
 use crate::session::{Action, EndpointSession};
-use sightline_peer::{DirectDialer, IceTcp, Outbox};
+use sightline_peer::{DirectDialer, Outbox, Sockets};
 use sightline_proto::channel::ChannelMessage;
 
 /// Chat lines waiting for the data channel.
@@ -394,9 +394,9 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
         synthetic_size: config.synthetic_size,
         encoder: config.encoder,
         media_ip,
-        tcp: match &media_proxy {
-            Some(proxy) => IceTcp::Active(std::sync::Arc::new(crate::proxy::ProxyDialer(proxy.clone()))),
-            None => IceTcp::Active(std::sync::Arc::new(DirectDialer)),
+        sockets: match &media_proxy {
+            Some(proxy) => Sockets::Outbound(std::sync::Arc::new(crate::proxy::ProxyDialer(proxy.clone()))),
+            None => Sockets::Outbound(std::sync::Arc::new(DirectDialer)),
         },
         proxy: media_proxy.map(|p| p.address().to_owned()),
     };

@@ -14,7 +14,7 @@ use sightline_core::mask::{Audience, Masks, Rect};
 use sightline_core::recording::SealChain;
 use sightline_core::watermark::{self, Watermark};
 use sightline_peer::{
-    ChannelEvent, DataChannel, IceTcp, Outbox, Peer, PeerConfig, PeerError, Transport, VideoSender, Vp8Packetizer,
+    ChannelEvent, DataChannel, Outbox, Peer, PeerConfig, PeerError, Sockets, Transport, VideoSender, Vp8Packetizer,
 };
 use sightline_proto::MediaTrack;
 use sightline_proto::channel::ChannelMessage;
@@ -53,8 +53,8 @@ pub struct PublishConfig {
     pub synthetic_size: (u32, u32),
     pub encoder: EncoderConfig,
     pub media_ip: IpAddr,
-    /// ICE-TCP to the relay, directly or through the proxy, beside UDP.
-    pub tcp: IceTcp,
+    /// Its own UDP port, and ICE-TCP dialled to the relay, directly or through the proxy.
+    pub sockets: Sockets,
     /// The proxy media's TCP goes through, for the log.
     pub proxy: Option<String>,
 }
@@ -163,7 +163,7 @@ impl Publication {
         })
         .await
         .map_err(|e| CaptureError::X11(format!("capture set-up panicked: {e}")))??;
-        let peer = Arc::new(Peer::new(PeerConfig { bind_ip: config.media_ip, tcp: config.tcp.clone() }).await?);
+        let peer = Arc::new(Peer::new(PeerConfig { bind_ip: config.media_ip, sockets: config.sockets.clone() }).await?);
         let ssrc = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), now_ms()) as u32;
         let prepared = async {
             let mut tracks = Vec::new();

@@ -10,13 +10,13 @@
 //! - [`Outbox`]: ordered, bounded delivery to a data channel that may not be open yet;
 //! - [`vp8`]: keyframe starts and whole frames out of RTP packets.
 
-mod ice_tcp;
 mod keyframe_requests;
 mod outbox;
+mod sockets;
 pub mod vp8;
 
-pub use ice_tcp::{DirectDialer, IceTcp, SharedTcpPort, TcpDialer};
 pub use outbox::{OnDelivery, Outbox, Undelivered};
+pub use sockets::{DirectDialer, SharedPorts, SharedTcpPort, SharedUdpPort, Sockets, TcpDialer};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -105,8 +105,8 @@ impl PeerState {
 pub struct PeerConfig {
     /// The one address media binds to; its host candidates are the only ones offered.
     pub bind_ip: IpAddr,
-    /// Whether and how ICE also runs over TCP.
-    pub tcp: IceTcp,
+    /// Where its packets go: its own ports, the relay's shared ones, or dialled out.
+    pub sockets: Sockets,
 }
 
 /// The path ICE selected for a connection.
@@ -139,7 +139,7 @@ pub struct Peer {
     state: watch::Receiver<PeerState>,
     tracks: tokio::sync::Mutex<mpsc::Receiver<VideoReceiver>>,
     channels: tokio::sync::Mutex<mpsc::Receiver<DataChannel>>,
-    tcp: IceTcp,
+    sockets: Sockets,
 }
 
 impl std::fmt::Debug for Peer {
@@ -205,7 +205,7 @@ impl Peer {
         let registry = register_default_interceptors(Registry::new(), &mut media)?
             .with(Slot::from(14_000), keyframe_requests::Forwarder::default());
         let mut network_types = vec![NetworkType::Udp4, NetworkType::Udp6];
-        if !matches!(config.tcp, IceTcp::Off) {
+        if config.sockets.tcp() {
             network_types.extend([NetworkType::Tcp4, NetworkType::Tcp6]);
         }
         let settings = SettingEngineBuilder::new()
@@ -227,9 +227,9 @@ impl Peer {
             .with_interceptor_registry(registry)
             .with_handler(events as Arc<dyn PeerConnectionEventHandler>)
             .with_udp_addrs(vec![bind]);
-        if !matches!(config.tcp, IceTcp::Off) {
+        if config.sockets.tcp() {
             let inner = webrtc::runtime::default_runtime().ok_or(PeerError::NoRuntime)?;
-            let runtime = ice_tcp::TcpRuntime::new(inner, config.tcp.clone(), config.bind_ip);
+            let runtime = sockets::SocketsRuntime::new(inner, config.sockets.clone(), config.bind_ip);
             builder = builder.with_runtime(Arc::new(runtime)).with_tcp_addrs(vec![bind]);
         }
         let pc = builder.build().await?;
@@ -239,7 +239,7 @@ impl Peer {
             state,
             tracks: tokio::sync::Mutex::new(tracks),
             channels: tokio::sync::Mutex::new(channels),
-            tcp: config.tcp,
+            sockets: config.sockets,
         })
     }
 
@@ -298,7 +298,7 @@ impl Peer {
 
     /// Applies a remote offer and returns the complete answer.
     pub async fn answer(&self, offer_sdp: &str) -> Result<String, PeerError> {
-        let (offer_sdp, passive) = ice_tcp::take_remote_passive(offer_sdp, &self.tcp);
+        let (offer_sdp, passive) = sockets::take_remote_passive(offer_sdp, &self.sockets);
         self.pc.set_remote_description(RTCSessionDescription::offer(offer_sdp)?).await?;
         self.add_remote_candidates(passive).await?;
         let answer = self.pc.create_answer(None).await?;
@@ -308,7 +308,7 @@ impl Peer {
 
     /// Applies the remote answer to our offer.
     pub async fn accept_answer(&self, answer_sdp: &str) -> Result<(), PeerError> {
-        let (answer_sdp, passive) = ice_tcp::take_remote_passive(answer_sdp, &self.tcp);
+        let (answer_sdp, passive) = sockets::take_remote_passive(answer_sdp, &self.sockets);
         self.pc.set_remote_description(RTCSessionDescription::answer(answer_sdp)?).await?;
         self.add_remote_candidates(passive).await
     }
@@ -334,7 +334,7 @@ impl Peer {
             Err(_) => return Err(PeerError::GatherTimeout(GATHER_TIMEOUT)),
         }
         let sdp = self.pc.local_description().await.map(|d| d.sdp).ok_or(PeerError::Closed)?;
-        Ok(ice_tcp::rewrite_local_description(&sdp, &self.tcp))
+        Ok(sockets::rewrite_local_description(&sdp, &self.sockets))
     }
 
     /// The candidate pair ICE selected: its transport and, where known, the remote address (for
@@ -357,11 +357,11 @@ impl Peer {
                 c.address.as_deref().and_then(|a| a.parse().ok()).map(|ip| std::net::SocketAddr::new(ip, c.port))
             }
             // Peer-reflexive: learnt from the connection itself, which on TCP is the shared port's.
-            _ => match (&self.tcp, transport) {
-                (IceTcp::Passive(port), Transport::Tcp) => {
+            _ => match (&self.sockets, transport) {
+                (Sockets::Shared(ports), Transport::Tcp) => {
                     let sdp = self.pc.local_description().await?.sdp;
                     let ufrag = sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))?.to_owned();
-                    port.last_peer(&ufrag)
+                    ports.tcp.last_peer(&ufrag)
                 }
                 _ => None,
             },

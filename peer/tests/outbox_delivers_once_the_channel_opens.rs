@@ -12,7 +12,7 @@ type Outcomes = Arc<Mutex<Vec<(u32, Result<(), Undelivered>)>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_sent_before_the_channel_opens_arrive_in_order() {
-    let config = PeerConfig { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), tcp: Default::default() };
+    let config = PeerConfig { bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), sockets: Default::default() };
     let offerer = Peer::new(config.clone()).await.unwrap();
     let answerer = Peer::new(config).await.unwrap();
     let channel = offerer.create_data_channel("session").await.unwrap();

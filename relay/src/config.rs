@@ -33,10 +33,14 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_STATIC_DIR", default_value = "static")]
     pub static_dir: PathBuf,
 
-    /// Address WebRTC media binds to and advertises in its ICE candidates. Media uses one UDP
-    /// port per peer connection, chosen by the OS from the ephemeral range.
+    /// Address WebRTC media binds to and advertises in its ICE candidates.
     #[arg(long, env = "SIGHTLINE_MEDIA_IP", default_value = "127.0.0.1")]
     pub media_ip: IpAddr,
+
+    /// The one UDP port on `--media-ip` that every peer connection's media uses. 0 lets the OS
+    /// choose one at start (logged); a deployment behind a firewall sets it.
+    #[arg(long, env = "SIGHTLINE_MEDIA_UDP_PORT", default_value_t = 0)]
+    pub media_udp_port: u16,
 
     /// The one TCP port on `--media-ip` where every peer connection accepts ICE-TCP (RFC 6544):
     /// media for agents without UDP (through their proxy) and browsers without UDP. 0 lets the

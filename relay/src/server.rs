@@ -97,12 +97,21 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
             Err(e) => tracing::error!(error = %e, "cannot bring the recordings index up to date"),
         }
     });
-    let media_tcp = std::net::SocketAddr::new(config.media_ip, config.media_tcp_port);
-    let ice_tcp = sightline_peer::SharedTcpPort::bind(media_tcp, config.media_announce_ip)
-        .await
-        .with_context(|| format!("cannot listen for ICE-TCP media on {media_tcp}"))?;
-    tracing::info!(address = %ice_tcp.local_addr(), "ICE-TCP media listening");
-    let hub = Hub::new(Media::new(config.media_ip, Some(ice_tcp)));
+    let ports = sightline_peer::SharedPorts::bind(
+        config.media_ip,
+        config.media_udp_port,
+        config.media_tcp_port,
+        config.media_announce_ip,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot bind the media ports (UDP {}, TCP {}) on {}",
+            config.media_udp_port, config.media_tcp_port, config.media_ip
+        )
+    })?;
+    tracing::info!(udp = %ports.udp.local_addr(), tcp = %ports.tcp.local_addr(), "media ports bound");
+    let hub = Hub::new(Media::new(config.media_ip, Some(ports)));
     tokio::spawn(follow_revocations(store, hub.clone()));
     tokio::spawn(sightline_recording::retention::run(
         recordings.clone(),

@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sightline_peer::{IceTcp, Peer, PeerConfig, PeerError, RtpPacket, SharedTcpPort, vp8};
+use sightline_peer::{Peer, PeerConfig, PeerError, RtpPacket, SharedPorts, Sockets, vp8};
 use sightline_proto::MediaTrack;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
@@ -217,10 +217,11 @@ fn random_ssrc() -> u32 {
 }
 
 impl Media {
-    /// Media on `bind_ip`, with ICE-TCP accepted on `tcp` when given.
-    pub fn new(bind_ip: IpAddr, tcp: Option<SharedTcpPort>) -> Media {
-        let tcp = tcp.map_or(IceTcp::Off, IceTcp::Passive);
-        Media { config: PeerConfig { bind_ip, tcp } }
+    /// Media on `bind_ip`, every connection on the shared `ports` (or, without them, each on
+    /// its own UDP port).
+    pub fn new(bind_ip: IpAddr, ports: Option<SharedPorts>) -> Media {
+        let sockets = ports.map_or(Sockets::Own, Sockets::Shared);
+        Media { config: PeerConfig { bind_ip, sockets } }
     }
 
     /// Answers an agent's publish offer and starts forwarding its video into `fanout`.

@@ -142,7 +142,8 @@ pub async fn watch_levels(
     agent_id: &str,
     levels: &[sightline_proto::Level],
 ) -> Result<Watching, (sightline_proto::ErrorCode, String)> {
-    let peer = Peer::new(PeerConfig { bind_ip: "127.0.0.1".parse().unwrap(), tcp: Default::default() }).await.unwrap();
+    let peer =
+        Peer::new(PeerConfig { bind_ip: "127.0.0.1".parse().unwrap(), sockets: Default::default() }).await.unwrap();
     peer.add_video_receiver().await.unwrap();
     let channel = peer.create_data_channel(sightline_proto::channel::LABEL).await.unwrap();
     let offer = peer.offer().await.unwrap();

@@ -1,0 +1,268 @@
+//! The relay's one UDP media port.
+//!
+//! The webrtc crate binds a UDP socket per connection; [`SharedUdpPort::adopt`] takes it over,
+//! holds it until the connection is claimed, then closes it, and gives the crate a socket that
+//! sends from the shared port and receives what is routed to it. A datagram is routed by the
+//! USERNAME of a STUN binding request (which every ICE check carries, so a remote that moves is
+//! followed), and otherwise by its source address, which a check or our own sending tied to one
+//! connection.
+
+use std::collections::HashMap;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
+
+use super::Routes;
+use super::stun::binding_request_ufrag;
+
+/// Datagrams waiting for one connection; beyond this they are dropped, as a full socket would.
+const QUEUE: usize = 512;
+/// Largest datagram read (media packets stay below 1500 bytes).
+const MAX_DATAGRAM: usize = 4096;
+/// Source addresses remembered before the dead ones are pruned.
+const PRUNE_AT: usize = 4096;
+
+/// One UDP socket shared by every peer connection of this process.
+#[derive(Debug, Clone)]
+pub struct SharedUdpPort {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    socket: tokio::net::UdpSocket,
+    local: SocketAddr,
+    announced: SocketAddr,
+    routes: Mutex<UdpRoutes>,
+}
+
+#[derive(Debug, Default)]
+struct UdpRoutes {
+    routes: Routes<Route>,
+    /// Which connection a remote address belongs to.
+    by_remote: HashMap<SocketAddr, Weak<Route>>,
+}
+
+type Datagram = (Vec<u8>, SocketAddr);
+
+#[derive(Debug)]
+struct Route {
+    /// The address the connection believes its socket has (its candidate's address).
+    local: SocketAddr,
+    datagrams: mpsc::Sender<Datagram>,
+    /// The per-connection socket the crate bound, held until the connection is claimed.
+    bound: Mutex<Option<std::net::UdpSocket>>,
+}
+
+impl SharedUdpPort {
+    /// Binds `listen`; local descriptions announce `announce` (the address the network reaches
+    /// this one by), or `listen` itself.
+    pub async fn bind(listen: SocketAddr, announce: Option<IpAddr>) -> io::Result<SharedUdpPort> {
+        let socket = tokio::net::UdpSocket::bind(listen).await?;
+        let local = socket.local_addr()?;
+        let announced = SocketAddr::new(announce.unwrap_or(local.ip()), local.port());
+        let inner = Arc::new(Shared { socket, local, announced, routes: Mutex::new(UdpRoutes::default()) });
+        tokio::spawn(receive_loop(Arc::downgrade(&inner)));
+        Ok(SharedUdpPort { inner })
+    }
+
+    /// The address the shared socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// Takes over a socket the crate bound for one connection.
+    pub(super) fn adopt(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let local = socket.local_addr()?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let route = Arc::new(Route { local, datagrams: tx, bound: Mutex::new(Some(socket)) });
+        self.inner.routes().routes.unclaimed.insert(local, Arc::downgrade(&route));
+        Ok(Arc::new(RoutedSocket { route, datagrams: Mutex::new(rx), shared: self.inner.clone() }))
+    }
+
+    /// Routes checks naming `ufrag` to the connection whose own socket is `bound`, closes that
+    /// socket, and returns the address to announce instead.
+    pub(super) fn claim(&self, bound: SocketAddr, ufrag: &str) -> Option<SocketAddr> {
+        let route = self.inner.routes().routes.claim(bound, ufrag)?;
+        route.bound.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Some(self.inner.announced)
+    }
+}
+
+impl Shared {
+    fn routes(&self) -> std::sync::MutexGuard<'_, UdpRoutes> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection a datagram from `from` belongs to.
+    fn route(&self, datagram: &[u8], from: SocketAddr) -> Option<Arc<Route>> {
+        let mut routes = self.routes();
+        if let Some(ufrag) = binding_request_ufrag(datagram) {
+            let route = routes.routes.get(ufrag)?;
+            routes.remember(from, &route, true);
+            return Some(route);
+        }
+        routes.by_remote.get(&from).and_then(Weak::upgrade)
+    }
+}
+
+impl UdpRoutes {
+    /// Ties `remote` to `route`: always for a check that named the route, only when nothing
+    /// live holds it for our own sending (a remote description cannot take over another
+    /// connection's peer).
+    fn remember(&mut self, remote: SocketAddr, route: &Arc<Route>, checked: bool) {
+        let held = self.by_remote.get(&remote).and_then(Weak::upgrade);
+        if checked || held.is_none() {
+            if self.by_remote.len() >= PRUNE_AT {
+                self.by_remote.retain(|_, r| r.strong_count() > 0);
+            }
+            self.by_remote.insert(remote, Arc::downgrade(route));
+        }
+    }
+}
+
+async fn receive_loop(shared: Weak<Shared>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let Some(port) = shared.upgrade() else { return };
+        let received = tokio::select! {
+            received = port.socket.recv_from(&mut buf) => received,
+            // Let go now and then, so a port nobody holds any more is dropped.
+            _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+        };
+        match received {
+            Ok((n, from)) => {
+                if let Some(route) = port.route(&buf[..n], from) {
+                    // A full queue drops the datagram, as a full socket buffer would.
+                    let _ = route.datagrams.try_send((buf[..n].to_vec(), from));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "shared UDP port receive error");
+                drop(port);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// A connection's view of the shared port.
+#[derive(Debug)]
+struct RoutedSocket {
+    route: Arc<Route>,
+    datagrams: Mutex<mpsc::Receiver<Datagram>>,
+    shared: Arc<Shared>,
+}
+
+impl AsyncUdpSocket for RoutedSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.route.local)
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        // Its answers come back to the shared port: they belong to this connection.
+        self.shared.routes().remember(transmit.destination, &self.route, false);
+        self.shared.socket.poll_send_to(cx, transmit.contents, transmit.destination)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let (Some(buf), Some(slot)) = (bufs.first_mut(), meta.first_mut()) else { return Poll::Ready(Ok(0)) };
+        let mut datagrams = self.datagrams.lock().unwrap_or_else(|e| e.into_inner());
+        match datagrams.poll_recv(cx) {
+            Poll::Ready(Some((datagram, from))) => {
+                let n = datagram.len().min(buf.len());
+                buf[..n].copy_from_slice(&datagram[..n]);
+                let mut received = RecvMeta::default();
+                received.addr = from;
+                received.len = n;
+                received.stride = n;
+                received.dst_ip = Some(self.route.local.ip());
+                *slot = received;
+                Poll::Ready(Ok(1))
+            }
+            // The route holds the sender while we exist; nothing more will come.
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::stun::tests::binding_request;
+    use super::*;
+
+    async fn recv(socket: &Arc<dyn AsyncUdpSocket>) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0u8; 2048];
+        let (n, from) =
+            tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf)).await.unwrap().unwrap();
+        buf.truncate(n);
+        (buf, from)
+    }
+
+    #[tokio::test]
+    async fn datagrams_reach_the_connection_their_check_names_and_answers_leave_from_the_shared_port() {
+        let port = SharedUdpPort::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
+        let (a_own, b_own) =
+            (std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let (a_addr, b_addr) = (a_own.local_addr().unwrap(), b_own.local_addr().unwrap());
+        let (a, b) = (port.adopt(a_own).unwrap(), port.adopt(b_own).unwrap());
+        assert_eq!(port.claim(a_addr, "ufragA"), Some(port.local_addr()));
+        assert_eq!(port.claim(b_addr, "ufragB"), Some(port.local_addr()));
+        // The connections' own sockets are closed: only the shared one is left.
+        assert!(std::net::UdpSocket::bind(a_addr).is_ok() && std::net::UdpSocket::bind(b_addr).is_ok());
+
+        let remote_a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let remote_b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        remote_b.send_to(&binding_request(b"ufragB:x"), port.local_addr()).await.unwrap();
+        remote_a.send_to(&binding_request(b"ufragA:y"), port.local_addr()).await.unwrap();
+        assert_eq!(recv(&a).await, (binding_request(b"ufragA:y"), remote_a.local_addr().unwrap()));
+        assert_eq!(recv(&b).await, (binding_request(b"ufragB:x"), remote_b.local_addr().unwrap()));
+        // After the check, that remote's other datagrams (DTLS, SRTP) follow it.
+        remote_a.send_to(b"srtp for a", port.local_addr()).await.unwrap();
+        assert_eq!(recv(&a).await.0, b"srtp for a");
+
+        // What a connection sends leaves from the shared port.
+        b.send_to(b"answer", remote_b.local_addr().unwrap()).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = remote_b.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"answer"[..], port.local_addr()));
+        remote_b.send_to(b"srtp for b", port.local_addr()).await.unwrap();
+        assert_eq!(recv(&b).await.0, b"srtp for b");
+    }
+
+    #[tokio::test]
+    async fn a_stranger_reaches_no_connection_and_sending_does_not_take_over_anothers_peer() {
+        let port = SharedUdpPort::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
+        let (a_own, b_own) =
+            (std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let (a_addr, b_addr) = (a_own.local_addr().unwrap(), b_own.local_addr().unwrap());
+        let (a, b) = (port.adopt(a_own).unwrap(), port.adopt(b_own).unwrap());
+        port.claim(a_addr, "ufragA");
+        port.claim(b_addr, "ufragB");
+        let remote = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        remote.send_to(&binding_request(b"ufragA:y"), port.local_addr()).await.unwrap();
+        recv(&a).await;
+        // B sends to A's peer (a remote description can name any address)...
+        b.send_to(b"probe", remote.local_addr().unwrap()).await.unwrap();
+        // ...yet the peer's next datagram still goes to A.
+        remote.send_to(b"for a", port.local_addr()).await.unwrap();
+        assert_eq!(recv(&a).await.0, b"for a");
+        // A stranger's unchecked datagram goes nowhere: the marker sent after it arrives first.
+        let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        stranger.send_to(b"unchecked", port.local_addr()).await.unwrap();
+        stranger.send_to(&binding_request(b"ufragB:z"), port.local_addr()).await.unwrap();
+        assert_eq!(recv(&b).await.0, binding_request(b"ufragB:z"));
+        remote.send_to(b"marker", port.local_addr()).await.unwrap();
+        assert_eq!(recv(&a).await.0, b"marker");
+    }
+}
