@@ -17,4 +17,5 @@ pub mod relay_proof;
 pub mod renewal;
 pub mod roles;
 pub mod session;
+pub mod turn;
 pub mod watermark;

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import * as fs from 'node:fs';
 import { Browser, BrowserContext, CDPSession, Page, TestInfo, expect, test as base } from '@playwright/test';
 import * as os from 'node:os';
+import * as crypto from 'node:crypto';
 
 /** The console text Chromium writes for each Content-Security-Policy violation. */
 export const CSP_VIOLATION = /violates the following Content Security Policy directive/;
@@ -292,7 +293,7 @@ export function relayCli(args: string[], env: Record<string, string> = {}): { st
  * `terminal`: the endpoint has no display and the agent runs on a terminal (a pseudo-terminal
  * from `script`), where it asks for consent; the test types the user's answers into it.
  */
-export interface AgentOptions { name: string; dataDir: string; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number; terminal?: boolean; unattended?: boolean }
+export interface AgentOptions { name: string; dataDir: string; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number; terminal?: boolean; unattended?: boolean; behindProxy?: ProxyNamespace }
 
 /** `agent enroll` with a token; returns the agent's data directory. Throws with the agent's words on refusal. */
 export function enrolAgent(relay: Relay, token: string, name: string, dataDir = tempDir('agent')): string {
@@ -310,7 +311,14 @@ export function startAgent(relay: Relay, opts: AgentOptions): Proc {
     const command = [path.join(BIN, 'agent'), ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
     return launch(`agent-${opts.name}`, 'script', ['-qfec', command, '/dev/null'], { DISPLAY: undefined }, 'pipe');
   }
-  return launch(`agent-${opts.name}`, path.join(BIN, 'agent'), args, opts.display ? { DISPLAY: opts.display } : {});
+  const display = opts.display ? { DISPLAY: opts.display } : {};
+  if (opts.behindProxy) {
+    // Inside the namespace, with the proxy as the only way out (R1).
+    const ns = opts.behindProxy;
+    args.push('--proxy', ns.proxyUrl, '--proxy-credentials', ns.credentials);
+    return launch(`agent-${opts.name}`, 'ip', ['netns', 'exec', ns.name, path.join(BIN, 'agent'), ...args], { ...display, HTTPS_PROXY: undefined, https_proxy: undefined, NO_PROXY: undefined, no_proxy: undefined });
+  }
+  return launch(`agent-${opts.name}`, path.join(BIN, 'agent'), args, display);
 }
 
 export class Xvfb {
@@ -850,4 +858,126 @@ export function held(display: string): { keys: number[]; buttons: number[] } {
   const state = (device: string) => execFileSync('xinput', ['query-state', device], { env: { ...process.env, DISPLAY: display }, encoding: 'utf8' });
   const down = (text: string, kind: string) => [...text.matchAll(new RegExp(`${kind}\\[(\\d+)\\]=down`, 'g'))].map((m) => Number(m[1])).sort((a, b) => a - b);
   return { keys: down(state('Virtual core XTEST keyboard'), 'key'), buttons: down(state('Virtual core XTEST pointer'), 'button') };
+}
+
+/**
+ * Debian's coturn as the TURN server viewers relay through (R42): TURN over TCP and over TLS on
+ * free loopback ports (no UDP listener), REST credentials (`use-auth-secret`) derived from a
+ * fresh 32-byte secret, and relaying to `allowedPeer` alone (the relay's media address): every
+ * other IPv4 and IPv6 address is denied. The relay's media is on loopback in these tests, so
+ * loopback peers are let through coturn's blanket loopback ban and then held to the same list.
+ */
+export class Coturn {
+  constructor(public proc: Proc, public dir: string, public ports: { tcp: number; tls: number }, public secret: string) {}
+  get secretFile(): string { return path.join(this.dir, 'secret'); }
+  /** The base64 SHA-256 of the TLS certificate's public key, for Chromium's
+   * `--ignore-certificate-errors-spki-list` (trusting this test certificate and no other). */
+  spki(): string {
+    const pub = execFileSync('openssl', ['x509', '-in', path.join(this.dir, 'cert.pem'), '-pubkey', '-noout']);
+    const der = execFileSync('openssl', ['pkey', '-pubin', '-outform', 'der'], { input: pub });
+    return crypto.createHash('sha256').update(der).digest('base64');
+  }
+  static async start(allowedPeer: string): Promise<Coturn> {
+    const dir = tempDir('coturn');
+    const cert = testCertificate(dir);
+    const ports = { tcp: await freePort(), tls: await freePort() };
+    const secret = execFileSync('openssl', ['rand', '-hex', '32'], { encoding: 'utf8' }).trim();
+    fs.writeFileSync(path.join(dir, 'secret'), `${secret}\n`, { mode: 0o600 });
+    const conf = [
+      'listening-ip=127.0.0.1', 'relay-ip=127.0.0.1', `listening-port=${ports.tcp}`, `tls-listening-port=${ports.tls}`,
+      'no-udp', 'no-dtls', 'use-auth-secret', `static-auth-secret=${secret}`, 'realm=sightline.test',
+      'no-cli', 'no-multicast-peers', 'allow-loopback-peers',
+      'denied-peer-ip=0.0.0.0-255.255.255.255', 'denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff',
+      `allowed-peer-ip=${allowedPeer}`,
+      `cert=${cert.cert}`, `pkey=${cert.key}`, `userdb=${path.join(dir, 'turndb')}`, `pidfile=${path.join(dir, 'turn.pid')}`,
+      'simple-log', 'log-file=stdout', 'verbose',
+    ];
+    fs.writeFileSync(path.join(dir, 'turnserver.conf'), conf.join('\n') + '\n');
+    const proc = launch('coturn', 'turnserver', ['-c', path.join(dir, 'turnserver.conf')]);
+    await waitFor('coturn', async () => new Promise<boolean>((resolve) => {
+      if (proc.child.exitCode !== null) throw new Error(`coturn exited: ${proc.log().slice(-2000)}`);
+      const socket = net.connect(ports.tls, '127.0.0.1', () => { socket.end(); resolve(true); });
+      socket.on('error', () => resolve(false));
+    }));
+    return new Coturn(proc, dir, ports, secret);
+  }
+  /** The REST password of `username` (`<expiry>:<holder>`), as coturn checks it. */
+  password(username: string): string {
+    return crypto.createHmac('sha1', this.secret).update(username).digest('base64');
+  }
+  /**
+   * coturn's own client (`turnutils_uclient`) over TCP: allocates with `username`/`password`,
+   * asks for a permission to `peer:peerPort` and echoes 3 messages off it. Its exit status (0: the
+   * echoes came back) and the TURN error codes it reported.
+   */
+  uclient(username: string, password: string, peer: string, peerPort: number): { status: number; errors: number[] } {
+    const r = spawnSync('turnutils_uclient', ['-t', '-n', '3', '-m', '1', '-u', username, '-w', password, '-e', peer, '-r', String(peerPort), '-p', String(this.ports.tcp), '127.0.0.1'], { encoding: 'utf8', timeout: 20_000 });
+    const said = `${r.stdout}${r.stderr}`;
+    const errors = [...said.matchAll(/error (\d{3}) \(/g)].map((m) => Number(m[1]));
+    return { status: r.status ?? -1, errors };
+  }
+}
+
+/** coturn's UDP echo peer (`turnutils_peer`) on a free loopback port: the permitted destination. */
+export async function echoPeer(): Promise<{ proc: Proc; port: number }> {
+  const port = await freePort();
+  const proc = launch('turn-peer', 'turnutils_peer', ['-L', '127.0.0.1', '-p', String(port)]);
+  return { proc, port };
+}
+
+/**
+ * An endpoint network whose only way out is an authenticating HTTP proxy (R1): a network
+ * namespace joined to this one by a veth pair on a /30 of 198.18.0.0/15, where only tinyproxy
+ * (Basic authentication, CONNECT to `connectPorts` only) listens on this side. The relay listens
+ * on this side's loopback, which the namespace cannot reach. `netem` shapes the link both ways.
+ */
+export class ProxyNamespace {
+  constructor(public name: string, public links: [string, string], public outside: string, public proxy: Proc, public proxyUrl: string, public credentials: string) {}
+  static async start(connectPorts: number[]): Promise<ProxyNamespace> {
+    const n = (process.pid * 13 + Math.floor(Math.random() * 1000)) % 16_000;
+    const name = `sl-e2e-${n}`;
+    const links: [string, string] = [`sle${n}a`, `sle${n}b`];
+    const [outside, inside] = [`198.18.${Math.floor(n / 64)}.${(n % 64) * 4 + 1}`, `198.18.${Math.floor(n / 64)}.${(n % 64) * 4 + 2}`];
+    spawnSync('ip', ['netns', 'del', name]);
+    for (const args of [
+      ['netns', 'add', name],
+      ['link', 'add', links[0], 'type', 'veth', 'peer', 'name', links[1], 'netns', name],
+      ['addr', 'add', `${outside}/30`, 'dev', links[0]],
+      ['link', 'set', links[0], 'up'],
+      ['-n', name, 'addr', 'add', `${inside}/30`, 'dev', links[1]],
+      ['-n', name, 'link', 'set', links[1], 'up'],
+      ['-n', name, 'link', 'set', 'lo', 'up'],
+    ]) {
+      const r = spawnSync('ip', args, { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr} (network namespaces need root)`);
+    }
+    const dir = tempDir('tinyproxy');
+    const port = await freePort();
+    const [user, password] = ['teller', crypto.randomBytes(12).toString('hex')];
+    fs.writeFileSync(path.join(dir, 'tinyproxy.conf'), [
+      `Port ${port}`, `Listen ${outside}`, 'Timeout 600', 'MaxClients 50', 'Allow 198.18.0.0/15', `BasicAuth ${user} ${password}`,
+      ...connectPorts.map((p) => `ConnectPort ${p}`), 'LogLevel Info', `PidFile "${path.join(dir, 'tinyproxy.pid')}"`,
+    ].join('\n') + '\n');
+    const credentials = path.join(dir, 'credentials');
+    fs.writeFileSync(credentials, `${user}:${password}\n`, { mode: 0o600 });
+    const proxy = launch('tinyproxy', 'tinyproxy', ['-d', '-c', path.join(dir, 'tinyproxy.conf')]);
+    await waitFor('tinyproxy', async () => new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, outside, () => { socket.end(); resolve(true); });
+      socket.on('error', () => resolve(false));
+    }));
+    return new ProxyNamespace(name, links, outside, proxy, `http://${outside}:${port}`, credentials);
+  }
+  /** `tc netem` on both ends of the link (e.g. `['loss', '1%']`); `[]` removes it. */
+  netem(spec: string[]): void {
+    for (const [ns, dev] of [[undefined, this.links[0]], [this.name, this.links[1]]] as const) {
+      const prefix = ns ? ['ip', 'netns', 'exec', ns] : [];
+      const args = spec.length ? ['qdisc', 'replace', 'dev', dev, 'root', 'netem', ...spec] : ['qdisc', 'del', 'dev', dev, 'root'];
+      const r = spawnSync(prefix.length ? prefix[0] : 'tc', prefix.length ? [...prefix.slice(1), 'tc', ...args] : args, { encoding: 'utf8' });
+      if (r.status !== 0 && spec.length) throw new Error(`tc ${args.join(' ')}: ${r.stderr}`);
+    }
+  }
+  async stop(): Promise<void> {
+    await this.proxy.kill();
+    spawnSync('ip', ['netns', 'del', this.name]);
+  }
 }

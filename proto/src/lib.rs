@@ -189,6 +189,18 @@ pub enum RelayToViewer {
     HelpRequests { requests: Vec<HelpQueueEntry> },
     /// A request was refused.
     Error { code: ErrorCode, message: String },
+    /// TURN servers for this viewer's peer connections, with credentials of its own that expire
+    /// at `expires_ms` (at most five minutes); renewed before then while the socket lives (R42).
+    IceServers { servers: Vec<IceServer>, expires_ms: u64 },
+}
+
+/// A TURN server as a browser's `RTCIceServer` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `turn:host:port?transport=udp|tcp` and `turns:host:port?transport=tcp`.
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
 }
 
 /// Session events that travel between relay and agent, so both drive the same state machine.

@@ -53,6 +53,22 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_MEDIA_ANNOUNCE_IP")]
     pub media_announce_ip: Option<IpAddr>,
 
+    /// TURN servers viewers may relay their media through (R42), as browsers spell them:
+    /// `turn:HOST:3478?transport=tcp`, `turns:HOST:443?transport=tcp`. Repeat, or separate with
+    /// commas. Each viewer gets credentials of its own (see `--turn-secret-file`).
+    #[arg(long = "turn-url", env = "SIGHTLINE_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+
+    /// The secret shared with the TURN servers (coturn's `static-auth-secret`), at least 32
+    /// bytes; the relay derives each viewer's credentials from it.
+    #[arg(long, env = "SIGHTLINE_TURN_SECRET_FILE")]
+    pub turn_secret_file: Option<PathBuf>,
+
+    /// How long a viewer's TURN credentials stay valid, in seconds (30 to 300); viewers get new
+    /// ones halfway through.
+    #[arg(long, env = "SIGHTLINE_TURN_TTL_S", default_value_t = 300)]
+    pub turn_ttl_s: u64,
+
     /// The origin browsers use to reach the relay. WebAuthn binds passkeys to its host name (an
     /// IP address cannot be a relying party), and enrolment links point here. Defaults to
     /// `http://localhost:<port of --listen>`.

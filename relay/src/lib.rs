@@ -27,3 +27,4 @@ pub mod session;
 pub mod sockets;
 pub mod state;
 pub mod tls;
+pub mod turn;

@@ -141,7 +141,10 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let prover = Arc::new(
         sightline_core::relay_proof::RelayProver::new(&key, endorsements).context("--agent-key-endorsements")?,
     );
-    Ok(AppState { hub, identity, policy, policy_sha256, audit: None, recordings, limits, help, prover })
+    let turn =
+        crate::turn::Turn::from_config(&config.turn_urls, config.turn_secret_file.as_deref(), config.turn_ttl_s)?
+            .map(Arc::new);
+    Ok(AppState { hub, identity, policy, policy_sha256, audit: None, recordings, limits, help, prover, turn })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.

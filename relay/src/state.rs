@@ -27,4 +27,6 @@ pub struct AppState {
     pub help: Arc<crate::help::HelpDesk>,
     /// Proves this node's key to agents, which pinned it at enrolment.
     pub prover: Arc<sightline_core::relay_proof::RelayProver>,
+    /// The TURN servers viewers get credentials for, if any (R42).
+    pub turn: Option<Arc<crate::turn::Turn>>,
 }

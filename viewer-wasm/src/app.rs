@@ -254,6 +254,8 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let (running, set_running) = signal(Vec::<SessionSummary>::new());
     let (help_requests, set_help_requests) = signal(Vec::<HelpQueueEntry>::new());
     let reasons = RwSignal::new(Vec::<String>::new());
+    // The TURN servers and this connection's credentials, renewed by the relay (R42).
+    let ice_servers = StoredValue::new(Vec::<sightline_proto::IceServer>::new());
     // Every session names its ticket and a catalog reason (R4); the relay enforces it.
     let ticket = RwSignal::new(String::new());
     let reason = RwSignal::new(String::new());
@@ -309,6 +311,15 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         RelayToViewer::HelpRequests { requests } => set_help_requests.set(requests),
         // No reason is chosen for the operator: the record must say what they chose (R4).
         RelayToViewer::Reasons { reasons: list } => reasons.set(list),
+        RelayToViewer::IceServers { servers, .. } => {
+            // A running connection takes the new credentials for its next gathering.
+            if let Some(conn) = pc.try_get_value().flatten()
+                && let Err(e) = conn.set_configuration_with_configuration(&media::configuration(&servers))
+            {
+                leptos::logging::warn!("cannot renew TURN credentials: {e:?}");
+            }
+            ice_servers.set_value(servers);
+        }
         RelayToViewer::Session { status: s } => {
             match s.phase {
                 SessionPhase::AwaitingConsent => set_view_state.set(ViewState::AwaitingConsent),
@@ -392,7 +403,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                     _ => {}
                 },
             };
-            match media::offer(on_event).await {
+            match media::offer(&ice_servers.get_value(), on_event).await {
                 Ok((conn, channel, sdp)) => {
                     pc.set_value(Some(conn));
                     dc.set_value(Some(channel));

@@ -4,14 +4,15 @@
 //! before sending the offer: on the relay's networks host candidates gather in milliseconds, and
 //! one offer/answer exchange is simpler and faster to first frame than trickling.
 
+use sightline_proto::IceServer;
 use sightline_proto::channel::{self, ChannelMessage};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, MessageEvent, RtcDataChannel, RtcDataChannelState, RtcIceGatheringState, RtcPeerConnection,
-    RtcPeerConnectionState, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
-    RtcTrackEvent,
+    MediaStream, MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelState, RtcIceGatheringState,
+    RtcIceServer, RtcPeerConnection, RtcPeerConnectionState, RtcRtpTransceiverDirection, RtcRtpTransceiverInit,
+    RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
 };
 
 /// Peer connection events the view reacts to.
@@ -34,12 +35,32 @@ pub fn send(dc: &RtcDataChannel, msg: &ChannelMessage) -> bool {
     dc.ready_state() == RtcDataChannelState::Open && dc.send_with_str(&channel::encode(msg)).is_ok()
 }
 
-/// Creates the peer connection with its `session` data channel (input and chat) and returns
-/// them with the complete offer SDP.
+/// The configuration naming `servers` (TURN, R42), for a new connection or a renewal.
+pub fn configuration(servers: &[IceServer]) -> RtcConfiguration {
+    let list = js_sys::Array::new();
+    for server in servers {
+        let ice = RtcIceServer::new();
+        let urls = js_sys::Array::new();
+        for url in &server.urls {
+            urls.push(&JsValue::from_str(url));
+        }
+        ice.set_urls(&urls);
+        ice.set_username(&server.username);
+        ice.set_credential(&server.credential);
+        list.push(&ice);
+    }
+    let config = RtcConfiguration::new();
+    config.set_ice_servers(&list);
+    config
+}
+
+/// Creates the peer connection (with the TURN servers the relay gave) and its `session` data
+/// channel (input and chat), and returns them with the complete offer SDP.
 pub async fn offer(
+    servers: &[IceServer],
     on_event: impl Fn(MediaEvent) + 'static,
 ) -> Result<(RtcPeerConnection, RtcDataChannel, String), JsValue> {
-    let pc = RtcPeerConnection::new()?;
+    let pc = RtcPeerConnection::new_with_configuration(&configuration(servers))?;
     let init = RtcRtpTransceiverInit::new();
     init.set_direction(RtcRtpTransceiverDirection::Recvonly);
     pc.add_transceiver_with_str_and_init("video", &init);

@@ -50,6 +50,8 @@ const APT_TEST: &[&str] = &[
     // the agent no other way out.
     "tinyproxy-bin",
     "iproute2",
+    // The TURN server operators without UDP relay through, and its test client (@R42).
+    "coturn",
     "x11-apps",
     // A window to type into in the input tests (@R19, @R7).
     "xterm",
