@@ -6,17 +6,20 @@ import { test } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, execFileSync, ChildProcess } from 'node:child_process';
-import { World, world, stopWorld, Xvfb, openView, tempDir, SAMPLE_POLICY, waitFor, Proc, Endpoint, dominantColour, recordMeasurement, auditorKeys, approveCommand } from './harness';
+import { World, world, worldOn, stopWorld, Xvfb, openView, tempDir, SAMPLE_POLICY, waitFor, Proc, Endpoint, dominantColour, recordMeasurement, auditorKeys, approveCommand, Relay, ProxyNamespace, freePort } from './harness';
 
 let w: World | undefined;
 let xvfb: Xvfb | undefined;
 let wm: Proc | undefined;
+let ns: ProxyNamespace | undefined;
 const windows: ChildProcess[] = [];
 
 test.afterEach(async () => {
   for (const x of windows.splice(0)) x.kill('SIGKILL');
   await stopWorld(w);
   w = undefined;
+  await ns?.stop();
+  ns = undefined;
   await wm?.kill();
   await xvfb?.proc.kill();
 });
@@ -100,11 +103,21 @@ async function mostMagenta(page: Page): Promise<number> {
 const FILL = [0x3c, 0x3c, 0x3c];
 const near = (a: number[], b: number[]) => a.every((v, i) => Math.abs(v - b[i]) <= 24);
 
-async function maskedWorld(browser: import('@playwright/test').Browser, name: string, masks: string): Promise<World> {
+/** A masked endpoint; `proxied`: in a network namespace whose only way out is an authenticating
+ * proxy, so its media takes ICE-TCP through the proxy's tunnel (R1). */
+async function maskedWorld(browser: import('@playwright/test').Browser, name: string, masks: string, proxied = false): Promise<World> {
   xvfb = await Xvfb.start(1280, 720);
   xvfb.setRootColour('#3070b0');
   wm = new Endpoint(xvfb.display, () => '').startWindowManager();
-  w = await world(browser, { name, source: 'x11', display: xvfb.display }, { policy: policyWithMasks(masks) });
+  const agent = { name, source: 'x11' as const, display: xvfb.display };
+  if (proxied) {
+    const mediaTcp = await freePort();
+    const relay = await Relay.start({ policy: policyWithMasks(masks), args: ['--media-tcp-port', String(mediaTcp)] });
+    ns = await ProxyNamespace.start([relay.port, mediaTcp]);
+    w = await worldOn(browser, relay, { ...agent, behindProxy: ns });
+  } else {
+    w = await world(browser, agent, { policy: policyWithMasks(masks) });
+  }
   await openView(w.operator, w.relay, name, w.endpoint);
   return w;
 }
@@ -278,36 +291,42 @@ window = { title = "*Kundenakte*" }
   expect(Math.max(...marks.map((f) => f[0])), 'watermark pixels in the most marked recorded frame').toBeLessThan(50);
 });
 
-test('an operator-only rule: the operator never sees the window, the recording keeps it @R34 @R35', async ({ browser }) => {
-  const world = await maskedWorld(browser, 'teller-4', `
+for (const proxied of [false, true]) {
+  test(`an operator-only rule: the operator never sees the window, the recording keeps it${proxied ? ' (the endpoint behind a proxy, media over ICE-TCP) @R1' : ''} @R34 @R35`, async ({ browser }) => {
+    const world = await maskedWorld(browser, proxied ? 'teller-5' : 'teller-4', `
 [[segments.office.masks]]
 name = "identity card"
 audience = "operator"
 window = { title = "*Ausweis*" }
-`);
-  const display = xvfb!.display;
-  expect(world.endpoint.promptText()).toContain('Hidden: identity card (operator)');
-  // Sampled from before the window appears until after it stopped moving. It moves in steps a
-  // frame apart, so the sampling holds frames of it wherever it went (an unchanged screen sends
-  // one frame a second), and the fill is seen over it meanwhile: the window was there to hide.
-  const sampling = countColour(world.operator, [255, 0, 255], 8000);
-  await new Promise((r) => setTimeout(r, 500));
-  colourWindow(display, 'Ausweis Meier', MAGENTA, '40x12+100+100');
-  const id = await windowId(display, 'Ausweis');
-  const masking = countColour(world.operator, FILL, 1500, [0, 0], 24);
-  for (let i = 0; i < 20; i++) {
-    xdo(display, ['windowmove', id, String(100 + i * 20), String(100 + i * 10)]);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const masked = await masking;
-  const frames = await sampling;
-  expect(Math.max(...masked.map((f) => f.count)), 'the mask over the window, during the sampling').toBeGreaterThan(5000);
-  expect(frames.length).toBeGreaterThan(10);
-  expect(frames.filter((f) => f.count > 0).map((f) => f.count), 'operator frames showing the window').toEqual([]);
+`, proxied);
+    const display = xvfb!.display;
+    expect(world.endpoint.promptText()).toContain('Hidden: identity card (operator)');
+    // Sampled from before the window appears until after it stopped moving. It moves in steps a
+    // frame apart, so the sampling holds frames of it wherever it went (an unchanged screen sends
+    // one frame a second), and the fill is seen over it meanwhile: the window was there to hide.
+    const sampling = countColour(world.operator, [255, 0, 255], 8000);
+    await new Promise((r) => setTimeout(r, 500));
+    colourWindow(display, 'Ausweis Meier', MAGENTA, '40x12+100+100');
+    const id = await windowId(display, 'Ausweis');
+    const masking = countColour(world.operator, FILL, 1500, [0, 0], 24);
+    for (let i = 0; i < 20; i++) {
+      xdo(display, ['windowmove', id, String(100 + i * 20), String(100 + i * 10)]);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const masked = await masking;
+    const frames = await sampling;
+    expect(Math.max(...masked.map((f) => f.count)), 'the mask over the window, during the sampling').toBeGreaterThan(5000);
+    expect(frames.length).toBeGreaterThan(10);
+    expect(frames.filter((f) => f.count > 0).map((f) => f.count), 'operator frames showing the window').toEqual([]);
 
-  const recorded = await recordedCounts(await endAndExport(world), 1280, 720, [[255, 0, 255]], [60]);
-  expect(Math.max(...recorded.map((f) => f[0])), 'the recording shows the window').toBeGreaterThan(5000);
-});
+    const recorded = await recordedCounts(await endAndExport(world), 1280, 720, [[255, 0, 255]], [60]);
+    expect(Math.max(...recorded.map((f) => f[0])), 'the recording shows the window').toBeGreaterThan(5000);
+    if (proxied) {
+      const paths = world.relay.auditRecords().filter((r) => r.kind === 'session.media_path');
+      expect(paths.map((r) => r.detail.split(' ')[3])).toEqual(['tcp']);
+    }
+  });
+}
 
 test('masking delay: frames that show a masked window as it appears, over every frame the agent encoded @bench', async ({ browser }) => {
   const world = await maskedWorld(browser, 'teller-bench', `

@@ -9,7 +9,7 @@
 
 import { test, expect, chromium, Browser, Page } from '@playwright/test';
 import * as fs from 'node:fs';
-import { Coturn, ProxyNamespace, Relay, World, chatMarker, echoPeer, enrolAgent, freePort, api, openView, sampleFrames, startAgent, stopWorld, tempDir, world, worldOn } from './harness';
+import { Coturn, ProxyNamespace, Relay, World, chatMarker, echoPeer, enrolAgent, freePort, api, inviteAndEnrol, openView, sampleFrames, startAgent, stopWorld, tempDir, world, worldOn } from './harness';
 
 interface IceServersMessage { type: 'ice_servers'; servers: { urls: string[]; username: string; credential: string }[]; expires_ms: number }
 
@@ -204,5 +204,52 @@ test('an endpoint whose only way out is an authenticating proxy: the screen, inp
   } finally {
     await stopWorld(w);
     await ns.stop();
+  }
+});
+
+/** The local ports of `pid`'s sockets in the kernel's `udp`/`tcp` tables (for TCP, listeners
+ * only): its descriptors' socket inodes matched against the tables' inode column. */
+function socketsOf(pid: number, table: 'udp' | 'tcp'): number[] {
+  const inodes = new Set<string>();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = fs.readlinkSync(`/proc/${pid}/fd/${fd}`).match(/^socket:\[(\d+)\]$/);
+      if (m) inodes.add(m[1]);
+    } catch { /* closed meanwhile */ }
+  }
+  const ports: number[] = [];
+  for (const file of [table, `${table}6`]) {
+    for (const line of fs.readFileSync(`/proc/net/${file}`, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || !inodes.has(f[9])) continue;
+      if (table === 'tcp' && f[3] !== '0A') continue;
+      ports.push(parseInt(f[1].split(':')[1], 16));
+    }
+  }
+  return ports.sort((a, b) => a - b);
+}
+
+test('one media port: while an operator and two observers watch and the recorder records, the relay holds one UDP socket and one media TCP listener @R42', async ({ browser }) => {
+  test.setTimeout(120_000);
+  const [udp, tcp] = [await freePort(), await freePort()];
+  let w: World | undefined;
+  try {
+    w = await world(browser, { name: 'one-port' }, { args: ['--media-udp-port', String(udp), '--media-tcp-port', String(tcp)] });
+    const observers = [await inviteAndEnrol(browser, w.admin, 'observer1', 'observer'), await inviteAndEnrol(browser, w.admin, 'observer2', 'observer')];
+    await openView(w.operator, w.relay, w.agentName, w.endpoint);
+    for (const o of observers) {
+      await o.getByTestId('session-row').getByTestId('observe').click();
+      await expect(o.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+    }
+    // Every viewer gets frames (the positive side of the count below).
+    for (const page of [w.operator, ...observers]) {
+      const frames = await sampleFrames(page, 1000);
+      expect(frames[frames.length - 1].counter).toBeGreaterThan(frames[0].counter);
+    }
+    await expect.poll(() => w!.relay.recordingCli(['list']).stdout.includes('"complete":false')).toBe(true);
+    expect(socketsOf(w.relay.proc.pid, 'udp')).toEqual([udp]);
+    expect(socketsOf(w.relay.proc.pid, 'tcp')).toEqual([w.relay.port, tcp].sort((a, b) => a - b));
+  } finally {
+    await stopWorld(w);
   }
 });
