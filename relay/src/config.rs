@@ -209,6 +209,10 @@ pub enum ConfigError {
     NoViewer(PathBuf),
     #[error("public URL {0} must be https, or http on localhost")]
     InsecurePublicUrl(url::Url),
+    #[error(
+        "--media-ip {0} is a wildcard: candidates would announce it and every interface would get its own socket; give the interface's address (and --media-announce-ip behind NAT)"
+    )]
+    WildcardMediaIp(IpAddr),
 }
 
 impl Config {
@@ -231,6 +235,9 @@ impl Config {
                     return Err(ConfigError::NotLoopback(ip));
                 }
             }
+        }
+        if self.media_ip.is_unspecified() {
+            return Err(ConfigError::WildcardMediaIp(self.media_ip));
         }
         if !self.static_dir.join("index.html").is_file() {
             return Err(ConfigError::NoViewer(self.static_dir.clone()));
@@ -359,6 +366,9 @@ mod tests {
         args.extend(tls);
         assert!(matches!(parse(&args).validate(), Err(ConfigError::InsecurePublicUrl(_))));
         assert!(Config::try_parse_from(["relay", "--tls-cert", "/c.pem"]).is_err(), "a certificate needs its key");
+        let mut args = vec!["--listen", "0.0.0.0:8443", "--media-ip", "0.0.0.0"];
+        args.extend(tls);
+        assert!(matches!(parse(&args).validate(), Err(ConfigError::WildcardMediaIp(_))));
     }
 
     #[test]

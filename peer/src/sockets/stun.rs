@@ -1,10 +1,21 @@
 //! The one thing the shared ports read of ICE: whom a STUN binding request is for.
 
+const MAGIC_COOKIE: u32 = 0x2112_A442;
+
+/// Whether `message` is a STUN binding success response: what the webrtc crate sends only after
+/// it checked the request's MESSAGE-INTEGRITY with the connection's password, so an address it
+/// answers has proved it is that connection's peer.
+pub(super) fn is_binding_success(message: &[u8]) -> bool {
+    const BINDING_SUCCESS: u16 = 0x0101;
+    message.len() >= 20
+        && u16::from_be_bytes([message[0], message[1]]) == BINDING_SUCCESS
+        && u32::from_be_bytes([message[4], message[5], message[6], message[7]]) == MAGIC_COOKIE
+}
+
 /// The recipient's username fragment out of a STUN binding request's USERNAME
 /// (`<recipient ufrag>:<sender ufrag>`, RFC 8445 7.2.2).
 pub(super) fn binding_request_ufrag(message: &[u8]) -> Option<&str> {
     const BINDING_REQUEST: u16 = 0x0001;
-    const MAGIC_COOKIE: u32 = 0x2112_A442;
     const USERNAME: u16 = 0x0006;
     let header = message.get(..20)?;
     if u16::from_be_bytes([header[0], header[1]]) != BINDING_REQUEST
@@ -45,6 +56,22 @@ pub(super) mod tests {
         message.extend([7; 12]);
         message.extend(attributes);
         message
+    }
+
+    /// A binding success response (no attributes needed for routing).
+    pub(crate) fn binding_success() -> Vec<u8> {
+        let mut message = vec![0x01, 0x01, 0x00, 0x00];
+        message.extend(0x2112_A442u32.to_be_bytes());
+        message.extend([9; 12]);
+        message
+    }
+
+    #[test]
+    fn a_binding_success_is_told_from_a_request_and_from_media() {
+        assert!(is_binding_success(&binding_success()));
+        assert!(!is_binding_success(&binding_request(b"a:b")));
+        assert!(!is_binding_success(&[0x01, 0x01, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        assert!(!is_binding_success(b"\x80\x60srtp"));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! The webrtc crate binds a UDP socket per connection; [`SharedUdpPort::adopt`] takes it over,
 //! holds it until the connection is claimed, then closes it, and gives the crate a socket that
-//! sends from the shared port and receives what is routed to it. A datagram is routed by the
-//! USERNAME of a STUN binding request (which every ICE check carries, so a remote that moves is
-//! followed), and otherwise by its source address, which a check or our own sending tied to one
-//! connection.
+//! sends from the shared port and receives what is routed to it. A STUN binding request goes to
+//! the connection its USERNAME names (the crate then checks its integrity); any other datagram
+//! goes to the connection its source address is tied to. An address is tied to a connection when
+//! that connection answers a check from it with a binding success (sent only after the crate
+//! verified the check, so an address is taken over only by proving the connection's password),
+//! or, if no connection holds it, when the connection sends to it first (its own checks).
 
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
@@ -18,13 +20,14 @@ use tokio::sync::mpsc;
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
 use super::Routes;
-use super::stun::binding_request_ufrag;
+use super::stun::{binding_request_ufrag, is_binding_success};
 
 /// Datagrams waiting for one connection; beyond this they are dropped, as a full socket would.
 const QUEUE: usize = 512;
 /// Largest datagram read (media packets stay below 1500 bytes).
 const MAX_DATAGRAM: usize = 4096;
-/// Source addresses remembered before the dead ones are pruned.
+/// Source addresses remembered before the dead ones are first pruned; after each pruning the
+/// next one waits until the map has doubled, so pruning costs amortised constant time.
 const PRUNE_AT: usize = 4096;
 
 /// One UDP socket shared by every peer connection of this process.
@@ -41,11 +44,18 @@ struct Shared {
     routes: Mutex<UdpRoutes>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct UdpRoutes {
     routes: Routes<Route>,
     /// Which connection a remote address belongs to.
     by_remote: HashMap<SocketAddr, Weak<Route>>,
+    prune_at: usize,
+}
+
+impl Default for UdpRoutes {
+    fn default() -> Self {
+        UdpRoutes { routes: Routes::default(), by_remote: HashMap::new(), prune_at: PRUNE_AT }
+    }
 }
 
 type Datagram = (Vec<u8>, SocketAddr);
@@ -101,28 +111,29 @@ impl Shared {
 
     /// The connection a datagram from `from` belongs to.
     fn route(&self, datagram: &[u8], from: SocketAddr) -> Option<Arc<Route>> {
-        let mut routes = self.routes();
-        if let Some(ufrag) = binding_request_ufrag(datagram) {
-            let route = routes.routes.get(ufrag)?;
-            routes.remember(from, &route, true);
-            return Some(route);
+        let routes = self.routes();
+        match binding_request_ufrag(datagram) {
+            // Not tied yet: the check is unverified until the connection answers it.
+            Some(ufrag) => routes.routes.get(ufrag),
+            None => routes.by_remote.get(&from).and_then(Weak::upgrade),
         }
-        routes.by_remote.get(&from).and_then(Weak::upgrade)
     }
 }
 
 impl UdpRoutes {
-    /// Ties `remote` to `route`: always for a check that named the route, only when nothing
-    /// live holds it for our own sending (a remote description cannot take over another
-    /// connection's peer).
-    fn remember(&mut self, remote: SocketAddr, route: &Arc<Route>, checked: bool) {
+    /// Ties `remote` to `route`: always when the route answered a verified check from it, and
+    /// for its own sending only when nothing live holds it (a remote description cannot take
+    /// over another connection's peer).
+    fn remember(&mut self, remote: SocketAddr, route: &Arc<Route>, verified: bool) {
         let held = self.by_remote.get(&remote).and_then(Weak::upgrade);
-        if checked || held.is_none() {
-            if self.by_remote.len() >= PRUNE_AT {
-                self.by_remote.retain(|_, r| r.strong_count() > 0);
-            }
-            self.by_remote.insert(remote, Arc::downgrade(route));
+        if held.as_ref().is_some_and(|h| Arc::ptr_eq(h, route)) || !(verified || held.is_none()) {
+            return;
         }
+        if self.by_remote.len() >= self.prune_at {
+            self.by_remote.retain(|_, r| r.strong_count() > 0);
+            self.prune_at = PRUNE_AT.max(self.by_remote.len() * 2);
+        }
+        self.by_remote.insert(remote, Arc::downgrade(route));
     }
 }
 
@@ -165,8 +176,10 @@ impl AsyncUdpSocket for RoutedSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        // Its answers come back to the shared port: they belong to this connection.
-        self.shared.routes().remember(transmit.destination, &self.route, false);
+        // What comes back from where this connection sends belongs to it; an answered check
+        // proved the sender knows its password.
+        let verified = is_binding_success(transmit.contents);
+        self.shared.routes().remember(transmit.destination, &self.route, verified);
         self.shared.socket.poll_send_to(cx, transmit.contents, transmit.destination)
     }
 
@@ -198,7 +211,7 @@ impl AsyncUdpSocket for RoutedSocket {
 
 #[cfg(test)]
 mod tests {
-    use super::super::stun::tests::binding_request;
+    use super::super::stun::tests::{binding_request, binding_success};
     use super::*;
 
     async fn recv(socket: &Arc<dyn AsyncUdpSocket>) -> (Vec<u8>, SocketAddr) {
@@ -227,7 +240,8 @@ mod tests {
         remote_a.send_to(&binding_request(b"ufragA:y"), port.local_addr()).await.unwrap();
         assert_eq!(recv(&a).await, (binding_request(b"ufragA:y"), remote_a.local_addr().unwrap()));
         assert_eq!(recv(&b).await, (binding_request(b"ufragB:x"), remote_b.local_addr().unwrap()));
-        // After the check, that remote's other datagrams (DTLS, SRTP) follow it.
+        // Once A answered the check, that remote's other datagrams (DTLS, SRTP) follow it.
+        a.send_to(&binding_success(), remote_a.local_addr().unwrap()).await.unwrap();
         remote_a.send_to(b"srtp for a", port.local_addr()).await.unwrap();
         assert_eq!(recv(&a).await.0, b"srtp for a");
 
@@ -252,8 +266,13 @@ mod tests {
         let remote = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         remote.send_to(&binding_request(b"ufragA:y"), port.local_addr()).await.unwrap();
         recv(&a).await;
+        a.send_to(&binding_success(), remote.local_addr().unwrap()).await.unwrap();
         // B sends to A's peer (a remote description can name any address)...
         b.send_to(b"probe", remote.local_addr().unwrap()).await.unwrap();
+        // ...and the peer (or someone spoofing it) sends a check naming B, which B has not
+        // answered...
+        remote.send_to(&binding_request(b"ufragB:q"), port.local_addr()).await.unwrap();
+        assert_eq!(recv(&b).await.0, binding_request(b"ufragB:q"));
         // ...yet the peer's next datagram still goes to A.
         remote.send_to(b"for a", port.local_addr()).await.unwrap();
         assert_eq!(recv(&a).await.0, b"for a");
@@ -264,5 +283,9 @@ mod tests {
         assert_eq!(recv(&b).await.0, binding_request(b"ufragB:z"));
         remote.send_to(b"marker", port.local_addr()).await.unwrap();
         assert_eq!(recv(&a).await.0, b"marker");
+        // Only B's answer to a check moves the address to B.
+        b.send_to(&binding_success(), remote.local_addr().unwrap()).await.unwrap();
+        remote.send_to(b"for b", port.local_addr()).await.unwrap();
+        assert_eq!(recv(&b).await.0, b"for b");
     }
 }

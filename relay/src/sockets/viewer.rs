@@ -132,8 +132,11 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
     }
     // TURN credentials for this connection alone, renewed halfway through their life (R42).
     let turn_holder = format!("{}.{viewer_id}", auth.user.id.replace(':', "_"));
+    // Only those who watch sessions get them: TURN is not a relay for every signed-in account.
+    let watches = auth.allows(Capability::ViewSessions) || auth.allows(Capability::ObserveSessions);
+    let turn = state.turn.as_ref().filter(|_| watches);
     let turn_servers = || {
-        state.turn.as_ref().and_then(|t| match t.servers_for(&turn_holder, identity.now_ms()) {
+        turn.and_then(|t| match t.servers_for(&turn_holder, identity.now_ms()) {
             Ok(message) => Some(message),
             Err(e) => {
                 tracing::error!(error = %e, "cannot issue TURN credentials");
@@ -142,7 +145,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
         })
     };
     let mut turn_renewal =
-        tokio::time::interval(state.turn.as_ref().map_or(std::time::Duration::from_secs(3600), |t| t.renew_every()));
+        tokio::time::interval(turn.map_or(std::time::Duration::from_secs(3600), |t| t.renew_every()));
     turn_renewal.tick().await;
     initial.extend(turn_servers());
     for msg in initial {
@@ -201,7 +204,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 if changed.is_err() { break; }
                 vec![RelayToViewer::Agents { agents: roster.borrow_and_update().clone() }]
             }
-            _ = turn_renewal.tick(), if state.turn.is_some() => turn_servers().into_iter().collect(),
+            _ = turn_renewal.tick(), if turn.is_some() => turn_servers().into_iter().collect(),
             changed = sessions.changed(), if sees_sessions => {
                 if changed.is_err() { break; }
                 vec![RelayToViewer::Sessions { sessions: hub.sessions() }]
