@@ -81,6 +81,13 @@ pub struct Route {
     pub proxy: Option<crate::proxy::Proxy>,
 }
 
+impl Route {
+    /// The proxy connections to `host` go through, if any.
+    pub fn proxy_for(&self, host: &str) -> Option<&crate::proxy::Proxy> {
+        self.proxy.as_ref().filter(|p| p.applies_to(host))
+    }
+}
+
 /// Maps the relay base URL given by the user to its agent WebSocket URL.
 pub fn agent_socket_url(base: &url::Url) -> anyhow::Result<url::Url> {
     let mut url = base.clone();
@@ -142,16 +149,15 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyho
 
 /// The local address that routes to the relay: media binds there, so its one ICE candidate is
 /// one the relay can reach. (Connecting a UDP socket sends nothing.)
-/// Behind a proxy that is the proxy: the relay's name may not even resolve here, and the
+/// Behind `proxy` that is the proxy: the relay's name may not even resolve here, and the
 /// proxy is the only way out.
-async fn local_ip_towards(url: &url::Url, route: &Route) -> anyhow::Result<IpAddr> {
-    let host = url.host_str().context("relay URL has no host")?;
-    let port = url.port_or_known_default().unwrap_or(443);
-    if let Some(proxy) = route.proxy.as_ref().filter(|p| p.applies_to(host)) {
+async fn local_ip_towards(url: &url::Url, proxy: Option<&crate::proxy::Proxy>) -> anyhow::Result<IpAddr> {
+    if let Some(proxy) = proxy {
         let (host, port) = proxy.address().rsplit_once(':').context("proxy address has no port")?;
         return local_ip_to(host, port.parse().context("proxy port")?).await;
     }
-    local_ip_to(host, port).await
+    let host = url.host_str().context("relay URL has no host")?;
+    local_ip_to(host, url.port_or_known_default().unwrap_or(443)).await
 }
 
 async fn local_ip_to(host: &str, port: u16) -> anyhow::Result<IpAddr> {
@@ -216,8 +222,7 @@ async fn connect(url: &url::Url, route: &Route, nonce: &[u8]) -> anyhow::Result<
     let mut dialled = url.clone();
     dialled.query_pairs_mut().append_pair(relay_proof::NONCE_PARAM, &hex::encode(nonce));
     let host = url.host_str().context("relay URL has no host")?;
-    let proxy = route.proxy.as_ref().filter(|p| p.applies_to(host));
-    let (ws, _) = match proxy {
+    let (ws, _) = match route.proxy_for(host) {
         Some(proxy) => {
             let port = url.port_or_known_default().context("relay URL has no port")?;
             let tunnel = proxy.tunnel(host.trim_matches(['[', ']']), port).await?;
@@ -367,7 +372,9 @@ pub async fn ask_help(relay_url: &url::Url, device: &Device, route: &Route) -> a
 }
 
 async fn session(config: &RunConfig) -> anyhow::Result<()> {
-    let media_ip = local_ip_towards(&config.relay_url, &config.route).await?;
+    // Media goes the way signaling does: through the proxy when one applies to the relay.
+    let media_proxy = config.route.proxy_for(config.relay_url.host_str().unwrap_or_default());
+    let media_ip = local_ip_towards(&config.relay_url, media_proxy).await?;
     let (mut ws, challenge, _) = dial(&config.relay_url, &config.route, Expect::Pinned(&config.device)).await?;
     let (width, height) = screen_size(config).await;
     let hello = AgentToRelay::Hello {
@@ -388,13 +395,12 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
     }
     let (mut tx, mut rx) = ws.split();
 
-    let media_proxy = config.route.proxy.clone().filter(|p| p.applies_to(config.relay_url.host_str().unwrap_or("")));
     let publish_config = PublishConfig {
         source: config.source,
         synthetic_size: config.synthetic_size,
         encoder: config.encoder,
         media_ip,
-        sockets: match &media_proxy {
+        sockets: match media_proxy {
             Some(proxy) => Sockets::Outbound(std::sync::Arc::new(crate::proxy::ProxyDialer(proxy.clone()))),
             None => Sockets::Outbound(std::sync::Arc::new(DirectDialer)),
         },

@@ -360,8 +360,7 @@ impl Peer {
             _ => match (&self.sockets, transport) {
                 (Sockets::Shared(ports), Transport::Tcp) => {
                     let sdp = self.pc.local_description().await?.sdp;
-                    let ufrag = sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))?.to_owned();
-                    ports.tcp.last_peer(&ufrag)
+                    ports.tcp.last_peer(sockets::local_ufrag(&sdp)?)
                 }
                 _ => None,
             },

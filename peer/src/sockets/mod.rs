@@ -214,7 +214,7 @@ impl Runtime for SocketsRuntime {
 /// active TCP candidates go (the relay does not dial); outbound, passive TCP candidates go (the
 /// agent accepts nothing).
 pub(crate) fn rewrite_local_description(sdp: &str, sockets: &Sockets) -> String {
-    let ufrag = sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:")).map(str::to_owned);
+    let ufrag = local_ufrag(sdp);
     // One listener may stand behind several lines (one per component, and per bundled section).
     let mut claimed: HashMap<(bool, SocketAddr), Option<SocketAddr>> = HashMap::new();
     let mut out = String::with_capacity(sdp.len());
@@ -226,7 +226,7 @@ pub(crate) fn rewrite_local_description(sdp: &str, sockets: &Sockets) -> String 
         match (sockets, candidate.tcp_type) {
             (Sockets::Shared(ports), None | Some("passive")) => {
                 let shared = *claimed.entry((candidate.tcp_type.is_some(), candidate.addr)).or_insert_with(|| {
-                    let ufrag = ufrag.as_deref()?;
+                    let ufrag = ufrag?;
                     match candidate.tcp_type {
                         None => ports.udp.claim(candidate.addr, ufrag),
                         Some(_) => ports.tcp.claim(candidate.addr, ufrag),
@@ -246,6 +246,11 @@ pub(crate) fn rewrite_local_description(sdp: &str, sockets: &Sockets) -> String 
         }
     }
     out
+}
+
+/// The ICE username fragment a description names (`a=ice-ufrag:`).
+pub(crate) fn local_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
 }
 
 /// For the active side: the remote description without its passive TCP candidates, and those

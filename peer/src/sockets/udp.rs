@@ -92,7 +92,12 @@ impl SharedUdpPort {
         let (tx, rx) = mpsc::channel(QUEUE);
         let route = Arc::new(Route { local, datagrams: tx, bound: Mutex::new(Some(socket)) });
         self.inner.routes().routes.unclaimed.insert(local, Arc::downgrade(&route));
-        Ok(Arc::new(RoutedSocket { route, datagrams: Mutex::new(rx), shared: self.inner.clone() }))
+        Ok(Arc::new(RoutedSocket {
+            route,
+            datagrams: Mutex::new(rx),
+            shared: self.inner.clone(),
+            sent_to: Mutex::new(None),
+        }))
     }
 
     /// Routes checks naming `ufrag` to the connection whose own socket is `bound`, closes that
@@ -168,6 +173,9 @@ struct RoutedSocket {
     route: Arc<Route>,
     datagrams: Mutex<mpsc::Receiver<Datagram>>,
     shared: Arc<Shared>,
+    /// The last address this connection sent to, already remembered: every media packet goes
+    /// to the same peer, and the shared table's lock is not taken again for it.
+    sent_to: Mutex<Option<SocketAddr>>,
 }
 
 impl AsyncUdpSocket for RoutedSocket {
@@ -178,8 +186,16 @@ impl AsyncUdpSocket for RoutedSocket {
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         // What comes back from where this connection sends belongs to it; an answered check
         // proved the sender knows its password.
+        // Sending again to the address last remembered changes nothing (an entry pointing at a
+        // live connection is never pruned, and only an answered check moves it); only answers
+        // and new addresses go to the shared table.
         let verified = is_binding_success(transmit.contents);
-        self.shared.routes().remember(transmit.destination, &self.route, verified);
+        let mut sent_to = self.sent_to.lock().unwrap_or_else(|e| e.into_inner());
+        if verified || *sent_to != Some(transmit.destination) {
+            self.shared.routes().remember(transmit.destination, &self.route, verified);
+            *sent_to = Some(transmit.destination);
+        }
+        drop(sent_to);
         self.shared.socket.poll_send_to(cx, transmit.contents, transmit.destination)
     }
 
@@ -222,15 +238,29 @@ mod tests {
         (buf, from)
     }
 
-    #[tokio::test]
-    async fn datagrams_reach_the_connection_their_check_names_and_answers_leave_from_the_shared_port() {
+    /// A shared port with two connections claimed as `ufragA` and `ufragB`.
+    struct Claimed {
+        port: SharedUdpPort,
+        a: Arc<dyn AsyncUdpSocket>,
+        b: Arc<dyn AsyncUdpSocket>,
+        /// The addresses of the sockets the crate had bound for them.
+        own: (SocketAddr, SocketAddr),
+    }
+
+    async fn two_connections() -> Claimed {
         let port = SharedUdpPort::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
         let (a_own, b_own) =
             (std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-        let (a_addr, b_addr) = (a_own.local_addr().unwrap(), b_own.local_addr().unwrap());
+        let own = (a_own.local_addr().unwrap(), b_own.local_addr().unwrap());
         let (a, b) = (port.adopt(a_own).unwrap(), port.adopt(b_own).unwrap());
-        assert_eq!(port.claim(a_addr, "ufragA"), Some(port.local_addr()));
-        assert_eq!(port.claim(b_addr, "ufragB"), Some(port.local_addr()));
+        assert_eq!(port.claim(own.0, "ufragA"), Some(port.local_addr()));
+        assert_eq!(port.claim(own.1, "ufragB"), Some(port.local_addr()));
+        Claimed { port, a, b, own }
+    }
+
+    #[tokio::test]
+    async fn datagrams_reach_the_connection_their_check_names_and_answers_leave_from_the_shared_port() {
+        let Claimed { port, a, b, own: (a_addr, b_addr) } = two_connections().await;
         // The connections' own sockets are closed: only the shared one is left.
         assert!(std::net::UdpSocket::bind(a_addr).is_ok() && std::net::UdpSocket::bind(b_addr).is_ok());
 
@@ -256,13 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stranger_reaches_no_connection_and_sending_does_not_take_over_anothers_peer() {
-        let port = SharedUdpPort::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
-        let (a_own, b_own) =
-            (std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-        let (a_addr, b_addr) = (a_own.local_addr().unwrap(), b_own.local_addr().unwrap());
-        let (a, b) = (port.adopt(a_own).unwrap(), port.adopt(b_own).unwrap());
-        port.claim(a_addr, "ufragA");
-        port.claim(b_addr, "ufragB");
+        let Claimed { port, a, b, .. } = two_connections().await;
         let remote = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         remote.send_to(&binding_request(b"ufragA:y"), port.local_addr()).await.unwrap();
         recv(&a).await;
