@@ -36,6 +36,20 @@ pub enum EventKind {
     StepUp,
     #[serde(rename = "auth.sessions_revoked")]
     SessionsRevoked,
+    /// An identity provider vouched for a person (R12): provider, issuer, subject, groups and the
+    /// roles they map to; the passkey comes next, and `auth.login` only after it.
+    #[serde(rename = "auth.directory_verified")]
+    DirectoryVerified,
+    /// A directory sign-in, logout token or groups re-read was refused; the detail starts with
+    /// `reason=` and one of `sightline_sso::Refusal::code`'s names.
+    #[serde(rename = "auth.directory_refused")]
+    DirectoryRefused,
+    /// The provider's back-channel logout ended a person's sessions everywhere.
+    #[serde(rename = "auth.backchannel_logout")]
+    DirectoryLogout,
+    /// A directory account's roles changed because its groups did.
+    #[serde(rename = "role.directory_changed")]
+    DirectoryRolesChanged,
     #[serde(rename = "user.enrolled")]
     UserEnrolled,
     #[serde(rename = "user.invited")]

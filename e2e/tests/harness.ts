@@ -981,3 +981,129 @@ export class ProxyNamespace {
     spawnSync('ip', ['netns', 'del', this.name]);
   }
 }
+
+/** The tampering the test provider can apply to the ID tokens it hands out (`e2e/oidc/provider.mjs`). */
+export type TokenTamper = 'aud' | 'expired' | 'nonce-replay' | 'unsigned' | 'foreign-key';
+
+/**
+ * A real OpenID provider (npm oidc-provider 9 with its development interactions: any login name,
+ * any password, the login name is the subject) on a free loopback port, with one client,
+ * `sightline`, registered for each relay URL given. `ssoFile` writes the relay's SSO file for it.
+ */
+export class OidcProvider {
+  static readonly SECRET = 'test-client-secret-for-sightline-0123456789';
+  constructor(public proc: Proc, public port: number) {}
+  get issuer(): string { return `http://127.0.0.1:${this.port}`; }
+  static async start(relayUrls: string[], accounts: Record<string, { groups: string[] }>): Promise<OidcProvider> {
+    const port = await freePort();
+    const dir = tempDir('oidc');
+    const base = (u: string) => u.replace(/\/$/, '');
+    const client = {
+      client_id: 'sightline',
+      client_secret: OidcProvider.SECRET,
+      redirect_uris: relayUrls.map((u) => `${base(u)}/api/sso/corp/callback`),
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      // The provider posts from Node, whose fetch may resolve localhost to ::1, where no relay
+      // listens: the relay's loopback address it binds.
+      backchannel_logout_uri: `${base(relayUrls[0]).replace('//localhost:', '//127.0.0.1:')}/api/sso/corp/backchannel-logout`,
+      backchannel_logout_session_required: true,
+    };
+    const config = path.join(dir, 'provider.json');
+    fs.writeFileSync(config, JSON.stringify({ port, clients: [client], accounts }));
+    const proc = launch('oidc', 'node', [path.resolve(__dirname, '../oidc/provider.mjs'), config]);
+    await waitFor('the OpenID provider', async () => {
+      if (proc.child.exitCode !== null) throw new Error(`provider exited: ${proc.log().slice(0, 2000)}`);
+      try { return (await fetch(`http://127.0.0.1:${port}/.well-known/openid-configuration`)).ok; } catch { return false; }
+    });
+    return new OidcProvider(proc, port);
+  }
+  private async control(route: string, body: object): Promise<void> {
+    const res = await fetch(`${this.issuer}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    if (!res.ok) throw new Error(`${route}: ${res.status}`);
+  }
+  /** The directory changes a person's groups. */
+  async setGroups(sub: string, groups: string[]): Promise<void> { await this.control('/test/groups', { sub, groups }); }
+  /** The next ID tokens are altered this way (`null`: genuine again). */
+  async tamper(mode: TokenTamper | null): Promise<void> { await this.control('/test/tamper', { mode }); }
+  /** The relay's SSO file: provider `corp`, groups `ops` -> operator and `sec` -> observer. */
+  ssoFile(opts: { local?: 'allow' | 'forbid'; recheckS?: number } = {}): string {
+    const dir = tempDir('sso');
+    const secret = path.join(dir, 'client.secret');
+    fs.writeFileSync(secret, OidcProvider.SECRET);
+    const file = path.join(dir, 'sso.toml');
+    fs.writeFileSync(file, [
+      `local_accounts = "${opts.local ?? 'allow'}"`,
+      `recheck_s = ${opts.recheckS ?? 300}`,
+      '[[provider]]',
+      'name = "corp"',
+      'label = "Corp directory"',
+      `issuer = "${this.issuer}"`,
+      'client_id = "sightline"',
+      `client_secret_file = "${secret}"`,
+      'groups_claim = "groups"',
+      'scopes = ["profile", "groups"]',
+      'max_age_s = 600',
+      '[provider.roles]',
+      '"ops" = ["operator"]',
+      '"sec" = ["observer"]',
+      '',
+    ].join('\n'));
+    return file;
+  }
+}
+
+/**
+ * Signs in through the provider from the relay's sign-in page: the provider's login form (any
+ * password) and consent when it shows them, then back at the relay. Stops where the relay sends
+ * the browser (`#/sso` to continue with the passkey, or a refusal).
+ */
+export async function throughProvider(page: Page, relay: Relay, login: string): Promise<void> {
+  await page.goto(relay.url);
+  await page.getByTestId('sso-start').click();
+  // Login form, then consent: each shows only when the provider's session does not cover it.
+  for (let step = 0; step < 3; step += 1) {
+    const form = page.locator('input[name="login"]');
+    const consent = page.getByRole('button', { name: 'Continue', exact: true });
+    const back = page.locator('main, header.topbar').first();
+    await expect(form.or(consent).or(back).first()).toBeVisible();
+    if (page.url().startsWith(relay.url)) return;
+    if (await form.isVisible()) {
+      await form.fill(login);
+      await page.locator('input[name="password"]').fill('any-password');
+      await page.getByRole('button', { name: 'Sign-in' }).click();
+      await expect(form).toBeHidden();
+    } else if (await consent.isVisible()) {
+      await consent.click();
+      await expect(consent).toBeHidden();
+    }
+  }
+  await page.waitForURL((u) => u.toString().startsWith(relay.url));
+}
+
+/** The whole directory sign-in: the provider, then the passkey (created the first time). */
+export async function signInThroughProvider(page: Page, relay: Relay, login: string): Promise<void> {
+  await throughProvider(page, relay, login);
+  await page.getByTestId('sso-passkey').click();
+  await expect(page.getByTestId('signed-in-as')).toContainText(login);
+}
+
+/**
+ * A viewer socket to `wsUrl` opened with `cookie` from a page of `origin`, as a second node's
+ * socket is reached behind a load balancer. Here the nodes have two ports, and the relay's CSP
+ * rightly forbids a page to connect to another port, so this probe page (and only it) bypasses
+ * the CSP. `state()` says `connecting`, `open` or `closed`.
+ */
+export async function socketProbe(browser: Browser, cookie: Parameters<BrowserContext['addCookies']>[0][number], origin: string, wsUrl: string): Promise<{ state(): Promise<string>; close(): Promise<void> }> {
+  const context = await browser.newContext({ bypassCSP: true });
+  await context.addCookies([cookie]);
+  const probe = await context.newPage();
+  await probe.goto(origin);
+  await probe.evaluate((u) => {
+    const ws = new WebSocket(u);
+    (window as any).__probe = 'connecting';
+    ws.onopen = () => { (window as any).__probe = 'open'; };
+    ws.onclose = () => { (window as any).__probe = 'closed'; };
+  }, wsUrl);
+  return { state: () => probe.evaluate(() => (window as any).__probe as string), close: () => context.close() };
+}

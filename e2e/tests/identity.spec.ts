@@ -5,7 +5,7 @@ import { expect, request as playwrightRequest, Page } from '@playwright/test';
 import { test } from './harness';
 import {
   Relay, World, world, stopWorld, contextWithPasskeys, enrolFromLink, inviteAndEnrol, api, signIn, enrolAgent,
-  startAgent, tempDir, RedisServer, Proc, openView, waitFor, relayCli,
+  startAgent, tempDir, RedisServer, Proc, openView, waitFor, relayCli, socketProbe,
 } from './harness';
 
 let w: World | undefined;
@@ -269,29 +269,17 @@ test('two relays on one Redis: logout on node A refuses the cookie on node B at 
 
   const asOperator = await playwrightRequest.newContext({ extraHTTPHeaders: { cookie: `sightline_session=${cookie.value}` } });
   expect((await asOperator.get(`http://127.0.0.1:${nodeB.port}/api/me`)).status()).toBe(200);
-  // A viewer socket on node B with the operator's cookie, from a page of the public origin (node
-  // A's). Behind a load balancer both nodes share that origin; here they have two ports, and the
-  // relay's CSP rightly forbids a page to connect to another port, so this probe page (and only
-  // it) bypasses the CSP.
-  const probeContext = await browser.newContext({ bypassCSP: true });
-  await probeContext.addCookies([cookie]);
-  const probe = await probeContext.newPage();
-  await probe.goto(publicUrl);
-  await probe.evaluate((u) => {
-    const ws = new WebSocket(u);
-    (window as any).__nodeB = 'connecting';
-    ws.onopen = () => { (window as any).__nodeB = 'open'; };
-    ws.onclose = () => { (window as any).__nodeB = 'closed'; };
-  }, `ws://localhost:${nodeB.port}/ws/viewer`);
-  await expect.poll(() => probe.evaluate(() => (window as any).__nodeB)).toBe('open');
+  // A viewer socket on node B with the operator's cookie, from a page of the public origin (node A's).
+  const probe = await socketProbe(browser, cookie, publicUrl, `ws://localhost:${nodeB.port}/ws/viewer`);
+  await expect.poll(() => probe.state()).toBe('open');
 
   await operator.getByTestId('logout').click();
   await expect(operator.locator('input[name="username"]')).toBeVisible();
   expect((await asOperator.get(`http://127.0.0.1:${nodeB.port}/api/me`)).status()).toBe(401);
   expect((await asOperator.get(`http://127.0.0.1:${nodeA.port}/api/me`)).status()).toBe(401);
-  await expect.poll(() => probe.evaluate(() => (window as any).__nodeB), { timeout: 3_000 }).toBe('closed');
+  await expect.poll(() => probe.state(), { timeout: 3_000 }).toBe('closed');
   await asOperator.dispose();
-  await probeContext.close();
+  await probe.close();
 });
 
 test('a revoked agent cannot connect, and an enrolment token works once @R18', async ({ browser }) => {
@@ -362,4 +350,48 @@ test('a reinstalled endpoint takes a new key for the same device only with an ad
   const receipts = relayCli(['audit', 'verify', '--dir', w.relay.auditDir, '--key', pinned, '--receipts']);
   expect(receipts.status, receipts.stderr).toBe(0);
   expect(receipts.stdout).toMatch(/OK receipts: [1-9]\d* signed receipts of 1 devices, each by the device's key on record/);
+});
+
+test('people see their own sessions (browser, address, started, last active) and end one, or all but the one in hand, on the spot @R17 @hardening', async ({ browser }) => {
+  const relay = await Relay.start();
+  extra.push(relay.proc);
+  const { page, context } = await contextWithPasskeys(browser);
+  const cookie = async () => (await context.cookies()).find((c) => c.name === 'sightline_session')!.value;
+  // Three sessions of one person: the enrolment's, and two later sign-ins (the cookie of each
+  // kept, as another browser would hold it).
+  await enrolFromLink(page, relay.bootstrapLink(), 'admin');
+  const oldest = await cookie();
+  await context.clearCookies();
+  await signIn(page, relay, 'admin');
+  const middle = await cookie();
+  await context.clearCookies();
+  await signIn(page, relay, 'admin');
+  const as = async (value: string) => playwrightRequest.newContext({ extraHTTPHeaders: { cookie: `sightline_session=${value}` } });
+  const status = async (value: string) => (await (await as(value)).get(`http://127.0.0.1:${relay.port}/api/me`)).status();
+  expect([await status(oldest), await status(middle)]).toEqual([200, 200]);
+
+  await page.getByTestId('tab-sign-ins').click();
+  const rows = page.getByTestId('own-session');
+  await expect(rows).toHaveCount(3);
+  await expect(rows.first()).toHaveAttribute('data-current', 'true');
+  await expect(rows.first()).toContainText('(this one)');
+  for (const row of await rows.all()) {
+    await expect(row).toContainText('127.0.0.1');
+    await expect(row).toContainText('Chrome');
+  }
+  // The oldest (last row): it ends, the middle one is untouched.
+  await rows.last().getByRole('button', { name: 'End', exact: true }).click();
+  await expect(rows).toHaveCount(2);
+  expect([await status(oldest), await status(middle)]).toEqual([401, 200]);
+  // All others: the middle one ends, the one in hand stays.
+  await page.getByTestId('end-other-sessions').click();
+  await expect(page.getByTestId('own-sessions-notice')).toHaveText('Ended 1 session(s).');
+  await expect(rows).toHaveCount(1);
+  expect(await status(middle)).toBe(401);
+  expect((await api(page, 'GET', '/api/me')).status).toBe(200);
+  const ended = relay.auditRecords().filter((r) => r.kind === 'auth.sessions_revoked');
+  expect(ended.map((r) => [r.actor, r.subject, r.source])).toEqual([['admin', 'admin', '127.0.0.1'], ['admin', 'admin', '127.0.0.1']]);
+  expect(ended.every((r) => /^own session [0-9a-f]{16} ended by its owner \(signed in from 127\.0\.0\.1\)$/.test(r.detail))).toBe(true);
+  // Someone else's session id is not found, whatever it is.
+  expect((await api(page, 'POST', '/api/me/sessions/0123456789abcdef/end')).status).toBe(404);
 });

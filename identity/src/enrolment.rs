@@ -26,6 +26,10 @@ impl Identity {
     /// On a relay with no users, replaces any earlier bootstrap token with a fresh one and
     /// returns it; `None` once someone has enrolled.
     pub async fn bootstrap_token(&self) -> Result<Option<String>, IdentityError> {
+        // With local accounts switched off, the first admin comes from the directory.
+        if !self.local_accounts_allowed() {
+            return Ok(None);
+        }
         if !self.store.list::<User>(Collection::Users).await?.is_empty() {
             return Ok(None);
         }
@@ -109,6 +113,7 @@ impl Identity {
         source: Option<IpAddr>,
     ) -> Result<String, IdentityError> {
         require(admin, roles::Capability::Administer)?;
+        self.refuse_local()?;
         let name = valid_name(name)?;
         if self.user_by_name(&name).await?.is_some() {
             return Err(IdentityError::Conflict(format!("a user named {name:?} exists")));
@@ -140,6 +145,9 @@ impl Identity {
         self.audit_available()?;
         self.ceremony_budget(source)?;
         let record = self.peek_token(token).await?;
+        if matches!(record.purpose, TokenPurpose::BootstrapAdmin | TokenPurpose::Invite { .. }) {
+            self.refuse_local()?;
+        }
         let typed = display_name.map(str::trim).filter(|n| !n.is_empty());
         let name = match &record.purpose {
             // Never a name made up for them: the first administrator chooses one.
@@ -239,6 +247,7 @@ impl Identity {
             passkeys: vec![passkey],
             created_ms: self.now_ms(),
             bootstrap,
+            directory: None,
         };
         self.store.put(Collection::Users, &user.id, &user).await?;
         let detail = match (&record.purpose, &pending) {
@@ -278,7 +287,7 @@ impl Identity {
             );
         }
         self.emit(EventKind::UserEnrolled, Outcome::Success, &user.name, None, source, detail);
-        let token = self.start_session(&user).await?;
+        let token = self.open_session(&user, source).await?;
         self.audit_committed().await?;
         Ok((user, token))
     }

@@ -13,6 +13,7 @@
 //! `IdentityError`), sessions and media, and which backend the store has.
 
 pub mod devices;
+mod directory;
 mod enrolment;
 mod lockouts;
 mod login;
@@ -43,7 +44,9 @@ use tokens::{Claims, Keyring, StoredKey, TokenSettings};
 
 /// The browser's answers to a registration and a login ceremony (WebAuthn JSON), as the HTTP
 /// surface receives them.
+pub use directory::{DirectoryGrant, DirectoryLink, DirectoryNext, DirectorySignIn};
 pub use enrolment::PendingEnrolment;
+pub use login_sessions::OwnSession;
 pub use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 /// How long a ceremony (registration, login, step-up) may take.
@@ -98,6 +101,9 @@ pub struct User {
     /// Enrolled from the bootstrap link (the one audited exception to two-admin role grants).
     #[serde(default)]
     pub bootstrap: bool,
+    /// The directory identity this account belongs to (R12); none for invited accounts.
+    #[serde(default)]
+    pub directory: Option<DirectoryLink>,
 }
 
 /// What a one-time enrolment token is for.
@@ -146,15 +152,44 @@ pub struct SessionRecord {
     pub user_id: String,
     pub auth_time_s: u64,
     pub last_activity_s: u64,
+    /// Where the sign-in came from, and the browser it named (shown to the person).
+    #[serde(default)]
+    pub source: Option<IpAddr>,
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 /// Ceremony state between the start and finish of a WebAuthn exchange.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Ceremony {
-    Enrol { token_hash: String, user_id: String, name: String, display_name: String, state: PasskeyRegistration },
-    Login { user_id: String, state: PasskeyAuthentication },
-    StepUp { user_id: String, sid: String, state: PasskeyAuthentication },
+    Enrol {
+        token_hash: String,
+        user_id: String,
+        name: String,
+        display_name: String,
+        state: PasskeyRegistration,
+    },
+    Login {
+        user_id: String,
+        state: PasskeyAuthentication,
+        /// The provider whose sign-in came first, for a directory account.
+        #[serde(default)]
+        directory: Option<String>,
+        #[serde(default)]
+        sign_in: Option<Box<DirectorySignIn>>,
+    },
+    DirectoryEnrol {
+        user_id: String,
+        name: String,
+        sign_in: Box<DirectorySignIn>,
+        state: PasskeyRegistration,
+    },
+    StepUp {
+        user_id: String,
+        sid: String,
+        state: PasskeyAuthentication,
+    },
 }
 
 /// A verified request's identity, with roles as stored now (not as the token remembers them).
@@ -178,6 +213,8 @@ pub struct IdentitySettings {
     /// Public origin of the relay, e.g. `https://relay.bank.example` or `http://localhost:8080`.
     pub public_url: url::Url,
     pub tokens: TokenSettings,
+    /// Whether invited (local) accounts sign in beside directory ones (R12).
+    pub local_accounts: bool,
 }
 
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -284,6 +321,12 @@ impl Identity {
         };
         identity.rotate_keys_if_due().await?;
         Ok(identity)
+    }
+
+    /// Spends one ceremony start from `source`'s budget (for ceremonies that begin elsewhere,
+    /// such as a directory sign-in).
+    pub fn spend_ceremony_budget(&self, source: IpAddr) -> Result<(), IdentityError> {
+        self.ceremony_budget(source)
     }
 
     /// Spends one ceremony start from `source`'s budget.
@@ -432,6 +475,7 @@ pub async fn for_tests(store: Store, events: Arc<dyn EventSink>) -> Identity {
     let settings = IdentitySettings {
         public_url: "http://localhost:8080/".parse().unwrap(),
         tokens: TokenSettings { issuer: "http://localhost:8080".into(), audience: "sightline".into(), ttl_s: 600 },
+        local_accounts: true,
     };
     Identity::new(store, settings, events, system_clock()).await.unwrap()
 }
@@ -456,6 +500,7 @@ mod tests {
             passkeys: vec![],
             created_ms: 0,
             bootstrap: false,
+            directory: None,
         };
         identity.put_user_unchecked(&user).await.unwrap();
         let token = identity.start_session(&user).await.unwrap();

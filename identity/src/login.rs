@@ -26,6 +26,9 @@ impl Identity {
         self.ceremony_budget(source)?;
         self.check_lockout(&self.attempts(&lockout_key_addr(source)).await?)?;
         let user = self.user_by_name(name.trim()).await?;
+        // A directory account signs in through its provider first, every time (R12); local
+        // accounts only while they are allowed. Refused like a wrong passkey, and counted.
+        let user = user.filter(|u| u.directory.is_none() && self.local_accounts_allowed());
         let Some(user) = user.filter(|u| !u.passkeys.is_empty()) else {
             // Unknown names fail like wrong passkeys (and count against the address), so the
             // endpoint does not reveal which accounts exist.
@@ -37,7 +40,8 @@ impl Identity {
             .webauthn
             .start_passkey_authentication(&user.passkeys)
             .map_err(|e| IdentityError::BadRequest(format!("cannot start login: {e}")))?;
-        Ok((self.begin_ceremony(&Ceremony::Login { user_id: user.id, state }).await?, challenge))
+        let ceremony = Ceremony::Login { user_id: user.id, state, directory: None, sign_in: None };
+        Ok((self.begin_ceremony(&ceremony).await?, challenge))
     }
 
     pub(super) async fn record_failure(
@@ -88,7 +92,8 @@ impl Identity {
         credential: &PublicKeyCredential,
         source: IpAddr,
     ) -> Result<(User, String), IdentityError> {
-        let Some(Ceremony::Login { user_id, state }) = self.take_ceremony(ceremony_id).await? else {
+        let Some(Ceremony::Login { user_id, state, directory, sign_in }) = self.take_ceremony(ceremony_id).await?
+        else {
             self.record_failure(None, source, "login finished without a valid ceremony").await?;
             return Err(IdentityError::Unauthenticated);
         };
@@ -120,8 +125,15 @@ impl Identity {
                 .update::<Attempts, _>(Collection::Lockouts, &key, |a| a.map(|a| policy.record_success(a)))
                 .await?;
         }
-        self.emit(EventKind::Login, Outcome::Success, &user.name, None, Some(source), "passkey with user verification");
-        let token = self.start_session(&user).await?;
+        let how = match &directory {
+            Some(provider) => format!("directory {provider} then passkey with user verification"),
+            None => "passkey with user verification".to_owned(),
+        };
+        if let Some(sign_in) = &sign_in {
+            self.directory_session_opened(&user, sign_in).await?;
+        }
+        self.emit(EventKind::Login, Outcome::Success, &user.name, None, Some(source), how);
+        let token = self.open_session(&user, Some(source)).await?;
         // No cookie before the login is on disk (R41).
         self.audit_committed().await?;
         Ok((user, token))

@@ -12,18 +12,144 @@
 //! an idle one lapse. Revocations are published on the store's event channel, so open sockets on
 //! every node close at once; sockets also re-check with `session_alive` (which does not count as
 //! activity) in case an event was missed. Any store error refuses (fail closed).
+//!
+//! People see their own sessions and end any of them, or all but the one in hand (ASVS 7.5.2):
+//! each session has a public id (a prefix of the SHA-256 of its secret id) in
+//! `Collection::LoginSessions`, pruned as its sessions lapse.
 
 use super::*;
+
+/// One of a person's sessions, as they see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OwnSession {
+    pub id: String,
+    pub current: bool,
+    pub source: Option<IpAddr>,
+    pub device: Option<String>,
+    pub started_s: u64,
+    pub last_seen_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SessionEntry {
+    user_id: String,
+    sid: String,
+}
+
+/// The id a person sees for a session: names it without being it.
+fn public_id(sid: &str) -> String {
+    token_hash(sid)[..16].to_owned()
+}
+
+/// Browsers name themselves at length; a list needs the start.
+const DEVICE_MAX: usize = 160;
 
 impl Identity {
     /// Opens a session for `user` and returns its token. Called after a verified passkey login or
     /// enrolment; in-process harnesses (integration tests) call it directly. Not reachable over HTTP.
     pub async fn start_session(&self, user: &User) -> Result<String, IdentityError> {
+        self.open_session(user, None).await
+    }
+
+    /// `start_session`, remembering where the sign-in came from.
+    pub(super) async fn open_session(&self, user: &User, source: Option<IpAddr>) -> Result<String, IdentityError> {
         let now = self.now_s();
         let sid = random_token();
-        let record = SessionRecord { user_id: user.id.clone(), auth_time_s: now, last_activity_s: now };
+        let record =
+            SessionRecord { user_id: user.id.clone(), auth_time_s: now, last_activity_s: now, source, device: None };
+        self.store
+            .put(
+                Collection::LoginSessions,
+                &public_id(&sid),
+                &SessionEntry { user_id: user.id.clone(), sid: sid.clone() },
+            )
+            .await?;
         self.store.put_ephemeral(&session_key(&sid), &record, Duration::from_secs(tokens::MAX_SESSION_S)).await?;
         self.issue_token(user, &sid, now, now)
+    }
+
+    /// Notes the browser a new session's sign-in came from (its `User-Agent`), for its owner's list.
+    pub async fn note_device(&self, token: &str, device: &str) -> Result<(), IdentityError> {
+        let claims = self
+            .keyring()
+            .verify(&self.settings.tokens, token, self.now_s())
+            .map_err(|_| IdentityError::Unauthenticated)?;
+        let key = session_key(&claims.sid);
+        let Some(record) = self.store.get_ephemeral::<SessionRecord>(&key).await? else { return Ok(()) };
+        let device: String = device.chars().filter(|c| !c.is_control()).take(DEVICE_MAX).collect();
+        let remaining = (record.auth_time_s + tokens::MAX_SESSION_S).saturating_sub(self.now_s()).max(1);
+        let noted = SessionRecord { device: Some(device), ..record };
+        self.store.put_ephemeral(&key, &noted, Duration::from_secs(remaining)).await?;
+        Ok(())
+    }
+
+    /// The signed-in person's live sessions, newest first; lapsed ones are pruned on the way.
+    pub async fn own_sessions(&self, auth: &AuthUser) -> Result<Vec<OwnSession>, IdentityError> {
+        let now = self.now_s();
+        let revoked_before = self.store.get_ephemeral::<u64>(&user_revocation_key(&auth.user.id)).await?;
+        let mut sessions = Vec::new();
+        for (id, entry) in self.store.list::<SessionEntry>(Collection::LoginSessions).await? {
+            if entry.user_id != auth.user.id {
+                continue;
+            }
+            let record = self.store.get_ephemeral::<SessionRecord>(&session_key(&entry.sid)).await?;
+            let live = record.as_ref().is_some_and(|r| {
+                r.last_activity_s + IDLE_TIMEOUT_S >= now && revoked_before.is_none_or(|before| r.auth_time_s > before)
+            });
+            match record {
+                Some(r) if live => sessions.push(OwnSession {
+                    current: entry.sid == auth.claims.sid,
+                    id,
+                    source: r.source,
+                    device: r.device,
+                    started_s: r.auth_time_s,
+                    last_seen_s: r.last_activity_s,
+                }),
+                _ => {
+                    self.store.delete(Collection::LoginSessions, &id).await?;
+                }
+            }
+        }
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.started_s));
+        Ok(sessions)
+    }
+
+    /// Ends one of the person's own sessions (`id` from `own_sessions`), or with `None` every one
+    /// but the session in hand; on every node at once. Returns how many ended.
+    pub async fn end_own_sessions(
+        &self,
+        auth: &AuthUser,
+        id: Option<&str>,
+        source: Option<IpAddr>,
+    ) -> Result<usize, IdentityError> {
+        self.audit_available()?;
+        let mine = self.own_sessions(auth).await?;
+        let targets: Vec<&OwnSession> = match id {
+            Some(id) => vec![mine.iter().find(|s| s.id == id).ok_or(IdentityError::NotFound)?],
+            None => mine.iter().filter(|s| !s.current).collect(),
+        };
+        for target in &targets {
+            let Some(entry) = self.store.take::<SessionEntry>(Collection::LoginSessions, &target.id).await? else {
+                continue;
+            };
+            self.store.take_ephemeral::<SessionRecord>(&session_key(&entry.sid)).await?;
+            self.store.publish(&Revocation::Session { sid: entry.sid.clone() }).await?;
+            self.emit(
+                EventKind::SessionsRevoked,
+                Outcome::Success,
+                &auth.user.name,
+                Some(&auth.user.name),
+                source,
+                format!(
+                    "own session {} ended by its owner{} (signed in from {})",
+                    target.id,
+                    if target.current { " (the one in hand)" } else { "" },
+                    target.source.map_or("-".to_owned(), |s| s.to_string())
+                ),
+            );
+        }
+        self.audit_committed().await?;
+        Ok(targets.len())
     }
 
     pub(super) fn issue_token(
@@ -87,6 +213,10 @@ impl Identity {
             return Err(IdentityError::Unauthenticated);
         }
         let user = self.user(&claims.sub).await?.ok_or(IdentityError::Unauthenticated)?;
+        // Local accounts switched off: their sessions end too, not only their next sign-in.
+        if user.directory.is_none() && !self.local_accounts_allowed() {
+            return Err(IdentityError::Unauthenticated);
+        }
         if now >= session.last_activity_s + ACTIVITY_GRANULARITY_S {
             let touched = SessionRecord { last_activity_s: now, ..session.clone() };
             let remaining = (session.auth_time_s + tokens::MAX_SESSION_S).saturating_sub(now).max(1);
@@ -116,11 +246,12 @@ impl Identity {
         {
             return Ok(false);
         }
-        Ok(self.user(&claims.sub).await?.is_some())
+        Ok(self.user(&claims.sub).await?.is_some_and(|u| u.directory.is_some() || self.local_accounts_allowed()))
     }
 
     pub async fn logout(&self, auth: &AuthUser, source: Option<IpAddr>) -> Result<(), IdentityError> {
         self.store.take_ephemeral::<SessionRecord>(&session_key(&auth.claims.sid)).await?;
+        self.store.delete(Collection::LoginSessions, &public_id(&auth.claims.sid)).await?;
         self.store.publish(&Revocation::Session { sid: auth.claims.sid.clone() }).await?;
         self.emit(EventKind::Logout, Outcome::Success, &auth.user.name, None, source, "");
         Ok(())

@@ -194,6 +194,12 @@ pub struct Config {
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(10..=3600))]
     pub idle_timeout_s: u64,
 
+    /// The SSO file (R12): identity providers operators sign in through, their groups' roles,
+    /// and whether invited accounts still sign in (`sightline_sso::config` documents it). The
+    /// relay discovers every provider at start and does not start without them.
+    #[arg(long, env = "SIGHTLINE_SSO_CONFIG")]
+    pub sso_config: Option<PathBuf>,
+
     /// Lifetime of session tokens in seconds (at most 600).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(30..=600))]
     pub token_ttl_s: u64,

@@ -25,6 +25,7 @@ pub mod request_limits;
 pub mod server;
 pub mod session;
 pub mod sockets;
+pub mod sso;
 pub mod state;
 pub mod tls;
 pub mod turn;

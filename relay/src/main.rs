@@ -255,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
             )?;
             let audit = Arc::new(CliSink::open(&config.audit_settings()).context("cannot open the audit log")?);
             command_gate::authorise(&config, &audit, NodeCommand::AgentTokenCreate, &segment, &authority).await?;
-            let identity = server::identity(&config, store, audit.clone()).await?;
+            let identity = server::identity(&config, store, audit.clone(), server::local_accounts(&config)?).await?;
             let token = identity.create_agent_token(&sightline_audit::cli_actor(), &segment, None).await;
             audit.close();
             println!("{}", token?);
@@ -272,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
                 (None, None) => String::new(),
             };
             command_gate::authorise(&config, &audit, NodeCommand::Unlock, &target, &authority).await?;
-            let identity = server::identity(&config, store, audit.clone()).await?;
+            let identity = server::identity(&config, store, audit.clone(), server::local_accounts(&config)?).await?;
             let unlocked = identity.unlock_from_cli(&sightline_audit::cli_actor(), account.as_deref(), address).await;
             audit.close();
             unlocked?;

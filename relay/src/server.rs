@@ -44,8 +44,28 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     })
 }
 
-/// Builds the identity service for `config` on `store`.
-pub async fn identity(config: &Config, store: Store, events: Arc<dyn EventSink>) -> anyhow::Result<Identity> {
+/// Whether invited accounts sign in: what the SSO file says, or yes without one. (Commands on
+/// the host read the file without discovering its providers.)
+pub fn local_accounts(config: &Config) -> anyhow::Result<bool> {
+    Ok(match &config.sso_config {
+        Some(path) => {
+            sightline_sso::SsoConfig::load(path)
+                .with_context(|| format!("invalid SSO file {}", path.display()))?
+                .local_accounts
+                == sightline_sso::LocalAccounts::Allow
+        }
+        None => true,
+    })
+}
+
+/// Builds the identity service for `config` on `store`; `local_accounts` comes from the SSO
+/// file (allowed without one).
+pub async fn identity(
+    config: &Config,
+    store: Store,
+    events: Arc<dyn EventSink>,
+    local_accounts: bool,
+) -> anyhow::Result<Identity> {
     let public_url = config.public_url();
     let settings = IdentitySettings {
         tokens: TokenSettings {
@@ -54,6 +74,7 @@ pub async fn identity(config: &Config, store: Store, events: Arc<dyn EventSink>)
             ttl_s: config.token_ttl_s,
         },
         public_url,
+        local_accounts,
     };
     Identity::new(store, settings, events, system_clock()).await
 }
@@ -70,7 +91,15 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let policy = Arc::new(policy);
     let index = store.clone();
     let help_store = store.clone();
-    let identity = Arc::new(identity(config, store.clone(), events.clone()).await?);
+    let sso = match &config.sso_config {
+        Some(path) => Some(Arc::new(crate::sso::Sso::start(path, &config.public_url()).await?)),
+        None => None,
+    };
+    let local_accounts = sso.as_ref().is_none_or(|s| s.config.local_accounts == sightline_sso::LocalAccounts::Allow);
+    let identity = Arc::new(identity(config, store.clone(), events.clone(), local_accounts).await?);
+    if let Some(sso) = &sso {
+        tokio::spawn(sso.clone().run_rechecks(identity.clone()));
+    }
     let audit_settings = config.audit_settings();
     let key = sightline_audit::evidence_key(&audit_settings).context("cannot load the node's evidence key")?;
     let recording_settings = config.recording_settings();
@@ -144,7 +173,7 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let turn =
         crate::turn::Turn::from_config(&config.turn_urls, config.turn_secret_file.as_deref(), config.turn_ttl_s)?
             .map(Arc::new);
-    Ok(AppState { hub, identity, policy, policy_sha256, audit: None, recordings, limits, help, prover, turn })
+    Ok(AppState { hub, identity, policy, policy_sha256, audit: None, recordings, limits, help, prover, turn, sso })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.
@@ -186,6 +215,7 @@ pub async fn run(
         detail: serde_json::json!({
             "policy": config.policy.display().to_string(),
             "policy_sha256": policy_sha256,
+            "sso": state.sso.as_ref().map(|s| s.describe()),
             "version": env!("CARGO_PKG_VERSION"),
         })
         .to_string(),

@@ -29,4 +29,6 @@ pub struct AppState {
     pub prover: Arc<sightline_core::relay_proof::RelayProver>,
     /// The TURN servers viewers get credentials for, if any (R42).
     pub turn: Option<Arc<crate::turn::Turn>>,
+    /// The identity providers operators sign in through, if any (R12).
+    pub sso: Option<Arc<crate::sso::Sso>>,
 }

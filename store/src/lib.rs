@@ -53,10 +53,15 @@ pub enum Collection {
     /// The newest audit checkpoint each node signed (its signed note), by node name: published
     /// where the node cannot take it back, so a log cut back or rewritten is refused at start.
     Checkpoints,
+    /// Directory identities (SHA-256 of issuer and subject) -> user id (R12): one account each.
+    DirectoryIdentities,
+    /// Every login session by its public id (ASVS 7.5.2: people list and end their own), with
+    /// its owner; the session itself is the short-lived `session:` record.
+    LoginSessions,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 12] = [
+    pub const ALL: [Collection; 14] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -69,6 +74,8 @@ impl Collection {
         Collection::Recordings,
         Collection::HelpRequests,
         Collection::Checkpoints,
+        Collection::DirectoryIdentities,
+        Collection::LoginSessions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +92,8 @@ impl Collection {
             Collection::Recordings => "recordings",
             Collection::HelpRequests => "help_requests",
             Collection::Checkpoints => "checkpoints",
+            Collection::DirectoryIdentities => "directory_identities",
+            Collection::LoginSessions => "login_sessions",
         }
     }
 }

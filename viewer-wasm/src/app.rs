@@ -10,7 +10,7 @@ use sightline_proto::{
 use web_sys::{MediaStream, RtcDataChannel, RtcPeerConnection, RtcPeerConnectionState};
 
 use crate::admin::AdminView;
-use crate::auth::{self, EnrolForm, LoginForm, Me};
+use crate::auth::{self, EnrolForm, LoginForm, Me, SsoPasskey};
 use crate::help::HelpQueue;
 use crate::input;
 use crate::media::{self, MediaEvent};
@@ -22,6 +22,8 @@ use crate::signaling::{RelayState, Signaling};
 enum Page {
     Loading,
     Enrol(String),
+    /// Back from the identity provider: the passkey step.
+    SsoPasskey,
     SignIn(Option<String>),
     Home(Me),
 }
@@ -48,9 +50,15 @@ pub fn App() -> impl IntoView {
             }
         });
     };
-    match enrolment_token_from_hash() {
-        Some(token) => page.set(Page::Enrol(token)),
-        None => load_me(None),
+    let hash = window().location().hash().unwrap_or_default();
+    match (enrolment_token_from_hash(), crate::sso_words::route(&hash)) {
+        (Some(token), _) => page.set(Page::Enrol(token)),
+        (None, Some(crate::sso_words::SsoRoute::Continue)) => page.set(Page::SsoPasskey),
+        (None, Some(crate::sso_words::SsoRoute::Refused(reason))) => {
+            let _ = window().location().set_hash("");
+            page.set(Page::SignIn(Some(crate::sso_words::refusal(&reason))));
+        }
+        (None, None) => load_me(None),
     }
     // A link pasted into a tab that is already open changes only the hash: no reload follows,
     // so the page follows the hash itself.
@@ -73,6 +81,7 @@ pub fn App() -> impl IntoView {
         {move || match page.get() {
             Page::Loading => view! { <p class="muted">"Loading…"</p> }.into_any(),
             Page::Enrol(token) => view! { <Shell me=None on_logout=session_ended><EnrolForm token on_done=signed_in/></Shell> }.into_any(),
+            Page::SsoPasskey => view! { <Shell me=None on_logout=session_ended><SsoPasskey on_done=signed_in on_failed=session_ended/></Shell> }.into_any(),
             Page::SignIn(notice) => view! { <Shell me=None on_logout=session_ended><LoginForm on_done=signed_in notice=notice.unwrap_or_default()/></Shell> }.into_any(),
             Page::Home(me) => view! { <Home me on_session_ended=session_ended/> }.into_any(),
         }}
@@ -171,12 +180,14 @@ fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                 {can_admin.then(|| view! { <button on:click=move |_| tab.set("admin") data-testid="tab-admin" aria-current=move || (tab.get() == "admin").then_some("page")>"Admin"</button> })}
                 {can_audit.then(|| view! { <button on:click=move |_| tab.set("audit") data-testid="tab-audit" aria-current=move || (tab.get() == "audit").then_some("page")>"Audit"</button> })}
                 {can_watch_recordings.then(|| view! { <button on:click=move |_| tab.set("recordings") data-testid="tab-recordings" aria-current=move || (tab.get() == "recordings").then_some("page")>"Recordings"</button> })}
+                <button on:click=move |_| tab.set("sign-ins") data-testid="tab-sign-ins" aria-current=move || (tab.get() == "sign-ins").then_some("page")>"Your sign-ins"</button>
             </nav>
             {move || match tab.get() {
                 "sessions" => view! { <Sessions me=me_for_sessions.clone() on_session_ended/> }.into_any(),
                 "admin" => view! { <AdminView/> }.into_any(),
                 "audit" => view! { <crate::audit::AuditView/> }.into_any(),
                 "recordings" => view! { <crate::recordings::RecordingsView/> }.into_any(),
+                "sign-ins" => view! { <crate::own_sessions::OwnSessions on_session_ended/> }.into_any(),
                 _ => view! { <p class="muted" data-testid="no-access">"Your roles give you no area here yet."</p> }.into_any(),
             }}
         </Shell>

@@ -102,6 +102,42 @@ where
     }
 }
 
+/// The identity providers the relay offers, and whether user name and passkey alone still work.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SsoOffer {
+    pub providers: Vec<SsoProvider>,
+    pub local_accounts: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SsoProvider {
+    pub name: String,
+    pub label: String,
+}
+
+#[derive(Deserialize)]
+struct SsoCeremony {
+    kind: String,
+    ceremony_id: String,
+    options: serde_json::Value,
+}
+
+/// After the provider vouched for the person: their passkey, enrolled the first time (bound to
+/// the directory identity) and asserted every later time. Only this opens a session.
+pub async fn sso_continue() -> Result<(), String> {
+    let ceremony: SsoCeremony = http::post("/api/sso/continue", &json!({})).await.map_err(|e| match e.status {
+        401 => "This sign-in has already been used or has expired. Start it again.".to_owned(),
+        _ => e.to_string(),
+    })?;
+    let (credential, finish) = match ceremony.kind.as_str() {
+        "enrol" => (webauthn::create(&ceremony.options).await?, "/api/sso/enrol/finish"),
+        _ => (webauthn::get(&ceremony.options).await?, "/api/login/finish"),
+    };
+    let body = json!({ "ceremony_id": ceremony.ceremony_id, "credential": credential });
+    let _: serde_json::Value = http::post(finish, &body).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 pub async fn logout() {
     let _: Result<serde_json::Value, _> = http::post("/api/logout", &json!({})).await;
 }
@@ -111,6 +147,13 @@ pub fn LoginForm(on_done: Callback<()>, #[prop(optional)] notice: Option<String>
     let name = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
+    let offer = RwSignal::new(None::<SsoOffer>);
+    leptos::task::spawn_local(async move {
+        if let Ok(o) = http::get::<SsoOffer>("/api/sso/providers").await {
+            offer.set(Some(o));
+        }
+    });
+    let local = move || offer.get().is_none_or(|o| o.local_accounts);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         busy.set(true);
@@ -128,10 +171,21 @@ pub fn LoginForm(on_done: Callback<()>, #[prop(optional)] notice: Option<String>
         <section class="card auth">
             <h2>"Sign in"</h2>
             {notice.map(|n| view! { <p class="muted" data-testid="login-notice">{n}</p> })}
-            <form on:submit=submit>
-                <label>"User name " <input name="username" autocomplete="username webauthn" bind:value=name/></label>
-                <button type="submit" disabled=move || busy.get()>"Sign in with passkey"</button>
-            </form>
+            {move || offer.get().filter(|o| !o.providers.is_empty()).map(|o| view! {
+                <ul class="sso-providers">
+                    {o.providers.into_iter().map(|p| {
+                        let href = format!("/api/sso/{}/start", p.name);
+                        view! { <li><a class="button" href=href data-testid="sso-start">{format!("Sign in with {}", p.label)}</a></li> }
+                    }).collect_view()}
+                </ul>
+                <p class="muted">"Your organisation's sign-in comes first, then your passkey."</p>
+            })}
+            <Show when=local>
+                <form on:submit=submit>
+                    <label>"User name " <input name="username" autocomplete="username webauthn" bind:value=name/></label>
+                    <button type="submit" disabled=move || busy.get()>"Sign in with passkey"</button>
+                </form>
+            </Show>
             {move || error.get().map(|e| view! { <p class="error" data-testid="login-error">{e}</p> })}
         </section>
     }
@@ -166,6 +220,33 @@ pub fn EnrolForm(token: String, on_done: Callback<()>) -> impl IntoView {
                 <button type="submit" disabled=move || busy.get()>"Create passkey"</button>
             </form>
             {move || error.get().map(|e| view! { <p class="error" data-testid="enrol-error">{e}</p> })}
+        </section>
+    }
+}
+
+/// Back from the identity provider: the person confirms with their passkey (or creates it, the
+/// first time). Starts only on a click, since browsers ask for a gesture before a passkey.
+#[component]
+pub fn SsoPasskey(on_done: Callback<()>, on_failed: Callback<String>) -> impl IntoView {
+    let busy = RwSignal::new(false);
+    let go = move |_| {
+        busy.set(true);
+        leptos::task::spawn_local(async move {
+            match sso_continue().await {
+                Ok(()) => on_done.run(()),
+                Err(e) => {
+                    let _ = leptos::prelude::window().location().set_hash("");
+                    on_failed.run(format!("Sign-in not completed: {e}"));
+                }
+            }
+            busy.set(false);
+        });
+    };
+    view! {
+        <section class="card auth">
+            <h2>"Confirm it is you"</h2>
+            <p class="muted">"Your organisation has signed you in. Sightline also checks your passkey: the first time, you create it now; after that, your device asks you to verify (PIN, fingerprint or face)."</p>
+            <button data-testid="sso-passkey" on:click=go disabled=move || busy.get()>"Continue with passkey"</button>
         </section>
     }
 }

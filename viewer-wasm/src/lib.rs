@@ -3,7 +3,8 @@
 //! `app` holds the components, `signaling` the WebSocket to the relay (with reconnect), and
 //! `media` the receive-only RTCPeerConnection. On the host the crate holds only its IO-free parts,
 //! unit-tested there: `session_words` (what the session bar says, from the relay's status),
-//! `keyboard` (where keys go while the picture has the keyboard) and `timeline_words` (what the
+//! `keyboard` (where keys go while the picture has the keyboard), `sso_words` (the directory
+//! sign-in's routes and refusals) and `timeline_words` (what the
 //! auditor's timeline says). Everything else needs a browser, and its behaviour is proven by the
 //! Playwright suite in `e2e/`.
 
@@ -29,6 +30,8 @@ mod keyboard;
 #[cfg(target_arch = "wasm32")]
 mod media;
 #[cfg(target_arch = "wasm32")]
+mod own_sessions;
+#[cfg(target_arch = "wasm32")]
 mod player;
 #[cfg(target_arch = "wasm32")]
 mod recordings;
@@ -37,6 +40,9 @@ mod recordings;
 mod session_words;
 #[cfg(target_arch = "wasm32")]
 mod signaling;
+// Used only by the app on wasm32; tested on the host.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod sso_words;
 // Used only by the app on wasm32; tested on the host.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod timeline_words;

@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 
+use axum::extract::Path;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -62,10 +63,12 @@ pub(super) struct EnrolFinish {
 pub(super) async fn enrol_finish(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(body): Json<EnrolFinish>,
 ) -> ApiResult<Response> {
     let (user, token) =
         state.identity.finish_enrolment(&body.token, &body.ceremony_id, &body.credential, Some(peer.ip())).await?;
+    note_device(&state, &token, &headers).await;
     Ok(with_cookie(&token, Json(UserView::from(&user))))
 }
 #[derive(Deserialize)]
@@ -88,10 +91,21 @@ pub(super) struct Finish {
 pub(super) async fn login_finish(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(body): Json<Finish>,
 ) -> ApiResult<Response> {
     let (user, token) = state.identity.finish_login(&body.ceremony_id, &body.credential, peer.ip()).await?;
+    note_device(&state, &token, &headers).await;
     Ok(with_cookie(&token, Json(UserView::from(&user))))
+}
+
+/// Remembers the browser a new session signed in from, for its owner's list of sessions. Only a
+/// label: a failure to note it costs the label, not the sign-in.
+pub(super) async fn note_device(state: &AppState, token: &str, headers: &HeaderMap) {
+    let device = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown browser");
+    if let Err(e) = state.identity.note_device(token, device).await {
+        tracing::warn!(error = %e, "cannot note the device of a new session");
+    }
 }
 // ---------------------------------------------------------------- signed in
 
@@ -132,6 +146,33 @@ pub(super) async fn refresh(
 ) -> Json<serde_json::Value> {
     Json(json!({ "session_expires": auth.claims.exp, "token_ttl_s": state.identity.settings.tokens.ttl_s }))
 }
+/// The person's own sessions (ASVS 7.5.2).
+pub(super) async fn own_sessions(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(json!({ "sessions": state.identity.own_sessions(&auth).await? })))
+}
+
+pub(super) async fn end_own_session(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let ended = state.identity.end_own_sessions(&auth, Some(&id), Some(peer.ip())).await?;
+    Ok(Json(json!({ "ended": ended })))
+}
+
+pub(super) async fn end_other_sessions(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let ended = state.identity.end_own_sessions(&auth, None, Some(peer.ip())).await?;
+    Ok(Json(json!({ "ended": ended })))
+}
+
 pub(super) async fn step_up_start(
     State(state): State<AppState>,
     Extension(auth): Extension<AuthUser>,

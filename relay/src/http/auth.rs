@@ -16,11 +16,15 @@ use crate::state::AppState;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "sightline_session";
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `wanted`, if the request carries it.
+pub(super) fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
         let (name, value) = pair.trim().split_once('=')?;
-        (name == SESSION_COOKIE).then(|| value.to_owned())
+        (name == wanted).then(|| value.to_owned())
     })
+}
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, SESSION_COOKIE)
 }
 /// The session cookie: HttpOnly (no script reads it), Secure, SameSite=Strict (no cross-site
 /// request carries it). It lives as long as the browser session; the token inside expires.

@@ -15,6 +15,7 @@ pub mod headers;
 pub mod recordings;
 mod sessions;
 mod sockets;
+mod sso;
 
 use std::sync::Arc;
 
@@ -51,11 +52,20 @@ fn api(state: AppState) -> Router<AppState> {
         .route("/api/enrol/start", post(account::enrol_start))
         .route("/api/enrol/finish", post(account::enrol_finish))
         .route("/api/login/start", post(account::login_start))
-        .route("/api/login/finish", post(account::login_finish));
+        .route("/api/login/finish", post(account::login_finish))
+        .route("/api/sso/providers", get(sso::providers))
+        .route("/api/sso/continue", post(sso::continue_sign_in))
+        .route("/api/sso/enrol/finish", post(sso::enrol_finish))
+        .route("/api/sso/{provider}/start", get(sso::start))
+        .route("/api/sso/{provider}/callback", get(sso::callback))
+        .route("/api/sso/{provider}/backchannel-logout", post(sso::backchannel_logout));
     let signed_in_routes = Router::new()
         .route("/api/me", get(account::me))
         .route("/api/logout", post(account::logout))
         .route("/api/session/refresh", post(account::refresh))
+        .route("/api/me/sessions", get(account::own_sessions))
+        .route("/api/me/sessions/end-others", post(account::end_other_sessions))
+        .route("/api/me/sessions/{id}/end", post(account::end_own_session))
         .route("/api/step-up/start", post(account::step_up_start))
         .route("/api/step-up/finish", post(account::step_up_finish))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::signed_in));

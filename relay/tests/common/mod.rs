@@ -78,6 +78,7 @@ impl Relay {
             passkeys: vec![],
             created_ms: 0,
             bootstrap: false,
+            directory: None,
         };
         self.state.identity.put_user_unchecked(&user).await.unwrap();
         format!("{SESSION_COOKIE}={}", self.state.identity.start_session(&user).await.unwrap())

@@ -1,0 +1,205 @@
+// Sign-in through the organisation's identity provider (R12), against a real OpenID provider
+// (npm oidc-provider 9) on loopback: the provider says who the person is, the passkey proves it
+// to the relay, directory groups give roles and take them away, and the provider's logout ends
+// the person's sessions on every node.
+import { expect, request as playwrightRequest } from '@playwright/test';
+import {
+  OidcProvider, Proc, RedisServer, Relay, TokenTamper, api, contextWithPasskeys, enrolAgent, Endpoint, freePort, openView,
+  recordMeasurement, signInThroughProvider, socketProbe, startAgent, test, throughProvider, Xvfb, enrolFromLink,
+} from './harness';
+
+const stopped: { kill(): Promise<void> }[] = [];
+test.afterEach(async () => {
+  for (const p of stopped.splice(0)) await p.kill().catch(() => undefined);
+});
+
+/** A provider and a relay that trusts it (`ops` -> operator, `sec` -> observer). */
+async function directory(accounts: Record<string, { groups: string[] }>, sso: { local?: 'allow' | 'forbid'; recheckS?: number } = {}): Promise<{ idp: OidcProvider; relay: Relay }> {
+  const port = await freePort();
+  const idp = await OidcProvider.start([`http://localhost:${port}/`], accounts);
+  stopped.push(idp.proc);
+  const relay = await Relay.start({ port, args: ['--sso-config', idp.ssoFile(sso)] });
+  stopped.push(relay.proc);
+  return { idp, relay };
+}
+
+function records(relay: Relay, kind: string) {
+  return relay.auditRecords().filter((r) => r.kind === kind);
+}
+
+/** The refusal reasons on record, in order. */
+function refusals(relay: Relay): string[] {
+  return records(relay, 'auth.directory_refused').map((r) => /^reason=(\S+)/.exec(r.detail)![1]);
+}
+
+test('the first sign-in through the provider enrols a passkey bound to the directory identity; every later one needs the provider and that passkey; groups give roles @R12 @R11', async ({ browser }) => {
+  const { relay } = await directory({ alice: { groups: ['ops', 'staff'] }, bob: { groups: ['sales'] } });
+  const { page } = await contextWithPasskeys(browser);
+
+  await signInThroughProvider(page, relay, 'alice');
+  const me = await api(page, 'GET', '/api/me');
+  expect(me.json.user.roles).toEqual(['operator']);
+  expect(me.json.capabilities).toContain('view_sessions');
+  expect(me.json.capabilities).not.toContain('administer');
+  const [verified] = records(relay, 'auth.directory_verified');
+  expect(verified.subject).toBe('corp');
+  expect(verified.detail).toContain('subject=alice groups=[ops,staff] roles=operator next=enrol_passkey');
+  const enrolled = records(relay, 'user.enrolled').at(-1)!;
+  expect([enrolled.actor, enrolled.outcome]).toEqual(['alice', 'success']);
+  expect(enrolled.detail).toContain(`issuer=http://127.0.0.1:`);
+  expect(enrolled.detail).toContain('subject=alice');
+  expect(records(relay, 'auth.login').map((r) => [r.actor, r.detail])).toEqual([['alice', 'directory corp then passkey with user verification']]);
+
+  // A directory account never signs in by name and passkey alone.
+  await page.getByTestId('logout').click();
+  expect((await api(page, 'POST', '/api/login/start', { name: 'alice' })).status).toBe(401);
+  expect(records(relay, 'auth.login_failed').at(-1)!.source).toBe('127.0.0.1');
+
+  // The second time: the provider, then the passkey enrolled the first time (an assertion).
+  await signInThroughProvider(page, relay, 'alice');
+  expect(records(relay, 'auth.directory_verified').at(-1)!.detail).toContain('next=passkey');
+  expect(records(relay, 'auth.login')).toHaveLength(2);
+  expect(records(relay, 'user.enrolled').filter((r) => r.actor === 'alice')).toHaveLength(1);
+
+  // The provider alone is not enough: a browser without alice's passkey stops at the passkey.
+  const { page: stranger } = await contextWithPasskeys(browser);
+  await throughProvider(stranger, relay, 'alice');
+  await stranger.getByTestId('sso-passkey').click();
+  await expect(stranger.getByTestId('login-notice')).toContainText('Sign-in not completed');
+  expect((await api(stranger, 'GET', '/api/me')).status).toBe(401);
+
+  // A person whose groups map to no role gets nothing, and the refusal is on record.
+  const { page: bobPage } = await contextWithPasskeys(browser);
+  await throughProvider(bobPage, relay, 'bob');
+  await expect(bobPage.getByTestId('login-notice')).toContainText('none of your directory groups');
+  expect((await api(bobPage, 'GET', '/api/me')).status).toBe(401);
+  const refused = records(relay, 'auth.directory_refused').at(-1)!;
+  expect([refused.actor, refused.subject, refused.outcome]).toEqual(['bob', 'corp', 'failure']);
+  expect(refused.detail).toBe('reason=no_mapped_group groups [sales] map to no role');
+});
+
+test('ID tokens with another audience, expired, with a replayed nonce, unsigned or signed with a key the provider does not publish, and a forged state, are each refused and recorded @R12', async ({ browser }) => {
+  const { idp, relay } = await directory({ alice: { groups: ['ops'] } });
+  const { page } = await contextWithPasskeys(browser);
+  // Control, and the genuine token the replay will reuse.
+  await signInThroughProvider(page, relay, 'alice');
+  await page.getByTestId('logout').click();
+
+  const cases: [TokenTamper, string][] = [
+    ['aud', 'wrong_audience'], ['expired', 'expired'], ['nonce-replay', 'nonce_replay'], ['unsigned', 'unsigned'], ['foreign-key', 'unknown_key'],
+  ];
+  for (const [mode, reason] of cases) {
+    await idp.tamper(mode);
+    await throughProvider(page, relay, 'alice');
+    await expect(page.getByTestId('login-notice'), mode).toContainText("did not pass the relay's checks");
+    expect((await api(page, 'GET', '/api/me')).status, mode).toBe(401);
+    expect(refusals(relay).at(-1), mode).toBe(reason);
+  }
+  // A state this relay never issued (a forged or replayed callback).
+  await page.goto(`${relay.url}/api/sso/corp/callback?code=stolen-code&state=forged-state`);
+  await expect(page.getByTestId('login-notice')).toContainText('did not start in this browser');
+  expect(refusals(relay)).toEqual([...cases.map(([, r]) => r), 'bad_state']);
+  for (const r of records(relay, 'auth.directory_refused')) expect([r.subject, r.source, r.outcome]).toEqual(['corp', '127.0.0.1', 'failure']);
+
+  // Control: the same browser, provider and person pass once the tokens are genuine again.
+  await idp.tamper(null);
+  await signInThroughProvider(page, relay, 'alice');
+  expect(records(relay, 'auth.login')).toHaveLength(2);
+});
+
+test('removing the group at the provider takes the role away within the re-read period and ends the live session that needed it @R12 @R22', async ({ browser }) => {
+  test.setTimeout(240_000);
+  const { idp, relay } = await directory({ alice: { groups: ['ops'] } }, { recheckS: 60 });
+  // An admin (invited accounts still work beside the directory) enrols an agent.
+  const { page: admin } = await contextWithPasskeys(browser);
+  await enrolFromLink(admin, relay.bootstrapLink(), 'admin');
+  const token = await api(admin, 'POST', '/api/admin/agent-tokens', { segment: 'office' });
+  const xvfb = await Xvfb.start(1280, 720);
+  stopped.push(xvfb.proc);
+  const agentDir = enrolAgent(relay, token.json.token, 'sso-desk');
+  let agent: Proc | undefined = startAgent(relay, { name: 'sso-desk', display: xvfb.display, dataDir: agentDir });
+  stopped.push(agent);
+  const endpoint = new Endpoint(xvfb.display, () => agent!.log());
+
+  const { page } = await contextWithPasskeys(browser);
+  await signInThroughProvider(page, relay, 'alice');
+  await openView(page, relay, 'sso-desk', endpoint);
+
+  const removed = Date.now();
+  await idp.setGroups('alice', ['sales']);
+  await endpoint.windowGone(120_000);
+  const ended = Date.now();
+  const changed = records(relay, 'role.directory_changed').at(-1)!;
+  expect([changed.actor, changed.subject]).toEqual(['directory', 'alice']);
+  expect(changed.detail).toBe('on groups re-read: lost operator gained none now none');
+  expect(records(relay, 'session.ended').map((r) => r.detail.split(';')[0])).toEqual(["the operator's connection was lost"]);
+  expect((await api(page, 'GET', '/api/me')).status).toBe(401);
+  // Signing in again through the provider is refused now: no group gives a role.
+  await throughProvider(page, relay, 'alice');
+  await expect(page.getByTestId('login-notice')).toContainText('none of your directory groups');
+  recordMeasurement('sso-group-removal', `group removed at the provider -> live session ended: ${((ended - removed) / 1000).toFixed(1)} s (re-read every 60 s)`, { removal_to_end_ms: ended - removed });
+  agent = undefined;
+});
+
+test('the provider\'s back-channel logout ends the person\'s sessions on both nodes of a two-relay setup @R12 @R17', async ({ browser }) => {
+  const redis = await RedisServer.start();
+  stopped.push(redis);
+  const portA = await freePort();
+  const publicUrl = `http://localhost:${portA}/`;
+  const idp = await OidcProvider.start([publicUrl], { alice: { groups: ['ops'] } });
+  stopped.push(idp.proc);
+  const sso = idp.ssoFile();
+  const nodeA = await Relay.start({ port: portA, redis: redis.url(), publicUrl, args: ['--sso-config', sso] });
+  const nodeB = await Relay.start({ redis: redis.url(), publicUrl, args: ['--sso-config', sso] });
+  stopped.push(nodeA.proc, nodeB.proc);
+
+  const { page, context } = await contextWithPasskeys(browser);
+  await signInThroughProvider(page, nodeA, 'alice');
+  const cookie = (await context.cookies()).find((c) => c.name === 'sightline_session')!;
+  const asAlice = await playwrightRequest.newContext({ extraHTTPHeaders: { cookie: `sightline_session=${cookie.value}` } });
+  expect((await asAlice.get(`http://127.0.0.1:${nodeB.port}/api/me`)).status()).toBe(200);
+  const probe = await socketProbe(browser, cookie, publicUrl, `ws://localhost:${nodeB.port}/ws/viewer`);
+  await expect.poll(() => probe.state()).toBe('open');
+
+  // The person signs out at the provider, which tells node A; node B hears it through the store.
+  await page.goto(`${idp.issuer}/session/end`);
+  await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+  await expect.poll(() => records(nodeA, 'auth.backchannel_logout').length).toBe(1);
+  const [logout] = records(nodeA, 'auth.backchannel_logout');
+  expect([logout.actor, logout.subject, logout.source]).toEqual(['directory', 'alice', '127.0.0.1']);
+  expect((await asAlice.get(`http://127.0.0.1:${nodeB.port}/api/me`)).status()).toBe(401);
+  expect((await asAlice.get(`http://127.0.0.1:${nodeA.port}/api/me`)).status()).toBe(401);
+  await expect.poll(() => probe.state(), { timeout: 3_000 }).toBe('closed');
+
+  // A logout token not signed by the provider is refused and recorded; node A keeps its answer.
+  const forged = await fetch(`http://127.0.0.1:${nodeA.port}/api/sso/corp/backchannel-logout`, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'logout_token=eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.',
+  });
+  expect(forged.status).toBe(400);
+  expect(refusals(nodeA).at(-1)).toBe('algorithm_not_allowed');
+  await asAlice.dispose();
+});
+
+test('with local accounts forbidden, an invited account with a passkey cannot sign in and its session ends, and no bootstrap link is printed @R12', async ({ browser }) => {
+  const port = await freePort();
+  const idp = await OidcProvider.start([`http://localhost:${port}/`], { alice: { groups: ['ops'] } });
+  stopped.push(idp.proc);
+  // First with local accounts allowed: an admin enrols from the bootstrap link.
+  const before = await Relay.start({ port, args: ['--sso-config', idp.ssoFile({ local: 'allow' })] });
+  const { page: admin } = await contextWithPasskeys(browser);
+  await enrolFromLink(admin, before.bootstrapLink(), 'admin');
+  await before.proc.kill();
+  // The same node, now forbidding them.
+  const relay = await Relay.start({ port, dataDir: before.dataDir, args: ['--sso-config', idp.ssoFile({ local: 'forbid' })] });
+  stopped.push(relay.proc);
+  expect(() => relay.bootstrapLink()).toThrow('no bootstrap link');
+  // Its session from before ends too: the switch holds at once, not at the next sign-in.
+  expect((await api(admin, 'GET', '/api/me')).status).toBe(401);
+  await admin.goto(relay.url);
+  await expect(admin.getByTestId('sso-start')).toBeVisible();
+  await expect(admin.locator('input[name="username"]')).toHaveCount(0);
+  expect((await api(admin, 'POST', '/api/login/start', { name: 'admin' })).status).toBe(401);
+  // Control: the directory sign-in works on the same node.
+  const { page } = await contextWithPasskeys(browser);
+  await signInThroughProvider(page, relay, 'alice');
+});

@@ -1,0 +1,105 @@
+//! The node's identity providers (R12): loaded from `--sso-config` at start (the relay does not
+//! start if one cannot be discovered), and the loop that re-reads signed-in people's groups.
+//!
+//! Every `recheck_s` (60..=900 s, default 300) each directory account with a live grant has its
+//! groups read again from its provider's userinfo endpoint (refreshing the access token when it
+//! has expired and the provider gave a refresh token); the roles follow, and a role lost ends the
+//! person's sessions on every node (`Identity::sync_directory_roles`). So a person removed from a
+//! group loses the role within `recheck_s` plus one tick (15 s). When the provider cannot be asked
+//! for two periods in a row, the person's sessions end: roles are not kept on trust.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sightline_core::roles::Role;
+use sightline_identity::{DirectoryGrant, Identity};
+use sightline_sso::{Grant, Provider, SsoConfig};
+
+/// How often the loop looks for grants that are due.
+const TICK: Duration = Duration::from_secs(15);
+
+pub struct Sso {
+    providers: BTreeMap<String, Arc<Provider>>,
+    pub config: SsoConfig,
+}
+
+impl Sso {
+    /// Reads the SSO file and discovers every provider in it.
+    pub async fn start(path: &std::path::Path, public_url: &url::Url) -> anyhow::Result<Sso> {
+        let config = SsoConfig::load(path).with_context(|| format!("invalid SSO file {}", path.display()))?;
+        let mut providers = BTreeMap::new();
+        for p in &config.providers {
+            let redirect = public_url.join(&format!("/api/sso/{}/callback", p.name))?;
+            let provider = Provider::discover(p.clone(), redirect).await?;
+            tracing::info!(provider = %p.name, issuer = %p.issuer, mapping = %p.mapping.fingerprint(), "identity provider ready");
+            providers.insert(p.name.clone(), Arc::new(provider));
+        }
+        Ok(Sso { providers, config })
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.get(name)
+    }
+
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.providers.values()
+    }
+
+    /// The roles `groups` give at provider `name`.
+    pub fn roles_for(&self, name: &str, groups: &[String]) -> BTreeSet<Role> {
+        self.providers
+            .get(name)
+            .map(|p| p.config.mapping.roles_for(groups.iter().map(String::as_str)))
+            .unwrap_or_default()
+    }
+
+    /// For the node's start record: each provider's issuer and role table fingerprint.
+    pub fn describe(&self) -> serde_json::Value {
+        self.providers
+            .values()
+            .map(|p| {
+                (
+                    p.config.name.clone(),
+                    serde_json::json!({ "issuer": p.config.issuer.as_str(), "roles_sha256": p.config.mapping.fingerprint() }),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// Re-reads groups as they fall due, until the node stops.
+    pub async fn run_rechecks(self: Arc<Self>, identity: Arc<Identity>) {
+        let every = self.config.recheck_s;
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tick.tick().await;
+            let due = match identity.directory_grants_due(every).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list directory grants to re-read");
+                    continue;
+                }
+            };
+            for grant in due {
+                let outcome = self.reread(&grant, identity.now_ms() / 1000).await;
+                if let Err(e) = identity.directory_recheck(&grant, outcome, 2 * every).await {
+                    tracing::warn!(error = %e, user = %grant.user_id, "cannot apply a groups re-read");
+                }
+            }
+        }
+    }
+
+    async fn reread(&self, grant: &DirectoryGrant, now_s: u64) -> Result<(serde_json::Value, BTreeSet<Role>), String> {
+        let provider = self
+            .providers
+            .get(&grant.link.provider)
+            .ok_or_else(|| format!("provider {:?} is no longer configured", grant.link.provider))?;
+        let held: Grant = serde_json::from_value(grant.grant.clone()).map_err(|e| format!("stored grant: {e}"))?;
+        let (groups, fresh) =
+            provider.groups(&held, &grant.link.subject, now_s).await.map_err(|e| format!("{}: {e}", e.code()))?;
+        let roles = provider.config.mapping.roles_for(groups.iter().map(String::as_str));
+        Ok((serde_json::to_value(fresh).map_err(|e| e.to_string())?, roles))
+    }
+}
