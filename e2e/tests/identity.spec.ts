@@ -392,6 +392,13 @@ test('people see their own sessions (browser, address, started, last active) and
   const ended = relay.auditRecords().filter((r) => r.kind === 'auth.sessions_revoked');
   expect(ended.map((r) => [r.actor, r.subject, r.source])).toEqual([['admin', 'admin', '127.0.0.1'], ['admin', 'admin', '127.0.0.1']]);
   expect(ended.every((r) => /^own session [0-9a-f]{16} ended by its owner \(signed in from 127\.0\.0\.1\)$/.test(r.detail))).toBe(true);
-  // Someone else's session id is not found, whatever it is.
-  expect((await api(page, 'POST', '/api/me/sessions/0123456789abcdef/end')).status).toBe(404);
+  // Another person's session cannot be ended this way: its id is not found, and it keeps working.
+  const olga = await inviteAndEnrol(browser, page, 'olga', 'operator');
+  const theirs = (await api(olga, 'GET', '/api/me/sessions')).json.sessions as { id: string }[];
+  expect(theirs).toHaveLength(1);
+  expect((await api(page, 'POST', `/api/me/sessions/${theirs[0].id}/end`)).status).toBe(404);
+  expect((await api(olga, 'GET', '/api/me')).status).toBe(200);
+  // Control: its owner can.
+  expect((await api(olga, 'POST', `/api/me/sessions/${theirs[0].id}/end`)).json).toEqual({ ended: 1 });
+  expect((await api(olga, 'GET', '/api/me')).status).toBe(401);
 });

@@ -55,6 +55,14 @@ struct Ticket {
     user_id: Option<String>,
 }
 
+/// Why the groups could not be read again: `definite` when the provider answered no (the person
+/// disabled, the refresh token refused), otherwise perhaps an outage.
+#[derive(Debug, Clone)]
+pub struct RecheckFailure {
+    pub definite: bool,
+    pub why: String,
+}
+
 /// What the relay keeps to re-read a signed-in person's groups.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DirectoryGrant {
@@ -65,6 +73,10 @@ pub struct DirectoryGrant {
     pub checked_s: u64,
     /// Since when re-reading them fails, if it does.
     pub failing_since_s: Option<u64>,
+    /// When the last session this grant serves can end at the latest (Unix seconds): the grant
+    /// is not kept, nor re-read, past it.
+    #[serde(default)]
+    pub until_s: u64,
 }
 
 fn directory_key(issuer: &str, subject: &str) -> String {
@@ -134,8 +146,9 @@ impl Identity {
     /// and returns the one-time ticket for the passkey step. Refused (and recorded) when no
     /// group maps to a role; an existing account then loses its roles and sessions.
     pub async fn directory_sign_in(&self, sign_in: DirectorySignIn, source: IpAddr) -> Result<String, IdentityError> {
+        // No ceremony budget here or in `directory_continue`: the sign-in paid at its start (a
+        // callback needs that start's state, a continuation that callback's ticket).
         self.audit_available()?;
-        self.ceremony_budget(source)?;
         let link = &sign_in.link;
         let existing = self.directory_user(&link.issuer, &link.subject).await?;
         if let Some(user) = &existing {
@@ -176,7 +189,6 @@ impl Identity {
     /// Spends the ticket on the passkey step: enrolment the first time, an assertion after.
     pub async fn directory_continue(&self, ticket: &str, source: IpAddr) -> Result<DirectoryNext, IdentityError> {
         self.audit_available()?;
-        self.ceremony_budget(source)?;
         let Some(Ticket { sign_in, user_id }) = self.store.take_ephemeral::<Ticket>(&ticket_key(ticket)).await? else {
             return Err(IdentityError::Unauthenticated);
         };
@@ -259,6 +271,9 @@ impl Identity {
         let link = sign_in.link.clone();
         let key = directory_key(&link.issuer, &link.subject);
         let user = match self.user(&user_id).await? {
+            Some(existing) if !existing.passkeys.is_empty() => {
+                return Err(IdentityError::Conflict("this account has a passkey already; sign in again".into()));
+            }
             // An account whose passkeys an admin removed: it gets its new one.
             Some(_) => self
                 .store
@@ -290,7 +305,12 @@ impl Identity {
                     bootstrap: false,
                     directory: Some(link.clone()),
                 };
-                self.store.put(Collection::Users, &user.id, &user).await?;
+                if let Err(e) = self.store.put(Collection::Users, &user.id, &user).await {
+                    // Leave no binding without an account behind, or this identity could never enrol.
+                    let _ = self.store.delete(Collection::UserNames, &user.name).await;
+                    let _ = self.store.delete(Collection::DirectoryIdentities, &key).await;
+                    return Err(e.into());
+                }
                 user
             }
         };
@@ -338,6 +358,7 @@ impl Identity {
             grant: sign_in.grant.clone(),
             checked_s: self.now_s(),
             failing_since_s: None,
+            until_s: self.now_s() + tokens::MAX_SESSION_S,
         };
         self.store.put_ephemeral(&grant_key(&user.id), &grant, ttl).await?;
         Ok(())
@@ -404,38 +425,41 @@ impl Identity {
         for user in self.users().await?.into_iter().filter(|u| u.directory.is_some()) {
             let key = grant_key(&user.id);
             let Some(grant) = self.store.get_ephemeral::<DirectoryGrant>(&key).await? else { continue };
-            if grant.checked_s + every_s > now {
+            if grant.checked_s + every_s > now || grant.until_s <= now {
                 continue;
             }
+            // Get-then-put: with several nodes two may read the same grant in the same tick
+            // (issue 27 makes the claim atomic); the roles they apply are the same.
             let claimed = DirectoryGrant { checked_s: now, ..grant.clone() };
-            self.store.put_ephemeral(&key, &claimed, Duration::from_secs(tokens::MAX_SESSION_S)).await?;
+            let ttl = Duration::from_secs(grant.until_s.saturating_sub(now).max(1));
+            self.store.put_ephemeral(&key, &claimed, ttl).await?;
             due.push(grant);
         }
         Ok(due)
     }
 
     /// The outcome of reading a person's groups again: the new grant and roles, or why not.
-    /// When reading has failed for longer than `give_up_s`, the person's sessions end (fail
+    /// A definite refusal, or failures for `give_up_s` or longer, end the person's sessions (fail
     /// closed: roles the directory may have withdrawn are not kept on trust).
     pub async fn directory_recheck(
         &self,
         grant: &DirectoryGrant,
-        outcome: Result<(serde_json::Value, BTreeSet<Role>), String>,
+        outcome: Result<(serde_json::Value, BTreeSet<Role>), RecheckFailure>,
         give_up_s: u64,
     ) -> Result<(), IdentityError> {
         let now = self.now_s();
         let key = grant_key(&grant.user_id);
-        let ttl = Duration::from_secs(tokens::MAX_SESSION_S);
+        let ttl = Duration::from_secs(grant.until_s.saturating_sub(now).max(1));
         match outcome {
             Ok((fresh, roles)) => {
                 let kept = DirectoryGrant { grant: fresh, checked_s: now, failing_since_s: None, ..grant.clone() };
                 self.store.put_ephemeral(&key, &kept, ttl).await?;
                 self.sync_directory_roles(&grant.user_id, &roles, "groups re-read", None).await?;
             }
-            Err(why) => {
+            Err(RecheckFailure { definite, why }) => {
                 let since = grant.failing_since_s.unwrap_or(now);
                 let name = self.user(&grant.user_id).await?.map(|u| u.name).unwrap_or_default();
-                if now.saturating_sub(since) >= give_up_s {
+                if definite || now.saturating_sub(since) >= give_up_s {
                     self.store.take_ephemeral::<DirectoryGrant>(&key).await?;
                     self.revoke_user_sessions_now(&grant.user_id).await?;
                     self.directory_refused(
@@ -480,7 +504,6 @@ impl Identity {
             self.audit_committed().await?;
             return Err(IdentityError::BadRequest("this logout token was already used".into()));
         }
-        self.store.put_ephemeral(&seen, &self.now_s(), Duration::from_secs(3600)).await?;
         let by_subject = match subject {
             Some(s) => self.directory_user(issuer, s).await?,
             None => None,
@@ -495,7 +518,11 @@ impl Identity {
                 None => None,
             },
         };
+        // The token counts as used only once it has acted: a store failure before this point
+        // lets the provider's retry through.
+        let mark_used = async { self.store.put_ephemeral(&seen, &self.now_s(), Duration::from_secs(3600)).await };
         let Some(user) = user else {
+            mark_used.await?;
             self.emit(
                 EventKind::DirectoryLogout,
                 Outcome::Success,
@@ -513,6 +540,7 @@ impl Identity {
         };
         self.revoke_user_sessions_now(&user.id).await?;
         self.store.take_ephemeral::<DirectoryGrant>(&grant_key(&user.id)).await?;
+        mark_used.await?;
         self.emit(
             EventKind::DirectoryLogout,
             Outcome::Success,
@@ -652,20 +680,35 @@ mod tests {
         identity.directory_session_opened(&alice, &sign_in("alice", &[Role::Operator])).await.unwrap();
         let token = identity.start_session(&alice).await.unwrap();
         let grant = identity.store.get_ephemeral::<DirectoryGrant>(&grant_key(&alice.id)).await.unwrap().unwrap();
-        identity.directory_recheck(&grant, Err("provider_unavailable".into()), 600).await.unwrap();
+        identity
+            .directory_recheck(&grant, Err(RecheckFailure { definite: false, why: "provider_unavailable".into() }), 600)
+            .await
+            .unwrap();
         assert!(identity.authenticate(&token).await.is_ok(), "within the grace, the session stays");
         let failing = identity.store.get_ephemeral::<DirectoryGrant>(&grant_key(&alice.id)).await.unwrap().unwrap();
         assert!(failing.failing_since_s.is_some());
         // With no grace left, the sessions end and the grant is dropped.
-        identity.directory_recheck(&failing, Err("provider_unavailable".into()), 0).await.unwrap();
+        identity
+            .directory_recheck(&failing, Err(RecheckFailure { definite: false, why: "provider_unavailable".into() }), 0)
+            .await
+            .unwrap();
         assert!(identity.authenticate(&token).await.is_err());
         assert!(identity.store.get_ephemeral::<DirectoryGrant>(&grant_key(&alice.id)).await.unwrap().is_none());
+        // A definite refusal (the person disabled at the provider) ends them at once, grace or not.
+        let bob = directory_account(&identity, "bob", &[Role::Operator]).await;
+        identity.directory_session_opened(&bob, &sign_in("bob", &[Role::Operator])).await.unwrap();
+        let bob_token = identity.start_session(&bob).await.unwrap();
+        let bob_grant = identity.store.get_ephemeral::<DirectoryGrant>(&grant_key(&bob.id)).await.unwrap().unwrap();
+        let refused = RecheckFailure { definite: true, why: "provider_error: invalid_grant".into() };
+        identity.directory_recheck(&bob_grant, Err(refused), 600).await.unwrap();
+        assert!(identity.authenticate(&bob_token).await.is_err());
         let refused: Vec<String> = kinds(&events, EventKind::DirectoryRefused).into_iter().map(|e| e.detail).collect();
         assert_eq!(
             refused,
             [
                 "reason=recheck_failed will retry: provider_unavailable",
-                "reason=recheck_failed sessions ended: provider_unavailable"
+                "reason=recheck_failed sessions ended: provider_unavailable",
+                "reason=recheck_failed sessions ended: provider_error: invalid_grant"
             ]
         );
     }

@@ -44,7 +44,7 @@ use tokens::{Claims, Keyring, StoredKey, TokenSettings};
 
 /// The browser's answers to a registration and a login ceremony (WebAuthn JSON), as the HTTP
 /// surface receives them.
-pub use directory::{DirectoryGrant, DirectoryLink, DirectoryNext, DirectorySignIn};
+pub use directory::{DirectoryGrant, DirectoryLink, DirectoryNext, DirectorySignIn, RecheckFailure};
 pub use enrolment::PendingEnrolment;
 pub use login_sessions::OwnSession;
 pub use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};

@@ -57,14 +57,10 @@ impl Identity {
         let sid = random_token();
         let record =
             SessionRecord { user_id: user.id.clone(), auth_time_s: now, last_activity_s: now, source, device: None };
-        self.store
-            .put(
-                Collection::LoginSessions,
-                &public_id(&sid),
-                &SessionEntry { user_id: user.id.clone(), sid: sid.clone() },
-            )
-            .await?;
+        // The record first: a listing between the two writes must not prune a live session.
         self.store.put_ephemeral(&session_key(&sid), &record, Duration::from_secs(tokens::MAX_SESSION_S)).await?;
+        let entry = SessionEntry { user_id: user.id.clone(), sid: sid.clone() };
+        self.store.put(Collection::LoginSessions, &public_id(&sid), &entry).await?;
         self.issue_token(user, &sid, now, now)
     }
 

@@ -6,7 +6,8 @@
 //! has expired and the provider gave a refresh token); the roles follow, and a role lost ends the
 //! person's sessions on every node (`Identity::sync_directory_roles`). So a person removed from a
 //! group loses the role within `recheck_s` plus one tick (15 s). When the provider cannot be asked
-//! for two periods in a row, the person's sessions end: roles are not kept on trust.
+//! twice in a row (an outage), or answers no (the person disabled, the refresh token refused), the
+//! person's sessions end: roles are not kept on trust.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sightline_core::roles::Role;
-use sightline_identity::{DirectoryGrant, Identity};
+use sightline_identity::{DirectoryGrant, Identity, RecheckFailure};
 use sightline_sso::{Grant, Provider, SsoConfig};
 
 /// How often the loop looks for grants that are due.
@@ -84,22 +85,31 @@ impl Sso {
             };
             for grant in due {
                 let outcome = self.reread(&grant, identity.now_ms() / 1000).await;
-                if let Err(e) = identity.directory_recheck(&grant, outcome, 2 * every).await {
+                // An outage is given one more period; a second failure in a row ends the sessions.
+                if let Err(e) = identity.directory_recheck(&grant, outcome, every).await {
                     tracing::warn!(error = %e, user = %grant.user_id, "cannot apply a groups re-read");
                 }
             }
         }
     }
 
-    async fn reread(&self, grant: &DirectoryGrant, now_s: u64) -> Result<(serde_json::Value, BTreeSet<Role>), String> {
+    async fn reread(
+        &self,
+        grant: &DirectoryGrant,
+        now_s: u64,
+    ) -> Result<(serde_json::Value, BTreeSet<Role>), RecheckFailure> {
+        let definite = |why: String| RecheckFailure { definite: true, why };
         let provider = self
             .providers
             .get(&grant.link.provider)
-            .ok_or_else(|| format!("provider {:?} is no longer configured", grant.link.provider))?;
-        let held: Grant = serde_json::from_value(grant.grant.clone()).map_err(|e| format!("stored grant: {e}"))?;
-        let (groups, fresh) =
-            provider.groups(&held, &grant.link.subject, now_s).await.map_err(|e| format!("{}: {e}", e.code()))?;
+            .ok_or_else(|| definite(format!("provider {:?} is no longer configured", grant.link.provider)))?;
+        let held: Grant =
+            serde_json::from_value(grant.grant.clone()).map_err(|e| definite(format!("stored grant: {e}")))?;
+        let (groups, fresh) = provider.groups(&held, &grant.link.subject, now_s).await.map_err(|e| RecheckFailure {
+            definite: !matches!(e, sightline_sso::Refusal::ProviderUnavailable(_)),
+            why: format!("{}: {e}", e.code()),
+        })?;
         let roles = provider.config.mapping.roles_for(groups.iter().map(String::as_str));
-        Ok((serde_json::to_value(fresh).map_err(|e| e.to_string())?, roles))
+        Ok((serde_json::to_value(fresh).map_err(|e| definite(e.to_string()))?, roles))
     }
 }

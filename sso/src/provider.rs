@@ -254,7 +254,9 @@ impl Provider {
     }
 
     /// Re-reads the person's groups: refreshes the grant when it has expired and can be
-    /// refreshed, then asks the userinfo endpoint, which must answer for `subject`.
+    /// refreshed, then asks the userinfo endpoint, which must answer for `subject`. A refusal
+    /// the provider itself answered (`ProviderError`, `Expired`, `Malformed`) is definite; only
+    /// `ProviderUnavailable` may be an outage.
     pub async fn groups(&self, grant: &Grant, subject: &str, now_s: u64) -> Result<(Vec<String>, Grant), Refusal> {
         let mut grant = grant.clone();
         if grant.expires_s <= now_s + 30 {
@@ -268,7 +270,14 @@ impl Provider {
                 .map_err(|e| Refusal::ProviderUnavailable(e.to_string()))?
                 .request_async(&self.http)
                 .await
-                .map_err(|e| Refusal::ProviderError(format!("refresh: {}", error_chain(&e))))?;
+                .map_err(|e| match &e {
+                    // The provider answered no (`invalid_grant`: the person was disabled or signed
+                    // out there): definite.
+                    openidconnect::RequestTokenError::ServerResponse(_) => {
+                        Refusal::ProviderError(format!("refresh: {}", error_chain(&e)))
+                    }
+                    _ => Refusal::ProviderUnavailable(format!("refresh: {}", error_chain(&e))),
+                })?;
             grant = Grant {
                 access_token: response.access_token().secret().clone(),
                 refresh_token: response.refresh_token().map(|r| r.secret().clone()).or(grant.refresh_token),
@@ -281,7 +290,15 @@ impl Provider {
             .map_err(|e| Refusal::ProviderUnavailable(format!("userinfo: {e}")))?
             .request_async(&self.http)
             .await
-            .map_err(|e| Refusal::ProviderError(format!("userinfo: {}", error_chain(&e))))?;
+            .map_err(|e| match &e {
+                openidconnect::UserInfoError::Response(status, ..) if status.is_client_error() => {
+                    Refusal::ProviderError(format!("userinfo: {}", error_chain(&e)))
+                }
+                openidconnect::UserInfoError::ClaimsVerification(_) => {
+                    Refusal::ProviderError(format!("userinfo: {}", error_chain(&e)))
+                }
+                _ => Refusal::ProviderUnavailable(format!("userinfo: {}", error_chain(&e))),
+            })?;
         let groups = match claims.additional_claims().other.get(&self.config.groups_claim) {
             None => Vec::new(),
             Some(serde_json::Value::Array(items)) => {

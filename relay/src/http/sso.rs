@@ -184,6 +184,9 @@ pub(super) async fn callback(
             }
         }
         Err(refusal) => {
+            // Anyone can send a bad callback: each refusal costs the address a ceremony start, so
+            // a flood is throttled before it fills the audit log.
+            identity.spend_ceremony_budget(peer.ip())?;
             identity.directory_refused(&name, None, Some(peer.ip()), refusal.code(), &refusal.to_string());
             identity.audit_committed().await?;
             redirect(&format!("/#/sso/refused/{}", refusal.code()))
@@ -280,6 +283,7 @@ pub(super) async fn backchannel_logout(
             }
         }
         Err(refusal) => {
+            identity.spend_ceremony_budget(peer.ip())?;
             identity.directory_refused(
                 &name,
                 None,
