@@ -359,12 +359,20 @@ test('people see their own sessions (browser, address, started, last active) and
   const cookie = async () => (await context.cookies()).find((c) => c.name === 'sightline_session')!.value;
   // Three sessions of one person: the enrolment's, and two later sign-ins (the cookie of each
   // kept, as another browser would hold it).
+  // Sessions are listed newest first by their start, which has one-second granularity: each
+  // sign-in here waits for the next second, so the order is known.
+  const nextSecond = async () => {
+    const now = Math.floor(Date.now() / 1000);
+    await waitFor('the next second', async () => Math.floor(Date.now() / 1000) > now);
+  };
   await enrolFromLink(page, relay.bootstrapLink(), 'admin');
   const oldest = await cookie();
   await context.clearCookies();
+  await nextSecond();
   await signIn(page, relay, 'admin');
   const middle = await cookie();
   await context.clearCookies();
+  await nextSecond();
   await signIn(page, relay, 'admin');
   const as = async (value: string) => playwrightRequest.newContext({ extraHTTPHeaders: { cookie: `sightline_session=${value}` } });
   const status = async (value: string) => (await (await as(value)).get(`http://127.0.0.1:${relay.port}/api/me`)).status();
