@@ -141,7 +141,7 @@ test('removing the group at the provider takes the role away within the re-read 
   agent = undefined;
 });
 
-test('the provider\'s back-channel logout ends the person\'s sessions on both nodes of a two-relay setup @R12 @R17', async ({ browser }) => {
+test("the provider's back-channel logout ends the person's sessions on both nodes of a two-relay setup @R12 @R17", async ({ browser }) => {
   const redis = await RedisServer.start();
   stopped.push(redis);
   const portA = await freePort();
