@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::Refusal;
 use crate::config::ProviderConfig;
 use crate::logout::{LogoutOrder, verify_logout_token};
-use crate::verify::{DirectoryClaims, DirectoryLogin, Expectations, asymmetric, verify_id_token};
+use crate::verify::{DirectoryClaims, DirectoryLogin, Expectations, asymmetric, groups_of, verify_id_token};
 
 type DirectoryTokenResponse = StandardTokenResponse<
     IdTokenFields<
@@ -299,14 +299,7 @@ impl Provider {
                 }
                 _ => Refusal::ProviderUnavailable(format!("userinfo: {}", error_chain(&e))),
             })?;
-        let groups = match claims.additional_claims().other.get(&self.config.groups_claim) {
-            None => Vec::new(),
-            Some(serde_json::Value::Array(items)) => {
-                items.iter().filter_map(|g| g.as_str().map(str::to_owned)).collect()
-            }
-            Some(serde_json::Value::String(one)) => vec![one.clone()],
-            Some(_) => return Err(Refusal::Malformed("the groups claim is not a list".into())),
-        };
+        let groups = groups_of(&claims.additional_claims().other, &self.config.groups_claim)?;
         Ok((groups, grant))
     }
 

@@ -90,18 +90,7 @@ pub fn verify_id_token(token: &str, nonce: &str, expect: &Expectations<'_>) -> R
             });
     let claims = token.claims(&verifier, &Nonce::new(nonce.to_owned())).map_err(refusal)?;
     let other = &claims.additional_claims().other;
-    let groups = match other.get(expect.groups_claim) {
-        None => Vec::new(),
-        Some(serde_json::Value::Array(items)) => {
-            items.iter().map(|g| g.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>().ok_or_else(|| {
-                Refusal::Malformed(format!("the {:?} claim holds something other than strings", expect.groups_claim))
-            })?
-        }
-        Some(serde_json::Value::String(one)) => vec![one.clone()],
-        Some(_) => {
-            return Err(Refusal::Malformed(format!("the {:?} claim is not a list of groups", expect.groups_claim)));
-        }
-    };
+    let groups = groups_of(other, expect.groups_claim)?;
     let username = claims
         .preferred_username()
         .map(|u| u.as_str().to_owned())
@@ -115,6 +104,25 @@ pub fn verify_id_token(token: &str, nonce: &str, expect: &Expectations<'_>) -> R
         auth_time_s: claims.auth_time().map_or(0, |t| t.timestamp().max(0) as u64),
         idp_session: other.get("sid").and_then(|s| s.as_str()).map(str::to_owned),
     })
+}
+
+/// The groups a claim lists, from an ID token or a userinfo answer alike: absent is none, one
+/// string is one group, anything but strings is refused (a group silently dropped could be the
+/// one that should have removed a role).
+pub(crate) fn groups_of(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    claim: &str,
+) -> Result<Vec<String>, Refusal> {
+    match claims.get(claim) {
+        None => Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|g| g.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Refusal::Malformed(format!("the {claim:?} claim holds something other than strings"))),
+        Some(serde_json::Value::String(one)) => Ok(vec![one.clone()]),
+        Some(_) => Err(Refusal::Malformed(format!("the {claim:?} claim is not a list of groups"))),
+    }
 }
 
 /// Names what was wrong, in the words of `Refusal`.
