@@ -115,19 +115,46 @@ fn build(root: &Path) -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     let started = std::time::Instant::now();
-    install::ensure_tools(root, install::Need::Test)?;
-    cargo(root, &["fmt", "--all", "--check"])?;
-    cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-    viewer::lint(root)?;
+    let mut steps = Steps::default();
+    steps.time("install", || install::ensure_tools(root, install::Need::Test))?;
+    steps.time("fmt", || cargo(root, &["fmt", "--all", "--check"]))?;
+    steps.time("clippy", || cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    steps.time("clippy (viewer, wasm32)", || viewer::lint(root))?;
     // In-process integration tests answer consent through the `test-consent` feature; the
     // binaries the browser tests run are rebuilt without it right after (only the agent crate
     // differs, and cargo keeps both builds, so this costs a relink).
-    cargo(root, &["test", "--workspace", "--features", "sightline-agent/test-consent"])?;
-    let bin = build_binaries(root)?;
-    viewer::build(root)?;
-    playwright(root, &bin, &["--grep-invert", "@bench"])?;
-    eprintln!("xtask test: all steps passed in {:.0?}", started.elapsed());
+    let test = ["test", "--workspace", "--features", "sightline-agent/test-consent"];
+    steps.time("build tests", || cargo(root, &[&test[..], &["--no-run"]].concat()))?;
+    steps.time("run tests", || cargo(root, &test))?;
+    let bin = steps.time("build binaries", || build_binaries(root))?;
+    steps.time("build viewer", || viewer::build(root))?;
+    steps.time("playwright", || playwright(root, &bin, &["--grep-invert", "@bench"]))?;
+    eprintln!("xtask test: all steps passed in {:.0?}\n{steps}", started.elapsed());
     Ok(())
+}
+
+/// How long each step of a task took, printed at the end so a slow CI run says where its time
+/// went (the budget is 50 minutes on 2 cores).
+#[derive(Default)]
+struct Steps(Vec<(&'static str, std::time::Duration)>);
+
+impl Steps {
+    fn time<T>(&mut self, name: &'static str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = std::time::Instant::now();
+        let out = step();
+        self.0.push((name, started.elapsed()));
+        eprintln!("xtask: step {name:?} took {:.0?}", started.elapsed());
+        out
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, took) in &self.0 {
+            writeln!(f, "  {:>7.1} s  {name}", took.as_secs_f64())?;
+        }
+        Ok(())
+    }
 }
 
 fn e2e(root: &Path, args: &[String]) -> Result<()> {
