@@ -9,9 +9,11 @@ use crate::run::{cargo, cmd, status};
 
 const TARGET: &str = "wasm32-unknown-unknown";
 
-/// Lints the viewer for the target it runs on (on the host it is an empty crate).
+/// Lints the viewer for the target it runs on (on the host it is an empty crate). In the release
+/// profile, like its build: the proc macros and build scripts (Leptos has many) are then built
+/// once for both.
 pub fn lint(root: &Path) -> Result<()> {
-    cargo(root, &["clippy", "-p", "sightline-viewer", "--target", TARGET, "--", "-D", "warnings"])
+    cargo(root, &["clippy", "-p", "sightline-viewer", "--target", TARGET, "--release", "--", "-D", "warnings"])
 }
 
 /// Where the built viewer notes the wasm it was made from (`built_from`).
