@@ -64,6 +64,18 @@ pub enum EventKind {
     RoleChangeRefused,
     #[serde(rename = "role.change_denied")]
     RoleChangeDenied,
+    /// An admin asked to reset a directory account's passkey; a second admin decides.
+    #[serde(rename = "user.passkey_reset_requested")]
+    PasskeyResetRequested,
+    /// A second admin approved a passkey reset: the passkeys are gone and the person's sessions
+    /// ended; a new passkey comes only with a sign-in at the identity provider.
+    #[serde(rename = "user.passkey_reset_approved")]
+    PasskeyResetApproved,
+    #[serde(rename = "user.passkey_reset_refused")]
+    PasskeyResetRefused,
+    /// A passkey reset request or decision broke a rule (`sightline_core::passkey_reset`).
+    #[serde(rename = "user.passkey_reset_denied")]
+    PasskeyResetDenied,
     #[serde(rename = "device.token_created")]
     DeviceTokenCreated,
     #[serde(rename = "device.enrolled")]
@@ -200,7 +212,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 69] = [
+    pub const ALL: [EventKind; 78] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -208,6 +220,10 @@ impl EventKind {
         EventKind::Logout,
         EventKind::StepUp,
         EventKind::SessionsRevoked,
+        EventKind::DirectoryVerified,
+        EventKind::DirectoryRefused,
+        EventKind::DirectoryLogout,
+        EventKind::DirectoryRolesChanged,
         EventKind::UserEnrolled,
         EventKind::UserInvited,
         EventKind::BootstrapAdmin,
@@ -215,6 +231,10 @@ impl EventKind {
         EventKind::RoleChangeApproved,
         EventKind::RoleChangeRefused,
         EventKind::RoleChangeDenied,
+        EventKind::PasskeyResetRequested,
+        EventKind::PasskeyResetApproved,
+        EventKind::PasskeyResetRefused,
+        EventKind::PasskeyResetDenied,
         EventKind::DeviceTokenCreated,
         EventKind::DeviceEnrolled,
         EventKind::DeviceEnrolmentRefused,
@@ -244,6 +264,7 @@ impl EventKind {
         EventKind::HelpExpired,
         EventKind::HelpWithdrawn,
         EventKind::SessionGranted,
+        EventKind::SessionMediaPath,
         EventKind::SessionPaused,
         EventKind::SessionResumed,
         EventKind::SessionEndingSoon,
@@ -414,6 +435,21 @@ impl EventSink for MemorySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ALL` is what the auditor's search offers: a kind missing from it cannot be filtered on.
+    /// Every `rename` in the enum's source must be the name of one entry.
+    #[test]
+    fn every_event_kind_is_listed_in_all() {
+        let source = include_str!("events.rs");
+        let body = &source[source.find("pub enum EventKind").unwrap()..];
+        let body = &body[..body.find("\n}\n").unwrap()];
+        let declared: std::collections::BTreeSet<&str> =
+            body.split("#[serde(rename = \"").skip(1).map(|s| &s[..s.find('"').unwrap()]).collect();
+        let listed: std::collections::BTreeSet<String> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        let listed: std::collections::BTreeSet<&str> = listed.iter().map(String::as_str).collect();
+        assert_eq!(declared, listed);
+        assert_eq!(listed.len(), EventKind::ALL.len(), "a kind is listed twice");
+    }
 
     #[test]
     fn an_enrolment_record_names_its_key() {

@@ -11,6 +11,7 @@ pub mod framecode;
 pub mod help;
 pub mod lockout;
 pub mod mask;
+pub mod passkey_reset;
 pub mod policy;
 pub mod recording;
 pub mod relay_proof;

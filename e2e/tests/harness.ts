@@ -1002,6 +1002,8 @@ export class OidcProvider {
       client_id: 'sightline',
       client_secret: OidcProvider.SECRET,
       redirect_uris: relayUrls.map((u) => `${base(u)}/api/sso/corp/callback`),
+      // Where the provider's logout sends the browser back (the relay's front page).
+      post_logout_redirect_uris: relayUrls.map((u) => `${base(u)}/`),
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       // The provider posts from Node, whose fetch may resolve localhost to ::1, where no relay
@@ -1078,6 +1080,19 @@ export async function throughProvider(page: Page, relay: Relay, login: string): 
       await expect(consent).toBeHidden();
     }
   }
+  await page.waitForURL((u) => u.toString().startsWith(relay.url));
+}
+
+/**
+ * Signs a directory account out of the relay from the page: the browser then goes on to the
+ * provider's logout (RP-initiated). With `confirm` the person confirms there and comes back to
+ * the relay signed out of both; without, the page is left on the provider's question.
+ */
+export async function signOutOfDirectory(page: Page, relay: Relay, idp: OidcProvider, confirm: boolean): Promise<void> {
+  await page.getByTestId('logout').click();
+  await page.waitForURL((u) => u.toString().startsWith(idp.issuer));
+  if (!confirm) return;
+  await page.getByRole('button', { name: 'Yes, sign me out' }).click();
   await page.waitForURL((u) => u.toString().startsWith(relay.url));
 }
 

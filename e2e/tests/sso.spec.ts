@@ -6,6 +6,7 @@ import { expect, request as playwrightRequest } from '@playwright/test';
 import {
   OidcProvider, Proc, RedisServer, Relay, TokenTamper, api, contextWithPasskeys, enrolAgent, Endpoint, freePort, openView,
   recordMeasurement, signInThroughProvider, socketProbe, startAgent, test, throughProvider, Xvfb, enrolFromLink,
+  inviteAndEnrol, stepUp, signOutOfDirectory, waitFor,
 } from './harness';
 
 const stopped: { kill(): Promise<void> }[] = [];
@@ -33,7 +34,7 @@ function refusals(relay: Relay): string[] {
 }
 
 test('the first sign-in through the provider enrols a passkey bound to the directory identity; every later one needs the provider and that passkey; groups give roles @R12 @R11', async ({ browser }) => {
-  const { relay } = await directory({ alice: { groups: ['ops', 'staff'] }, bob: { groups: ['sales'] } });
+  const { idp, relay } = await directory({ alice: { groups: ['ops', 'staff'] }, bob: { groups: ['sales'] } });
   const { page } = await contextWithPasskeys(browser);
 
   await signInThroughProvider(page, relay, 'alice');
@@ -50,8 +51,19 @@ test('the first sign-in through the provider enrols a passkey bound to the direc
   expect(enrolled.detail).toContain('subject=alice');
   expect(records(relay, 'auth.login').map((r) => [r.actor, r.detail])).toEqual([['alice', 'directory corp then passkey with user verification']]);
 
+  // Signing out goes on to the provider's logout (RP-initiated), which ends its session too: the
+  // next sign-in asks for the provider's login again.
+  await signOutOfDirectory(page, relay, idp, true);
+  expect((await api(page, 'GET', '/api/me')).status).toBe(401);
+  // The provider's back-channel logout follows; a session revoked is one begun in or before the
+  // second of the revocation, so the next sign-in waits for the second after it.
+  await expect.poll(() => records(relay, 'auth.backchannel_logout').length).toBe(1);
+  const loggedOutAt = Math.floor(Date.now() / 1000);
+  await waitFor('the next second', async () => Math.floor(Date.now() / 1000) > loggedOutAt);
+  await page.getByTestId('sso-start').click();
+  await expect(page.locator('input[name="login"]')).toBeVisible();
+  await page.goto(relay.url);
   // A directory account never signs in by name and passkey alone.
-  await page.getByTestId('logout').click();
   expect((await api(page, 'POST', '/api/login/start', { name: 'alice' })).status).toBe(401);
   await expect.poll(() => records(relay, 'auth.login_failed').map((r) => [r.actor, r.source])).toEqual([['unknown', '127.0.0.1']]);
 
@@ -83,7 +95,10 @@ test('ID tokens with another audience, expired, with a replayed nonce, unsigned 
   const { page } = await contextWithPasskeys(browser);
   // Control, and the genuine token the replay will reuse.
   await signInThroughProvider(page, relay, 'alice');
-  await page.getByTestId('logout').click();
+  // Signed out of the relay only: the provider's session stays (its question is left open).
+  await signOutOfDirectory(page, relay, idp, false);
+  await page.goto(relay.url);
+  expect((await api(page, 'GET', '/api/me')).status).toBe(401);
 
   const cases: [TokenTamper, string][] = [
     ['aud', 'wrong_audience'], ['expired', 'expired'], ['nonce-replay', 'nonce_replay'], ['unsigned', 'unsigned'], ['foreign-key', 'unknown_key'],
@@ -213,4 +228,79 @@ test('with local accounts forbidden, an invited account with a passkey cannot si
   // Control: the directory sign-in works on the same node.
   const { page } = await contextWithPasskeys(browser);
   await signInThroughProvider(page, relay, 'alice');
+});
+
+test("a lost passkey is reset by two admins with step-up: the person's sessions end, a passkey step begun before fails, and only a sign-in at the provider enrols a new one @R12 @R11 @R14", async ({ browser }) => {
+  const { relay } = await directory({ carol: { groups: ['ops'] } });
+  const { page: alice } = await contextWithPasskeys(browser);
+  await enrolFromLink(alice, relay.bootstrapLink(), 'alice');
+  const bob = await inviteAndEnrol(browser, alice, 'bob', 'admin');
+  const { page: carol, context: carolContext } = await contextWithPasskeys(browser);
+  await signInThroughProvider(carol, relay, 'carol');
+  const users = (await api(alice, 'GET', '/api/admin/users')).json as { id: string; name: string; passkeys: number; directory: string | null }[];
+  const carolRow = users.find((u) => u.name === 'carol')!;
+  expect([carolRow.passkeys, carolRow.directory]).toEqual([1, 'corp']);
+  // Carol's session as it stands, kept aside; her browser then begins a new passkey step.
+  const session = (await carolContext.cookies()).find((c) => c.name === 'sightline_session')!;
+  const asCarol = await playwrightRequest.newContext({ extraHTTPHeaders: { cookie: `sightline_session=${session.value}` } });
+  const me = () => asCarol.get(`${relay.url}/api/me`).then((r) => r.status());
+  await carolContext.clearCookies();
+  await throughProvider(carol, relay, 'carol');
+  const pending = await carol.evaluate(async () => (await fetch('/api/sso/continue', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json());
+  expect(pending.kind).toBe('login');
+
+  // A local account has no provider to enrol through: its reset is refused and recorded.
+  const bobId = users.find((u) => u.name === 'bob')!.id;
+  const local = await api(alice, 'POST', '/api/admin/passkey-resets', { user_id: bobId });
+  expect([local.status, local.json.message]).toEqual([403, expect.stringContaining('only directory accounts')]);
+  const denied = () => records(relay, 'user.passkey_reset_denied').map((r) => [r.actor, r.subject]);
+  await expect.poll(denied).toEqual([['alice', 'bob']]);
+  // Without a fresh passkey confirmation the request is refused.
+  expect((await api(alice, 'POST', '/api/admin/passkey-resets', { user_id: carolRow.id })).json.error).toBe('step_up_required');
+
+  // Alice asks (the page confirms with her passkey); the request alone changes nothing.
+  await alice.getByTestId('tab-admin').click();
+  await expect(alice.getByTestId('user-row').filter({ hasText: 'carol' }).getByTestId('user-sign-in')).toHaveText('through corp, then passkey');
+  await alice.getByTestId('passkey-reset-form').locator('select[name="reset-user"]').selectOption({ label: 'carol' });
+  await alice.getByTestId('passkey-reset-form').getByRole('button', { name: 'Request reset' }).click();
+  await expect(alice.getByTestId('passkey-reset-message')).toContainText('second admin must approve');
+  expect(await me()).toBe(200);
+  // She cannot approve her own request.
+  await alice.getByTestId('passkey-reset').getByRole('button', { name: 'Approve' }).click();
+  await expect(alice.getByTestId('passkey-reset-message')).toContainText('a second admin must approve a passkey reset');
+  await expect(alice.getByTestId('passkey-reset-message')).toHaveClass('error');
+  await expect.poll(denied).toEqual([['alice', 'bob'], ['alice', 'carol']]);
+  expect(await me()).toBe(200);
+
+  // Bob approves, with his own passkey confirmation: carol's passkeys are gone, her session ends.
+  const [request] = (await api(bob, 'GET', '/api/admin/passkey-resets')).json as { id: string; target_name: string; requested_by_name: string }[];
+  expect([request.target_name, request.requested_by_name]).toEqual(['carol', 'alice']);
+  expect((await api(bob, 'POST', `/api/admin/passkey-resets/${request.id}/approve`, {})).json.error).toBe('step_up_required');
+  await stepUp(bob);
+  expect((await api(bob, 'POST', `/api/admin/passkey-resets/${request.id}/approve`, {})).status).toBe(204);
+  await expect.poll(() => records(relay, 'user.passkey_reset_approved').map((r) => [r.actor, r.subject, r.outcome])).toEqual([['bob', 'carol', 'success']]);
+  expect(records(relay, 'user.passkey_reset_approved')[0].detail).toContain('requested by alice');
+  expect(await me()).toBe(401);
+  await asCarol.dispose();
+  // Sessions begun in the second of the reset count as ended by it; carol's next one starts after.
+  const resetAt = Math.floor(Date.now() / 1000);
+  await waitFor('the next second', async () => Math.floor(Date.now() / 1000) > resetAt);
+
+  // The passkey step begun before the reset, finished with the removed passkey, is refused.
+  const finish = await carol.evaluate(async (ceremony) => {
+    const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(ceremony.options.publicKey);
+    const credential = (await navigator.credentials.get({ publicKey })) as PublicKeyCredential;
+    const res = await fetch('/api/login/finish', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ceremony_id: ceremony.ceremony_id, credential: credential.toJSON() }) });
+    return res.status;
+  }, pending);
+  expect(finish).toBe(401);
+  await expect.poll(() => records(relay, 'auth.login_failed').map((r) => [r.actor, r.detail])).toContainEqual(['carol', 'the passkey was removed from the account']);
+  expect((await api(carol, 'GET', '/api/me')).status).toBe(401);
+
+  // Her next sign-in at the provider enrols a new passkey, bound to the same account.
+  await signInThroughProvider(carol, relay, 'carol');
+  expect(records(relay, 'auth.directory_verified').at(-1)!.detail).toContain('next=enrol_passkey');
+  await expect.poll(() => records(relay, 'user.enrolled').filter((r) => r.actor === 'carol').length).toBe(2);
+  const after = ((await api(bob, 'GET', '/api/admin/users')).json as { id: string; name: string; passkeys: number }[]).find((u) => u.name === 'carol')!;
+  expect([after.id, after.passkeys]).toEqual([carolRow.id, 1]);
 });

@@ -6,8 +6,9 @@
 //! acknowledgement of a security action waits for that event to be durable. Decisions that need
 //! no IO (roles, lockout, token checks) are in `sightline-core` and `tokens`. `Identity` is one
 //! type; its methods live by concept: `enrolment` (tokens, invitations, first passkey), `login`,
-//! `login_sessions`, `step_up`, `role_changes`, `lockouts`, `devices` (device keys and
-//! maintenance windows). The shared types and the ceremony store are here.
+//! `login_sessions`, `step_up`, `role_changes`, `passkey_resets` (a directory account's lost
+//! passkey, under two admins), `directory` (people from the identity provider), `lockouts`,
+//! `devices` (device keys and maintenance windows). The shared types and the ceremony store are here.
 //!
 //! Refuses to know: HTTP (cookies, status codes and routes are the relay's surface, which maps
 //! `IdentityError`), sessions and media, and which backend the store has.
@@ -18,6 +19,7 @@ mod enrolment;
 mod lockouts;
 mod login;
 mod login_sessions;
+mod passkey_resets;
 mod role_changes;
 mod step_up;
 pub mod tokens;
@@ -47,6 +49,7 @@ use tokens::{Claims, Keyring, StoredKey, TokenSettings};
 pub use directory::{DirectoryGrant, DirectoryLink, DirectoryNext, DirectorySignIn, RecheckFailure};
 pub use enrolment::PendingEnrolment;
 pub use login_sessions::OwnSession;
+pub use passkey_resets::PasskeyResetRequest;
 pub use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 /// How long a ceremony (registration, login, step-up) may take.

@@ -107,6 +107,12 @@ impl Identity {
                 return Err(IdentityError::Unauthenticated);
             }
         };
+        // The ceremony began with the passkeys the account had then; one removed since (a reset
+        // approved meanwhile) no longer signs in.
+        if !user.passkeys.iter().any(|pk| pk.cred_id() == result.cred_id()) {
+            self.record_failure(Some(&user), source, "the passkey was removed from the account").await?;
+            return Err(IdentityError::Unauthenticated);
+        }
         // Keep the signature counter current (clone detection), and clear the failure count.
         let policy = self.lockout;
         let user = self
@@ -132,8 +138,18 @@ impl Identity {
         if let Some(sign_in) = &sign_in {
             self.directory_session_opened(&user, sign_in).await?;
         }
-        self.emit(EventKind::Login, Outcome::Success, &user.name, None, Some(source), how);
         let token = self.open_session(&user, Some(source)).await?;
+        // A reset approved between the check above and the session: the approval removes the
+        // passkeys and then ends the person's sessions, so either this re-read sees the passkey
+        // gone or the approval's end covers this session.
+        let still_held =
+            self.user(&user.id).await?.is_some_and(|u| u.passkeys.iter().any(|pk| pk.cred_id() == result.cred_id()));
+        if !still_held {
+            self.revoke_user_sessions_now(&user.id).await?;
+            self.record_failure(Some(&user), source, "the passkey was removed from the account").await?;
+            return Err(IdentityError::Unauthenticated);
+        }
+        self.emit(EventKind::Login, Outcome::Success, &user.name, None, Some(source), how);
         // No cookie before the login is on disk (R41).
         self.audit_committed().await?;
         Ok((user, token))

@@ -94,12 +94,29 @@ impl Identity {
         source: Option<IpAddr>,
     ) -> Result<(), IdentityError> {
         require(admin, roles::Capability::Administer)?;
-        // Decisions run one at a time across all nodes: the checks below (admin count, the
-        // approver's own roles) must still hold when the change is written.
+        self.one_decision_at_a_time(async || self.decide_role_request_locked(admin, request_id, approve, source).await)
+            .await
+    }
+
+    /// Runs an admin's decision (a role change, a passkey reset) while no other runs on any node:
+    /// the checks it makes (admin count, the approver's own roles) must still hold when it writes.
+    pub(super) async fn one_decision_at_a_time<T>(
+        &self,
+        decide: impl AsyncFnOnce() -> Result<T, IdentityError>,
+    ) -> Result<T, IdentityError> {
         let lock = self.lock("role-decisions").await?;
-        let result = self.decide_role_request_locked(admin, request_id, approve, source).await;
+        let result = decide().await;
         self.unlock_mutex("role-decisions", &lock).await;
         result
+    }
+
+    /// The deciding admin as the store has them now, not as the request that got here saw them;
+    /// refused unless still an admin.
+    pub(super) async fn admin_now(&self, admin: &AuthUser) -> Result<AuthUser, IdentityError> {
+        let now =
+            AuthUser { user: self.user(&admin.user.id).await?.ok_or(IdentityError::Unauthenticated)?, ..admin.clone() };
+        require(&now, roles::Capability::Administer)?;
+        Ok(now)
     }
 
     /// A cross-node mutex in the store; a holder that died is overtaken after 30 s.
@@ -136,12 +153,7 @@ impl Identity {
         approve: bool,
         source: Option<IpAddr>,
     ) -> Result<(), IdentityError> {
-        // The approver's roles as they are now, not as the request that got here saw them.
-        let admin = &AuthUser {
-            user: self.user(&admin.user.id).await?.ok_or(IdentityError::Unauthenticated)?,
-            ..admin.clone()
-        };
-        require(admin, roles::Capability::Administer)?;
+        let admin = &self.admin_now(admin).await?;
         let req: RoleRequest =
             self.store.get(Collection::RoleRequests, request_id).await?.ok_or(IdentityError::NotFound)?;
         let target = self.user(&req.target_id).await?.ok_or(IdentityError::NotFound)?;

@@ -24,6 +24,8 @@ const TICK: Duration = Duration::from_secs(15);
 pub struct Sso {
     providers: BTreeMap<String, Arc<Provider>>,
     pub config: SsoConfig,
+    /// Where the provider sends the browser back after its logout: the relay's front page.
+    public_url: url::Url,
 }
 
 impl Sso {
@@ -37,7 +39,13 @@ impl Sso {
             tracing::info!(provider = %p.name, issuer = %p.issuer, mapping = %p.mapping.fingerprint(), "identity provider ready");
             providers.insert(p.name.clone(), Arc::new(provider));
         }
-        Ok(Sso { providers, config })
+        Ok(Sso { providers, config, public_url: public_url.clone() })
+    }
+
+    /// Where the browser of a person of provider `name` goes after signing out of the relay, to
+    /// end their session at the provider too (RP-initiated logout), if the provider offers it.
+    pub fn end_session_url(&self, name: &str) -> Option<url::Url> {
+        self.providers.get(name)?.end_session_url(&self.public_url)
     }
 
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {

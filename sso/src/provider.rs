@@ -14,10 +14,11 @@ use openidconnect::core::{
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AccessToken, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl, JsonWebKeySet, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, RefreshToken, Scope,
-    StandardErrorResponse, StandardTokenResponse, SubjectIdentifier, TokenResponse, UserInfoClaims,
+    AccessToken, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields, EndSessionUrl,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl, JsonWebKeySet, JsonWebKeySetUrl,
+    LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
+    ProviderMetadataWithLogout, RedirectUrl, RefreshToken, Scope, StandardErrorResponse, StandardTokenResponse,
+    SubjectIdentifier, TokenResponse, UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +93,8 @@ pub struct Provider {
     jwks_url: JsonWebKeySetUrl,
     keys: RwLock<JsonWebKeySet<CoreJsonWebKey>>,
     last_key_fetch: Mutex<Instant>,
+    /// RP-initiated logout, when the provider offers it.
+    end_session: Option<EndSessionUrl>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -129,6 +132,7 @@ impl Provider {
         }
         let jwks_url = metadata.jwks_uri().clone();
         let keys = metadata.jwks().clone();
+        let end_session = metadata.additional_metadata().end_session_endpoint.clone();
         let redirect = RedirectUrl::new(redirect.to_string()).map_err(|e| setup(format!("redirect URL: {e}")))?;
         let client = DirectoryClient::from_provider_metadata(
             metadata,
@@ -144,7 +148,23 @@ impl Provider {
             jwks_url,
             keys: RwLock::new(keys),
             last_key_fetch: Mutex::new(Instant::now()),
+            end_session,
         })
+    }
+
+    /// Where to send the browser after the person signs out of the relay, so that their session
+    /// at the provider ends too (RP-initiated logout), and back to `return_to` after; none when
+    /// the provider publishes no end-session endpoint. The client id rather than an ID token
+    /// names the relay: the relay keeps no ID token, and the provider asks the person to confirm.
+    pub fn end_session_url(&self, return_to: &url::Url) -> Option<url::Url> {
+        let end_session = self.end_session.clone()?;
+        let back = PostLogoutRedirectUrl::new(return_to.to_string()).ok()?;
+        Some(
+            LogoutRequest::from(end_session)
+                .set_client_id(ClientId::new(self.config.client_id.clone()))
+                .set_post_logout_redirect_uri(back)
+                .http_get_url(),
+        )
     }
 
     /// Where to send the browser, and what to keep under the returned `state`.

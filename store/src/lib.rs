@@ -58,10 +58,12 @@ pub enum Collection {
     /// Every login session by its public id (ASVS 7.5.2: people list and end their own), with
     /// its owner; the session itself is the short-lived `session:` record.
     LoginSessions,
+    /// Passkey resets of directory accounts awaiting a second admin, by request id.
+    PasskeyResets,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 14] = [
+    pub const ALL: [Collection; 15] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -76,6 +78,7 @@ impl Collection {
         Collection::Checkpoints,
         Collection::DirectoryIdentities,
         Collection::LoginSessions,
+        Collection::PasskeyResets,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +97,7 @@ impl Collection {
             Collection::Checkpoints => "checkpoints",
             Collection::DirectoryIdentities => "directory_identities",
             Collection::LoginSessions => "login_sessions",
+            Collection::PasskeyResets => "passkey_resets",
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The admin area: users and invitations (and those not yet used), role changes awaiting a second
-//! admin, locks, devices (online, in a session, their maintenance window) and agent enrolment
-//! tokens. Critical actions ask for a passkey step-up.
+//! The admin area: users and invitations (and those not yet used), role changes and passkey
+//! resets (`passkey_resets`) awaiting a second admin, locks, devices (online, in a session, their
+//! maintenance window) and agent enrolment tokens. Critical actions ask for a passkey step-up.
 
 use leptos::prelude::*;
 use serde::Deserialize;
@@ -17,6 +17,11 @@ struct UserRow {
     id: String,
     name: String,
     roles: Vec<String>,
+    #[serde(default)]
+    passkeys: usize,
+    /// The identity provider of a directory account.
+    #[serde(default)]
+    directory: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -158,6 +163,10 @@ pub fn AdminView() -> impl IntoView {
             handle.clear();
         }
     });
+    // Directory accounts with a passkey: the ones whose passkey can be reset.
+    let resettable = Signal::derive(move || {
+        users.get().into_iter().filter(|u| u.directory.is_some() && u.passkeys > 0).map(|u| (u.id, u.name)).collect()
+    });
     let report = move |result: Result<(), String>, ok: &str| {
         match result {
             Ok(()) => message.set(Some((true, ok.to_owned()))),
@@ -282,11 +291,16 @@ pub fn AdminView() -> impl IntoView {
             <div class="card">
                 <h2>"Users"</h2>
                 <table data-testid="users">
-                    <tr><th>"Name"</th><th>"Roles"</th><th></th></tr>
-                    <For each=move || users.get() key=|u| (u.id.clone(), u.roles.clone()) let(u)>
+                    <tr><th>"Name"</th><th>"Roles"</th><th>"Signs in"</th><th></th></tr>
+                    <For each=move || users.get() key=|u| (u.id.clone(), u.roles.clone(), u.passkeys) let(u)>
                         <tr data-testid="user-row" data-user=u.name.clone()>
                             <td>{u.name.clone()}</td>
                             <td data-testid="user-roles">{u.roles.join(", ")}</td>
+                            <td data-testid="user-sign-in">{match (&u.directory, u.passkeys) {
+                                (Some(p), 0) => format!("through {p}; no passkey yet"),
+                                (Some(p), _) => format!("through {p}, then passkey"),
+                                (None, _) => "passkey (local account)".to_owned(),
+                            }}</td>
                             <td><button on:click={
                                 let id = u.id.clone();
                                 move |_| post_action(format!("/api/admin/users/{id}/revoke-sessions"), "sessions revoked")
@@ -351,6 +365,9 @@ pub fn AdminView() -> impl IntoView {
                         </li>
                     </For>
                 </ul>
+            </div>
+            <div class="card">
+                <crate::passkey_resets::PasskeyResets resettable=resettable changed=Callback::new(move |()| reload())/>
             </div>
             <div class="card">
                 <h2>"Locked accounts and addresses"</h2>

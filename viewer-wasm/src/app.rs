@@ -140,8 +140,13 @@ fn keep_session_alive(on_ended: Callback<String>, signed_in: impl Fn() -> bool +
 fn Shell(me: Option<Me>, on_logout: Callback<String>, children: Children) -> impl IntoView {
     let logout = move |_| {
         leptos::task::spawn_local(async move {
-            auth::logout().await;
-            on_logout.run("Signed out.".into());
+            match auth::logout().await {
+                // The provider signs the person out too, then sends the browser back here.
+                Some(provider) => {
+                    let _ = window().location().assign(&provider);
+                }
+                None => on_logout.run("Signed out.".into()),
+            }
         });
     };
     view! {

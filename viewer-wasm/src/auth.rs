@@ -138,8 +138,11 @@ pub async fn sso_continue() -> Result<(), String> {
     Ok(())
 }
 
-pub async fn logout() {
-    let _: Result<serde_json::Value, _> = http::post("/api/logout", &json!({})).await;
+/// Signs out of the relay. For a directory account whose provider offers it, the answer names
+/// the provider's end-session page, where the browser goes next (RP-initiated logout).
+pub async fn logout() -> Option<String> {
+    let answer: serde_json::Value = http::post("/api/logout", &json!({})).await.ok()?;
+    answer["continue_at"].as_str().map(str::to_owned)
 }
 
 #[component]

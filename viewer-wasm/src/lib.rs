@@ -32,6 +32,8 @@ mod media;
 #[cfg(target_arch = "wasm32")]
 mod own_sessions;
 #[cfg(target_arch = "wasm32")]
+mod passkey_resets;
+#[cfg(target_arch = "wasm32")]
 mod player;
 #[cfg(target_arch = "wasm32")]
 mod recordings;

@@ -26,6 +26,8 @@ pub(super) struct UserView {
     roles: Vec<Role>,
     passkeys: usize,
     bootstrap: bool,
+    /// The identity provider a directory account signs in through; none for a local account.
+    directory: Option<String>,
 }
 impl From<&User> for UserView {
     fn from(u: &User) -> Self {
@@ -35,6 +37,7 @@ impl From<&User> for UserView {
             roles: u.roles.iter().copied().collect(),
             passkeys: u.passkeys.len(),
             bootstrap: u.bootstrap,
+            directory: u.directory.as_ref().map(|d| d.provider.clone()),
         }
     }
 }
@@ -131,7 +134,14 @@ pub(super) async fn logout(
     Extension(auth): Extension<AuthUser>,
 ) -> ApiResult<Response> {
     state.identity.logout(&auth, Some(peer.ip())).await?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
+    // A directory account's browser goes on to the provider, whose session would otherwise sign
+    // the next person at this browser straight back in as far as the passkey step.
+    let provider_logout =
+        auth.user.directory.as_ref().and_then(|link| state.sso.as_ref()?.end_session_url(&link.provider));
+    let mut response = match provider_logout {
+        Some(url) => Json(json!({ "continue_at": url.as_str() })).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    };
     response.headers_mut().append(header::SET_COOKIE, clear_cookie());
     Ok(response)
 }

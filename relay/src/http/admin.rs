@@ -1,6 +1,6 @@
-//! Running the service: users and invitations, role changes under separation of duties, session
-//! revocation, locks, devices (their maintenance windows, new keys), agent tokens, approvals of
-//! commands on a node's host.
+//! Running the service: users and invitations, role changes and passkey resets under separation
+//! of duties, session revocation, locks, devices (their maintenance windows, new keys), agent
+//! tokens, approvals of commands on a node's host.
 
 use std::net::SocketAddr;
 
@@ -78,6 +78,44 @@ pub(super) async fn refuse(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     state.identity.decide_role_request(&auth, &id, false, Some(peer.ip())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+pub(super) async fn passkey_resets(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<Vec<sightline_identity::PasskeyResetRequest>>> {
+    require(&auth, Capability::Administer)?;
+    Ok(Json(state.identity.passkey_resets().await?))
+}
+#[derive(Deserialize)]
+pub(super) struct PasskeyResetBody {
+    user_id: String,
+}
+pub(super) async fn request_passkey_reset(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Json(body): Json<PasskeyResetBody>,
+) -> ApiResult<Json<sightline_identity::PasskeyResetRequest>> {
+    require(&auth, Capability::Administer)?;
+    Ok(Json(state.identity.request_passkey_reset(&auth, &body.user_id, Some(peer.ip())).await?))
+}
+pub(super) async fn approve_passkey_reset(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.identity.decide_passkey_reset(&auth, &id, true, Some(peer.ip())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+pub(super) async fn refuse_passkey_reset(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.identity.decide_passkey_reset(&auth, &id, false, Some(peer.ip())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 pub(super) async fn revoke_sessions(
