@@ -156,7 +156,7 @@ test('removing the group at the provider takes the role away within the re-read 
   agent = undefined;
 });
 
-test("the provider's back-channel logout ends the person's sessions on both nodes of a two-relay setup @R12 @R17", async ({ browser }) => {
+test('back-channel logout from the provider ends the sessions of the person on both nodes of a two-relay setup @R12 @R17', async ({ browser }) => {
   const redis = await RedisServer.start();
   stopped.push(redis);
   const portA = await freePort();
@@ -230,7 +230,7 @@ test('with local accounts forbidden, an invited account with a passkey cannot si
   await signInThroughProvider(page, relay, 'alice');
 });
 
-test("a lost passkey is reset by two admins with step-up: the person's sessions end, a passkey step begun before fails, and only a sign-in at the provider enrols a new one @R12 @R11 @R14", async ({ browser }) => {
+test('a lost passkey is reset by two admins with step-up: the sessions of the person end, a passkey step begun before fails, and only a sign-in at the provider enrols a new one @R12 @R11 @R14', async ({ browser }) => {
   const { relay } = await directory({ carol: { groups: ['ops'] } });
   const { page: alice } = await contextWithPasskeys(browser);
   await enrolFromLink(alice, relay.bootstrapLink(), 'alice');
