@@ -181,7 +181,10 @@ test('every page of the viewer passes axe with no serious or critical violation 
   expect(Number(await canvas.getAttribute('data-current-ms'))).toBeLessThan(target - 500);
   await end.getByRole('button').focus();
   await auditor.keyboard.press('Enter');
-  await expect.poll(async () => Number(await canvas.getAttribute('data-current-ms'))).toBeGreaterThanOrEqual(target - 100);
+  // The player shows the last frame at or before the end; the encoder may have skipped a frame or
+  // two there, so that frame can be some way before it, but never after it.
+  await expect.poll(async () => Number(await canvas.getAttribute('data-current-ms'))).toBeGreaterThan(target - 500);
+  expect(Number(await canvas.getAttribute('data-current-ms'))).toBeLessThanOrEqual(target);
 
   expect(found, found.join('\n')).toEqual([]);
 });
