@@ -50,6 +50,19 @@ pub enum EventKind {
     /// A directory account's roles changed because its groups did.
     #[serde(rename = "role.directory_changed")]
     DirectoryRolesChanged,
+    /// An admin asked for a new table of directory groups to roles; a second admin decides. The
+    /// subject is the provider; the detail names the table in force and the one asked for.
+    #[serde(rename = "role.mapping_change_requested")]
+    MappingChangeRequested,
+    /// A second admin approved a new role table: it is in force on every node, and each person of
+    /// the provider has their groups read again at the next tick.
+    #[serde(rename = "role.mapping_change_approved")]
+    MappingChangeApproved,
+    #[serde(rename = "role.mapping_change_refused")]
+    MappingChangeRefused,
+    /// A request or decision on the role table broke a rule (`sightline_core::role_mapping`).
+    #[serde(rename = "role.mapping_change_denied")]
+    MappingChangeDenied,
     #[serde(rename = "user.enrolled")]
     UserEnrolled,
     #[serde(rename = "user.invited")]
@@ -212,7 +225,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 78] = [
+    pub const ALL: [EventKind; 82] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -224,6 +237,10 @@ impl EventKind {
         EventKind::DirectoryRefused,
         EventKind::DirectoryLogout,
         EventKind::DirectoryRolesChanged,
+        EventKind::MappingChangeRequested,
+        EventKind::MappingChangeApproved,
+        EventKind::MappingChangeRefused,
+        EventKind::MappingChangeDenied,
         EventKind::UserEnrolled,
         EventKind::UserInvited,
         EventKind::BootstrapAdmin,

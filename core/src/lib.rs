@@ -16,6 +16,7 @@ pub mod policy;
 pub mod recording;
 pub mod relay_proof;
 pub mod renewal;
+pub mod role_mapping;
 pub mod roles;
 pub mod session;
 pub mod turn;

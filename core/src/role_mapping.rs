@@ -1,15 +1,25 @@
-//! Directory groups to Sightline roles: a pure table, checked when it loads.
+//! Directory groups to Sightline roles (R12): the table, checked when it loads, and the rules by
+//! which it may change.
 //!
-//! Separation of duties holds here: a group grants `admin` only when the provider's
-//! configuration says `admin_from_directory = true`. The table's fingerprint (SHA-256 of its
-//! canonical form) goes on the node's record at start, so which mapping a node ran is evidence.
+//! Separation of duties holds twice. A group grants `admin` only when the provider's entry in
+//! the SSO file says `admin_from_directory = true`: that ceiling is the file's alone. And the
+//! table is policy: the SSO file seeds it the first time a node starts with the provider; after
+//! that it changes only when one admin asks for a new table and a different admin approves it,
+//! each with a fresh step-up, as role changes do (`check_change_request`,
+//! `check_change_approval`). A file whose table is neither the one it seeded nor the one the
+//! admins approved stops the node (`settle`), so nobody with write access to one node's file
+//! changes who holds which role behind the admins' backs.
+//!
+//! The table's fingerprint (SHA-256 of its canonical form) is on the node's start record and on
+//! every change, so which table was in force is evidence.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::Digest;
-use sightline_core::roles::Role;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+use crate::roles::{Capability, Role, allows};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MappingError {
     #[error("group {group:?} grants admin, which needs admin_from_directory = true")]
     AdminNotAllowed { group: String },
@@ -17,6 +27,8 @@ pub enum MappingError {
     Empty { group: String },
     #[error("the role table maps no group: nobody could get a role")]
     NoGroups,
+    #[error("group names are not empty and have no leading or trailing spaces: {group:?}")]
+    BadGroupName { group: String },
 }
 
 /// Which roles each directory group gives.
@@ -33,6 +45,9 @@ impl RoleMapping {
         }
         let mut table = BTreeMap::new();
         for (group, roles) in groups {
+            if group.is_empty() || group.trim() != group {
+                return Err(MappingError::BadGroupName { group });
+            }
             if roles.is_empty() {
                 return Err(MappingError::Empty { group });
             }
@@ -49,17 +64,229 @@ impl RoleMapping {
         groups.into_iter().filter_map(|g| self.groups.get(g)).flatten().copied().collect()
     }
 
-    /// SHA-256 (hex) of the table in a canonical form: `group=role,role` lines in order, then the
-    /// admin switch.
+    /// The table: each group and the roles it gives.
+    pub fn groups(&self) -> BTreeMap<String, Vec<Role>> {
+        self.groups.iter().map(|(g, r)| (g.clone(), r.iter().copied().collect())).collect()
+    }
+
+    /// Whether a group may grant `admin` (the file's `admin_from_directory`).
+    pub fn admin_allowed(&self) -> bool {
+        self.admin_allowed
+    }
+
+    /// SHA-256 (hex) of the table in a canonical form: `group=role,role` lines in order. The
+    /// ceiling is not part of it: it is the file's, and the node's start record names it apart.
     pub fn fingerprint(&self) -> String {
         let mut text = String::new();
         for (group, roles) in &self.groups {
             let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             text.push_str(&format!("{}={}\n", serde_json::to_string(group).unwrap_or_default(), roles.join(",")));
         }
-        text.push_str(&format!("admin_from_directory={}\n", self.admin_allowed));
         hex::encode(sha2::Sha256::digest(text.as_bytes()))
     }
+}
+
+/// The table as lines of `group = role, role` (the dashboard's editor). Group names may hold
+/// `=` and `,` (directory DNs do): each line splits at its last `=`, as role names hold neither.
+pub fn table_text(groups: &BTreeMap<String, Vec<Role>>) -> String {
+    groups
+        .iter()
+        .map(|(group, roles)| {
+            let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            format!("{group} = {}\n", roles.join(", "))
+        })
+        .collect()
+}
+
+/// Reads [`table_text`]'s form back; blank lines are skipped. Says which line is wrong.
+pub fn parse_table_text(text: &str) -> Result<BTreeMap<String, Vec<Role>>, String> {
+    let mut groups = BTreeMap::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let n = n + 1;
+        let (group, roles) =
+            line.rsplit_once('=').ok_or_else(|| format!("line {n}: write it as `group = role, role`"))?;
+        let group = group.trim();
+        let roles = roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| Role::parse(r).ok_or_else(|| format!("line {n}: {r:?} is not a role")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if groups.insert(group.to_owned(), roles).is_some() {
+            return Err(format!("line {n}: group {group:?} is named twice"));
+        }
+    }
+    Ok(groups)
+}
+
+/// What a change does, group by group, for the admin who approves it: `(group, roles before,
+/// roles after)` for each group whose roles differ (an empty side: the group is new or gone).
+pub fn table_changes(
+    before: &BTreeMap<String, Vec<Role>>,
+    after: &BTreeMap<String, Vec<Role>>,
+) -> Vec<(String, Vec<Role>, Vec<Role>)> {
+    let sorted = |roles: Option<&Vec<Role>>| -> Vec<Role> {
+        roles.map(|r| r.iter().copied().collect::<BTreeSet<_>>().into_iter().collect()).unwrap_or_default()
+    };
+    let groups: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    groups
+        .into_iter()
+        .map(|g| (g.clone(), sorted(before.get(g)), sorted(after.get(g))))
+        .filter(|(_, b, a)| b != a)
+        .collect()
+}
+
+/// What a node starting with the file's table does, given the table in force (if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// No table is in force yet: the file's becomes it.
+    Seed,
+    /// The file is the one the table in force was seeded from, or was last brought in line
+    /// with: the table in force holds, with any change the admins approved since.
+    InForce,
+    /// The file now says what the admins approved: it is the table's new origin.
+    FileCaughtUp,
+}
+
+/// The file says something the admins never approved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the SSO file's role table (sha256 {file}) is neither the one it seeded (sha256 {origin}) nor the \
+     one the admins approved (sha256 {in_force}): change the table from the dashboard, where a \
+     second admin approves it, then write the approved table into the file, or put the file back"
+)]
+pub struct FileDiffers {
+    pub file: String,
+    pub origin: String,
+    pub in_force: String,
+}
+
+/// The table in force, as the store keeps it: its fingerprint and that of the file table it came
+/// from (seeded, or caught up with).
+#[derive(Debug, Clone, Copy)]
+pub struct InForce<'a> {
+    pub sha256: &'a str,
+    pub origin_sha256: &'a str,
+}
+
+/// How a node starting with a file table whose fingerprint is `file` settles with the table in
+/// force.
+pub fn settle(file: &str, in_force: Option<InForce<'_>>) -> Result<Settled, FileDiffers> {
+    let Some(in_force) = in_force else { return Ok(Settled::Seed) };
+    if file == in_force.origin_sha256 {
+        Ok(Settled::InForce)
+    } else if file == in_force.sha256 {
+        Ok(Settled::FileCaughtUp)
+    } else {
+        Err(FileDiffers { file: file.into(), origin: in_force.origin_sha256.into(), in_force: in_force.sha256.into() })
+    }
+}
+
+/// Why a change of the table is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeDenied {
+    /// Only admins ask for or decide a change.
+    NotAdmin,
+    /// The approver asked for the change; a second admin must approve it.
+    SameAdmin,
+    /// The admin who asked is no longer an admin.
+    RequesterNotAdmin,
+    /// The request waited longer than [`crate::passkey_reset::REQUEST_TTL_MS`].
+    Expired,
+    /// A change of this provider's table is already waiting for a second admin.
+    AlreadyRequested,
+    /// The table asked for is the one in force.
+    Unchanged,
+    /// The table in force changed since the request: what was asked for was measured against
+    /// another table, so it is asked again.
+    Stale,
+    /// The table asked for breaks a rule of tables (the ceiling, an empty group).
+    Invalid(MappingError),
+}
+
+impl std::fmt::Display for ChangeDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeDenied::NotAdmin => f.write_str("only admins may ask for or decide a change of the role table"),
+            ChangeDenied::SameAdmin => f.write_str("a second admin must approve a change of the role table"),
+            ChangeDenied::RequesterNotAdmin => {
+                f.write_str("the admin who asked for this change of the role table is no longer an admin")
+            }
+            ChangeDenied::Expired => {
+                f.write_str("the request is more than a day old: ask again if the change is still wanted")
+            }
+            ChangeDenied::AlreadyRequested => {
+                f.write_str("a change of this provider's role table is already waiting for a second admin")
+            }
+            ChangeDenied::Unchanged => f.write_str("the table asked for is the one in force"),
+            ChangeDenied::Stale => {
+                f.write_str("the role table changed since this request was made: ask again against the table in force")
+            }
+            ChangeDenied::Invalid(e) => write!(f, "the table asked for is not valid: {e}"),
+        }
+    }
+}
+
+/// The facts a change decision needs, as plain values.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeFacts<'a> {
+    pub actor: &'a str,
+    pub actor_roles: &'a BTreeSet<Role>,
+    /// The table asked for, checked against this node's ceiling.
+    pub proposed: &'a Result<RoleMapping, MappingError>,
+    /// The fingerprint of the table in force now.
+    pub in_force: &'a str,
+}
+
+/// The request a decision is about, as it stands now.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingChange<'a> {
+    pub requester: &'a str,
+    pub requester_roles: &'a BTreeSet<Role>,
+    pub age_ms: u64,
+    /// The fingerprint of the table in force when the change was asked for.
+    pub based_on: &'a str,
+}
+
+fn check_change_facts(facts: ChangeFacts<'_>) -> Result<(), ChangeDenied> {
+    if !allows(facts.actor_roles, Capability::Administer) {
+        return Err(ChangeDenied::NotAdmin);
+    }
+    match facts.proposed {
+        Err(e) => Err(ChangeDenied::Invalid(e.clone())),
+        Ok(table) if table.fingerprint() == facts.in_force => Err(ChangeDenied::Unchanged),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// May `facts.actor` ask for this change, with `already_requested` saying whether one for the
+/// provider is waiting? (It then waits for a second admin.)
+pub fn check_change_request(facts: ChangeFacts<'_>, already_requested: bool) -> Result<(), ChangeDenied> {
+    check_change_facts(facts)?;
+    if already_requested {
+        return Err(ChangeDenied::AlreadyRequested);
+    }
+    Ok(())
+}
+
+/// May `facts.actor` approve the change `pending` asked for? The rules of asking hold again as
+/// things are now, the table in force is the one it was asked against, its requester is still an
+/// admin, it is fresh, and the approver is someone else.
+pub fn check_change_approval(pending: PendingChange<'_>, facts: ChangeFacts<'_>) -> Result<(), ChangeDenied> {
+    check_change_facts(facts)?;
+    if facts.actor == pending.requester {
+        return Err(ChangeDenied::SameAdmin);
+    }
+    if !allows(pending.requester_roles, Capability::Administer) {
+        return Err(ChangeDenied::RequesterNotAdmin);
+    }
+    if pending.age_ms > crate::passkey_reset::REQUEST_TTL_MS {
+        return Err(ChangeDenied::Expired);
+    }
+    if pending.based_on != facts.in_force {
+        return Err(ChangeDenied::Stale);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -100,6 +327,119 @@ mod tests {
         let admin_on = table(&[("ops", &[Role::Operator]), ("sec", &[Role::Observer])], true).unwrap();
         assert_eq!(a.fingerprint(), same.fingerprint());
         assert_ne!(a.fingerprint(), other.fingerprint());
-        assert_ne!(a.fingerprint(), admin_on.fingerprint());
+        // The ceiling is the file's, named apart on the start record.
+        assert_eq!(a.fingerprint(), admin_on.fingerprint());
+    }
+
+    #[test]
+    fn group_names_are_taken_as_the_directory_spells_them_and_never_blank() {
+        assert_eq!(table(&[("", &[Role::Operator])], false), Err(MappingError::BadGroupName { group: "".into() }));
+        assert_eq!(
+            table(&[(" ops", &[Role::Operator])], false),
+            Err(MappingError::BadGroupName { group: " ops".into() })
+        );
+    }
+
+    #[test]
+    fn the_file_seeds_the_table_once_and_then_may_only_repeat_what_was_approved() {
+        assert_eq!(settle("f1", None), Ok(Settled::Seed));
+        let seeded = InForce { sha256: "f1", origin_sha256: "f1" };
+        assert_eq!(settle("f1", Some(seeded)), Ok(Settled::InForce));
+        // The admins approved t2 since: the unchanged file keeps it, a file that says t2 is the new
+        // origin, anything else stops the node.
+        let changed = InForce { sha256: "t2", origin_sha256: "f1" };
+        assert_eq!(settle("f1", Some(changed)), Ok(Settled::InForce));
+        assert_eq!(settle("t2", Some(changed)), Ok(Settled::FileCaughtUp));
+        assert_eq!(
+            settle("f3", Some(changed)),
+            Err(FileDiffers { file: "f3".into(), origin: "f1".into(), in_force: "t2".into() })
+        );
+        let caught_up = InForce { sha256: "t2", origin_sha256: "t2" };
+        assert_eq!(settle("f1", Some(caught_up)).map_err(|e| e.origin), Err("t2".to_string()));
+    }
+
+    fn change<'a>(
+        actor: &'a str,
+        roles: &'a BTreeSet<Role>,
+        proposed: &'a Result<RoleMapping, MappingError>,
+        in_force: &'a str,
+    ) -> ChangeFacts<'a> {
+        ChangeFacts { actor, actor_roles: roles, proposed, in_force }
+    }
+
+    #[test]
+    fn an_admin_asks_for_a_valid_new_table_once() {
+        let admin = BTreeSet::from([Role::Admin]);
+        let operator = BTreeSet::from([Role::Operator]);
+        let old = table(&[("ops", &[Role::Operator])], false).unwrap().fingerprint();
+        let new = table(&[("ops", &[Role::Operator, Role::Observer])], false);
+        assert_eq!(check_change_request(change("a", &admin, &new, &old), false), Ok(()));
+        assert_eq!(check_change_request(change("o", &operator, &new, &old), false), Err(ChangeDenied::NotAdmin));
+        assert_eq!(check_change_request(change("a", &admin, &new, &old), true), Err(ChangeDenied::AlreadyRequested));
+        let same = table(&[("ops", &[Role::Operator])], false);
+        assert_eq!(check_change_request(change("a", &admin, &same, &old), false), Err(ChangeDenied::Unchanged));
+        // The ceiling: a table that grants admin where the file does not allow it is refused.
+        let admin_grant = table(&[("it", &[Role::Admin])], false);
+        assert_eq!(
+            check_change_request(change("a", &admin, &admin_grant, &old), false),
+            Err(ChangeDenied::Invalid(MappingError::AdminNotAllowed { group: "it".into() }))
+        );
+    }
+
+    #[test]
+    fn approval_needs_a_second_admin_against_the_table_it_was_asked_for() {
+        let admin = BTreeSet::from([Role::Admin]);
+        let old = table(&[("ops", &[Role::Operator])], false).unwrap().fingerprint();
+        let new = table(&[("ops", &[Role::Observer])], false);
+        let by_a = PendingChange { requester: "a", requester_roles: &admin, age_ms: 60_000, based_on: &old };
+        assert_eq!(check_change_approval(by_a, change("b", &admin, &new, &old)), Ok(()));
+        assert_eq!(check_change_approval(by_a, change("a", &admin, &new, &old)), Err(ChangeDenied::SameAdmin));
+        let none = BTreeSet::new();
+        assert_eq!(check_change_approval(by_a, change("b", &none, &new, &old)), Err(ChangeDenied::NotAdmin));
+        let demoted = PendingChange { requester_roles: &none, ..by_a };
+        assert_eq!(
+            check_change_approval(demoted, change("b", &admin, &new, &old)),
+            Err(ChangeDenied::RequesterNotAdmin)
+        );
+        let old_request = PendingChange { age_ms: crate::passkey_reset::REQUEST_TTL_MS + 1, ..by_a };
+        assert_eq!(check_change_approval(old_request, change("b", &admin, &new, &old)), Err(ChangeDenied::Expired));
+        // Another change landed since the request: it is asked again.
+        assert_eq!(check_change_approval(by_a, change("b", &admin, &new, "other")), Err(ChangeDenied::Stale));
+    }
+
+    #[test]
+    fn the_editor_text_reads_back_as_the_table_even_with_directory_names() {
+        let t: BTreeMap<String, Vec<Role>> = [
+            ("CN=Ops,OU=Groups,DC=bank".to_string(), vec![Role::Operator, Role::Observer]),
+            ("auditors".to_string(), vec![Role::Auditor]),
+        ]
+        .into();
+        assert_eq!(parse_table_text(&table_text(&t)), Ok(t));
+        assert_eq!(parse_table_text("\n ops = operator ,\n\n").unwrap()["ops"], vec![Role::Operator]);
+        assert!(parse_table_text("ops").unwrap_err().starts_with("line 1:"));
+        assert!(parse_table_text("ops = operator\nsec = root").unwrap_err().contains("line 2: \"root\" is not a role"));
+        assert!(parse_table_text("a = operator\na = observer").unwrap_err().contains("named twice"));
+        // A group with no role is read as such; the table's own check refuses it.
+        assert_eq!(parse_table_text("x =").unwrap()["x"], Vec::<Role>::new());
+    }
+
+    #[test]
+    fn a_change_is_shown_group_by_group() {
+        let before: BTreeMap<String, Vec<Role>> =
+            [("ops".to_string(), vec![Role::Operator]), ("sec".to_string(), vec![Role::Observer])].into();
+        let after: BTreeMap<String, Vec<Role>> = [
+            ("ops".to_string(), vec![Role::Operator]),
+            ("sec".to_string(), vec![Role::Auditor, Role::Observer]),
+            ("new".to_string(), vec![Role::Operator]),
+        ]
+        .into();
+        assert_eq!(
+            table_changes(&before, &after),
+            vec![
+                ("new".to_string(), vec![], vec![Role::Operator]),
+                ("sec".to_string(), vec![Role::Observer], vec![Role::Observer, Role::Auditor]),
+            ]
+        );
+        assert_eq!(table_changes(&after, &after), vec![]);
     }
 }

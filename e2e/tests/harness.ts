@@ -1028,8 +1028,9 @@ export class OidcProvider {
   async setGroups(sub: string, groups: string[]): Promise<void> { await this.control('/test/groups', { sub, groups }); }
   /** The next ID tokens are altered this way (`null`: genuine again). */
   async tamper(mode: TokenTamper | null): Promise<void> { await this.control('/test/tamper', { mode }); }
-  /** The relay's SSO file: provider `corp`, groups `ops` -> operator and `sec` -> observer. */
-  ssoFile(opts: { local?: 'allow' | 'forbid'; recheckS?: number } = {}): string {
+  /** The relay's SSO file: provider `corp`, groups `ops` -> operator and `sec` -> observer unless `roles` says otherwise. */
+  ssoFile(opts: { local?: 'allow' | 'forbid'; recheckS?: number; roles?: Record<string, string[]> } = {}): string {
+    const roles = opts.roles ?? { ops: ['operator'], sec: ['observer'] };
     const dir = tempDir('sso');
     const secret = path.join(dir, 'client.secret');
     fs.writeFileSync(secret, OidcProvider.SECRET);
@@ -1047,8 +1048,7 @@ export class OidcProvider {
       'scopes = ["profile", "groups"]',
       'max_age_s = 600',
       '[provider.roles]',
-      '"ops" = ["operator"]',
-      '"sec" = ["observer"]',
+      ...Object.entries(roles).map(([group, r]) => `${JSON.stringify(group)} = ${JSON.stringify(r)}`),
       '',
     ].join('\n'));
     return file;

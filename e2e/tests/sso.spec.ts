@@ -304,3 +304,82 @@ test('a lost passkey is reset by two admins with step-up: the sessions of the pe
   const after = ((await api(bob, 'GET', '/api/admin/users')).json as { id: string; name: string; passkeys: number }[]).find((u) => u.name === 'carol')!;
   expect([after.id, after.passkeys]).toEqual([carolRow.id, 1]);
 });
+
+test('a change of the group to role table needs a step-up and a second admin, holds at once for signed-in people, and a node whose file says otherwise does not start @R12 @R14 @R22', async ({ browser }) => {
+  const { idp, relay } = await directory({ alice: { groups: ['ops'] } }, { recheckS: 60 });
+  const file = idp.ssoFile({ recheckS: 60 });
+  const { page: root } = await contextWithPasskeys(browser);
+  await enrolFromLink(root, relay.bootstrapLink(), 'root');
+  const bob = await inviteAndEnrol(browser, root, 'bob', 'admin');
+  const { page: alice } = await contextWithPasskeys(browser);
+  await signInThroughProvider(alice, relay, 'alice');
+  expect((await api(alice, 'GET', '/api/me')).json.user.roles).toEqual(['operator']);
+  type Listing = { tables: { provider: string; sha256: string; origin_sha256: string; approved_by_name: string | null; admin_from_directory: boolean }[]; requests: { id: string }[] };
+  const listing = async () => (await api(bob, 'GET', '/api/admin/role-mappings')).json as Listing;
+  const seeded = (await listing()).tables;
+  expect(seeded.map((t) => [t.provider, t.approved_by_name, t.admin_from_directory, t.sha256 === t.origin_sha256])).toEqual([['corp', null, false, true]]);
+
+  // Root asks, from the dashboard (confirmed with his passkey), for ops to become observers.
+  await root.getByTestId('tab-admin').click();
+  const editor = root.locator('textarea[name="role-mapping-corp"]');
+  await expect(editor).toHaveValue('ops = operator\nsec = observer\n');
+  await editor.fill('ops = observer\nsec = observer\n');
+  await root.getByTestId('role-mapping-request').click();
+  await expect(root.getByTestId('role-mapping-message')).toContainText('a second admin must approve it');
+  const requested = () => records(relay, 'role.mapping_change_requested').map((r) => [r.actor, r.subject, r.outcome]);
+  await expect.poll(requested).toEqual([['root', 'corp', 'success']]);
+  expect(records(relay, 'role.mapping_change_requested')[0].detail).toContain(`table sha256 ${seeded[0].sha256} -> `);
+  // The approver sees what changes, group by group; root cannot approve his own request.
+  await expect(root.getByTestId('mapping-change')).toHaveText(['ops: operator → observer']);
+  await root.getByTestId('mapping-request').getByRole('button', { name: 'Approve' }).click();
+  await expect(root.getByTestId('role-mapping-message')).toContainText('a second admin must approve a change of the role table');
+  const denied = () => records(relay, 'role.mapping_change_denied').map((r) => [r.actor, r.subject, r.detail]);
+  await expect.poll(denied).toEqual([['root', 'corp', 'a second admin must approve a change of the role table']]);
+  // Nothing changed yet: alice is still an operator, and the table in force is the seeded one.
+  expect((await api(alice, 'GET', '/api/me')).json.user.roles).toEqual(['operator']);
+  expect((await listing()).tables[0].sha256).toBe(seeded[0].sha256);
+  // A table past the file's ceiling is refused, with the reason on record.
+  const tooMuch = await api(bob, 'POST', '/api/admin/role-mappings', { provider: 'corp', groups: { ops: ['admin'] } });
+  expect([tooMuch.status, tooMuch.json.message]).toEqual([403, expect.stringContaining('admin_from_directory = true')]);
+  await expect.poll(() => denied().length).toBe(2);
+  expect(denied()[1].slice(0, 2)).toEqual(['bob', 'corp']);
+
+  // Bob approves with a fresh step-up: in force on every node at once; alice lost operator, so
+  // her session ends at the re-read loop's next tick.
+  const [request] = (await listing()).requests;
+  expect((await api(bob, 'POST', `/api/admin/role-mappings/${request.id}/approve`, {})).json.error).toBe('step_up_required');
+  await stepUp(bob);
+  expect((await api(bob, 'POST', `/api/admin/role-mappings/${request.id}/approve`, {})).status).toBe(204);
+  const approved = () => records(relay, 'role.mapping_change_approved').map((r) => [r.actor, r.subject, r.outcome]);
+  await expect.poll(approved).toEqual([['bob', 'corp', 'success']]);
+  expect(records(relay, 'role.mapping_change_approved')[0].detail).toContain('requested by root');
+  const inForce = (await listing()).tables[0];
+  expect([inForce.approved_by_name, inForce.origin_sha256]).toEqual(['bob', seeded[0].sha256]);
+  expect(inForce.sha256).not.toBe(seeded[0].sha256);
+  await expect.poll(async () => (await api(alice, 'GET', '/api/me')).status, { timeout: 45_000 }).toBe(401);
+  const changed = records(relay, 'role.directory_changed').at(-1)!;
+  expect([changed.actor, changed.subject, changed.detail]).toEqual(['directory', 'alice', 'on groups re-read: lost operator gained observer now observer']);
+  // Her next sign-in gets the new table's role.
+  const startedAt = Math.floor(Date.now() / 1000);
+  await waitFor('the next second', async () => Math.floor(Date.now() / 1000) > startedAt);
+  await signInThroughProvider(alice, relay, 'alice');
+  expect((await api(alice, 'GET', '/api/me')).json.user.roles).toEqual(['observer']);
+
+  // Restarted with the same file: the approved table holds, and the start record names both.
+  await relay.proc.kill();
+  const again = await Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', file] });
+  const started = JSON.parse(again.auditRecords().filter((r) => r.kind === 'node.started').at(-1)!.detail);
+  expect(started.sso.corp).toEqual({ issuer: `${idp.issuer}/`, roles_sha256: inForce.sha256, file_roles_sha256: seeded[0].sha256, admin_from_directory: false });
+  await again.proc.kill();
+  // A file edited to a table nobody approved stops the node, naming the three tables.
+  const edited = idp.ssoFile({ recheckS: 60, roles: { ops: ['operator'], sec: ['operator'] } });
+  await expect(Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', edited] })).rejects.toThrow(/neither the one it seeded \(sha256 [0-9a-f]{64}\) nor the one the admins approved/);
+  // The file brought in line with the approved table starts, and becomes the table's origin: the
+  // old file no longer does.
+  const caughtUp = idp.ssoFile({ recheckS: 60, roles: { ops: ['observer'], sec: ['observer'] } });
+  const inLine = await Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', caughtUp] });
+  const origin = JSON.parse(inLine.auditRecords().filter((r) => r.kind === 'node.started').at(-1)!.detail).sso.corp;
+  expect([origin.roles_sha256, origin.file_roles_sha256]).toEqual([inForce.sha256, inForce.sha256]);
+  await inLine.proc.kill();
+  await expect(Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', file] })).rejects.toThrow(/neither the one it seeded/);
+});

@@ -438,6 +438,24 @@ impl Identity {
         Ok(due)
     }
 
+    /// Makes every live grant of `provider` due, so the re-read loop applies a new role table to
+    /// each person at its next tick; returns how many there are.
+    pub(super) async fn recheck_directory_soon(&self, provider: &str) -> Result<usize, IdentityError> {
+        let now = self.now_s();
+        let mut due = 0;
+        for user in self.users().await?.into_iter().filter(|u| u.directory.is_some()) {
+            let key = grant_key(&user.id);
+            let Some(grant) = self.store.get_ephemeral::<DirectoryGrant>(&key).await? else { continue };
+            if grant.link.provider != provider || grant.until_s <= now {
+                continue;
+            }
+            let ttl = Duration::from_secs(grant.until_s.saturating_sub(now).max(1));
+            self.store.put_ephemeral(&key, &DirectoryGrant { checked_s: 0, ..grant }, ttl).await?;
+            due += 1;
+        }
+        Ok(due)
+    }
+
     /// The outcome of reading a person's groups again: the new grant and roles, or why not.
     /// A definite refusal, or failures for `give_up_s` or longer, end the person's sessions (fail
     /// closed: roles the directory may have withdrawn are not kept on trust).

@@ -7,7 +7,8 @@
 //! no IO (roles, lockout, token checks) are in `sightline-core` and `tokens`. `Identity` is one
 //! type; its methods live by concept: `enrolment` (tokens, invitations, first passkey), `login`,
 //! `login_sessions`, `step_up`, `role_changes`, `passkey_resets` (a directory account's lost
-//! passkey, under two admins), `directory` (people from the identity provider), `lockouts`,
+//! passkey, under two admins), `directory` (people from the identity provider), `role_mappings`
+//! (their groups to roles, changed under two admins), `lockouts`,
 //! `devices` (device keys and maintenance windows). The shared types and the ceremony store are here.
 //!
 //! Refuses to know: HTTP (cookies, status codes and routes are the relay's surface, which maps
@@ -21,6 +22,7 @@ mod login;
 mod login_sessions;
 mod passkey_resets;
 mod role_changes;
+mod role_mappings;
 mod step_up;
 pub mod tokens;
 
@@ -50,6 +52,7 @@ pub use directory::{DirectoryGrant, DirectoryLink, DirectoryNext, DirectorySignI
 pub use enrolment::PendingEnrolment;
 pub use login_sessions::OwnSession;
 pub use passkey_resets::PasskeyResetRequest;
+pub use role_mappings::{ApprovedMapping, MappingRequest};
 pub use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 /// How long a ceremony (registration, login, step-up) may take.

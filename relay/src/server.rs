@@ -92,14 +92,20 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let index = store.clone();
     let help_store = store.clone();
     let sso = match &config.sso_config {
-        Some(path) => Some(Arc::new(crate::sso::Sso::start(path, &config.public_url()).await?)),
+        Some(path) => Some(crate::sso::Sso::start(path, &config.public_url()).await?),
         None => None,
     };
     let local_accounts = sso.as_ref().is_none_or(|s| s.config.local_accounts == sightline_sso::LocalAccounts::Allow);
     let identity = Arc::new(identity(config, store.clone(), events.clone(), local_accounts).await?);
-    if let Some(sso) = &sso {
-        tokio::spawn(sso.clone().run_rechecks(identity.clone()));
-    }
+    let sso = match sso {
+        Some(mut sso) => {
+            sso.settle(&identity).await.context("the SSO file's role tables")?;
+            let sso = Arc::new(sso);
+            tokio::spawn(sso.clone().run_rechecks(identity.clone()));
+            Some(sso)
+        }
+        None => None,
+    };
     let audit_settings = config.audit_settings();
     let key = sightline_audit::evidence_key(&audit_settings).context("cannot load the node's evidence key")?;
     let recording_settings = config.recording_settings();

@@ -1,5 +1,8 @@
 //! The node's identity providers (R12): loaded from `--sso-config` at start (the relay does not
-//! start if one cannot be discovered), and the loop that re-reads signed-in people's groups.
+//! start if one cannot be discovered, or if the file's role table is one the admins never
+//! approved: `Identity::settle_role_mapping`), and the loop that re-reads signed-in people's
+//! groups. Roles come from the table in force in the store, read at each sign-in and re-read, so
+//! a change two admins approved holds on every node at once.
 //!
 //! Every `recheck_s` (60..=900 s, default 300) each directory account with a live grant has its
 //! groups read again from its provider's userinfo endpoint (refreshing the access token when it
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sightline_core::roles::Role;
-use sightline_identity::{DirectoryGrant, Identity, RecheckFailure};
+use sightline_identity::{DirectoryGrant, Identity, IdentityError, RecheckFailure};
 use sightline_sso::{Grant, Provider, SsoConfig};
 
 /// How often the loop looks for grants that are due.
@@ -26,6 +29,8 @@ pub struct Sso {
     pub config: SsoConfig,
     /// Where the provider sends the browser back after its logout: the relay's front page.
     public_url: url::Url,
+    /// Each provider's role table in force when the node started (fingerprint), for its record.
+    settled: BTreeMap<String, String>,
 }
 
 impl Sso {
@@ -36,10 +41,26 @@ impl Sso {
         for p in &config.providers {
             let redirect = public_url.join(&format!("/api/sso/{}/callback", p.name))?;
             let provider = Provider::discover(p.clone(), redirect).await?;
-            tracing::info!(provider = %p.name, issuer = %p.issuer, mapping = %p.mapping.fingerprint(), "identity provider ready");
+            tracing::info!(provider = %p.name, issuer = %p.issuer, "identity provider ready");
             providers.insert(p.name.clone(), Arc::new(provider));
         }
-        Ok(Sso { providers, config, public_url: public_url.clone() })
+        Ok(Sso { providers, config, public_url: public_url.clone(), settled: BTreeMap::new() })
+    }
+
+    /// Settles each provider's role table with the one in force; refuses to go on if the file
+    /// says something the admins never approved.
+    pub async fn settle(&mut self, identity: &Identity) -> anyhow::Result<()> {
+        for p in &self.config.providers {
+            let table = identity.settle_role_mapping(&p.name, &p.mapping).await.map_err(anyhow::Error::msg)?;
+            tracing::info!(provider = %p.name, in_force = %table.fingerprint(), file = %p.mapping.fingerprint(), "role table settled");
+            self.settled.insert(p.name.clone(), table.fingerprint());
+        }
+        Ok(())
+    }
+
+    /// Whether a group of provider `name` may grant `admin` here (`None`: no such provider).
+    pub fn admin_allowed(&self, name: &str) -> Option<bool> {
+        self.providers.get(name).map(|p| p.config.mapping.admin_allowed())
     }
 
     /// Where the browser of a person of provider `name` goes after signing out of the relay, to
@@ -56,22 +77,32 @@ impl Sso {
         self.providers.values()
     }
 
-    /// The roles `groups` give at provider `name`.
-    pub fn roles_for(&self, name: &str, groups: &[String]) -> BTreeSet<Role> {
-        self.providers
-            .get(name)
-            .map(|p| p.config.mapping.roles_for(groups.iter().map(String::as_str)))
-            .unwrap_or_default()
+    /// The roles `groups` give at provider `name`, by the table in force (refused when there is
+    /// none, or it is beyond this node's ceiling: fail closed).
+    pub async fn roles_for(
+        &self,
+        identity: &Identity,
+        name: &str,
+        groups: &[String],
+    ) -> Result<BTreeSet<Role>, IdentityError> {
+        let ceiling = self.admin_allowed(name).ok_or(IdentityError::NotFound)?;
+        Ok(identity.role_mapping(name, ceiling).await?.roles_for(groups.iter().map(String::as_str)))
     }
 
-    /// For the node's start record: each provider's issuer and role table fingerprint.
+    /// For the node's start record: each provider's issuer, the role table in force and the
+    /// file's (fingerprints), and whether a group may grant admin.
     pub fn describe(&self) -> serde_json::Value {
         self.providers
             .values()
             .map(|p| {
                 (
                     p.config.name.clone(),
-                    serde_json::json!({ "issuer": p.config.issuer.as_str(), "roles_sha256": p.config.mapping.fingerprint() }),
+                    serde_json::json!({
+                        "issuer": p.config.issuer.as_str(),
+                        "roles_sha256": self.settled.get(&p.config.name),
+                        "file_roles_sha256": p.config.mapping.fingerprint(),
+                        "admin_from_directory": p.config.mapping.admin_allowed(),
+                    }),
                 )
             })
             .collect::<serde_json::Map<_, _>>()
@@ -92,7 +123,7 @@ impl Sso {
                 }
             };
             for grant in due {
-                let outcome = self.reread(&grant, identity.now_ms() / 1000).await;
+                let outcome = self.reread(&identity, &grant, identity.now_ms() / 1000).await;
                 // An outage is given one more period; a second failure in a row ends the sessions.
                 if let Err(e) = identity.directory_recheck(&grant, outcome, every).await {
                     tracing::warn!(error = %e, user = %grant.user_id, "cannot apply a groups re-read");
@@ -103,6 +134,7 @@ impl Sso {
 
     async fn reread(
         &self,
+        identity: &Identity,
         grant: &DirectoryGrant,
         now_s: u64,
     ) -> Result<(serde_json::Value, BTreeSet<Role>), RecheckFailure> {
@@ -117,7 +149,11 @@ impl Sso {
             definite: !matches!(e, sightline_sso::Refusal::ProviderUnavailable(_)),
             why: format!("{}: {e}", e.code()),
         })?;
-        let roles = provider.config.mapping.roles_for(groups.iter().map(String::as_str));
+        let roles = self.roles_for(identity, &grant.link.provider, &groups).await.map_err(|e| RecheckFailure {
+            // The store out is an outage; a table beyond this node's ceiling is definite.
+            definite: !matches!(e, IdentityError::Store(_)),
+            why: format!("role table: {e}"),
+        })?;
         Ok((serde_json::to_value(fresh).map_err(|e| definite(e.to_string()))?, roles))
     }
 }

@@ -19,7 +19,7 @@
 //! scopes = ["profile", "groups"]  # asked for besides "openid"
 //! max_age_s = 3600                # an IdP sign-in older than this is not a fresh login
 //! admin_from_directory = false    # true: a group may grant `admin` (separation of duties)
-//! [provider.roles]
+//! [provider.roles]               # seeds the table in force; then only two admins change it
 //! "sightline-operators" = ["operator"]
 //! "sightline-auditors" = ["auditor"]
 //! ```
@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sightline_core::roles::Role;
 
-use crate::mapping::RoleMapping;
+use sightline_core::role_mapping::RoleMapping;
 
 /// Groups are re-read at most this often and at least this often (seconds).
 pub const RECHECK_RANGE_S: std::ops::RangeInclusive<u64> = 60..=900;

@@ -1,7 +1,7 @@
 //! Sign-in through the organisation's identity providers (R12): the relay as an OpenID Connect
 //! relying party.
 //!
-//! `config` reads and checks the SSO file; `mapping` turns directory groups into roles (pure);
+//! `config` reads and checks the SSO file (its role table is `sightline_core::role_mapping`);
 //! `verify` checks ID tokens and `logout` back-channel logout tokens (both pure: token, keys and
 //! expectations in, a decision out); `provider` is the IO: discovery, the authorization code
 //! flow with PKCE, `state` and `nonce`, the code exchange, the provider's keys (fetched again
@@ -16,14 +16,13 @@
 
 pub mod config;
 pub mod logout;
-pub mod mapping;
 pub mod provider;
 pub mod verify;
 
 pub use config::{LocalAccounts, ProviderConfig, SsoConfig};
 pub use logout::LogoutOrder;
-pub use mapping::RoleMapping;
 pub use provider::{Grant, PendingSignIn, Provider};
+pub use sightline_core::role_mapping::RoleMapping;
 pub use verify::DirectoryLogin;
 
 /// Why a directory sign-in, a logout token or a groups re-read was refused. `code` is what the

@@ -60,10 +60,15 @@ pub enum Collection {
     LoginSessions,
     /// Passkey resets of directory accounts awaiting a second admin, by request id.
     PasskeyResets,
+    /// The table of directory groups to roles in force, by provider name (R12): seeded from the
+    /// SSO file, changed only under two admins.
+    RoleMappings,
+    /// Changes of a role table awaiting a second admin, by request id.
+    MappingRequests,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 15] = [
+    pub const ALL: [Collection; 17] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -79,6 +84,8 @@ impl Collection {
         Collection::DirectoryIdentities,
         Collection::LoginSessions,
         Collection::PasskeyResets,
+        Collection::RoleMappings,
+        Collection::MappingRequests,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +105,8 @@ impl Collection {
             Collection::DirectoryIdentities => "directory_identities",
             Collection::LoginSessions => "login_sessions",
             Collection::PasskeyResets => "passkey_resets",
+            Collection::RoleMappings => "role_mappings",
+            Collection::MappingRequests => "mapping_requests",
         }
     }
 }

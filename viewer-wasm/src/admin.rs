@@ -1,5 +1,6 @@
-//! The admin area: users and invitations (and those not yet used), role changes and passkey
-//! resets (`passkey_resets`) awaiting a second admin, locks, devices (online, in a session, their
+//! The admin area: users and invitations (and those not yet used), role changes, passkey
+//! resets (`passkey_resets`) and the directory's role tables (`role_mappings`) awaiting a second
+//! admin, locks, devices (online, in a session, their
 //! maintenance window) and agent enrolment tokens. Critical actions ask for a passkey step-up.
 
 use leptos::prelude::*;
@@ -369,6 +370,7 @@ pub fn AdminView() -> impl IntoView {
             <div class="card">
                 <crate::passkey_resets::PasskeyResets resettable=resettable changed=Callback::new(move |()| reload())/>
             </div>
+            <crate::role_mappings::RoleMappings/>
             <div class="card">
                 <h2>"Locked accounts and addresses"</h2>
                 <ul data-testid="locks">

@@ -37,6 +37,8 @@ mod passkey_resets;
 mod player;
 #[cfg(target_arch = "wasm32")]
 mod recordings;
+#[cfg(target_arch = "wasm32")]
+mod role_mappings;
 // Used only by the app on wasm32; tested on the host.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod session_words;

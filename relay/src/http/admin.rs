@@ -1,5 +1,5 @@
-//! Running the service: users and invitations, role changes and passkey resets under separation
-//! of duties, session revocation, locks, devices (their maintenance windows, new keys), agent
+//! Running the service: users and invitations, role changes, passkey resets and the directory's
+//! role tables under separation of duties, session revocation, locks, devices (their maintenance windows, new keys), agent
 //! tokens, approvals of commands on a node's host.
 
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use sightline_core::roles::{Capability, Role, RoleChange};
-use sightline_identity::{AuthUser, require};
+use sightline_identity::{AuthUser, IdentityError, require};
 
 use super::account::UserView;
 use super::error::ApiResult;
@@ -117,6 +117,72 @@ pub(super) async fn refuse_passkey_reset(
 ) -> ApiResult<StatusCode> {
     state.identity.decide_passkey_reset(&auth, &id, false, Some(peer.ip())).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+/// Each provider's role table in force, this node's ceiling for it, and the changes waiting.
+pub(super) async fn role_mappings(
+    State(state): State<AppState>,
+    Extension(auth): Extension<AuthUser>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require(&auth, Capability::Administer)?;
+    let Some(sso) = state.sso.as_deref() else { return Ok(Json(json!({ "tables": [], "requests": [] }))) };
+    let tables: Vec<serde_json::Value> = state
+        .identity
+        .role_mappings()
+        .await?
+        .into_iter()
+        .filter_map(|table| {
+            let admin_allowed = sso.admin_allowed(&table.provider)?;
+            let mut view = serde_json::to_value(&table).ok()?;
+            view["admin_from_directory"] = admin_allowed.into();
+            Some(view)
+        })
+        .collect();
+    Ok(Json(json!({ "tables": tables, "requests": state.identity.mapping_requests().await? })))
+}
+#[derive(Deserialize)]
+pub(super) struct MappingChangeBody {
+    provider: String,
+    groups: std::collections::BTreeMap<String, Vec<Role>>,
+}
+pub(super) async fn request_mapping_change(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Json(body): Json<MappingChangeBody>,
+) -> ApiResult<Json<sightline_identity::MappingRequest>> {
+    require(&auth, Capability::Administer)?;
+    let ceiling =
+        state.sso.as_deref().and_then(|sso| sso.admin_allowed(&body.provider)).ok_or(IdentityError::NotFound)?;
+    let request =
+        state.identity.request_mapping_change(&auth, &body.provider, body.groups, ceiling, Some(peer.ip())).await?;
+    Ok(Json(request))
+}
+async fn decide_mapping_change(
+    state: AppState,
+    peer: SocketAddr,
+    auth: AuthUser,
+    id: String,
+    approve: bool,
+) -> ApiResult<StatusCode> {
+    let sso = state.sso.as_deref().ok_or(IdentityError::NotFound)?;
+    state.identity.decide_mapping_change(&auth, &id, approve, |p| sso.admin_allowed(p), Some(peer.ip())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+pub(super) async fn approve_mapping_change(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    decide_mapping_change(state, peer, auth, id, true).await
+}
+pub(super) async fn refuse_mapping_change(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(auth): Extension<AuthUser>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    decide_mapping_change(state, peer, auth, id, false).await
 }
 pub(super) async fn revoke_sessions(
     State(state): State<AppState>,

@@ -159,7 +159,7 @@ pub(super) async fn callback(
     .await;
     let mut response = match outcome {
         Ok((login, grant)) => {
-            let roles = sso.roles_for(&name, &login.groups);
+            let roles = sso.roles_for(&identity, &name, &login.groups).await?;
             let sign_in = DirectorySignIn {
                 link: DirectoryLink { provider: name.clone(), issuer: login.issuer, subject: login.subject },
                 username: login.username,
