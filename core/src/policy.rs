@@ -372,6 +372,8 @@ impl Policy {
 #[derive(Debug, Clone)]
 pub struct AccessRequest<'a> {
     pub roles: &'a BTreeSet<Role>,
+    /// The segments the operator's directory groups reach (R12); `None`: not narrowed.
+    pub segments: Option<&'a BTreeSet<String>>,
     pub source: IpAddr,
     pub segment: &'a str,
     pub levels: &'a BTreeSet<Level>,
@@ -390,6 +392,8 @@ pub struct AccessRequest<'a> {
 pub enum Denial {
     UnknownSegment,
     RoleNotAllowed,
+    /// The operator's directory groups do not reach the device's segment (R12).
+    SegmentNotReached,
     AddressNotAllowed,
     OutsideHours,
     LevelNotAllowed(Level),
@@ -405,6 +409,7 @@ impl std::fmt::Display for Denial {
         match self {
             Denial::UnknownSegment => f.write_str("the device's segment has no policy"),
             Denial::RoleNotAllowed => f.write_str("your roles may not connect to this segment"),
+            Denial::SegmentNotReached => f.write_str("your directory groups do not reach this segment"),
             Denial::AddressNotAllowed => f.write_str("your network address is not allowed for this segment"),
             Denial::OutsideHours => f.write_str("outside the support hours of this segment"),
             Denial::LevelNotAllowed(l) => write!(f, "level {} is not allowed in this segment", l.as_str()),
@@ -446,6 +451,9 @@ impl Policy {
         }
         if !req.roles.iter().any(|r| seg.roles.contains(r)) {
             return Err(Denial::RoleNotAllowed);
+        }
+        if req.segments.is_some_and(|reached| !reached.contains(req.segment)) {
+            return Err(Denial::SegmentNotReached);
         }
         if !seg.operator_cidrs.iter().any(|net| net.contains(&req.source)) {
             return Err(Denial::AddressNotAllowed);

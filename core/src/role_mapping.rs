@@ -29,13 +29,31 @@ pub enum MappingError {
     NoGroups,
     #[error("group names are not empty and have no leading or trailing spaces: {group:?}")]
     BadGroupName { group: String },
+    #[error("group {group:?} reaches no segment")]
+    NoSegment { group: String },
+    #[error("the segment table names no group: leave it out to let the policy alone decide")]
+    NoSegmentGroups,
+    #[error("group {group:?} names segment {segment:?}, which the policy does not have")]
+    UnknownSegment { group: String, segment: String },
 }
 
-/// Which roles each directory group gives.
+/// Which roles each directory group gives, and, where the table says so, which segments of the
+/// policy each group lets its people reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleMapping {
     groups: BTreeMap<String, BTreeSet<Role>>,
     admin_allowed: bool,
+    /// `None`: groups do not narrow the segments (the policy alone decides, as for invited
+    /// accounts). `Some`: a person reaches only the segments their groups name here, and then
+    /// only as far as the policy lets their roles.
+    segments: Option<BTreeMap<String, BTreeSet<String>>>,
+}
+
+fn check_group_name(group: &str) -> Result<(), MappingError> {
+    if group.is_empty() || group.trim() != group {
+        return Err(MappingError::BadGroupName { group: group.into() });
+    }
+    Ok(())
 }
 
 impl RoleMapping {
@@ -45,9 +63,7 @@ impl RoleMapping {
         }
         let mut table = BTreeMap::new();
         for (group, roles) in groups {
-            if group.is_empty() || group.trim() != group {
-                return Err(MappingError::BadGroupName { group });
-            }
+            check_group_name(&group)?;
             if roles.is_empty() {
                 return Err(MappingError::Empty { group });
             }
@@ -56,7 +72,34 @@ impl RoleMapping {
             }
             table.insert(group, roles.into_iter().collect());
         }
-        Ok(RoleMapping { groups: table, admin_allowed })
+        Ok(RoleMapping { groups: table, admin_allowed, segments: None })
+    }
+
+    /// The same roles, with groups narrowing the segments people reach (`None`: they do not).
+    pub fn with_segments(self, segments: Option<BTreeMap<String, Vec<String>>>) -> Result<RoleMapping, MappingError> {
+        let Some(segments) = segments else { return Ok(RoleMapping { segments: None, ..self }) };
+        if segments.is_empty() {
+            return Err(MappingError::NoSegmentGroups);
+        }
+        let mut table = BTreeMap::new();
+        for (group, names) in segments {
+            check_group_name(&group)?;
+            if names.is_empty() {
+                return Err(MappingError::NoSegment { group });
+            }
+            table.insert(group, names.into_iter().collect());
+        }
+        Ok(RoleMapping { segments: Some(table), ..self })
+    }
+
+    /// Refuses a segment table that names a segment the policy does not have.
+    pub fn check_segments(&self, known: &BTreeSet<String>) -> Result<(), MappingError> {
+        for (group, names) in self.segments.iter().flatten() {
+            if let Some(segment) = names.iter().find(|n| !known.contains(*n)) {
+                return Err(MappingError::UnknownSegment { group: group.clone(), segment: segment.clone() });
+            }
+        }
+        Ok(())
     }
 
     /// The roles a person in `groups` holds; groups the table does not name give nothing.
@@ -64,9 +107,21 @@ impl RoleMapping {
         groups.into_iter().filter_map(|g| self.groups.get(g)).flatten().copied().collect()
     }
 
+    /// The segments a person in `groups` may reach: `None` when groups do not narrow them; else
+    /// those their groups name (none, if no group of theirs is in the segment table).
+    pub fn segments_for<'a>(&self, groups: impl IntoIterator<Item = &'a str>) -> Option<BTreeSet<String>> {
+        let table = self.segments.as_ref()?;
+        Some(groups.into_iter().filter_map(|g| table.get(g)).flatten().cloned().collect())
+    }
+
     /// The table: each group and the roles it gives.
     pub fn groups(&self) -> BTreeMap<String, Vec<Role>> {
         self.groups.iter().map(|(g, r)| (g.clone(), r.iter().copied().collect())).collect()
+    }
+
+    /// The segment table, if groups narrow the segments.
+    pub fn segments(&self) -> Option<BTreeMap<String, Vec<String>>> {
+        self.segments.as_ref().map(|t| t.iter().map(|(g, s)| (g.clone(), s.iter().cloned().collect())).collect())
     }
 
     /// Whether a group may grant `admin` (the file's `admin_from_directory`).
@@ -74,59 +129,110 @@ impl RoleMapping {
         self.admin_allowed
     }
 
-    /// SHA-256 (hex) of the table in a canonical form: `group=role,role` lines in order. The
+    /// SHA-256 (hex) of the table in a canonical form: `group=role,role` lines in order, then,
+    /// when there is a segment table, `segments` and its `group=segment,segment` lines. The
     /// ceiling is not part of it: it is the file's, and the node's start record names it apart.
     pub fn fingerprint(&self) -> String {
+        let line = |group: &str, items: Vec<&str>| {
+            format!("{}={}\n", serde_json::to_string(group).unwrap_or_default(), items.join(","))
+        };
         let mut text = String::new();
         for (group, roles) in &self.groups {
-            let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            text.push_str(&format!("{}={}\n", serde_json::to_string(group).unwrap_or_default(), roles.join(",")));
+            text.push_str(&line(group, roles.iter().map(|r| r.as_str()).collect()));
+        }
+        if let Some(segments) = &self.segments {
+            text.push_str("segments\n");
+            for (group, names) in segments {
+                text.push_str(&line(group, names.iter().map(String::as_str).collect()));
+            }
         }
         hex::encode(sha2::Sha256::digest(text.as_bytes()))
     }
 }
 
-/// The table as lines of `group = role, role` (the dashboard's editor). Group names may hold
-/// `=` and `,` (directory DNs do): each line splits at its last `=`, as role names hold neither.
+/// What bounds a table on a node: the SSO file's ceiling, and the segments its policy has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableLimits {
+    pub admin_allowed: bool,
+    pub known_segments: BTreeSet<String>,
+}
+
+impl TableLimits {
+    /// The table of `groups` and `segments`, if it is within these limits.
+    pub fn table(
+        &self,
+        groups: BTreeMap<String, Vec<Role>>,
+        segments: Option<BTreeMap<String, Vec<String>>>,
+    ) -> Result<RoleMapping, MappingError> {
+        let table = RoleMapping::new(groups, self.admin_allowed)?.with_segments(segments)?;
+        table.check_segments(&self.known_segments)?;
+        Ok(table)
+    }
+}
+
+fn lines_text<'a>(rows: impl Iterator<Item = (&'a String, Vec<&'a str>)>) -> String {
+    rows.map(|(group, items)| format!("{group} = {}\n", items.join(", "))).collect()
+}
+
+/// The role table as lines of `group = role, role` (the dashboard's editor). Group names may hold
+/// `=` and `,` (directory DNs do): each line splits at its last `=`, as role and segment names
+/// hold neither.
 pub fn table_text(groups: &BTreeMap<String, Vec<Role>>) -> String {
-    groups
-        .iter()
-        .map(|(group, roles)| {
-            let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            format!("{group} = {}\n", roles.join(", "))
-        })
-        .collect()
+    lines_text(groups.iter().map(|(g, r)| (g, r.iter().map(|r| r.as_str()).collect())))
+}
+
+/// The segment table in the same form: `group = segment, segment`.
+pub fn segments_text(segments: &BTreeMap<String, Vec<String>>) -> String {
+    lines_text(segments.iter().map(|(g, s)| (g, s.iter().map(String::as_str).collect())))
+}
+
+/// The non-blank lines of an editor's text as (line number, group, items).
+fn parse_lines(text: &str) -> Result<Vec<(usize, String, Vec<String>)>, String> {
+    let mut seen = BTreeSet::new();
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let n = n + 1;
+        let (group, items) =
+            line.rsplit_once('=').ok_or_else(|| format!("line {n}: write it as `group = name, name`"))?;
+        let group = group.trim().to_owned();
+        if !seen.insert(group.clone()) {
+            return Err(format!("line {n}: group {group:?} is named twice"));
+        }
+        let items = items.split(',').map(str::trim).filter(|i| !i.is_empty()).map(str::to_owned).collect();
+        rows.push((n, group, items));
+    }
+    Ok(rows)
 }
 
 /// Reads [`table_text`]'s form back; blank lines are skipped. Says which line is wrong.
 pub fn parse_table_text(text: &str) -> Result<BTreeMap<String, Vec<Role>>, String> {
-    let mut groups = BTreeMap::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let n = n + 1;
-        let (group, roles) =
-            line.rsplit_once('=').ok_or_else(|| format!("line {n}: write it as `group = role, role`"))?;
-        let group = group.trim();
-        let roles = roles
-            .split(',')
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .map(|r| Role::parse(r).ok_or_else(|| format!("line {n}: {r:?} is not a role")))
-            .collect::<Result<Vec<_>, _>>()?;
-        if groups.insert(group.to_owned(), roles).is_some() {
-            return Err(format!("line {n}: group {group:?} is named twice"));
-        }
-    }
-    Ok(groups)
+    parse_lines(text)?
+        .into_iter()
+        .map(|(n, group, items)| {
+            let roles = items
+                .iter()
+                .map(|r| Role::parse(r).ok_or_else(|| format!("line {n}: {r:?} is not a role")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((group, roles))
+        })
+        .collect()
 }
 
-/// What a change does, group by group, for the admin who approves it: `(group, roles before,
-/// roles after)` for each group whose roles differ (an empty side: the group is new or gone).
-pub fn table_changes(
-    before: &BTreeMap<String, Vec<Role>>,
-    after: &BTreeMap<String, Vec<Role>>,
-) -> Vec<(String, Vec<Role>, Vec<Role>)> {
-    let sorted = |roles: Option<&Vec<Role>>| -> Vec<Role> {
-        roles.map(|r| r.iter().copied().collect::<BTreeSet<_>>().into_iter().collect()).unwrap_or_default()
+/// Reads [`segments_text`]'s form back: `None` for a text with no line (groups do not narrow
+/// the segments).
+pub fn parse_segments_text(text: &str) -> Result<Option<BTreeMap<String, Vec<String>>>, String> {
+    let rows = parse_lines(text)?;
+    Ok((!rows.is_empty()).then(|| rows.into_iter().map(|(_, group, items)| (group, items)).collect()))
+}
+
+/// What a change does, group by group, for the admin who approves it: `(group, before, after)`
+/// for each group whose roles (or segments) differ (an empty side: the group is new or gone).
+pub fn table_changes<T: Ord + Clone>(
+    before: &BTreeMap<String, Vec<T>>,
+    after: &BTreeMap<String, Vec<T>>,
+) -> Vec<(String, Vec<T>, Vec<T>)> {
+    let sorted = |items: Option<&Vec<T>>| -> Vec<T> {
+        items.map(|r| r.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect()).unwrap_or_default()
     };
     let groups: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     groups
@@ -441,5 +547,46 @@ mod tests {
             ]
         );
         assert_eq!(table_changes(&after, &after), vec![]);
+    }
+
+    #[test]
+    fn groups_narrow_the_segments_only_where_the_table_has_a_segment_table() {
+        let roles = table(&[("ops", &[Role::Operator]), ("branch-a", &[Role::Operator])], false).unwrap();
+        assert_eq!(roles.segments_for(["ops"]), None);
+        let seg = |rows: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+            rows.iter().map(|(g, s)| (g.to_string(), s.iter().map(|s| s.to_string()).collect())).collect()
+        };
+        let narrowed = roles
+            .clone()
+            .with_segments(Some(seg(&[("branch-a", &["office"]), ("it", &["servers", "office"])])))
+            .unwrap();
+        assert_eq!(narrowed.segments_for(["ops"]), Some(BTreeSet::new()));
+        assert_eq!(
+            narrowed.segments_for(["branch-a", "it"]),
+            Some(BTreeSet::from(["office".to_string(), "servers".to_string()]))
+        );
+        // A segment table changes the fingerprint; none leaves it as a table of roles alone.
+        assert_ne!(narrowed.fingerprint(), roles.fingerprint());
+        assert_eq!(roles.clone().with_segments(None).unwrap().fingerprint(), roles.fingerprint());
+        assert_eq!(roles.clone().with_segments(Some(BTreeMap::new())), Err(MappingError::NoSegmentGroups));
+        assert_eq!(
+            roles.clone().with_segments(Some(seg(&[("x", &[])]))),
+            Err(MappingError::NoSegment { group: "x".into() })
+        );
+        // Segments are checked against the policy's.
+        let limits = TableLimits { admin_allowed: false, known_segments: BTreeSet::from(["office".to_string()]) };
+        assert_eq!(
+            limits.table(roles.groups(), Some(seg(&[("it", &["servers"])]))),
+            Err(MappingError::UnknownSegment { group: "it".into(), segment: "servers".into() })
+        );
+        assert_eq!(
+            limits.table(roles.groups(), Some(seg(&[("it", &["office"])]))).map(|t| t.segments_for(["it"])),
+            Ok(Some(BTreeSet::from(["office".to_string()])))
+        );
+        assert_eq!(parse_segments_text("\n"), Ok(None));
+        assert_eq!(
+            parse_segments_text(&segments_text(&seg(&[("it", &["office", "servers"])]))),
+            Ok(Some(seg(&[("it", &["office", "servers"])])))
+        );
     }
 }

@@ -1029,7 +1029,7 @@ export class OidcProvider {
   /** The next ID tokens are altered this way (`null`: genuine again). */
   async tamper(mode: TokenTamper | null): Promise<void> { await this.control('/test/tamper', { mode }); }
   /** The relay's SSO file: provider `corp`, groups `ops` -> operator and `sec` -> observer unless `roles` says otherwise. */
-  ssoFile(opts: { local?: 'allow' | 'forbid'; recheckS?: number; roles?: Record<string, string[]> } = {}): string {
+  ssoFile(opts: { local?: 'allow' | 'forbid'; recheckS?: number; roles?: Record<string, string[]>; segments?: Record<string, string[]> } = {}): string {
     const roles = opts.roles ?? { ops: ['operator'], sec: ['observer'] };
     const dir = tempDir('sso');
     const secret = path.join(dir, 'client.secret');
@@ -1049,6 +1049,7 @@ export class OidcProvider {
       'max_age_s = 600',
       '[provider.roles]',
       ...Object.entries(roles).map(([group, r]) => `${JSON.stringify(group)} = ${JSON.stringify(r)}`),
+      ...(opts.segments ? ['[provider.segments]', ...Object.entries(opts.segments).map(([group, s]) => `${JSON.stringify(group)} = ${JSON.stringify(s)}`)] : []),
       '',
     ].join('\n'));
     return file;

@@ -6,7 +6,7 @@ import { expect, request as playwrightRequest } from '@playwright/test';
 import {
   OidcProvider, Proc, RedisServer, Relay, TokenTamper, api, contextWithPasskeys, enrolAgent, Endpoint, freePort, openView,
   recordMeasurement, signInThroughProvider, socketProbe, startAgent, test, throughProvider, Xvfb, enrolFromLink,
-  inviteAndEnrol, stepUp, signOutOfDirectory, waitFor,
+  inviteAndEnrol, stepUp, signOutOfDirectory, waitFor, requestView,
 } from './harness';
 
 const stopped: { kill(): Promise<void> }[] = [];
@@ -382,4 +382,54 @@ test('a change of the group to role table needs a step-up and a second admin, ho
   expect([origin.roles_sha256, origin.file_roles_sha256]).toEqual([inForce.sha256, inForce.sha256]);
   await inLine.proc.kill();
   await expect(Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', file] })).rejects.toThrow(/neither the one it seeded/);
+});
+
+test('directory groups narrow the segments an operator reaches: a request outside them is refused with the reason, and a table that narrows them further ends the live session @R12 @R22', async ({ browser }) => {
+  test.setTimeout(180_000);
+  const port = await freePort();
+  const idp = await OidcProvider.start([`http://localhost:${port}/`], { alice: { groups: ['ops', 'desk-office'] }, dave: { groups: ['ops', 'desk-demo'] } });
+  stopped.push(idp.proc);
+  const roles = { ops: ['operator'] };
+  const file = idp.ssoFile({ recheckS: 60, roles, segments: { 'desk-office': ['office'], 'desk-demo': ['demo'] } });
+  // A segment the policy does not have stops the node, by name.
+  const typo = idp.ssoFile({ roles, segments: { 'desk-office': ['ofice'] } });
+  await expect(Relay.start({ args: ['--sso-config', typo] })).rejects.toThrow('group "desk-office" names segment "ofice", which the policy does not have');
+  const relay = await Relay.start({ port, args: ['--sso-config', file] });
+  stopped.push(relay.proc);
+  const { page: root } = await contextWithPasskeys(browser);
+  await enrolFromLink(root, relay.bootstrapLink(), 'root');
+  const bob = await inviteAndEnrol(browser, root, 'bob', 'admin');
+  const token = await api(root, 'POST', '/api/admin/agent-tokens', { segment: 'office' });
+  const xvfb = await Xvfb.start(1280, 720);
+  stopped.push(xvfb.proc);
+  const agentDir = enrolAgent(relay, token.json.token, 'branch-desk');
+  const agent = startAgent(relay, { name: 'branch-desk', display: xvfb.display, dataDir: agentDir });
+  stopped.push(agent);
+  const endpoint = new Endpoint(xvfb.display, () => agent.log());
+
+  // Dave's groups reach the demo segment only: his request for an office device is refused.
+  const { page: dave } = await contextWithPasskeys(browser);
+  await signInThroughProvider(dave, relay, 'dave');
+  await requestView(dave, relay, 'branch-desk');
+  await expect(dave.getByTestId('view-state')).toHaveAttribute('data-state', 'ended');
+  await expect(dave.getByTestId('view-state')).toContainText('your directory groups do not reach this segment');
+  await expect.poll(() => records(relay, 'session.refused').map((r) => [r.actor, r.detail])).toEqual([['dave', 'your directory groups do not reach this segment']]);
+  // Control: alice, with the same role, is in the office group, and her session runs.
+  const { page: alice } = await contextWithPasskeys(browser);
+  await signInThroughProvider(alice, relay, 'alice');
+  await openView(alice, relay, 'branch-desk', endpoint);
+
+  // Two admins approve a table in which the office group reaches only demo: alice is re-read at
+  // the next tick, her segments narrow, and her live session ends.
+  await stepUp(root);
+  const asked = await api(root, 'POST', '/api/admin/role-mappings', { provider: 'corp', groups: roles, segments: { 'desk-office': ['demo'], 'desk-demo': ['demo'] } });
+  expect(asked.status).toBe(200);
+  await bob.getByTestId('tab-admin').click();
+  await expect(bob.getByTestId('mapping-change')).toHaveText(['desk-office reaches segments: office → demo']);
+  await bob.getByTestId('mapping-request').getByRole('button', { name: 'Approve' }).click();
+  await expect(bob.getByTestId('role-mapping-message')).toContainText('in force on every node');
+  await endpoint.windowGone(60_000);
+  const changed = records(relay, 'role.directory_changed').at(-1)!;
+  expect([changed.subject, changed.detail]).toEqual(['alice', 'on groups re-read: lost none gained none now operator; segments [demo]']);
+  expect(records(relay, 'auth.sessions_revoked').map((r) => [r.subject, r.detail])).toContainEqual(['alice', 'segments narrowed in the directory to [demo]']);
 });

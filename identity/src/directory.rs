@@ -10,7 +10,7 @@
 //! alone (`login` refuses it): the directory is asked every time.
 //!
 //! Roles follow the directory: at every sign-in, and whenever the relay re-reads the person's
-//! groups (`sync_directory_roles`). A role lost ends every session of the person at once, on
+//! groups (`sync_directory_access`). A role lost ends every session of the person at once, on
 //! every node, so a live session that needed it ends; a role gained applies from the next request.
 //! With `local_accounts = "forbid"`, invited accounts neither sign in nor are invited, and no
 //! bootstrap link is printed.
@@ -36,10 +36,34 @@ pub struct DirectorySignIn {
     pub username: Option<String>,
     pub groups: Vec<String>,
     pub roles: BTreeSet<Role>,
+    /// The segments the groups narrow the person to (`None`: they do not narrow them).
+    #[serde(default)]
+    pub segments: Option<BTreeSet<String>>,
     /// The IdP's session id, which back-channel logout may name.
     pub idp_session: Option<String>,
     /// What lets the relay re-read the groups later (opaque here; `sightline-sso` reads it).
     pub grant: serde_json::Value,
+}
+
+impl DirectorySignIn {
+    pub fn access(&self) -> DirectoryAccess {
+        DirectoryAccess { roles: self.roles.clone(), segments: self.segments.clone() }
+    }
+}
+
+/// What the directory gives a person now: roles, and the segments their groups narrow them to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DirectoryAccess {
+    pub roles: BTreeSet<Role>,
+    /// `None`: groups do not narrow the segments (the policy alone decides).
+    pub segments: Option<BTreeSet<String>>,
+}
+
+fn segments_text(segments: &Option<BTreeSet<String>>) -> String {
+    match segments {
+        Some(s) => format!("[{}]", s.iter().map(String::as_str).collect::<Vec<_>>().join(",")),
+        None => "not narrowed".into(),
+    }
 }
 
 /// The passkey step that follows a directory sign-in.
@@ -152,7 +176,7 @@ impl Identity {
         let link = &sign_in.link;
         let existing = self.directory_user(&link.issuer, &link.subject).await?;
         if let Some(user) = &existing {
-            self.sync_directory_roles(&user.id, &sign_in.roles, "sign-in", Some(source)).await?;
+            self.sync_directory_access(&user.id, &sign_in.access(), "sign-in", Some(source)).await?;
         }
         if sign_in.roles.is_empty() {
             self.directory_refused(
@@ -281,6 +305,7 @@ impl Identity {
                     let mut u = u?;
                     u.passkeys = vec![passkey.clone()];
                     u.roles = sign_in.roles.clone();
+                    u.segments = sign_in.segments.clone();
                     Some(u)
                 })
                 .await?
@@ -304,6 +329,7 @@ impl Identity {
                     created_ms: self.now_ms(),
                     bootstrap: false,
                     directory: Some(link.clone()),
+                    segments: sign_in.segments.clone(),
                 };
                 if let Err(e) = self.store.put(Collection::Users, &user.id, &user).await {
                     // Leave no binding without an account behind, or this identity could never enrol.
@@ -364,56 +390,60 @@ impl Identity {
         Ok(())
     }
 
-    /// Sets a directory account's roles to what the directory gives now. Each change is a
-    /// `role.directory_changed` record; a role lost ends every session of the person at once.
-    /// Returns whether a role was lost.
-    pub async fn sync_directory_roles(
+    /// Sets a directory account's roles and segments to what the directory gives now. Each
+    /// change is a `role.directory_changed` record; a role lost, or a segment no longer reached,
+    /// ends every session of the person at once. Returns whether one was lost.
+    pub async fn sync_directory_access(
         &self,
         user_id: &str,
-        roles: &BTreeSet<Role>,
+        access: &DirectoryAccess,
         occasion: &str,
         source: Option<IpAddr>,
     ) -> Result<bool, IdentityError> {
         let Some(before) = self.user(user_id).await? else { return Ok(false) };
-        if before.directory.is_none() || &before.roles == roles {
+        let roles = &access.roles;
+        if before.directory.is_none() || (&before.roles == roles && before.segments == access.segments) {
             return Ok(false);
         }
-        let target = roles.clone();
+        let target = access.clone();
         self.store
             .update::<User, _>(Collection::Users, user_id, |u| {
                 let mut u = u?;
-                u.roles = target.clone();
+                u.roles = target.roles.clone();
+                u.segments = target.segments.clone();
                 Some(u)
             })
             .await?;
         let lost: BTreeSet<Role> = before.roles.difference(roles).copied().collect();
         let gained: BTreeSet<Role> = roles.difference(&before.roles).copied().collect();
-        self.emit(
-            EventKind::DirectoryRolesChanged,
-            Outcome::Success,
-            "directory",
-            Some(&before.name),
-            source,
-            format!(
-                "on {occasion}: lost {} gained {} now {}",
-                roles_text(&lost),
-                roles_text(&gained),
-                roles_text(roles)
-            ),
+        // Narrowed: from every segment the policy allows to some, or from some to fewer.
+        let narrowed = match (&before.segments, &access.segments) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(was), Some(now)) => !was.is_subset(now),
+        };
+        let mut detail = format!(
+            "on {occasion}: lost {} gained {} now {}",
+            roles_text(&lost),
+            roles_text(&gained),
+            roles_text(roles)
         );
-        if !lost.is_empty() {
+        if before.segments != access.segments {
+            detail.push_str(&format!("; segments {}", segments_text(&access.segments)));
+        }
+        self.emit(EventKind::DirectoryRolesChanged, Outcome::Success, "directory", Some(&before.name), source, detail);
+        let ended = !lost.is_empty() || narrowed;
+        if ended {
             self.revoke_user_sessions_now(user_id).await?;
-            self.emit(
-                EventKind::SessionsRevoked,
-                Outcome::Success,
-                "directory",
-                Some(&before.name),
-                source,
-                format!("roles lost in the directory: {}", roles_text(&lost)),
-            );
+            let why = if lost.is_empty() {
+                format!("segments narrowed in the directory to {}", segments_text(&access.segments))
+            } else {
+                format!("roles lost in the directory: {}", roles_text(&lost))
+            };
+            self.emit(EventKind::SessionsRevoked, Outcome::Success, "directory", Some(&before.name), source, why);
         }
         self.audit_committed().await?;
-        Ok(!lost.is_empty())
+        Ok(ended)
     }
 
     /// The grants of directory accounts whose groups are due to be read again (checked more
@@ -462,17 +492,17 @@ impl Identity {
     pub async fn directory_recheck(
         &self,
         grant: &DirectoryGrant,
-        outcome: Result<(serde_json::Value, BTreeSet<Role>), RecheckFailure>,
+        outcome: Result<(serde_json::Value, DirectoryAccess), RecheckFailure>,
         give_up_s: u64,
     ) -> Result<(), IdentityError> {
         let now = self.now_s();
         let key = grant_key(&grant.user_id);
         let ttl = Duration::from_secs(grant.until_s.saturating_sub(now).max(1));
         match outcome {
-            Ok((fresh, roles)) => {
+            Ok((fresh, access)) => {
                 let kept = DirectoryGrant { grant: fresh, checked_s: now, failing_since_s: None, ..grant.clone() };
                 self.store.put_ephemeral(&key, &kept, ttl).await?;
-                self.sync_directory_roles(&grant.user_id, &roles, "groups re-read", None).await?;
+                self.sync_directory_access(&grant.user_id, &access, "groups re-read", None).await?;
             }
             Err(RecheckFailure { definite, why }) => {
                 let since = grant.failing_since_s.unwrap_or(now);
@@ -608,6 +638,7 @@ mod tests {
             created_ms: 0,
             bootstrap: false,
             directory: Some(link(subject)),
+            segments: None,
         };
         identity.put_user_unchecked(&user).await.unwrap();
         let key = directory_key(&link(subject).issuer, subject);
@@ -625,6 +656,7 @@ mod tests {
             username: Some(subject.into()),
             groups: vec!["ops".into()],
             roles: roles.iter().copied().collect(),
+            segments: None,
             idp_session: Some("sid-1".into()),
             grant: serde_json::json!({}),
         }
@@ -665,11 +697,12 @@ mod tests {
         let alice = directory_account(&identity, "alice", &[Role::Operator]).await;
         let token = identity.start_session(&alice).await.unwrap();
         let gained = BTreeSet::from([Role::Operator, Role::Observer]);
-        assert!(!identity.sync_directory_roles(&alice.id, &gained, "groups re-read", None).await.unwrap());
+        let access = |roles: BTreeSet<Role>| DirectoryAccess { roles, segments: None };
+        assert!(!identity.sync_directory_access(&alice.id, &access(gained), "groups re-read", None).await.unwrap());
         assert!(identity.authenticate(&token).await.unwrap().user.roles.contains(&Role::Observer));
         assert!(
             identity
-                .sync_directory_roles(&alice.id, &BTreeSet::from([Role::Observer]), "groups re-read", None)
+                .sync_directory_access(&alice.id, &access(BTreeSet::from([Role::Observer])), "groups re-read", None)
                 .await
                 .unwrap()
         );
@@ -686,8 +719,70 @@ mod tests {
         // Local accounts are never touched by the directory.
         let local = User { directory: None, id: "local".into(), name: "lo".into(), ..alice.clone() };
         identity.put_user_unchecked(&local).await.unwrap();
-        assert!(!identity.sync_directory_roles("local", &BTreeSet::new(), "groups re-read", None).await.unwrap());
+        assert!(
+            !identity.sync_directory_access("local", &access(BTreeSet::new()), "groups re-read", None).await.unwrap()
+        );
         assert_eq!(identity.user("local").await.unwrap().unwrap().roles, alice.roles);
+    }
+
+    #[tokio::test]
+    async fn segments_narrowed_by_the_directory_end_the_sessions_and_widened_keep_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, events) = identity(dir.path(), true).await;
+        let names = |s: &[&str]| -> BTreeSet<String> { s.iter().map(|s| s.to_string()).collect() };
+        let alice = directory_account(&identity, "alice", &[Role::Operator]).await;
+        let alice = User { segments: Some(names(&["office", "branch"])), ..alice };
+        identity.put_user_unchecked(&alice).await.unwrap();
+        let bob = directory_account(&identity, "bob", &[Role::Operator]).await;
+        let at =
+            |segments: Option<&[&str]>| DirectoryAccess { roles: alice.roles.clone(), segments: segments.map(&names) };
+        let sync = async |user: &User, access: DirectoryAccess| {
+            identity.sync_directory_access(&user.id, &access, "groups re-read", None).await.unwrap()
+        };
+        // Sessions begun before any change (a revocation counts by the second).
+        let alice_token = identity.start_session(&alice).await.unwrap();
+        let bob_token = identity.start_session(&bob).await.unwrap();
+        // Widened (a third segment, then no narrowing at all): the session stays.
+        assert!(!sync(&alice, at(Some(&["office", "branch", "servers"]))).await);
+        assert!(!sync(&alice, at(None)).await);
+        assert!(identity.authenticate(&alice_token).await.is_ok());
+        // The same again changes nothing and records nothing.
+        assert!(!sync(&alice, at(None)).await);
+        // From every segment to one: narrowed, the session ends.
+        assert!(sync(&alice, at(Some(&["office"]))).await);
+        assert!(identity.authenticate(&alice_token).await.is_err());
+        assert_eq!(identity.user(&alice.id).await.unwrap().unwrap().segments, Some(names(&["office"])));
+        // From some to fewer: narrowed too.
+        assert!(sync(&bob, at(Some(&["office", "branch"]))).await);
+        assert!(identity.authenticate(&bob_token).await.is_err());
+        assert!(sync(&bob, at(Some(&["branch"]))).await);
+        let details: Vec<(Option<String>, String)> =
+            kinds(&events, EventKind::DirectoryRolesChanged).into_iter().map(|e| (e.subject, e.detail)).collect();
+        let line = |who: &str, segments: &str| {
+            (
+                Some(who.to_string()),
+                format!("on groups re-read: lost none gained none now operator; segments {segments}"),
+            )
+        };
+        assert_eq!(
+            details,
+            [
+                line("alice", "[branch,office,servers]"),
+                line("alice", "not narrowed"),
+                line("alice", "[office]"),
+                line("bob", "[branch,office]"),
+                line("bob", "[branch]"),
+            ]
+        );
+        let revoked: Vec<String> = kinds(&events, EventKind::SessionsRevoked).into_iter().map(|e| e.detail).collect();
+        assert_eq!(
+            revoked,
+            [
+                "segments narrowed in the directory to [office]",
+                "segments narrowed in the directory to [branch,office]",
+                "segments narrowed in the directory to [branch]"
+            ]
+        );
     }
 
     #[tokio::test]

@@ -248,6 +248,7 @@ impl Identity {
             created_ms: self.now_ms(),
             bootstrap,
             directory: None,
+            segments: None,
         };
         self.store.put(Collection::Users, &user.id, &user).await?;
         let detail = match (&record.purpose, &pending) {

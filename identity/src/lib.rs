@@ -48,7 +48,7 @@ use tokens::{Claims, Keyring, StoredKey, TokenSettings};
 
 /// The browser's answers to a registration and a login ceremony (WebAuthn JSON), as the HTTP
 /// surface receives them.
-pub use directory::{DirectoryGrant, DirectoryLink, DirectoryNext, DirectorySignIn, RecheckFailure};
+pub use directory::{DirectoryAccess, DirectoryGrant, DirectoryLink, DirectoryNext, DirectorySignIn, RecheckFailure};
 pub use enrolment::PendingEnrolment;
 pub use login_sessions::OwnSession;
 pub use passkey_resets::PasskeyResetRequest;
@@ -110,6 +110,10 @@ pub struct User {
     /// The directory identity this account belongs to (R12); none for invited accounts.
     #[serde(default)]
     pub directory: Option<DirectoryLink>,
+    /// The policy segments the account may reach, where its provider's table narrows them by
+    /// group (R12); `None`: the policy alone decides (every invited account).
+    #[serde(default)]
+    pub segments: Option<BTreeSet<String>>,
 }
 
 /// What a one-time enrolment token is for.
@@ -507,6 +511,7 @@ mod tests {
             created_ms: 0,
             bootstrap: false,
             directory: None,
+            segments: None,
         };
         identity.put_user_unchecked(&user).await.unwrap();
         let token = identity.start_session(&user).await.unwrap();

@@ -5,7 +5,8 @@
 //! when one admin asks for a new one and a different admin approves it, each with a fresh step-up
 //! (the rules are `sightline_core::role_mapping`). A node whose file says something the admins
 //! never approved does not start. The file keeps the ceiling: whether a group may grant `admin`
-//! is `admin_from_directory` in each node's file, and a table beyond it is refused when asked
+//! is `admin_from_directory` in each node's file; and a table may narrow people to the policy's
+//! segments, never name one the policy lacks. A table beyond these limits is refused when asked
 //! for, when approved, and when a node starts.
 //!
 //! Sign-ins and groups re-reads take the table from the store each time, so an approved change is
@@ -20,7 +21,7 @@ use std::collections::BTreeMap;
 use super::*;
 
 use sightline_core::role_mapping::{
-    self, ChangeDenied, ChangeFacts, InForce, MappingError, PendingChange, RoleMapping, Settled,
+    self, ChangeDenied, ChangeFacts, InForce, MappingError, PendingChange, RoleMapping, Settled, TableLimits,
 };
 
 /// A provider's table in force.
@@ -28,6 +29,9 @@ use sightline_core::role_mapping::{
 pub struct ApprovedMapping {
     pub provider: String,
     pub groups: BTreeMap<String, Vec<Role>>,
+    /// Groups to the segments their people may reach; `None`: groups do not narrow them.
+    #[serde(default)]
+    pub segments: Option<BTreeMap<String, Vec<String>>>,
     pub sha256: String,
     /// The fingerprint of the file table this one was seeded from, or that was last brought in
     /// line with it: a node whose file still says that starts with this table.
@@ -44,6 +48,8 @@ pub struct MappingRequest {
     pub id: String,
     pub provider: String,
     pub groups: BTreeMap<String, Vec<Role>>,
+    #[serde(default)]
+    pub segments: Option<BTreeMap<String, Vec<String>>>,
     pub sha256: String,
     /// The fingerprint of the table in force when it was asked for.
     pub based_on: String,
@@ -57,23 +63,33 @@ fn in_force(approved: &ApprovedMapping) -> InForce<'_> {
 }
 
 fn change_detail(request: &MappingRequest) -> String {
-    let table = request
-        .groups
-        .iter()
-        .map(|(group, roles)| {
-            let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            format!("{group:?}={}", roles.join(","))
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    format!("request {}: table sha256 {} -> {} ({table})", request.id, request.based_on, request.sha256)
+    let rows = |rows: Vec<(&String, Vec<&str>)>| {
+        rows.into_iter().map(|(group, items)| format!("{group:?}={}", items.join(","))).collect::<Vec<_>>().join(" ")
+    };
+    let roles = rows(request.groups.iter().map(|(g, r)| (g, r.iter().map(|r| r.as_str()).collect())).collect());
+    let segments = match &request.segments {
+        Some(table) => rows(table.iter().map(|(g, s)| (g, s.iter().map(String::as_str).collect())).collect()),
+        None => "not narrowed by groups".into(),
+    };
+    format!(
+        "request {}: table sha256 {} -> {} (roles: {roles}; segments: {segments})",
+        request.id, request.based_on, request.sha256
+    )
 }
 
 impl Identity {
     /// Brings the file's table for `provider` and the one in force together at start, and returns
     /// the table this node runs: the file seeds it the first time; after that the file must be
-    /// the table's origin or the approved table itself, or the node does not start.
-    pub async fn settle_role_mapping(&self, provider: &str, file: &RoleMapping) -> Result<RoleMapping, IdentityError> {
+    /// the table's origin or the approved table itself, or the node does not start. Either table
+    /// must be within `limits` (this node's ceiling and its policy's segments).
+    pub async fn settle_role_mapping(
+        &self,
+        provider: &str,
+        file: &RoleMapping,
+        limits: &TableLimits,
+    ) -> Result<RoleMapping, IdentityError> {
+        file.check_segments(&limits.known_segments)
+            .map_err(|e| IdentityError::Forbidden(format!("provider {provider:?}: the SSO file's table: {e}")))?;
         let file_sha = file.fingerprint();
         loop {
             let stored: Option<ApprovedMapping> = self.store.get(Collection::RoleMappings, provider).await?;
@@ -84,6 +100,7 @@ impl Identity {
                     let seeded = ApprovedMapping {
                         provider: provider.into(),
                         groups: file.groups(),
+                        segments: file.segments(),
                         sha256: file_sha.clone(),
                         origin_sha256: file_sha.clone(),
                         requested_by_name: None,
@@ -104,25 +121,25 @@ impl Identity {
                 (_, Some(approved)) => approved,
                 (_, None) => unreachable!("settle seeds when nothing is stored"),
             };
-            return RoleMapping::new(approved.groups, file.admin_allowed()).map_err(|e| {
+            return limits.table(approved.groups, approved.segments).map_err(|e| {
                 IdentityError::Forbidden(format!(
-                    "provider {provider:?}: the role table in force (sha256 {}) breaks this node's SSO file: {e}; \
-                     ask for a table without it from the dashboard first",
+                    "provider {provider:?}: the role table in force (sha256 {}) is beyond this node's SSO file or \
+                     policy: {e}; ask for a table without it from the dashboard first",
                     approved.sha256
                 ))
             });
         }
     }
 
-    /// The table in force for `provider`, under this node's ceiling. Refused (fail closed) when
-    /// there is none or it goes beyond the ceiling.
-    pub async fn role_mapping(&self, provider: &str, admin_allowed: bool) -> Result<RoleMapping, IdentityError> {
+    /// The table in force for `provider`, within this node's limits. Refused (fail closed) when
+    /// there is none or it goes beyond them.
+    pub async fn role_mapping(&self, provider: &str, limits: &TableLimits) -> Result<RoleMapping, IdentityError> {
         let approved: ApprovedMapping = self
             .store
             .get(Collection::RoleMappings, provider)
             .await?
             .ok_or_else(|| IdentityError::Forbidden(format!("provider {provider:?} has no role table in force")))?;
-        RoleMapping::new(approved.groups, admin_allowed).map_err(|e| {
+        limits.table(approved.groups, approved.segments).map_err(|e| {
             IdentityError::Forbidden(format!("provider {provider:?}: the role table in force is not valid here: {e}"))
         })
     }
@@ -156,20 +173,21 @@ impl Identity {
         IdentityError::Forbidden(denied.to_string())
     }
 
-    /// An admin asks for `groups` to become `provider`'s table; `admin_allowed` is this node's
-    /// ceiling for the provider.
+    /// An admin asks for `groups` (and `segments`) to become `provider`'s table; `limits` are
+    /// this node's for the provider.
     pub async fn request_mapping_change(
         &self,
         admin: &AuthUser,
         provider: &str,
         groups: BTreeMap<String, Vec<Role>>,
-        admin_allowed: bool,
+        segments: Option<BTreeMap<String, Vec<String>>>,
+        limits: &TableLimits,
         source: Option<IpAddr>,
     ) -> Result<MappingRequest, IdentityError> {
         self.audit_available()?;
         let current: ApprovedMapping =
             self.store.get(Collection::RoleMappings, provider).await?.ok_or(IdentityError::NotFound)?;
-        let proposed: Result<RoleMapping, MappingError> = RoleMapping::new(groups, admin_allowed);
+        let proposed: Result<RoleMapping, MappingError> = limits.table(groups, segments);
         let facts = ChangeFacts {
             actor: &admin.user.id,
             actor_roles: &admin.user.roles,
@@ -191,6 +209,7 @@ impl Identity {
             id: hex::encode(random_bytes::<8>()),
             provider: provider.into(),
             groups: table.groups(),
+            segments: table.segments(),
             sha256: table.fingerprint(),
             based_on: current.sha256,
             requested_by: admin.user.id.clone(),
@@ -210,19 +229,19 @@ impl Identity {
         Ok(request)
     }
 
-    /// A second admin approves (or refuses) a pending change, with a fresh step-up;
-    /// `admin_allowed` gives this node's ceiling for a provider (`None`: not configured here).
+    /// A second admin approves (or refuses) a pending change, with a fresh step-up; `limits`
+    /// gives this node's limits for a provider (`None`: not configured here).
     pub async fn decide_mapping_change(
         &self,
         admin: &AuthUser,
         request_id: &str,
         approve: bool,
-        admin_allowed: impl Fn(&str) -> Option<bool>,
+        limits: impl Fn(&str) -> Option<TableLimits>,
         source: Option<IpAddr>,
     ) -> Result<(), IdentityError> {
         require(admin, roles::Capability::Administer)?;
         self.one_decision_at_a_time(async || {
-            self.decide_mapping_change_locked(admin, request_id, approve, admin_allowed, source).await
+            self.decide_mapping_change_locked(admin, request_id, approve, limits, source).await
         })
         .await
     }
@@ -232,17 +251,17 @@ impl Identity {
         admin: &AuthUser,
         request_id: &str,
         approve: bool,
-        admin_allowed: impl Fn(&str) -> Option<bool>,
+        limits: impl Fn(&str) -> Option<TableLimits>,
         source: Option<IpAddr>,
     ) -> Result<(), IdentityError> {
         let admin = &self.admin_now(admin).await?;
         let request: MappingRequest =
             self.store.get(Collection::MappingRequests, request_id).await?.ok_or(IdentityError::NotFound)?;
         let provider = request.provider.as_str();
-        let ceiling = admin_allowed(provider).ok_or(IdentityError::NotFound)?;
+        let limits = limits(provider).ok_or(IdentityError::NotFound)?;
         let current: ApprovedMapping =
             self.store.get(Collection::RoleMappings, provider).await?.ok_or(IdentityError::NotFound)?;
-        let proposed = RoleMapping::new(request.groups.clone(), ceiling);
+        let proposed = limits.table(request.groups.clone(), request.segments.clone());
         if approve {
             let requester_roles = self.user(&request.requested_by).await?.map(|u| u.roles).unwrap_or_default();
             let pending = PendingChange {
@@ -274,6 +293,7 @@ impl Identity {
             let approved = ApprovedMapping {
                 provider: request.provider.clone(),
                 groups: request.groups.clone(),
+                segments: request.segments.clone(),
                 sha256: request.sha256.clone(),
                 origin_sha256: current.origin_sha256,
                 requested_by_name: Some(request.requested_by_name.clone()),

@@ -99,7 +99,9 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let identity = Arc::new(identity(config, store.clone(), events.clone(), local_accounts).await?);
     let sso = match sso {
         Some(mut sso) => {
-            sso.settle(&identity).await.context("the SSO file's role tables")?;
+            sso.settle(&identity, policy.segments.keys().cloned().collect())
+                .await
+                .context("the SSO file's role tables")?;
             let sso = Arc::new(sso);
             tokio::spawn(sso.clone().run_rechecks(identity.clone()));
             Some(sso)

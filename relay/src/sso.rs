@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sightline_core::roles::Role;
-use sightline_identity::{DirectoryGrant, Identity, IdentityError, RecheckFailure};
+use sightline_core::role_mapping::TableLimits;
+use sightline_identity::{DirectoryAccess, DirectoryGrant, Identity, IdentityError, RecheckFailure};
 use sightline_sso::{Grant, Provider, SsoConfig};
 
 /// How often the loop looks for grants that are due.
@@ -31,6 +31,8 @@ pub struct Sso {
     public_url: url::Url,
     /// Each provider's role table in force when the node started (fingerprint), for its record.
     settled: BTreeMap<String, String>,
+    /// The segments of the node's policy: the only ones a table may narrow people to.
+    known_segments: BTreeSet<String>,
 }
 
 impl Sso {
@@ -44,23 +46,36 @@ impl Sso {
             tracing::info!(provider = %p.name, issuer = %p.issuer, "identity provider ready");
             providers.insert(p.name.clone(), Arc::new(provider));
         }
-        Ok(Sso { providers, config, public_url: public_url.clone(), settled: BTreeMap::new() })
+        Ok(Sso {
+            providers,
+            config,
+            public_url: public_url.clone(),
+            settled: BTreeMap::new(),
+            known_segments: BTreeSet::new(),
+        })
     }
 
-    /// Settles each provider's role table with the one in force; refuses to go on if the file
-    /// says something the admins never approved.
-    pub async fn settle(&mut self, identity: &Identity) -> anyhow::Result<()> {
+    /// Settles each provider's role table with the one in force, within the policy's
+    /// `segments`; refuses to go on if the file says something the admins never approved.
+    pub async fn settle(&mut self, identity: &Identity, segments: BTreeSet<String>) -> anyhow::Result<()> {
+        self.known_segments = segments;
         for p in &self.config.providers {
-            let table = identity.settle_role_mapping(&p.name, &p.mapping).await.map_err(anyhow::Error::msg)?;
+            let limits = self.limits(&p.name).expect("a configured provider");
+            let table = identity.settle_role_mapping(&p.name, &p.mapping, &limits).await.map_err(anyhow::Error::msg)?;
             tracing::info!(provider = %p.name, in_force = %table.fingerprint(), file = %p.mapping.fingerprint(), "role table settled");
             self.settled.insert(p.name.clone(), table.fingerprint());
         }
         Ok(())
     }
 
-    /// Whether a group of provider `name` may grant `admin` here (`None`: no such provider).
-    pub fn admin_allowed(&self, name: &str) -> Option<bool> {
-        self.providers.get(name).map(|p| p.config.mapping.admin_allowed())
+    /// What bounds provider `name`'s table on this node (`None`: no such provider): whether a
+    /// group may grant `admin`, and the policy's segments.
+    pub fn limits(&self, name: &str) -> Option<TableLimits> {
+        let provider = self.config.providers.iter().find(|p| p.name == name)?;
+        Some(TableLimits {
+            admin_allowed: provider.mapping.admin_allowed(),
+            known_segments: self.known_segments.clone(),
+        })
     }
 
     /// Where the browser of a person of provider `name` goes after signing out of the relay, to
@@ -77,16 +92,18 @@ impl Sso {
         self.providers.values()
     }
 
-    /// The roles `groups` give at provider `name`, by the table in force (refused when there is
-    /// none, or it is beyond this node's ceiling: fail closed).
-    pub async fn roles_for(
+    /// The roles and segments `groups` give at provider `name`, by the table in force (refused
+    /// when there is none, or it is beyond this node's limits: fail closed).
+    pub async fn access_for(
         &self,
         identity: &Identity,
         name: &str,
         groups: &[String],
-    ) -> Result<BTreeSet<Role>, IdentityError> {
-        let ceiling = self.admin_allowed(name).ok_or(IdentityError::NotFound)?;
-        Ok(identity.role_mapping(name, ceiling).await?.roles_for(groups.iter().map(String::as_str)))
+    ) -> Result<DirectoryAccess, IdentityError> {
+        let limits = self.limits(name).ok_or(IdentityError::NotFound)?;
+        let table = identity.role_mapping(name, &limits).await?;
+        let groups = || groups.iter().map(String::as_str);
+        Ok(DirectoryAccess { roles: table.roles_for(groups()), segments: table.segments_for(groups()) })
     }
 
     /// For the node's start record: each provider's issuer, the role table in force and the
@@ -137,7 +154,7 @@ impl Sso {
         identity: &Identity,
         grant: &DirectoryGrant,
         now_s: u64,
-    ) -> Result<(serde_json::Value, BTreeSet<Role>), RecheckFailure> {
+    ) -> Result<(serde_json::Value, DirectoryAccess), RecheckFailure> {
         let definite = |why: String| RecheckFailure { definite: true, why };
         let provider = self
             .providers
@@ -149,11 +166,11 @@ impl Sso {
             definite: !matches!(e, sightline_sso::Refusal::ProviderUnavailable(_)),
             why: format!("{}: {e}", e.code()),
         })?;
-        let roles = self.roles_for(identity, &grant.link.provider, &groups).await.map_err(|e| RecheckFailure {
+        let access = self.access_for(identity, &grant.link.provider, &groups).await.map_err(|e| RecheckFailure {
             // The store out is an outage; a table beyond this node's ceiling is definite.
             definite: !matches!(e, IdentityError::Store(_)),
             why: format!("role table: {e}"),
         })?;
-        Ok((serde_json::to_value(fresh).map_err(|e| definite(e.to_string()))?, roles))
+        Ok((serde_json::to_value(fresh).map_err(|e| definite(e.to_string()))?, access))
     }
 }

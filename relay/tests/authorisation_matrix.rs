@@ -88,6 +88,7 @@ async fn every_route_answers_each_role_as_the_table_says() {
             created_ms: 0,
             bootstrap: false,
             directory: None,
+            segments: None,
         };
         state.identity.put_user_unchecked(&user).await.unwrap();
         identities.push((role.as_str().to_owned(), Some(user.roles.clone()), Some(user)));

@@ -22,6 +22,8 @@
 //! [provider.roles]               # seeds the table in force; then only two admins change it
 //! "sightline-operators" = ["operator"]
 //! "sightline-auditors" = ["auditor"]
+//! [provider.segments]            # optional: without it, groups do not narrow the segments
+//! "branch-a-staff" = ["branch-a"] # people reach only the policy segments their groups name here
 //! ```
 
 use std::collections::BTreeMap;
@@ -97,6 +99,8 @@ struct ProviderShape {
     ca_file: Option<PathBuf>,
     #[serde(default)]
     roles: BTreeMap<String, Vec<Role>>,
+    /// Groups to the policy's segments their people may reach; absent: groups do not narrow them.
+    segments: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// One configured identity provider, validated.
@@ -196,7 +200,10 @@ impl SsoConfig {
                 Some(path) => Some(read(path).map_err(|e| problem(format!("ca_file {}: {e}", path.display())))?),
                 None => None,
             };
-            let mapping = RoleMapping::new(p.roles, p.admin_from_directory).map_err(|e| problem(e.to_string()))?;
+            // Segment names are checked against the policy when the relay settles the table.
+            let mapping = RoleMapping::new(p.roles, p.admin_from_directory)
+                .and_then(|m| m.with_segments(p.segments))
+                .map_err(|e| problem(e.to_string()))?;
             providers.push(ProviderConfig {
                 label: p.label.unwrap_or_else(|| p.name.clone()),
                 name: p.name,
@@ -247,7 +254,8 @@ mod tests {
     #[test]
     fn what_nothing_would_enforce_is_refused_by_name() {
         let cases = [
-            (GOOD.replace("groups_claim", "segments = [\"x\"]\n        groups_claim"), "unknown field `segments`"),
+            (GOOD.replace("groups_claim", "segment = [\"x\"]\n        groups_claim"), "unknown field `segment`"),
+            (format!("{GOOD}\n[provider.segments]\n\"ops\" = []"), "reaches no segment"),
             (GOOD.replace("\"operator\"", "\"superuser\""), "unknown variant `superuser`"),
             (GOOD.replace("https://login.bank", "http://login.bank"), "must be https"),
             (GOOD.replace("\"operator\"", "\"admin\""), "admin_from_directory"),

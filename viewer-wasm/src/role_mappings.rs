@@ -1,14 +1,15 @@
 //! The directory's role tables (R12): which groups at each identity provider give which roles.
 //! One admin asks for a new table, a second approves it, each with a passkey step-up; the
 //! approver sees what changes group by group. The SSO file's `admin_from_directory` is the
-//! ceiling: no table here can give `admin` past it.
+//! ceiling: no table here can give `admin` past it. A table may also narrow, by group, the
+//! policy's segments people reach.
 
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 use serde::Deserialize;
 use serde_json::json;
-use sightline_core::role_mapping::{parse_table_text, table_changes, table_text};
+use sightline_core::role_mapping::{parse_segments_text, parse_table_text, segments_text, table_changes, table_text};
 use sightline_core::roles::Role;
 
 use crate::auth::with_step_up;
@@ -18,6 +19,8 @@ use crate::http;
 struct Table {
     provider: String,
     groups: BTreeMap<String, Vec<Role>>,
+    segments: Option<BTreeMap<String, Vec<String>>>,
+    known_segments: Vec<String>,
     sha256: String,
     approved_by_name: Option<String>,
     admin_from_directory: bool,
@@ -28,6 +31,7 @@ struct Request {
     id: String,
     provider: String,
     groups: BTreeMap<String, Vec<Role>>,
+    segments: Option<BTreeMap<String, Vec<String>>>,
     requested_by_name: String,
 }
 
@@ -37,8 +41,41 @@ struct Listing {
     requests: Vec<Request>,
 }
 
-fn roles_text(roles: &[Role]) -> String {
-    if roles.is_empty() { "nothing".into() } else { roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ") }
+fn names_text<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    if names.is_empty() { "nothing".into() } else { names.join(", ") }
+}
+
+/// What a request changes, line by line: roles by group, then segments by group.
+fn change_lines(before: &Table, request: &Request) -> Vec<String> {
+    let mut lines: Vec<String> = table_changes(&before.groups, &request.groups)
+        .into_iter()
+        .map(|(group, was, now)| {
+            format!(
+                "{group}: {} → {}",
+                names_text(was.iter().map(|r| r.as_str())),
+                names_text(now.iter().map(|r| r.as_str()))
+            )
+        })
+        .collect();
+    match (&before.segments, &request.segments) {
+        (None, None) => {}
+        (Some(_), None) => lines.push("segments: no longer narrowed by groups (the policy alone decides)".into()),
+        (was, Some(now)) => {
+            if was.is_none() {
+                lines.push("segments: narrowed by groups from now on".into());
+            }
+            let was = was.clone().unwrap_or_default();
+            lines.extend(table_changes(&was, now).into_iter().map(|(group, was, now)| {
+                format!(
+                    "{group} reaches segments: {} → {}",
+                    names_text(was.iter().map(String::as_str)),
+                    names_text(now.iter().map(String::as_str))
+                )
+            }));
+        }
+    }
+    lines
 }
 
 #[component]
@@ -60,12 +97,15 @@ pub fn RoleMappings() -> impl IntoView {
         }));
         reload();
     };
-    let request = move |provider: String, text: String| {
-        let groups = match parse_table_text(&text) {
-            Ok(groups) => groups,
+    let request = move |provider: String, roles: String, segments: String| {
+        let parsed = parse_table_text(&roles)
+            .map_err(|e| format!("roles: {e}"))
+            .and_then(|g| Ok((g, parse_segments_text(&segments).map_err(|e| format!("segments: {e}"))?)));
+        let (groups, segments) = match parsed {
+            Ok(parsed) => parsed,
             Err(e) => return message.set(Some((false, e))),
         };
-        let body = json!({ "provider": provider, "groups": groups });
+        let body = json!({ "provider": provider, "groups": groups, "segments": segments });
         leptos::task::spawn_local(async move {
             let result = with_step_up(|| http::post::<_, serde_json::Value>("/api/admin/role-mappings", &body))
                 .await
@@ -88,9 +128,7 @@ pub fn RoleMappings() -> impl IntoView {
             );
         });
     };
-    let in_force = move |provider: &str| {
-        listing.with(|l| l.tables.iter().find(|t| t.provider == provider).map(|t| t.groups.clone()).unwrap_or_default())
-    };
+    let in_force = move |provider: &str| listing.with(|l| l.tables.iter().find(|t| t.provider == provider).cloned());
     // Only a relay with identity providers has tables.
     view! {
         <Show when=move || listing.with(|l| !l.tables.is_empty())>
@@ -98,7 +136,9 @@ pub fn RoleMappings() -> impl IntoView {
         <h2>"Directory groups to roles (need a second admin)"</h2>
         <p class="muted">
             "One line per group: " <code>"group = role, role"</code>
-            ". People's roles follow the table at their next sign-in and within a minute of an approval; a role lost ends their sessions."
+            ". Segments, when given, narrow which of the policy's segments each group's people reach (never past what their roles may); \
+             left empty, the policy alone decides. People follow the table at their next sign-in and within a minute of an approval; \
+             a role or segment lost ends their sessions."
         </p>
         {move || message.get().map(|(ok, text)| view! {
             <p class=if ok { "notice" } else { "error" } data-testid="role-mapping-message">{text}</p>
@@ -106,7 +146,9 @@ pub fn RoleMappings() -> impl IntoView {
         <For each=move || listing.get().tables key=|t| (t.provider.clone(), t.sha256.clone()) let(t)>
             {
                 let draft = RwSignal::new(table_text(&t.groups));
+                let draft_segments = RwSignal::new(t.segments.as_ref().map(segments_text).unwrap_or_default());
                 let provider = t.provider.clone();
+                let known = format!("segments in the policy: {}", t.known_segments.join(", "));
                 let origin = match &t.approved_by_name {
                     Some(by) => format!("approved by {by}"),
                     None => "from the SSO file".to_owned(),
@@ -123,8 +165,16 @@ pub fn RoleMappings() -> impl IntoView {
                             <textarea name=format!("role-mapping-{}", t.provider) rows="5" cols="60"
                                 prop:value=move || draft.get() on:input=move |ev| draft.set(event_target_value(&ev))></textarea>
                         </label>
+                        <label>"Segments by group "
+                            <textarea name=format!("role-segments-{}", t.provider) rows="3" cols="60"
+                                prop:value=move || draft_segments.get()
+                                on:input=move |ev| draft_segments.set(event_target_value(&ev))></textarea>
+                        </label>
+                        <p class="muted">{known}</p>
                         <button data-testid="role-mapping-request"
-                            on:click=move |_| request(provider.clone(), draft.get_untracked())>"Request change"</button>
+                            on:click=move |_| request(provider.clone(), draft.get_untracked(), draft_segments.get_untracked())>
+                            "Request change"
+                        </button>
                     </section>
                 }
             }
@@ -134,8 +184,8 @@ pub fn RoleMappings() -> impl IntoView {
                 <li data-testid="mapping-request" data-provider=r.provider.clone()>
                     {format!("{}: new table requested by {}: ", r.provider, r.requested_by_name)}
                     <ul>
-                        {table_changes(&in_force(&r.provider), &r.groups).into_iter().map(|(group, before, after)| view! {
-                            <li data-testid="mapping-change">{format!("{group}: {} → {}", roles_text(&before), roles_text(&after))}</li>
+                        {in_force(&r.provider).map(|t| change_lines(&t, &r)).unwrap_or_default().into_iter().map(|line| view! {
+                            <li data-testid="mapping-change">{line}</li>
                         }).collect_view()}
                     </ul>
                     <button on:click={ let id = r.id.clone(); move |_| decide(id.clone(), true) }>"Approve"</button>

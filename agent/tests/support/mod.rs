@@ -60,6 +60,7 @@ pub async fn start_relay_with(extra: &[String]) -> TestRelay {
         created_ms: 0,
         bootstrap: false,
         directory: None,
+        segments: None,
     };
     state.identity.put_user_unchecked(&operator).await.unwrap();
     let token = state.identity.start_session(&operator).await.unwrap();

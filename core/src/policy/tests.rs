@@ -71,6 +71,7 @@ fn decide_with(policy: &Policy, case: &Case) -> Result<Obligations, Denial> {
     let levels: BTreeSet<Level> = case.levels.iter().copied().collect();
     let req = AccessRequest {
         roles: &roles,
+        segments: None,
         source: case.source.parse().unwrap(),
         segment: case.segment,
         levels: &levels,
@@ -153,6 +154,7 @@ fn obligations_come_from_the_segment() {
     let levels = BTreeSet::from([Level::View]);
     let req = AccessRequest {
         roles: &roles,
+        segments: None,
         source: "10.1.0.9".parse().unwrap(),
         segment: "payment",
         levels: &levels,
@@ -170,6 +172,38 @@ fn obligations_come_from_the_segment() {
     assert_eq!(policy().decide(&unattended), Err(Denial::UnattendedNotAllowed));
 }
 
+/// R12: directory groups may narrow the segments an operator reaches, never widen them.
+#[test]
+fn directory_segments_narrow_what_the_roles_reach() {
+    let roles = BTreeSet::from([Role::SeniorOperator]);
+    let levels = BTreeSet::from([Level::View]);
+    let payment = BTreeSet::from(["payment".to_string()]);
+    let office = BTreeSet::from(["office".to_string()]);
+    let req = |segments: Option<&'static str>| AccessRequest {
+        roles: &roles,
+        segments: match segments {
+            Some("payment") => Some(&payment),
+            Some(_) => Some(&office),
+            None => None,
+        },
+        source: "10.1.0.9".parse().unwrap(),
+        segment: "payment",
+        levels: &levels,
+        ticket: "CHG-1",
+        reason: "incident",
+        now: office_hours(),
+        maintenance_window_until: Some(u64::MAX),
+        unattended: false,
+    };
+    assert!(policy().decide(&req(None)).is_ok(), "control: not narrowed, the policy alone decides");
+    assert!(policy().decide(&req(Some("payment"))).is_ok());
+    assert_eq!(policy().decide(&req(Some("office"))), Err(Denial::SegmentNotReached));
+    // Reaching the segment gives nothing the roles do not: an operator stays out of payment.
+    let operator = BTreeSet::from([Role::Operator]);
+    let narrowed_operator = AccessRequest { roles: &operator, ..req(Some("payment")) };
+    assert_eq!(policy().decide(&narrowed_operator), Err(Denial::RoleNotAllowed));
+}
+
 /// R2: unattended access only in a segment that allows it, only inside an open window (even
 /// where attended support needs none), and marked in the terms both sides hold.
 #[test]
@@ -180,6 +214,7 @@ fn unattended_access_needs_its_segment_and_an_open_window() {
     let levels = BTreeSet::from([Level::View, Level::Control]);
     let req = |unattended: bool, window: Option<u64>| AccessRequest {
         roles: &roles,
+        segments: None,
         source: "10.2.3.4".parse().unwrap(),
         segment: "office",
         levels: &levels,
@@ -218,6 +253,7 @@ fn a_session_ends_with_the_hours_or_the_window_whichever_is_first() {
     let levels = BTreeSet::from([Level::View]);
     let at = |window_until: Option<u64>| AccessRequest {
         roles: &roles,
+        segments: None,
         source: "10.1.0.9".parse().unwrap(),
         segment: "payment",
         levels: &levels,

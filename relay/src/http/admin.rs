@@ -131,9 +131,10 @@ pub(super) async fn role_mappings(
         .await?
         .into_iter()
         .filter_map(|table| {
-            let admin_allowed = sso.admin_allowed(&table.provider)?;
+            let limits = sso.limits(&table.provider)?;
             let mut view = serde_json::to_value(&table).ok()?;
-            view["admin_from_directory"] = admin_allowed.into();
+            view["admin_from_directory"] = limits.admin_allowed.into();
+            view["known_segments"] = serde_json::to_value(&limits.known_segments).ok()?;
             Some(view)
         })
         .collect();
@@ -143,6 +144,9 @@ pub(super) async fn role_mappings(
 pub(super) struct MappingChangeBody {
     provider: String,
     groups: std::collections::BTreeMap<String, Vec<Role>>,
+    /// Groups to the segments they reach; absent or null: groups do not narrow the segments.
+    #[serde(default)]
+    segments: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 pub(super) async fn request_mapping_change(
     State(state): State<AppState>,
@@ -151,10 +155,11 @@ pub(super) async fn request_mapping_change(
     Json(body): Json<MappingChangeBody>,
 ) -> ApiResult<Json<sightline_identity::MappingRequest>> {
     require(&auth, Capability::Administer)?;
-    let ceiling =
-        state.sso.as_deref().and_then(|sso| sso.admin_allowed(&body.provider)).ok_or(IdentityError::NotFound)?;
-    let request =
-        state.identity.request_mapping_change(&auth, &body.provider, body.groups, ceiling, Some(peer.ip())).await?;
+    let limits = state.sso.as_deref().and_then(|sso| sso.limits(&body.provider)).ok_or(IdentityError::NotFound)?;
+    let request = state
+        .identity
+        .request_mapping_change(&auth, &body.provider, body.groups, body.segments, &limits, Some(peer.ip()))
+        .await?;
     Ok(Json(request))
 }
 async fn decide_mapping_change(
@@ -165,7 +170,7 @@ async fn decide_mapping_change(
     approve: bool,
 ) -> ApiResult<StatusCode> {
     let sso = state.sso.as_deref().ok_or(IdentityError::NotFound)?;
-    state.identity.decide_mapping_change(&auth, &id, approve, |p| sso.admin_allowed(p), Some(peer.ip())).await?;
+    state.identity.decide_mapping_change(&auth, &id, approve, |p| sso.limits(p), Some(peer.ip())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 pub(super) async fn approve_mapping_change(

@@ -159,12 +159,13 @@ pub(super) async fn callback(
     .await;
     let mut response = match outcome {
         Ok((login, grant)) => {
-            let roles = sso.roles_for(&identity, &name, &login.groups).await?;
+            let access = sso.access_for(&identity, &name, &login.groups).await?;
             let sign_in = DirectorySignIn {
                 link: DirectoryLink { provider: name.clone(), issuer: login.issuer, subject: login.subject },
                 username: login.username,
                 groups: login.groups,
-                roles,
+                roles: access.roles,
+                segments: access.segments,
                 idp_session: login.idp_session,
                 grant: serde_json::to_value(grant).unwrap_or_default(),
             };

@@ -111,8 +111,9 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
         sessions.borrow_and_update();
         initial.push(RelayToViewer::Sessions { sessions: hub.sessions() });
     }
-    // Only requests from segments this operator may connect to: the code and who asks are not
-    // for everyone who starts sessions somewhere.
+    // Only requests from segments this operator may connect to (by role, and by directory group
+    // where those narrow it): the code and who asks are not for everyone who starts sessions
+    // somewhere.
     // Never the codes: the code proves the operator talks to the person who asked (R2).
     let visible_help = |requests: &[sightline_proto::HelpRequest]| RelayToViewer::HelpRequests {
         requests: requests
@@ -123,6 +124,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                     .segments
                     .get(&r.segment)
                     .is_some_and(|s| auth.user.roles.iter().any(|role| s.roles.contains(role)))
+                    && auth.user.segments.as_ref().is_none_or(|reached| reached.contains(&r.segment))
             })
             .map(sightline_proto::HelpRequest::queue_entry)
             .collect(),
@@ -420,6 +422,7 @@ async fn open_session(
     let window_until = state.identity.window_until(&link.info.agent_id, now_ms).await.unwrap_or(None);
     let request = AccessRequest {
         roles: &auth.user.roles,
+        segments: auth.user.segments.as_ref(),
         source: peer.ip(),
         segment: &link.info.segment,
         levels: &levels,

@@ -79,6 +79,7 @@ impl Relay {
             created_ms: 0,
             bootstrap: false,
             directory: None,
+            segments: None,
         };
         self.state.identity.put_user_unchecked(&user).await.unwrap();
         format!("{SESSION_COOKIE}={}", self.state.identity.start_session(&user).await.unwrap())
