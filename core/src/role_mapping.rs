@@ -6,9 +6,9 @@
 //! table is policy: the SSO file seeds it the first time a node starts with the provider; after
 //! that it changes only when one admin asks for a new table and a different admin approves it,
 //! each with a fresh step-up, as role changes do (`check_change_request`,
-//! `check_change_approval`). A file whose table is neither the one it seeded nor the one the
-//! admins approved stops the node (`settle`), so nobody with write access to one node's file
-//! changes who holds which role behind the admins' backs.
+//! `check_change_approval`). The file is never applied again, and a file holding a table that
+//! was never in force stops the node (`settle`) rather than being silently ignored: nobody with
+//! write access to one node's file changes who holds which role behind the admins' backs.
 //!
 //! The table's fingerprint (SHA-256 of its canonical form) is on the node's start record and on
 //! every change, so which table was in force is evidence.
@@ -247,44 +247,41 @@ pub fn table_changes<T: Ord + Clone>(
 pub enum Settled {
     /// No table is in force yet: the file's becomes it.
     Seed,
-    /// The file is the one the table in force was seeded from, or was last brought in line
-    /// with: the table in force holds, with any change the admins approved since.
+    /// The file holds a table that has been in force (the seed, or one the admins approved):
+    /// the table in force holds, whatever the file says. The file is never applied again.
     InForce,
-    /// The file now says what the admins approved: it is the table's new origin.
-    FileCaughtUp,
 }
 
-/// The file says something the admins never approved.
+/// The file says something that was never in force.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the SSO file's role table (sha256 {file}) is neither the one it seeded (sha256 {origin}) nor the \
-     one the admins approved (sha256 {in_force}): change the table from the dashboard, where a \
-     second admin approves it, then write the approved table into the file, or put the file back"
+    "the SSO file's role table (sha256 {file}) was never in force; the table in force is sha256 \
+     {in_force}. Tables change from the dashboard, where a second admin approves each change: ask \
+     for this one there, or put back a table that has been in force"
 )]
 pub struct FileDiffers {
     pub file: String,
-    pub origin: String,
     pub in_force: String,
 }
 
-/// The table in force, as the store keeps it: its fingerprint and that of the file table it came
-/// from (seeded, or caught up with).
+/// The table in force, as the store keeps it: its fingerprint and those of every table that has
+/// been in force for the provider (the seed and each approved change).
 #[derive(Debug, Clone, Copy)]
 pub struct InForce<'a> {
     pub sha256: &'a str,
-    pub origin_sha256: &'a str,
+    pub history: &'a [String],
 }
 
 /// How a node starting with a file table whose fingerprint is `file` settles with the table in
-/// force.
+/// force. A file holding a table that has been in force starts the node, so that nodes whose
+/// files are updated one at a time after an approved change all keep starting; any other table
+/// stops it, so that a file edited by hand is never silently ignored.
 pub fn settle(file: &str, in_force: Option<InForce<'_>>) -> Result<Settled, FileDiffers> {
     let Some(in_force) = in_force else { return Ok(Settled::Seed) };
-    if file == in_force.origin_sha256 {
+    if file == in_force.sha256 || in_force.history.iter().any(|h| h == file) {
         Ok(Settled::InForce)
-    } else if file == in_force.sha256 {
-        Ok(Settled::FileCaughtUp)
     } else {
-        Err(FileDiffers { file: file.into(), origin: in_force.origin_sha256.into(), in_force: in_force.sha256.into() })
+        Err(FileDiffers { file: file.into(), in_force: in_force.sha256.into() })
     }
 }
 
@@ -447,21 +444,17 @@ mod tests {
     }
 
     #[test]
-    fn the_file_seeds_the_table_once_and_then_may_only_repeat_what_was_approved() {
+    fn the_file_seeds_the_table_once_and_then_may_only_repeat_what_was_in_force() {
         assert_eq!(settle("f1", None), Ok(Settled::Seed));
-        let seeded = InForce { sha256: "f1", origin_sha256: "f1" };
-        assert_eq!(settle("f1", Some(seeded)), Ok(Settled::InForce));
-        // The admins approved t2 since: the unchanged file keeps it, a file that says t2 is the new
-        // origin, anything else stops the node.
-        let changed = InForce { sha256: "t2", origin_sha256: "f1" };
-        assert_eq!(settle("f1", Some(changed)), Ok(Settled::InForce));
-        assert_eq!(settle("t2", Some(changed)), Ok(Settled::FileCaughtUp));
-        assert_eq!(
-            settle("f3", Some(changed)),
-            Err(FileDiffers { file: "f3".into(), origin: "f1".into(), in_force: "t2".into() })
-        );
-        let caught_up = InForce { sha256: "t2", origin_sha256: "t2" };
-        assert_eq!(settle("f1", Some(caught_up)).map_err(|e| e.origin), Err("t2".to_string()));
+        let seeded = ["f1".to_string()];
+        assert_eq!(settle("f1", Some(InForce { sha256: "f1", history: &seeded })), Ok(Settled::InForce));
+        // The admins approved t2 since: the old file and a file that says t2 both start the node
+        // (with t2 in force); anything else stops it.
+        let changed = ["f1".to_string(), "t2".to_string()];
+        let now = InForce { sha256: "t2", history: &changed };
+        assert_eq!(settle("f1", Some(now)), Ok(Settled::InForce));
+        assert_eq!(settle("t2", Some(now)), Ok(Settled::InForce));
+        assert_eq!(settle("f3", Some(now)), Err(FileDiffers { file: "f3".into(), in_force: "t2".into() }));
     }
 
     fn change<'a>(

@@ -665,6 +665,25 @@ export async function rawWatch(page: Page, port: number, agentId: string, ticket
   }), [port, agentId, ticket, reason, helpCode ?? ''] as const);
 }
 
+/** On a raw viewer socket from the signed-in page: the running sessions the relay lists, then its
+ * first answer to observing `sessionId` (the first listed when not given). */
+export async function rawObserve(page: Page, port: number, sessionId?: string): Promise<{ listed: string[]; answer: any }> {
+  return page.evaluate(([p, id]) => new Promise((resolve) => {
+    const ws = new WebSocket(`ws://localhost:${p}/ws/viewer`);
+    let listed: string[] | null = null;
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (listed === null && msg.type === 'sessions') {
+        listed = msg.sessions.map((s: { session_id: string }) => s.session_id);
+        ws.send(JSON.stringify({ v: 1, type: 'observe', session_id: id || listed![0] || 'none', sdp: 'v=0' }));
+      } else if (listed !== null && (msg.type === 'error' || msg.type === 'session')) {
+        ws.close();
+        resolve({ listed, answer: msg });
+      }
+    };
+  }), [port, sessionId ?? ''] as const);
+}
+
 /** The help queue the relay sends a viewer socket opened from the signed-in page, as sent. */
 export async function rawHelpQueue(page: Page, port: number): Promise<Record<string, unknown>[]> {
   return page.evaluate((p) => new Promise((resolve) => {
@@ -1029,7 +1048,7 @@ export class OidcProvider {
   /** The next ID tokens are altered this way (`null`: genuine again). */
   async tamper(mode: TokenTamper | null): Promise<void> { await this.control('/test/tamper', { mode }); }
   /** The relay's SSO file: provider `corp`, groups `ops` -> operator and `sec` -> observer unless `roles` says otherwise. */
-  ssoFile(opts: { local?: 'allow' | 'forbid'; recheckS?: number; roles?: Record<string, string[]>; segments?: Record<string, string[]> } = {}): string {
+  ssoFile(opts: { local?: 'allow' | 'forbid'; recheckS?: number; roles?: Record<string, string[]>; segments?: Record<string, string[]>; name?: string; adminFromDirectory?: boolean } = {}): string {
     const roles = opts.roles ?? { ops: ['operator'], sec: ['observer'] };
     const dir = tempDir('sso');
     const secret = path.join(dir, 'client.secret');
@@ -1039,7 +1058,7 @@ export class OidcProvider {
       `local_accounts = "${opts.local ?? 'allow'}"`,
       `recheck_s = ${opts.recheckS ?? 300}`,
       '[[provider]]',
-      'name = "corp"',
+      `name = "${opts.name ?? 'corp'}"`,
       'label = "Corp directory"',
       `issuer = "${this.issuer}"`,
       'client_id = "sightline"',
@@ -1047,6 +1066,7 @@ export class OidcProvider {
       'groups_claim = "groups"',
       'scopes = ["profile", "groups"]',
       'max_age_s = 600',
+      `admin_from_directory = ${opts.adminFromDirectory ?? false}`,
       '[provider.roles]',
       ...Object.entries(roles).map(([group, r]) => `${JSON.stringify(group)} = ${JSON.stringify(r)}`),
       ...(opts.segments ? ['[provider.segments]', ...Object.entries(opts.segments).map(([group, s]) => `${JSON.stringify(group)} = ${JSON.stringify(s)}`)] : []),

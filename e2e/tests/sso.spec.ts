@@ -6,7 +6,7 @@ import { expect, request as playwrightRequest } from '@playwright/test';
 import {
   OidcProvider, Proc, RedisServer, Relay, TokenTamper, api, contextWithPasskeys, enrolAgent, Endpoint, freePort, openView,
   recordMeasurement, signInThroughProvider, socketProbe, startAgent, test, throughProvider, Xvfb, enrolFromLink,
-  inviteAndEnrol, stepUp, signOutOfDirectory, waitFor, requestView,
+  inviteAndEnrol, stepUp, signOutOfDirectory, waitFor, requestView, rawObserve,
 } from './harness';
 
 const stopped: { kill(): Promise<void> }[] = [];
@@ -314,10 +314,10 @@ test('a change of the group to role table needs a step-up and a second admin, ho
   const { page: alice } = await contextWithPasskeys(browser);
   await signInThroughProvider(alice, relay, 'alice');
   expect((await api(alice, 'GET', '/api/me')).json.user.roles).toEqual(['operator']);
-  type Listing = { tables: { provider: string; sha256: string; origin_sha256: string; approved_by_name: string | null; admin_from_directory: boolean }[]; requests: { id: string }[] };
+  type Listing = { tables: { provider: string; sha256: string; history_sha256: string[]; approved_by_name: string | null; admin_from_directory: boolean }[]; requests: { id: string }[] };
   const listing = async () => (await api(bob, 'GET', '/api/admin/role-mappings')).json as Listing;
   const seeded = (await listing()).tables;
-  expect(seeded.map((t) => [t.provider, t.approved_by_name, t.admin_from_directory, t.sha256 === t.origin_sha256])).toEqual([['corp', null, false, true]]);
+  expect(seeded.map((t) => [t.provider, t.approved_by_name, t.admin_from_directory, t.history_sha256])).toEqual([['corp', null, false, [seeded[0].sha256]]]);
 
   // Root asks, from the dashboard (confirmed with his passkey), for ops to become observers.
   await root.getByTestId('tab-admin').click();
@@ -354,7 +354,7 @@ test('a change of the group to role table needs a step-up and a second admin, ho
   await expect.poll(approved).toEqual([['bob', 'corp', 'success']]);
   expect(records(relay, 'role.mapping_change_approved')[0].detail).toContain('requested by root');
   const inForce = (await listing()).tables[0];
-  expect([inForce.approved_by_name, inForce.origin_sha256]).toEqual(['bob', seeded[0].sha256]);
+  expect([inForce.approved_by_name, inForce.history_sha256]).toEqual(['bob', [seeded[0].sha256, inForce.sha256]]);
   expect(inForce.sha256).not.toBe(seeded[0].sha256);
   await expect.poll(async () => (await api(alice, 'GET', '/api/me')).status, { timeout: 45_000 }).toBe(401);
   const changed = records(relay, 'role.directory_changed').at(-1)!;
@@ -371,25 +371,31 @@ test('a change of the group to role table needs a step-up and a second admin, ho
   const started = JSON.parse(again.auditRecords().filter((r) => r.kind === 'node.started').at(-1)!.detail);
   expect(started.sso.corp).toEqual({ issuer: `${idp.issuer}/`, roles_sha256: inForce.sha256, file_roles_sha256: seeded[0].sha256, admin_from_directory: false });
   await again.proc.kill();
-  // A file edited to a table nobody approved stops the node, naming the three tables.
+  // A file edited to a table that was never in force stops the node, naming both tables.
   const edited = idp.ssoFile({ recheckS: 60, roles: { ops: ['operator'], sec: ['operator'] } });
-  await expect(Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', edited] })).rejects.toThrow(/neither the one it seeded \(sha256 [0-9a-f]{64}\) nor the one the admins approved/);
-  // The file brought in line with the approved table starts, and becomes the table's origin: the
-  // old file no longer does.
+  await expect(Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', edited] })).rejects.toThrow(new RegExp(`was never in force; the table in force is sha256 ${inForce.sha256}`));
+  // So does a second provider name for the same directory, which would seed a table of its own.
+  const alias = idp.ssoFile({ recheckS: 60, name: 'corp2', roles: { ops: ['admin'] }, adminFromDirectory: true });
+  await expect(Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', alias] })).rejects.toThrow(/already has its table under provider "corp"/);
+  // The file brought in line with the approved table starts, and the old one still does (files
+  // are updated one node at a time): either way the approved table is in force.
   const caughtUp = idp.ssoFile({ recheckS: 60, roles: { ops: ['observer'], sec: ['observer'] } });
-  const inLine = await Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', caughtUp] });
-  const origin = JSON.parse(inLine.auditRecords().filter((r) => r.kind === 'node.started').at(-1)!.detail).sso.corp;
-  expect([origin.roles_sha256, origin.file_roles_sha256]).toEqual([inForce.sha256, inForce.sha256]);
-  await inLine.proc.kill();
-  await expect(Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', file] })).rejects.toThrow(/neither the one it seeded/);
+  for (const f of [caughtUp, file]) {
+    const node = await Relay.start({ port: relay.port, dataDir: relay.dataDir, args: ['--sso-config', f] });
+    const corp = JSON.parse(node.auditRecords().filter((r) => r.kind === 'node.started').at(-1)!.detail).sso.corp;
+    expect(corp.roles_sha256).toBe(inForce.sha256);
+    await node.proc.kill();
+  }
 });
 
-test('directory groups narrow the segments an operator reaches: a request outside them is refused with the reason, and a table that narrows them further ends the live session @R12 @R22', async ({ browser }) => {
+test('directory groups narrow the segments operators and observers reach: a request or a join outside them is refused with the reason, and a table that narrows them further ends the live session @R12 @R22 @R21', async ({ browser }) => {
   test.setTimeout(180_000);
   const port = await freePort();
-  const idp = await OidcProvider.start([`http://localhost:${port}/`], { alice: { groups: ['ops', 'desk-office'] }, dave: { groups: ['ops', 'desk-demo'] } });
+  const idp = await OidcProvider.start([`http://localhost:${port}/`], {
+    alice: { groups: ['ops', 'desk-office'] }, dave: { groups: ['ops', 'desk-demo'] }, fay: { groups: ['sec', 'desk-office'] }, erin: { groups: ['sec', 'desk-demo'] },
+  });
   stopped.push(idp.proc);
-  const roles = { ops: ['operator'] };
+  const roles = { ops: ['operator'], sec: ['observer'] };
   const file = idp.ssoFile({ recheckS: 60, roles, segments: { 'desk-office': ['office'], 'desk-demo': ['demo'] } });
   // A segment the policy does not have stops the node, by name.
   const typo = idp.ssoFile({ roles, segments: { 'desk-office': ['ofice'] } });
@@ -418,6 +424,17 @@ test('directory groups narrow the segments an operator reaches: a request outsid
   const { page: alice } = await contextWithPasskeys(browser);
   await signInThroughProvider(alice, relay, 'alice');
   await openView(alice, relay, 'branch-desk', endpoint);
+  // Observers too: fay's groups reach the office segment, so she is listed the session and may
+  // join it (the control); erin's do not, so she is listed none, and joining it is refused.
+  const { page: fay } = await contextWithPasskeys(browser);
+  await signInThroughProvider(fay, relay, 'fay');
+  const control = await rawObserve(fay, relay.port);
+  expect(control.listed).toHaveLength(1);
+  expect(control.answer.type).toBe('session');
+  const { page: erin } = await contextWithPasskeys(browser);
+  await signInThroughProvider(erin, relay, 'erin');
+  const probe = await rawObserve(erin, relay.port, control.listed[0]);
+  expect(probe).toEqual({ listed: [], answer: { v: 1, type: 'error', code: 'forbidden', message: "your directory groups do not reach this session's segment" } });
 
   // Two admins approve a table in which the office group reaches only demo: alice is re-read at
   // the next tick, her segments narrow, and her live session ends.
@@ -429,7 +446,10 @@ test('directory groups narrow the segments an operator reaches: a request outsid
   await bob.getByTestId('mapping-request').getByRole('button', { name: 'Approve' }).click();
   await expect(bob.getByTestId('role-mapping-message')).toContainText('in force on every node');
   await endpoint.windowGone(60_000);
-  const changed = records(relay, 'role.directory_changed').at(-1)!;
-  expect([changed.subject, changed.detail]).toEqual(['alice', 'on groups re-read: lost none gained none now operator; segments [demo]']);
+  // Fay, in the office group too, is narrowed the same way.
+  await expect.poll(() => records(relay, 'role.directory_changed').map((r) => [r.subject, r.detail]).filter(([who]) => who === 'alice' || who === 'fay').sort()).toEqual([
+    ['alice', 'on groups re-read: lost none gained none now operator; segments [demo]'],
+    ['fay', 'on groups re-read: lost none gained none now observer; segments [demo]'],
+  ]);
   expect(records(relay, 'auth.sessions_revoked').map((r) => [r.subject, r.detail])).toContainEqual(['alice', 'segments narrowed in the directory to [demo]']);
 });

@@ -500,7 +500,11 @@ impl Identity {
         let ttl = Duration::from_secs(grant.until_s.saturating_sub(now).max(1));
         match outcome {
             Ok((fresh, access)) => {
-                let kept = DirectoryGrant { grant: fresh, checked_s: now, failing_since_s: None, ..grant.clone() };
+                // A new role table approved while this re-read was under way made the grant due
+                // again (checked_s 0): it stays due, so the next tick applies that table.
+                let marked = self.store.get_ephemeral::<DirectoryGrant>(&key).await?.is_some_and(|g| g.checked_s == 0);
+                let checked_s = if marked { 0 } else { now };
+                let kept = DirectoryGrant { grant: fresh, checked_s, failing_since_s: None, ..grant.clone() };
                 self.store.put_ephemeral(&key, &kept, ttl).await?;
                 self.sync_directory_access(&grant.user_id, &access, "groups re-read", None).await?;
             }

@@ -217,6 +217,14 @@ impl AuthUser {
     }
 }
 
+impl User {
+    /// Whether the account's directory groups reach `segment` (always, when they do not narrow
+    /// the segments). Roles and the policy still decide the rest.
+    pub fn reaches(&self, segment: &str) -> bool {
+        self.segments.as_ref().is_none_or(|reached| reached.contains(segment))
+    }
+}
+
 /// Settings the identity service needs from the relay configuration.
 #[derive(Debug, Clone)]
 pub struct IdentitySettings {

@@ -3,8 +3,8 @@
 //! A provider's table lives in the store, shared by every node. The SSO file seeds it when a node
 //! first starts with the provider (`settle_role_mapping`); from then on the table changes only
 //! when one admin asks for a new one and a different admin approves it, each with a fresh step-up
-//! (the rules are `sightline_core::role_mapping`). A node whose file says something the admins
-//! never approved does not start. The file keeps the ceiling: whether a group may grant `admin`
+//! (the rules are `sightline_core::role_mapping`). A node whose file holds a table that was never
+//! in force does not start, nor does a second provider name for an issuer that has a table. The file keeps the ceiling: whether a group may grant `admin`
 //! is `admin_from_directory` in each node's file; and a table may narrow people to the policy's
 //! segments, never name one the policy lacks. A table beyond these limits is refused when asked
 //! for, when approved, and when a node starts.
@@ -28,14 +28,17 @@ use sightline_core::role_mapping::{
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApprovedMapping {
     pub provider: String,
+    /// The issuer the provider named when its table was seeded: accounts are bound to issuer and
+    /// subject, so another provider name for the same issuer may not seed a table of its own.
+    pub issuer: String,
     pub groups: BTreeMap<String, Vec<Role>>,
     /// Groups to the segments their people may reach; `None`: groups do not narrow them.
     #[serde(default)]
     pub segments: Option<BTreeMap<String, Vec<String>>>,
     pub sha256: String,
-    /// The fingerprint of the file table this one was seeded from, or that was last brought in
-    /// line with it: a node whose file still says that starts with this table.
-    pub origin_sha256: String,
+    /// Every table that has been in force for the provider, oldest first (the seed, then each
+    /// approved change): a node whose file holds one of them starts, with this table in force.
+    pub history_sha256: Vec<String>,
     /// Who asked for and who approved the table; both absent when the file seeded it.
     pub requested_by_name: Option<String>,
     pub approved_by_name: Option<String>,
@@ -59,7 +62,7 @@ pub struct MappingRequest {
 }
 
 fn in_force(approved: &ApprovedMapping) -> InForce<'_> {
-    InForce { sha256: &approved.sha256, origin_sha256: &approved.origin_sha256 }
+    InForce { sha256: &approved.sha256, history: &approved.history_sha256 }
 }
 
 fn change_detail(request: &MappingRequest) -> String {
@@ -78,31 +81,52 @@ fn change_detail(request: &MappingRequest) -> String {
 }
 
 impl Identity {
-    /// Brings the file's table for `provider` and the one in force together at start, and returns
-    /// the table this node runs: the file seeds it the first time; after that the file must be
-    /// the table's origin or the approved table itself, or the node does not start. Either table
-    /// must be within `limits` (this node's ceiling and its policy's segments).
+    /// Brings the file's table for `provider` (at `issuer`) and the one in force together at
+    /// start, and returns the table this node runs: the file seeds it the first time; after that
+    /// the file must hold a table that has been in force, or the node does not start. Either
+    /// table must be within `limits` (this node's ceiling and its policy's segments).
     pub async fn settle_role_mapping(
         &self,
         provider: &str,
+        issuer: &str,
         file: &RoleMapping,
         limits: &TableLimits,
     ) -> Result<RoleMapping, IdentityError> {
+        let refuse = |why: String| IdentityError::Forbidden(format!("provider {provider:?}: {why}"));
         file.check_segments(&limits.known_segments)
             .map_err(|e| IdentityError::Forbidden(format!("provider {provider:?}: the SSO file's table: {e}")))?;
         let file_sha = file.fingerprint();
         loop {
             let stored: Option<ApprovedMapping> = self.store.get(Collection::RoleMappings, provider).await?;
-            let settled = role_mapping::settle(&file_sha, stored.as_ref().map(in_force))
-                .map_err(|e| IdentityError::Forbidden(format!("provider {provider:?}: {e}")))?;
+            if let Some(kept) = stored.as_ref().filter(|kept| kept.issuer != issuer) {
+                return Err(refuse(format!(
+                    "its table was seeded for issuer {}, and the SSO file now names issuer {issuer}: a table \
+                     approved for one directory does not carry over to another; give the new directory a new \
+                     provider name",
+                    kept.issuer
+                )));
+            }
+            let settled =
+                role_mapping::settle(&file_sha, stored.as_ref().map(in_force)).map_err(|e| refuse(e.to_string()))?;
             let approved = match (settled, stored) {
                 (Settled::Seed, _) => {
+                    // Accounts are bound to issuer and subject, not to the provider's name: a new
+                    // name for a directory that has a table would give its people roles no admin
+                    // approved.
+                    if let Some(other) = self.role_mappings().await?.into_iter().find(|m| m.issuer == issuer) {
+                        return Err(refuse(format!(
+                            "issuer {issuer} already has its table under provider {:?}: a second name for the \
+                             same directory would seed a table no admin approved",
+                            other.provider
+                        )));
+                    }
                     let seeded = ApprovedMapping {
                         provider: provider.into(),
+                        issuer: issuer.into(),
                         groups: file.groups(),
                         segments: file.segments(),
                         sha256: file_sha.clone(),
-                        origin_sha256: file_sha.clone(),
+                        history_sha256: vec![file_sha.clone()],
                         requested_by_name: None,
                         approved_by_name: None,
                         since_ms: self.now_ms(),
@@ -113,13 +137,8 @@ impl Identity {
                     }
                     seeded
                 }
-                (Settled::FileCaughtUp, Some(approved)) => {
-                    let caught_up = ApprovedMapping { origin_sha256: file_sha.clone(), ..approved };
-                    self.store.put(Collection::RoleMappings, provider, &caught_up).await?;
-                    caught_up
-                }
-                (_, Some(approved)) => approved,
-                (_, None) => unreachable!("settle seeds when nothing is stored"),
+                (Settled::InForce, Some(approved)) => approved,
+                (Settled::InForce, None) => unreachable!("settle seeds when nothing is stored"),
             };
             return limits.table(approved.groups, approved.segments).map_err(|e| {
                 IdentityError::Forbidden(format!(
@@ -194,7 +213,13 @@ impl Identity {
             proposed: &proposed,
             in_force: &current.sha256,
         };
-        let waiting = self.mapping_requests().await?.iter().any(|r| r.provider == provider);
+        // A request that is stale (another table came into force) or out of date blocks nothing.
+        let now = self.now_ms();
+        let waiting = self.mapping_requests().await?.iter().any(|r| {
+            r.provider == provider
+                && r.based_on == current.sha256
+                && now.saturating_sub(r.created_ms) <= sightline_core::passkey_reset::REQUEST_TTL_MS
+        });
         let table = match (role_mapping::check_change_request(facts, waiting), proposed) {
             (Ok(()), Ok(table)) => table,
             (Err(denied), _) => {
@@ -290,26 +315,49 @@ impl Identity {
         };
         let detail = format!("{} (requested by {})", change_detail(&request), request.requested_by_name);
         if approve {
-            let approved = ApprovedMapping {
-                provider: request.provider.clone(),
-                groups: request.groups.clone(),
-                segments: request.segments.clone(),
-                sha256: request.sha256.clone(),
-                origin_sha256: current.origin_sha256,
-                requested_by_name: Some(request.requested_by_name.clone()),
-                approved_by_name: Some(admin.user.name.clone()),
-                since_ms: self.now_ms(),
-            };
-            self.store.put(Collection::RoleMappings, provider, &approved).await?;
-            let due = self.recheck_directory_soon(provider).await?;
+            // Only over the table it was asked against: a write that raced this decision is kept.
+            let since_ms = self.now_ms();
+            let mut replaced = false;
+            self.store
+                .update::<ApprovedMapping, _>(Collection::RoleMappings, provider, |kept| {
+                    let kept = kept?;
+                    replaced = kept.sha256 == request.based_on;
+                    if !replaced {
+                        return Some(kept);
+                    }
+                    let mut history = kept.history_sha256.clone();
+                    history.retain(|h| h != &request.sha256);
+                    history.push(request.sha256.clone());
+                    Some(ApprovedMapping {
+                        groups: request.groups.clone(),
+                        segments: request.segments.clone(),
+                        sha256: request.sha256.clone(),
+                        history_sha256: history,
+                        requested_by_name: Some(request.requested_by_name.clone()),
+                        approved_by_name: Some(admin.user.name.clone()),
+                        since_ms,
+                        ..kept
+                    })
+                })
+                .await?;
+            if !replaced {
+                let error = self.mapping_change_denied(admin, provider, source, ChangeDenied::Stale);
+                self.audit_committed().await?;
+                return Err(error);
+            }
             self.emit(
                 EventKind::MappingChangeApproved,
                 Outcome::Success,
                 &admin.user.name,
                 Some(provider),
                 source,
-                format!("{detail}; in force on every node, {due} signed-in person(s) re-read at the next tick"),
+                format!("{detail}; in force on every node, signed-in people re-read at the next tick"),
             );
+            self.audit_committed().await?;
+            // After the record: a failure here delays the re-read to its period, never the change.
+            if let Err(e) = self.recheck_directory_soon(provider).await {
+                tracing::warn!(error = %e, provider, "cannot make the provider's people due for a re-read");
+            }
         } else {
             self.emit(
                 EventKind::MappingChangeRefused,
@@ -319,8 +367,8 @@ impl Identity {
                 source,
                 detail,
             );
+            self.audit_committed().await?;
         }
-        self.audit_committed().await?;
         Ok(())
     }
 }

@@ -61,7 +61,10 @@ impl Sso {
         self.known_segments = segments;
         for p in &self.config.providers {
             let limits = self.limits(&p.name).expect("a configured provider");
-            let table = identity.settle_role_mapping(&p.name, &p.mapping, &limits).await.map_err(anyhow::Error::msg)?;
+            let table = identity
+                .settle_role_mapping(&p.name, p.issuer.as_str(), &p.mapping, &limits)
+                .await
+                .map_err(anyhow::Error::msg)?;
             tracing::info!(provider = %p.name, in_force = %table.fingerprint(), file = %p.mapping.fingerprint(), "role table settled");
             self.settled.insert(p.name.clone(), table.fingerprint());
         }

@@ -121,7 +121,7 @@ pub fn RoleMappings() -> impl IntoView {
             report(
                 result,
                 if approve {
-                    "role table approved: in force on every node; signed-in people's roles follow it within a minute"
+                    "role table approved: in force on every node; signed-in people follow it at the next re-read, within about 15 s"
                 } else {
                     "change of the role table refused"
                 },
@@ -137,7 +137,7 @@ pub fn RoleMappings() -> impl IntoView {
         <p class="muted">
             "One line per group: " <code>"group = role, role"</code>
             ". Segments, when given, narrow which of the policy's segments each group's people reach (never past what their roles may); \
-             left empty, the policy alone decides. People follow the table at their next sign-in and within a minute of an approval; \
+             left empty, the policy alone decides. People follow the table at their next sign-in and within about 15 s of an approval; \
              a role or segment lost ends their sessions."
         </p>
         {move || message.get().map(|(ok, text)| view! {

@@ -54,6 +54,9 @@ pub(super) async fn approve_elevation(
     if session.request.operator.name == auth.user.name {
         return Err(IdentityError::Forbidden("the operator cannot approve their own elevation".into()).into());
     }
+    if !auth.user.reaches(&session.link.info.segment) {
+        return Err(IdentityError::Forbidden("your directory groups do not reach this session's segment".into()).into());
+    }
     let levels = body.levels.into_iter().collect();
     let conflict = |e: crate::session::SessionError| IdentityError::Conflict(e.to_string());
     // Checked before the step-up so a stale approval costs the senior no passkey prompt; checked

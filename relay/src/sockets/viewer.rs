@@ -107,9 +107,13 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
         RelayToViewer::Reasons { reasons: state.policy.reasons.iter().cloned().collect() },
         RelayToViewer::Agents { agents: roster.borrow_and_update().clone() },
     ];
+    // Observers and seniors see the sessions of the segments their directory groups reach.
+    let visible_sessions = || RelayToViewer::Sessions {
+        sessions: hub.sessions().into_iter().filter(|s| auth.user.reaches(&s.segment)).collect(),
+    };
     if sees_sessions {
         sessions.borrow_and_update();
-        initial.push(RelayToViewer::Sessions { sessions: hub.sessions() });
+        initial.push(visible_sessions());
     }
     // Only requests from segments this operator may connect to (by role, and by directory group
     // where those narrow it): the code and who asks are not for everyone who starts sessions
@@ -124,7 +128,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                     .segments
                     .get(&r.segment)
                     .is_some_and(|s| auth.user.roles.iter().any(|role| s.roles.contains(role)))
-                    && auth.user.segments.as_ref().is_none_or(|reached| reached.contains(&r.segment))
+                    && auth.user.reaches(&r.segment)
             })
             .map(sightline_proto::HelpRequest::queue_entry)
             .collect(),
@@ -209,7 +213,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
             _ = turn_renewal.tick(), if turn.is_some() => turn_servers().into_iter().collect(),
             changed = sessions.changed(), if sees_sessions => {
                 if changed.is_err() { break; }
-                vec![RelayToViewer::Sessions { sessions: hub.sessions() }]
+                vec![visible_sessions()]
             }
             changed = help.changed(), if sees_help => {
                 if changed.is_err() { break; }
@@ -340,6 +344,9 @@ async fn handle(
             };
             if session.request.operator.name == auth.user.name {
                 return error(ErrorCode::Forbidden, "the operator cannot observe their own session");
+            }
+            if !auth.user.reaches(&session.link.info.segment) {
+                return error(ErrorCode::Forbidden, "your directory groups do not reach this session's segment");
             }
             if let Some(v) = view.take() {
                 close_view(viewer_id, v, Some(Event::End { by: sightline_proto::Party::Operator })).await;
