@@ -743,7 +743,7 @@ mod tests {
         let sync = async |user: &User, access: DirectoryAccess| {
             identity.sync_directory_access(&user.id, &access, "groups re-read", None).await.unwrap()
         };
-        // Sessions begun before any change (a revocation counts by the second).
+        // Sessions begun before any change.
         let alice_token = identity.start_session(&alice).await.unwrap();
         let bob_token = identity.start_session(&bob).await.unwrap();
         // Widened (a third segment, then no narrowing at all): the session stays.
@@ -755,6 +755,10 @@ mod tests {
         // From every segment to one: narrowed, the session ends.
         assert!(sync(&alice, at(Some(&["office"]))).await);
         assert!(identity.authenticate(&alice_token).await.is_err());
+        // A session begun after the revocation stands: revocations go by the millisecond.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let again = identity.start_session(&alice).await.unwrap();
+        assert!(identity.authenticate(&again).await.is_ok());
         assert_eq!(identity.user(&alice.id).await.unwrap().unwrap().segments, Some(names(&["office"])));
         // From some to fewer: narrowed too.
         assert!(sync(&bob, at(Some(&["office", "branch"]))).await);

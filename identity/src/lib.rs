@@ -161,6 +161,10 @@ pub struct RoleRequest {
 pub struct SessionRecord {
     pub user_id: String,
     pub auth_time_s: u64,
+    /// When the session began, in milliseconds: revocations and the person's list of sessions
+    /// go by it (0 in records written before it existed: the start of `auth_time_s` then).
+    #[serde(default)]
+    pub auth_time_ms: u64,
     pub last_activity_s: u64,
     /// Where the sign-in came from, and the browser it named (shown to the person).
     #[serde(default)]
@@ -292,8 +296,16 @@ fn session_key(sid: &str) -> String {
     format!("session:{sid}")
 }
 
+impl SessionRecord {
+    /// When the session began (ms).
+    pub fn began_ms(&self) -> u64 {
+        if self.auth_time_ms > 0 { self.auth_time_ms } else { self.auth_time_s * 1000 }
+    }
+}
+
+/// The instant (Unix ms) at or before which every session of the user that began is revoked.
 fn user_revocation_key(user_id: &str) -> String {
-    format!("revoked-before:{user_id}")
+    format!("revoked-before-ms:{user_id}")
 }
 
 fn step_up_key(sid: &str) -> String {

@@ -28,6 +28,9 @@ pub struct OwnSession {
     pub device: Option<String>,
     pub started_s: u64,
     pub last_seen_s: u64,
+    /// The start to the millisecond: the list's order.
+    #[serde(skip)]
+    began_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,10 +56,17 @@ impl Identity {
 
     /// `start_session`, remembering where the sign-in came from.
     pub(super) async fn open_session(&self, user: &User, source: Option<IpAddr>) -> Result<String, IdentityError> {
-        let now = self.now_s();
+        let now_ms = self.now_ms();
+        let now = now_ms / 1000;
         let sid = random_token();
-        let record =
-            SessionRecord { user_id: user.id.clone(), auth_time_s: now, last_activity_s: now, source, device: None };
+        let record = SessionRecord {
+            user_id: user.id.clone(),
+            auth_time_s: now,
+            auth_time_ms: now_ms,
+            last_activity_s: now,
+            source,
+            device: None,
+        };
         // The record first: a listing between the two writes must not prune a live session.
         self.store.put_ephemeral(&session_key(&sid), &record, Duration::from_secs(tokens::MAX_SESSION_S)).await?;
         let entry = SessionEntry { user_id: user.id.clone(), sid: sid.clone() };
@@ -90,10 +100,11 @@ impl Identity {
             }
             let record = self.store.get_ephemeral::<SessionRecord>(&session_key(&entry.sid)).await?;
             let live = record.as_ref().is_some_and(|r| {
-                r.last_activity_s + IDLE_TIMEOUT_S >= now && revoked_before.is_none_or(|before| r.auth_time_s > before)
+                r.last_activity_s + IDLE_TIMEOUT_S >= now && revoked_before.is_none_or(|before| r.began_ms() > before)
             });
             match record {
                 Some(r) if live => sessions.push(OwnSession {
+                    began_ms: r.began_ms(),
                     current: entry.sid == auth.claims.sid,
                     id,
                     source: r.source,
@@ -106,7 +117,7 @@ impl Identity {
                 }
             }
         }
-        sessions.sort_by_key(|s| std::cmp::Reverse(s.started_s));
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.began_ms));
         Ok(sessions)
     }
 
@@ -204,7 +215,7 @@ impl Identity {
             return Err(IdentityError::Unauthenticated);
         }
         if let Some(before) = self.store.get_ephemeral::<u64>(&user_revocation_key(&claims.sub)).await?
-            && claims.auth_time <= before
+            && session.began_ms() <= before
         {
             return Err(IdentityError::Unauthenticated);
         }
@@ -238,7 +249,7 @@ impl Identity {
             return Ok(false);
         }
         if let Some(before) = self.store.get_ephemeral::<u64>(&user_revocation_key(&claims.sub)).await?
-            && claims.auth_time <= before
+            && session.began_ms() <= before
         {
             return Ok(false);
         }
@@ -267,11 +278,12 @@ impl Identity {
         Ok(())
     }
 
-    /// Ends every session of `user_id` that began before now. Keeps the latest marker when two
-    /// revocations race (a node with a slower clock must not shorten an earlier revocation).
+    /// Ends every session of `user_id` that began up to now (to the millisecond, so a sign-in
+    /// right after it stands). Keeps the latest marker when two revocations race (a node with a
+    /// slower clock must not shorten an earlier revocation).
     pub(super) async fn revoke_user_sessions_now(&self, user_id: &str) -> Result<(), IdentityError> {
         let key = user_revocation_key(user_id);
-        let now = self.now_s().max(self.store.get_ephemeral::<u64>(&key).await?.unwrap_or(0));
+        let now = self.now_ms().max(self.store.get_ephemeral::<u64>(&key).await?.unwrap_or(0));
         self.store.put_ephemeral(&key, &now, Duration::from_secs(tokens::MAX_SESSION_S + 60)).await?;
         self.store.publish(&Revocation::User { user_id: user_id.to_owned() }).await?;
         Ok(())
