@@ -352,7 +352,7 @@ export class Xvfb {
  * Fills the session request (ticket, catalog reason, whether to ask for control) and clicks View
  * on the named agent.
  */
-export async function requestView(page: Page, relay: Relay, agentName: string, ticket = 'INC-4711', reason = 'incident', control = true): Promise<void> {
+export async function requestView(page: Page, relay: { url: string }, agentName: string, ticket = 'INC-4711', reason = 'incident', control = true): Promise<void> {
   if (!page.url().startsWith(relay.url)) await page.goto(relay.url);
   const row = page.getByTestId('agent-row').filter({ hasText: agentName });
   await expect(row).toBeVisible();
@@ -470,7 +470,7 @@ export class Endpoint {
 }
 
 /** Opens the viewer, asks for a session, the user allows it; resolves once media is live. */
-export async function openView(page: Page, relay: Relay, agentName: string, endpoint: Endpoint): Promise<void> {
+export async function openView(page: Page, relay: { url: string }, agentName: string, endpoint: Endpoint): Promise<void> {
   await requestView(page, relay, agentName);
   await expect(page.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
   // The window ticks view and chat (R20): the user ticks control, which the request asked for.
@@ -571,7 +571,7 @@ export async function enrolFromLink(page: Page, link: string, name?: string): Pr
   await expect(page.getByTestId('signed-in-as')).toBeVisible();
 }
 
-export async function signIn(page: Page, relay: Relay, name: string): Promise<void> {
+export async function signIn(page: Page, relay: { url: string }, name: string): Promise<void> {
   await page.goto(relay.url);
   await page.locator('input[name="username"]').fill(name);
   await page.getByRole('button', { name: 'Sign in with passkey' }).click();
@@ -788,6 +788,45 @@ export class RedisServer {
     return new RedisServer(proc, port);
   }
   async kill(): Promise<void> { await this.proc.kill(); }
+}
+
+/**
+ * A real HAProxy (Debian's haproxy) in front of several relay nodes (R43), as a bank puts a load
+ * balancer in front of them: plain HTTP mode, WebSocket upgrades passed through (`timeout
+ * tunnel`), no stickiness needed by the relay. Requests without a pin go round-robin; a test
+ * places a browser on one node by giving its context the `sightline_node` cookie (`pin`), which
+ * only this balancer reads.
+ */
+export class LoadBalancer {
+  constructor(public proc: Proc, public port: number, public config: string) {}
+  get url(): string { return `http://localhost:${this.port}`; }
+  /** The public URL the nodes behind it announce. */
+  get publicUrl(): string { return `${this.url}/`; }
+  static async start(port: number, nodes: { name: string; port: number }[]): Promise<LoadBalancer> {
+    const dir = tempDir('haproxy');
+    const config = [
+      'global', '  maxconn 4096',
+      'defaults', '  mode http', '  timeout connect 2s', '  timeout client 30s', '  timeout server 30s', '  timeout tunnel 1h',
+      'frontend public', `  bind 127.0.0.1:${port}`,
+      ...nodes.map((n) => `  use_backend pin_${n.name} if { req.cook(sightline_node) -m str ${n.name} }`),
+      '  default_backend nodes',
+      'backend nodes', '  balance roundrobin',
+      ...nodes.map((n) => `  server ${n.name} 127.0.0.1:${n.port} check inter 1s fall 2 rise 1`),
+      ...nodes.flatMap((n) => [`backend pin_${n.name}`, `  server ${n.name} 127.0.0.1:${n.port}`]),
+    ].join('\n') + '\n';
+    const file = path.join(dir, 'haproxy.cfg');
+    fs.writeFileSync(file, config);
+    const proc = launch('haproxy', 'haproxy', ['-db', '-f', file]);
+    await waitFor('haproxy', async () => {
+      if (proc.child.exitCode !== null) throw new Error(`haproxy exited: ${proc.log()}`);
+      try { return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok; } catch { return false; }
+    });
+    return new LoadBalancer(proc, port, config);
+  }
+  /** From now on, `context`'s requests through the balancer go to node `name`. */
+  async pin(context: BrowserContext, name: string): Promise<void> {
+    await context.addCookies([{ name: 'sightline_node', value: name, domain: 'localhost', path: '/' }]);
+  }
 }
 
 /**

@@ -184,6 +184,16 @@ impl Identity {
             .map_err(|e| IdentityError::Store(StoreError::Io(format!("cannot sign token: {e}"))))
     }
 
+    /// A fresh token for a session whose socket this node forwards to another node (R43): the
+    /// socket outlives the token it opened with, and the other node checks the session as for
+    /// any request. Not activity, and refused once the session is not alive.
+    pub async fn forward_token(&self, auth: &AuthUser) -> Result<String, IdentityError> {
+        if !self.session_alive(&auth.claims).await? {
+            return Err(IdentityError::Unauthenticated);
+        }
+        self.issue_token(&auth.user, &auth.claims.sid, auth.claims.auth_time, self.now_s())
+    }
+
     /// Verifies a session token against keys, revocations and idle time, and loads the user.
     /// Any store failure refuses the request (fail closed).
     pub async fn authenticate(&self, token: &str) -> Result<AuthUser, IdentityError> {

@@ -357,6 +357,9 @@ pub struct SessionSummary {
     pub needs_senior: bool,
     pub observers: Vec<String>,
     pub started_ms: u64,
+    /// The relay node the session runs on (R43).
+    #[serde(default)]
+    pub node: String,
 }
 
 /// An agent as operators see it in the list.
@@ -373,6 +376,9 @@ pub struct AgentInfo {
     /// An agent for a server with nobody at the screen (R2).
     #[serde(default)]
     pub unattended: bool,
+    /// The relay node the agent is connected to (R43).
+    #[serde(default)]
+    pub node: String,
 }
 
 /// A person at an endpoint asked for help (R2) and waits for the service desk.
@@ -463,6 +469,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The help code is unknown, already taken, lapsed, or from another endpoint.
     HelpCode,
+    /// The relay node that holds the device or runs the session cannot be reached (R43).
+    NodeUnreachable,
 }
 
 /// A message with its protocol version, as it travels.

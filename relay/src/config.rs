@@ -103,6 +103,12 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_NODE")]
     pub node: Option<String>,
 
+    /// Where the other relay nodes reach this one (`http(s)://host:port`) when several share a
+    /// Redis store (R43): a viewer connected to another node reaches this node's agents through
+    /// it. Defaults to the `--listen` address when that names one (not a wildcard).
+    #[arg(long, env = "SIGHTLINE_NODE_URL")]
+    pub node_url: Option<url::Url>,
+
     /// Directory of this node's audit log (default: `<data-dir>/audit`).
     #[arg(long, env = "SIGHTLINE_AUDIT_DIR")]
     pub audit_dir: Option<PathBuf>,
@@ -219,6 +225,14 @@ pub enum ConfigError {
         "--media-ip {0} is a wildcard: candidates would announce it and every interface would get its own socket; give the interface's address (and --media-announce-ip behind NAT)"
     )]
     WildcardMediaIp(IpAddr),
+    #[error(
+        "--listen {0} is a wildcard and several nodes share the store: give --node-url, the address the other nodes reach this one at"
+    )]
+    NoNodeUrl(SocketAddr),
+    #[error("--node-url {0} must be http or https with a host")]
+    BadNodeUrl(url::Url),
+    #[error("node name {0:?} may not contain ';', '/' or white space")]
+    BadNodeName(String),
 }
 
 impl Config {
@@ -244,6 +258,18 @@ impl Config {
         }
         if self.media_ip.is_unspecified() {
             return Err(ConfigError::WildcardMediaIp(self.media_ip));
+        }
+        if self.redis.is_some() && self.node_url.is_none() && self.listen.ip().is_unspecified() {
+            return Err(ConfigError::NoNodeUrl(self.listen));
+        }
+        let node_url = self.node_url();
+        if !matches!(node_url.scheme(), "http" | "https") || node_url.host_str().is_none() {
+            return Err(ConfigError::BadNodeUrl(node_url));
+        }
+        if let Some(node) = &self.node
+            && node.chars().any(|c| c == ';' || c == '/' || c.is_whitespace())
+        {
+            return Err(ConfigError::BadNodeName(node.clone()));
         }
         if !self.static_dir.join("index.html").is_file() {
             return Err(ConfigError::NoViewer(self.static_dir.clone()));
@@ -313,6 +339,20 @@ impl Config {
             chunk_every: std::time::Duration::from_millis(self.recording_chunk_ms),
             node: self.audit_settings().node,
         }
+    }
+
+    /// Where the other nodes reach this one (see `--node-url`).
+    pub fn node_url(&self) -> url::Url {
+        self.node_url.clone().unwrap_or_else(|| {
+            let scheme = if self.tls() { "https" } else { "http" };
+            let host =
+                if self.listen.ip().is_unspecified() { "localhost".to_owned() } else { self.listen.ip().to_string() };
+            let host =
+                if self.listen.is_ipv6() && !self.listen.ip().is_unspecified() { format!("[{host}]") } else { host };
+            format!("{scheme}://{host}:{}/", self.listen.port())
+                .parse()
+                .unwrap_or_else(|e| unreachable!("valid URL: {e}"))
+        })
     }
 
     /// The origin browsers use (see `--public-url`).

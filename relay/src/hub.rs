@@ -41,6 +41,9 @@ pub struct Hub {
 pub struct OnlineAgent {
     pub link: Arc<AgentLink>,
     pub sessions: Arc<Sessions>,
+    /// When its socket proved the device key (Unix ms): of two nodes that list the device, the
+    /// later connection is the live one.
+    pub since_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -101,6 +104,12 @@ impl Hub {
         self.roster.borrow().clone()
     }
 
+    /// The agents online here, each with when it connected.
+    pub fn held_agents(&self) -> Vec<(AgentInfo, u64)> {
+        let agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        agents.values().map(|a| (a.link.info.clone(), a.since_ms)).collect()
+    }
+
     /// Follows roster changes.
     pub fn subscribe_roster(&self) -> watch::Receiver<Vec<AgentInfo>> {
         self.roster.subscribe()
@@ -124,7 +133,10 @@ impl Hub {
         }
         let agent_id = info.agent_id.clone();
         let (link, rx) = AgentLink::new(info, address, self.next_id(), self.sessions_changed.clone());
-        let agent = Arc::new(OnlineAgent { link, sessions: Sessions::new() });
+        let since_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let agent = Arc::new(OnlineAgent { link, sessions: Sessions::new(), since_ms });
         agents.insert(agent_id, agent.clone());
         self.publish_roster(&agents);
         Ok((agent, rx))

@@ -213,6 +213,7 @@ mod tests {
             height: 1,
             user: "alice".into(),
             unattended: false,
+            node: String::new(),
         }
     }
 

@@ -149,6 +149,8 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     })?;
     tracing::info!(udp = %ports.udp.local_addr(), tcp = %ports.tcp.local_addr(), "media ports bound");
     let hub = Hub::new(Media::new(config.media_ip, Some(ports)));
+    let cluster = crate::cluster::Cluster::new(audit_settings.node.clone(), config.node_url(), &key, store.clone());
+    tokio::spawn(cluster.clone().run(hub.clone()));
     tokio::spawn(follow_revocations(store, hub.clone()));
     tokio::spawn(sightline_recording::retention::run(
         recordings.clone(),
@@ -181,7 +183,20 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     let turn =
         crate::turn::Turn::from_config(&config.turn_urls, config.turn_secret_file.as_deref(), config.turn_ttl_s)?
             .map(Arc::new);
-    Ok(AppState { hub, identity, policy, policy_sha256, audit: None, recordings, limits, help, prover, turn, sso })
+    Ok(AppState {
+        hub,
+        cluster,
+        identity,
+        policy,
+        policy_sha256,
+        audit: None,
+        recordings,
+        limits,
+        help,
+        prover,
+        turn,
+        sso,
+    })
 }
 
 /// Runs the relay on `listener` until `shutdown` completes, then closes every peer connection.
@@ -240,7 +255,9 @@ pub async fn run(
             state.identity.enrolment_link(&token)
         );
     }
+    let cluster = state.cluster.clone();
     let served = serve(listener, state, config, shutdown).await;
+    cluster.leave().await;
     if let Some(ingest) = ingest {
         ingest.abort();
     }
@@ -427,6 +444,8 @@ async fn follow_revocations(store: Store, hub: Arc<Hub>) {
         match events.recv().await {
             Ok(bytes) => match serde_json::from_slice::<Revocation>(&bytes) {
                 Ok(revocation) => hub.revoke(&revocation),
+                // Followed by `cluster`.
+                Err(_) if serde_json::from_slice::<crate::cluster::NodeChanged>(&bytes).is_ok() => {}
                 Err(e) => tracing::warn!(error = %e, "ignoring an unknown relay event"),
             },
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

@@ -11,6 +11,8 @@ use sightline_identity::Identity;
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Arc<Hub>,
+    /// The other nodes of the service, and this node's place among them (R43).
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub identity: Arc<Identity>,
     /// The session policy, validated at start.
     pub policy: Arc<sightline_core::policy::Policy>,

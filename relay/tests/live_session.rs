@@ -51,6 +51,7 @@ async fn fixture(segment: &str) -> Fixture {
         height: 1,
         user: "alice".into(),
         unattended: false,
+        node: String::new(),
     };
     let (agent, outbox) = state.hub.register_agent(info, Some("192.0.2.50".parse().unwrap())).unwrap();
     Fixture { state, events, key, device_id: device.id, agent, _outbox: outbox, _dir: dir }

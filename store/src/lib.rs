@@ -65,10 +65,13 @@ pub enum Collection {
     RoleMappings,
     /// Changes of a role table awaiting a second admin, by request id.
     MappingRequests,
+    /// Each relay node's heartbeat with the agents and sessions it holds, by node name: how any
+    /// node finds the one a device or a session is on.
+    Nodes,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 17] = [
+    pub const ALL: [Collection; 18] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -86,6 +89,7 @@ impl Collection {
         Collection::PasskeyResets,
         Collection::RoleMappings,
         Collection::MappingRequests,
+        Collection::Nodes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +111,7 @@ impl Collection {
             Collection::PasskeyResets => "passkey_resets",
             Collection::RoleMappings => "role_mappings",
             Collection::MappingRequests => "mapping_requests",
+            Collection::Nodes => "nodes",
         }
     }
 }

@@ -39,9 +39,12 @@ struct DeviceRow {
     name: String,
     segment: String,
     revoked: bool,
-    /// Connected to the relay node that serves this page.
+    /// Connected to a live relay node of the service.
     #[serde(default)]
     online: bool,
+    /// The node it is connected to (R43).
+    #[serde(default)]
+    node: Option<String>,
     #[serde(default)]
     in_session: bool,
     #[serde(default)]
@@ -385,12 +388,13 @@ pub fn AdminView() -> impl IntoView {
             <div class="card">
                 <h2>"Devices"</h2>
                 <table data-testid="devices">
-                    <tr><th>"Name"</th><th>"Segment"</th><th>"State"</th><th></th></tr>
-                    <For each=move || devices.get() key=|d| (d.id.clone(), d.revoked, d.online, d.in_session, d.window_until_ms) let(d)>
+                    <tr><th>"Name"</th><th>"Segment"</th><th>"State"</th><th>"Node"</th><th></th></tr>
+                    <For each=move || devices.get() key=|d| (d.id.clone(), d.revoked, d.online, d.in_session, d.window_until_ms, d.node.clone()) let(d)>
                         <tr data-testid="device-row" data-device=d.name.clone()>
                             <td>{d.name.clone()}</td>
                             <td>{d.segment.clone()}</td>
                             <td data-testid="device-state" data-online=d.online.to_string()>{d.state()}</td>
+                            <td data-testid="device-node">{d.node.clone().unwrap_or_default()}</td>
                             <td>
                                 <button disabled=d.revoked on:click={
                                     let id = d.id.clone();

@@ -248,6 +248,7 @@ fn end_reason_text(reason: ViewEndReason) -> &'static str {
 fn error_text(code: ErrorCode, message: &str) -> String {
     match code {
         ErrorCode::UnknownAgent => format!("agent is not online ({message})"),
+        ErrorCode::NodeUnreachable => format!("the relay node of that endpoint cannot be reached ({message})"),
         _ => message.to_owned(),
     }
 }
@@ -656,6 +657,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                                 <li data-testid="agent-row" data-agent-id=agent.agent_id.clone()>
                                     <span class="agent-name">{agent.name.clone()}</span>
                                     <span class="muted">{format!(" {} · {} · {}×{}{}", agent.user, agent.segment, agent.width, agent.height, if agent.unattended { " · unattended" } else { "" })}</span>
+                                    <span class="muted" data-testid="agent-node">{format!(" · node {}", agent.node)}</span>
                                     <button on:click={
                                         let agent = agent.clone();
                                         move |_| watch(agent.clone())
@@ -671,7 +673,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                         <ul>
                             <For each=move || running.get() key=|s| (s.session_id.clone(), s.pending_elevation.clone(), s.observers.clone(), s.phase) let(s)>
                                 <li data-testid="session-row" data-session-id=s.session_id.clone()>
-                                    <span>{format!("{} · {} · {} ({}) · {}", s.agent_name, s.operator, s.ticket, s.reason, words::summary_phase_words(s.phase))}</span>
+                                    <span>{format!("{} · {} · {} ({}) · {} · node {}", s.agent_name, s.operator, s.ticket, s.reason, words::summary_phase_words(s.phase), s.node)}</span>
                                     {(can_observe && s.phase != SessionPhase::Ended).then(|| {
                                         let s = s.clone();
                                         view! { <button data-testid="observe" on:click=move |_| observe(s.clone())>"Observe"</button> }

@@ -46,6 +46,8 @@ const APT_TEST: &[&str] = &[
     "imagemagick",
     "ffmpeg",
     "redis-server",
+    // The load balancer in front of several relay nodes (@R43).
+    "haproxy",
     // The corporate proxy the agent goes through (@R1), and the network namespaces that leave
     // the agent no other way out.
     "tinyproxy-bin",

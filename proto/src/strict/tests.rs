@@ -187,6 +187,7 @@ fn relay_to_viewer() -> Vec<RelayToViewer> {
                 height: 2,
                 user: "alice".into(),
                 unattended: false,
+                node: "relay-1".into(),
             }],
         },
         RelayToViewer::Reasons { reasons: vec!["incident".into()] },
@@ -208,6 +209,7 @@ fn relay_to_viewer() -> Vec<RelayToViewer> {
                 needs_senior: true,
                 observers: vec![],
                 started_ms: 3,
+                node: "relay-1".into(),
             }],
         },
         RelayToViewer::HelpRequests {

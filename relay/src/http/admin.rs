@@ -232,13 +232,16 @@ pub(super) async fn devices(
     require(&auth, Capability::Administer)?;
     let now = state.identity.now_ms();
     let mut rows = Vec::new();
+    // Every live node's agents and sessions (R43).
+    let cluster = state.cluster.view();
     for device in state.identity.devices().await? {
-        // What this node sees: whether the agent is connected here and in a session.
-        let online = state.hub.agent(&device.id).ok();
-        let in_session = online.as_ref().and_then(|a| a.sessions.current()).is_some_and(|s| !s.is_ended());
+        let node = cluster.node_of_agent(&device.id).map(|n| n.name.clone());
+        let in_session =
+            cluster.sessions.iter().any(|s| s.agent_id == device.id && s.phase != sightline_proto::SessionPhase::Ended);
         let window_until_ms = state.identity.window_until(&device.id, now).await?;
         let mut row = serde_json::to_value(&device).unwrap_or_default();
-        row["online"] = json!(online.is_some());
+        row["online"] = json!(node.is_some());
+        row["node"] = json!(node);
         row["in_session"] = json!(in_session);
         row["window_until_ms"] = json!(window_until_ms);
         rows.push(row);

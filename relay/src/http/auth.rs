@@ -14,8 +14,7 @@ use sightline_identity::{AuthUser, Identity, IdentityError};
 use super::error::ApiError;
 use crate::state::AppState;
 
-/// Name of the session cookie.
-pub const SESSION_COOKIE: &str = "sightline_session";
+pub use sightline_identity::SESSION_COOKIE;
 /// The value of the cookie `wanted`, if the request carries it.
 pub(super) fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {

@@ -72,6 +72,32 @@ pub(super) async fn viewer_ws(
         );
         return ApiError(IdentityError::Forbidden("your roles do not allow viewing sessions".into())).into_response();
     }
+    // Another node carrying its viewer's session here (R43) names the viewer's address, and
+    // only a live node's signature over it, for this very login session, is taken.
+    let peer = match headers.get(sightline_core::cluster::FORWARDED_HEADER) {
+        None => peer,
+        Some(value) => {
+            let checked = value
+                .to_str()
+                .map_err(|_| "the header is not text".to_owned())
+                .and_then(|v| state.cluster.verify_forwarded(v, &auth.claims.sid).map_err(|e| e.to_string()));
+            match checked {
+                Ok(forwarded) => SocketAddr::new(forwarded.client, 0),
+                Err(why) => {
+                    state.identity.emit(
+                        EventKind::AccessDenied,
+                        Outcome::Failure,
+                        &auth.user.name,
+                        Some("/ws/viewer"),
+                        Some(peer.ip()),
+                        format!("forwarded viewer refused: {why}"),
+                    );
+                    return ApiError(IdentityError::Forbidden(format!("forwarded viewer refused: {why}")))
+                        .into_response();
+                }
+            }
+        }
+    };
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
         .on_upgrade(move |socket| crate::sockets::viewer::serve(state, auth, socket, peer))

@@ -572,6 +572,7 @@ impl LiveSession {
             needs_senior,
             observers: s.observers,
             started_ms: self.created_ms,
+            node: String::new(),
         }
     }
 }

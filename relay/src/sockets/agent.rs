@@ -180,6 +180,7 @@ pub async fn serve(
         height,
         user,
         unattended,
+        node: String::new(),
     };
     let (agent, mut outbox) = match hub.register_agent(info, Some(peer.ip())) {
         Ok(v) => v,

@@ -39,10 +39,12 @@ use tokio::task::JoinHandle;
 
 use crate::help::HelpError;
 use crate::session::{LiveSession, Request, SessionError};
+use crate::sockets::forward::{self, Forward, Route};
 use crate::sockets::wire::{Heartbeat, Liveness, next_message, send_within};
 use crate::state::AppState;
 use sightline_audit::AuditUnavailable;
 use sightline_audit::events::{EventKind, Outcome};
+use sightline_core::cluster::NodeRecord;
 use sightline_identity::{AuthUser, Revocation};
 use sightline_sfu::Subscriber;
 
@@ -92,28 +94,33 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
     let live = Liveness::default();
     let mut rx = rx.inspect(|_| live.heard());
     let mut heartbeat = Heartbeat::default();
-    let mut roster = hub.subscribe_roster();
+    // The lists cover every live node (R43).
+    let mut cluster = state.cluster.subscribe();
     let mut revocations = hub.subscribe_revocations();
-    let mut sessions = hub.subscribe_sessions();
     let sees_sessions = auth.allows(Capability::ObserveSessions) || auth.allows(Capability::ApproveElevation);
     // Those who start sessions see who asks for help (R2).
     let sees_help = auth.allows(Capability::ViewSessions);
     let mut help = state.help.subscribe();
     let mut recheck = tokio::time::interval(SESSION_RECHECK);
     let mut view: Option<View> = None;
+    // The view, when it runs on another node.
+    let mut carried: Option<Forward> = None;
     tracing::debug!(viewer_id, user = %auth.user.name, %peer, "viewer connected");
 
+    let (mut agents_sent, mut sessions_sent) = {
+        let now = cluster.borrow_and_update();
+        (now.agents.clone(), now.sessions.clone())
+    };
     let mut initial = vec![
         RelayToViewer::Reasons { reasons: state.policy.reasons.iter().cloned().collect() },
-        RelayToViewer::Agents { agents: roster.borrow_and_update().clone() },
+        RelayToViewer::Agents { agents: agents_sent.clone() },
     ];
     // Observers and seniors see the sessions of the segments their directory groups reach.
-    let visible_sessions = || RelayToViewer::Sessions {
-        sessions: hub.sessions().into_iter().filter(|s| auth.user.reaches(&s.segment)).collect(),
+    let visible_sessions = |sessions: &[sightline_proto::SessionSummary]| RelayToViewer::Sessions {
+        sessions: sessions.iter().filter(|s| auth.user.reaches(&s.segment)).cloned().collect(),
     };
     if sees_sessions {
-        sessions.borrow_and_update();
-        initial.push(visible_sessions());
+        initial.push(visible_sessions(&sessions_sent));
     }
     // Only requests from segments this operator may connect to (by role, and by directory group
     // where those narrow it): the code and who asks are not for everyone who starts sessions
@@ -196,7 +203,11 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 if !send_within(&mut tx, Message::Ping(Vec::new().into())).await {
                     break;
                 }
-                Vec::new()
+                let far_alive = match carried.as_mut() {
+                    Some(far) => far.beat().await,
+                    None => true,
+                };
+                if far_alive { Vec::new() } else { carried_lost(&mut carried) }
             }
             _ = recheck.tick() => {
                 // Fail closed: a store error ends the socket too.
@@ -206,15 +217,25 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 }
                 Vec::new()
             }
-            changed = roster.changed() => {
+            changed = cluster.changed() => {
                 if changed.is_err() { break; }
-                vec![RelayToViewer::Agents { agents: roster.borrow_and_update().clone() }]
+                let now = cluster.borrow_and_update().clone();
+                let mut out = Vec::new();
+                if now.agents != agents_sent {
+                    agents_sent = now.agents;
+                    out.push(RelayToViewer::Agents { agents: agents_sent.clone() });
+                }
+                if sees_sessions && now.sessions != sessions_sent {
+                    sessions_sent = now.sessions;
+                    out.push(visible_sessions(&sessions_sent));
+                }
+                out
             }
             _ = turn_renewal.tick(), if turn.is_some() => turn_servers().into_iter().collect(),
-            changed = sessions.changed(), if sees_sessions => {
-                if changed.is_err() { break; }
-                vec![visible_sessions()]
-            }
+            far = async { match carried.as_mut() { Some(f) => f.next().await, None => std::future::pending().await } } => match far {
+                Some(msg) => vec![msg],
+                None => carried_lost(&mut carried),
+            },
             changed = help.changed(), if sees_help => {
                 if changed.is_err() { break; }
                 vec![visible_help(&help.borrow_and_update())]
@@ -264,7 +285,15 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 let reply = match incoming {
                     None => break,
                     Some(Err(e)) => error(e.code(), e.to_string()),
-                    Some(Ok(msg)) => handle(&state, &auth, peer, viewer_id, &mut view, msg).await,
+                    Some(Ok(msg)) => match forward::route(&state, &msg, carried.as_ref()).await {
+                        Route::Here => {
+                            if forward::starts_view(&msg) && let Some(far) = carried.take() {
+                                far.leave().await;
+                            }
+                            handle(&state, &auth, peer, viewer_id, &mut view, msg).await
+                        }
+                        Route::There(node) => carry(&state, &auth, peer, viewer_id, &mut view, &mut carried, &node, msg).await,
+                    },
                 };
                 reply.into_iter().collect()
             }
@@ -284,7 +313,63 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
         // The operator's browser went away: the session ends (R22).
         close_view(viewer_id, v, Some(Event::OperatorLost)).await;
     }
+    // Dropped without `unwatch`: the far node ends the session as "operator lost" too.
+    drop(carried);
     tracing::debug!(viewer_id, "viewer gone");
+}
+
+/// Carries `msg` to the node that holds its device or session (R43), opening the socket there
+/// first; a view open here or on a third node ends first, as a new `watch` ends it here.
+#[allow(clippy::too_many_arguments)]
+async fn carry(
+    state: &AppState,
+    auth: &AuthUser,
+    peer: SocketAddr,
+    viewer_id: u64,
+    view: &mut Option<View>,
+    carried: &mut Option<Forward>,
+    node: &NodeRecord,
+    msg: ViewerToRelay,
+) -> Reply {
+    if forward::starts_view(&msg) {
+        if let Some(v) = view.take() {
+            close_view(viewer_id, v, Some(Event::End { by: sightline_proto::Party::Operator })).await;
+        }
+        if let Some(far) = carried.take_if(|f| f.node != node.name) {
+            far.leave().await;
+        }
+    }
+    if carried.is_none() {
+        match Forward::open(state, auth, peer.ip(), node).await {
+            Ok(far) => *carried = Some(far),
+            Err(why) => {
+                tracing::warn!(user = %auth.user.name, node = %node.name, %why, "cannot forward a viewer");
+                return error(ErrorCode::NodeUnreachable, why);
+            }
+        }
+    }
+    let sent = match carried.as_mut() {
+        Some(far) => far.send(&msg).await,
+        None => false,
+    };
+    if sent {
+        None
+    } else {
+        carried.take();
+        error(ErrorCode::NodeUnreachable, format!("node {} stopped answering", node.name))
+    }
+}
+
+/// The node that ran the view went away: the browser is told its view ended, as when an agent
+/// goes (and asks again, through whichever node then holds the device).
+fn carried_lost(carried: &mut Option<Forward>) -> Vec<RelayToViewer> {
+    match carried.take() {
+        Some(far) if far.in_view() => {
+            tracing::warn!(node = %far.node, "the node that ran this viewer's session went away");
+            vec![RelayToViewer::ViewEnded { reason: ViewEndReason::AgentGone }]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// One message from the viewer.

@@ -1,0 +1,156 @@
+// Several relay nodes as one service (R43): three nodes on one redis-server behind a real
+// HAProxy. Each browser is placed on a node by the balancer (`LoadBalancer.pin`); the agent
+// connects to its node directly.
+import * as http from 'node:http';
+import * as crypto from 'node:crypto';
+import { expect } from '@playwright/test';
+import {
+  test, Relay, RedisServer, LoadBalancer, Proc, Xvfb, Endpoint, AuditRecord, freePort, contextWithPasskeys, enrolFromLink,
+  api, enrolAgent, startAgent, openView, sampleFrames, chatMarker, auditorKeys, inviteAndEnrol,
+} from './harness';
+
+const started: { kill(): Promise<void> }[] = [];
+const procs: Proc[] = [];
+
+test.afterEach(async () => {
+  for (const p of procs.splice(0)) await p.kill();
+  for (const s of started.splice(0)) await s.kill();
+});
+
+const NAMES = ['node-a', 'node-b', 'node-c'];
+
+/** Three nodes on one Redis behind the balancer, the first admin enrolled through node A. */
+async function threeNodes(browser: import('@playwright/test').Browser) {
+  const redis = await RedisServer.start();
+  started.push(redis);
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const lbPort = await freePort();
+  const nodes: Relay[] = [];
+  for (let i = 0; i < 3; i++) {
+    nodes.push(await Relay.start({ port: ports[i], redis: redis.url(), publicUrl: `http://localhost:${lbPort}/`, node: NAMES[i] }));
+    procs.push(nodes[i].proc);
+  }
+  const lb = await LoadBalancer.start(lbPort, NAMES.map((name, i) => ({ name, port: ports[i] })));
+  procs.push(lb.proc);
+  const { context, page: admin } = await contextWithPasskeys(browser);
+  await lb.pin(context, 'node-a');
+  // Each fresh node replaces the bootstrap link; the last one printed is the valid one.
+  await enrolFromLink(admin, nodes[2].bootstrapLink(), 'admin');
+  return { nodes, lb, admin };
+}
+
+/** Someone invited by the admin, enrolled, and from then on served by node `node`. */
+async function personOn(browser: import('@playwright/test').Browser, lb: LoadBalancer, admin: import('@playwright/test').Page, name: string, role: string, node: string) {
+  const page = await inviteAndEnrol(browser, admin, name, role);
+  await lb.pin(page.context(), node);
+  await page.goto(lb.url);
+  await expect(page.getByTestId('signed-in-as')).toContainText(name);
+  return page;
+}
+
+/** An upgrade to /ws/viewer straight at a node, with `headers`; resolves with the HTTP status. */
+function upgradeStatus(port: number, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1', port, path: '/ws/viewer',
+      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': crypto.randomBytes(16).toString('base64'), ...headers },
+    });
+    req.on('upgrade', (_res, socket) => { socket.destroy(); resolve(101); });
+    req.on('response', (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('three nodes behind a load balancer: the operator on node A, the agent on node B, an observer on node C; the session runs on B, the observer sees it, input and chat work, the recording verifies @R43', async ({ browser }) => {
+  const { nodes, lb, admin } = await threeNodes(browser);
+  const [a, b, c] = nodes;
+  const operator = await personOn(browser, lb, admin, 'operator', 'operator', 'node-a');
+  const observer = await personOn(browser, lb, admin, 'officer', 'observer', 'node-c');
+
+  // The endpoint enrols with node B and stays connected there.
+  const token = await api(admin, 'POST', '/api/admin/agent-tokens', { segment: 'office' });
+  expect(token.status).toBe(200);
+  const agentDir = enrolAgent(b, token.json.token, 'teller-b');
+  const xvfb = await Xvfb.start(1280, 720);
+  procs.push(xvfb.proc);
+  const agent = startAgent(b, { name: 'teller-b', dataDir: agentDir, display: xvfb.display });
+  procs.push(agent);
+  const endpoint = new Endpoint(xvfb.display, () => agent.log());
+
+  // Node A lists node B's agent, and says where it is.
+  const row = operator.getByTestId('agent-row').filter({ hasText: 'teller-b' });
+  await expect(row.getByTestId('agent-node')).toHaveText(' · node node-b');
+
+  await openView(operator, lb, 'teller-b', endpoint);
+  const frames = await sampleFrames(operator, 1500);
+  expect(frames.length).toBeGreaterThan(5);
+  expect(frames[frames.length - 1].counter).toBeGreaterThan(frames[0].counter);
+
+  // The observer on node C sees the session as running on node B, and joins it.
+  const listed = observer.getByTestId('session-row').filter({ hasText: 'teller-b' });
+  await expect(listed).toContainText('node node-b');
+  await listed.getByTestId('observe').click();
+  await expect(observer.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  const seen = await sampleFrames(observer, 1500);
+  expect(seen.length).toBeGreaterThan(5);
+  expect(seen[seen.length - 1].counter).toBeGreaterThan(seen[0].counter);
+
+  // Input from node A's operator reaches the endpoint; chat crosses and comes back.
+  const box = (await operator.locator('video').boundingBox())!;
+  await operator.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await expect.poll(() => Math.abs(endpoint.pointer().x - 640) <= 4 && Math.abs(endpoint.pointer().y - 360) <= 4, { timeout: 10_000 }).toBe(true);
+  await chatMarker(operator, 'across three nodes');
+  await expect(observer.getByTestId('chat-log')).toContainText('operator: across three nodes');
+
+  await endpoint.click('end');
+  await expect(operator.getByTestId('view-state')).toContainText('the user ended the session');
+
+  // The session ran on node B: its log holds the whole of it, the other nodes' logs none of it.
+  let sessionId = '';
+  await expect.poll(() => {
+    const ended = b.auditRecords().filter((r) => r.kind === 'session.ended');
+    sessionId = ended[0]?.session?.session_id ?? '';
+    return ended.length;
+  }).toBe(1);
+  const ofSession = (r: AuditRecord) => r.session?.session_id === sessionId;
+  const kinds = b.auditRecords().filter(ofSession).map((r) => r.kind);
+  for (const kind of ['session.start', 'consent.allowed', 'session.granted', 'observer.joined', 'recording.closed', 'session.ended']) {
+    expect(kinds, kind).toContain(kind);
+  }
+  for (const other of [a, c]) expect(other.auditRecords().filter((r) => r.kind.startsWith('session.') || r.kind.startsWith('consent.'))).toEqual([]);
+  // The observer's join names the officer, from node C.
+  expect(b.auditRecords().filter((r) => ofSession(r) && r.kind === 'observer.joined').map((r) => r.actor)).toEqual(['officer']);
+
+  // The recording is on node B and verifies against node B's key and log.
+  let recording = '';
+  await expect.poll(() => {
+    const out = b.recordingCli(['list']);
+    const hit = out.stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l)).find((l) => l.ticket === 'INC-4711' && l.complete);
+    recording = hit?.id ?? '';
+    return recording;
+  }).not.toBe('');
+  const verified = b.recordingCli(['verify', recording, '--key', b.pinnedKey(), '--identity', auditorKeys().identity, '--audit-dir', b.auditDir]);
+  expect(verified.status, verified.stderr).toBe(0);
+});
+
+test('a node takes a forwarded viewer only with a live node signature over that login session and address @R43 @hardening', async ({ browser }) => {
+  const { nodes, lb, admin } = await threeNodes(browser);
+  const b = nodes[1];
+  const operator = await personOn(browser, lb, admin, 'operator', 'operator', 'node-a');
+  const cookie = (await operator.context().cookies()).find((k) => k.name === 'sightline_session')!;
+  const headers = { Origin: lb.url, Cookie: `sightline_session=${cookie.value}` };
+
+  // Control: the same upgrade without a forwarding statement is a viewer socket.
+  expect(await upgradeStatus(b.port, headers)).toBe(101);
+  // A statement that names node A but is not signed by node A's key is refused, and recorded.
+  const forged = `node-a;198.18.0.9;${Date.now()};${'00'.repeat(64)}`;
+  expect(await upgradeStatus(b.port, { ...headers, 'x-sightline-forwarded': forged })).toBe(403);
+  // So is one naming a node that is not part of the service.
+  const stranger = `node-z;198.18.0.9;${Date.now()};${'00'.repeat(64)}`;
+  expect(await upgradeStatus(b.port, { ...headers, 'x-sightline-forwarded': stranger })).toBe(403);
+  await expect.poll(() => b.auditRecords().filter((r) => r.kind === 'access.denied' && r.subject === '/ws/viewer').map((r) => [r.actor, r.detail])).toEqual([
+    ['operator', 'forwarded viewer refused: the forwarding statement is not signed by node "node-a"\'s key'],
+    ['operator', 'forwarded viewer refused: node "node-z" is not a live node of this service'],
+  ]);
+});
