@@ -57,8 +57,8 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// What `agent run` needs.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// The relay's agent WebSocket URL.
-    pub relay_url: url::Url,
+    /// The agent WebSocket URLs of the relay nodes, tried in turn (R43); never empty.
+    pub relay_urls: Vec<url::Url>,
     /// The enrolled identity this agent proves on every connection.
     pub device: std::sync::Arc<Device>,
     pub source: SourceKind,
@@ -113,8 +113,16 @@ pub fn agent_socket_url(base: &url::Url) -> anyhow::Result<url::Url> {
 }
 
 /// Connects, serves, and reconnects until `shutdown` completes.
+///
+/// With several relay addresses (R43), every attempt after a failure or a loss goes to the next
+/// one: a node that just went away, or refused, is likely still gone, and the next is tried
+/// first. A connection that worked for `STABLE_AFTER` and was lost is followed by a random pause
+/// up to `SPREAD_AFTER_LOSS`, so the agents of a lost node do not all arrive at another in the
+/// same second; failed attempts back off (250 ms to 10 s, with jitter). A name that resolves to
+/// several addresses is tried address by address within one attempt.
 pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    anyhow::ensure!(!config.relay_urls.is_empty(), "no relay address to connect to");
     let new_backoff = || {
         backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(250))
@@ -124,20 +132,26 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyho
             .build()
     };
     let mut backoff = new_backoff();
+    let mut next = 0;
     loop {
+        let url = &config.relay_urls[next % config.relay_urls.len()];
         let started = Instant::now();
         tokio::select! {
             () = &mut shutdown => break,
-            result = session(&config) => match result {
-                Ok(()) => tracing::warn!("relay closed the connection"),
-                Err(e) => tracing::warn!("relay connection lost: {e:#}"),
+            result = session(&config, url) => match result {
+                Ok(()) => tracing::warn!(relay = %url, "relay closed the connection"),
+                Err(e) => tracing::warn!(relay = %url, "relay connection lost: {e:#}"),
             },
         }
-        if started.elapsed() >= STABLE_AFTER {
+        next += 1;
+        let delay = if started.elapsed() >= STABLE_AFTER {
             backoff = new_backoff();
-        }
-        let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-        tracing::info!(?delay, "reconnecting to {}", config.relay_url);
+            spread_after_loss()
+        } else {
+            backoff.next().unwrap_or(Duration::from_secs(10))
+        };
+        let url = &config.relay_urls[next % config.relay_urls.len()];
+        tracing::info!(?delay, "reconnecting to {url}");
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(delay) => {}
@@ -145,6 +159,18 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyho
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// After a working connection was lost, each agent waits a random time up to this before it
+/// connects again: a node's thousand agents reach the others over three seconds, not at once.
+const SPREAD_AFTER_LOSS: Duration = Duration::from_secs(3);
+
+fn spread_after_loss() -> Duration {
+    let mut bytes = [0u8; 4];
+    // Without randomness, no spread rather than no reconnection.
+    let _ = getrandom::fill(&mut bytes);
+    let max = u32::try_from(SPREAD_AFTER_LOSS.as_millis()).unwrap_or(u32::MAX);
+    Duration::from_millis(u64::from(u32::from_le_bytes(bytes) % max))
 }
 
 /// The local address that routes to the relay: media binds there, so its one ICE candidate is
@@ -371,11 +397,11 @@ pub async fn ask_help(relay_url: &url::Url, device: &Device, route: &Route) -> a
     }
 }
 
-async fn session(config: &RunConfig) -> anyhow::Result<()> {
+async fn session(config: &RunConfig, relay_url: &url::Url) -> anyhow::Result<()> {
     // Media goes the way signaling does: through the proxy when one applies to the relay.
-    let media_proxy = config.route.proxy_for(config.relay_url.host_str().unwrap_or_default());
-    let media_ip = local_ip_towards(&config.relay_url, media_proxy).await?;
-    let (mut ws, challenge, _) = dial(&config.relay_url, &config.route, Expect::Pinned(&config.device)).await?;
+    let media_proxy = config.route.proxy_for(relay_url.host_str().unwrap_or_default());
+    let media_ip = local_ip_towards(relay_url, media_proxy).await?;
+    let (mut ws, challenge, _) = dial(relay_url, &config.route, Expect::Pinned(&config.device)).await?;
     let (width, height) = screen_size(config).await;
     let hello = AgentToRelay::Hello {
         device_id: config.device.info.device_id.clone(),
@@ -388,7 +414,7 @@ async fn session(config: &RunConfig) -> anyhow::Result<()> {
     ws.send(Message::Text(encode(&hello).into())).await?;
     match expect_message(&mut ws, "welcome").await? {
         RelayToAgent::Welcome { name, segment } => {
-            tracing::info!(relay = %config.relay_url, device = %config.device.info.device_id, %name, %segment, "connected and authenticated");
+            tracing::info!(relay = %relay_url, device = %config.device.info.device_id, %name, %segment, "connected and authenticated");
         }
         RelayToAgent::Error { message, .. } => bail!("the relay refused this device: {message}"),
         other => bail!("unexpected answer to hello: {other:?}"),

@@ -157,9 +157,11 @@ struct RunArgs {
     data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     route: RouteArgs,
-    /// Relay base URL (ws:// or wss://, or http(s):// which is mapped to ws(s)://).
-    #[arg(long, env = "SIGHTLINE_RELAY_URL")]
-    relay_url: url::Url,
+    /// Relay base URL (ws:// or wss://, or http(s):// which is mapped to ws(s)://). Repeat it
+    /// (or separate by commas) for the nodes of a service: each is tried in turn when the one in
+    /// use is gone (R43).
+    #[arg(long = "relay-url", env = "SIGHTLINE_RELAY_URL", value_delimiter = ',', required = true)]
+    relay_urls: Vec<url::Url>,
     /// Screen source.
     #[arg(long, value_enum, default_value = "x11")]
     source: SourceKind,
@@ -289,7 +291,7 @@ async fn main() -> anyhow::Result<()> {
             let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
             let device = std::sync::Arc::new(sightline_agent::device::Device::load(&dir)?);
             let config = RunConfig {
-                relay_url: connection::agent_socket_url(&args.relay_url)?,
+                relay_urls: args.relay_urls.iter().map(connection::agent_socket_url).collect::<anyhow::Result<_>>()?,
                 device,
                 source: args.source,
                 route: args.route.route()?,

@@ -266,7 +266,7 @@ async fn an_endpoint_whose_only_way_out_is_the_proxy_sends_its_screen_through_it
             connection::enroll(&url, &token, "branch-9", &dir, &route, None).await.expect("enrols through the proxy");
         let _ = device_tx.send(info.device_id);
         let config = RunConfig {
-            relay_url: url,
+            relay_urls: vec![url],
             device: std::sync::Arc::new(sightline_agent::device::Device::load(&dir).unwrap()),
             source: sightline_agent::capture::SourceKind::Synthetic,
             route,

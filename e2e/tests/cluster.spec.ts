@@ -6,8 +6,11 @@ import * as crypto from 'node:crypto';
 import { expect } from '@playwright/test';
 import {
   test, Relay, RedisServer, LoadBalancer, Proc, Xvfb, Endpoint, AuditRecord, freePort, contextWithPasskeys, enrolFromLink,
-  api, enrolAgent, startAgent, openView, sampleFrames, chatMarker, auditorKeys, inviteAndEnrol,
+  api, enrolAgent, startAgent, openView, sampleFrames, chatMarker, auditorKeys, inviteAndEnrol, relayCli, SAMPLE_POLICY,
+  tempDir,
 } from './harness';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 const started: { kill(): Promise<void> }[] = [];
 const procs: Proc[] = [];
@@ -36,7 +39,7 @@ async function threeNodes(browser: import('@playwright/test').Browser) {
   await lb.pin(context, 'node-a');
   // Each fresh node replaces the bootstrap link; the last one printed is the valid one.
   await enrolFromLink(admin, nodes[2].bootstrapLink(), 'admin');
-  return { nodes, lb, admin };
+  return { nodes, lb, admin, redis, ports };
 }
 
 /** Someone invited by the admin, enrolled, and from then on served by node `node`. */
@@ -62,7 +65,7 @@ function upgradeStatus(port: number, headers: Record<string, string>): Promise<n
   });
 }
 
-test('three nodes behind a load balancer: the operator on node A, the agent on node B, an observer on node C; the session runs on B, the observer sees it, input and chat work, the recording verifies @R43', async ({ browser }) => {
+test('three nodes behind a load balancer: the operator on node A, the agent on node B, an observer on node C; the session runs on B, the observer sees it, input and chat work, the admin on A ends it, the recording verifies @R43 @R22', async ({ browser }) => {
   const { nodes, lb, admin } = await threeNodes(browser);
   const [a, b, c] = nodes;
   const operator = await personOn(browser, lb, admin, 'operator', 'operator', 'node-a');
@@ -103,8 +106,14 @@ test('three nodes behind a load balancer: the operator on node A, the agent on n
   await chatMarker(operator, 'across three nodes');
   await expect(observer.getByTestId('chat-log')).toContainText('operator: across three nodes');
 
-  await endpoint.click('end');
-  await expect(operator.getByTestId('view-state')).toContainText('the user ended the session');
+  // The admin on node A lists the session with its node, and ends it there (R22).
+  const sessions = (await api(admin, 'GET', '/api/admin/sessions')).json as { session_id: string; node: string }[];
+  expect(sessions.map((s) => s.node)).toEqual(['node-b']);
+  expect((await api(admin, 'POST', `/api/admin/sessions/${sessions[0].session_id}/kill`)).status).toBe(200);
+  await expect(operator.getByTestId('view-state')).toContainText('ended by administrator admin');
+  await expect(observer.getByTestId('view-state')).toContainText('ended by administrator admin');
+  // Control: a session no node runs is not found.
+  expect((await api(admin, 'POST', '/api/admin/sessions/no-such-session/kill')).status).toBe(404);
 
   // The session ran on node B: its log holds the whole of it, the other nodes' logs none of it.
   let sessionId = '';
@@ -119,6 +128,8 @@ test('three nodes behind a load balancer: the operator on node A, the agent on n
     expect(kinds, kind).toContain(kind);
   }
   for (const other of [a, c]) expect(other.auditRecords().filter((r) => r.kind.startsWith('session.') || r.kind.startsWith('consent.'))).toEqual([]);
+  const killed = b.auditRecords().filter((r) => ofSession(r) && r.kind === 'session.ended');
+  expect(killed.map((r) => r.actor)).toEqual(['admin']);
   // The observer's join names the officer, from node C.
   expect(b.auditRecords().filter((r) => ofSession(r) && r.kind === 'observer.joined').map((r) => r.actor)).toEqual(['officer']);
 
@@ -153,4 +164,65 @@ test('a node takes a forwarded viewer only with a live node signature over that 
     ['operator', 'forwarded viewer refused: the forwarding statement is not signed by node "node-a"\'s key'],
     ['operator', 'forwarded viewer refused: node "node-z" is not a live node of this service'],
   ]);
+});
+
+test('kill -9 of the node that runs a session: a surviving node records its single end (node lost), the viewer on another node is told, the cut recording verifies as cut, and the agent connects to another node by itself @R43 @R22 @R26', async ({ browser }) => {
+  const { nodes, lb, admin, redis, ports } = await threeNodes(browser);
+  const [a, b] = nodes;
+  // Node C accepts the agents that pinned node B's key: node B endorses C's key (on B's record).
+  const endorsed = relayCli(['--data-dir', b.dataDir, '--policy', SAMPLE_POLICY, '--node', 'node-b', 'audit', 'endorse', '--key', path.join(nodes[2].auditDir, 'audit.pub')]);
+  expect(endorsed.status, endorsed.stderr).toBe(0);
+  const endorsements = path.join(tempDir('endorsements'), 'endorsements.jsonl');
+  fs.writeFileSync(endorsements, endorsed.stdout);
+  await nodes[2].proc.kill();
+  const c = await Relay.start({ port: ports[2], dataDir: nodes[2].dataDir, redis: redis.url(), publicUrl: lb.publicUrl, node: 'node-c', args: ['--agent-key-endorsements', endorsements] });
+  procs.push(c.proc);
+  const operator = await personOn(browser, lb, admin, 'operator', 'operator', 'node-a');
+
+  // The endpoint knows two nodes, B first.
+  const token = await api(admin, 'POST', '/api/admin/agent-tokens', { segment: 'office' });
+  const agentDir = enrolAgent(b, token.json.token, 'teller-b');
+  const xvfb = await Xvfb.start(1280, 720);
+  procs.push(xvfb.proc);
+  const agent = startAgent(b, { name: 'teller-b', dataDir: agentDir, display: xvfb.display, moreRelays: [c] });
+  procs.push(agent);
+  const endpoint = new Endpoint(xvfb.display, () => agent.log());
+  const row = operator.getByTestId('agent-row').filter({ hasText: 'teller-b' });
+  await expect(row.getByTestId('agent-node')).toHaveText(' · node node-b');
+  await openView(operator, lb, 'teller-b', endpoint);
+  await expect(operator.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
+  let sessionId = '';
+  await expect.poll(() => (sessionId = b.auditRecords().find((r) => r.kind === 'session.granted')?.session?.session_id ?? '')).not.toBe('');
+  await operator.waitForTimeout(2_000);
+
+  const killedAt = Date.now();
+  await b.proc.kill('SIGKILL');
+  // The viewer on node A is told at once; the endpoint ends its side within 5 s (R22).
+  await expect(operator.getByTestId('view-state')).toContainText('the relay node that ran the session was lost');
+  await expect.poll(() => agent.log(), { timeout: 5_000 }).toContain('the connection to the relay was lost');
+  await endpoint.windowGone();
+  // One surviving node records the end, with the session's facts, once.
+  const ends = () => [a, c].flatMap((n) => n.auditRecords()).filter((r) => r.kind === 'session.ended' && r.session?.session_id === sessionId);
+  await expect.poll(() => ends().length, { timeout: 15_000 }).toBe(1);
+  const endedAt = Date.now();
+  const [end] = ends();
+  expect(end.detail).toMatch(/^the relay node that ran the session was lost: node-b stopped answering \d+ s ago; ended by node-[ac]$/);
+  expect([end.actor, end.outcome, end.session!.operator, end.session!.device, end.session!.ticket]).toEqual(['system', 'failure', 'operator', 'teller-b', 'INC-4711']);
+  // The agent comes back through node C by itself, and a new session runs there.
+  await expect(row.getByTestId('agent-node')).toHaveText(' · node node-c', { timeout: 20_000 });
+  const movedAt = Date.now();
+  await openView(operator, lb, 'teller-b', endpoint);
+  const frames = await sampleFrames(operator, 1500);
+  expect(frames[frames.length - 1].counter).toBeGreaterThan(frames[0].counter);
+  // Still exactly one end of the first session, everywhere.
+  expect(ends()).toHaveLength(1);
+  console.log(`node lost: end recorded ${endedAt - killedAt} ms after the kill, agent listed on node C ${movedAt - killedAt} ms after`);
+
+  // The recording on node B's disk was cut: it verifies up to its last chunk and says so.
+  const listed = b.recordingCli(['list']).stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
+  expect(listed).toHaveLength(1);
+  expect(listed[0].complete).toBe(false);
+  const verified = b.recordingCli(['verify', listed[0].id, '--key', b.pinnedKey(), '--identity', auditorKeys().identity]);
+  expect(verified.status, verified.stderr).toBe(0);
+  expect(verified.stderr).toContain('INCOMPLETE');
 });

@@ -293,7 +293,7 @@ export function relayCli(args: string[], env: Record<string, string> = {}): { st
  * `terminal`: the endpoint has no display and the agent runs on a terminal (a pseudo-terminal
  * from `script`), where it asks for consent; the test types the user's answers into it.
  */
-export interface AgentOptions { name: string; dataDir: string; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number; terminal?: boolean; unattended?: boolean; behindProxy?: ProxyNamespace }
+export interface AgentOptions { name: string; dataDir: string; /** Further nodes of the service, tried in turn after `relay` (R43). */ moreRelays?: Relay[]; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number; terminal?: boolean; unattended?: boolean; behindProxy?: ProxyNamespace }
 
 /** `agent enroll` with a token; returns the agent's data directory. Throws with the agent's words on refusal. */
 export function enrolAgent(relay: Relay, token: string, name: string, dataDir = tempDir('agent')): string {
@@ -304,6 +304,7 @@ export function enrolAgent(relay: Relay, token: string, name: string, dataDir = 
 
 export function startAgent(relay: Relay, opts: AgentOptions): Proc {
   const args = ['run', '--relay-url', `ws://127.0.0.1:${relay.port}`, '--source', opts.source ?? 'synthetic', '--data-dir', opts.dataDir];
+  for (const more of opts.moreRelays ?? []) args.push('--relay-url', `ws://127.0.0.1:${more.port}`);
   if (opts.size) args.push('--synthetic-size', opts.size);
   if (opts.fps) args.push('--fps', String(opts.fps));
   if (opts.unattended) args.push('--unattended');

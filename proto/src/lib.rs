@@ -434,6 +434,8 @@ pub enum ViewEndReason {
     AgentGone,
     PublishFailed,
     MediaFailed,
+    /// The relay node that ran the session stopped answering (R43).
+    NodeLost,
 }
 
 /// Machine-readable error codes; the accompanying message is for people.

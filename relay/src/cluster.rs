@@ -11,26 +11,94 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sightline_audit::events::{Event, EventKind, EventSink, Outcome};
+use sightline_core::audit::SessionFacts;
 use sightline_core::cluster::{ClusterView, ForwardError, Forwarded, HEARTBEAT_MS, HeldAgent, NodeRecord};
 use sightline_store::{Collection, Store};
 use tokio::sync::watch;
 
 use crate::hub::Hub;
 
-/// The store event that says a node's record changed (beside `Revocation`s on the same channel).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeChanged {
-    pub node_changed: String,
+/// What nodes tell each other through the store's events (beside `Revocation`s on the same
+/// channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cluster", rename_all = "snake_case")]
+pub enum ClusterEvent {
+    /// A node's record changed: read it now rather than at the next beat.
+    NodeChanged { node: String },
+    /// Node `from` asks node `to` to act on a session `to` runs, for `actor` (who was checked
+    /// and, where the action needs it, stepped up on `from`).
+    Command {
+        id: String,
+        from: String,
+        to: String,
+        session_id: String,
+        actor: String,
+        source: Option<std::net::IpAddr>,
+        action: SessionAction,
+    },
+    /// The answer to command `id`, for node `to`.
+    Reply { id: String, to: String, result: Result<(), String> },
 }
+
+/// What a node may ask of the node that runs a session: the admin's kill (R22), a senior's
+/// approval of exactly the levels they saw pending (R7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum SessionAction {
+    Kill,
+    Approve { levels: Vec<sightline_proto::Level> },
+}
+
+/// Why a command to another node did not act.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("node {0} did not answer")]
+    NoAnswer(String),
+    #[error("the shared store cannot carry the command: {0}")]
+    Store(#[from] sightline_store::StoreError),
+}
+
+/// How long a node waits for another's answer to a command.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// This node's membership of the service.
 pub struct Cluster {
     me: String,
+    /// Where this node records the end of a lost node's sessions.
+    events: Arc<dyn EventSink>,
     url: String,
     key: sightline_core::cluster::ForwardKey,
     verifier_key: String,
     store: Store,
     view: watch::Sender<ClusterView>,
+    /// Commands this node has sent to others.
+    commands: std::sync::atomic::AtomicU64,
+}
+
+/// Applies another node's command to a session running here.
+fn apply(
+    hub: &Hub,
+    session_id: &str,
+    actor: &str,
+    source: Option<std::net::IpAddr>,
+    action: &SessionAction,
+) -> Result<(), String> {
+    let session = hub.session(session_id).filter(|s| !s.is_ended()).ok_or("no such session is running")?;
+    if let Some(ip) = source {
+        session.note_address(actor, ip);
+    }
+    match action {
+        SessionAction::Kill => {
+            session.kill(actor);
+            Ok(())
+        }
+        SessionAction::Approve { levels } => {
+            session.approve(actor, &levels.iter().copied().collect()).map_err(|e| e.to_string())
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -41,15 +109,23 @@ fn now_ms() -> u64 {
 
 impl Cluster {
     /// Joins the service as `me`, reachable by the other nodes at `url`, signing with `key`.
-    pub fn new(me: String, url: url::Url, key: &sightline_core::audit::AuditKey, store: Store) -> Arc<Cluster> {
+    pub fn new(
+        me: String,
+        url: url::Url,
+        key: &sightline_core::audit::AuditKey,
+        store: Store,
+        events: Arc<dyn EventSink>,
+    ) -> Arc<Cluster> {
         let url = url.as_str().trim_end_matches('/').to_owned();
         Arc::new(Cluster {
             me,
+            events,
             url,
             key: sightline_core::cluster::ForwardKey::of(key),
             verifier_key: key.verifier_key().to_owned(),
             store,
             view: watch::channel(ClusterView::default()).0,
+            commands: 0.into(),
         })
     }
 
@@ -100,14 +176,31 @@ impl Cluster {
         let mut events = self.store.subscribe();
         let mut others: Vec<NodeRecord> = Vec::new();
         let mut failing = false;
+        // Lost nodes (name, last heartbeat) whose sessions were seen to.
+        let mut reaped = std::collections::HashSet::new();
+        // This node's previous run left its record behind (it was killed): the sessions it ran
+        // ended with it, unrecorded, unless a surviving node recorded them meanwhile.
+        match self.store.get::<NodeRecord>(Collection::Nodes, &self.me).await {
+            Ok(Some(previous)) => self.end_sessions_of_lost(&previous).await,
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read this node's previous record"),
+        }
         loop {
             let (changed_here, read_others) = tokio::select! {
                 _ = beat.tick() => (false, true),
                 r = roster.changed() => { if r.is_err() { return } (true, false) }
                 r = sessions.changed() => { if r.is_err() { return } (true, false) }
                 event = events.recv() => match event {
-                    Ok(bytes) => match serde_json::from_slice::<NodeChanged>(&bytes) {
-                        Ok(changed) if changed.node_changed != self.me => (false, true),
+                    Ok(bytes) => match serde_json::from_slice::<ClusterEvent>(&bytes) {
+                        Ok(ClusterEvent::NodeChanged { node }) if node != self.me => (false, true),
+                        Ok(ClusterEvent::Command { id, from, to, session_id, actor, source, action }) if to == self.me => {
+                            let result = apply(&hub, &session_id, &actor, source, &action);
+                            let reply = ClusterEvent::Reply { id, to: from, result };
+                            if let Err(e) = self.store.publish(&reply).await {
+                                tracing::error!(error = %e, "cannot answer another node's command");
+                            }
+                            continue;
+                        }
                         _ => continue,
                     },
                     // Missed events: the next beat reads every record anyway.
@@ -118,7 +211,7 @@ impl Cluster {
             let own = self.own_record(&hub);
             let mut result = self.store.put(Collection::Nodes, &self.me, &own).await;
             if changed_here && result.is_ok() {
-                result = self.store.publish(&NodeChanged { node_changed: self.me.clone() }).await;
+                result = self.store.publish(&ClusterEvent::NodeChanged { node: self.me.clone() }).await;
             }
             if read_others && result.is_ok() {
                 match self.store.list::<NodeRecord>(Collection::Nodes).await {
@@ -138,6 +231,11 @@ impl Cluster {
                 _ => {}
             }
             let view = ClusterView::new(others.iter().cloned().chain([own]), now_ms());
+            for lost in others.iter().filter(|r| view.node(&r.name).is_none()) {
+                if reaped.insert((lost.name.clone(), lost.heartbeat_ms)) {
+                    self.end_sessions_of_lost(lost).await;
+                }
+            }
             self.view.send_if_modified(|old| {
                 let changed = old.agents != view.agents
                     || old.sessions != view.sessions
@@ -151,12 +249,105 @@ impl Cluster {
         }
     }
 
+    /// Asks node `to` to act on session `session_id` it runs, and waits for its answer.
+    pub async fn ask(
+        &self,
+        to: &str,
+        session_id: &str,
+        actor: &str,
+        source: Option<std::net::IpAddr>,
+        action: SessionAction,
+    ) -> Result<(), CommandError> {
+        // Unique among this node's commands, and across restarts by the time.
+        let n = self.commands.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{}-{n}", self.me, now_ms());
+        let mut events = self.store.subscribe();
+        let command = ClusterEvent::Command {
+            id: id.clone(),
+            from: self.me.clone(),
+            to: to.to_owned(),
+            session_id: session_id.to_owned(),
+            actor: actor.to_owned(),
+            source,
+            action,
+        };
+        self.store.publish(&command).await?;
+        let answer = async {
+            loop {
+                match events.recv().await {
+                    Ok(bytes) => {
+                        if let Ok(ClusterEvent::Reply { id: of, to, result }) = serde_json::from_slice(&bytes)
+                            && of == id
+                            && to == self.me
+                        {
+                            return Some(result);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(ANSWER_WITHIN, answer).await {
+            Ok(Some(Ok(()))) => Ok(()),
+            Ok(Some(Err(why))) => Err(CommandError::Refused(why)),
+            Ok(None) | Err(_) => Err(CommandError::NoAnswer(to.to_owned())),
+        }
+    }
+
+    /// A node stopped renewing its record without leaving (killed, powered off, cut off): the
+    /// sessions it ran cannot have recorded their end, so one surviving node (the first to claim
+    /// each in the store) records it, with the facts the lost node last published (R43). Viewers
+    /// connected elsewhere were told by their forwarded sockets; the endpoint ends its side
+    /// within 5 s of losing the relay (R22).
+    async fn end_sessions_of_lost(&self, lost: &NodeRecord) {
+        for s in lost.sessions.iter().filter(|s| s.phase != sightline_proto::SessionPhase::Ended) {
+            let claim = format!("node-lost:{}", s.session_id);
+            match self.store.insert_new(Collection::Mutexes, &claim, &(self.me.clone(), now_ms())).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    // Another node may claim it; if none can reach the store, none can record.
+                    tracing::error!(error = %e, session = %s.session_id, "cannot claim a lost node's session");
+                    continue;
+                }
+            }
+            let agent = lost.agents.iter().find(|a| a.info.agent_id == s.agent_id).map(|a| &a.info);
+            let facts = SessionFacts {
+                session_id: s.session_id.clone(),
+                ticket: s.ticket.clone(),
+                reason: s.reason.clone(),
+                device_id: s.agent_id.clone(),
+                device: s.agent_name.clone(),
+                endpoint_user: agent.map(|a| a.user.clone()).unwrap_or_default(),
+                operator: s.operator.clone(),
+                levels: s.granted.clone(),
+                unattended: agent.is_some_and(|a| a.unattended),
+            };
+            let silent_s = now_ms().saturating_sub(lost.heartbeat_ms) / 1000;
+            let detail = format!(
+                "the relay node that ran the session was lost: {} stopped answering {silent_s} s ago; ended by {}",
+                lost.name, self.me
+            );
+            tracing::warn!(session = %s.session_id, node = %lost.name, "recording the end of a lost node's session");
+            self.events.emit(Event::of_session(
+                now_ms(),
+                EventKind::SessionEnded,
+                Outcome::Failure,
+                "system",
+                facts,
+                None,
+                detail,
+            ));
+        }
+    }
+
     /// Leaves the service (graceful shutdown): the record goes, and the others are told.
     pub async fn leave(&self) {
         if let Err(e) = self.store.delete(Collection::Nodes, &self.me).await {
             tracing::warn!(error = %e, "cannot remove this node's record; it ages out");
             return;
         }
-        let _ = self.store.publish(&NodeChanged { node_changed: self.me.clone() }).await;
+        let _ = self.store.publish(&ClusterEvent::NodeChanged { node: self.me.clone() }).await;
     }
 }

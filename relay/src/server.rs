@@ -149,7 +149,13 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     })?;
     tracing::info!(udp = %ports.udp.local_addr(), tcp = %ports.tcp.local_addr(), "media ports bound");
     let hub = Hub::new(Media::new(config.media_ip, Some(ports)));
-    let cluster = crate::cluster::Cluster::new(audit_settings.node.clone(), config.node_url(), &key, store.clone());
+    let cluster = crate::cluster::Cluster::new(
+        audit_settings.node.clone(),
+        config.node_url(),
+        &key,
+        store.clone(),
+        events.clone(),
+    );
     tokio::spawn(cluster.clone().run(hub.clone()));
     tokio::spawn(follow_revocations(store, hub.clone()));
     tokio::spawn(sightline_recording::retention::run(
@@ -445,7 +451,7 @@ async fn follow_revocations(store: Store, hub: Arc<Hub>) {
             Ok(bytes) => match serde_json::from_slice::<Revocation>(&bytes) {
                 Ok(revocation) => hub.revoke(&revocation),
                 // Followed by `cluster`.
-                Err(_) if serde_json::from_slice::<crate::cluster::NodeChanged>(&bytes).is_ok() => {}
+                Err(_) if serde_json::from_slice::<crate::cluster::ClusterEvent>(&bytes).is_ok() => {}
                 Err(e) => tracing::warn!(error = %e, "ignoring an unknown relay event"),
             },
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

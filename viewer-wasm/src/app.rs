@@ -242,6 +242,7 @@ fn end_reason_text(reason: ViewEndReason) -> &'static str {
         ViewEndReason::AgentGone => "the agent went offline",
         ViewEndReason::PublishFailed => "the agent could not capture its screen",
         ViewEndReason::MediaFailed => "the relay could not set up media with the agent",
+        ViewEndReason::NodeLost => "the relay node that ran the session was lost",
     }
 }
 
@@ -653,7 +654,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                         </p>
                     }>
                         <ul>
-                            <For each=move || agents.get() key=|a| a.agent_id.clone() let(agent)>
+                            <For each=move || agents.get() key=|a| (a.agent_id.clone(), a.node.clone()) let(agent)>
                                 <li data-testid="agent-row" data-agent-id=agent.agent_id.clone()>
                                     <span class="agent-name">{agent.name.clone()}</span>
                                     <span class="muted">{format!(" {} · {} · {}×{}{}", agent.user, agent.segment, agent.width, agent.height, if agent.unattended { " · unattended" } else { "" })}</span>

@@ -93,7 +93,7 @@ pub async fn start_agent(relay: &TestRelay, name: &str) -> String {
     let dir = relay.dir.path().join(name);
     let info = connection::enroll(&url, &token, name, &dir, &Default::default(), None).await.unwrap();
     let config = RunConfig {
-        relay_url: url,
+        relay_urls: vec![url],
         device: std::sync::Arc::new(sightline_agent::device::Device::load(&dir).unwrap()),
         source: SourceKind::Synthetic,
         route: Default::default(),

@@ -11,16 +11,34 @@ use sightline_core::roles::Capability;
 use sightline_identity::{AuthUser, IdentityError, require};
 
 use super::error::ApiResult;
+use crate::cluster::{CommandError, SessionAction};
 use crate::state::AppState;
 
-/// Sessions running on this node (who, on what, under which ticket; never the screen: admins
+/// Sessions running on every live node (who, on what, under which ticket; never the screen: admins
 /// do not view sessions).
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(auth): Extension<AuthUser>,
 ) -> ApiResult<Json<Vec<sightline_proto::SessionSummary>>> {
     require(&auth, Capability::Administer)?;
-    Ok(Json(state.hub.sessions()))
+    Ok(Json(state.cluster.view().sessions))
+}
+
+/// Carries an action on a session another node runs to that node (R43); `NotFound` when no live
+/// node runs it.
+async fn on_its_node(
+    state: &AppState,
+    id: &str,
+    actor: &str,
+    peer: SocketAddr,
+    action: SessionAction,
+) -> Result<(), IdentityError> {
+    let view = state.cluster.view();
+    let node = view.node_of_session(id).filter(|n| n.name != state.cluster.me()).ok_or(IdentityError::NotFound)?;
+    state.cluster.ask(&node.name, id, actor, Some(peer.ip()), action).await.map_err(|e| match e {
+        CommandError::Refused(why) => IdentityError::Conflict(why),
+        e => IdentityError::Conflict(e.to_string()),
+    })
 }
 /// Ends a session at once (R22); recorded with the admin's name.
 pub(super) async fn kill(
@@ -30,9 +48,13 @@ pub(super) async fn kill(
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     require(&auth, Capability::Administer)?;
-    let session = state.hub.session(&id).ok_or(IdentityError::NotFound)?;
-    session.note_address(&auth.user.name, peer.ip());
-    session.kill(&auth.user.name);
+    match state.hub.session(&id) {
+        Some(session) => {
+            session.note_address(&auth.user.name, peer.ip());
+            session.kill(&auth.user.name);
+        }
+        None => on_its_node(&state, &id, &auth.user.name, peer, SessionAction::Kill).await?,
+    }
     Ok(Json(json!({ "ended": id })))
 }
 #[derive(Deserialize)]
@@ -50,7 +72,22 @@ pub(super) async fn approve_elevation(
     Json(body): Json<Approval>,
 ) -> ApiResult<Json<serde_json::Value>> {
     require(&auth, Capability::ApproveElevation)?;
-    let session = state.hub.session(&id).filter(|s| !s.is_ended()).ok_or(IdentityError::NotFound)?;
+    let Some(session) = state.hub.session(&id).filter(|s| !s.is_ended()) else {
+        // Another node runs it: checked here on its summary, applied there (R43).
+        let view = state.cluster.view();
+        let summary = view.sessions.iter().find(|s| s.session_id == id).ok_or(IdentityError::NotFound)?;
+        if summary.operator == auth.user.name {
+            return Err(IdentityError::Forbidden("the operator cannot approve their own elevation".into()).into());
+        }
+        if !auth.user.reaches(&summary.segment) {
+            return Err(
+                IdentityError::Forbidden("your directory groups do not reach this session's segment".into()).into()
+            );
+        }
+        state.identity.require_step_up(&auth).await?;
+        on_its_node(&state, &id, &auth.user.name, peer, SessionAction::Approve { levels: body.levels }).await?;
+        return Ok(Json(json!({ "approved": id })));
+    };
     if session.request.operator.name == auth.user.name {
         return Err(IdentityError::Forbidden("the operator cannot approve their own elevation".into()).into());
     }

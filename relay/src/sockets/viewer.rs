@@ -360,13 +360,13 @@ async fn carry(
     }
 }
 
-/// The node that ran the view went away: the browser is told its view ended, as when an agent
-/// goes (and asks again, through whichever node then holds the device).
+/// The node that ran the view went away: the browser is told its view ended with that node (and
+/// asks again, through whichever node then holds the device).
 fn carried_lost(carried: &mut Option<Forward>) -> Vec<RelayToViewer> {
     match carried.take() {
         Some(far) if far.in_view() => {
             tracing::warn!(node = %far.node, "the node that ran this viewer's session went away");
-            vec![RelayToViewer::ViewEnded { reason: ViewEndReason::AgentGone }]
+            vec![RelayToViewer::ViewEnded { reason: ViewEndReason::NodeLost }]
         }
         _ => Vec::new(),
     }
