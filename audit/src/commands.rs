@@ -176,6 +176,68 @@ pub fn verify(dirs: &[PathBuf], trusted: &TrustedKeys, accept_tail: bool) -> any
     Ok(())
 }
 
+/// What `relay audit recover` rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub records: u64,
+    /// Size of the checkpoint the node published last (as every node and the auditor saw it).
+    pub published: u64,
+    /// Records after it, chained to it and signed by nothing.
+    pub tail: u64,
+}
+
+/// `relay audit recover`: rebuilds a lost node's audit directory in `out` from the second copy
+/// of its records (`records`, with their sequence numbers) and the checkpoint it published last,
+/// and verifies it against the auditor's key: the copy must hold every record from 0 on (a
+/// record it lacks is named), chained and hashed to exactly the published checkpoint.
+pub fn recover(
+    records: &[(u64, Vec<u8>)],
+    published: Option<&str>,
+    trusted: &TrustedKeys,
+    out: &Path,
+) -> anyhow::Result<Recovered> {
+    let mut missing = Vec::new();
+    let mut expected = 0u64;
+    for (seq, _) in records {
+        if *seq < expected {
+            bail!("the copy holds record {seq} twice or out of order");
+        }
+        missing.extend(expected..*seq);
+        expected = seq + 1;
+    }
+    let published_size = match published {
+        Some(note) => {
+            sightline_core::audit::Checkpoint::open(note, trusted.only()?)
+                .map_err(|e| anyhow::anyhow!("the published checkpoint does not open with the trusted key: {e}"))?
+                .size
+        }
+        None => 0,
+    };
+    missing.extend(expected..published_size);
+    if !missing.is_empty() {
+        let shown: Vec<String> = missing.iter().take(20).map(u64::to_string).collect();
+        let more = if missing.len() > 20 { format!(" and {} more", missing.len() - 20) } else { String::new() };
+        bail!(
+            "the second copy lacks {} record(s) the node wrote: {}{more}; nothing was rebuilt",
+            missing.len(),
+            shown.join(", ")
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut log = Vec::new();
+    for (_, record) in records {
+        log.extend_from_slice(record);
+        log.push(b'\n');
+    }
+    std::fs::write(out.join(LOG_FILE), log).with_context(|| format!("cannot write {}", out.display()))?;
+    let checkpoints = published.map(|note| serde_json::to_string(note).unwrap_or_default() + "\n").unwrap_or_default();
+    std::fs::write(out.join(CHECKPOINT_FILE), checkpoints)?;
+    std::fs::write(out.join(PUBLIC_KEY_FILE), format!("{}\n", trusted.only()?))?;
+    let log = NodeLog::load(out, trusted)?;
+    let covered = log.report.last_checkpoint.as_ref().map_or(0, |c| c.size);
+    Ok(Recovered { records: log.report.records, published: covered, tail: log.report.uncovered })
+}
+
 /// `relay audit prove --seq N`: the C2SP tlog-proof of record N against the newest checkpoint.
 pub fn prove(dir: &Path, trusted: &TrustedKeys, seq: u64, record_out: Option<&Path>) -> anyhow::Result<String> {
     let log = NodeLog::load(dir, trusted)?;

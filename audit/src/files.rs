@@ -175,10 +175,11 @@ impl AuditFiles {
 
     /// Appends records (numbered, named and chained here) in one write and one sync. On failure
     /// nothing is counted and the file is cut back to its last good length.
-    pub fn append_batch(&mut self, records: impl IntoIterator<Item = Record>) -> std::io::Result<u64> {
+    pub fn append_batch(&mut self, records: impl IntoIterator<Item = Record>) -> std::io::Result<Vec<Vec<u8>>> {
         let mut buf = Vec::new();
         let mut leaves = Vec::new();
         let mut lengths = Vec::new();
+        let mut written = Vec::new();
         let mut prev = self.prev;
         for (seq, mut record) in (self.size()..).zip(records) {
             record.seq = seq;
@@ -191,6 +192,7 @@ impl AuditFiles {
             lengths.push(bytes.len() as u64 + 1);
             leaves.push(leaf);
             prev = Some(leaf);
+            written.push(bytes);
         }
         // A failed write may have left part of a record behind: cut it before writing again.
         if self.log.metadata()?.len() != self.log_len {
@@ -200,7 +202,6 @@ impl AuditFiles {
             let _ = self.log.set_len(self.log_len);
             return Err(e);
         }
-        let n = leaves.len() as u64;
         {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
             let mut at = self.log_len;
@@ -213,7 +214,23 @@ impl AuditFiles {
         }
         self.log_len += buf.len() as u64;
         self.prev = prev;
-        Ok(n)
+        Ok(written)
+    }
+
+    /// The records from `seq` on, as written (each without its newline): what a second copy
+    /// that stopped at `seq` lacks.
+    pub fn records_from(&self, seq: u64) -> std::io::Result<Vec<Vec<u8>>> {
+        let (start, end) = {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            match index.offsets.get(usize::try_from(seq).unwrap_or(usize::MAX)) {
+                Some(at) => (*at, index.end),
+                None => return Ok(Vec::new()),
+            }
+        };
+        let text = std::fs::read(self.dir.join(LOG_FILE))?;
+        let range = usize::try_from(start).unwrap_or(usize::MAX)..usize::try_from(end).unwrap_or(usize::MAX);
+        let tail = text.get(range).unwrap_or_default();
+        Ok(tail.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect())
     }
 
     /// Signs and stores a checkpoint of the whole log, if it grew since the last one.

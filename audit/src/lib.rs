@@ -102,10 +102,25 @@ pub enum PublishedMismatch {
     Rewritten { size: u64, local: String, published: String },
 }
 
+/// A second place, failure-independent of this node's disk, where every record is durable
+/// before anything it records is acknowledged (R43): with it, losing the node's disk loses no
+/// acknowledged record (`relay audit recover`). The writer thread calls it after each group
+/// commit; while it fails, the log counts as unwritable (security actions are refused) and the
+/// records wait, on disk, for the next try.
+pub trait Replica: Send + 'static {
+    /// Where it is (for the node's log and `node.started`).
+    fn describe(&self) -> String;
+    /// The sequence number of the newest record it holds, if any.
+    fn last_seq(&mut self) -> Result<Option<u64>, String>;
+    /// Makes `records` (canonical lines without newline, consecutive from `first_seq`) durable;
+    /// records it already holds are skipped, so a retry after a lost answer is harmless.
+    fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> Result<(), String>;
+}
+
 /// What the writer has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// Events of this process that are on disk.
+    /// Events of this process that are on disk (and in the second copy, where there is one).
     pub committed: u64,
     /// Records in the log.
     pub size: u64,
@@ -151,6 +166,16 @@ impl AuditLog {
     /// many records, and the same ones. A log or checkpoint file cut back or rewritten since is
     /// refused before anything is written or signed, naming the difference.
     pub fn open_as_published(settings: &AuditSettings, published: Option<&str>) -> Result<AuditLog, OpenError> {
+        AuditLog::open_replicated(settings, published, None)
+    }
+
+    /// Opens the log as `open_as_published` does, with every record also made durable in
+    /// `replica` before it counts as committed (R43).
+    pub fn open_replicated(
+        settings: &AuditSettings,
+        published: Option<&str>,
+        replica: Option<Box<dyn Replica>>,
+    ) -> Result<AuditLog, OpenError> {
         let files = AuditFiles::open(settings)?;
         if let Some(note) = published {
             let index = files.index();
@@ -165,7 +190,7 @@ impl AuditLog {
         let index = files.index();
         let (progress_tx, progress) = watch::channel(Progress { committed: 0, size, checkpointed, failure: None });
         let (queue, rx) = std::sync::mpsc::channel();
-        let writer = writer::spawn(files, settings.clone(), rx, progress_tx)?;
+        let writer = writer::spawn(files, settings.clone(), rx, progress_tx, replica)?;
         Ok(AuditLog {
             queue,
             accepted: AtomicU64::new(0),

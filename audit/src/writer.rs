@@ -7,7 +7,7 @@ use sightline_core::audit::Record;
 use tokio::sync::watch;
 
 use super::files::AuditFiles;
-use super::{AuditSettings, Command, Progress};
+use super::{AuditSettings, Command, Progress, Replica};
 use crate::events::Event;
 
 /// Most events written in one group commit.
@@ -20,11 +20,12 @@ pub(super) fn spawn(
     settings: AuditSettings,
     queue: Receiver<Command>,
     progress: watch::Sender<Progress>,
+    replica: Option<Box<dyn Replica>>,
 ) -> Result<std::thread::JoinHandle<()>, super::OpenError> {
     let dir = files.dir().to_owned();
     std::thread::Builder::new()
         .name("audit-writer".into())
-        .spawn(move || run(files, settings, queue, progress))
+        .spawn(move || run(files, settings, queue, progress, replica))
         .map_err(|source| super::OpenError::Io { path: dir, source })
 }
 
@@ -45,9 +46,53 @@ pub fn record_of(event: &Event) -> Record {
     }
 }
 
-fn run(mut files: AuditFiles, settings: AuditSettings, queue: Receiver<Command>, progress: watch::Sender<Progress>) {
+/// The records on disk the second copy does not hold yet, and how many of them are this
+/// process's events (acknowledged once the copy holds them).
+struct Unreplicated {
+    first_seq: u64,
+    records: Vec<Vec<u8>>,
+    events: u64,
+}
+
+impl Unreplicated {
+    /// Sends what waits; `Ok(events)` with the number of this process's events now held twice.
+    fn flush(&mut self, replica: &mut dyn Replica) -> Result<u64, String> {
+        if self.records.is_empty() {
+            return Ok(0);
+        }
+        replica.append(self.first_seq, &self.records)?;
+        self.first_seq += self.records.len() as u64;
+        self.records.clear();
+        Ok(std::mem::take(&mut self.events))
+    }
+}
+
+fn run(
+    mut files: AuditFiles,
+    settings: AuditSettings,
+    queue: Receiver<Command>,
+    progress: watch::Sender<Progress>,
+    mut replica: Option<Box<dyn Replica>>,
+) {
     if files.recovered_bytes > 0 {
         tracing::warn!(bytes = files.recovered_bytes, "audit log: cut off an incomplete last record left by a crash");
+    }
+    // What a previous run wrote to disk and could not copy (it was killed in between): sent
+    // before anything new, so the copy has no hole.
+    let mut unreplicated = Unreplicated { first_seq: files.size(), records: Vec::new(), events: 0 };
+    if let Some(replica) = replica.as_mut() {
+        let held = match replica.last_seq() {
+            Ok(last) => last.map_or(0, |s| s + 1),
+            Err(e) => {
+                report_failure(&progress, format!("reading the second copy ({}): {e}", replica.describe()));
+                // Sent from the start; the copy skips what it holds.
+                0
+            }
+        };
+        match files.records_from(held) {
+            Ok(records) => unreplicated = Unreplicated { first_seq: held, records, events: 0 },
+            Err(e) => report_failure(&progress, format!("reading the log to copy it: {e}")),
+        }
     }
     // Events taken off the queue and not yet on disk, in order.
     let mut pending: Vec<Record> = Vec::new();
@@ -82,16 +127,23 @@ fn run(mut files: AuditFiles, settings: AuditSettings, queue: Receiver<Command>,
         }
         if !pending.is_empty() {
             match files.append_batch(pending.iter().cloned()) {
-                Ok(n) => {
+                Ok(written) => {
                     pending.clear();
                     uncovered_since.get_or_insert_with(Instant::now);
-                    progress.send_modify(|p| {
-                        p.committed += n;
-                        p.size = files.size();
-                        if p.failure.take().is_some() {
-                            tracing::warn!("audit log writable again");
-                        }
-                    });
+                    let n = written.len() as u64;
+                    if replica.is_some() {
+                        unreplicated.records.extend(written);
+                        unreplicated.events += n;
+                        progress.send_modify(|p| p.size = files.size());
+                    } else {
+                        progress.send_modify(|p| {
+                            p.committed += n;
+                            p.size = files.size();
+                            if p.failure.take().is_some() {
+                                tracing::warn!("audit log writable again");
+                            }
+                        });
+                    }
                 }
                 Err(e) => {
                     let why = format!("writing {}: {e}", files.dir().join(super::files::LOG_FILE).display());
@@ -103,6 +155,29 @@ fn run(mut files: AuditFiles, settings: AuditSettings, queue: Receiver<Command>,
                     continue;
                 }
             }
+        }
+        if let Some(replica) = replica.as_mut() {
+            match unreplicated.flush(replica.as_mut()) {
+                Ok(n) => progress.send_if_modified(|p| {
+                    let recovered = p.failure.take().is_some();
+                    if recovered {
+                        tracing::warn!("audit log writable again, second copy included");
+                    }
+                    p.committed += n;
+                    recovered || n > 0
+                }),
+                Err(e) => {
+                    report_failure(&progress, format!("copying to {}: {e}", replica.describe()));
+                    if stopping {
+                        tracing::error!(
+                            records = unreplicated.records.len(),
+                            "relay stopping with audit records the second copy lacks"
+                        );
+                        return;
+                    }
+                    continue;
+                }
+            };
         }
         let due = uncovered_since.is_some_and(|t| t.elapsed() >= settings.checkpoint_interval)
             || files.size() - files.checkpointed() >= settings.checkpoint_records;

@@ -775,13 +775,14 @@ export async function stopWorld(w: World | undefined): Promise<void> {
   await w?.xvfb?.proc.kill();
 }
 
-/** A redis-server on a free loopback port, for multi-node tests. */
+/** A redis-server on a free loopback port, for multi-node tests: every write on its disk before
+ * it answers (`appendfsync always`), as the audit log's second copy needs (R43). */
 export class RedisServer {
   constructor(public proc: Proc, public port: number) {}
   url(): string { return `redis://127.0.0.1:${this.port}/`; }
   static async start(): Promise<RedisServer> {
     const port = await freePort();
-    const proc = launch('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tempDir('redis')]);
+    const proc = launch('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', tempDir('redis')]);
     await waitFor('redis-server', async () => new Promise<boolean>((resolve) => {
       const socket = net.connect(port, '127.0.0.1', () => { socket.end(); resolve(true); });
       socket.on('error', () => resolve(false));

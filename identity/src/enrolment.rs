@@ -132,6 +132,8 @@ impl Identity {
             source,
             format!("role {}", role.as_str()),
         );
+        // The link is handed out only once its record is durable, as every enrolment token.
+        self.audit_committed().await?;
         Ok(self.enrolment_link(&token))
     }
 

@@ -109,6 +109,12 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_NODE_URL")]
     pub node_url: Option<url::Url>,
 
+    /// With `--redis`, every audit record is also appended to a Redis stream before it is
+    /// acknowledged (R43); this many Redis replicas must acknowledge it too (`WAIT`), where the
+    /// Redis deployment has them.
+    #[arg(long, env = "SIGHTLINE_AUDIT_COPY_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub audit_copy_replicas: u32,
+
     /// Directory of this node's audit log (default: `<data-dir>/audit`).
     #[arg(long, env = "SIGHTLINE_AUDIT_DIR")]
     pub audit_dir: Option<PathBuf>,

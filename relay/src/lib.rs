@@ -14,6 +14,7 @@
 //! `request_limits` < `config`, `session` < `hub` < `state` < `sockets` < `http` < `server`
 //! (xtask's tidy test fails on an import circle between them).
 
+pub mod audit_copy;
 pub mod cluster;
 pub mod command_gate;
 pub mod config;

@@ -85,6 +85,20 @@ enum AuditAction {
         #[arg(long)]
         receipts: bool,
     },
+    /// Rebuild a lost node's audit log from its second copy in Redis (R43) into a new
+    /// directory, and verify it against the checkpoint that node published last and your
+    /// trusted key for it; names every record the copy lacks.
+    Recover {
+        /// The lost node's name.
+        #[arg(long)]
+        node: String,
+        /// Where to write the rebuilt audit directory (log.jsonl, checkpoints.jsonl).
+        #[arg(long)]
+        out: PathBuf,
+        /// A file with your trusted verifier key for that node.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
     /// Vouch with this node's key for another node key (its replacement, or another node of the
     /// service): prints an endorsement line for that node's --agent-key-endorsements, so agents
     /// that pinned this node's key accept it. Recorded (node.key_endorsed), or not made.
@@ -407,7 +421,39 @@ async fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
             Ok(())
         }
         AuditAction::Endorse { key } => endorse(config, &key).await,
+        AuditAction::Recover { node, out, keys } => recover(config, &node, &out, &trusted(&keys)?).await,
     }
+}
+
+/// `relay audit recover`: a lost node's log rebuilt from its second copy in Redis, and proved
+/// against the checkpoint it published there last (R43).
+async fn recover(
+    config: &Config,
+    node: &str,
+    out: &std::path::Path,
+    trusted: &sightline_audit::commands::TrustedKeys,
+) -> anyhow::Result<()> {
+    let url = config.redis.clone().context("the second copy is in Redis: give --redis")?;
+    let store = server::open_store(config).await?;
+    let published: Option<String> = store
+        .get(sightline_store::Collection::Checkpoints, node)
+        .await
+        .context("cannot read the checkpoint the node published")?;
+    let node_name = node.to_owned();
+    let records = tokio::task::spawn_blocking(move || {
+        sightline_store::audit_copy::AuditCopy::open(&url, &node_name, 0)?.read_all()
+    })
+    .await?
+    .context("cannot read the second copy")?;
+    let recovered = sightline_audit::commands::recover(&records, published.as_deref(), trusted, out)?;
+    println!(
+        "OK {}: node {node}, {} records rebuilt from the second copy; the checkpoint it published covers {}, {} after it (chained, signed by nothing)",
+        out.display(),
+        recovered.records,
+        recovered.published,
+        recovered.tail
+    );
+    Ok(())
 }
 
 async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<()> {

@@ -218,8 +218,21 @@ pub async fn run(
         .get(sightline_store::Collection::Checkpoints, &settings.node)
         .await
         .context("cannot read the audit checkpoint this node published last")?;
-    let audit =
-        Arc::new(AuditLog::open_as_published(&settings, published.as_deref()).context("cannot open the audit log")?);
+    // With several nodes, every record is also durable in Redis before it is acknowledged: a
+    // node's lost disk loses no acknowledged record (R43, `relay audit recover`).
+    let copy = match &config.redis {
+        Some(url) => Some(
+            crate::audit_copy::RedisCopy::open(url.clone(), settings.node.clone(), config.audit_copy_replicas)
+                .await
+                .context("the audit log's second copy")?,
+        ),
+        None => None,
+    };
+    let copy_described = copy.as_ref().map(sightline_audit::Replica::describe);
+    let replica = copy.map(|c| Box::new(c) as Box<dyn sightline_audit::Replica>);
+    let audit = Arc::new(
+        AuditLog::open_replicated(&settings, published.as_deref(), replica).context("cannot open the audit log")?,
+    );
     tracing::info!(node = %audit.node(), dir = %settings.dir.display(), size = audit.progress().size, key = %audit.verifier_key(), "audit log open");
     // Without the socket, CLI commands beside this relay refuse to act (they cannot record).
     let ingest = match sightline_audit::serve_ingest(&settings.dir, audit.clone()) {
@@ -245,6 +258,7 @@ pub async fn run(
             "policy": config.policy.display().to_string(),
             "policy_sha256": policy_sha256,
             "sso": state.sso.as_ref().map(|s| s.describe()),
+            "audit_copy": copy_described,
             "version": env!("CARGO_PKG_VERSION"),
         })
         .to_string(),

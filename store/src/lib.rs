@@ -15,6 +15,7 @@
 //! Failure is explicit: every operation returns `StoreError` (a dead Redis, a full disk), and
 //! callers making security decisions treat an error as "no".
 
+pub mod audit_copy;
 pub mod embedded;
 pub mod redis;
 

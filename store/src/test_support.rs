@@ -13,11 +13,21 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(&["--appendonly", "no"]).await
+    }
+
+    /// A server that syncs every write to its disk before answering (`appendfsync always`).
+    pub async fn start_durable() -> RedisServer {
+        RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]).await
+    }
+
+    async fn start_with(durability: &[&str]) -> RedisServer {
         for _ in 0..10 {
             let dir = tempfile::tempdir().expect("temp dir");
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(durability)
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())

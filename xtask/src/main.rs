@@ -174,6 +174,8 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     std::fs::create_dir_all(root.join("bench-results"))?;
     // The audit log: appends, acknowledgement latency, verification, proofs, SIEM.
     example_bench(root, &bin, "audit_bench", "audit.json")?;
+    // What the audit log's second copy in Redis costs (R43), against the disk alone.
+    example_bench(root, &bin, "audit_copy_bench", "audit_copy.json")?;
     // Masking: planning and painting 1, 10 and 50 window rules on a 1080p frame.
     example_bench(root, &bin, "mask_bench", "masking.json")?;
     // Two tracks: one encoder against the operator's and the recording's pictures together.

@@ -1,0 +1,166 @@
+//! The second copy of a node's audit log in Redis (R43): a stream per node,
+//! `sightline:audit:{node}`, one entry per record with the record's sequence number as its id
+//! (`{seq}-1`) and its canonical bytes as the field `r`. The node's writer thread appends each
+//! group commit here before it acknowledges anything (blocking calls, on that thread), and
+//! `relay audit recover` reads it back when the node's disk is gone.
+//!
+//! How durable the copy is depends on the Redis server: with `appendonly yes` and
+//! `appendfsync always` an entry is on Redis's disk before Redis answers; with replicas,
+//! `WAIT` waits for them too (`--audit-copy-replicas`). `settings` reports what the server says,
+//! for the node's start record.
+
+use std::time::Duration;
+
+use crate::StoreError;
+
+/// Redis key of a node's copy.
+pub fn key(node: &str) -> String {
+    format!("{}:audit:{node}", crate::redis::keys::PREFIX)
+}
+
+/// How long one call may take before the copy counts as failing.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Entries read per round trip when reading the copy back.
+const PAGE: usize = 1000;
+
+fn err(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// One node's copy, through a blocking connection (made again after an error).
+pub struct AuditCopy {
+    client: redis::Client,
+    conn: Option<redis::Connection>,
+    key: String,
+    /// Replicas `WAIT` asks for after each append (0: none).
+    replicas: u32,
+    /// How many records the copy holds, as of the last successful call (read again after an
+    /// error: an append whose answer was lost may have landed).
+    held: Option<u64>,
+}
+
+impl AuditCopy {
+    pub fn open(url: &str, node: &str, replicas: u32) -> Result<AuditCopy, StoreError> {
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("invalid redis URL {url}: {e}")))?;
+        Ok(AuditCopy { client, conn: None, key: key(node), replicas, held: None })
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn conn(&mut self) -> Result<&mut redis::Connection, StoreError> {
+        if self.conn.is_none() {
+            let conn = self.client.get_connection_with_timeout(CALL_TIMEOUT).map_err(err)?;
+            conn.set_read_timeout(Some(CALL_TIMEOUT)).map_err(err)?;
+            conn.set_write_timeout(Some(CALL_TIMEOUT)).map_err(err)?;
+            self.conn = Some(conn);
+        }
+        self.conn.as_mut().ok_or_else(|| StoreError::Unavailable("no connection".into()))
+    }
+
+    /// Runs `call` on the connection; an error drops the connection, so the next call makes a
+    /// fresh one.
+    fn with<T>(
+        &mut self,
+        call: impl FnOnce(&mut redis::Connection, &str) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let key = self.key.clone();
+        let result = call(self.conn()?, &key);
+        if result.is_err() {
+            self.conn = None;
+            self.held = None;
+        }
+        result.map_err(err)
+    }
+
+    /// The sequence number of the newest record in the copy.
+    pub fn last_seq(&mut self) -> Result<Option<u64>, StoreError> {
+        let newest: Vec<(String, Vec<(String, Vec<u8>)>)> =
+            self.with(|c, key| redis::cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(1).query(c))?;
+        let last = newest.first().map(|(id, _)| seq_of(id)).transpose()?;
+        self.held = Some(last.map_or(0, |s| s + 1));
+        Ok(last)
+    }
+
+    /// Appends `records`, consecutive from `first_seq`; those the copy holds already are skipped.
+    pub fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> Result<(), StoreError> {
+        let held = match self.held {
+            Some(held) => held,
+            None => self.last_seq()?.map_or(0, |s| s + 1),
+        };
+        let skip = usize::try_from(held.saturating_sub(first_seq)).unwrap_or(usize::MAX);
+        let Some(rest) = records.get(skip..).filter(|r| !r.is_empty()) else { return Ok(()) };
+        let first = first_seq + skip as u64;
+        let replicas = self.replicas;
+        self.with(|c, key| {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (seq, record) in (first..).zip(rest) {
+                pipe.cmd("XADD").arg(key).arg(format!("{seq}-1")).arg("r").arg(record.as_slice()).ignore();
+            }
+            pipe.query::<()>(c)?;
+            if replicas > 0 {
+                let acked: u32 = redis::cmd("WAIT").arg(replicas).arg(CALL_TIMEOUT.as_millis() as u64).query(c)?;
+                if acked < replicas {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "fewer Redis replicas than required acknowledged the copy",
+                        format!("{acked} of {replicas}"),
+                    )));
+                }
+            }
+            Ok(())
+        })?;
+        self.held = Some(first + rest.len() as u64);
+        Ok(())
+    }
+
+    /// Every record of the copy, in order, with its sequence number.
+    pub fn read_all(&mut self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        let mut from = "-".to_owned();
+        loop {
+            let page: Vec<(String, Vec<(String, Vec<u8>)>)> =
+                self.with(|c, key| redis::cmd("XRANGE").arg(key).arg(&from).arg("+").arg("COUNT").arg(PAGE).query(c))?;
+            let n = page.len();
+            for (id, fields) in page {
+                let seq = seq_of(&id)?;
+                let record =
+                    fields.into_iter().find(|(f, _)| f == "r").map(|(_, v)| v).ok_or_else(|| StoreError::Corrupt {
+                        collection: "audit",
+                        key: format!("{}/{id}", self.key),
+                        detail: "no record field".into(),
+                    })?;
+                from = format!("({id}");
+                out.push((seq, record));
+            }
+            if n < PAGE {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// What the server says about its own durability: `appendonly`, `appendfsync`, and the
+    /// replicas it has (`CONFIG` may be renamed away on a hardened server: then "unknown").
+    pub fn settings(&mut self) -> String {
+        let config = |name: &str, this: &mut AuditCopy| -> String {
+            this.with(|c, _| redis::cmd("CONFIG").arg("GET").arg(name).query::<Vec<String>>(c))
+                .ok()
+                .and_then(|v| v.get(1).cloned())
+                .unwrap_or_else(|| "unknown".into())
+        };
+        let appendonly = config("appendonly", self);
+        let appendfsync = config("appendfsync", self);
+        format!("appendonly {appendonly}, appendfsync {appendfsync}, WAIT for {} replicas", self.replicas)
+    }
+}
+
+fn seq_of(id: &str) -> Result<u64, StoreError> {
+    id.strip_suffix("-1").and_then(|s| s.parse().ok()).ok_or_else(|| StoreError::Corrupt {
+        collection: "audit",
+        key: id.to_owned(),
+        detail: "not an audit record id".into(),
+    })
+}
