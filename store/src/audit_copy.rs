@@ -18,6 +18,9 @@ pub fn key(node: &str) -> String {
     format!("{}:audit:{node}", crate::redis::keys::PREFIX)
 }
 
+/// A stream entry as Redis returns it: its id and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// How long one call may take before the copy counts as failing.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries read per round trip when reading the copy back.
@@ -77,7 +80,7 @@ impl AuditCopy {
 
     /// The sequence number of the newest record in the copy.
     pub fn last_seq(&mut self) -> Result<Option<u64>, StoreError> {
-        let newest: Vec<(String, Vec<(String, Vec<u8>)>)> =
+        let newest: Vec<StreamEntry> =
             self.with(|c, key| redis::cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(1).query(c))?;
         let last = newest.first().map(|(id, _)| seq_of(id)).transpose()?;
         self.held = Some(last.map_or(0, |s| s + 1));
@@ -122,7 +125,7 @@ impl AuditCopy {
         let mut out = Vec::new();
         let mut from = "-".to_owned();
         loop {
-            let page: Vec<(String, Vec<(String, Vec<u8>)>)> =
+            let page: Vec<StreamEntry> =
                 self.with(|c, key| redis::cmd("XRANGE").arg(key).arg(&from).arg("+").arg("COUNT").arg(PAGE).query(c))?;
             let n = page.len();
             for (id, fields) in page {
