@@ -39,6 +39,8 @@ pub fn format(record: &Record, leaf_hash: &str) -> String {
     // Break-glass is an emergency the security team must follow up whatever its outcome.
     let severity = match record.outcome {
         _ if record.kind == "command.break_glass" => 9,
+        // A node's history contradicts what another node saw: evidence was cut or rewritten.
+        _ if record.kind == "audit.checkpoint_inconsistent" => 10,
         Outcome::Success => 3,
         Outcome::Failure => 6,
     };

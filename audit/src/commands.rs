@@ -157,6 +157,7 @@ impl NodeLog {
 /// `relay audit verify`: every directory verified against the trusted keys; a line per node.
 /// Records after a node's newest checkpoint fail it unless `accept_tail`.
 pub fn verify(dirs: &[PathBuf], trusted: &TrustedKeys, accept_tail: bool) -> anyhow::Result<()> {
+    let mut logs = Vec::new();
     for dir in dirs {
         let log = NodeLog::load(dir, trusted)?;
         log.require_anchored(accept_tail)?;
@@ -172,8 +173,49 @@ pub fn verify(dirs: &[PathBuf], trusted: &TrustedKeys, accept_tail: bool) -> any
             r.uncovered,
             log.verifier_key
         );
+        logs.push(log);
+    }
+    let witnessed = check_witnessed(&logs, trusted)?;
+    if witnessed > 0 {
+        println!("OK: {witnessed} checkpoints one node witnessed of another match that node's log");
     }
     Ok(())
+}
+
+/// Every checkpoint one of `logs` witnessed of another node whose log is among them
+/// (`audit.checkpoint_witnessed`, R43) must open with that node's trusted key and match its log:
+/// at least as many records, the same root at that size. Returns how many were checked.
+pub fn check_witnessed(logs: &[NodeLog], trusted: &TrustedKeys) -> anyhow::Result<usize> {
+    let mut checked = 0;
+    for witness in logs {
+        for record in witness.records.iter().filter(|r| r.kind == "audit.checkpoint_witnessed") {
+            let Some(node) = record.subject.as_deref().and_then(|s| s.strip_prefix("node:")) else { continue };
+            let Some(log) = logs.iter().find(|l| l.report.node.as_deref() == Some(node)) else { continue };
+            let at = format!("{} record {}", witness.dir.display(), record.seq);
+            let key = trusted.for_node(node, &log.dir.join(PUBLIC_KEY_FILE))?;
+            let seen = sightline_core::audit::Checkpoint::open(&record.detail, key)
+                .map_err(|e| anyhow::anyhow!("{at}: the checkpoint it witnessed of node {node} does not open: {e}"))?;
+            let held = log.tree.size();
+            if held < seen.size {
+                bail!(
+                    "{}: node {node}'s log holds {held} records, fewer than the checkpoint of {} that {at} witnessed: records were cut off",
+                    log.dir.display(),
+                    seen.size
+                );
+            }
+            let root = log.tree.root(seen.size)?;
+            if root != seen.root {
+                bail!(
+                    "{}: node {node}'s first {} records have root {root}, but {at} witnessed root {}: records were rewritten",
+                    log.dir.display(),
+                    seen.size,
+                    seen.root
+                );
+            }
+            checked += 1;
+        }
+    }
+    Ok(checked)
 }
 
 /// What `relay audit recover` rebuilt.

@@ -110,6 +110,15 @@ pub enum EventKind {
     /// this key will trust that one.
     #[serde(rename = "node.key_endorsed")]
     NodeKeyEndorsed,
+    /// This node saw another node's published checkpoint (the signed note is the detail): the
+    /// other node cannot later present a shorter or different history than this record holds
+    /// (`relay audit verify` with both logs checks it, R43).
+    #[serde(rename = "audit.checkpoint_witnessed")]
+    CheckpointWitnessed,
+    /// Another node published a checkpoint that contradicts one this node saw before (smaller,
+    /// or another root at the same size): its history was cut back or rewritten.
+    #[serde(rename = "audit.checkpoint_inconsistent")]
+    CheckpointInconsistent,
     /// An admin approved one command on a node's host (`sightline_core::command_approval`).
     #[serde(rename = "command.approved")]
     CommandApproved,
@@ -225,7 +234,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 82] = [
+    pub const ALL: [EventKind; 84] = [
         EventKind::Login,
         EventKind::LoginFailed,
         EventKind::Locked,
@@ -260,6 +269,8 @@ impl EventKind {
         EventKind::DeviceKeyChanged,
         EventKind::NodeStarted,
         EventKind::NodeKeyEndorsed,
+        EventKind::CheckpointWitnessed,
+        EventKind::CheckpointInconsistent,
         EventKind::CommandApproved,
         EventKind::CommandApprovalUsed,
         EventKind::CommandBreakGlass,

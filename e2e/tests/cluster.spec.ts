@@ -66,7 +66,7 @@ function upgradeStatus(port: number, headers: Record<string, string>): Promise<n
   });
 }
 
-test('three nodes behind a load balancer: the operator on node A, the agent on node B, an observer on node C; the session runs on B, the observer sees it, input and chat work, the admin on A ends it, the recording verifies @R43 @R22', async ({ browser }) => {
+test('three nodes behind a load balancer: the operator on node A, the agent on node B, an observer on node C; the session runs on B, the observer sees it, input and chat work, the admin on A ends it, the recording verifies, the nodes witness each other @R43 @R22 @R39', async ({ browser }) => {
   const { nodes, lb, admin } = await threeNodes(browser);
   const [a, b, c] = nodes;
   const operator = await personOn(browser, lb, admin, 'operator', 'operator', 'node-a');
@@ -144,6 +144,16 @@ test('three nodes behind a load balancer: the operator on node A, the agent on n
   }).not.toBe('');
   const verified = b.recordingCli(['verify', recording, '--key', b.pinnedKey(), '--identity', auditorKeys().identity, '--audit-dir', b.auditDir]);
   expect(verified.status, verified.stderr).toBe(0);
+
+  // Each node witnessed the others' published checkpoints in its own log, and the three logs
+  // verify together: every witnessed checkpoint matches the witnessed node's log.
+  for (const n of nodes) {
+    const others = NAMES.filter((name) => name !== n.auditRecords()[0].node).map((name) => `node:${name}`);
+    await expect.poll(() => [...new Set(n.auditRecords().filter((r) => r.kind === 'audit.checkpoint_witnessed').map((r) => r.subject))].sort()).toEqual(others);
+  }
+  const together = () => relayCli(['audit', 'verify', ...nodes.flatMap((n) => ['--dir', n.auditDir, '--key', n.pinnedKey()]), '--accept-tail']);
+  await expect.poll(() => together().status).toBe(0);
+  expect(together().stdout).toMatch(/OK: \d+ checkpoints one node witnessed of another match that node's log/);
 });
 
 test('a node takes a forwarded viewer only with a live node signature over that login session and address @R43 @hardening', async ({ browser }) => {

@@ -115,6 +115,12 @@ pub struct Config {
     #[arg(long, env = "SIGHTLINE_AUDIT_COPY_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
     pub audit_copy_replicas: u32,
 
+    /// With several nodes, every this many seconds while another node's log grows, its newest
+    /// published checkpoint goes into this node's audit log (`audit.checkpoint_witnessed`), so it
+    /// cannot later present a history that contradicts it (R43).
+    #[arg(long, env = "SIGHTLINE_AUDIT_WITNESS_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub audit_witness_s: u64,
+
     /// Directory of this node's audit log (default: `<data-dir>/audit`).
     #[arg(long, env = "SIGHTLINE_AUDIT_DIR")]
     pub audit_dir: Option<PathBuf>,

@@ -31,3 +31,4 @@ pub mod sso;
 pub mod state;
 pub mod tls;
 pub mod turn;
+pub mod witness;

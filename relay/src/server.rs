@@ -157,6 +157,12 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
         events.clone(),
     );
     tokio::spawn(cluster.clone().run(hub.clone()));
+    tokio::spawn(crate::witness::run(
+        cluster.clone(),
+        store.clone(),
+        events.clone(),
+        std::time::Duration::from_secs(config.audit_witness_s),
+    ));
     tokio::spawn(follow_revocations(store, hub.clone()));
     tokio::spawn(sightline_recording::retention::run(
         recordings.clone(),

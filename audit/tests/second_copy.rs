@@ -1,0 +1,181 @@
+//! The audit log's second copy (R43): nothing is acknowledged before the copy holds it, a copy
+//! that fails fails the log closed and loses nothing, a restarted node fills the copy's hole
+//! first, and `recover` rebuilds a verifiable log from the copy or names what it lacks.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sightline_audit::commands::{self, TrustedKeys};
+use sightline_audit::events::{Event, EventKind, Outcome};
+use sightline_audit::{AuditLog, AuditSettings, Replica};
+
+fn settings(dir: &Path) -> AuditSettings {
+    AuditSettings {
+        dir: dir.to_owned(),
+        node: "node-a".into(),
+        checkpoint_records: 4,
+        checkpoint_interval: Duration::from_millis(50),
+    }
+}
+
+fn event(i: u64) -> Event {
+    Event {
+        ts_ms: 1_780_000_000_000 + i,
+        kind: EventKind::DeviceTokenCreated,
+        outcome: Outcome::Success,
+        actor: "admin".into(),
+        subject: None,
+        source: None,
+        detail: format!("token {i}"),
+        session: None,
+    }
+}
+
+/// A copy in memory that the test can make fail.
+#[derive(Clone, Default)]
+struct MemoryCopy(Arc<Mutex<(Vec<(u64, Vec<u8>)>, bool)>>);
+
+impl MemoryCopy {
+    fn held(&self) -> Vec<(u64, Vec<u8>)> {
+        self.0.lock().unwrap().0.clone()
+    }
+
+    fn fail(&self, failing: bool) {
+        self.0.lock().unwrap().1 = failing;
+    }
+}
+
+impl Replica for MemoryCopy {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    fn last_seq(&mut self) -> Result<Option<u64>, String> {
+        let state = self.0.lock().unwrap();
+        if state.1 {
+            return Err("copy down".into());
+        }
+        Ok(state.0.last().map(|(seq, _)| *seq))
+    }
+
+    fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> Result<(), String> {
+        let mut state = self.0.lock().unwrap();
+        if state.1 {
+            return Err("copy down".into());
+        }
+        let held = state.0.last().map_or(0, |(seq, _)| seq + 1);
+        for (seq, record) in (first_seq..).zip(records) {
+            if seq >= held {
+                state.0.push((seq, record.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn disk(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+    let text = std::fs::read(dir.join("log.jsonl")).unwrap();
+    (0..).zip(text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec)).collect()
+}
+
+async fn until_available(log: &AuditLog) {
+    for _ in 0..100 {
+        if log.available().is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the log did not recover");
+}
+
+#[tokio::test]
+async fn nothing_is_acknowledged_before_the_copy_holds_it_and_a_failing_copy_fails_closed_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let copy = MemoryCopy::default();
+    let log = AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(copy.clone()))).unwrap();
+
+    log.append(event(0));
+    log.committed().await.unwrap();
+    assert_eq!(copy.held(), disk(&dir), "acknowledged: on disk and in the copy, the same bytes");
+
+    // The copy goes: the event reaches the disk, but is not acknowledged, and the log refuses.
+    copy.fail(true);
+    log.append(event(1));
+    let refused = log.committed().await.unwrap_err();
+    assert!(refused.0.contains("copying to memory: copy down"), "{refused}");
+    assert!(log.available().is_err());
+    assert_eq!(disk(&dir).len(), 2);
+    assert_eq!(copy.held().len(), 1);
+
+    // It comes back: the record that waited is copied first, then the next one.
+    copy.fail(false);
+    until_available(&log).await;
+    log.append(event(2));
+    log.committed().await.unwrap();
+    assert_eq!(copy.held(), disk(&dir));
+    assert_eq!(copy.held().len(), 3);
+    log.close();
+}
+
+#[tokio::test]
+async fn a_restarted_node_first_copies_what_its_previous_run_wrote_and_did_not_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    // A previous run wrote three records; the copy got only the first (the node was killed).
+    let first = AuditLog::open(&settings(&dir)).unwrap();
+    for i in 0..3 {
+        first.append(event(i));
+    }
+    first.committed().await.unwrap();
+    first.close();
+    drop(first);
+    let copy = MemoryCopy::default();
+    copy.0.lock().unwrap().0.push(disk(&dir)[0].clone());
+
+    let log = AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(copy.clone()))).unwrap();
+    log.append(event(3));
+    log.committed().await.unwrap();
+    assert_eq!(copy.held(), disk(&dir), "the hole was filled before the new record");
+    // Control: the new record is in it, after the three of the previous run.
+    assert_eq!(copy.held().last().unwrap().0, 3);
+    log.close();
+}
+
+#[tokio::test]
+async fn recover_rebuilds_a_verifiable_log_from_the_copy_and_names_what_it_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let copy = MemoryCopy::default();
+    let log = AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(copy.clone()))).unwrap();
+    for i in 0..10 {
+        log.append(event(i));
+    }
+    log.committed().await.unwrap();
+    log.close();
+    let published = log.newest_checkpoint().expect("a checkpoint at close");
+    drop(log);
+    let key = std::fs::read_to_string(dir.join("audit.pub")).unwrap();
+    let trusted = TrustedKeys::new([key]);
+
+    let out = tmp.path().join("rebuilt");
+    let rebuilt = commands::recover(&copy.held(), Some(&published), &trusted, &out).unwrap();
+    assert_eq!((rebuilt.records, rebuilt.published, rebuilt.tail), (10, 10, 0));
+    assert_eq!(std::fs::read(out.join("log.jsonl")).unwrap(), std::fs::read(dir.join("log.jsonl")).unwrap());
+    commands::verify(std::slice::from_ref(&out), &trusted, false).unwrap();
+
+    // A record missing in the middle, and records the published checkpoint covers beyond the end.
+    let mut holed = copy.held();
+    holed.remove(4);
+    let why = commands::recover(&holed, Some(&published), &trusted, &tmp.path().join("holed")).unwrap_err();
+    assert!(why.to_string().contains("lacks 1 record(s) the node wrote: 4;"), "{why}");
+    assert!(!tmp.path().join("holed").exists(), "nothing rebuilt");
+    let short = &copy.held()[..7];
+    let why = commands::recover(short, Some(&published), &trusted, &tmp.path().join("short")).unwrap_err();
+    assert!(why.to_string().contains("lacks 3 record(s) the node wrote: 7, 8, 9;"), "{why}");
+    // A record altered in the copy does not verify against the published checkpoint.
+    let mut altered = copy.held();
+    altered[2].1 = String::from_utf8(altered[2].1.clone()).unwrap().replace("token 2", "token 9").into_bytes();
+    assert!(commands::recover(&altered, Some(&published), &trusted, &tmp.path().join("altered")).is_err());
+}
