@@ -7,11 +7,11 @@ import { expect, request as playwrightRequest } from '@playwright/test';
 import {
   test, Relay, RedisServer, LoadBalancer, Proc, Xvfb, Endpoint, AuditRecord, freePort, contextWithPasskeys, enrolFromLink,
   api, enrolAgent, startAgent, openView, sampleFrames, chatMarker, auditorKeys, inviteAndEnrol, relayCli, SAMPLE_POLICY,
-  tempDir,
+  tempDir, BIN,
 } from './harness';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 
 const started: { kill(): Promise<void> }[] = [];
 const procs: Proc[] = [];
@@ -177,7 +177,7 @@ test('a node takes a forwarded viewer only with a live node signature over that 
   ]);
 });
 
-test('kill -9 of the node that runs a session: a surviving node records its single end (node lost), the viewer on another node is told, the cut recording verifies as cut, and the agent connects to another node by itself @R43 @R22 @R26', async ({ browser }) => {
+test('kill -9 of the node that runs a session: a surviving node records its single end (node lost), the viewer on another node is told, the cut recording verifies as cut, and the agent connects to another node by itself, where a help request through it is taken from node A @R43 @R22 @R26 @R2', async ({ browser }) => {
   const { nodes, lb, admin, redis, ports } = await threeNodes(browser);
   const [a, b] = nodes;
   // Node C accepts the agents that pinned node B's key: node B endorses C's key (on B's record).
@@ -222,7 +222,19 @@ test('kill -9 of the node that runs a session: a surviving node records its sing
   // The agent comes back through node C by itself, and a new session runs there.
   await expect(row.getByTestId('agent-node')).toHaveText(' · node node-c', { timeout: 20_000 });
   const movedAt = Date.now();
-  await openView(operator, lb, 'teller-b', endpoint);
+  // The user asks for help through node C; the operator on node A takes it by the code.
+  const asked = spawnSync(path.join(BIN, 'agent'), ['help', '--relay-url', `ws://127.0.0.1:${c.port}`, '--data-dir', agentDir], { encoding: 'utf8', timeout: 30_000 });
+  expect(asked.status, asked.stderr).toBe(0);
+  const code = /Your help code: (\d{3}) (\d{3})/.exec(asked.stdout)!.slice(1).join('');
+  await expect(operator.getByTestId('help-row')).toContainText('teller-b');
+  await operator.locator('input[name="ticket"]').fill('INC-4712');
+  await operator.locator('select[name="reason"]').selectOption('incident');
+  await operator.locator('input[name="help-code"]').fill(code);
+  await operator.getByTestId('take-help-code').click();
+  await expect(operator.getByTestId('view-state')).toHaveAttribute('data-state', 'awaiting-consent');
+  await endpoint.click('allow');
+  await expect(operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
+  expect(c.auditRecords().filter((r) => r.kind === 'help.picked_up').map((r) => r.actor)).toEqual(['operator']);
   const frames = await sampleFrames(operator, 1500);
   expect(frames[frames.length - 1].counter).toBeGreaterThan(frames[0].counter);
   // Still exactly one end of the first session, everywhere.
