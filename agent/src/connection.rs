@@ -256,11 +256,37 @@ async fn connect(url: &url::Url, route: &Route, nonce: &[u8]) -> anyhow::Result<
                 .await
                 .with_context(|| format!("cannot connect to {url} through the proxy"))?
         }
-        None => tokio_tungstenite::connect_async_tls_with_config(dialled.as_str(), Some(ws_config), false, connector)
-            .await
-            .with_context(|| format!("cannot connect to {url}"))?,
+        None => {
+            let port = url.port_or_known_default().context("relay URL has no port")?;
+            let stream = connect_any(host.trim_matches(['[', ']']), port).await?;
+            tokio_tungstenite::client_async_tls_with_config(dialled.as_str(), stream, Some(ws_config), connector)
+                .await
+                .with_context(|| format!("cannot connect to {url}"))?
+        }
     };
     Ok(ws)
+}
+
+/// How long a TCP connection to one address of the relay may take to open. A node that lost its
+/// power answers nothing (no refusal), and the system would wait minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Opens TCP to `host`, trying each address it resolves to in turn, `CONNECT_TIMEOUT` each: a
+/// name that resolves to the nodes of a service reaches the first that answers (R43).
+async fn connect_any(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpStream> {
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("cannot resolve the relay's name {host}"))?
+        .collect();
+    let mut failures = Vec::new();
+    for address in &addresses {
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => failures.push(format!("{address}: {e}")),
+            Err(_) => failures.push(format!("{address}: no answer within {CONNECT_TIMEOUT:?}")),
+        }
+    }
+    bail!("cannot reach the relay {host}:{port} at any of its addresses ({})", failures.join("; "))
 }
 
 /// Which relay node the agent will talk to.
