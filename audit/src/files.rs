@@ -45,6 +45,11 @@ pub enum OpenError {
     Damaged { dir: PathBuf, why: String },
     #[error("the audit log in {dir} is not the log this node published a checkpoint of: {why}")]
     NotAsPublished { dir: PathBuf, why: crate::PublishedMismatch },
+    #[error(
+        "{}: the second copy ({at}) holds {copy} records, this log {log}: records were lost from this disk; rebuild the log with `relay audit recover` before starting the node",
+        dir.display()
+    )]
+    CopyAhead { dir: PathBuf, copy: u64, log: u64, at: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {

@@ -183,6 +183,23 @@ impl AuditLog {
             check_published(&index.tree, files.verifier_key(), note)
                 .map_err(|why| OpenError::NotAsPublished { dir: settings.dir.clone(), why })?;
         }
+        let mut replica = replica;
+        if let Some(copy) = replica.as_mut() {
+            // A copy that holds more than the disk: records were lost from the disk (a node
+            // restored from an old backup, or started on a new one under the old name). Writing
+            // on would give the copy and the log different records under the same numbers.
+            // (A copy that cannot be asked now is asked again by the writer before it copies.)
+            if let Ok(Some(last)) = copy.last_seq()
+                && last + 1 > files.size()
+            {
+                return Err(OpenError::CopyAhead {
+                    dir: settings.dir.clone(),
+                    copy: last + 1,
+                    log: files.size(),
+                    at: copy.describe(),
+                });
+            }
+        }
         let node = settings.node.clone();
         let verifier_key = files.verifier_key().to_owned();
         let size = files.size();

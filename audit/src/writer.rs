@@ -46,23 +46,44 @@ pub fn record_of(event: &Event) -> Record {
     }
 }
 
+/// Records sent to the second copy per call, so a long backlog (after an outage, or a copy that
+/// lost its records) goes in calls that each finish well within the copy's timeout.
+const COPY_CHUNK: usize = 1000;
+
 /// The records on disk the second copy does not hold yet, and how many of them are this
 /// process's events (acknowledged once the copy holds them).
 struct Unreplicated {
     first_seq: u64,
     records: Vec<Vec<u8>>,
     events: u64,
+    /// Ask the copy where it stands and take what it lacks from the disk (at start, and after
+    /// any failure: the copy may have lost records, and the disk holds them anyway, so nothing
+    /// piles up in memory during an outage).
+    refill: bool,
 }
 
 impl Unreplicated {
     /// Sends what waits; `Ok(events)` with the number of this process's events now held twice.
-    fn flush(&mut self, replica: &mut dyn Replica) -> Result<u64, String> {
-        if self.records.is_empty() {
-            return Ok(0);
+    fn flush(&mut self, replica: &mut dyn Replica, files: &AuditFiles) -> Result<u64, String> {
+        if self.refill {
+            let held = replica.last_seq()?.map_or(0, |s| s + 1);
+            let size = files.size();
+            if held > size {
+                return Err(format!("the copy holds {held} records, more than the {size} on this disk"));
+            }
+            self.records = files.records_from(held).map_err(|e| format!("reading the log to copy it: {e}"))?;
+            self.first_seq = held;
+            self.refill = false;
         }
-        replica.append(self.first_seq, &self.records)?;
-        self.first_seq += self.records.len() as u64;
-        self.records.clear();
+        while !self.records.is_empty() {
+            let n = self.records.len().min(COPY_CHUNK);
+            if let Err(e) = replica.append(self.first_seq, &self.records[..n]) {
+                (self.refill, self.records) = (true, Vec::new());
+                return Err(e);
+            }
+            self.first_seq += n as u64;
+            self.records.drain(..n);
+        }
         Ok(std::mem::take(&mut self.events))
     }
 }
@@ -77,23 +98,9 @@ fn run(
     if files.recovered_bytes > 0 {
         tracing::warn!(bytes = files.recovered_bytes, "audit log: cut off an incomplete last record left by a crash");
     }
-    // What a previous run wrote to disk and could not copy (it was killed in between): sent
-    // before anything new, so the copy has no hole.
-    let mut unreplicated = Unreplicated { first_seq: files.size(), records: Vec::new(), events: 0 };
-    if let Some(replica) = replica.as_mut() {
-        let held = match replica.last_seq() {
-            Ok(last) => last.map_or(0, |s| s + 1),
-            Err(e) => {
-                report_failure(&progress, format!("reading the second copy ({}): {e}", replica.describe()));
-                // Sent from the start; the copy skips what it holds.
-                0
-            }
-        };
-        match files.records_from(held) {
-            Ok(records) => unreplicated = Unreplicated { first_seq: held, records, events: 0 },
-            Err(e) => report_failure(&progress, format!("reading the log to copy it: {e}")),
-        }
-    }
+    // What a previous run wrote to disk and could not copy (it was killed in between) is sent
+    // first, so the copy has no hole.
+    let mut unreplicated = Unreplicated { first_seq: files.size(), records: Vec::new(), events: 0, refill: true };
     // Events taken off the queue and not yet on disk, in order.
     let mut pending: Vec<Record> = Vec::new();
     let mut stopping = false;
@@ -132,7 +139,10 @@ fn run(
                     uncovered_since.get_or_insert_with(Instant::now);
                     let n = written.len() as u64;
                     if replica.is_some() {
-                        unreplicated.records.extend(written);
+                        // While refilling, the records are taken from the disk instead.
+                        if !unreplicated.refill {
+                            unreplicated.records.extend(written);
+                        }
                         unreplicated.events += n;
                         progress.send_modify(|p| p.size = files.size());
                     } else {
@@ -157,7 +167,7 @@ fn run(
             }
         }
         if let Some(replica) = replica.as_mut() {
-            match unreplicated.flush(replica.as_mut()) {
+            match unreplicated.flush(replica.as_mut(), &files) {
                 Ok(n) => progress.send_if_modified(|p| {
                     let recovered = p.failure.take().is_some();
                     if recovered {

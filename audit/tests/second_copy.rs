@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sightline_audit::commands::{self, TrustedKeys};
 use sightline_audit::events::{Event, EventKind, Outcome};
-use sightline_audit::{AuditLog, AuditSettings, Replica};
+use sightline_audit::{AuditLog, AuditSettings, OpenError, Replica};
 
 fn settings(dir: &Path) -> AuditSettings {
     AuditSettings {
@@ -65,6 +65,9 @@ impl Replica for MemoryCopy {
             return Err("copy down".into());
         }
         let held = state.0.last().map_or(0, |(seq, _)| seq + 1);
+        if first_seq > held {
+            return Err(format!("the copy holds {held} records, and {first_seq} was to come next"));
+        }
         for (seq, record) in (first_seq..).zip(records) {
             if seq >= held {
                 state.0.push((seq, record.clone()));
@@ -178,4 +181,50 @@ async fn recover_rebuilds_a_verifiable_log_from_the_copy_and_names_what_it_lacks
     let mut altered = copy.held();
     altered[2].1 = String::from_utf8(altered[2].1.clone()).unwrap().replace("token 2", "token 9").into_bytes();
     assert!(commands::recover(&altered, Some(&published), &trusted, &tmp.path().join("altered")).is_err());
+}
+
+#[tokio::test]
+async fn a_copy_that_lost_its_records_gets_them_again_from_the_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let copy = MemoryCopy::default();
+    let log = AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(copy.clone()))).unwrap();
+    for i in 0..5 {
+        log.append(event(i));
+    }
+    log.committed().await.unwrap();
+    // Redis restarted without its disk: the stream is empty.
+    copy.0.lock().unwrap().0.clear();
+    log.append(event(5));
+    // The append meets a hole (refused, not written after it), then the disk fills it.
+    let _ = log.committed().await;
+    until_available(&log).await;
+    log.append(event(6));
+    log.committed().await.unwrap();
+    assert_eq!(copy.held(), disk(&dir));
+    assert_eq!(copy.held().len(), 7);
+    log.close();
+}
+
+#[tokio::test]
+async fn a_disk_that_lost_records_the_copy_holds_does_not_start_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let copy = MemoryCopy::default();
+    let log = AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(copy.clone()))).unwrap();
+    for i in 0..3 {
+        log.append(event(i));
+    }
+    log.committed().await.unwrap();
+    log.close();
+    drop(log);
+    // The node starts again under its name on an empty disk (its key kept, its log gone).
+    std::fs::remove_file(dir.join("log.jsonl")).unwrap();
+    std::fs::remove_file(dir.join("checkpoints.jsonl")).unwrap();
+    let refused = AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(copy.clone()))).unwrap_err();
+    assert!(matches!(refused, OpenError::CopyAhead { copy: 3, log: 0, .. }), "{refused}");
+    assert!(refused.to_string().contains("relay audit recover"), "{refused}");
+    // Control: with the copy level with the disk, it opens.
+    copy.0.lock().unwrap().0.clear();
+    AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(copy))).unwrap().close();
 }

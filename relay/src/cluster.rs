@@ -55,7 +55,7 @@ pub enum SessionAction {
 pub enum CommandError {
     #[error("{0}")]
     Refused(String),
-    #[error("node {0} did not answer")]
+    #[error("node {0} did not confirm within 5 s; the action may still take effect there")]
     NoAnswer(String),
     #[error("the shared store cannot carry the command: {0}")]
     Store(#[from] sightline_store::StoreError),
@@ -76,6 +76,8 @@ pub struct Cluster {
     view: watch::Sender<ClusterView>,
     /// Commands this node has sent to others.
     commands: std::sync::atomic::AtomicU64,
+    /// Set by `leave`; the heartbeat writes under it, so nothing is written after.
+    left: tokio::sync::Mutex<bool>,
 }
 
 /// Applies another node's command to a session running here.
@@ -86,7 +88,14 @@ fn apply(
     source: Option<std::net::IpAddr>,
     action: &SessionAction,
 ) -> Result<(), String> {
-    let session = hub.session(session_id).filter(|s| !s.is_ended()).ok_or("no such session is running")?;
+    let session = hub.session(session_id).ok_or("no such session is running")?;
+    if session.is_ended() {
+        // As on the node itself: killing an ended session changes nothing, approving fails.
+        return match action {
+            SessionAction::Kill => Ok(()),
+            SessionAction::Approve { .. } => Err("the session has ended".into()),
+        };
+    }
     if let Some(ip) = source {
         session.note_address(actor, ip);
     }
@@ -99,6 +108,26 @@ fn apply(
             session.approve(actor, &levels.iter().copied().collect()).map_err(|e| e.to_string())
         }
     }
+}
+
+/// A node whose record is this old has its sessions' ends recorded by a survivor: longer than it
+/// takes to leave the lists (`NODE_SILENCE_MS`), so a node that merely missed a few beats is not
+/// declared lost.
+const NODE_LOST_MS: u64 = 6_000;
+
+/// The records that decode; one that does not (a node of another version during an upgrade) is
+/// skipped with a warning instead of hiding every other node.
+fn decode_records(records: Vec<(String, serde_json::Value)>) -> Vec<NodeRecord> {
+    records
+        .into_iter()
+        .filter_map(|(name, value)| match serde_json::from_value(value) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "skipping a node record this node cannot read");
+                None
+            }
+        })
+        .collect()
 }
 
 fn now_ms() -> u64 {
@@ -126,6 +155,7 @@ impl Cluster {
             store,
             view: watch::channel(ClusterView::default()).0,
             commands: 0.into(),
+            left: tokio::sync::Mutex::new(false),
         })
     }
 
@@ -181,7 +211,9 @@ impl Cluster {
         // This node's previous run left its record behind (it was killed): the sessions it ran
         // ended with it, unrecorded, unless a surviving node recorded them meanwhile.
         match self.store.get::<NodeRecord>(Collection::Nodes, &self.me).await {
-            Ok(Some(previous)) => self.end_sessions_of_lost(&previous).await,
+            Ok(Some(previous)) => {
+                self.end_sessions_of_lost(&previous).await;
+            }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot read this node's previous record"),
         }
@@ -194,11 +226,15 @@ impl Cluster {
                     Ok(bytes) => match serde_json::from_slice::<ClusterEvent>(&bytes) {
                         Ok(ClusterEvent::NodeChanged { node }) if node != self.me => (false, true),
                         Ok(ClusterEvent::Command { id, from, to, session_id, actor, source, action }) if to == self.me => {
+                            // Applied and answered at once, not behind this loop's store calls.
                             let result = apply(&hub, &session_id, &actor, source, &action);
-                            let reply = ClusterEvent::Reply { id, to: from, result };
-                            if let Err(e) = self.store.publish(&reply).await {
-                                tracing::error!(error = %e, "cannot answer another node's command");
-                            }
+                            let store = self.store.clone();
+                            tokio::spawn(async move {
+                                let reply = ClusterEvent::Reply { id, to: from, result };
+                                if let Err(e) = store.publish(&reply).await {
+                                    tracing::error!(error = %e, "cannot answer another node's command");
+                                }
+                            });
                             continue;
                         }
                         _ => continue,
@@ -209,13 +245,25 @@ impl Cluster {
                 },
             };
             let own = self.own_record(&hub);
-            let mut result = self.store.put(Collection::Nodes, &self.me, &own).await;
+            let mut result = {
+                // Not after `leave`: a record written then would bring a stopped node back.
+                let left = self.left.lock().await;
+                if *left {
+                    return;
+                }
+                self.store.put(Collection::Nodes, &self.me, &own).await
+            };
             if changed_here && result.is_ok() {
                 result = self.store.publish(&ClusterEvent::NodeChanged { node: self.me.clone() }).await;
             }
+            // Whether `others` was read now: only a fresh read may declare a node lost.
+            let mut fresh = false;
             if read_others && result.is_ok() {
-                match self.store.list::<NodeRecord>(Collection::Nodes).await {
-                    Ok(records) => others = records.into_iter().map(|(_, r)| r).filter(|r| r.name != self.me).collect(),
+                match self.store.list::<serde_json::Value>(Collection::Nodes).await {
+                    Ok(records) => {
+                        others = decode_records(records).into_iter().filter(|r| r.name != self.me).collect();
+                        fresh = true;
+                    }
                     Err(e) => result = Err(e),
                 }
             }
@@ -230,10 +278,15 @@ impl Cluster {
                 }
                 _ => {}
             }
-            let view = ClusterView::new(others.iter().cloned().chain([own]), now_ms());
-            for lost in others.iter().filter(|r| view.node(&r.name).is_none()) {
-                if reaped.insert((lost.name.clone(), lost.heartbeat_ms)) {
-                    self.end_sessions_of_lost(lost).await;
+            let now = now_ms();
+            let view = ClusterView::new(others.iter().cloned().chain([own]), now);
+            if fresh {
+                // A node out of the lists for longer still, as of a read made just now.
+                for lost in others.iter().filter(|r| r.heartbeat_ms.saturating_add(NODE_LOST_MS) < now) {
+                    let which = (lost.name.clone(), lost.heartbeat_ms);
+                    if !reaped.contains(&which) && self.end_sessions_of_lost(lost).await {
+                        reaped.insert(which);
+                    }
                 }
             }
             self.view.send_if_modified(|old| {
@@ -299,17 +352,31 @@ impl Cluster {
     /// sessions it ran cannot have recorded their end, so one surviving node (the first to claim
     /// each in the store) records it, with the facts the lost node last published (R43). Viewers
     /// connected elsewhere were told by their forwarded sockets; the endpoint ends its side
-    /// within 5 s of losing the relay (R22).
-    async fn end_sessions_of_lost(&self, lost: &NodeRecord) {
+    /// within 5 s of losing the relay (R22). Whether every session was seen to (a store error
+    /// leaves the rest for the next beat).
+    ///
+    /// A node cut off from the store but still running ends its sessions itself within 5 s (its
+    /// viewer sockets cannot re-check their logins), before a survivor's `NODE_LOST_MS`; both
+    /// ends are then on the record, each naming who ended it.
+    async fn end_sessions_of_lost(&self, lost: &NodeRecord) -> bool {
+        // Read again just before claiming: a node that came back has renewed its record.
+        match self.store.get::<NodeRecord>(Collection::Nodes, &lost.name).await {
+            Ok(Some(now)) if now.heartbeat_ms != lost.heartbeat_ms => return true,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, node = %lost.name, "cannot read a lost node's record");
+                return false;
+            }
+        }
         for s in lost.sessions.iter().filter(|s| s.phase != sightline_proto::SessionPhase::Ended) {
             let claim = format!("node-lost:{}", s.session_id);
             match self.store.insert_new(Collection::Mutexes, &claim, &(self.me.clone(), now_ms())).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    // Another node may claim it; if none can reach the store, none can record.
+                    // Tried again at the next beat, by this node or another.
                     tracing::error!(error = %e, session = %s.session_id, "cannot claim a lost node's session");
-                    continue;
+                    return false;
                 }
             }
             let agent = lost.agents.iter().find(|a| a.info.agent_id == s.agent_id).map(|a| &a.info);
@@ -340,10 +407,13 @@ impl Cluster {
                 detail,
             ));
         }
+        true
     }
 
     /// Leaves the service (graceful shutdown): the record goes, and the others are told.
     pub async fn leave(&self) {
+        let mut left = self.left.lock().await;
+        *left = true;
         if let Err(e) = self.store.delete(Collection::Nodes, &self.me).await {
             tracing::warn!(error = %e, "cannot remove this node's record; it ages out");
             return;

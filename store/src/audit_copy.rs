@@ -22,7 +22,10 @@ pub fn key(node: &str) -> String {
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
 /// How long one call may take before the copy counts as failing.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `WAIT` waits for the replicas: well within `CALL_TIMEOUT`, so a shortfall is an
+/// answer (and an error), not a timed-out socket.
+const WAIT_MS: u64 = 1_000;
 /// Entries read per round trip when reading the copy back.
 const PAGE: usize = 1000;
 
@@ -93,19 +96,35 @@ impl AuditCopy {
             Some(held) => held,
             None => self.last_seq()?.map_or(0, |s| s + 1),
         };
-        let skip = usize::try_from(held.saturating_sub(first_seq)).unwrap_or(usize::MAX);
-        let Some(rest) = records.get(skip..).filter(|r| !r.is_empty()) else { return Ok(()) };
+        if first_seq > held {
+            // The copy lost records (a Redis restarted without its disk, a failover to a replica
+            // behind): appending would leave a hole; the writer sends them again from its disk.
+            return Err(StoreError::Corrupt {
+                collection: "audit",
+                key: self.key.clone(),
+                detail: format!("the copy holds {held} records, and {first_seq} was to come next: it lost records"),
+            });
+        }
+        let skip = usize::try_from(held - first_seq).unwrap_or(usize::MAX);
+        let rest = records.get(skip..).unwrap_or_default();
         let first = first_seq + skip as u64;
         let replicas = self.replicas;
+        if rest.is_empty() && replicas == 0 {
+            return Ok(());
+        }
         self.with(|c, key| {
             let mut pipe = redis::pipe();
             pipe.atomic();
             for (seq, record) in (first..).zip(rest) {
                 pipe.cmd("XADD").arg(key).arg(format!("{seq}-1")).arg("r").arg(record.as_slice()).ignore();
             }
+            // `WAIT` counts this connection's writes only: after a reconnection the records may
+            // be there while the replicas lack them, so a fence is written on this connection
+            // every time and waited for.
+            pipe.cmd("SET").arg(format!("{key}:fence")).arg(first + rest.len() as u64).ignore();
             pipe.query::<()>(c)?;
             if replicas > 0 {
-                let acked: u32 = redis::cmd("WAIT").arg(replicas).arg(CALL_TIMEOUT.as_millis() as u64).query(c)?;
+                let acked: u32 = redis::cmd("WAIT").arg(replicas).arg(WAIT_MS).query(c)?;
                 if acked < replicas {
                     return Err(redis::RedisError::from((
                         redis::ErrorKind::Io,

@@ -37,7 +37,7 @@ async fn on_its_node(
     let node = view.node_of_session(id).filter(|n| n.name != state.cluster.me()).ok_or(IdentityError::NotFound)?;
     state.cluster.ask(&node.name, id, actor, Some(peer.ip()), action).await.map_err(|e| match e {
         CommandError::Refused(why) => IdentityError::Conflict(why),
-        e => IdentityError::Conflict(e.to_string()),
+        e => IdentityError::Store(sightline_store::StoreError::Unavailable(e.to_string())),
     })
 }
 /// Ends a session at once (R22); recorded with the admin's name.
