@@ -132,7 +132,13 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyho
             .build()
     };
     let mut backoff = new_backoff();
-    let mut next = 0;
+    // Agents start on a node of their own choosing, so that a service's agents spread over its
+    // nodes instead of all starting on the first.
+    let mut next = {
+        let mut bytes = [0u8; 4];
+        let _ = getrandom::fill(&mut bytes);
+        u32::from_le_bytes(bytes) as usize % config.relay_urls.len()
+    };
     loop {
         let url = &config.relay_urls[next % config.relay_urls.len()];
         let started = Instant::now();
@@ -259,8 +265,16 @@ async fn connect(url: &url::Url, route: &Route, nonce: &[u8]) -> anyhow::Result<
         None => {
             let port = url.port_or_known_default().context("relay URL has no port")?;
             let stream = connect_any(host.trim_matches(['[', ']']), port).await?;
-            tokio_tungstenite::client_async_tls_with_config(dialled.as_str(), stream, Some(ws_config), connector)
+            let handshake =
+                tokio_tungstenite::client_async_tls_with_config(dialled.as_str(), stream, Some(ws_config), connector);
+            // A node that takes the connection and then hangs is given up like one that is gone.
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
                 .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "{url} did not complete TLS and the WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"
+                    )
+                })?
                 .with_context(|| format!("cannot connect to {url}"))?
         }
     };
@@ -270,6 +284,8 @@ async fn connect(url: &url::Url, route: &Route, nonce: &[u8]) -> anyhow::Result<
 /// How long a TCP connection to one address of the relay may take to open. A node that lost its
 /// power answers nothing (no refusal), and the system would wait minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long TLS and the WebSocket upgrade may take once TCP is open.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens TCP to `host`, trying each address it resolves to in turn, `CONNECT_TIMEOUT` each: a
 /// name that resolves to the nodes of a service reaches the first that answers (R43).

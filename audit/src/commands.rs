@@ -238,14 +238,20 @@ pub fn recover(
     trusted: &TrustedKeys,
     out: &Path,
 ) -> anyhow::Result<Recovered> {
-    let mut missing = Vec::new();
+    if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+        bail!("{} is not empty: give a new directory to rebuild the log in", out.display());
+    }
+    // What the copy lacks, as ranges (a corrupt id must not make a list of billions).
+    let mut missing: Vec<std::ops::Range<u64>> = Vec::new();
     let mut expected = 0u64;
     for (seq, _) in records {
         if *seq < expected {
             bail!("the copy holds record {seq} twice or out of order");
         }
-        missing.extend(expected..*seq);
-        expected = seq + 1;
+        if *seq > expected {
+            missing.push(expected..*seq);
+        }
+        expected = seq.checked_add(1).context("a record number at the end of the range")?;
     }
     let published_size = match published {
         Some(note) => {
@@ -255,13 +261,19 @@ pub fn recover(
         }
         None => 0,
     };
-    missing.extend(expected..published_size);
+    if published_size > expected {
+        missing.push(expected..published_size);
+    }
     if !missing.is_empty() {
-        let shown: Vec<String> = missing.iter().take(20).map(u64::to_string).collect();
-        let more = if missing.len() > 20 { format!(" and {} more", missing.len() - 20) } else { String::new() };
+        let count: u64 = missing.iter().map(|r| r.end - r.start).sum();
+        let shown: Vec<String> = missing
+            .iter()
+            .take(20)
+            .map(|r| if r.end - r.start == 1 { r.start.to_string() } else { format!("{} to {}", r.start, r.end - 1) })
+            .collect();
+        let more = if missing.len() > 20 { format!(" and {} more ranges", missing.len() - 20) } else { String::new() };
         bail!(
-            "the second copy lacks {} record(s) the node wrote: {}{more}; nothing was rebuilt",
-            missing.len(),
+            "the second copy lacks {count} record(s) the node wrote: {}{more}; nothing was rebuilt",
             shown.join(", ")
         );
     }

@@ -167,6 +167,9 @@ async fn recover_rebuilds_a_verifiable_log_from_the_copy_and_names_what_it_lacks
     assert_eq!((rebuilt.records, rebuilt.published, rebuilt.tail), (10, 10, 0));
     assert_eq!(std::fs::read(out.join("log.jsonl")).unwrap(), std::fs::read(dir.join("log.jsonl")).unwrap());
     commands::verify(std::slice::from_ref(&out), &trusted, false).unwrap();
+    // A second rebuild into the same directory is refused: nothing is overwritten.
+    let again = commands::recover(&copy.held(), Some(&published), &trusted, &out).unwrap_err();
+    assert!(again.to_string().contains("is not empty"), "{again}");
 
     // A record missing in the middle, and records the published checkpoint covers beyond the end.
     let mut holed = copy.held();
@@ -176,7 +179,7 @@ async fn recover_rebuilds_a_verifiable_log_from_the_copy_and_names_what_it_lacks
     assert!(!tmp.path().join("holed").exists(), "nothing rebuilt");
     let short = &copy.held()[..7];
     let why = commands::recover(short, Some(&published), &trusted, &tmp.path().join("short")).unwrap_err();
-    assert!(why.to_string().contains("lacks 3 record(s) the node wrote: 7, 8, 9;"), "{why}");
+    assert!(why.to_string().contains("lacks 3 record(s) the node wrote: 7 to 9;"), "{why}");
     // A record altered in the copy does not verify against the published checkpoint.
     let mut altered = copy.held();
     altered[2].1 = String::from_utf8(altered[2].1.clone()).unwrap().replace("token 2", "token 9").into_bytes();

@@ -137,8 +137,10 @@ pub enum ForwardError {
     UnknownNode(String),
     #[error("the forwarding statement is not signed by node {0:?}'s key")]
     BadSignature(String),
-    #[error("the forwarding statement is not fresh")]
-    Stale,
+    #[error(
+        "the forwarding statement was made {skew_ms} ms away from this node's clock (at most {FORWARD_VALID_MS} ms): are the nodes' clocks synchronised (NTP)?"
+    )]
+    Stale { skew_ms: u64 },
 }
 
 /// A node vouches that it forwards the socket of a viewer signed in with session `sid`, who
@@ -215,7 +217,7 @@ impl Forwarded {
             .verify(&statement.message(), &Signature::from_bytes(&signature))
             .map_err(|_| ForwardError::BadSignature(from.to_owned()))?;
         if now_ms.abs_diff(at_ms) > FORWARD_VALID_MS {
-            return Err(ForwardError::Stale);
+            return Err(ForwardError::Stale { skew_ms: now_ms.abs_diff(at_ms) });
         }
         Ok(statement)
     }
@@ -390,7 +392,7 @@ mod tests {
         );
         assert_eq!(
             Forwarded::verify(&header, "bb", "sid-1", &view, 1_000 + FORWARD_VALID_MS + 1),
-            Err(ForwardError::Stale)
+            Err(ForwardError::Stale { skew_ms: FORWARD_VALID_MS + 1 })
         );
         // Signed by another node's key, or naming a node that is not live, or a changed address.
         let forged = Forwarded { ..statement.clone() }.header(&ForwardKey::of(&b));

@@ -59,6 +59,8 @@ pub use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential}
 const CEREMONY_TTL: Duration = Duration::from_secs(300);
 /// Name of the session cookie (the relay sets it; a node forwarding a viewer presents it).
 pub const SESSION_COOKIE: &str = "sightline_session";
+/// The audience of the tokens one node hands another for a viewer it forwards (R43).
+pub const FORWARDED_AUDIENCE: &str = "sightline-forwarded-viewer";
 /// How long a step-up proof lasts (R14).
 pub const STEP_UP_TTL_S: u64 = 5 * 60;
 /// Sessions end after this much inactivity, whatever the token says (AAL3).

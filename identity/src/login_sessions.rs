@@ -166,7 +166,23 @@ impl Identity {
         auth_time_s: u64,
         now_s: u64,
     ) -> Result<String, IdentityError> {
-        let settings = &self.settings.tokens;
+        self.issue_token_as(&self.settings.tokens, user, sid, auth_time_s, now_s)
+    }
+
+    /// The token settings of the tokens one node hands another for a viewer it forwards: their
+    /// own audience (so no route takes them as a session cookie) and a minute's life.
+    fn forwarded_tokens(&self) -> tokens::TokenSettings {
+        tokens::TokenSettings { audience: FORWARDED_AUDIENCE.into(), ttl_s: 60, ..self.settings.tokens.clone() }
+    }
+
+    fn issue_token_as(
+        &self,
+        settings: &tokens::TokenSettings,
+        user: &User,
+        sid: &str,
+        auth_time_s: u64,
+        now_s: u64,
+    ) -> Result<String, IdentityError> {
         let exp = (now_s + settings.ttl_s.min(tokens::MAX_TOKEN_TTL_S)).min(auth_time_s + tokens::MAX_SESSION_S);
         let claims = Claims {
             iss: settings.issuer.clone(),
@@ -186,20 +202,34 @@ impl Identity {
 
     /// A fresh token for a session whose socket this node forwards to another node (R43): the
     /// socket outlives the token it opened with, and the other node checks the session as for
-    /// any request. Not activity, and refused once the session is not alive.
+    /// any request. Its audience is its own and it lives a minute: it opens a forwarded viewer
+    /// socket (`authenticate_forwarded`, with the forwarding node's signed statement) and no
+    /// route. Not activity, and refused once the session is not alive.
     pub async fn forward_token(&self, auth: &AuthUser) -> Result<String, IdentityError> {
         if !self.session_alive(&auth.claims).await? {
             return Err(IdentityError::Unauthenticated);
         }
-        self.issue_token(&auth.user, &auth.claims.sid, auth.claims.auth_time, self.now_s())
+        let settings = self.forwarded_tokens();
+        self.issue_token_as(&settings, &auth.user, &auth.claims.sid, auth.claims.auth_time, self.now_s())
+    }
+
+    /// Verifies a token another node made with `forward_token`, as `authenticate` does.
+    pub async fn authenticate_forwarded(&self, token: &str) -> Result<AuthUser, IdentityError> {
+        let settings = self.forwarded_tokens();
+        self.authenticate_as(&settings, token).await
     }
 
     /// Verifies a session token against keys, revocations and idle time, and loads the user.
     /// Any store failure refuses the request (fail closed).
     pub async fn authenticate(&self, token: &str) -> Result<AuthUser, IdentityError> {
+        let settings = self.settings.tokens.clone();
+        self.authenticate_as(&settings, token).await
+    }
+
+    async fn authenticate_as(&self, settings: &tokens::TokenSettings, token: &str) -> Result<AuthUser, IdentityError> {
         let now = self.now_s();
         let mut ring = self.keyring();
-        let claims = match ring.verify(&self.settings.tokens, token, now) {
+        let claims = match ring.verify(settings, token, now) {
             Err(tokens::TokenError::UnknownKey) => {
                 // Another node may have rotated: reload, but at most every 10 s whatever callers send.
                 let due = {
@@ -215,7 +245,7 @@ impl Identity {
                 }
                 self.rotate_keys_if_due().await?;
                 ring = self.keyring();
-                ring.verify(&self.settings.tokens, token, now).map_err(|_| IdentityError::Unauthenticated)?
+                ring.verify(settings, token, now).map_err(|_| IdentityError::Unauthenticated)?
             }
             other => other.map_err(|_| IdentityError::Unauthenticated)?,
         };
@@ -241,7 +271,10 @@ impl Identity {
         }
         // Renewed at half its lifetime, whatever the configured lifetime is (the browser's
         // schedule in `core::renewal` relies on it).
-        let renewed = if sightline_core::renewal::relay_renews(now, claims.iat, claims.exp) {
+        // Only cookies are renewed; a forwarded token is made afresh for each socket.
+        let renewed = if settings.audience == self.settings.tokens.audience
+            && sightline_core::renewal::relay_renews(now, claims.iat, claims.exp)
+        {
             Some(self.issue_token(&user, &claims.sid, claims.auth_time, now)?)
         } else {
             None

@@ -241,7 +241,7 @@ pub enum ConfigError {
         "--listen {0} is a wildcard and several nodes share the store: give --node-url, the address the other nodes reach this one at"
     )]
     NoNodeUrl(SocketAddr),
-    #[error("--node-url {0} must be http or https with a host")]
+    #[error("--node-url {0} must be https with a host (http only on this machine)")]
     BadNodeUrl(url::Url),
     #[error("node name {0:?} may not contain ';', '/' or white space")]
     BadNodeName(String),
@@ -276,6 +276,16 @@ impl Config {
         }
         let node_url = self.node_url();
         if !matches!(node_url.scheme(), "http" | "https") || node_url.host_str().is_none() {
+            return Err(ConfigError::BadNodeUrl(node_url));
+        }
+        // Forwarded viewers carry a login token between nodes: only over TLS, or on this machine.
+        let loopback = match node_url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if node_url.scheme() == "http" && !loopback {
             return Err(ConfigError::BadNodeUrl(node_url));
         }
         if let Some(node) = &self.node

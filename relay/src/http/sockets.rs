@@ -57,7 +57,18 @@ pub(super) async fn viewer_ws(
     if headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|o| o != expected) {
         return ApiError(IdentityError::Forbidden("cross-origin socket refused".into())).into_response();
     }
-    let auth = match authenticate(&state.identity, &headers).await {
+    let forwarded = headers.contains_key(sightline_core::cluster::FORWARDED_HEADER);
+    // A node forwarding a viewer presents a token made for that alone (`forward_token`).
+    let auth = if forwarded {
+        let token = super::auth::cookie_named(&headers, super::auth::SESSION_COOKIE);
+        match token {
+            Some(token) => state.identity.authenticate_forwarded(&token).await,
+            None => Err(IdentityError::Unauthenticated),
+        }
+    } else {
+        authenticate(&state.identity, &headers).await
+    };
+    let auth = match auth {
         Ok(auth) => auth,
         Err(e) => return ApiError(e).into_response(),
     };
@@ -100,6 +111,6 @@ pub(super) async fn viewer_ws(
     };
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
-        .on_upgrade(move |socket| crate::sockets::viewer::serve(state, auth, socket, peer))
+        .on_upgrade(move |socket| crate::sockets::viewer::serve(state, auth, socket, peer, forwarded))
         .into_response()
 }

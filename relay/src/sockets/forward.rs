@@ -20,7 +20,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use sightline_core::cluster::{FORWARDED_HEADER, NodeRecord};
 use sightline_identity::{AuthUser, SESSION_COOKIE};
-use sightline_proto::{MAX_SIGNAL_BYTES, RelayToViewer, ViewerToRelay};
+use sightline_proto::{ErrorCode, MAX_SIGNAL_BYTES, RelayToViewer, ViewerToRelay};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -42,8 +42,18 @@ pub enum Route {
 
 /// Where `msg` goes: a request for a device or session held here, or unknown everywhere (which
 /// this node refuses as before), is served here; one for another live node's device or session
-/// goes there, and so does every message about a view already carried elsewhere.
-pub async fn route(state: &AppState, msg: &ViewerToRelay, carried: Option<&Forward>) -> Route {
+/// goes there, and so does every message about a view already carried elsewhere. A socket
+/// another node forwarded is always served here.
+pub async fn route(
+    state: &AppState,
+    auth: &AuthUser,
+    msg: &ViewerToRelay,
+    carried: Option<&Forward>,
+    forwarded: bool,
+) -> Route {
+    if forwarded {
+        return Route::Here;
+    }
     let cluster = state.cluster.view();
     let elsewhere = |node: Option<&NodeRecord>| match node {
         Some(n) if n.name != state.cluster.me() => Route::There(n.clone()),
@@ -53,6 +63,8 @@ pub async fn route(state: &AppState, msg: &ViewerToRelay, carried: Option<&Forwa
         ViewerToRelay::Watch { agent_id, .. } if state.hub.agent(agent_id).is_err() => {
             elsewhere(cluster.node_of_agent(agent_id))
         }
+        // Only those who may start sessions make this node look a code up.
+        ViewerToRelay::WatchHelp { .. } if !auth.allows(sightline_core::roles::Capability::ViewSessions) => Route::Here,
         ViewerToRelay::WatchHelp { help_code, .. } => match state.help.find(help_code).await {
             Ok(request) if state.hub.agent(&request.agent_id).is_err() => {
                 elsewhere(cluster.node_of_agent(&request.agent_id))
@@ -91,18 +103,29 @@ pub struct Forward {
 
 impl Forward {
     /// Opens a viewer socket to `node` for `auth`, who connected here from `client`.
-    pub async fn open(state: &AppState, auth: &AuthUser, client: IpAddr, node: &NodeRecord) -> Result<Forward, String> {
-        let token = state.identity.forward_token(auth).await.map_err(|e| format!("cannot vouch for you there: {e}"))?;
+    pub async fn open(
+        state: &AppState,
+        auth: &AuthUser,
+        client: IpAddr,
+        node: &NodeRecord,
+    ) -> Result<Forward, (ErrorCode, String)> {
+        let token = state
+            .identity
+            .forward_token(auth)
+            .await
+            .map_err(|_| (ErrorCode::SessionEnded, "your session ended; sign in again".to_owned()))?;
+        let unreachable = |why: String| (ErrorCode::NodeUnreachable, why);
         let url = format!("{}/ws/viewer", node.url.replacen("http", "ws", 1));
         let mut request =
-            url.into_client_request().map_err(|e| format!("node {} has a bad address: {e}", node.name))?;
+            url.into_client_request().map_err(|e| unreachable(format!("node {} has a bad address: {e}", node.name)))?;
         let origin = state.identity.settings.public_url.origin().ascii_serialization();
         let header = state.cluster.forward_header(&node.name, &auth.claims.sid, client);
         let headers = request.headers_mut();
         for (name, value) in
             [("cookie", format!("{SESSION_COOKIE}={token}")), ("origin", origin), (FORWARDED_HEADER, header)]
         {
-            let value = value.parse().map_err(|_| format!("cannot forward to node {}: bad header", node.name))?;
+            let value =
+                value.parse().map_err(|_| unreachable(format!("cannot forward to node {}: bad header", node.name)))?;
             headers.insert(name, value);
         }
         let config =
@@ -110,8 +133,19 @@ impl Forward {
         let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
         let socket = match tokio::time::timeout(OPEN_TIMEOUT, connect).await {
             Ok(Ok((socket, _))) => socket,
-            Ok(Err(e)) => return Err(format!("node {} cannot be reached: {e}", node.name)),
-            Err(_) => return Err(format!("node {} did not answer within {} s", node.name, OPEN_TIMEOUT.as_secs())),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(refused))) => {
+                let why = refused.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let why = format!("node {} refused to take this view ({}): {why}", node.name, refused.status());
+                return Err(unreachable(why));
+            }
+            Ok(Err(e)) => return Err(unreachable(format!("node {} cannot be reached: {e}", node.name))),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "node {} did not answer within {} s",
+                    node.name,
+                    OPEN_TIMEOUT.as_secs()
+                )));
+            }
         };
         let (tx, rx) = socket.split();
         tracing::info!(user = %auth.user.name, node = %node.name, "viewer forwarded to the node that holds the session");
@@ -122,6 +156,9 @@ impl Forward {
     pub async fn send(&mut self, msg: &ViewerToRelay) -> bool {
         if starts_view(msg) {
             (self.in_view, self.seen_status) = (true, false);
+        }
+        if matches!(msg, ViewerToRelay::Unwatch) {
+            self.in_view = false;
         }
         let text = sightline_proto::encode(msg);
         matches!(tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Message::Text(text.into()))).await, Ok(Ok(())))

@@ -87,7 +87,9 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
 }
 
 /// Serves one viewer connection to completion.
-pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: SocketAddr) {
+/// `forwarded`: another node carries this socket for its viewer; it is served here, never
+/// carried on (no chains or loops while nodes disagree on where a device is).
+pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: SocketAddr, forwarded: bool) {
     let (hub, identity) = (state.hub.clone(), state.identity.clone());
     let viewer_id = hub.next_id();
     let (mut tx, rx) = socket.split();
@@ -233,7 +235,13 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
             }
             _ = turn_renewal.tick(), if turn.is_some() => turn_servers().into_iter().collect(),
             far = async { match carried.as_mut() { Some(f) => f.next().await, None => std::future::pending().await } } => match far {
-                Some(msg) => vec![msg],
+                Some(msg) => {
+                    // The view there ended or was refused: nothing more to carry.
+                    if let Some(far) = carried.take_if(|f| !f.in_view()) {
+                        far.leave().await;
+                    }
+                    vec![msg]
+                }
                 None => carried_lost(&mut carried),
             },
             changed = help.changed(), if sees_help => {
@@ -285,7 +293,7 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 let reply = match incoming {
                     None => break,
                     Some(Err(e)) => error(e.code(), e.to_string()),
-                    Some(Ok(msg)) => match forward::route(&state, &msg, carried.as_ref()).await {
+                    Some(Ok(msg)) => match forward::route(&state, &auth, &msg, carried.as_ref(), forwarded).await {
                         Route::Here => {
                             if forward::starts_view(&msg) && let Some(far) = carried.take() {
                                 far.leave().await;
@@ -342,9 +350,9 @@ async fn carry(
     if carried.is_none() {
         match Forward::open(state, auth, peer.ip(), node).await {
             Ok(far) => *carried = Some(far),
-            Err(why) => {
+            Err((code, why)) => {
                 tracing::warn!(user = %auth.user.name, node = %node.name, %why, "cannot forward a viewer");
-                return error(ErrorCode::NodeUnreachable, why);
+                return error(code, why);
             }
         }
     }
@@ -353,6 +361,12 @@ async fn carry(
         None => false,
     };
     if sent {
+        // Nothing of a view is left there: the socket goes (the next view opens a new one).
+        if matches!(msg, ViewerToRelay::Unwatch)
+            && let Some(far) = carried.take()
+        {
+            far.leave().await;
+        }
         None
     } else {
         carried.take();
