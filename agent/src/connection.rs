@@ -264,7 +264,9 @@ async fn connect(url: &url::Url, route: &Route, nonce: &[u8]) -> anyhow::Result<
         }
         None => {
             let port = url.port_or_known_default().context("relay URL has no port")?;
-            let stream = connect_any(host.trim_matches(['[', ']']), port).await?;
+            let stream = connect_any(host.trim_matches(['[', ']']), port)
+                .await
+                .with_context(|| format!("cannot connect to {url}"))?;
             let handshake =
                 tokio_tungstenite::client_async_tls_with_config(dialled.as_str(), stream, Some(ws_config), connector);
             // A node that takes the connection and then hangs is given up like one that is gone.

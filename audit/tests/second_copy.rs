@@ -32,9 +32,12 @@ fn event(i: u64) -> Event {
     }
 }
 
+/// What the copy holds (sequence number, record), and whether it fails now.
+type CopyState = (Vec<(u64, Vec<u8>)>, bool);
+
 /// A copy in memory that the test can make fail.
 #[derive(Clone, Default)]
-struct MemoryCopy(Arc<Mutex<(Vec<(u64, Vec<u8>)>, bool)>>);
+struct MemoryCopy(Arc<Mutex<CopyState>>);
 
 impl MemoryCopy {
     fn held(&self) -> Vec<(u64, Vec<u8>)> {
