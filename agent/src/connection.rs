@@ -258,8 +258,15 @@ async fn connect(url: &url::Url, route: &Route, nonce: &[u8]) -> anyhow::Result<
         Some(proxy) => {
             let port = url.port_or_known_default().context("relay URL has no port")?;
             let tunnel = proxy.tunnel(host.trim_matches(['[', ']']), port).await?;
-            tokio_tungstenite::client_async_tls_with_config(dialled.as_str(), tunnel, Some(ws_config), connector)
+            let handshake =
+                tokio_tungstenite::client_async_tls_with_config(dialled.as_str(), tunnel, Some(ws_config), connector);
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
                 .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "{url} did not complete TLS and the WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"
+                    )
+                })?
                 .with_context(|| format!("cannot connect to {url} through the proxy"))?
         }
         None => {

@@ -222,20 +222,32 @@ impl AuditFiles {
         Ok(written)
     }
 
-    /// The records from `seq` on, as written (each without its newline): what a second copy
-    /// that stopped at `seq` lacks.
-    pub fn records_from(&self, seq: u64) -> std::io::Result<Vec<Vec<u8>>> {
-        let (start, end) = {
+    /// At most `max` records from `seq` on, as written (each without its newline): what a second
+    /// copy that stopped at `seq` lacks. Reads only their bytes; a log file shorter than this
+    /// log's index (cut outside the relay) is an error, never fewer records.
+    pub fn records_range(&self, seq: u64, max: usize) -> std::io::Result<Vec<Vec<u8>>> {
+        use std::os::unix::fs::FileExt;
+        let (start, end, count) = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            match index.offsets.get(usize::try_from(seq).unwrap_or(usize::MAX)) {
-                Some(at) => (*at, index.end),
-                None => return Ok(Vec::new()),
+            let len = index.offsets.len() as u64;
+            if seq >= len {
+                return Ok(Vec::new());
             }
+            let last = seq.saturating_add(max as u64).min(len);
+            let at = |n: u64| index.offsets[usize::try_from(n).unwrap_or(usize::MAX)];
+            let end = if last == len { index.end } else { at(last) };
+            (at(seq), end, usize::try_from(last - seq).unwrap_or(usize::MAX))
         };
-        let text = std::fs::read(self.dir.join(LOG_FILE))?;
-        let range = usize::try_from(start).unwrap_or(usize::MAX)..usize::try_from(end).unwrap_or(usize::MAX);
-        let tail = text.get(range).unwrap_or_default();
-        Ok(tail.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect())
+        let mut buf = vec![0; usize::try_from(end - start).map_err(std::io::Error::other)?];
+        File::open(self.dir.join(LOG_FILE))?.read_exact_at(&mut buf, start)?;
+        let records: Vec<Vec<u8>> = buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+        if records.len() != count {
+            return Err(std::io::Error::other(format!(
+                "expected {count} records from {seq} in the log file, found {}",
+                records.len()
+            )));
+        }
+        Ok(records)
     }
 
     /// Signs and stores a checkpoint of the whole log, if it grew since the last one.

@@ -110,8 +110,11 @@ pub enum PublishedMismatch {
 pub trait Replica: Send + 'static {
     /// Where it is (for the node's log and `node.started`).
     fn describe(&self) -> String;
-    /// The sequence number of the newest record it holds, if any.
+    /// The sequence number of the newest record it holds, if any (an error if it does not hold
+    /// every record up to it).
     fn last_seq(&mut self) -> Result<Option<u64>, String>;
+    /// The record it holds under `seq`, as written.
+    fn record(&mut self, seq: u64) -> Result<Option<Vec<u8>>, String>;
     /// Makes `records` (canonical lines without newline, consecutive from `first_seq`) durable;
     /// records it already holds are skipped, so a retry after a lost answer is harmless.
     fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> Result<(), String>;
@@ -190,11 +193,11 @@ impl AuditLog {
             // on would give the copy and the log different records under the same numbers.
             // (A copy that cannot be asked now is asked again by the writer before it copies.)
             if let Ok(Some(last)) = copy.last_seq()
-                && last + 1 > files.size()
+                && last >= files.size()
             {
                 return Err(OpenError::CopyAhead {
                     dir: settings.dir.clone(),
-                    copy: last + 1,
+                    copy: last.saturating_add(1),
                     log: files.size(),
                     at: copy.describe(),
                 });

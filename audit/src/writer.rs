@@ -53,35 +53,75 @@ const COPY_CHUNK: usize = 1000;
 /// The records on disk the second copy does not hold yet, and how many of them are this
 /// process's events (acknowledged once the copy holds them).
 struct Unreplicated {
-    first_seq: u64,
+    /// The first record the copy lacks.
+    next: u64,
+    /// Records from `next` on, when they are at hand (the batches just written); otherwise they
+    /// are read from the disk, a chunk at a time.
     records: Vec<Vec<u8>>,
     events: u64,
     /// Ask the copy where it stands and take what it lacks from the disk (at start, and after
     /// any failure: the copy may have lost records, and the disk holds them anyway, so nothing
     /// piles up in memory during an outage).
     refill: bool,
+    /// The copy holds another log than this disk: nothing is copied or acknowledged until the
+    /// node is restarted on the right log (or the copy is dealt with).
+    broken: Option<String>,
 }
 
 impl Unreplicated {
     /// Sends what waits; `Ok(events)` with the number of this process's events now held twice.
     fn flush(&mut self, replica: &mut dyn Replica, files: &AuditFiles) -> Result<u64, String> {
-        if self.refill {
-            let held = replica.last_seq()?.map_or(0, |s| s + 1);
-            let size = files.size();
-            if held > size {
-                return Err(format!("the copy holds {held} records, more than the {size} on this disk"));
-            }
-            self.records = files.records_from(held).map_err(|e| format!("reading the log to copy it: {e}"))?;
-            self.first_seq = held;
-            self.refill = false;
+        if let Some(why) = &self.broken {
+            return Err(why.clone());
         }
-        while !self.records.is_empty() {
+        if self.refill {
+            self.records.clear();
+            let held = match replica.last_seq()? {
+                None => 0,
+                Some(last) => last.checked_add(1).ok_or("the copy's newest record number is out of range")?,
+            };
+            let size = files.size();
+            let differs = if held > size {
+                Some(format!("the copy holds {held} records, more than the {size} on this disk"))
+            } else if held > 0 {
+                // Each record names the one before it (`prev`): the same last record means the
+                // same log up to it.
+                let ours = files.records_range(held - 1, 1).map_err(|e| format!("reading the log to copy it: {e}"))?;
+                let theirs = replica.record(held - 1)?;
+                (theirs.as_deref() != ours.first().map(Vec::as_slice))
+                    .then(|| format!("the copy's record {} differs from this log's", held - 1))
+            } else {
+                None
+            };
+            if let Some(differs) = differs {
+                let why = format!(
+                    "{differs}: the copy ({}) holds another log of this node; rebuild this node's log with `relay audit recover`, or set the copy aside, before it writes again",
+                    replica.describe()
+                );
+                self.broken = Some(why.clone());
+                return Err(why);
+            }
+            (self.next, self.refill) = (held, false);
+        }
+        loop {
+            if self.records.is_empty() {
+                if self.next >= files.size() {
+                    break;
+                }
+                match files.records_range(self.next, COPY_CHUNK) {
+                    Ok(records) => self.records = records,
+                    Err(e) => {
+                        self.refill = true;
+                        return Err(format!("reading the log to copy it: {e}"));
+                    }
+                }
+            }
             let n = self.records.len().min(COPY_CHUNK);
-            if let Err(e) = replica.append(self.first_seq, &self.records[..n]) {
+            if let Err(e) = replica.append(self.next, &self.records[..n]) {
                 (self.refill, self.records) = (true, Vec::new());
                 return Err(e);
             }
-            self.first_seq += n as u64;
+            self.next += n as u64;
             self.records.drain(..n);
         }
         Ok(std::mem::take(&mut self.events))
@@ -100,7 +140,8 @@ fn run(
     }
     // What a previous run wrote to disk and could not copy (it was killed in between) is sent
     // first, so the copy has no hole.
-    let mut unreplicated = Unreplicated { first_seq: files.size(), records: Vec::new(), events: 0, refill: true };
+    let mut unreplicated =
+        Unreplicated { next: files.size(), records: Vec::new(), events: 0, refill: true, broken: None };
     // Events taken off the queue and not yet on disk, in order.
     let mut pending: Vec<Record> = Vec::new();
     let mut stopping = false;
@@ -180,7 +221,8 @@ fn run(
                     report_failure(&progress, format!("copying to {}: {e}", replica.describe()));
                     if stopping {
                         tracing::error!(
-                            records = unreplicated.records.len(),
+                            from = unreplicated.next,
+                            events = unreplicated.events,
                             "relay stopping with audit records the second copy lacks"
                         );
                         return;

@@ -62,6 +62,10 @@ impl Replica for MemoryCopy {
         Ok(state.0.last().map(|(seq, _)| *seq))
     }
 
+    fn record(&mut self, seq: u64) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.lock().unwrap().0.iter().find(|(s, _)| *s == seq).map(|(_, r)| r.clone()))
+    }
+
     fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> Result<(), String> {
         let mut state = self.0.lock().unwrap();
         if state.1 {
@@ -233,4 +237,49 @@ async fn a_disk_that_lost_records_the_copy_holds_does_not_start_writing() {
     // Control: with the copy level with the disk, it opens.
     copy.0.lock().unwrap().0.clear();
     AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(copy))).unwrap().close();
+}
+
+#[tokio::test]
+async fn a_copy_of_another_log_under_this_node_name_is_refused_and_nothing_is_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Another log of the same node name (another disk, another key): its first three records
+    // are what the copy holds.
+    let elsewhere = tmp.path().join("elsewhere");
+    let other = AuditLog::open(&settings(&elsewhere)).unwrap();
+    for i in 0..3 {
+        other.append(event(100 + i));
+    }
+    other.committed().await.unwrap();
+    other.close();
+    drop(other);
+    let dir = tmp.path().join("audit");
+    let here = AuditLog::open(&settings(&dir)).unwrap();
+    for i in 0..5 {
+        here.append(event(i));
+    }
+    here.committed().await.unwrap();
+    here.close();
+    drop(here);
+
+    let foreign = MemoryCopy::default();
+    foreign.0.lock().unwrap().0 = disk(&elsewhere);
+    let log = AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(foreign.clone()))).unwrap();
+    log.append(event(5));
+    let refused = log.committed().await.unwrap_err();
+    assert!(refused.0.contains("the copy's record 2 differs from this log's"), "{refused}");
+    // It stays refused: the copy is not written with this log's records.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(log.available().is_err());
+    assert_eq!(foreign.held(), disk(&elsewhere));
+    log.close();
+    drop(log);
+
+    // Control: a copy holding this log's own first three records is filled up and acknowledged.
+    let own = MemoryCopy::default();
+    own.0.lock().unwrap().0 = disk(&dir)[..3].to_vec();
+    let log = AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(own.clone()))).unwrap();
+    log.append(event(6));
+    log.committed().await.unwrap();
+    assert_eq!(own.held(), disk(&dir));
+    log.close();
 }

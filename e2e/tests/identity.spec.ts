@@ -252,8 +252,8 @@ test('two relays on one Redis: logout on node A refuses the cookie on node B at 
   extra.push(redis);
   const portA = await (await import('./harness')).freePort();
   const publicUrl = `http://localhost:${portA}/`;
-  const nodeA = await Relay.start({ port: portA, redis: redis.url(), publicUrl });
-  const nodeB = await Relay.start({ redis: redis.url(), publicUrl });
+  const nodeA = await Relay.start({ port: portA, redis: redis.url(), publicUrl, node: 'node-a' });
+  const nodeB = await Relay.start({ redis: redis.url(), publicUrl, node: 'node-b' });
   extra.push(nodeA.proc, nodeB.proc);
 
   const { page: admin } = await contextWithPasskeys(browser);

@@ -161,8 +161,8 @@ test('back-channel logout from the provider ends the sessions of the person on b
   const idp = await OidcProvider.start([publicUrl], { alice: { groups: ['ops'] } });
   stopped.push(idp.proc);
   const sso = idp.ssoFile();
-  const nodeA = await Relay.start({ port: portA, redis: redis.url(), publicUrl, args: ['--sso-config', sso] });
-  const nodeB = await Relay.start({ redis: redis.url(), publicUrl, args: ['--sso-config', sso] });
+  const nodeA = await Relay.start({ port: portA, redis: redis.url(), publicUrl, node: 'node-a', args: ['--sso-config', sso] });
+  const nodeB = await Relay.start({ redis: redis.url(), publicUrl, node: 'node-b', args: ['--sso-config', sso] });
   stopped.push(nodeA.proc, nodeB.proc);
 
   const { page, context } = await contextWithPasskeys(browser);

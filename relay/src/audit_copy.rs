@@ -40,6 +40,10 @@ impl sightline_audit::Replica for RedisCopy {
         self.copy.last_seq().map_err(|e| e.to_string())
     }
 
+    fn record(&mut self, seq: u64) -> Result<Option<Vec<u8>>, String> {
+        self.copy.record(seq).map_err(|e| e.to_string())
+    }
+
     fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> Result<(), String> {
         self.copy.append(first_seq, records).map_err(|e| e.to_string())
     }

@@ -209,14 +209,27 @@ impl Cluster {
         // Lost nodes (name, last heartbeat) whose sessions were seen to.
         let mut reaped = std::collections::HashSet::new();
         // This node's previous run left its record behind (it was killed): the sessions it ran
-        // ended with it, unrecorded, unless a surviving node recorded them meanwhile.
-        match self.store.get::<NodeRecord>(Collection::Nodes, &self.me).await {
-            Ok(Some(previous)) => {
-                self.end_sessions_of_lost(&previous).await;
+        // ended with it, unrecorded, unless a surviving node recorded them meanwhile. Read
+        // before this run's first beat overwrites it (tried for a few seconds), and seen to at
+        // every beat until done.
+        let mut previous = None;
+        for attempt in 1..=5 {
+            match self.store.get::<NodeRecord>(Collection::Nodes, &self.me).await {
+                Ok(found) => {
+                    previous = found;
+                    break;
+                }
+                Err(e) if attempt == 5 => {
+                    tracing::error!(error = %e, "cannot read this node's previous record: the ends of its sessions are not recorded");
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "cannot read this node's previous record"),
         }
+        // When each other node's heartbeat last changed, by this node's own clock: a node is
+        // lost when its record stood still that long, whatever the two clocks say.
+        let mut still_since: std::collections::HashMap<String, (u64, std::time::Instant)> =
+            std::collections::HashMap::new();
+        tokio::spawn(self.clone().serve_commands(hub.clone()));
         loop {
             let (changed_here, read_others) = tokio::select! {
                 _ = beat.tick() => (false, true),
@@ -225,18 +238,6 @@ impl Cluster {
                 event = events.recv() => match event {
                     Ok(bytes) => match serde_json::from_slice::<ClusterEvent>(&bytes) {
                         Ok(ClusterEvent::NodeChanged { node }) if node != self.me => (false, true),
-                        Ok(ClusterEvent::Command { id, from, to, session_id, actor, source, action }) if to == self.me => {
-                            // Applied and answered at once, not behind this loop's store calls.
-                            let result = apply(&hub, &session_id, &actor, source, &action);
-                            let store = self.store.clone();
-                            tokio::spawn(async move {
-                                let reply = ClusterEvent::Reply { id, to: from, result };
-                                if let Err(e) = store.publish(&reply).await {
-                                    tracing::error!(error = %e, "cannot answer another node's command");
-                                }
-                            });
-                            continue;
-                        }
                         _ => continue,
                     },
                     // Missed events: the next beat reads every record anyway.
@@ -244,6 +245,11 @@ impl Cluster {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             };
+            if let Some(prev) = &previous
+                && self.end_sessions_of_lost(prev, false).await
+            {
+                previous = None;
+            }
             let own = self.own_record(&hub);
             let mut result = {
                 // Not after `leave`: a record written then would bring a stopped node back.
@@ -281,10 +287,21 @@ impl Cluster {
             let now = now_ms();
             let view = ClusterView::new(others.iter().cloned().chain([own]), now);
             if fresh {
-                // A node out of the lists for longer still, as of a read made just now.
-                for lost in others.iter().filter(|r| r.heartbeat_ms.saturating_add(NODE_LOST_MS) < now) {
+                let at = std::time::Instant::now();
+                still_since.retain(|name, _| others.iter().any(|r| &r.name == name));
+                for r in &others {
+                    let entry = still_since.entry(r.name.clone()).or_insert((r.heartbeat_ms, at));
+                    if entry.0 != r.heartbeat_ms {
+                        *entry = (r.heartbeat_ms, at);
+                    }
+                }
+                // A node whose record stood still that long, as of a read made just now.
+                let lost_after = std::time::Duration::from_millis(NODE_LOST_MS);
+                for lost in
+                    others.iter().filter(|r| still_since.get(&r.name).is_some_and(|(_, t)| at - *t >= lost_after))
+                {
                     let which = (lost.name.clone(), lost.heartbeat_ms);
-                    if !reaped.contains(&which) && self.end_sessions_of_lost(lost).await {
+                    if !reaped.contains(&which) && self.end_sessions_of_lost(lost, true).await {
                         reaped.insert(which);
                     }
                 }
@@ -299,6 +316,35 @@ impl Cluster {
                 *old = view;
                 changed
             });
+        }
+    }
+
+    /// Serves the other nodes' commands to this node's sessions, on a subscription of its own,
+    /// so an answer never waits behind the heartbeat's store calls.
+    async fn serve_commands(self: Arc<Self>, hub: Arc<Hub>) {
+        let mut events = self.store.subscribe();
+        loop {
+            let bytes = match events.recv().await {
+                Ok(bytes) => bytes,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "commands from other nodes may have been missed; they get no answer");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let Ok(ClusterEvent::Command { id, from, to, session_id, actor, source, action }) =
+                serde_json::from_slice::<ClusterEvent>(&bytes)
+            else {
+                continue;
+            };
+            if to != self.me {
+                continue;
+            }
+            let result = apply(&hub, &session_id, &actor, source, &action);
+            let reply = ClusterEvent::Reply { id, to: from, result };
+            if let Err(e) = self.store.publish(&reply).await {
+                tracing::error!(error = %e, "cannot answer another node's command");
+            }
         }
     }
 
@@ -358,14 +404,18 @@ impl Cluster {
     /// A node cut off from the store but still running ends its sessions itself within 5 s (its
     /// viewer sockets cannot re-check their logins), before a survivor's `NODE_LOST_MS`; both
     /// ends are then on the record, each naming who ended it.
-    async fn end_sessions_of_lost(&self, lost: &NodeRecord) -> bool {
-        // Read again just before claiming: a node that came back has renewed its record.
-        match self.store.get::<NodeRecord>(Collection::Nodes, &lost.name).await {
-            Ok(Some(now)) if now.heartbeat_ms != lost.heartbeat_ms => return true,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, node = %lost.name, "cannot read a lost node's record");
-                return false;
+    async fn end_sessions_of_lost(&self, lost: &NodeRecord, read_again: bool) -> bool {
+        // Read again just before claiming: a node that came back has renewed its record, and one
+        // that left removed it (it recorded its own ends). Not for this node's own previous run.
+        if read_again {
+            match self.store.get::<NodeRecord>(Collection::Nodes, &lost.name).await {
+                Ok(Some(now)) if now.heartbeat_ms != lost.heartbeat_ms => return true,
+                Ok(None) => return true,
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, node = %lost.name, "cannot read a lost node's record");
+                    return false;
+                }
             }
         }
         for s in lost.sessions.iter().filter(|s| s.phase != sightline_proto::SessionPhase::Ended) {

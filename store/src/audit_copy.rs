@@ -18,6 +18,35 @@ pub fn key(node: &str) -> String {
     format!("{}:audit:{node}", crate::redis::keys::PREFIX)
 }
 
+/// The append, on the server: the stream must hold exactly records 0 to `held - 1`, and the
+/// batch may not start after `held`; records it holds already are skipped; the fence is set
+/// last. KEYS: stream, fence. ARGV: first sequence number, then the records.
+const APPEND: &str = r"
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local held = 0
+if #newest > 0 then
+  local seq = string.match(newest[1][1], '^(%d+)%-1$')
+  if not seq then return redis.error_reply('the copy holds an entry that is not an audit record: ' .. newest[1][1]) end
+  held = tonumber(seq) + 1
+end
+local len = redis.call('XLEN', KEYS[1])
+if len ~= held then
+  return redis.error_reply('the copy holds ' .. len .. ' records under numbers up to ' .. (held - 1) .. ': records are missing from it')
+end
+local first = tonumber(ARGV[1])
+if first > held then
+  return redis.error_reply('the copy holds ' .. held .. ' records, and ' .. first .. ' was to come next: it lost records')
+end
+for i = 2, #ARGV do
+  local seq = first + i - 2
+  if seq >= held then
+    redis.call('XADD', KEYS[1], string.format('%d-1', seq), 'r', ARGV[i])
+  end
+end
+redis.call('SET', KEYS[2], first + #ARGV - 1)
+return held
+";
+
 /// A stream entry as Redis returns it: its id and its fields.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
@@ -40,16 +69,13 @@ pub struct AuditCopy {
     key: String,
     /// Replicas `WAIT` asks for after each append (0: none).
     replicas: u32,
-    /// How many records the copy holds, as of the last successful call (read again after an
-    /// error: an append whose answer was lost may have landed).
-    held: Option<u64>,
 }
 
 impl AuditCopy {
     pub fn open(url: &str, node: &str, replicas: u32) -> Result<AuditCopy, StoreError> {
         let client =
             redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("invalid redis URL {url}: {e}")))?;
-        Ok(AuditCopy { client, conn: None, key: key(node), replicas, held: None })
+        Ok(AuditCopy { client, conn: None, key: key(node), replicas })
     }
 
     pub fn key(&self) -> &str {
@@ -76,53 +102,54 @@ impl AuditCopy {
         let result = call(self.conn()?, &key);
         if result.is_err() {
             self.conn = None;
-            self.held = None;
         }
         result.map_err(err)
     }
 
-    /// The sequence number of the newest record in the copy.
+    /// The sequence number of the newest record in the copy; an error when the copy does not
+    /// hold every record up to it (entries deleted from the stream).
     pub fn last_seq(&mut self) -> Result<Option<u64>, StoreError> {
-        let newest: Vec<StreamEntry> =
-            self.with(|c, key| redis::cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(1).query(c))?;
+        let (newest, len): (Vec<StreamEntry>, u64) = self.with(|c, key| {
+            redis::pipe().cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(1).cmd("XLEN").arg(key).query(c)
+        })?;
         let last = newest.first().map(|(id, _)| seq_of(id)).transpose()?;
-        self.held = Some(last.map_or(0, |s| s + 1));
-        Ok(last)
-    }
-
-    /// Appends `records`, consecutive from `first_seq`; those the copy holds already are skipped.
-    pub fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> Result<(), StoreError> {
-        let held = match self.held {
-            Some(held) => held,
-            None => self.last_seq()?.map_or(0, |s| s + 1),
-        };
-        if first_seq > held {
-            // The copy lost records (a Redis restarted without its disk, a failover to a replica
-            // behind): appending would leave a hole; the writer sends them again from its disk.
+        let expected = last.map_or(Some(0), |l| l.checked_add(1));
+        if expected != Some(len) {
             return Err(StoreError::Corrupt {
                 collection: "audit",
                 key: self.key.clone(),
-                detail: format!("the copy holds {held} records, and {first_seq} was to come next: it lost records"),
+                detail: format!(
+                    "the copy holds {len} records under numbers up to {last:?}: records are missing from it"
+                ),
             });
         }
-        let skip = usize::try_from(held - first_seq).unwrap_or(usize::MAX);
-        let rest = records.get(skip..).unwrap_or_default();
-        let first = first_seq + skip as u64;
+        Ok(last)
+    }
+
+    /// The record the copy holds under `seq`.
+    pub fn record(&mut self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let id = format!("{seq}-1");
+        let found: Vec<StreamEntry> = self.with(|c, key| redis::cmd("XRANGE").arg(key).arg(&id).arg(&id).query(c))?;
+        Ok(found.into_iter().next().and_then(|(_, fields)| fields.into_iter().find(|(f, _)| f == "r").map(|(_, v)| v)))
+    }
+
+    /// Appends `records`, consecutive from `first_seq`; those the copy holds already are skipped.
+    /// Checked and written in one script on the server, so a stream that lost records since
+    /// the last call (deleted, evicted, a Redis restarted without its disk) is refused, never
+    /// appended to with a hole.
+    pub fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> Result<(), StoreError> {
         let replicas = self.replicas;
-        if rest.is_empty() && replicas == 0 {
-            return Ok(());
-        }
         self.with(|c, key| {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for (seq, record) in (first..).zip(rest) {
-                pipe.cmd("XADD").arg(key).arg(format!("{seq}-1")).arg("r").arg(record.as_slice()).ignore();
+            let script = redis::Script::new(APPEND);
+            let mut call = script.key(key);
+            call.key(format!("{key}:fence")).arg(first_seq);
+            for record in records {
+                call.arg(record.as_slice());
             }
-            // `WAIT` counts this connection's writes only: after a reconnection the records may
-            // be there while the replicas lack them, so a fence is written on this connection
-            // every time and waited for.
-            pipe.cmd("SET").arg(format!("{key}:fence")).arg(first + rest.len() as u64).ignore();
-            pipe.query::<()>(c)?;
+            call.invoke::<u64>(c)?;
+            // `WAIT` counts this connection's writes only: the script writes the fence on this
+            // connection every time, so a retry after a reconnection still waits for the
+            // replicas to hold the records.
             if replicas > 0 {
                 let acked: u32 = redis::cmd("WAIT").arg(replicas).arg(WAIT_MS).query(c)?;
                 if acked < replicas {
@@ -134,9 +161,7 @@ impl AuditCopy {
                 }
             }
             Ok(())
-        })?;
-        self.held = Some(first + rest.len() as u64);
-        Ok(())
+        })
     }
 
     /// Every record of the copy, in order, with its sequence number.

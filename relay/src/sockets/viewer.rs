@@ -343,7 +343,9 @@ async fn carry(
         if let Some(v) = view.take() {
             close_view(viewer_id, v, Some(Event::End { by: sightline_proto::Party::Operator })).await;
         }
-        if let Some(far) = carried.take_if(|f| f.node != node.name) {
+        // A new view gets a socket of its own: a late answer about the old one cannot be taken
+        // for an answer about it.
+        if let Some(far) = carried.take() {
             far.leave().await;
         }
     }
