@@ -254,39 +254,28 @@ async fn connect(url: &url::Url, route: &Route, nonce: &[u8]) -> anyhow::Result<
     let mut dialled = url.clone();
     dialled.query_pairs_mut().append_pair(relay_proof::NONCE_PARAM, &hex::encode(nonce));
     let host = url.host_str().context("relay URL has no host")?;
-    let (ws, _) = match route.proxy_for(host) {
-        Some(proxy) => {
-            let port = url.port_or_known_default().context("relay URL has no port")?;
-            let tunnel = proxy.tunnel(host.trim_matches(['[', ']']), port).await?;
-            let handshake =
-                tokio_tungstenite::client_async_tls_with_config(dialled.as_str(), tunnel, Some(ws_config), connector);
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "{url} did not complete TLS and the WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"
-                    )
-                })?
-                .with_context(|| format!("cannot connect to {url} through the proxy"))?
-        }
+    let port = url.port_or_known_default().context("relay URL has no port")?;
+    let (stream, failed) = match route.proxy_for(host) {
+        Some(proxy) => (
+            proxy.tunnel(host.trim_matches(['[', ']']), port).await?,
+            format!("cannot connect to {url} through the proxy"),
+        ),
         None => {
-            let port = url.port_or_known_default().context("relay URL has no port")?;
             let stream = connect_any(host.trim_matches(['[', ']']), port)
                 .await
                 .with_context(|| format!("cannot connect to {url}"))?;
-            let handshake =
-                tokio_tungstenite::client_async_tls_with_config(dialled.as_str(), stream, Some(ws_config), connector);
-            // A node that takes the connection and then hangs is given up like one that is gone.
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "{url} did not complete TLS and the WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"
-                    )
-                })?
-                .with_context(|| format!("cannot connect to {url}"))?
+            (stream, format!("cannot connect to {url}"))
         }
     };
+    let handshake =
+        tokio_tungstenite::client_async_tls_with_config(dialled.as_str(), stream, Some(ws_config), connector);
+    // A node that takes the connection and then hangs is given up like one that is gone.
+    let (ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("{url} did not complete TLS and the WebSocket handshake within {HANDSHAKE_TIMEOUT:?}")
+        })?
+        .context(failed)?;
     Ok(ws)
 }
 

@@ -130,7 +130,8 @@ fn decode_records(records: Vec<(String, serde_json::Value)>) -> Vec<NodeRecord> 
         .collect()
 }
 
-fn now_ms() -> u64 {
+/// Unix milliseconds by this node's clock (what heartbeats and statements carry).
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -15,16 +15,10 @@ use sightline_core::audit::Checkpoint;
 use sightline_core::cluster::{Verdict, Witness};
 use sightline_store::{Collection, Store};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, now_ms};
 
 /// How often the published checkpoints are read.
 const READ_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// Watches the other nodes' published checkpoints until the process ends.
 pub async fn run(cluster: Arc<Cluster>, store: Store, events: Arc<dyn EventSink>, record_every: std::time::Duration) {
