@@ -38,6 +38,8 @@ fn extension(value: &str) -> String {
 pub fn format(record: &Record, leaf_hash: &str) -> String {
     // Break-glass is an emergency the security team must follow up whatever its outcome.
     let severity = match record.outcome {
+        // A person in through break-glass (R43): every step of theirs is at the top of the scale.
+        _ if record.break_glass => 10,
         _ if record.kind == "command.break_glass" => 9,
         // A node's history contradicts what another node saw: evidence was cut or rewritten.
         _ if record.kind == "audit.checkpoint_inconsistent" => 10,
@@ -78,6 +80,11 @@ pub fn format(record: &Record, leaf_hash: &str) -> String {
             ext.push(("cn1Label", "unattended".into()));
             ext.push(("cn1", "1".into()));
         }
+    }
+    if record.break_glass {
+        // A number field as for unattended, so a SIEM rule selects them without parsing text.
+        ext.push(("cn2Label", "breakGlass".into()));
+        ext.push(("cn2", "1".into()));
     }
     ext.push(("flexString1Label", "leafHash".into()));
     ext.push(("flexString1", leaf_hash.to_owned()));
@@ -176,6 +183,7 @@ mod tests {
                 unattended: true,
             }),
             detail: "line one\nline two | with = and \\".into(),
+            break_glass: false,
             prev: String::new(),
         };
         let line = format(&record, "abc=");
@@ -195,8 +203,15 @@ mod tests {
         assert_eq!((get("cn1Label").as_deref(), get("cn1").as_deref()), (Some("unattended"), Some("1")));
 
         // A break-glass use is at the top of the SIEM's scale, a plain success is not.
-        let glass = Record { kind: "command.break_glass".into(), ..record };
+        let glass = Record { kind: "command.break_glass".into(), ..record.clone() };
         assert_eq!(parse(&format(&glass, "abc=")).unwrap().0[6], "9");
+        assert_eq!(get("cn2"), None);
+        // A break-glass sign-in's doing: the highest severity and its own field.
+        let signed_in = Record { break_glass: true, ..record };
+        let (fields, pairs) = parse(&format(&signed_in, "abc=")).unwrap();
+        assert_eq!(fields[6], "10");
+        let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!((get("cn2Label").as_deref(), get("cn2").as_deref()), (Some("breakGlass"), Some("1")));
     }
 
     #[test]

@@ -36,6 +36,14 @@ pub enum EventKind {
     StepUp,
     #[serde(rename = "auth.sessions_revoked")]
     SessionsRevoked,
+    /// A named person signed in on this node with a sealed one-time code while the store or the
+    /// identity provider was down (R43); the detail names the code's SHA-256, now spent.
+    #[serde(rename = "auth.break_glass_login")]
+    BreakGlassLogin,
+    /// A break-glass sign-in was refused; the detail starts with `reason=` and
+    /// `sightline_core::break_glass::Refusal::code`'s name.
+    #[serde(rename = "auth.break_glass_refused")]
+    BreakGlassRefused,
     /// An identity provider vouched for a person (R12): provider, issuer, subject, groups and the
     /// roles they map to; the passkey comes next, and `auth.login` only after it.
     #[serde(rename = "auth.directory_verified")]
@@ -234,8 +242,10 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 84] = [
+    pub const ALL: [EventKind; 86] = [
         EventKind::Login,
+        EventKind::BreakGlassLogin,
+        EventKind::BreakGlassRefused,
         EventKind::LoginFailed,
         EventKind::Locked,
         EventKind::Unlocked,

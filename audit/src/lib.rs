@@ -131,6 +131,23 @@ pub struct Progress {
     pub checkpointed: u64,
     /// Why the log cannot be written now, if it cannot.
     pub failure: Option<String>,
+    /// Events of this process that are on this node's disk, whether or not the copy holds them.
+    pub on_disk: u64,
+    /// The failure is the second copy's alone: the disk takes records (break-glass may then
+    /// acknowledge on the disk alone, `AuditLog::acknowledge_on_disk_alone`).
+    pub copy_failing: bool,
+}
+
+impl Progress {
+    /// How many events count as acknowledged, and the failure that refuses the rest, when
+    /// `disk_alone` lets the disk alone acknowledge while only the copy fails.
+    fn acknowledged(&self, disk_alone: bool) -> (u64, Option<&str>) {
+        match &self.failure {
+            Some(_) if disk_alone && self.copy_failing => (self.on_disk, None),
+            Some(why) => (self.committed, Some(why)),
+            None => (self.committed, None),
+        }
+    }
 }
 
 enum Command {
@@ -150,6 +167,9 @@ pub struct AuditLog {
     dir: PathBuf,
     /// The writer's tree and record offsets, for proofs served to the dashboard.
     index: std::sync::Arc<std::sync::RwLock<files::Index>>,
+    /// Whether records on this node's disk are acknowledged while the second copy cannot take
+    /// them (break-glass, R43).
+    disk_alone: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -208,7 +228,14 @@ impl AuditLog {
         let size = files.size();
         let checkpointed = files.checkpointed();
         let index = files.index();
-        let (progress_tx, progress) = watch::channel(Progress { committed: 0, size, checkpointed, failure: None });
+        let (progress_tx, progress) = watch::channel(Progress {
+            committed: 0,
+            size,
+            checkpointed,
+            failure: None,
+            on_disk: 0,
+            copy_failing: false,
+        });
         let (queue, rx) = std::sync::mpsc::channel();
         let writer = writer::spawn(files, settings.clone(), rx, progress_tx, replica)?;
         Ok(AuditLog {
@@ -220,6 +247,7 @@ impl AuditLog {
             verifier_key,
             dir: settings.dir.clone(),
             index,
+            disk_alone: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -257,10 +285,21 @@ impl AuditLog {
         }
     }
 
+    /// While `on` and the second copy fails, an event is acknowledged once it is on this node's
+    /// disk (the copy gets it when it is back). Only break-glass turns it on (R43), and only
+    /// while the store itself does not answer: a person is in who must leave evidence, and every
+    /// other action needs the store anyway.
+    pub fn acknowledge_on_disk_alone(&self, on: bool) {
+        if self.disk_alone.swap(on, Ordering::SeqCst) != on {
+            tracing::warn!(on, "audit log: records acknowledged on this node's disk alone (break-glass)");
+        }
+    }
+
     /// Whether security actions may proceed now.
     pub fn available(&self) -> Result<(), AuditUnavailable> {
-        match &self.progress.borrow().failure {
-            Some(why) => Err(AuditUnavailable(why.clone())),
+        let disk_alone = self.disk_alone.load(Ordering::SeqCst);
+        match self.progress.borrow().acknowledged(disk_alone).1 {
+            Some(why) => Err(AuditUnavailable(why.to_owned())),
             None if self.writer.lock().unwrap_or_else(|e| e.into_inner()).is_none() => {
                 Err(AuditUnavailable("the audit log is closed".into()))
             }
@@ -276,11 +315,12 @@ impl AuditLog {
         loop {
             {
                 let now = progress.borrow_and_update();
-                if now.committed >= target {
+                let (acknowledged, failure) = now.acknowledged(self.disk_alone.load(Ordering::SeqCst));
+                if acknowledged >= target {
                     return Ok(());
                 }
-                if let Some(why) = &now.failure {
-                    return Err(AuditUnavailable(why.clone()));
+                if let Some(why) = failure {
+                    return Err(AuditUnavailable(why.to_owned()));
                 }
             }
             if progress.changed().await.is_err() {

@@ -42,6 +42,7 @@ pub fn record_of(event: &Event) -> Record {
         subject: event.subject.clone(),
         session: event.session.clone(),
         detail: event.detail.clone(),
+        break_glass: sightline_core::audit::break_glass_mark(&event.actor, event.session.as_ref()),
         prev: String::new(),
     }
 }
@@ -147,9 +148,16 @@ fn run(
     let mut stopping = false;
     // When the oldest record not covered by a checkpoint was written.
     let mut uncovered_since: Option<Instant> = (files.size() > files.checkpointed()).then(Instant::now);
+    // When the second copy last failed: it is tried again at most every RETRY_AFTER, so records
+    // that the disk alone acknowledges (break-glass) wait on a copy that hangs only during a
+    // retry (up to the copy's timeout), not at every batch.
+    let mut copy_failed_at: Option<Instant> = None;
     loop {
-        let failing = progress.borrow().failure.is_some();
-        if failing && !stopping {
+        let (failing, copy_failing) = {
+            let p = progress.borrow();
+            (p.failure.is_some(), p.copy_failing)
+        };
+        if failing && !copy_failing && !stopping {
             // Give the disk a moment; events keep queueing and their callers are answered
             // (refused) from the failure already reported.
             std::thread::sleep(RETRY_AFTER);
@@ -159,6 +167,8 @@ fn run(
                 Some(t) => settings.checkpoint_interval.saturating_sub(t.elapsed()),
                 None => Duration::from_secs(3600),
             };
+            // A failing copy is tried again without waiting for the next event.
+            let wait = if copy_failing { wait.min(RETRY_AFTER) } else { wait };
             match queue.recv_timeout(wait) {
                 Ok(Command::Event(e)) => pending.push(record_of(&e)),
                 Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => stopping = true,
@@ -185,10 +195,14 @@ fn run(
                             unreplicated.records.extend(written);
                         }
                         unreplicated.events += n;
-                        progress.send_modify(|p| p.size = files.size());
+                        progress.send_modify(|p| {
+                            p.on_disk += n;
+                            p.size = files.size();
+                        });
                     } else {
                         progress.send_modify(|p| {
                             p.committed += n;
+                            p.on_disk += n;
                             p.size = files.size();
                             if p.failure.take().is_some() {
                                 tracing::warn!("audit log writable again");
@@ -207,18 +221,24 @@ fn run(
                 }
             }
         }
-        if let Some(replica) = replica.as_mut() {
+        let copy_due = copy_failed_at.is_none_or(|t| t.elapsed() >= RETRY_AFTER) || stopping;
+        if let Some(replica) = replica.as_mut().filter(|_| copy_due) {
             match unreplicated.flush(replica.as_mut(), &files) {
-                Ok(n) => progress.send_if_modified(|p| {
-                    let recovered = p.failure.take().is_some();
-                    if recovered {
-                        tracing::warn!("audit log writable again, second copy included");
-                    }
-                    p.committed += n;
-                    recovered || n > 0
-                }),
+                Ok(n) => {
+                    copy_failed_at = None;
+                    progress.send_if_modified(|p| {
+                        let recovered = p.failure.take().is_some();
+                        if recovered {
+                            tracing::warn!("audit log writable again, second copy included");
+                        }
+                        p.copy_failing = false;
+                        p.committed += n;
+                        recovered || n > 0
+                    });
+                }
                 Err(e) => {
-                    report_failure(&progress, format!("copying to {}: {e}", replica.describe()));
+                    copy_failed_at = Some(Instant::now());
+                    report_copy_failure(&progress, format!("copying to {}: {e}", replica.describe()));
                     if stopping {
                         tracing::error!(
                             from = unreplicated.next,
@@ -227,9 +247,13 @@ fn run(
                         );
                         return;
                     }
-                    continue;
                 }
             };
+        }
+        // No checkpoint past what the copy holds: `relay audit recover` proves the copy against
+        // the newest published one. It is signed once the copy is back.
+        if copy_failed_at.is_some() && !stopping {
+            continue;
         }
         let due = uncovered_since.is_some_and(|t| t.elapsed() >= settings.checkpoint_interval)
             || files.size() - files.checkpointed() >= settings.checkpoint_records;
@@ -256,12 +280,22 @@ fn run(
 }
 
 fn report_failure(progress: &watch::Sender<Progress>, why: String) {
+    report(progress, why, false);
+}
+
+/// The disk took the records; only the second copy did not.
+fn report_copy_failure(progress: &watch::Sender<Progress>, why: String) {
+    report(progress, why, true);
+}
+
+fn report(progress: &watch::Sender<Progress>, why: String, copy_only: bool) {
     progress.send_if_modified(|p| {
-        if p.failure.as_deref() == Some(why.as_str()) {
+        if p.failure.as_deref() == Some(why.as_str()) && p.copy_failing == copy_only {
             return false;
         }
         tracing::error!(%why, "audit log cannot be written: security actions are refused");
         p.failure = Some(why.clone());
+        p.copy_failing = copy_only;
         true
     });
 }

@@ -247,6 +247,7 @@ async fn records_after_the_newest_checkpoint_fail_unless_the_auditor_accepts_a_t
         kind: "auth.unlocked".into(),
         actor: "mallory".into(),
         detail: "forged".into(),
+        break_glass: false,
         prev: sightline_core::audit::leaf_hash(lines.last().unwrap()).to_string(),
         ..last
     };

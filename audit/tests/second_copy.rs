@@ -283,3 +283,37 @@ async fn a_copy_of_another_log_under_this_node_name_is_refused_and_nothing_is_ac
     assert_eq!(own.held(), disk(&dir));
     log.close();
 }
+
+/// Break-glass (R43): while the store is down, a person signed in with a sealed code must leave
+/// evidence, so the node may acknowledge on its disk alone; the copy gets every record back.
+#[tokio::test]
+async fn on_the_disk_alone_a_failing_copy_acknowledges_and_the_copy_catches_up_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let copy = MemoryCopy::default();
+    let log = AuditLog::open_replicated(&settings(&dir), None, Some(Box::new(copy.clone()))).unwrap();
+    log.append(event(0));
+    log.committed().await.unwrap();
+
+    copy.fail(true);
+    // The control: without the switch the copy's failure refuses.
+    log.append(event(1));
+    assert!(log.committed().await.is_err());
+
+    log.acknowledge_on_disk_alone(true);
+    log.available().expect("the disk takes records");
+    log.append(event(2));
+    log.committed().await.expect("acknowledged on the disk alone");
+    assert_eq!(disk(&dir).len(), 3);
+    assert_eq!(copy.held().len(), 1, "the copy is still down");
+
+    // Switched off (the break-glass person left), the copy's failure refuses again.
+    log.acknowledge_on_disk_alone(false);
+    assert!(log.available().is_err());
+
+    copy.fail(false);
+    until_available(&log).await;
+    log.append(event(3));
+    log.committed().await.unwrap();
+    assert_eq!(copy.held(), disk(&dir), "every record, those acknowledged on the disk alone included");
+}

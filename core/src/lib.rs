@@ -5,6 +5,7 @@
 //! builds for wasm32 as well as for the relay and the agent.
 
 pub mod audit;
+pub mod break_glass;
 pub mod cluster;
 pub mod command_approval;
 pub mod config_file;

@@ -32,6 +32,9 @@ struct PolicyFile {
     /// Which commands on the node's host need an admin's approval (`command_approval`).
     #[serde(default)]
     command_line: crate::command_approval::CommandLineFile,
+    /// Who may sign in with a sealed one-time code when the store or the IdP is down (R43).
+    #[serde(default)]
+    break_glass: crate::break_glass::BreakGlassFile,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +227,7 @@ pub struct Policy {
     pub segments: BTreeMap<String, Segment>,
     /// Commands on the node's host that need an admin's approval or the break-glass credential.
     pub command_line: crate::command_approval::CommandRules,
+    pub break_glass: crate::break_glass::BreakGlassRules,
 }
 
 /// Why a policy file was refused; the message names the place.
@@ -364,7 +368,8 @@ impl Policy {
             );
         }
         let command_line = crate::command_approval::CommandRules::from_file(file.command_line).map_err(PolicyError)?;
-        Ok(Policy { organisation: file.organisation, reasons, segments, command_line })
+        let break_glass = crate::break_glass::BreakGlassRules::from_file(file.break_glass).map_err(PolicyError)?;
+        Ok(Policy { organisation: file.organisation, reasons, segments, command_line, break_glass })
     }
 }
 
@@ -385,6 +390,8 @@ pub struct AccessRequest<'a> {
     pub maintenance_window_until: Option<u64>,
     /// Nobody is at the endpoint to consent (R2).
     pub unattended: bool,
+    /// The operator signed in with a break-glass code (R43): view and chat, attended only.
+    pub break_glass: bool,
 }
 
 /// Why a request is refused; shown to the operator and logged.
@@ -402,6 +409,8 @@ pub enum Denial {
     MaintenanceWindowClosed,
     UnattendedNotAllowed,
     NoLevels,
+    /// What a break-glass sign-in may not do (`break_glass::session_refusal`).
+    BreakGlass(String),
 }
 
 impl std::fmt::Display for Denial {
@@ -420,6 +429,7 @@ impl std::fmt::Display for Denial {
             }
             Denial::UnattendedNotAllowed => f.write_str("unattended access is not allowed in this segment"),
             Denial::NoLevels => f.write_str("no levels requested"),
+            Denial::BreakGlass(why) => f.write_str(why),
         }
     }
 }
@@ -480,6 +490,11 @@ impl Policy {
         }
         if let Some(level) = req.levels.iter().find(|l| !seg.levels.contains(l)) {
             return Err(Denial::LevelNotAllowed(*level));
+        }
+        if req.break_glass
+            && let Some(why) = crate::break_glass::session_refusal(req.levels, req.unattended)
+        {
+            return Err(Denial::BreakGlass(why));
         }
         if req.unattended && !seg.unattended {
             return Err(Denial::UnattendedNotAllowed);

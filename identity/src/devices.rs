@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{EnrolmentToken, Identity, IdentityError, Revocation, TokenPurpose, random_bytes};
 use sightline_audit::events::{EventKind, Outcome, device_enrolled_detail, device_key_changed_detail};
-use sightline_store::Collection;
+use sightline_store::{Collection, StoreError};
 
 /// An enrolled agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +46,9 @@ pub struct Window {
     /// `user@endpoint` or the admin's name.
     pub opened_by: String,
 }
+
+/// How old a device record read from the store may be to stand in for it during an outage.
+pub const DEVICE_MEMORY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Longest window anyone may open at once.
 pub const MAX_WINDOW_MS: u64 = 12 * 60 * 60 * 1000;
@@ -157,6 +160,7 @@ impl Identity {
         );
         self.audit_committed().await?;
         // The old key's link goes now, on every node; the new key connects afresh.
+        self.forget_device(device_id);
         self.store.publish(&Revocation::Device { device_id: device_id.to_owned() }).await?;
         Ok(device)
     }
@@ -196,7 +200,7 @@ impl Identity {
             self.emit(EventKind::DeviceAuthFailed, Outcome::Failure, &format!("device:{device_id}"), None, source, why);
             IdentityError::Forbidden(why.to_owned())
         };
-        let Some(device) = self.store.get::<Device>(Collection::Devices, device_id).await? else {
+        let Some(device) = self.device_record(device_id).await? else {
             return Err(refuse("unknown device: enrol it with a token first"));
         };
         if device.revoked {
@@ -334,20 +338,55 @@ impl Identity {
         self.verify_device_signature(device_id, &message, signature_hex, source).await
     }
 
+    /// A device's record from the store; while the store is unreachable, the record as this node
+    /// last read it, if that was within `DEVICE_MEMORY_MS` (R43: the devices a node serves stay
+    /// reachable through an outage, for the break-glass sign-in that is then the only way in).
+    /// No revocation can be made while the store is away: revocations are written there.
+    async fn device_record(&self, device_id: &str) -> Result<Option<Device>, IdentityError> {
+        let now = self.now_ms();
+        match self.store.get::<Device>(Collection::Devices, device_id).await {
+            Ok(device) => {
+                let mut seen = self.devices_seen.lock().unwrap_or_else(|e| e.into_inner());
+                match &device {
+                    Some(d) => seen.insert(device_id.to_owned(), (d.clone(), now)),
+                    None => seen.remove(device_id),
+                };
+                Ok(device)
+            }
+            Err(StoreError::Unavailable(why)) => {
+                let seen = self.devices_seen.lock().unwrap_or_else(|e| e.into_inner());
+                match seen.get(device_id) {
+                    Some((device, read_ms)) if now.saturating_sub(*read_ms) <= DEVICE_MEMORY_MS => {
+                        tracing::warn!(device = device_id, %why, "store unreachable: using the device's record as this node last read it");
+                        Ok(Some(device.clone()))
+                    }
+                    _ => Err(StoreError::Unavailable(why).into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Forgets what this node remembered of a device (it was revoked or re-keyed, here or on
+    /// another node): an outage then cannot bring its old record back.
+    pub fn forget_device(&self, device_id: &str) {
+        self.devices_seen.lock().unwrap_or_else(|e| e.into_inner()).remove(device_id);
+    }
+
     /// Whether a device is still enrolled and not revoked (sockets re-check this periodically).
     pub async fn device_active(&self, device_id: &str) -> Result<bool, IdentityError> {
-        Ok(self.store.get::<Device>(Collection::Devices, device_id).await?.is_some_and(|d| !d.revoked))
+        Ok(self.device_record(device_id).await?.is_some_and(|d| !d.revoked))
     }
 
     /// Whether `device_id` is still enrolled with `public_key` (hex): not revoked, not re-keyed.
     pub async fn device_holds_key(&self, device_id: &str, public_key: &str) -> Result<bool, IdentityError> {
-        let device = self.store.get::<Device>(Collection::Devices, device_id).await?;
+        let device = self.device_record(device_id).await?;
         Ok(device.is_some_and(|d| !d.revoked && d.public_key == public_key))
     }
 
     /// An enrolled device, if it exists.
     pub async fn device(&self, device_id: &str) -> Result<Option<Device>, IdentityError> {
-        Ok(self.store.get::<Device>(Collection::Devices, device_id).await?)
+        self.device_record(device_id).await
     }
 
     pub async fn devices(&self) -> Result<Vec<Device>, IdentityError> {
@@ -376,6 +415,7 @@ impl Identity {
         if updated.is_none() {
             return Err(IdentityError::NotFound);
         }
+        self.forget_device(device_id);
         self.store.publish(&Revocation::Device { device_id: device_id.to_owned() }).await?;
         self.emit(EventKind::DeviceRevoked, Outcome::Success, actor, Some(&format!("device:{device_id}")), source, "");
         Ok(())

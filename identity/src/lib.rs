@@ -14,6 +14,7 @@
 //! Refuses to know: HTTP (cookies, status codes and routes are the relay's surface, which maps
 //! `IdentityError`), sessions and media, and which backend the store has.
 
+pub mod break_glass;
 pub mod devices;
 mod directory;
 mod enrolment;
@@ -264,6 +265,10 @@ pub struct Identity {
     events: Arc<dyn EventSink>,
     lockout: LockoutPolicy,
     clock: Clock,
+    /// Each device's record as this node last read it from the store, and when (`device_record`).
+    devices_seen: std::sync::Mutex<std::collections::HashMap<String, (devices::Device, u64)>>,
+    /// Break-glass sign-in on this node, where the policy names holders (R43).
+    break_glass: std::sync::OnceLock<break_glass::BreakGlassDesk>,
 }
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -352,6 +357,8 @@ impl Identity {
             events,
             lockout: LockoutPolicy::STANDARD,
             clock,
+            devices_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+            break_glass: std::sync::OnceLock::new(),
         };
         identity.rotate_keys_if_due().await?;
         Ok(identity)

@@ -208,3 +208,19 @@ pub fn new_break_glass() -> (String, String) {
     let line = format!("break_glass_sha256 = \"{}\"", command_approval::digest(&secret));
     (secret, line)
 }
+
+/// `relay break-glass codes`: `count` sign-in codes per node for `holder` (printed once), and the
+/// policy table that names their SHA-256 (R43, `sightline_core::break_glass`).
+pub fn new_break_glass_codes(holder: &str, nodes: &[String], count: usize) -> anyhow::Result<(Vec<String>, String)> {
+    use sightline_core::break_glass;
+    let holder = sightline_identity::valid_name(holder).map_err(|e| anyhow::anyhow!("--holder: {e}"))?;
+    anyhow::ensure!((1..=100).contains(&count), "--count: 1 to 100 codes per node");
+    let mut codes = Vec::new();
+    for node in nodes {
+        anyhow::ensure!(sightline_audit::valid_node_name(node), "--for-node {node:?}: not a node name");
+        codes.extend((0..count).map(|_| break_glass::code_for(node, sightline_identity::random_bytes::<16>())));
+    }
+    let hashes: Vec<String> = codes.iter().map(|c| format!("  \"{}\",", break_glass::digest(c))).collect();
+    let table = format!("[[break_glass.holders]]\nname = \"{holder}\"\ncodes_sha256 = [\n{}\n]", hashes.join("\n"));
+    Ok((codes, table))
+}

@@ -63,6 +63,20 @@ enum BreakGlassAction {
     /// Print a new credential (once: keep it offline, e.g. sealed in a safe) and the line that
     /// puts its SHA-256 in the policy's [command_line] table.
     Create,
+    /// Print one-time sign-in codes for a named person, for when the store or the identity
+    /// provider is down (R43; docs/break-glass.md): each code works once, on the node it names,
+    /// for view and chat with a user's consent. Seal them; put the printed table in the policy.
+    Codes {
+        /// Who holds them (the audit log names them `break-glass:<holder>`).
+        #[arg(long)]
+        holder: String,
+        /// The nodes they are for (each code names one); default: this node.
+        #[arg(long = "for-node")]
+        nodes: Vec<String>,
+        /// How many codes per node.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -300,6 +314,17 @@ async fn main() -> anyhow::Result<()> {
             eprintln!(
                 "The line above is the credential: keep it offline, shown to nobody who runs this node. Put this in the \
                  policy's [command_line] table:\n{line}"
+            );
+            Ok(())
+        }
+        Some(Command::BreakGlass { action: BreakGlassAction::Codes { holder, nodes, count } }) => {
+            let nodes = if nodes.is_empty() { vec![config.audit_settings().node] } else { nodes };
+            let (codes, table) = command_gate::new_break_glass_codes(&holder, &nodes, count)?;
+            for code in codes {
+                println!("{code}");
+            }
+            eprintln!(
+                "The lines above are the codes, each good once on the node it names: print them, seal them, keep them                  offline. Add this to every node's policy:\n{table}"
             );
             Ok(())
         }

@@ -97,6 +97,13 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
     };
     let local_accounts = sso.as_ref().is_none_or(|s| s.config.local_accounts == sightline_sso::LocalAccounts::Allow);
     let identity = Arc::new(identity(config, store.clone(), events.clone(), local_accounts).await?);
+    if !policy.break_glass.is_empty() {
+        let node = config.audit_settings().node;
+        let desk =
+            sightline_identity::break_glass::BreakGlassDesk::open(&node, policy.break_glass.clone(), &config.data_dir)
+                .with_context(|| format!("cannot read the break-glass codes spent in {}", config.data_dir.display()))?;
+        identity.set_break_glass(desk);
+    }
     let sso = match sso {
         Some(mut sso) => {
             sso.settle(&identity, policy.segments.keys().cloned().collect())
@@ -163,7 +170,7 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
         events.clone(),
         std::time::Duration::from_secs(config.audit_witness_s),
     ));
-    tokio::spawn(follow_revocations(store, hub.clone()));
+    tokio::spawn(follow_revocations(store, hub.clone(), identity.clone()));
     tokio::spawn(sightline_recording::retention::run(
         recordings.clone(),
         policy.clone(),
@@ -273,7 +280,8 @@ pub async fn run(
     let store = state.identity.store().clone();
     publish_newest_checkpoint(&audit, &store).await;
     tokio::spawn(publish_checkpoints(audit.clone(), store.clone()));
-    tokio::spawn(end_sessions_while_unaudited(audit.subscribe(), state.hub.clone()));
+    tokio::spawn(end_sessions_while_unaudited(audit.clone(), state.hub.clone()));
+    tokio::spawn(crate::http::break_glass::follow(state.clone()));
     if let Some(token) = state.identity.bootstrap_token().await? {
         // The one way in on a fresh relay: printed where the person who started it looks.
         println!(
@@ -327,13 +335,12 @@ async fn publish_newest_checkpoint(audit: &AuditLog, store: &Store) -> bool {
 
 /// Fails closed (R41): while the audit log cannot be written, running sessions end (and new ones
 /// are refused where they start).
-async fn end_sessions_while_unaudited(
-    mut progress: tokio::sync::watch::Receiver<sightline_audit::Progress>,
-    hub: Arc<Hub>,
-) {
+async fn end_sessions_while_unaudited(audit: Arc<AuditLog>, hub: Arc<Hub>) {
+    let mut progress = audit.subscribe();
     loop {
-        let failing = progress.borrow_and_update().failure.clone();
-        if let Some(why) = failing {
+        progress.borrow_and_update();
+        // `available` and not the failure alone: with break-glass, the disk alone may carry on.
+        if let Err(sightline_audit::AuditUnavailable(why)) = audit.available() {
             for summary in hub.sessions() {
                 if let Some(session) = hub.session(&summary.session_id) {
                     tracing::error!(session = %session.id, %why, "ending a session: the audit log cannot be written");
@@ -464,12 +471,17 @@ async fn serve_connections<L>(
 
 /// Applies revocations published by any node: sockets of revoked sessions, users and devices on
 /// this node close at once.
-async fn follow_revocations(store: Store, hub: Arc<Hub>) {
+async fn follow_revocations(store: Store, hub: Arc<Hub>, identity: Arc<Identity>) {
     let mut events = store.subscribe();
     loop {
         match events.recv().await {
             Ok(bytes) => match serde_json::from_slice::<Revocation>(&bytes) {
-                Ok(revocation) => hub.revoke(&revocation),
+                Ok(revocation) => {
+                    if let Revocation::Device { device_id } = &revocation {
+                        identity.forget_device(device_id);
+                    }
+                    hub.revoke(&revocation)
+                }
                 // Followed by `cluster`.
                 Err(_) if serde_json::from_slice::<crate::cluster::ClusterEvent>(&bytes).is_ok() => {}
                 Err(e) => tracing::warn!(error = %e, "ignoring an unknown relay event"),

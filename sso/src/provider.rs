@@ -152,6 +152,18 @@ impl Provider {
         })
     }
 
+    /// Whether the provider answers now: its keys (JWKS) are fetched within `within` (R43: the
+    /// break-glass sign-in is for when it does not). The keys fetched are not taken: this only
+    /// asks.
+    pub async fn reachable(&self, within: Duration) -> Result<(), String> {
+        let asked = self.http.get(self.jwks_url.url().clone()).timeout(within).send().await;
+        match asked {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("provider {}: its keys answered {}", self.config.name, r.status())),
+            Err(e) => Err(format!("provider {}: {}", self.config.name, error_chain(&e))),
+        }
+    }
+
     /// Where to send the browser after the person signs out of the relay, so that their session
     /// at the provider ends too (RP-initiated logout), and back to `return_to` after; none when
     /// the provider publishes no end-session endpoint. The client id rather than an ID token

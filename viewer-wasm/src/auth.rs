@@ -190,7 +190,45 @@ pub fn LoginForm(on_done: Callback<()>, #[prop(optional)] notice: Option<String>
                 </form>
             </Show>
             {move || error.get().map(|e| view! { <p class="error" data-testid="login-error">{e}</p> })}
+            <BreakGlassForm on_done=on_done/>
         </section>
+    }
+}
+
+/// Break-glass (R43): a named person's sealed one-time code, for when the normal sign-in cannot
+/// work (the store or the identity provider is down). The relay refuses it otherwise, and what
+/// it opens is view and chat with a user's consent.
+#[component]
+fn BreakGlassForm(on_done: Callback<()>) -> impl IntoView {
+    let holder = RwSignal::new(String::new());
+    let code = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        busy.set(true);
+        error.set(None);
+        let body = json!({ "holder": holder.get_untracked(), "code": code.get_untracked() });
+        leptos::task::spawn_local(async move {
+            match http::post::<_, serde_json::Value>("/api/break-glass/login", &body).await {
+                Ok(_) => on_done.run(()),
+                Err(e) => error.set(Some(format!("Break-glass sign-in refused: {e}"))),
+            }
+            code.set(String::new());
+            busy.set(false);
+        });
+    };
+    view! {
+        <details class="break-glass">
+            <summary>"Break-glass sign-in"</summary>
+            <p class="muted">"Only when the normal sign-in does not work. A sealed one-time code lets its holder view and chat with a device whose user agrees; everything is recorded as break-glass."</p>
+            <form on:submit=submit>
+                <label>"Holder " <input name="break-glass-holder" autocomplete="off" bind:value=holder/></label>
+                <label>"Code " <input name="break-glass-code" autocomplete="off" spellcheck="false" bind:value=code/></label>
+                <button type="submit" disabled=move || busy.get()>"Sign in with break-glass code"</button>
+            </form>
+            {move || error.get().map(|e| view! { <p class="error" data-testid="break-glass-error">{e}</p> })}
+        </details>
     }
 }
 

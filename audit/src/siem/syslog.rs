@@ -96,6 +96,7 @@ mod tests {
             subject: None,
             session: None,
             detail: String::new(),
+            break_glass: false,
             prev: String::new(),
         };
         let line = record.canonical();

@@ -22,7 +22,7 @@ mod verify;
 
 pub use checkpoint::{AuditKey, Checkpoint, origin_for_node};
 pub use proof::{ConsistencyProof, InclusionProof};
-pub use record::{Outcome, Record, SessionFacts};
+pub use record::{Outcome, Record, SessionFacts, break_glass_mark};
 pub use tlog_tiles::Hash;
 pub use tree::{Tree, leaf_hash};
 pub use verify::{LogReport, LogVerifier, VerifyError, split_records};

@@ -71,9 +71,21 @@ pub struct Record {
     pub session: Option<SessionFacts>,
     /// Detail for people and evidence (for example a device-signed consent receipt); never secrets.
     pub detail: String,
+    /// The record of a break-glass sign-in's doing (R43): its actor or the session's operator
+    /// signed in with a sealed code. Absent (and not hashed) when false, so records written
+    /// before the field existed verify unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
     /// Leaf hash (base64) of the previous record; empty for the first. A hash chain beside the
     /// tree: an edited record breaks the chain at the next one.
     pub prev: String,
+}
+
+/// Whether a record with this actor and session is a break-glass sign-in's doing: its own
+/// actions, and everything in the sessions it runs (the user's consent, the system's end).
+pub fn break_glass_mark(actor: &str, session: Option<&SessionFacts>) -> bool {
+    crate::break_glass::is_break_glass(actor)
+        || session.is_some_and(|s| crate::break_glass::is_break_glass(&s.operator))
 }
 
 impl Record {
@@ -127,6 +139,7 @@ pub(crate) mod tests {
                 unattended: false,
             }),
             detail: "a \"quoted\" | = \\ line\nnext".into(),
+            break_glass: false,
             prev: String::new(),
         }
     }

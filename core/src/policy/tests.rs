@@ -80,6 +80,7 @@ fn decide_with(policy: &Policy, case: &Case) -> Result<Obligations, Denial> {
         now: case.at.parse().unwrap(),
         maintenance_window_until: case.window.then_some(u64::MAX),
         unattended: false,
+        break_glass: false,
     };
     policy.decide(&req)
 }
@@ -163,6 +164,7 @@ fn obligations_come_from_the_segment() {
         now: office_hours(),
         maintenance_window_until: Some(u64::MAX),
         unattended: false,
+        break_glass: false,
     };
     let o = policy().decide(&req).unwrap();
     assert_eq!((o.consent_timeout_s, o.grant_expiry_s, o.max_duration_s, o.idle_timeout_s), (120, 300, 1800, 300));
@@ -194,6 +196,7 @@ fn directory_segments_narrow_what_the_roles_reach() {
         now: office_hours(),
         maintenance_window_until: Some(u64::MAX),
         unattended: false,
+        break_glass: false,
     };
     assert!(policy().decide(&req(None)).is_ok(), "control: not narrowed, the policy alone decides");
     assert!(policy().decide(&req(Some("payment"))).is_ok());
@@ -223,6 +226,7 @@ fn unattended_access_needs_its_segment_and_an_open_window() {
         now: office_hours(),
         maintenance_window_until: window,
         unattended,
+        break_glass: false,
     };
     // The control: attended support in this segment needs no window.
     assert!(!policy.decide(&req(false, None)).unwrap().unattended);
@@ -262,6 +266,7 @@ fn a_session_ends_with_the_hours_or_the_window_whichever_is_first() {
         now: office_hours(),
         maintenance_window_until: window_until,
         unattended: false,
+        break_glass: false,
     };
     // 19:30:15 in Berlin on 2026-11-25 (CET, UTC+1) is 18:30:15 UTC.
     let closing: u64 = 1_795_631_415_000;
@@ -444,4 +449,29 @@ fn a_recording_mask_needs_a_recording() {
     let unrecorded = with_masks(mask).replacen("[segments.payment]", "[segments.payment]\nrecording = \"off\"", 1);
     let err = Policy::from_toml(&unrecorded).unwrap_err().0;
     assert!(err.contains("segment records nothing"), "{err}");
+}
+
+#[test]
+fn a_break_glass_request_is_held_to_view_and_chat_with_consent() {
+    let policy = Policy::from_toml(SAMPLE).unwrap();
+    let roles = BTreeSet::from([Role::Operator]);
+    let view_chat = BTreeSet::from([Level::View, Level::Chat]);
+    let control = BTreeSet::from([Level::View, Level::Control]);
+    let req = |levels, break_glass| AccessRequest {
+        roles: &roles,
+        segments: None,
+        source: "10.2.3.4".parse().unwrap(),
+        segment: "office",
+        levels,
+        ticket: "INC-1",
+        reason: "incident",
+        now: office_hours(),
+        maintenance_window_until: None,
+        unattended: false,
+        break_glass,
+    };
+    // The control: the same request with control passes for a signed-in operator.
+    assert!(policy.decide(&req(&control, false)).is_ok());
+    assert!(matches!(policy.decide(&req(&control, true)), Err(Denial::BreakGlass(why)) if why.contains("control")));
+    assert!(policy.decide(&req(&view_chat, true)).is_ok());
 }

@@ -26,6 +26,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/enrol/finish", Access::Public),
     ("POST", "/api/login/start", Access::Public),
     ("POST", "/api/login/finish", Access::Public),
+    ("POST", "/api/break-glass/login", Access::Public),
     ("GET", "/ws/agent", Access::Public),
     ("GET", "/api/sso/providers", Access::Public),
     ("POST", "/api/sso/continue", Access::Public),

@@ -46,6 +46,16 @@ pub(super) async fn signed_in(State(state): State<AppState>, mut request: Reques
         Ok(auth) => auth,
         Err(e) => return ApiError(e).into_response(),
     };
+    // A break-glass sign-in (R43) calls only what it needs to view and chat.
+    if sightline_identity::break_glass::is_break_glass(&auth)
+        && !super::break_glass::ALLOWED_PATHS.contains(&request.uri().path())
+    {
+        let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let path = request.uri().path().to_owned();
+        let why = "break-glass: this is not available to a break-glass sign-in (view and chat only)";
+        state.identity.emit(EventKind::AccessDenied, Outcome::Failure, &auth.user.name, Some(&path), source, why);
+        return ApiError(IdentityError::Forbidden(why.into())).into_response();
+    }
     let renewed = auth.renewed.clone();
     request.extensions_mut().insert(auth);
     let mut response = next.run(request).await;

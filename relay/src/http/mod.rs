@@ -10,6 +10,7 @@ mod account;
 mod admin;
 mod audit;
 pub mod auth;
+pub mod break_glass;
 pub mod error;
 pub mod headers;
 pub mod recordings;
@@ -53,6 +54,7 @@ fn api(state: AppState) -> Router<AppState> {
         .route("/api/enrol/finish", post(account::enrol_finish))
         .route("/api/login/start", post(account::login_start))
         .route("/api/login/finish", post(account::login_finish))
+        .route("/api/break-glass/login", post(break_glass::sign_in))
         .route("/api/sso/providers", get(sso::providers))
         .route("/api/sso/continue", post(sso::continue_sign_in))
         .route("/api/sso/enrol/finish", post(sso::enrol_finish))

@@ -48,8 +48,19 @@ impl LiveSession {
             .map_err(|e| format!("cannot write to the recordings directory: {e}"))?;
         // Findable by auditors from the start (R30): a recording nobody can find is no evidence.
         if let Err(e) = recordings.reindex(&self.id).await {
-            recorder.close("the recordings index could not be written");
-            return Err(format!("cannot index the recording: {e}"));
+            if !sightline_core::break_glass::is_break_glass(&self.request.operator.name) {
+                recorder.close("the recordings index could not be written");
+                return Err(format!("cannot index the recording: {e}"));
+            }
+            // Break-glass is for when the store is down (R43): the recording is on this node's
+            // disk and in its audit log, and the index takes it once the store answers again.
+            tracing::warn!(recording = %self.id, error = %e, "break-glass session: the recording is indexed when the store answers");
+            let (later, id) = (recordings.clone(), self.id.clone());
+            tokio::spawn(async move {
+                while later.reindex(&id).await.is_err() {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+            });
         }
         let _ = self.recorder.set(recorder.clone());
         self.link.fanout.set_recorder(Arc::new(InFrontOfViewers(recorder)));

@@ -477,7 +477,20 @@ async fn handle(
         ViewerToRelay::Elevate { levels } => match operator_session() {
             Some(session) => {
                 let levels: Levels = levels.into_iter().collect();
-                if session.elevate(levels).is_empty() {
+                let glass = sightline_core::break_glass::is_break_glass(&auth.user.name)
+                    .then(|| sightline_core::break_glass::session_refusal(&levels, false))
+                    .flatten();
+                if let Some(why) = glass {
+                    state.identity.emit(
+                        EventKind::AccessDenied,
+                        Outcome::Failure,
+                        &auth.user.name,
+                        Some(&format!("session:{}", session.id)),
+                        Some(peer.ip()),
+                        why.clone(),
+                    );
+                    error(ErrorCode::PolicyDenied, why)
+                } else if session.elevate(levels).is_empty() {
                     error(
                         ErrorCode::PolicyDenied,
                         "nothing to ask: those levels are granted or not allowed here, or another request is waiting",
@@ -539,6 +552,7 @@ async fn open_session(
         now: jiff::Timestamp::now(),
         maintenance_window_until: window_until,
         unattended: link.info.unattended,
+        break_glass: sightline_core::break_glass::is_break_glass(&auth.user.name),
     };
     let device = link.info.agent_id.as_str();
     let obligations = match state.policy.decide(&request) {
