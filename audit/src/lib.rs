@@ -58,6 +58,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::events::Event;
+use sightline_core::audit::{AuditError, Checkpoint, ConsistencyProof};
 
 pub use cli_sink::CliSink;
 pub use files::{AuditFiles, LOG_FILE, OpenError, PUBLIC_KEY_FILE};
@@ -269,6 +270,21 @@ impl AuditLog {
     /// The newest checkpoint this node signed (its note), if any.
     pub fn newest_checkpoint(&self) -> Option<String> {
         self.index.read().unwrap_or_else(|e| e.into_inner()).checkpoint.as_ref().map(|(_, note)| note.clone())
+    }
+
+    /// The consistency proof from `old`, a checkpoint this node signed (its note), to the newest
+    /// one it signed: what it publishes beside each new checkpoint, so that other nodes hold it
+    /// to an extension of what they saw (`sightline_core::witness`). `None` when nothing newer
+    /// was signed.
+    pub fn consistency_from(&self, old: &str) -> Result<Option<ConsistencyProof>, AuditError> {
+        let from = Checkpoint::open(old, &self.verifier_key)?;
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let Some((size, note)) = index.checkpoint.clone() else { return Ok(None) };
+        if size <= from.size {
+            return Ok(None);
+        }
+        let hashes = if from.size == 0 { Vec::new() } else { index.tree.consistency_proof(from.size, size)? };
+        Ok(Some(ConsistencyProof::new(old.to_owned(), note, &hashes)))
     }
 
     pub fn progress(&self) -> Progress {

@@ -223,64 +223,6 @@ impl Forwarded {
     }
 }
 
-/// What a node remembers of the checkpoints other nodes published (R43): a node that later
-/// publishes a smaller one, or another root at the same size, has cut back or rewritten its
-/// history; and now and then the newest one goes into this node's own log, so the other node
-/// cannot later present a history that contradicts it (`relay audit verify` with both logs).
-#[derive(Debug, Clone, Default)]
-pub struct Witness {
-    seen: BTreeMap<String, Seen>,
-}
-
-#[derive(Debug, Clone)]
-struct Seen {
-    size: u64,
-    root: String,
-    /// When this node last put one of the node's checkpoints into its own log.
-    recorded_ms: u64,
-    /// The contradicting checkpoint already reported, so it is reported once.
-    flagged: Option<(u64, String)>,
-}
-
-/// What to do about a checkpoint another node published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Seen before, or grown since the last record and not due yet.
-    Nothing,
-    /// Put it into this node's log.
-    Record,
-    /// It contradicts the one seen before: report it.
-    Inconsistent { seen_size: u64, seen_root: String },
-}
-
-impl Witness {
-    /// `node` published a checkpoint of `size` records with `root`, seen at `now_ms`; records
-    /// are due every `every_ms` while the node's log grows.
-    pub fn observe(&mut self, node: &str, size: u64, root: &str, now_ms: u64, every_ms: u64) -> Verdict {
-        let Some(seen) = self.seen.get_mut(node) else {
-            self.seen.insert(node.to_owned(), Seen { size, root: root.to_owned(), recorded_ms: now_ms, flagged: None });
-            return Verdict::Record;
-        };
-        if size < seen.size || (size == seen.size && root != seen.root) {
-            let this = (size, root.to_owned());
-            if seen.flagged.as_ref() == Some(&this) {
-                return Verdict::Nothing;
-            }
-            seen.flagged = Some(this);
-            return Verdict::Inconsistent { seen_size: seen.size, seen_root: seen.root.clone() };
-        }
-        if size == seen.size {
-            return Verdict::Nothing;
-        }
-        (seen.size, seen.root) = (size, root.to_owned());
-        if now_ms.saturating_sub(seen.recorded_ms) >= every_ms {
-            seen.recorded_ms = now_ms;
-            return Verdict::Record;
-        }
-        Verdict::Nothing
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,23 +353,5 @@ mod tests {
             Forwarded::verify("a;1.2.3.4;5", "bb", "sid-1", &view, 2_000),
             Err(ForwardError::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn a_witness_records_growth_now_and_then_and_reports_a_history_cut_back_or_rewritten_once() {
-        let mut w = Witness::default();
-        assert_eq!(w.observe("b", 10, "r10", 0, 1_000), Verdict::Record);
-        assert_eq!(w.observe("b", 10, "r10", 500, 1_000), Verdict::Nothing);
-        // Grown, but the last record is recent: remembered, not recorded.
-        assert_eq!(w.observe("b", 20, "r20", 600, 1_000), Verdict::Nothing);
-        assert_eq!(w.observe("b", 30, "r30", 1_000, 1_000), Verdict::Record);
-        // Cut back below what was seen (even unrecorded), or rewritten at the same size: once.
-        let cut = Verdict::Inconsistent { seen_size: 30, seen_root: "r30".into() };
-        assert_eq!(w.observe("b", 25, "r25", 1_100, 1_000), cut);
-        assert_eq!(w.observe("b", 25, "r25", 1_200, 1_000), Verdict::Nothing);
-        assert_eq!(w.observe("b", 30, "other", 1_300, 1_000), cut);
-        // Control: another node is judged on its own history.
-        assert_eq!(w.observe("c", 5, "c5", 1_300, 1_000), Verdict::Record);
-        assert_eq!(w.observe("b", 40, "r40", 2_500, 1_000), Verdict::Record);
     }
 }

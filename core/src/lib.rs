@@ -23,3 +23,4 @@ pub mod roles;
 pub mod session;
 pub mod turn;
 pub mod watermark;
+pub mod witness;

@@ -67,7 +67,7 @@ function upgradeStatus(port: number, headers: Record<string, string>): Promise<n
 }
 
 test('three nodes behind a load balancer: the operator on node A, the agent on node B, an observer on node C; the session runs on B, the observer sees it, input and chat work, the admin on A ends it, the recording verifies, the nodes witness each other @R43 @R22 @R39', async ({ browser }) => {
-  const { nodes, lb, admin } = await threeNodes(browser);
+  const { nodes, lb, admin, redis } = await threeNodes(browser);
   const [a, b, c] = nodes;
   const operator = await personOn(browser, lb, admin, 'operator', 'operator', 'node-a');
   const observer = await personOn(browser, lb, admin, 'officer', 'observer', 'node-c');
@@ -154,6 +154,28 @@ test('three nodes behind a load balancer: the operator on node A, the agent on n
   const together = () => relayCli(['audit', 'verify', ...nodes.flatMap((n) => ['--dir', n.auditDir, '--key', n.pinnedKey()]), '--accept-tail']);
   await expect.poll(() => together().status).toBe(0);
   expect(together().stdout).toMatch(/OK: \d+ checkpoints one node witnessed of another match that node's log/);
+
+  // Beside each checkpoint, a node publishes the consistency proof from the one it published
+  // before; other nodes accept growth through them. Each link verifies with nothing but the
+  // node's key, and the links chain.
+  const links = JSON.parse(execFileSync('redis-cli', ['-p', String(redis.port), 'HGET', 'sightline:checkpoint_links', NAMES[1]], { encoding: 'utf8' })).links as { old: string; new: string; hashes: string[] }[];
+  expect(links.length).toBeGreaterThan(1);
+  const dir = tempDir('links');
+  const check = (link: object) => {
+    const file = path.join(dir, `${crypto.randomUUID()}.json`);
+    fs.writeFileSync(file, JSON.stringify(link));
+    return relayCli(['audit', 'check-consistency', '--proof', file, '--key', b.pinnedKey()]);
+  };
+  for (const [i, link] of links.entries()) {
+    const checked = check(link);
+    expect(checked.status, checked.stderr).toBe(0);
+    if (i > 0) expect(link.old).toBe(links[i - 1].new);
+  }
+  // Control: a link with one hash changed does not verify.
+  const withHashes = links.find((l) => l.hashes.length > 0)!;
+  const tampered = { ...withHashes, hashes: [Buffer.alloc(32, 7).toString('base64'), ...withHashes.hashes.slice(1)] };
+  expect(check(tampered).status).not.toBe(0);
+  for (const n of nodes) expect(n.auditRecords().filter((r) => r.kind === 'audit.checkpoint_inconsistent')).toEqual([]);
 });
 
 test('a viewer cannot claim another address: a forwarding statement is taken only with the token a node makes for the viewer it forwards @R43 @hardening', async ({ browser }) => {

@@ -278,8 +278,9 @@ pub async fn run(
         session: None,
     });
     let store = state.identity.store().clone();
-    publish_newest_checkpoint(&audit, &store).await;
-    tokio::spawn(publish_checkpoints(audit.clone(), store.clone()));
+    let mut last_published = published;
+    publish_newest_checkpoint(&audit, &store, &mut last_published).await;
+    tokio::spawn(publish_checkpoints(audit.clone(), store.clone(), last_published.clone()));
     tokio::spawn(end_sessions_while_unaudited(audit.clone(), state.hub.clone()));
     tokio::spawn(crate::http::break_glass::follow(state.clone()));
     if let Some(token) = state.identity.bootstrap_token().await? {
@@ -301,7 +302,8 @@ pub async fn run(
     // Everything written, and a final checkpoint signed and published.
     let closing = audit.clone();
     tokio::task::spawn_blocking(move || closing.close()).await?;
-    publish_newest_checkpoint(&audit, &store).await;
+    let mut before = store.get(sightline_store::Collection::Checkpoints, audit.node()).await.ok().flatten();
+    publish_newest_checkpoint(&audit, &store, &mut before).await;
     served
 }
 
@@ -309,23 +311,51 @@ pub async fn run(
 /// where the node cannot take it back: a log or checkpoint file cut back or rewritten later is
 /// refused at the next start (`AuditLog::check_published`). A publication that fails is logged
 /// and tried again with the next checkpoint; the log itself does not depend on it.
-async fn publish_checkpoints(audit: Arc<AuditLog>, store: Store) {
+async fn publish_checkpoints(audit: Arc<AuditLog>, store: Store, mut last: Option<String>) {
     let mut progress = audit.subscribe();
     let mut published = progress.borrow_and_update().checkpointed;
     while progress.changed().await.is_ok() {
         let signed = progress.borrow_and_update().checkpointed;
-        if signed > published && publish_newest_checkpoint(&audit, &store).await {
+        if signed > published && publish_newest_checkpoint(&audit, &store, &mut last).await {
             published = signed;
         }
     }
 }
 
-/// Publishes the newest checkpoint (at start, and after the final one at shutdown too);
-/// whether it was.
-async fn publish_newest_checkpoint(audit: &AuditLog, store: &Store) -> bool {
+/// Publishes the newest checkpoint (at start, and after the final one at shutdown too), and
+/// first the consistency proof to it from `last`, the one published before, which it replaces;
+/// whether it was published. Other nodes take the new checkpoint as an extension of the one
+/// they saw only through these proofs (`sightline_core::witness`).
+async fn publish_newest_checkpoint(audit: &AuditLog, store: &Store, last: &mut Option<String>) -> bool {
+    use sightline_store::Collection;
     let Some(note) = audit.newest_checkpoint() else { return true };
-    match store.put(sightline_store::Collection::Checkpoints, audit.node(), &note).await {
-        Ok(()) => true,
+    if last.as_deref() == Some(note.as_str()) {
+        return true;
+    }
+    let link = match last.as_deref().map(|old| audit.consistency_from(old)) {
+        Some(Ok(link)) => link,
+        Some(Err(e)) => {
+            // The store's checkpoint is not one of this log's: start-up refuses such a log, so
+            // this is a store someone wrote into. The new checkpoint goes out without a proof.
+            tracing::error!(error = %e, "the checkpoint published before does not open with this node's key");
+            None
+        }
+        None => None,
+    };
+    let linked = async {
+        if let Some(link) = link {
+            let mut links: sightline_core::witness::CheckpointLinks =
+                store.get(Collection::CheckpointLinks, audit.node()).await?.unwrap_or_default();
+            links.push(link);
+            store.put(Collection::CheckpointLinks, audit.node(), &links).await?;
+        }
+        store.put(Collection::Checkpoints, audit.node(), &note).await
+    };
+    match linked.await {
+        Ok(()) => {
+            *last = Some(note);
+            true
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot publish the audit checkpoint; will try with the next");
             false

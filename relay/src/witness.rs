@@ -1,6 +1,6 @@
 //! This node as a witness of the others' audit logs (R43): every 2 s it reads the checkpoints
 //! the other nodes published to the store and checks each against the node's key (from its
-//! record) and against what it saw before (`sightline_core::cluster::Witness`). A checkpoint that
+//! record) and against what it saw before (`sightline_core::witness`). A checkpoint that
 //! contradicts an earlier one is `audit.checkpoint_inconsistent` in this node's log (and the
 //! SIEM's, at the highest severity); every `--audit-witness-s` while a node's log grows, its
 //! newest checkpoint goes into this node's log as `audit.checkpoint_witnessed`, so the node
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use sightline_audit::events::{Event, EventKind, EventSink, Outcome};
 use sightline_core::audit::Checkpoint;
-use sightline_core::cluster::{Verdict, Witness};
+use sightline_core::witness::{Chain, CheckpointLinks, Verdict, Witness, prove_chain};
 use sightline_store::{Collection, Store};
 
 use crate::cluster::{Cluster, now_ms};
@@ -71,9 +71,42 @@ pub async fn run(cluster: Arc<Cluster>, store: Store, events: Arc<dyn EventSink>
                 }
             };
             let root = checkpoint.root.to_string();
-            match witness.observe(&node, checkpoint.size, &root, now_ms(), every_ms) {
+            // Grown since the checkpoint seen: the node's own proofs must lead from that one to
+            // this (read only then: most reads find nothing new).
+            let chain = match witness.seen(&node) {
+                Some((size, seen_root)) if size < checkpoint.size => {
+                    match store.get::<CheckpointLinks>(Collection::CheckpointLinks, &node).await {
+                        Ok(links) => prove_chain(
+                            &links.unwrap_or_default().links,
+                            key,
+                            (size, seen_root),
+                            (checkpoint.size, &root),
+                        ),
+                        Err(e) => {
+                            tracing::warn!(%node, error = %e, "cannot read the proofs between a node's checkpoints");
+                            continue;
+                        }
+                    }
+                }
+                _ => Chain::Missing,
+            };
+            if chain == Chain::Missing && witness.seen(&node).is_some_and(|(size, _)| size < checkpoint.size) {
+                tracing::debug!(%node, size = checkpoint.size, "no published proofs lead to this checkpoint: taken on size and root");
+            }
+            match witness.observe(&node, checkpoint.size, &root, now_ms(), every_ms, |_, _| chain) {
                 Verdict::Nothing => {}
                 Verdict::Record => emit(EventKind::CheckpointWitnessed, Outcome::Success, note),
+                Verdict::Forked { seen_size, seen_root, why } => {
+                    tracing::error!(%node, size = checkpoint.size, seen_size, %why, "a node's published checkpoint does not extend one seen before");
+                    emit(
+                        EventKind::CheckpointInconsistent,
+                        Outcome::Failure,
+                        format!(
+                            "node {node} published a checkpoint of {} records (root {root}) that does not extend the one of {seen_size} (root {seen_root}) this node saw: {why}",
+                            checkpoint.size
+                        ),
+                    );
+                }
                 Verdict::Inconsistent { seen_size, seen_root } => {
                     tracing::error!(%node, size = checkpoint.size, seen_size, "a node's published checkpoint contradicts one seen before");
                     emit(

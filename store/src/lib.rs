@@ -69,10 +69,14 @@ pub enum Collection {
     /// Each relay node's heartbeat with the agents and sessions it holds, by node name: how any
     /// node finds the one a device or a session is on.
     Nodes,
+    /// The consistency proofs between each node's successive published checkpoints (the newest
+    /// few), by node name: other nodes accept a larger checkpoint only as an extension of the one
+    /// they saw (`sightline_core::witness`).
+    CheckpointLinks,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 18] = [
+    pub const ALL: [Collection; 19] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -91,6 +95,7 @@ impl Collection {
         Collection::RoleMappings,
         Collection::MappingRequests,
         Collection::Nodes,
+        Collection::CheckpointLinks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -113,6 +118,7 @@ impl Collection {
             Collection::RoleMappings => "role_mappings",
             Collection::MappingRequests => "mapping_requests",
             Collection::Nodes => "nodes",
+            Collection::CheckpointLinks => "checkpoint_links",
         }
     }
 }
