@@ -326,3 +326,16 @@ test('kill -9 of a node whose disk is then lost while requests flow: every recor
   expect(holed.status).not.toBe(0);
   expect(holed.stderr).toContain('the second copy lacks 1 record(s) the node wrote: 3;');
 });
+
+test('a node refuses to start under the name of a live node, and takes the name of one that was killed @R43', async () => {
+  const redis = await RedisServer.start();
+  started.push(redis);
+  const first = await Relay.start({ redis: redis.url(), node: 'twin' });
+  procs.push(first.proc);
+  await expect(Relay.start({ redis: redis.url(), node: 'twin' })).rejects.toThrow(/another relay node named "twin" is running/);
+  // Control: once the first is gone (killed, its record fresh), the name is free for its restart.
+  await first.proc.kill('SIGKILL');
+  const again = await Relay.start({ redis: redis.url(), node: 'twin', dataDir: first.dataDir });
+  procs.push(again.proc);
+  expect(again.proc.log()).not.toContain('another relay node');
+});

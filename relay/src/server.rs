@@ -226,6 +226,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let settings = config.audit_settings();
     let store = open_store(&config).await?;
+    crate::cluster::refuse_if_name_taken(&store, &settings.node).await?;
     // The log must hold everything this node ever published a checkpoint of (`publish_checkpoints`).
     let published: Option<String> = store
         .get(sightline_store::Collection::Checkpoints, &settings.node)
