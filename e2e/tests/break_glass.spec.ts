@@ -7,17 +7,20 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   RedisServer, World, world, stopWorld, relayCli, tempDir, SAMPLE_POLICY, requestView, sampleFrames,
-  chatMarker, watchChannels, sendRawSignal, api, AuditRecord,
+  chatMarker, watchChannels, sendRawSignal, api, AuditRecord, Rsyslog, parseSiemMessage, parseCef,
 } from './harness';
 
 let w: World | undefined;
 let redis: RedisServer | undefined;
+let siem: Rsyslog | undefined;
 
 test.afterEach(async () => {
   await stopWorld(w);
   w = undefined;
   await redis?.kill();
   redis = undefined;
+  await siem?.kill();
+  siem = undefined;
 });
 
 type Marked = AuditRecord & { break_glass?: boolean };
@@ -33,7 +36,8 @@ test('with Redis stopped a sealed one-time code lets its holder view and chat wi
   fs.writeFileSync(policy, `${fs.readFileSync(SAMPLE_POLICY, 'utf8')}\n${table}\n`);
 
   redis = await RedisServer.start();
-  w = await world(browser, { name: 'glass-desk' }, { redis: redis.url(), node: 'relay-glass', policy });
+  siem = await Rsyslog.start();
+  w = await world(browser, { name: 'glass-desk' }, { redis: redis.url(), node: 'relay-glass', policy, siem: [`tcp://127.0.0.1:${siem.ports.tcp}`], siemFormat: 'cef' });
   const relay = w.relay;
   await expect(w.operator.getByTestId('agent-row').filter({ hasText: 'glass-desk' })).toBeVisible();
   const records = (): Marked[] => relay.auditRecords() as Marked[];
@@ -105,5 +109,19 @@ test('with Redis stopped a sealed one-time code lets its holder view and chat wi
   expect(grant.session!.levels).toEqual(['view', 'chat']);
   expect(grant.session!.ticket).toBe('INC-911');
   expect(all.filter((r) => !theirs.includes(r)).filter((r) => r.break_glass !== undefined)).toEqual([]);
+
+  // The SIEM (rsyslog, CEF over TCP) has each of them at the highest severity, with the mark in
+  // a field of its own; the others below it.
+  const cefOf = () => new Map(siem!.messages('tcp').map(parseSiemMessage).filter((m) => m.seq !== undefined).map((m) => [m.seq!, parseCef(m.body)]));
+  await expect.poll(() => theirs.every((r) => cefOf().has(r.seq)), { timeout: 15_000 }).toBe(true);
+  const cef = cefOf();
+  for (const r of theirs) {
+    expect([r.kind, cef.get(r.seq)!.header[6]]).toEqual([r.kind, '10']);
+    expect([cef.get(r.seq)!.ext.cn2Label, cef.get(r.seq)!.ext.cn2]).toEqual(['breakGlass', '1']);
+  }
+  const enrolled = all.find((r) => r.kind === 'user.enrolled')!;
+  await expect.poll(() => cefOf().has(enrolled.seq)).toBe(true);
+  expect(cefOf().get(enrolled.seq)!.header[6]).not.toBe('10');
+  expect(cefOf().get(enrolled.seq)!.ext.cn2).toBeUndefined();
   await glassContext.close();
 });

@@ -4,7 +4,7 @@
 import { expect, Page } from '@playwright/test';
 import { test } from './harness';
 import {
-  World, stopWorld, Relay, worldOn, api, rawWatch, Rsyslog, parseSiemMessage, SiemMessage, AuditRecord,
+  World, stopWorld, Relay, worldOn, api, rawWatch, Rsyslog, parseSiemMessage, parseCef, SiemMessage, AuditRecord,
 } from './harness';
 
 let w: World | undefined;
@@ -126,31 +126,3 @@ test('CEF over TCP: a ticket and reason with |, =, \\ and a newline arrive intac
   expect(cef.ext.dvchost).toBe('relay-cef');
 });
 
-/** A CEF parser written from the format's definition (not from the relay's code). */
-function parseCef(line: string): { header: string[]; ext: Record<string, string> } {
-  const header: string[] = [];
-  let cur = '';
-  let i = 0;
-  while (header.length < 7) {
-    const c = line[i++];
-    if (c === '\\') cur += line[i++];
-    else if (c === '|') { header.push(cur); cur = ''; } else cur += c;
-  }
-  const rest = line.slice(i);
-  const ext: Record<string, string> = {};
-  // A key is a word right after the start or a space, ending at an unescaped '='; its value
-  // runs to the next key.
-  const keys: { key: string; start: number; valueStart: number }[] = [];
-  for (let j = 0; j < rest.length; j++) {
-    if (rest[j] === '\\') { j++; continue; }
-    if (rest[j] !== '=') continue;
-    let k = j;
-    while (k > 0 && /[A-Za-z0-9_]/.test(rest[k - 1])) k--;
-    if (k < j && (k === 0 || rest[k - 1] === ' ')) keys.push({ key: rest.slice(k, j), start: Math.max(0, k - 1), valueStart: j + 1 });
-  }
-  keys.forEach((k, n) => {
-    const end = n + 1 < keys.length ? keys[n + 1].start : rest.length;
-    ext[k.key] = rest.slice(k.valueStart, end).replace(/\\(.)/g, (_, c) => (c === 'n' ? '\n' : c === 'r' ? '\r' : c));
-  });
-  return { header, ext };
-}
