@@ -130,18 +130,16 @@ fn decode_records(records: Vec<(String, serde_json::Value)>) -> Vec<NodeRecord> 
         .collect()
 }
 
-/// Unix milliseconds by this node's clock (what heartbeats and statements carry).
 /// Refuses to start this node under `name` while another live node runs under it (R43): two
 /// nodes of one name would write one audit copy and one heartbeat record, and the second would
-/// be refused later with a less telling error (its log behind the copy). A record renewed in
-/// the last `NODE_SILENCE_MS` may be this node's own previous run, killed a moment ago, so it is
-/// read again after a heartbeat and a half: only a live node moves it meanwhile.
+/// be refused later with a less telling error (its log behind the copy). A record left behind
+/// may be this node's own previous run, killed a moment ago, so it is read again after a
+/// heartbeat and a half: only a live node moves it meanwhile (judged by the record changing,
+/// not by comparing clocks). Two twins started at the same moment, before either wrote its
+/// record, are not caught here.
 pub async fn refuse_if_name_taken(store: &Store, name: &str) -> anyhow::Result<()> {
     let read = || store.get::<NodeRecord>(Collection::Nodes, name);
     let Some(first) = read().await? else { return Ok(()) };
-    if now_ms().saturating_sub(first.heartbeat_ms) > sightline_core::cluster::NODE_SILENCE_MS {
-        return Ok(());
-    }
     tokio::time::sleep(std::time::Duration::from_millis(HEARTBEAT_MS * 3 / 2)).await;
     if let Some(again) = read().await?
         && again.heartbeat_ms != first.heartbeat_ms
@@ -154,6 +152,7 @@ pub async fn refuse_if_name_taken(store: &Store, name: &str) -> anyhow::Result<(
     Ok(())
 }
 
+/// Unix milliseconds by this node's clock (what heartbeats and statements carry).
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

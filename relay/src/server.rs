@@ -281,7 +281,7 @@ pub async fn run(
     let store = state.identity.store().clone();
     let mut last_published = published;
     publish_newest_checkpoint(&audit, &store, &mut last_published).await;
-    tokio::spawn(publish_checkpoints(audit.clone(), store.clone(), last_published.clone()));
+    let publisher = tokio::spawn(publish_checkpoints(audit.clone(), store.clone(), last_published.clone()));
     tokio::spawn(end_sessions_while_unaudited(audit.clone(), state.hub.clone()));
     tokio::spawn(crate::http::break_glass::follow(state.clone()));
     if let Some(token) = state.identity.bootstrap_token().await? {
@@ -300,7 +300,10 @@ pub async fn run(
     for forwarder in siem {
         forwarder.abort();
     }
-    // Everything written, and a final checkpoint signed and published.
+    // Everything written, and a final checkpoint signed and published, by this path alone: two
+    // publishers could each write the links list and leave it out of order.
+    publisher.abort();
+    let _ = publisher.await;
     let closing = audit.clone();
     tokio::task::spawn_blocking(move || closing.close()).await?;
     let mut before = store.get(sightline_store::Collection::Checkpoints, audit.node()).await.ok().flatten();
@@ -329,8 +332,8 @@ async fn publish_checkpoints(audit: Arc<AuditLog>, store: Store, mut last: Optio
 /// they saw only through these proofs (`sightline_core::witness`).
 async fn publish_newest_checkpoint(audit: &AuditLog, store: &Store, last: &mut Option<String>) -> bool {
     use sightline_store::Collection;
-    let Some(note) = audit.newest_checkpoint() else { return true };
-    if last.as_deref() == Some(note.as_str()) {
+    let Some(newest) = audit.newest_checkpoint() else { return true };
+    if last.as_deref() == Some(newest.as_str()) {
         return true;
     }
     let link = match last.as_deref().map(|old| audit.consistency_from(old)) {
@@ -343,6 +346,9 @@ async fn publish_newest_checkpoint(audit: &AuditLog, store: &Store, last: &mut O
         }
         None => None,
     };
+    // The checkpoint the proof leads to, not one read again: the writer may have signed a newer
+    // one meanwhile, and a proof past the published checkpoint reads as a fork to witnesses.
+    let note = link.as_ref().map_or(newest, |l| l.new.clone());
     let linked = async {
         if let Some(link) = link {
             let mut links: sightline_core::witness::CheckpointLinks =
