@@ -159,22 +159,19 @@ impl Identity {
             // Not spent: the holder may need it when the outage comes.
             return Err(refuse(Refusal::NotNeeded));
         }
+        // One lock from the check to the spending: of two requests with one code, the second
+        // finds it spent.
         let digest = {
-            let spent = desk.spent.lock().unwrap_or_else(|e| e.into_inner());
-            desk.rules.check(&desk.node, holder, code, &spent).map_err(refuse)?
-        };
-        // Two requests with one code: the first to take the lock spends it, the second finds it spent.
-        {
             let mut spent = desk.spent.lock().unwrap_or_else(|e| e.into_inner());
-            if !spent.insert(digest.clone()) {
-                return Err(refuse(Refusal::Spent));
-            }
+            let digest = desk.rules.check(&desk.node, holder, code, &spent).map_err(refuse)?;
+            spent.insert(digest.clone());
             if let Err(e) = desk.spend(&digest) {
                 // Kept in memory as spent all the same: it may have reached the disk.
                 tracing::error!(error = %e, path = %desk.spent_path.display(), "cannot record a break-glass code as spent");
                 return Err(refuse(Refusal::CannotSpend));
             }
-        }
+            digest
+        };
         let now = self.now_s();
         let sid = crate::random_token();
         let holder = holder.trim().to_owned();
