@@ -6,6 +6,7 @@
 import { expect, Page, request as playwrightRequest } from '@playwright/test';
 import { test } from './harness';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { World, world, worldOn, stopWorld, openView, tempDir, requestView, sampleFrames, api, inviteAndEnrol, SAMPLE_POLICY, Relay, RedisServer, freePort, auditorKeys, stepUp, approveCommand } from './harness';
@@ -456,7 +457,20 @@ test('an auditor finds a recording by ticket, confirms with a passkey and plays 
   expect(seals).toBeGreaterThan(3);
 });
 
-test('with relays sharing Redis, an auditor on any node finds the recordings of every node; each node serves only its own @R30 @R43', async ({ browser }) => {
+/** A GET straight at a relay node from `localAddress` (another loopback address stands for another client). */
+function getFrom(localAddress: string, port: number, urlPath: string, cookie: string): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: urlPath, localAddress, headers: { cookie } }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('with relays sharing Redis, an auditor on any node finds and opens the recordings of every node; the node that holds one decides and records the view with the auditor address @R30 @R43 @R29', async ({ browser }) => {
   redis = await RedisServer.start();
   const portA = await freePort();
   const publicUrl = `http://localhost:${portA}/`;
@@ -464,23 +478,54 @@ test('with relays sharing Redis, an auditor on any node finds the recordings of 
   w = await worldOn(browser, nodeA, { name: 'front-desk' });
   const id = await recordedSession(w);
   const auditor = await inviteAndEnrol(browser, w.admin, 'audra', 'auditor');
-  await stepUp(auditor);
   // A second node joins after the recording was made; it holds none itself.
   const nodeB = await Relay.start({ redis: redis.url(), publicUrl, node: 'relay-b' });
   others.push(nodeB);
-  const cookie = (await auditor.context().cookies()).find((c) => c.name === 'sightline_session')!;
-  const asAuditor = await playwrightRequest.newContext({ extraHTTPHeaders: { cookie: `sightline_session=${cookie.value}` } });
+  const cookie = `sightline_session=${(await auditor.context().cookies()).find((c) => c.name === 'sightline_session')!.value}`;
+  const asAuditor = await playwrightRequest.newContext({ extraHTTPHeaders: { cookie } });
   try {
     const found = await asAuditor.get(`http://127.0.0.1:${nodeB.port}/api/recordings?ticket=INC-4711`);
     expect(found.status()).toBe(200);
     expect((await found.json()).map((r: { id: string; node: string }) => [r.id, r.node])).toEqual([[id, 'relay-a']]);
-    // Node B cannot serve it and says where it is; node A serves it (the control).
-    const onB = await asAuditor.get(`http://127.0.0.1:${nodeB.port}/api/recordings/${id}`);
-    expect(onB.status()).toBe(409);
-    expect((await onB.json()).message).toContain('held by relay node relay-a');
-    const onA = await asAuditor.get(`http://127.0.0.1:${nodeA.port}/api/recordings/${id}`);
-    expect(onA.status()).toBe(200);
-    expect(((await onA.json()) as { id: string; node: string })).toMatchObject({ id, node: 'relay-a' });
+
+    // Node A decides: without a step-up, asking node B gets node A's refusal.
+    const early = await getFrom('127.0.0.3', nodeB.port, `/api/recordings/${id}`, cookie);
+    expect([early.status, JSON.parse(early.body.toString()).error]).toEqual([403, 'step_up_required']);
+    await stepUp(auditor);
+
+    // Asked through node B from another address, the manifest and every chunk are node A's,
+    // byte for byte (the control: node A asked directly).
+    const viewsBefore = nodeA.auditRecords().filter((r) => r.kind === 'recording.viewed').length;
+    const viaB = await getFrom('127.0.0.2', nodeB.port, `/api/recordings/${id}`, cookie);
+    expect(viaB.status, viaB.body.toString()).toBe(200);
+    const direct = await asAuditor.get(`http://127.0.0.1:${nodeA.port}/api/recordings/${id}`);
+    expect(direct.status()).toBe(200);
+    const opened = JSON.parse(viaB.body.toString()) as { id: string; node: string; manifest: string; chunks: number[] };
+    expect(opened).toEqual(await direct.json());
+    expect(opened.node).toBe('relay-a');
+    expect(opened.chunks.length).toBeGreaterThan(0);
+    for (const n of opened.chunks) {
+      const chunkViaB = await getFrom('127.0.0.2', nodeB.port, `/api/recordings/${id}/chunks/${n}`, cookie);
+      expect(chunkViaB.status).toBe(200);
+      const chunkOnA = await asAuditor.get(`http://127.0.0.1:${nodeA.port}/api/recordings/${id}/chunks/${n}`);
+      expect(chunkViaB.body.equals(await chunkOnA.body())).toBe(true);
+    }
+    // The view is on node A's log, by the auditor, from the auditor's address (which only node
+    // B saw, and vouched for); node B's log has no view of a recording it does not hold.
+    const views = nodeA.auditRecords().filter((r) => r.kind === 'recording.viewed').slice(viewsBefore);
+    expect(views.map((r) => [r.actor, r.source])).toEqual([['audra', '127.0.0.2'], ['audra', '127.0.0.1']]);
+    expect(nodeB.auditRecords().filter((r) => r.kind === 'recording.viewed')).toEqual([]);
+
+    // Control for the statement: the auditor's own cookie with a made-up statement, straight
+    // at node A, is refused (only a token a node made for carrying goes with a statement).
+    const forged = await asAuditor.get(`http://127.0.0.1:${nodeA.port}/api/recordings/${id}`, { headers: { 'x-sightline-forwarded': 'relay-b.forged' } });
+    expect(forged.status()).toBe(401);
+
+    // With node A gone, node B names the node that holds the recording and says it is not running.
+    await nodeA.proc.kill();
+    await expect.poll(async () => (await asAuditor.get(`http://127.0.0.1:${nodeB.port}/api/recordings/${id}`)).status(), { timeout: 15_000 }).toBe(409);
+    const gone = await asAuditor.get(`http://127.0.0.1:${nodeB.port}/api/recordings/${id}`);
+    expect((await gone.json()).message).toContain('held by relay node relay-a, which is not running');
   } finally {
     await asAuditor.dispose();
   }

@@ -203,9 +203,19 @@ impl Cluster {
             .header(&self.key)
     }
 
-    /// Checks a forwarding header received for login session `sid`.
-    pub fn verify_forwarded(&self, header: &str, sid: &str) -> Result<Forwarded, ForwardError> {
-        Forwarded::verify(header, &self.me, sid, &self.view.borrow(), now_ms())
+    /// Checks a forwarding header received for login session `sid`. A node this node has not
+    /// heard of yet (it started since the last beat) is looked up in the store once: its first
+    /// forwarded user need not wait for this node's next beat.
+    pub async fn verify_forwarded(&self, header: &str, sid: &str) -> Result<Forwarded, ForwardError> {
+        let view = self.view.borrow().clone();
+        match Forwarded::verify(header, &self.me, sid, &view, now_ms()) {
+            Err(ForwardError::UnknownNode(from)) => {
+                let record = self.store.get::<NodeRecord>(Collection::Nodes, &from).await.ok().flatten();
+                let fresh = ClusterView::new(record, now_ms());
+                Forwarded::verify(header, &self.me, sid, &fresh, now_ms())
+            }
+            checked => checked,
+        }
     }
 
     fn own_record(&self, hub: &Hub) -> NodeRecord {

@@ -215,6 +215,8 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
         prover,
         turn,
         sso,
+        carrier: crate::http::carried::client()
+            .context("cannot build the HTTP client nodes talk to each other with")?,
     })
 }
 

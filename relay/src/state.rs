@@ -33,4 +33,6 @@ pub struct AppState {
     pub turn: Option<Arc<crate::turn::Turn>>,
     /// The identity providers operators sign in through, if any (R12).
     pub sso: Option<Arc<crate::sso::Sso>>,
+    /// Carries a user's request to the node that can answer it (R43, `http::carried`).
+    pub carrier: reqwest::Client,
 }

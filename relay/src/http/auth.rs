@@ -42,6 +42,10 @@ pub async fn authenticate(identity: &Identity, headers: &HeaderMap) -> Result<Au
 /// Middleware for signed-in routes: verifies the session, hands `AuthUser` to the handler, and
 /// renews the cookie when the token is half-spent.
 pub(super) async fn signed_in(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    // Another node carrying its user's request here (R43) presents a token made for that alone.
+    if super::carried::is_carried(request.headers()) {
+        return super::carried::accept(&state, request, next).await;
+    }
     let auth = match authenticate(&state.identity, request.headers()).await {
         Ok(auth) => auth,
         Err(e) => return ApiError(e).into_response(),

@@ -11,6 +11,7 @@ mod admin;
 mod audit;
 pub mod auth;
 pub mod break_glass;
+pub mod carried;
 pub mod error;
 pub mod headers;
 pub mod recordings;

@@ -8,8 +8,9 @@
 //! `GET /api/recordings` searches the recordings index (every node's recordings where the nodes
 //! share Redis) by ticket, operator, device, endpoint account and start time, newest first.
 //! `GET /api/recordings/{id}` (manifest and chunk list) and `.../chunks/{n}` (one encrypted
-//! chunk): recordings stay on the node that made them, and a node asked for another node's
-//! answers 409 naming the node that holds it. Deletion is the retention job's alone
+//! chunk): recordings stay on the node that made them; a node asked for another live node's asks
+//! that node on the auditor's behalf (`carried`), which decides and records the view as its own,
+//! and a recording whose node is not running is named with it (409). Deletion is the retention job's alone
 //! (`sightline_recording::retention`).
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use sightline_core::roles::Capability;
 
+use super::carried::Carried;
 use super::error::ApiError;
 use crate::state::AppState;
 use sightline_audit::events::{EventKind, Outcome};
@@ -112,9 +114,18 @@ fn checked_id(id: &str) -> Result<&str, IdentityError> {
     Ok(id)
 }
 
-/// The recording's directory, for an auditor who stepped up; a recording held by another node is
-/// named, not served.
-async fn stored(state: &AppState, auth: &AuthUser, id: &str) -> Result<std::path::PathBuf, ApiError> {
+/// Where a recording an auditor asks for is.
+enum Stored {
+    /// On this node's disk, for an auditor who stepped up.
+    Here(std::path::PathBuf),
+    /// On the disk of another live node, which is asked on the auditor's behalf (R43).
+    There(sightline_core::cluster::NodeRecord),
+}
+
+/// Where recording `id` is, for an auditor: here (after the step-up), on another live node
+/// (which checks the step-up itself), or nowhere that can serve it now.
+/// A request another node carried here is answered from this disk or refused, never carried on.
+async fn stored(state: &AppState, auth: &AuthUser, id: &str, carried: bool) -> Result<Stored, ApiError> {
     if !auth.allows(Capability::Audit) {
         return Err(IdentityError::Forbidden("only auditors view recordings".into()).into());
     }
@@ -125,16 +136,25 @@ async fn stored(state: &AppState, auth: &AuthUser, id: &str) -> Result<std::path
     if !dir.join(sightline_recording::files::MANIFEST).is_file() {
         // Recordings stay on the node that made them; the index says which one.
         let elsewhere = recordings.indexed().await.map_err(IdentityError::from)?.into_iter().find(|l| l.id == id);
-        return Err(match elsewhere {
-            Some(l) => {
-                IdentityError::Conflict(format!("recording {id} is held by relay node {}: open it there", l.node))
-            }
-            None => IdentityError::NotFound,
+        let Some(listed) = elsewhere else { return Err(IdentityError::NotFound.into()) };
+        if listed.node == state.cluster.me() || carried {
+            return Err(IdentityError::Conflict(format!(
+                "recording {id} is indexed for node {} but not on this node's disk",
+                listed.node
+            ))
+            .into());
         }
-        .into());
+        return match state.cluster.view().node(&listed.node) {
+            Some(node) => Ok(Stored::There(node.clone())),
+            None => Err(IdentityError::Conflict(format!(
+                "recording {id} is held by relay node {}, which is not running: it can be opened when that node (or its disk) is back",
+                listed.node
+            ))
+            .into()),
+        };
     }
     state.identity.require_step_up(auth).await?;
-    Ok(dir)
+    Ok(Stored::Here(dir))
 }
 
 /// `GET /api/recordings/{id}`: the signed manifest and the list of chunks, for an auditor who
@@ -143,9 +163,16 @@ pub async fn open(
     State(state): State<AppState>,
     Extension(auth): Extension<AuthUser>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    carried: Option<Extension<Carried>>,
     Path(id): Path<String>,
-) -> Result<Json<Opened>, ApiError> {
-    let dir = stored(&state, &auth, &id).await?;
+) -> Result<Response, ApiError> {
+    let dir = match stored(&state, &auth, &id, carried.is_some()).await? {
+        Stored::Here(dir) => dir,
+        Stored::There(node) => {
+            let path = format!("/api/recordings/{id}");
+            return Ok(super::carried::fetch(&state, &auth, peer.ip(), &node, &path).await);
+        }
+    };
     let read = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -171,7 +198,7 @@ pub async fn open(
         format!("recording {id}: manifest and encrypted chunks"),
     );
     state.identity.audit_committed().await?;
-    Ok(Json(Opened { id, node: listed.node, manifest, chunks: chunks.into_iter().collect() }))
+    Ok(Json(Opened { id, node: listed.node, manifest, chunks: chunks.into_iter().collect() }).into_response())
 }
 
 /// `GET /api/recordings/{id}/chunks/{n}`: one chunk as stored, encrypted to the auditors' keys
@@ -179,9 +206,17 @@ pub async fn open(
 pub async fn chunk(
     State(state): State<AppState>,
     Extension(auth): Extension<AuthUser>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    carried: Option<Extension<Carried>>,
     Path((id, n)): Path<(String, u64)>,
 ) -> Result<Response, ApiError> {
-    let dir = stored(&state, &auth, &id).await?;
+    let dir = match stored(&state, &auth, &id, carried.is_some()).await? {
+        Stored::Here(dir) => dir,
+        Stored::There(node) => {
+            let path = format!("/api/recordings/{id}/chunks/{n}");
+            return Ok(super::carried::fetch(&state, &auth, peer.ip(), &node, &path).await);
+        }
+    };
     let path = sightline_recording::files::chunk_path(&dir, n);
     let sealed = tokio::task::spawn_blocking(move || std::fs::read(path))
         .await

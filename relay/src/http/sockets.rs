@@ -57,16 +57,16 @@ pub(super) async fn viewer_ws(
     if headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|o| o != expected) {
         return ApiError(IdentityError::Forbidden("cross-origin socket refused".into())).into_response();
     }
-    let forwarded = headers.contains_key(sightline_core::cluster::FORWARDED_HEADER);
-    // A node forwarding a viewer presents a token made for that alone (`forward_token`).
-    let auth = if forwarded {
-        let token = super::auth::cookie_named(&headers, super::auth::SESSION_COOKIE);
-        match token {
-            Some(token) => state.identity.authenticate_forwarded(&token).await,
-            None => Err(IdentityError::Unauthenticated),
+    let forwarded = super::carried::is_carried(&headers);
+    // A node forwarding a viewer presents a token made for that alone (`forward_token`), and
+    // names the viewer's address in a statement checked below.
+    let (auth, carried_client) = if forwarded {
+        match super::carried::carried_user(&state, &headers).await {
+            Ok((auth, client)) => (Ok(auth), Some(client)),
+            Err(e) => (Err(e), None),
         }
     } else {
-        authenticate(&state.identity, &headers).await
+        (authenticate(&state.identity, &headers).await, None)
     };
     let auth = match auth {
         Ok(auth) => auth,
@@ -85,28 +85,19 @@ pub(super) async fn viewer_ws(
     }
     // Another node carrying its viewer's session here (R43) names the viewer's address, and
     // only a live node's signature over it, for this very login session, is taken.
-    let peer = match headers.get(sightline_core::cluster::FORWARDED_HEADER) {
+    let peer = match carried_client {
         None => peer,
-        Some(value) => {
-            let checked = value
-                .to_str()
-                .map_err(|_| "the header is not text".to_owned())
-                .and_then(|v| state.cluster.verify_forwarded(v, &auth.claims.sid).map_err(|e| e.to_string()));
-            match checked {
-                Ok(forwarded) => SocketAddr::new(forwarded.client, 0),
-                Err(why) => {
-                    state.identity.emit(
-                        EventKind::AccessDenied,
-                        Outcome::Failure,
-                        &auth.user.name,
-                        Some("/ws/viewer"),
-                        Some(peer.ip()),
-                        format!("forwarded viewer refused: {why}"),
-                    );
-                    return ApiError(IdentityError::Forbidden(format!("forwarded viewer refused: {why}")))
-                        .into_response();
-                }
-            }
+        Some(Ok(client)) => SocketAddr::new(client, 0),
+        Some(Err(why)) => {
+            state.identity.emit(
+                EventKind::AccessDenied,
+                Outcome::Failure,
+                &auth.user.name,
+                Some("/ws/viewer"),
+                Some(peer.ip()),
+                format!("forwarded viewer refused: {why}"),
+            );
+            return ApiError(IdentityError::Forbidden(format!("forwarded viewer refused: {why}"))).into_response();
         }
     };
     ws.max_message_size(MAX_SIGNAL_BYTES)
