@@ -18,6 +18,7 @@ pub mod policy;
 pub mod recording;
 pub mod relay_proof;
 pub mod renewal;
+pub mod request_budget;
 pub mod role_mapping;
 pub mod roles;
 pub mod session;

@@ -170,17 +170,22 @@ pub async fn build_with_store(config: &Config, store: Store, events: Arc<dyn Eve
         events.clone(),
         std::time::Duration::from_secs(config.audit_witness_s),
     ));
-    tokio::spawn(follow_revocations(store, hub.clone(), identity.clone()));
+    tokio::spawn(follow_revocations(store.clone(), hub.clone(), identity.clone()));
     tokio::spawn(sightline_recording::retention::run(
         recordings.clone(),
         policy.clone(),
         events,
         std::time::Duration::from_secs(config.recording_retention_check_s),
     ));
-    let limits = Arc::new(crate::request_limits::RequestLimits::new(
+    let limits = crate::request_limits::RequestLimits::new(
         config.session_requests_per_operator_per_min,
         config.session_requests_per_device_per_min,
-    ));
+    );
+    // Several nodes share one store: an operator has one budget for the service (R43).
+    let limits = Arc::new(match &config.redis {
+        Some(_) => limits.shared_through(store.clone(), config.session_requests_per_operator_per_min),
+        None => limits,
+    });
     let idle = Arc::downgrade(&limits);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(60));

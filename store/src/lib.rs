@@ -73,10 +73,13 @@ pub enum Collection {
     /// few), by node name: other nodes accept a larger checkpoint only as an extension of the one
     /// they saw (`sightline_core::witness`).
     CheckpointLinks,
+    /// Each operator's session request budget shared by the nodes (R43): the arrival time of
+    /// the next request (`sightline_core::request_budget`), by user name.
+    RequestBudgets,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 19] = [
+    pub const ALL: [Collection; 20] = [
         Collection::Users,
         Collection::UserNames,
         Collection::RoleRequests,
@@ -96,6 +99,7 @@ impl Collection {
         Collection::MappingRequests,
         Collection::Nodes,
         Collection::CheckpointLinks,
+        Collection::RequestBudgets,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +123,7 @@ impl Collection {
             Collection::MappingRequests => "mapping_requests",
             Collection::Nodes => "nodes",
             Collection::CheckpointLinks => "checkpoint_links",
+            Collection::RequestBudgets => "request_budgets",
         }
     }
 }

@@ -416,7 +416,7 @@ async fn handle(
                 return error(ErrorCode::Forbidden, "your roles do not allow starting sessions");
             }
             // Each guess counts against the operator's request budget: codes are not for trying.
-            if let Err(wait) = state.limits.operator(&auth.user.name) {
+            if let Err(wait) = state.limits.operator(&auth.user.name).await {
                 let why = format!("too many session requests; try again in {} s", wait.as_secs() + 1);
                 return error(ErrorCode::RateLimited, why);
             }
@@ -527,7 +527,7 @@ async fn open_session(
         );
         Err((code, why))
     };
-    if let Err(wait) = state.limits.operator(&auth.user.name) {
+    if let Err(wait) = state.limits.operator(&auth.user.name).await {
         let why = format!("too many session requests from you; try again in {} s", wait.as_secs() + 1);
         return refuse(agent_id, ErrorCode::RateLimited, why);
     }
