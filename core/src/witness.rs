@@ -44,13 +44,27 @@ pub enum Chain {
     /// A link that starts at a checkpoint on the way does not verify, or the chain arrives at
     /// another root: the newer history does not extend the older.
     Broken(String),
-    /// No chain (links not published yet, or no longer kept): nothing is proved either way.
+    /// No chain (no links published, or none kept from that far back): nothing is proved
+    /// either way.
     Missing,
 }
 
 /// Follows `links` (signed by `verifier_key`) from the checkpoint `from` (size, root as text)
 /// to `to`.
+///
+/// A node writes the link to each checkpoint before the checkpoint itself, so while its links
+/// reach back to `from` (the oldest starts at or before it), every checkpoint it published on
+/// the way has a link onwards: no link where one is due is a node withholding its proofs (it
+/// rewrote the history they would have to cover), and counts as a broken chain. Only links
+/// trimmed since (a witness that was away for `MAX_LINKS` checkpoints) or never published (a
+/// node from before links) leave the chain `Missing`. Where a publication failed halfway (link
+/// written, checkpoint not), a second link starts at the same checkpoint; the one reaching
+/// furthest towards `to` is followed.
 pub fn prove_chain(links: &[ConsistencyProof], verifier_key: &str, from: (u64, &str), to: (u64, &str)) -> Chain {
+    // A link whose start does not open with the node's key is not the node's: passed over.
+    let opened: Vec<(Checkpoint, &ConsistencyProof)> =
+        links.iter().filter_map(|link| Checkpoint::open(&link.old, verifier_key).ok().map(|old| (old, link))).collect();
+    let covered = opened.iter().any(|(old, _)| old.size <= from.0);
     let mut at = (from.0, from.1.to_owned());
     // Each step goes to a larger size, so the chain has at most as many steps as links.
     for _ in 0..=links.len() {
@@ -61,11 +75,23 @@ pub fn prove_chain(links: &[ConsistencyProof], verifier_key: &str, from: (u64, &
                 Chain::Broken(format!("the proofs lead to root {} at {} records, not {}", at.1, at.0, to.1))
             };
         }
-        // A link whose start does not open with the node's key is not the node's: passed over.
-        let next = links.iter().find(|link| {
-            Checkpoint::open(&link.old, verifier_key).is_ok_and(|old| old.size == at.0 && old.root.to_string() == at.1)
-        });
-        let Some(link) = next else { return Chain::Missing };
+        let reach = |link: &ConsistencyProof| {
+            Checkpoint::open(&link.new, verifier_key).ok().map(|new| new.size).filter(|size| *size <= to.0)
+        };
+        let next = opened
+            .iter()
+            .filter(|(old, _)| old.size == at.0 && old.root.to_string() == at.1)
+            .max_by_key(|(_, link)| reach(link));
+        let Some((_, link)) = next else {
+            return if covered {
+                Chain::Broken(format!(
+                    "the node's published proofs reach back to the checkpoint of {} records, but none leads on from the one of {} records (root {}): it withholds them",
+                    from.0, at.0, at.1
+                ))
+            } else {
+                Chain::Missing
+            };
+        };
         match link.verify(verifier_key) {
             Ok((_, new)) if new.size > at.0 && new.size <= to.0 => at = (new.size, new.root.to_string()),
             Ok((_, new)) => return Chain::Broken(format!("a link from {} records goes to {}", at.0, new.size)),
@@ -222,14 +248,19 @@ mod tests {
         assert_eq!(chain(12, 33), Chain::Proven);
         assert_eq!(chain(5, 20), Chain::Proven);
         assert_eq!(chain(12, 12), Chain::Proven);
-        // Not a published size: nothing to follow.
-        assert_eq!(chain(7, 33), Chain::Missing);
-        // A node that rewrote its history after 12 and proves from a checkpoint of its new one.
+        // A checkpoint inside what the links cover that no link leads on from: withheld.
+        assert!(matches!(chain(7, 33), Chain::Broken(ref why) if why.contains("withholds")));
+        // Links from before the one seen were trimmed since: nothing is proved either way.
+        assert_eq!(prove_chain(&links.links[1..], &key, (5, &log.root(5)), (33, &log.root(33))), Chain::Missing);
+        assert_eq!(prove_chain(&[], &key, (12, &log.root(12)), (33, &log.root(33))), Chain::Missing);
+        // A node that rewrote its history after 12 publishes proofs from its new checkpoint of
+        // 12, none from the one the witness saw: withheld, so a fork.
         let other = Log::new(40, "x");
         let mut forked = CheckpointLinks::default();
         forked.push(other.link(12, 33));
         let seen = log.root(12);
-        assert_eq!(prove_chain(&forked.links, &key, (12, &seen), (33, &other.root(33))), Chain::Missing);
+        let withheld = prove_chain(&forked.links, &key, (12, &seen), (33, &other.root(33)));
+        assert!(matches!(withheld, Chain::Broken(ref why) if why.contains("withholds")), "{withheld:?}");
         // The same proofs with the root the witness saw put in: they do not hold.
         let mut lying = other.link(12, 33);
         lying.old = log.note(12);
@@ -238,6 +269,21 @@ mod tests {
         // A true chain that ends at another root than the checkpoint published.
         let wrong_end = prove_chain(&links.links, &key, (12, &log.root(12)), (33, &other.root(33)));
         assert!(matches!(wrong_end, Chain::Broken(ref why) if why.contains("lead to root")), "{wrong_end:?}");
+    }
+
+    #[test]
+    fn a_publication_that_failed_halfway_leaves_a_second_link_from_the_same_checkpoint() {
+        let log = Log::new(40, "r");
+        let key = log.key.verifier_key().to_owned();
+        // 12 -> 20 was written, checkpoint 20 was not; the next publication links 12 -> 33.
+        let mut links = CheckpointLinks::default();
+        for (old, new) in [(5, 12), (12, 20), (12, 33), (33, 38)] {
+            links.push(log.link(old, new));
+        }
+        let chain = |from: u64, to: u64| prove_chain(&links.links, &key, (from, &log.root(from)), (to, &log.root(to)));
+        assert_eq!(chain(5, 38), Chain::Proven);
+        assert_eq!(chain(12, 33), Chain::Proven);
+        assert_eq!(chain(5, 20), Chain::Proven);
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub async fn run(cluster: Arc<Cluster>, store: Store, events: Arc<dyn EventSink>
                 _ => Chain::Missing,
             };
             if chain == Chain::Missing && witness.seen(&node).is_some_and(|(size, _)| size < checkpoint.size) {
-                tracing::debug!(%node, size = checkpoint.size, "no published proofs lead to this checkpoint: taken on size and root");
+                tracing::debug!(%node, size = checkpoint.size, "the published proofs no longer reach back to the checkpoint seen: taken on size and root");
             }
             match witness.observe(&node, checkpoint.size, &root, now_ms(), every_ms, |_, _| chain) {
                 Verdict::Nothing => {}
