@@ -27,6 +27,7 @@ use sightline_proto::{
 };
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tracing::Instrument;
 
 use crate::capture::SourceKind;
 use crate::device::{Device, DeviceInfo};
@@ -144,7 +145,7 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyho
         let started = Instant::now();
         tokio::select! {
             () = &mut shutdown => break,
-            result = session(&config, url) => match result {
+            result = session(&config, url).instrument(tracing::info_span!("relay_connection", relay = %url, device = %config.device.info.device_id)) => match result {
                 Ok(()) => tracing::warn!(relay = %url, "relay closed the connection"),
                 Err(e) => tracing::warn!(relay = %url, "relay connection lost: {e:#}"),
             },

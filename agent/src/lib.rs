@@ -24,6 +24,7 @@ pub mod encoder;
 pub mod frontend;
 pub mod help_window;
 pub mod input;
+pub mod logging;
 pub mod prompt;
 pub mod proxy;
 pub mod publisher;

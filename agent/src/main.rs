@@ -14,6 +14,10 @@ use sightline_agent::encoder::EncoderConfig;
     disable_help_subcommand = true
 )]
 struct Cli {
+    /// How the agent writes its own log to stderr: `text` for a terminal, `json` (one object per
+    /// line, with the spans that identify the work) for a log pipeline.
+    #[arg(long, value_enum, global = true, default_value = "text")]
+    log_format: sightline_agent::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -203,18 +207,13 @@ fn host_name() -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
-        )
-        .init();
     let args = sightline_core::config_file::expand(std::env::args().collect(), Some("run"), |p| {
         std::fs::read_to_string(p).map_err(|e| e.to_string())
     })
     .map_err(anyhow::Error::msg)?;
-    match Cli::parse_from(args).command {
+    let cli = Cli::parse_from(args);
+    sightline_agent::logging::init(cli.log_format);
+    match cli.command {
         Command::Enroll(args) => {
             let dir = args.data_dir.unwrap_or_else(sightline_agent::device::default_data_dir);
             let name = args.name.unwrap_or_else(host_name);

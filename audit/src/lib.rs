@@ -36,7 +36,7 @@
 //! token is handed out (`Identity::audit_committed`), no endpoint is asked for consent and no
 //! media flows after consent, before its event is on disk. While `available` fails, the relay
 //! refuses logins and session requests (`audit_unavailable`, explained only by
-//! `AuditUnavailable::PUBLIC`), ends running sessions and answers `/healthz` with 503.
+//! `AuditUnavailable::PUBLIC`), ends running sessions and answers `/readyz` with 503.
 
 mod cli_sink;
 mod files;
@@ -294,7 +294,7 @@ impl AuditLog {
     /// Queues an event; the writer makes it durable in its next group commit.
     pub fn append(&self, event: Event) {
         // The human log sees every event too, but only as a copy: filtering it changes nothing here.
-        tracing::info!(target: "sightline::audit", kind = %event.kind.name(), actor = %event.actor, outcome = ?event.outcome);
+        tracing::info!(target: "sightline::audit", kind = %event.kind.name(), actor = %event.actor, outcome = ?event.outcome, "audit event");
         self.accepted.fetch_add(1, Ordering::SeqCst);
         if self.queue.send(Command::Event(Box::new(event))).is_err() {
             tracing::error!("audit writer is gone; event not recorded");

@@ -168,9 +168,9 @@ async function fill(dir: string): Promise<void> {
   try { fs.writeFileSync(path.join(dir, 'filler'), Buffer.alloc(1024 * 1024)); } catch { /* full: that is the point */ }
 }
 
-test('with the audit disk full, the running session ends, sign-in and session requests are refused with the reason and /healthz reports it; freeing space restores service @R41', async ({ browser }) => {
+test('with the audit disk full, the running session ends, sign-in and session requests are refused with the reason and /readyz reports it while /healthz stays alive; freeing space restores service @R41 @R46', async ({ browser }) => {
   const disk = smallDisk();
-  w = await world(browser, { name: 'desk-full' }, { auditDir: path.join(disk, 'audit') });
+  w = await world(browser, { name: 'desk-full' }, { auditDir: path.join(disk, 'audit'), args: ['--log-format', 'json'] });
   const relay = w.relay;
   // A session runs when the disk fills up.
   await openView(w.operator, relay, 'desk-full', w.endpoint);
@@ -188,11 +188,16 @@ test('with the audit disk full, the running session ends, sign-in and session re
   await expect(w.operator.getByTestId('view-state')).toContainText("the relay's audit log could not be written");
   await w.endpoint.windowGone();
 
-  const health = await fetch(`http://127.0.0.1:${relay.port}/healthz`);
-  expect(health.status).toBe(503);
-  const body = await health.json();
-  // Liveness only: anyone can ask /healthz, so it names no reason, path or count.
-  expect(body).toEqual({ status: 'audit_unavailable' });
+  // Not ready (a balancer sends it no new work), yet alive (an orchestrator does not restart it).
+  // Anyone can ask either, so neither names a reason, path or count; the node's log does.
+  const ready = await fetch(`http://127.0.0.1:${relay.port}/readyz`);
+  expect(ready.status).toBe(503);
+  expect(await ready.json()).toEqual({ status: 'not_ready' });
+  const alive = await fetch(`http://127.0.0.1:${relay.port}/healthz`);
+  expect([alive.status, await alive.json()]).toEqual([200, { status: 'ok' }]);
+  const notReady = () => relay.proc.log().replace(/\u0000/g, '').split('\n').filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { message: string; failing?: string }).filter((l) => l.message === 'not ready to take sessions');
+  await expect.poll(() => notReady().map((l) => l.failing?.startsWith('audit log:'))).toEqual([true]);
 
   // The signed-in operator asks for a session: refused before the endpoint is asked.
   const prompts = () => w!.agent.log().split('consent-ui prompt').length;
@@ -204,8 +209,8 @@ test('with the audit disk full, the running session ends, sign-in and session re
 
   // Space returns: the relay writes what it held and serves again.
   fs.rmSync(path.join(disk, 'filler'));
-  await expect.poll(async () => (await fetch(`http://127.0.0.1:${relay.port}/healthz`)).status, { timeout: 15_000 }).toBe(200);
-  expect(await (await fetch(`http://127.0.0.1:${relay.port}/healthz`)).json()).toEqual({ status: 'ok' });
+  await expect.poll(async () => (await fetch(`http://127.0.0.1:${relay.port}/readyz`)).status, { timeout: 15_000 }).toBe(200);
+  expect(await (await fetch(`http://127.0.0.1:${relay.port}/readyz`)).json()).toEqual({ status: 'ready' });
   await expect.poll(() => signInOutcome(w!.admin, relay), { timeout: 20_000 }).toBe('');
   await relay.proc.kill();
   const verify = relayCli(['audit', 'verify', '--dir', relay.auditDir, '--key', relay.pinnedKey()]);

@@ -17,7 +17,7 @@ test('the relay sends a strict CSP and security headers; the viewer works under 
   relay = await Relay.start();
   const base = `http://127.0.0.1:${relay.port}`;
   const csp = (h: Headers) => Object.fromEntries(h.get('content-security-policy')!.split('; ').map((d) => [d.split(' ')[0], d.split(' ').slice(1).join(' ')]));
-  for (const route of ['/', '/main.js', '/api/me', '/healthz']) {
+  for (const route of ['/', '/main.js', '/api/me', '/healthz', '/readyz']) {
     const r = await fetch(base + route);
     const h = r.headers;
     const policy = csp(h);
@@ -34,10 +34,11 @@ test('the relay sends a strict CSP and security headers; the viewer works under 
     expect(h.get('permissions-policy'), route).toContain('camera=()');
     // No TLS here, so no HSTS (the unit test covers the TLS case).
     expect(h.get('strict-transport-security'), route).toBeNull();
-    expect(h.get('cache-control'), route).toBe(route.startsWith('/api/') || route === '/healthz' ? 'no-store' : null);
+    expect(h.get('cache-control'), route).toBe(route.startsWith('/api/') || route === '/healthz' || route === '/readyz' ? 'no-store' : null);
   }
-  // /healthz says whether the node is alive, nothing else.
+  // /healthz says whether the node is alive, /readyz whether it takes sessions, nothing else.
   expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: 'ok' });
+  expect(await (await fetch(`${base}/readyz`)).json()).toEqual({ status: 'ready' });
 
   // The viewer works under the policy: the admin enrols with a passkey and is signed in.
   const { page } = await contextWithPasskeys(browser);

@@ -293,7 +293,7 @@ export function relayCli(args: string[], env: Record<string, string> = {}): { st
  * `terminal`: the endpoint has no display and the agent runs on a terminal (a pseudo-terminal
  * from `script`), where it asks for consent; the test types the user's answers into it.
  */
-export interface AgentOptions { name: string; dataDir: string; /** Further nodes of the service, tried in turn after `relay` (R43). */ moreRelays?: Relay[]; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number; terminal?: boolean; unattended?: boolean; behindProxy?: ProxyNamespace }
+export interface AgentOptions { name: string; dataDir: string; /** Further nodes of the service, tried in turn after `relay` (R43). */ moreRelays?: Relay[]; source?: 'synthetic' | 'x11'; display?: string; size?: string; fps?: number; terminal?: boolean; unattended?: boolean; behindProxy?: ProxyNamespace; /** Further arguments of `agent run`. */ args?: string[] }
 
 /** `agent enroll` with a token; returns the agent's data directory. Throws with the agent's words on refusal. */
 export function enrolAgent(relay: Relay, token: string, name: string, dataDir = tempDir('agent')): string {
@@ -308,6 +308,7 @@ export function startAgent(relay: Relay, opts: AgentOptions): Proc {
   if (opts.size) args.push('--synthetic-size', opts.size);
   if (opts.fps) args.push('--fps', String(opts.fps));
   if (opts.unattended) args.push('--unattended');
+  args.push(...(opts.args ?? []));
   if (opts.terminal) {
     const command = [path.join(BIN, 'agent'), ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
     return launch(`agent-${opts.name}`, 'script', ['-qfec', command, '/dev/null'], { DISPLAY: undefined }, 'pipe');
@@ -812,7 +813,7 @@ export class LoadBalancer {
       'frontend public', `  bind 127.0.0.1:${port}`,
       ...nodes.map((n) => `  use_backend pin_${n.name} if { req.cook(sightline_node) -m str ${n.name} }`),
       '  default_backend nodes',
-      'backend nodes', '  balance roundrobin',
+      'backend nodes', '  balance roundrobin', '  option httpchk GET /readyz', '  http-check expect status 200',
       ...nodes.map((n) => `  server ${n.name} 127.0.0.1:${n.port} check inter 1s fall 2 rise 1`),
       ...nodes.flatMap((n) => [`backend pin_${n.name}`, `  server ${n.name} 127.0.0.1:${n.port}`]),
     ].join('\n') + '\n';

@@ -25,7 +25,12 @@ fn recipient(text: &str) -> Result<age::x25519::Recipient, String> {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "relay-config", args_override_self = true)]
 pub struct Config {
-    /// Address for HTTP and WebSocket (the viewer, /healthz, /ws/agent, /ws/viewer).
+    /// How the relay writes its own log to stderr: `text` for a terminal, `json` (one object per
+    /// line, with the spans that identify the work) for a log pipeline.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+
+    /// Address for HTTP and WebSocket (the viewer, /healthz, /readyz, /ws/agent, /ws/viewer).
     #[arg(long, env = "SIGHTLINE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 

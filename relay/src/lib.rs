@@ -23,6 +23,7 @@ pub mod help;
 pub mod http;
 pub mod hub;
 pub mod link;
+pub mod logging;
 pub mod request_limits;
 pub mod server;
 pub mod session;

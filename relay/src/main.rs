@@ -263,19 +263,13 @@ enum AgentTokenAction {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
-        )
-        .init();
     let args = sightline_core::config_file::expand(std::env::args().collect(), None, |p| {
         std::fs::read_to_string(p).map_err(|e| e.to_string())
     })
     .map_err(anyhow::Error::msg)?;
     let cli = Cli::parse_from(args);
     let config = cli.config;
+    sightline_relay::logging::init(config.log_format);
     match cli.command {
         Some(Command::AgentToken { action: AgentTokenAction::Create { segment, authority } }) => {
             let store = server::open_store(&config).await.context(

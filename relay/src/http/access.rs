@@ -22,6 +22,7 @@ pub const VIEWER_SOCKET: &[Capability] =
 /// Every route of the relay with its access rule (the WebSocket endpoints included).
 pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/healthz", Access::Public),
+    ("GET", "/readyz", Access::Public),
     ("POST", "/api/enrol/start", Access::Public),
     ("POST", "/api/enrol/finish", Access::Public),
     ("POST", "/api/login/start", Access::Public),

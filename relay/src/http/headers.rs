@@ -81,7 +81,8 @@ pub async fn add(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    let static_file = !(path.starts_with("/api/") || path == "/healthz" || path.starts_with("/ws/"));
+    let static_file =
+        !(path.starts_with("/api/") || path == "/healthz" || path == "/readyz" || path.starts_with("/ws/"));
     let mut response = next.run(request).await;
     headers.apply(response.headers_mut(), static_file);
     response

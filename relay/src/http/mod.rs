@@ -1,4 +1,4 @@
-//! The relay's HTTP surface: the router, `/healthz`, the two WebSocket upgrades, and the API's
+//! The relay's HTTP surface: the router, health (`/healthz`, `/readyz`), the two WebSocket upgrades, and the API's
 //! handlers by concept (`account`, `admin`, `sessions`, `audit`, `recordings`). Who may call
 //! what is one table (`access::ROUTES`); authentication and capability checks are middleware
 //! (`auth`); errors become responses in one place (`error`); every response gets the security
@@ -14,7 +14,9 @@ pub mod break_glass;
 pub mod carried;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod recordings;
+pub mod request_span;
 mod sessions;
 mod sockets;
 mod sso;
@@ -22,8 +24,6 @@ mod sso;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use sightline_core::roles::Capability;
 use sightline_proto::{AGENT_WS_PATH, VIEWER_WS_PATH};
@@ -36,7 +36,8 @@ use access::{AUDIT_LOG, RECORDING_METADATA};
 /// Builds the router; tests call it without a listener.
 pub fn app(state: AppState, config: &Config) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route(AGENT_WS_PATH, get(sockets::agent_ws))
         .route(VIEWER_WS_PATH, get(sockets::viewer_ws))
         .merge(api(state.clone()))
@@ -45,6 +46,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
             Arc::new(headers::SecurityHeaders::new(&config.public_url(), config.tls())),
             headers::add,
         ))
+        .layer(axum::middleware::from_fn(request_span::add))
         .with_state(state)
 }
 
@@ -136,19 +138,4 @@ fn api(state: AppState) -> Router<AppState> {
         .merge(recording_search)
         .merge(recording_views)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
-}
-
-/// Liveness for load balancers and monitors, and nothing more: anyone can ask, so it names no
-/// counts, paths or error details (those are in the relay's log and, for signed-in users, in the
-/// refusals they get).
-async fn healthz(State(state): State<AppState>) -> axum::response::Response {
-    match state.identity.audit_available() {
-        Ok(()) => axum::Json(serde_json::json!({ "status": "ok" })).into_response(),
-        // Fails closed: load balancers take the node out while its audit log cannot be written.
-        Err(_) => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "audit_unavailable" })),
-        )
-            .into_response(),
-    }
 }

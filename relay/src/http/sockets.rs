@@ -3,6 +3,7 @@
 //! message size; the sockets themselves are `crate::sockets`.
 
 use std::net::SocketAddr;
+use tracing::Instrument;
 
 use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::response::IntoResponse;
@@ -40,7 +41,9 @@ pub(super) async fn agent_ws(
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
         .on_upgrade(move |socket| {
-            crate::sockets::agent::serve(state.hub, state.identity, state.help, proof, socket, peer)
+            // The device is known once its hello verifies (`sockets::agent` records it).
+            let span = tracing::info_span!("agent_socket", address = %peer.ip(), device = tracing::field::Empty);
+            crate::sockets::agent::serve(state.hub, state.identity, state.help, proof, socket, peer).instrument(span)
         })
         .into_response()
 }
@@ -102,6 +105,9 @@ pub(super) async fn viewer_ws(
     };
     ws.max_message_size(MAX_SIGNAL_BYTES)
         .max_frame_size(MAX_SIGNAL_BYTES)
-        .on_upgrade(move |socket| crate::sockets::viewer::serve(state, auth, socket, peer, forwarded))
+        .on_upgrade(move |socket| {
+            let span = tracing::info_span!("viewer_socket", user = %auth.user.name, address = %peer.ip(), forwarded);
+            crate::sockets::viewer::serve(state, auth, socket, peer, forwarded).instrument(span)
+        })
         .into_response()
 }

@@ -172,6 +172,7 @@ pub async fn serve(
         Ok(device) => device,
         Err(e) => return refuse(&mut tx, ErrorCode::DeviceRefused, public_reason(&e)).await,
     };
+    tracing::Span::current().record("device", device.id.as_str());
     let info = AgentInfo {
         agent_id: device.id.clone(),
         name: device.name.clone(),
