@@ -376,7 +376,7 @@ impl Identity {
         let link = &sign_in.link;
         let ttl = Duration::from_secs(tokens::MAX_SESSION_S);
         if let Some(sid) = &sign_in.idp_session {
-            self.store.put_ephemeral(&idp_session_key(&link.issuer, sid), &user.id, ttl).await?;
+            self.store.put_lasting(&idp_session_key(&link.issuer, sid), &user.id, ttl).await?;
         }
         let grant = DirectoryGrant {
             user_id: user.id.clone(),
@@ -386,7 +386,7 @@ impl Identity {
             failing_since_s: None,
             until_s: self.now_s() + tokens::MAX_SESSION_S,
         };
-        self.store.put_ephemeral(&grant_key(&user.id), &grant, ttl).await?;
+        self.store.put_lasting(&grant_key(&user.id), &grant, ttl).await?;
         Ok(())
     }
 
@@ -462,7 +462,7 @@ impl Identity {
             // (issue 27 makes the claim atomic); the roles they apply are the same.
             let claimed = DirectoryGrant { checked_s: now, ..grant.clone() };
             let ttl = Duration::from_secs(grant.until_s.saturating_sub(now).max(1));
-            self.store.put_ephemeral(&key, &claimed, ttl).await?;
+            self.store.put_lasting(&key, &claimed, ttl).await?;
             due.push(grant);
         }
         Ok(due)
@@ -480,7 +480,7 @@ impl Identity {
                 continue;
             }
             let ttl = Duration::from_secs(grant.until_s.saturating_sub(now).max(1));
-            self.store.put_ephemeral(&key, &DirectoryGrant { checked_s: 0, ..grant }, ttl).await?;
+            self.store.put_lasting(&key, &DirectoryGrant { checked_s: 0, ..grant }, ttl).await?;
             due += 1;
         }
         Ok(due)
@@ -505,7 +505,7 @@ impl Identity {
                 let marked = self.store.get_ephemeral::<DirectoryGrant>(&key).await?.is_some_and(|g| g.checked_s == 0);
                 let checked_s = if marked { 0 } else { now };
                 let kept = DirectoryGrant { grant: fresh, checked_s, failing_since_s: None, ..grant.clone() };
-                self.store.put_ephemeral(&key, &kept, ttl).await?;
+                self.store.put_lasting(&key, &kept, ttl).await?;
                 self.sync_directory_access(&grant.user_id, &access, "groups re-read", None).await?;
             }
             Err(RecheckFailure { definite, why }) => {
@@ -523,7 +523,7 @@ impl Identity {
                     );
                 } else {
                     let kept = DirectoryGrant { checked_s: now, failing_since_s: Some(since), ..grant.clone() };
-                    self.store.put_ephemeral(&key, &kept, ttl).await?;
+                    self.store.put_lasting(&key, &kept, ttl).await?;
                     self.directory_refused(
                         &grant.link.provider,
                         Some(&name),
@@ -572,7 +572,7 @@ impl Identity {
         };
         // The token counts as used only once it has acted: a store failure before this point
         // lets the provider's retry through.
-        let mark_used = async { self.store.put_ephemeral(&seen, &self.now_s(), Duration::from_secs(3600)).await };
+        let mark_used = async { self.store.put_lasting(&seen, &self.now_s(), Duration::from_secs(3600)).await };
         let Some(user) = user else {
             mark_used.await?;
             self.emit(

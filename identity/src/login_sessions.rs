@@ -68,7 +68,7 @@ impl Identity {
             device: None,
         };
         // The record first: a listing between the two writes must not prune a live session.
-        self.store.put_ephemeral(&session_key(&sid), &record, Duration::from_secs(tokens::MAX_SESSION_S)).await?;
+        self.store.put_lasting(&session_key(&sid), &record, Duration::from_secs(tokens::MAX_SESSION_S)).await?;
         let entry = SessionEntry { user_id: user.id.clone(), sid: sid.clone() };
         self.store.put(Collection::LoginSessions, &public_id(&sid), &entry).await?;
         self.issue_token(user, &sid, now, now)
@@ -85,7 +85,7 @@ impl Identity {
         let device: String = device.chars().filter(|c| !c.is_control()).take(DEVICE_MAX).collect();
         let remaining = (record.auth_time_s + tokens::MAX_SESSION_S).saturating_sub(self.now_s()).max(1);
         let noted = SessionRecord { device: Some(device), ..record };
-        self.store.put_ephemeral(&key, &noted, Duration::from_secs(remaining)).await?;
+        self.store.put_lasting(&key, &noted, Duration::from_secs(remaining)).await?;
         Ok(())
     }
 
@@ -273,7 +273,7 @@ impl Identity {
         if now >= session.last_activity_s + ACTIVITY_GRANULARITY_S {
             let touched = SessionRecord { last_activity_s: now, ..session.clone() };
             let remaining = (session.auth_time_s + tokens::MAX_SESSION_S).saturating_sub(now).max(1);
-            self.store.put_ephemeral(&session_key(&claims.sid), &touched, Duration::from_secs(remaining)).await?;
+            self.store.put_lasting(&session_key(&claims.sid), &touched, Duration::from_secs(remaining)).await?;
         }
         // Renewed at half its lifetime, whatever the configured lifetime is (the browser's
         // schedule in `core::renewal` relies on it).
@@ -339,7 +339,7 @@ impl Identity {
     pub(super) async fn revoke_user_sessions_now(&self, user_id: &str) -> Result<(), IdentityError> {
         let key = user_revocation_key(user_id);
         let now = self.now_ms().max(self.store.get_ephemeral::<u64>(&key).await?.unwrap_or(0));
-        self.store.put_ephemeral(&key, &now, Duration::from_secs(tokens::MAX_SESSION_S + 60)).await?;
+        self.store.put_lasting(&key, &now, Duration::from_secs(tokens::MAX_SESSION_S + 60)).await?;
         self.store.publish(&Revocation::User { user_id: user_id.to_owned() }).await?;
         Ok(())
     }

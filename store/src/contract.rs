@@ -70,6 +70,20 @@ async fn contract(backend: Arc<dyn Backend>) {
     assert_eq!(b.get_ephemeral("short").await.unwrap(), None, "expired");
     assert_eq!(b.take_ephemeral("short").await.unwrap(), None, "expired");
 
+    // lasting records: read and taken like ephemeral ones, and expire the same way
+    b.put_lasting("session:1", b"alive", Duration::from_secs(60)).await.unwrap();
+    b.put_lasting("session:2", b"ended", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(b.get_ephemeral("session:1").await.unwrap().as_deref(), Some(&b"alive"[..]));
+    assert_eq!(b.take_ephemeral("session:2").await.unwrap().as_deref(), Some(&b"ended"[..]));
+    assert_eq!(b.get_ephemeral("session:2").await.unwrap(), None);
+    b.put_lasting("session:short", b"x", Duration::from_millis(150)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(b.get_ephemeral("session:short").await.unwrap(), None, "expired");
+    // A key written lasting and then plain is plain from then on.
+    b.put_lasting("session:3", b"lasting", Duration::from_secs(60)).await.unwrap();
+    b.put_ephemeral("session:3", b"plain", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(b.get_ephemeral("session:3").await.unwrap().as_deref(), Some(&b"plain"[..]));
+
     // events reach subscribers (Redis subscribes in the background: publish until heard)
     let mut events = b.subscribe();
     let heard = tokio::time::timeout(Duration::from_secs(5), async {
@@ -108,10 +122,20 @@ async fn contract(backend: Arc<dyn Backend>) {
 async fn embedded_backend_passes_the_contract_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     contract(Arc::new(Embedded::open(dir.path()).unwrap())).await;
-    // Durable records survive a restart; ephemeral ones do not.
+    // Durable records survive a restart; ephemeral ones do not. Lasting ones do until they
+    // expire, and one taken (a logout) or overwritten as plain does not come back.
     let reopened = Embedded::open(dir.path()).unwrap();
     assert_eq!(reopened.get(Collection::Users, "u1").await.unwrap().as_deref(), Some(&b"uno"[..]));
     assert_eq!(reopened.get_ephemeral("ceremony:1").await.unwrap(), None);
+    assert_eq!(reopened.get_ephemeral("session:1").await.unwrap().as_deref(), Some(&b"alive"[..]));
+    for gone in ["session:2", "session:short", "session:3"] {
+        assert_eq!(reopened.get_ephemeral(gone).await.unwrap(), None, "{gone}");
+    }
+    // Taken after the restart, it is gone after the next one too.
+    assert_eq!(reopened.take_ephemeral("session:1").await.unwrap().as_deref(), Some(&b"alive"[..]));
+    drop(reopened);
+    let again = Embedded::open(dir.path()).unwrap();
+    assert_eq!(again.get_ephemeral("session:1").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,12 +4,15 @@
 //! pure-Rust, ACID, single-file key-value store with a stable format and an active maintainer; it
 //! needs no C library and no separate process, which is what a relay that must "just start" on a
 //! bank's server wants. Its calls block, so they run on tokio's blocking pool. Ephemeral records
-//! live in memory and vanish with the process, which is what ceremony state and presence should do.
+//! live in memory and vanish with the process, which is what ceremony state and presence should
+//! do; lasting ones (login sessions and their revocations, `put_lasting`) are also written to the
+//! `lasting` table with their expiry as a wall-clock time, and read back at start, so a restart
+//! signs nobody out and brings back no session that was revoked or had ended.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::broadcast;
@@ -24,6 +27,21 @@ const MAX_EPHEMERAL: usize = 100_000;
 /// Expired records are swept every this many insertions (amortised, never per request).
 const SWEEP_EVERY: u64 = 1024;
 
+/// Lasting ephemeral records: the key, and the expiry (Unix ms, 8 bytes big-endian) then the value.
+const LASTING: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("lasting_ephemeral");
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One ephemeral record in memory: the value, when it expires, and whether the `lasting` table
+/// holds it too.
+struct Held {
+    value: Vec<u8>,
+    expires: Instant,
+    lasting: bool,
+}
+
 fn table(coll: Collection) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(coll.name())
 }
@@ -34,7 +52,7 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 
 pub struct Embedded {
     db: Arc<Database>,
-    ephemeral: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    ephemeral: Mutex<HashMap<String, Held>>,
     inserts: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Vec<u8>>,
 }
@@ -51,10 +69,33 @@ impl Embedded {
         for coll in Collection::ALL {
             tx.open_table(table(coll)).map_err(io)?;
         }
+        // The lasting records still valid come back into memory; expired ones are dropped here.
+        let mut held = HashMap::new();
+        {
+            let mut lasting = tx.open_table(LASTING).map_err(io)?;
+            let (now_ms, now) = (now_unix_ms(), Instant::now());
+            let mut expired = Vec::new();
+            for row in lasting.iter().map_err(io)? {
+                let (key, stored) = row.map_err(io)?;
+                let stored = stored.value();
+                let expires_ms = stored.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+                match expires_ms {
+                    Some(at) if at > now_ms => {
+                        let value = stored[8..].to_vec();
+                        let expires = now + Duration::from_millis(at - now_ms);
+                        held.insert(key.value().to_owned(), Held { value, expires, lasting: true });
+                    }
+                    _ => expired.push(key.value().to_owned()),
+                }
+            }
+            for key in expired {
+                lasting.remove(key.as_str()).map_err(io)?;
+            }
+        }
         tx.commit().map_err(io)?;
         Ok(Embedded {
             db: Arc::new(db),
-            ephemeral: Mutex::new(HashMap::new()),
+            ephemeral: Mutex::new(held),
             inserts: 0.into(),
             events: broadcast::channel(EVENT_BUFFER).0,
         })
@@ -68,8 +109,45 @@ impl Embedded {
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(io)?.map_err(io)
     }
 
-    fn ephemeral_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, Instant)>> {
+    fn ephemeral_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
         self.ephemeral.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds `value` under `key` in memory until `ttl` has passed, within the bound.
+    fn hold(&self, key: &str, value: &[u8], ttl: Duration, lasting: bool) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut map = self.ephemeral_map();
+        let n = self.inserts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n.is_multiple_of(SWEEP_EVERY) || map.len() >= MAX_EPHEMERAL {
+            map.retain(|_, held| held.expires > now);
+        }
+        if map.len() >= MAX_EPHEMERAL && !map.contains_key(key) {
+            return Err(StoreError::Unavailable("too many pending ephemeral records".into()));
+        }
+        map.insert(key.to_owned(), Held { value: value.to_vec(), expires: now + ttl, lasting });
+        Ok(())
+    }
+
+    /// Writes or removes a lasting record in the `lasting` table.
+    async fn write_lasting(&self, key: &str, stored: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(LASTING)?;
+                match &stored {
+                    Some(stored) => {
+                        t.insert(key.as_str(), stored.as_slice())?;
+                    }
+                    None => {
+                        t.remove(key.as_str())?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -161,27 +239,37 @@ impl Backend for Embedded {
     }
 
     async fn put_ephemeral(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        let now = Instant::now();
-        let mut map = self.ephemeral_map();
-        let n = self.inserts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n.is_multiple_of(SWEEP_EVERY) || map.len() >= MAX_EPHEMERAL {
-            map.retain(|_, (_, expires)| *expires > now);
+        let was_lasting = self.ephemeral_map().get(key).is_some_and(|held| held.lasting);
+        if was_lasting {
+            // Not lasting any more: the table must not bring the old value back at start.
+            self.write_lasting(key, None).await?;
         }
-        if map.len() >= MAX_EPHEMERAL && !map.contains_key(key) {
-            return Err(StoreError::Unavailable("too many pending ephemeral records".into()));
-        }
-        map.insert(key.to_owned(), (value.to_vec(), now + ttl));
-        Ok(())
+        self.hold(key, value, ttl, false)
+    }
+
+    /// On disk first: a record acknowledged as lasting is there after a crash.
+    async fn put_lasting(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let expires_ms = now_unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let mut stored = expires_ms.to_be_bytes().to_vec();
+        stored.extend_from_slice(value);
+        self.write_lasting(key, Some(stored)).await?;
+        self.hold(key, value, ttl, true)
     }
 
     async fn get_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let map = self.ephemeral_map();
-        Ok(map.get(key).filter(|(_, expires)| *expires > Instant::now()).map(|(v, _)| v.clone()))
+        Ok(map.get(key).filter(|held| held.expires > Instant::now()).map(|held| held.value.clone()))
     }
 
+    /// A lasting record is gone from the disk before it is handed out: taken once, also across
+    /// a restart.
     async fn take_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let lasting = self.ephemeral_map().get(key).is_some_and(|held| held.lasting);
+        if lasting {
+            self.write_lasting(key, None).await?;
+        }
         let mut map = self.ephemeral_map();
-        Ok(map.remove(key).filter(|(_, expires)| *expires > Instant::now()).map(|(v, _)| v))
+        Ok(map.remove(key).filter(|held| held.expires > Instant::now()).map(|held| held.value))
     }
 
     async fn publish(&self, event: &[u8]) -> Result<(), StoreError> {

@@ -162,6 +162,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn put_ephemeral(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
     async fn get_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     async fn take_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// An ephemeral record that must outlive a restart of the process (login sessions and their
+    /// revocations): it expires like one and is read and taken with the same calls. Redis keeps
+    /// every ephemeral record as durably as its persistence is configured, so by default this is
+    /// `put_ephemeral`.
+    async fn put_lasting(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.put_ephemeral(key, value, ttl).await
+    }
 
     /// Sends an event to every relay node sharing this store (this one included).
     async fn publish(&self, event: &[u8]) -> Result<(), StoreError>;
@@ -265,6 +272,11 @@ impl Store {
 
     pub async fn put_ephemeral<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) -> Result<(), StoreError> {
         self.backend.put_ephemeral(key, &encode(value), ttl).await
+    }
+
+    /// An ephemeral record that survives a restart of the relay (`Backend::put_lasting`).
+    pub async fn put_lasting<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) -> Result<(), StoreError> {
+        self.backend.put_lasting(key, &encode(value), ttl).await
     }
 
     pub async fn get_ephemeral<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
