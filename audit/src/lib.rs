@@ -291,6 +291,11 @@ impl AuditLog {
         self.progress.borrow().clone()
     }
 
+    /// Events of this process queued so far (`progress().committed` of them are durable).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
     /// Queues an event; the writer makes it durable in its next group commit.
     pub fn append(&self, event: Event) {
         // The human log sees every event too, but only as a copy: filtering it changes nothing here.

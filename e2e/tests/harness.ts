@@ -115,7 +115,7 @@ process.on('exit', () => {
 
 /** Starts a program with its output in a log file. `env` values of `undefined` unset a variable;
  * with `stdin` the test can write to the program's input. */
-function launch(name: string, program: string, args: string[], env: Record<string, string | undefined> = {}, stdin: 'ignore' | 'pipe' = 'ignore'): Proc {
+export function launch(name: string, program: string, args: string[], env: Record<string, string | undefined> = {}, stdin: 'ignore' | 'pipe' = 'ignore'): Proc {
   fs.mkdirSync(LOGS, { recursive: true });
   const logPath = path.join(LOGS, `${name}-${Date.now()}-${Math.floor(Math.random() * 1e6)}.log`);
   const log = fs.openSync(logPath, 'a');

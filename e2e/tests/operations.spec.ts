@@ -1,8 +1,11 @@
-// Operations (R46): the logs a log pipeline reads. With `--log-format json` the relay and the
+// Operations (R46): the metrics Prometheus scrapes and the logs a log pipeline reads. With `--log-format json` the relay and the
 // agent write one JSON object per line, with the spans that identify the work: a request's id
 // (also in the answer's `x-request-id`), a socket's device or user, a relay connection.
 import { expect } from '@playwright/test';
-import { test, world, stopWorld, World, openView, api, enrolAgent, startAgent, Proc } from './harness';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { test, world, stopWorld, World, openView, api, enrolAgent, startAgent, Proc, launch, tempDir, freePort, waitFor } from './harness';
 
 let w: World | undefined;
 const procs: Proc[] = [];
@@ -66,4 +69,61 @@ test('with --log-format json the relay and the agent write one JSON object per l
   expect(span.relay).toBe(`ws://127.0.0.1:${w.relay.port}/ws/agent`);
   expect(span.device).toBe(connected.device);
   for (const line of lines(agent.log())) expect(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).toContain(line.level);
+});
+
+/** A real Prometheus (Debian's) scraping `target` every second. */
+async function prometheus(target: string): Promise<{ proc: Proc; query: (q: string) => Promise<{ metric: Record<string, string>; value: [number, string] }[]> }> {
+  const dir = tempDir('prometheus');
+  const config = path.join(dir, 'prometheus.yml');
+  fs.writeFileSync(config, ['global:', '  scrape_interval: 1s', 'scrape_configs:', '  - job_name: sightline', '    static_configs:', `      - targets: ['${target}']`].join('\n') + '\n');
+  const port = await freePort();
+  const proc = launch('prometheus', 'prometheus', [`--config.file=${config}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`]);
+  await waitFor('prometheus', async () => {
+    if (proc.child.exitCode !== null) throw new Error(`prometheus exited: ${proc.log()}`);
+    try { return (await fetch(`http://127.0.0.1:${port}/-/ready`)).ok; } catch { return false; }
+  });
+  const query = async (q: string) => {
+    const r = await fetch(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(q)}`);
+    const body = await r.json() as { status: string; data: { result: { metric: Record<string, string>; value: [number, string] }[] } };
+    expect(body.status).toBe('success');
+    return body.data.result;
+  };
+  return { proc, query };
+}
+
+test('Prometheus scrapes the relay metrics from their own address; promtool accepts their names; counters follow a session and name no person @R46', async ({ browser }) => {
+  const metricsPort = await freePort();
+  w = await world(browser, { name: 'metrics-desk' }, { args: ['--metrics-listen', `127.0.0.1:${metricsPort}`] });
+  // Not on the public port.
+  expect((await fetch(`http://127.0.0.1:${w.relay.port}/metrics`)).status).toBe(404);
+  const scrape = async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const lint = spawnSync('promtool', ['check', 'metrics'], { input: await scrape(), encoding: 'utf8' });
+  expect(lint.status, `${lint.stdout}${lint.stderr}`).toBe(0);
+
+  const prom = await prometheus(`127.0.0.1:${metricsPort}`);
+  procs.push(prom.proc);
+  await expect.poll(async () => (await prom.query('up{job="sightline"}')).map((r) => r.value[1]), { timeout: 20_000 }).toEqual(['1']);
+  expect((await prom.query('sightline_build_info')).map((r) => r.metric.version)).toHaveLength(1);
+  await expect.poll(async () => (await prom.query('sightline_agents_connected')).map((r) => r.value[1])).toEqual(['1']);
+
+  // A session: running while it runs, then ended by the user, with the reason as the label.
+  await openView(w.operator, w.relay, 'metrics-desk', w.endpoint);
+  await expect.poll(async () => (await prom.query('sightline_sessions_running{phase="active"}')).map((r) => r.value[1])).toEqual(['1']);
+  await expect.poll(async () => (await prom.query('sightline_viewer_sockets')).map((r) => Number(r.value[1]))).toEqual([1]);
+  await w.endpoint.click('end');
+  await expect(w.operator.getByTestId('view-state')).toContainText('the user ended the session');
+  await expect.poll(async () => (await prom.query('sightline_sessions_ended_total')).map((r) => [r.metric.reason, r.value[1]])).toEqual([['ended_by_user', '1']]);
+  await expect.poll(async () => (await prom.query('sightline_sessions_running{phase="active"}')).map((r) => r.value[1])).toEqual(['0']);
+  const started = await prom.query('sightline_audit_events_total{kind="session.start"}');
+  expect(started.map((r) => [r.metric.outcome, r.value[1]])).toEqual([['success', '1']]);
+  await expect.poll(async () => (await prom.query('sightline_audit_queue_events')).map((r) => r.value[1])).toEqual(['0']);
+  expect((await prom.query('sightline_audit_writable')).map((r) => r.value[1])).toEqual(['1']);
+
+  // No label names a person, a device or a session.
+  const sessionId = w.relay.auditRecords().find((r) => r.kind === 'session.ended')!.session!.session_id;
+  const text = await scrape();
+  for (const secret of ['operator', 'metrics-desk', sessionId]) {
+    const labelled = text.split('\n').filter((l) => !l.startsWith('#')).filter((l) => new RegExp(`="${secret}"`).test(l));
+    expect(labelled, secret).toEqual([]);
+  }
 });

@@ -30,6 +30,11 @@ pub struct Config {
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: crate::logging::LogFormat,
 
+    /// Serve Prometheus metrics (`GET /metrics`, Prometheus text format) on this address, apart from
+    /// the public port: a loopback or management address (off when not given).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Address for HTTP and WebSocket (the viewer, /healthz, /readyz, /ws/agent, /ws/viewer).
     #[arg(long, env = "SIGHTLINE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

@@ -24,6 +24,7 @@ pub mod http;
 pub mod hub;
 pub mod link;
 pub mod logging;
+pub mod metrics;
 pub mod request_limits;
 pub mod server;
 pub mod session;

@@ -265,7 +265,8 @@ pub async fn run(
     };
     let siem = sightline_audit::siem::spawn(config.siem_settings(), audit.subscribe())
         .context("cannot start SIEM forwarding")?;
-    let mut state = build_with_store(&config, store, audit.clone()).await?;
+    let counted: Arc<dyn EventSink> = Arc::new(crate::metrics::CountedSink(audit.clone()));
+    let mut state = build_with_store(&config, store, counted).await?;
     state.audit = Some(audit.clone());
     let policy_sha256 = state.policy_sha256.clone();
     audit.append(sightline_audit::events::Event {
@@ -289,6 +290,16 @@ pub async fn run(
     let mut last_published = published;
     publish_newest_checkpoint(&audit, &store, &mut last_published).await;
     let publisher = tokio::spawn(publish_checkpoints(audit.clone(), store.clone(), last_published.clone()));
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr} (--metrics-listen)"))?;
+            tracing::info!(%addr, "Prometheus metrics on /metrics");
+            Some(tokio::spawn(crate::metrics::serve(listener, state.hub.clone(), audit.clone())))
+        }
+        None => None,
+    };
     tokio::spawn(end_sessions_while_unaudited(audit.clone(), state.hub.clone()));
     tokio::spawn(crate::http::break_glass::follow(state.clone()));
     if let Some(token) = state.identity.bootstrap_token().await? {
@@ -306,6 +317,9 @@ pub async fn run(
     }
     for forwarder in siem {
         forwarder.abort();
+    }
+    if let Some(metrics) = metrics {
+        metrics.abort();
     }
     // Everything written, and a final checkpoint signed and published, by this path alone: two
     // publishers could each write the links list and leave it out of order.

@@ -48,6 +48,8 @@ const APT_TEST: &[&str] = &[
     "redis-server",
     // The load balancer in front of several relay nodes (@R43).
     "haproxy",
+    // Scrapes the relay's metrics, and `promtool` checks their names (@R46).
+    "prometheus",
     // The corporate proxy the agent goes through (@R1), and the network namespaces that leave
     // the agent no other way out.
     "tinyproxy-bin",

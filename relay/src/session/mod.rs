@@ -490,6 +490,7 @@ impl LiveSession {
                         detail.push_str(&format!("; refused pauses and resumes not recorded one by one: {unrecorded}"));
                     }
                     self.emit(EventKind::SessionEnded, Outcome::Success, actor, detail);
+                    crate::metrics::session_ended(&reason);
                     if dropped > 0 {
                         self.emit(EventKind::InputDropped, Outcome::Failure, actor, format!("{dropped} input events"));
                     }

@@ -92,6 +92,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
 pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: SocketAddr, forwarded: bool) {
     let (hub, identity) = (state.hub.clone(), state.identity.clone());
     let viewer_id = hub.next_id();
+    let _open = crate::metrics::ViewerSocket::open();
     let (mut tx, rx) = socket.split();
     let live = Liveness::default();
     let mut rx = rx.inspect(|_| live.heard());
