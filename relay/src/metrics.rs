@@ -22,8 +22,6 @@ use sightline_audit::AuditLog;
 use sightline_audit::events::{Event, EventSink};
 use sightline_proto::{EndReason, SessionPhase};
 
-use crate::hub::Hub;
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindOutcome {
     kind: String,
@@ -173,18 +171,24 @@ impl EventSink for CountedSink {
     }
 }
 
-/// The metrics now, in Prometheus's text format: what holds now is read from `hub` and
-/// `audit` first.
-pub fn encode(hub: &Hub, audit: &AuditLog) -> String {
+/// What holds on the node now, read at each scrape.
+pub struct Now {
+    /// Agents whose link the node holds.
+    pub agents: usize,
+    /// The phase of each session running on the node.
+    pub sessions: Vec<SessionPhase>,
+}
+
+/// The metrics now, in Prometheus's text format, with what holds `now` and the state of `audit`.
+pub fn encode(now: &Now, audit: &AuditLog) -> String {
     let m = &*METRICS;
-    m.agents_connected.set(i64::try_from(hub.held_agents().len()).unwrap_or(i64::MAX));
-    let sessions = hub.sessions();
+    m.agents_connected.set(i64::try_from(now.agents).unwrap_or(i64::MAX));
     for (phase, label) in [
         (SessionPhase::AwaitingConsent, "awaiting_consent"),
         (SessionPhase::Active, "active"),
         (SessionPhase::Paused, "paused"),
     ] {
-        let n = sessions.iter().filter(|s| s.phase == phase).count();
+        let n = now.sessions.iter().filter(|p| **p == phase).count();
         m.sessions_running.get_or_create(&PhaseLabel { phase: label }).set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     let progress = audit.progress();
@@ -201,14 +205,18 @@ pub fn encode(hub: &Hub, audit: &AuditLog) -> String {
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// Serves `GET /metrics` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>, audit: Arc<AuditLog>) {
+/// Serves `GET /metrics` on `listener` until the process ends; `now` reads what holds.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    now: impl Fn() -> Now + Clone + Send + Sync + 'static,
+    audit: Arc<AuditLog>,
+) {
     use axum::routing::get;
     let app = axum::Router::new().route(
         "/metrics",
         get(move || {
-            let (hub, audit) = (hub.clone(), audit.clone());
-            async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], encode(&hub, &audit)) }
+            let (now, audit) = (now.clone(), audit.clone());
+            async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], encode(&now(), &audit)) }
         }),
     );
     if let Err(e) = axum::serve(listener, app).await {

@@ -296,7 +296,12 @@ pub async fn run(
                 .await
                 .with_context(|| format!("cannot listen for metrics on {addr} (--metrics-listen)"))?;
             tracing::info!(%addr, "Prometheus metrics on /metrics");
-            Some(tokio::spawn(crate::metrics::serve(listener, state.hub.clone(), audit.clone())))
+            let hub = state.hub.clone();
+            let now = move || crate::metrics::Now {
+                agents: hub.held_agents().len(),
+                sessions: hub.sessions().into_iter().map(|s| s.phase).collect(),
+            };
+            Some(tokio::spawn(crate::metrics::serve(listener, now, audit.clone())))
         }
         None => None,
     };
