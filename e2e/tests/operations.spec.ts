@@ -48,13 +48,15 @@ test('with --log-format json the relay and the agent write one JSON object per l
   // The operator's socket: its lines name the user.
   await expect.poll(() => relayLines().filter((l) => inSpan(l, 'viewer_socket')?.user === 'operator').length).toBeGreaterThan(0);
 
-  // A request's lines carry its id, which the answer names; another request has another id.
-  const ready = await fetch(`http://127.0.0.1:${w.relay.port}/readyz`);
-  expect(ready.status).toBe(200);
-  const id = ready.headers.get('x-request-id')!;
+  // A request's lines carry its id, which the answer names: a sign-in with an unknown name is a
+  // security event, logged in the request's span. Another request has another id.
+  const refused = await fetch(`http://127.0.0.1:${w.relay.port}/api/login/start`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'nobody-here' }) });
+  expect(refused.status).toBe(401);
+  const id = refused.headers.get('x-request-id')!;
   expect(id).toMatch(/^[0-9a-f]{16}$/);
-  await expect.poll(() => relayLines().filter((l) => inSpan(l, 'request')?.request_id === id).map((l) => [l.message, inSpan(l, 'request')?.path])).toEqual([['ready to take sessions', '/readyz']]);
+  await expect.poll(() => relayLines().filter((l) => inSpan(l, 'request')?.request_id === id).map((l) => [l.message, l.kind, inSpan(l, 'request')?.path])).toEqual([['audit event', 'auth.login_failed', '/api/login/start']]);
   const again = await fetch(`http://127.0.0.1:${w.relay.port}/healthz`);
+  expect(again.headers.get('x-request-id')).toMatch(/^[0-9a-f]{16}$/);
   expect(again.headers.get('x-request-id')).not.toBe(id);
 
   // The agent: a second endpoint on the same relay, logging JSON; its connection's span names

@@ -8,9 +8,14 @@
 //! where the policy requires recording in any segment, the recordings directory takes a file and
 //! its sync (R26: a recorded session cannot start otherwise). A node that is not ready still
 //! serves what it can: a running session, and break-glass at its own address (docs/break-glass.md).
+//!
+//! Anyone can ask, so the checks run one at a time and their answer serves every caller for
+//! `FRESH_FOR`: callers cannot make the probes overlap (and fail each other), nor pile up blocked
+//! threads behind a hung disk (a probe that does not finish leaves the next callers waiting for
+//! it, and they are answered "not ready" after `PROBE_WITHIN`).
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -20,8 +25,10 @@ use crate::state::AppState;
 
 /// How long each check may take: a balancer polls every second or two.
 const PROBE_WITHIN: Duration = Duration::from_secs(1);
-/// The file the recordings check writes and removes.
+/// The prefix of the file the recordings check writes and removes.
 const PROBE_FILE: &str = ".readiness-probe";
+/// How long one answer serves every caller.
+const FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> Response {
@@ -30,9 +37,21 @@ pub async fn healthz() -> Response {
 
 /// `GET /readyz`: 200 when this node can take sessions now, 503 otherwise.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let failing = failing_parts(&state).await;
-    log_change(&failing);
-    if failing.is_empty() {
+    static LAST: tokio::sync::Mutex<Option<(Instant, bool)>> = tokio::sync::Mutex::const_new(None);
+    let ready = match tokio::time::timeout(PROBE_WITHIN, LAST.lock()).await {
+        // A probe still running (a hung disk) holds the lock: not ready.
+        Err(_) => false,
+        Ok(mut last) => match *last {
+            Some((at, ready)) if at.elapsed() < FRESH_FOR => ready,
+            _ => {
+                let failing = failing_parts(&state).await;
+                log_change(&failing);
+                *last = Some((Instant::now(), failing.is_empty()));
+                failing.is_empty()
+            }
+        },
+    };
+    if ready {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "not_ready" }))).into_response()
@@ -49,8 +68,18 @@ async fn failing_parts(state: &AppState) -> Vec<String> {
         failing.push(format!("state store: {e}"));
     }
     if state.policy.segments.values().any(|s| s.terms.recording_required) {
+        // One write at a time, even past its timeout: a hung disk holds one thread, not one per poll.
+        static WRITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         let dir = state.recordings.settings().dir.clone();
-        let probe = tokio::task::spawn_blocking(move || write_probe(&dir));
+        if WRITING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            failing.push("recordings directory: the previous test write has not finished".into());
+            return failing;
+        }
+        let probe = tokio::task::spawn_blocking(move || {
+            let written = write_probe(&dir);
+            WRITING.store(false, std::sync::atomic::Ordering::SeqCst);
+            written
+        });
         match tokio::time::timeout(PROBE_WITHIN, probe).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => failing.push(format!("recordings directory: {e}")),
@@ -65,11 +94,14 @@ async fn failing_parts(state: &AppState) -> Vec<String> {
 fn write_probe(dir: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(PROBE_FILE);
+    let path = dir.join(format!("{PROBE_FILE}-{}", hex::encode(sightline_identity::random_bytes::<6>())));
     let mut file = std::fs::File::create(&path)?;
     file.write_all(b"ready?\n")?;
     file.sync_all()?;
-    std::fs::remove_file(&path)
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// The node's log says when readiness changes and why, not at every poll.
