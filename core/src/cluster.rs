@@ -143,10 +143,21 @@ pub enum ForwardError {
     Stale { skew_ms: u64 },
 }
 
-/// A node vouches that it forwards the socket of a viewer signed in with session `sid`, who
-/// connected to it from `client`.
+/// What a statement is for, signed with it: the node checks it against what it was asked to do,
+/// so a statement made for one request opens nothing else.
+pub const PURPOSE_VIEWER_SOCKET: &str = "viewer-socket";
+
+/// The purpose of a statement carrying one HTTP request (`GET /api/recordings/...`).
+pub fn request_purpose(method: &str, path: &str) -> String {
+    format!("{method} {path}")
+}
+
+/// A node vouches that it forwards the socket (or carries the request, `purpose` says which) of
+/// a viewer signed in with session `sid`, who connected to it from `client`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded {
+    /// What it is for: `PURPOSE_VIEWER_SOCKET`, or `request_purpose` of the one request.
+    pub purpose: String,
     /// The forwarding node.
     pub from: String,
     /// The node it forwards to.
@@ -179,8 +190,8 @@ pub const FORWARDED_HEADER: &str = "x-sightline-forwarded";
 
 impl Forwarded {
     fn message(&self) -> Vec<u8> {
-        let Forwarded { from, to, sid, client, at_ms } = self;
-        format!("sightline forwarded viewer v1\n{from}\n{to}\n{sid}\n{client}\n{at_ms}\n").into_bytes()
+        let Forwarded { purpose, from, to, sid, client, at_ms } = self;
+        format!("sightline forwarded viewer v2\n{purpose}\n{from}\n{to}\n{sid}\n{client}\n{at_ms}\n").into_bytes()
     }
 
     /// The header value, signed with the forwarding node's key.
@@ -189,12 +200,13 @@ impl Forwarded {
         format!("{};{};{};{signature}", self.from, self.client, self.at_ms)
     }
 
-    /// Reads and checks a header received by node `to` for login session `sid`: signed by a live
-    /// node's key (from `cluster`), within `FORWARD_VALID_MS` of `now_ms`.
+    /// Reads and checks a header received by node `to` for login session `sid` and `purpose`:
+    /// signed by a live node's key (from `cluster`), within `FORWARD_VALID_MS` of `now_ms`.
     pub fn verify(
         header: &str,
         to: &str,
         sid: &str,
+        purpose: &str,
         cluster: &ClusterView,
         now_ms: u64,
     ) -> Result<Forwarded, ForwardError> {
@@ -211,7 +223,14 @@ impl Forwarded {
             .and_then(|b| <[u8; 64]>::try_from(b).ok())
             .ok_or(ForwardError::Malformed("the signature is not 64 bytes of hex"))?;
         let node = cluster.node(from).ok_or_else(|| ForwardError::UnknownNode(from.to_owned()))?;
-        let statement = Forwarded { from: from.to_owned(), to: to.to_owned(), sid: sid.to_owned(), client, at_ms };
+        let statement = Forwarded {
+            purpose: purpose.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            sid: sid.to_owned(),
+            client,
+            at_ms,
+        };
         let public = verifying_key_from_note(&node.key).map_err(|_| ForwardError::BadSignature(from.to_owned()))?;
         public
             .verify(&statement.message(), &Signature::from_bytes(&signature))
@@ -315,6 +334,7 @@ mod tests {
         let (a, b) = (key("a"), key("bb"));
         let view = ClusterView::new([node("a", &a, 1_000, &[]), node("bb", &b, 1_000, &[])], 1_000);
         let statement = Forwarded {
+            purpose: PURPOSE_VIEWER_SOCKET.into(),
             from: "a".into(),
             to: "bb".into(),
             sid: "sid-1".into(),
@@ -322,36 +342,59 @@ mod tests {
             at_ms: 1_000,
         };
         let header = statement.header(&ForwardKey::of(&a));
-        assert_eq!(Forwarded::verify(&header, "bb", "sid-1", &view, 2_000), Ok(statement.clone()));
+        assert_eq!(
+            Forwarded::verify(&header, "bb", "sid-1", PURPOSE_VIEWER_SOCKET, &view, 2_000),
+            Ok(statement.clone())
+        );
         // For another session, another node, or too late: refused.
         assert_eq!(
-            Forwarded::verify(&header, "bb", "sid-2", &view, 2_000),
+            Forwarded::verify(&header, "bb", "sid-2", PURPOSE_VIEWER_SOCKET, &view, 2_000),
             Err(ForwardError::BadSignature("a".into()))
         );
         assert_eq!(
-            Forwarded::verify(&header, "cc", "sid-1", &view, 2_000),
+            Forwarded::verify(&header, "cc", "sid-1", PURPOSE_VIEWER_SOCKET, &view, 2_000),
             Err(ForwardError::BadSignature("a".into()))
         );
         assert_eq!(
-            Forwarded::verify(&header, "bb", "sid-1", &view, 1_000 + FORWARD_VALID_MS + 1),
+            Forwarded::verify(&header, "bb", "sid-1", PURPOSE_VIEWER_SOCKET, &view, 1_000 + FORWARD_VALID_MS + 1),
             Err(ForwardError::Stale { skew_ms: FORWARD_VALID_MS + 1 })
         );
         // Signed by another node's key, or naming a node that is not live, or a changed address.
         let forged = Forwarded { ..statement.clone() }.header(&ForwardKey::of(&b));
         assert_eq!(
-            Forwarded::verify(&forged, "bb", "sid-1", &view, 2_000),
+            Forwarded::verify(&forged, "bb", "sid-1", PURPOSE_VIEWER_SOCKET, &view, 2_000),
             Err(ForwardError::BadSignature("a".into()))
         );
         let stranger = Forwarded { from: "zz".into(), ..statement.clone() }.header(&ForwardKey::of(&a));
         assert_eq!(
-            Forwarded::verify(&stranger, "bb", "sid-1", &view, 2_000),
+            Forwarded::verify(&stranger, "bb", "sid-1", PURPOSE_VIEWER_SOCKET, &view, 2_000),
             Err(ForwardError::UnknownNode("zz".into()))
         );
         let moved = header.replacen("198.18.0.7", "198.18.0.8", 1);
-        assert_eq!(Forwarded::verify(&moved, "bb", "sid-1", &view, 2_000), Err(ForwardError::BadSignature("a".into())));
+        assert_eq!(
+            Forwarded::verify(&moved, "bb", "sid-1", PURPOSE_VIEWER_SOCKET, &view, 2_000),
+            Err(ForwardError::BadSignature("a".into()))
+        );
         assert!(matches!(
-            Forwarded::verify("a;1.2.3.4;5", "bb", "sid-1", &view, 2_000),
+            Forwarded::verify("a;1.2.3.4;5", "bb", "sid-1", PURPOSE_VIEWER_SOCKET, &view, 2_000),
             Err(ForwardError::Malformed(_))
         ));
+        // Made for one purpose, it opens nothing else: not a request, and one request not another.
+        let purpose = request_purpose("GET", "/api/recordings/ab/chunks/0");
+        assert_eq!(
+            Forwarded::verify(&header, "bb", "sid-1", &purpose, &view, 2_000),
+            Err(ForwardError::BadSignature("a".into()))
+        );
+        let chunk = Forwarded { purpose: purpose.clone(), ..statement.clone() }.header(&ForwardKey::of(&a));
+        assert!(Forwarded::verify(&chunk, "bb", "sid-1", &purpose, &view, 2_000).is_ok());
+        let other = request_purpose("GET", "/api/recordings/ab/chunks/1");
+        assert_eq!(
+            Forwarded::verify(&chunk, "bb", "sid-1", &other, &view, 2_000),
+            Err(ForwardError::BadSignature("a".into()))
+        );
+        assert_eq!(
+            Forwarded::verify(&chunk, "bb", "sid-1", PURPOSE_VIEWER_SOCKET, &view, 2_000),
+            Err(ForwardError::BadSignature("a".into()))
+        );
     }
 }

@@ -62,6 +62,27 @@ const CEREMONY_TTL: Duration = Duration::from_secs(300);
 pub const SESSION_COOKIE: &str = "sightline_session";
 /// The audience of the tokens one node hands another for a viewer it forwards (R43).
 pub const FORWARDED_AUDIENCE: &str = "sightline-forwarded-viewer";
+/// The audience of tokens one node hands another to carry one HTTP request of its user (R43).
+pub const CARRIED_AUDIENCE: &str = "sightline-carried-request";
+
+/// What a token one node hands another is for: each has an audience of its own, so a token made
+/// for one opens nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrying {
+    /// A viewer's socket forwarded to the node that runs the session.
+    ViewerSocket,
+    /// One HTTP request carried to the node that can answer it.
+    Request,
+}
+
+impl Carrying {
+    fn audience(self) -> &'static str {
+        match self {
+            Carrying::ViewerSocket => FORWARDED_AUDIENCE,
+            Carrying::Request => CARRIED_AUDIENCE,
+        }
+    }
+}
 /// How long a step-up proof lasts (R14).
 pub const STEP_UP_TTL_S: u64 = 5 * 60;
 /// Sessions end after this much inactivity, whatever the token says (AAL3).
@@ -553,6 +574,28 @@ mod tests {
             .await
             .unwrap();
         auth
+    }
+
+    /// A token one node hands another opens only what it was made for: a viewer socket's token
+    /// is no carried request's, neither is a session cookie, and a cookie is neither (R43).
+    #[tokio::test]
+    async fn tokens_between_nodes_open_only_what_they_were_made_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = identity(dir.path()).await;
+        let auth = admin(&identity, "root").await;
+        let socket = identity.forward_token(&auth, Carrying::ViewerSocket).await.unwrap();
+        let request = identity.forward_token(&auth, Carrying::Request).await.unwrap();
+        assert!(identity.authenticate_forwarded(&socket, Carrying::ViewerSocket).await.is_ok());
+        assert!(identity.authenticate_forwarded(&request, Carrying::Request).await.is_ok());
+        assert!(identity.authenticate_forwarded(&socket, Carrying::Request).await.is_err());
+        assert!(identity.authenticate_forwarded(&request, Carrying::ViewerSocket).await.is_err());
+        for token in [&socket, &request] {
+            assert!(identity.authenticate(token).await.is_err());
+        }
+        let cookie = identity.start_session(&identity.user(&auth.user.id).await.unwrap().unwrap()).await.unwrap();
+        for carrying in [Carrying::ViewerSocket, Carrying::Request] {
+            assert!(identity.authenticate_forwarded(&cookie, carrying).await.is_err());
+        }
     }
 
     /// The first administrator names themselves (no silent "admin"); an invitation's holder gets

@@ -85,7 +85,8 @@ impl Identity {
         let device: String = device.chars().filter(|c| !c.is_control()).take(DEVICE_MAX).collect();
         let remaining = (record.auth_time_s + tokens::MAX_SESSION_S).saturating_sub(self.now_s()).max(1);
         let noted = SessionRecord { device: Some(device), ..record };
-        self.store.put_lasting(&key, &noted, Duration::from_secs(remaining)).await?;
+        // Only while it stands: a logout meanwhile is not undone.
+        self.store.replace_lasting(&key, &noted, Duration::from_secs(remaining)).await?;
         Ok(())
     }
 
@@ -169,10 +170,11 @@ impl Identity {
         self.issue_token_as(&self.settings.tokens, user, sid, auth_time_s, now_s)
     }
 
-    /// The token settings of the tokens one node hands another for a viewer it forwards: their
-    /// own audience (so no route takes them as a session cookie) and a minute's life.
-    fn forwarded_tokens(&self) -> tokens::TokenSettings {
-        tokens::TokenSettings { audience: FORWARDED_AUDIENCE.into(), ttl_s: 60, ..self.settings.tokens.clone() }
+    /// The token settings of the tokens one node hands another for what it carries: an audience
+    /// of their own for each purpose (so no route takes them as a session cookie, and one made
+    /// for a socket opens no request) and a minute's life.
+    fn forwarded_tokens(&self, carrying: crate::Carrying) -> tokens::TokenSettings {
+        tokens::TokenSettings { audience: carrying.audience().into(), ttl_s: 60, ..self.settings.tokens.clone() }
     }
 
     pub(crate) fn issue_token_as(
@@ -200,22 +202,27 @@ impl Identity {
             .map_err(|e| IdentityError::Store(StoreError::Io(format!("cannot sign token: {e}"))))
     }
 
-    /// A fresh token for a session whose socket this node forwards to another node (R43): the
-    /// socket outlives the token it opened with, and the other node checks the session as for
-    /// any request. Its audience is its own and it lives a minute: it opens a forwarded viewer
-    /// socket (`authenticate_forwarded`, with the forwarding node's signed statement) and no
-    /// route. Not activity, and refused once the session is not alive.
-    pub async fn forward_token(&self, auth: &AuthUser) -> Result<String, IdentityError> {
+    /// A fresh token for a session whose socket this node forwards, or one of whose requests it
+    /// carries, to another node (R43): the other node checks the session as for any request. Its
+    /// audience is that of `carrying` and it lives a minute: it opens a forwarded viewer socket or
+    /// a carried request (`authenticate_forwarded` with the same `carrying`, beside the node's
+    /// signed statement for that very socket or request) and nothing else. Not activity, and
+    /// refused once the session is not alive.
+    pub async fn forward_token(&self, auth: &AuthUser, carrying: crate::Carrying) -> Result<String, IdentityError> {
         if !self.session_alive(&auth.claims).await? {
             return Err(IdentityError::Unauthenticated);
         }
-        let settings = self.forwarded_tokens();
+        let settings = self.forwarded_tokens(carrying);
         self.issue_token_as(&settings, &auth.user, &auth.claims.sid, auth.claims.auth_time, self.now_s())
     }
 
     /// Verifies a token another node made with `forward_token`, as `authenticate` does.
-    pub async fn authenticate_forwarded(&self, token: &str) -> Result<AuthUser, IdentityError> {
-        let settings = self.forwarded_tokens();
+    pub async fn authenticate_forwarded(
+        &self,
+        token: &str,
+        carrying: crate::Carrying,
+    ) -> Result<AuthUser, IdentityError> {
+        let settings = self.forwarded_tokens(carrying);
         self.authenticate_as(&settings, token).await
     }
 
@@ -273,7 +280,12 @@ impl Identity {
         if now >= session.last_activity_s + ACTIVITY_GRANULARITY_S {
             let touched = SessionRecord { last_activity_s: now, ..session.clone() };
             let remaining = (session.auth_time_s + tokens::MAX_SESSION_S).saturating_sub(now).max(1);
-            self.store.put_lasting(&session_key(&claims.sid), &touched, Duration::from_secs(remaining)).await?;
+            // Only while it stands: a logout taking it meanwhile is not undone (and the request
+            // that raced it is refused).
+            let key = session_key(&claims.sid);
+            if !self.store.replace_lasting(&key, &touched, Duration::from_secs(remaining)).await? {
+                return Err(IdentityError::Unauthenticated);
+            }
         }
         // Renewed at half its lifetime, whatever the configured lifetime is (the browser's
         // schedule in `core::renewal` relies on it).

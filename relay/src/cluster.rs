@@ -197,22 +197,30 @@ impl Cluster {
         self.view.subscribe()
     }
 
-    /// The header with which this node forwards a viewer to node `to`.
-    pub fn forward_header(&self, to: &str, sid: &str, client: std::net::IpAddr) -> String {
-        Forwarded { from: self.me.clone(), to: to.to_owned(), sid: sid.to_owned(), client, at_ms: now_ms() }
-            .header(&self.key)
+    /// The header with which this node forwards a viewer's socket, or carries one request
+    /// (`purpose`), to node `to`.
+    pub fn forward_header(&self, purpose: &str, to: &str, sid: &str, client: std::net::IpAddr) -> String {
+        Forwarded {
+            purpose: purpose.to_owned(),
+            from: self.me.clone(),
+            to: to.to_owned(),
+            sid: sid.to_owned(),
+            client,
+            at_ms: now_ms(),
+        }
+        .header(&self.key)
     }
 
-    /// Checks a forwarding header received for login session `sid`. A node this node has not
+    /// Checks a forwarding header received for login session `sid` and `purpose`. A node this node has not
     /// heard of yet (it started since the last beat) is looked up in the store once: its first
     /// forwarded user need not wait for this node's next beat.
-    pub async fn verify_forwarded(&self, header: &str, sid: &str) -> Result<Forwarded, ForwardError> {
+    pub async fn verify_forwarded(&self, header: &str, sid: &str, purpose: &str) -> Result<Forwarded, ForwardError> {
         let view = self.view.borrow().clone();
-        match Forwarded::verify(header, &self.me, sid, &view, now_ms()) {
+        match Forwarded::verify(header, &self.me, sid, purpose, &view, now_ms()) {
             Err(ForwardError::UnknownNode(from)) => {
                 let record = self.store.get::<NodeRecord>(Collection::Nodes, &from).await.ok().flatten();
                 let fresh = ClusterView::new(record, now_ms());
-                Forwarded::verify(header, &self.me, sid, &fresh, now_ms())
+                Forwarded::verify(header, &self.me, sid, purpose, &fresh, now_ms())
             }
             checked => checked,
         }

@@ -64,7 +64,9 @@ pub(super) async fn viewer_ws(
     // A node forwarding a viewer presents a token made for that alone (`forward_token`), and
     // names the viewer's address in a statement checked below.
     let (auth, carried_client) = if forwarded {
-        match super::carried::carried_user(&state, &headers).await {
+        let purpose = sightline_core::cluster::PURPOSE_VIEWER_SOCKET;
+        match super::carried::carried_user(&state, &headers, sightline_identity::Carrying::ViewerSocket, purpose).await
+        {
             Ok((auth, client)) => (Ok(auth), Some(client)),
             Err(e) => (Err(e), None),
         }

@@ -111,7 +111,7 @@ impl Forward {
     ) -> Result<Forward, (ErrorCode, String)> {
         let token = state
             .identity
-            .forward_token(auth)
+            .forward_token(auth, sightline_identity::Carrying::ViewerSocket)
             .await
             .map_err(|_| (ErrorCode::SessionEnded, "your session ended; sign in again".to_owned()))?;
         let unreachable = |why: String| (ErrorCode::NodeUnreachable, why);
@@ -119,7 +119,12 @@ impl Forward {
         let mut request =
             url.into_client_request().map_err(|e| unreachable(format!("node {} has a bad address: {e}", node.name)))?;
         let origin = state.identity.settings.public_url.origin().ascii_serialization();
-        let header = state.cluster.forward_header(&node.name, &auth.claims.sid, client);
+        let header = state.cluster.forward_header(
+            sightline_core::cluster::PURPOSE_VIEWER_SOCKET,
+            &node.name,
+            &auth.claims.sid,
+            client,
+        );
         let headers = request.headers_mut();
         for (name, value) in
             [("cookie", format!("{SESSION_COOKIE}={token}")), ("origin", origin), (FORWARDED_HEADER, header)]
