@@ -19,7 +19,8 @@ pub struct Budget {
 impl Budget {
     /// `per_minute` requests at once, then one each `60 / per_minute` seconds.
     pub fn per_minute(per_minute: NonZeroU32) -> Budget {
-        Budget { interval_ms: 60_000 / u64::from(per_minute.get()), burst: per_minute.get() }
+        // At least a millisecond apart: a budget above 60 000 a minute is not "no budget".
+        Budget { interval_ms: (60_000 / u64::from(per_minute.get())).max(1), burst: per_minute.get() }
     }
 
     /// Draws one request at `now_ms` from a budget whose stored arrival time is `tat_ms` (none

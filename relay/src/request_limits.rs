@@ -37,7 +37,8 @@ impl Shared {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let mut verdict = Ok(());
-        self.store
+        let drawn = self
+            .store
             .update::<u64, _>(Collection::RequestBudgets, name, |tat| match self.budget.draw(tat, now_ms) {
                 Ok(next) => {
                     verdict = Ok(());
@@ -48,7 +49,17 @@ impl Shared {
                     None
                 }
             })
-            .await?;
+            .await;
+        match drawn {
+            // The store answers; this operator's requests race each other: refused, not let
+            // through on a bucket of this node's own.
+            Err(sightline_store::StoreError::Contention(_)) => {
+                return Ok(Err(Duration::from_millis(self.budget.interval_ms)));
+            }
+            other => {
+                other?;
+            }
+        }
         if !self.reachable.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::info!("operators' request budgets are shared again");
         }

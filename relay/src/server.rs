@@ -287,7 +287,7 @@ pub async fn run(
         session: None,
     });
     let store = state.identity.store().clone();
-    let mut last_published = published;
+    let mut last_published = Published::Known(published);
     publish_newest_checkpoint(&audit, &store, &mut last_published).await;
     let publisher = tokio::spawn(publish_checkpoints(audit.clone(), store.clone(), last_published.clone()));
     let metrics = match config.metrics_listen {
@@ -332,7 +332,8 @@ pub async fn run(
     let _ = publisher.await;
     let closing = audit.clone();
     tokio::task::spawn_blocking(move || closing.close()).await?;
-    let mut before = store.get(sightline_store::Collection::Checkpoints, audit.node()).await.ok().flatten();
+    // From what the store holds now: the publisher may have failed halfway before it stopped.
+    let mut before = Published::Unknown;
     publish_newest_checkpoint(&audit, &store, &mut before).await;
     served
 }
@@ -341,7 +342,7 @@ pub async fn run(
 /// where the node cannot take it back: a log or checkpoint file cut back or rewritten later is
 /// refused at the next start (`AuditLog::check_published`). A publication that fails is logged
 /// and tried again with the next checkpoint; the log itself does not depend on it.
-async fn publish_checkpoints(audit: Arc<AuditLog>, store: Store, mut last: Option<String>) {
+async fn publish_checkpoints(audit: Arc<AuditLog>, store: Store, mut last: Published) {
     let mut progress = audit.subscribe();
     let mut published = progress.borrow_and_update().checkpointed;
     while progress.changed().await.is_ok() {
@@ -356,10 +357,24 @@ async fn publish_checkpoints(audit: Arc<AuditLog>, store: Store, mut last: Optio
 /// first the consistency proof to it from `last`, the one published before, which it replaces;
 /// whether it was published. Other nodes take the new checkpoint as an extension of the one
 /// they saw only through these proofs (`sightline_core::witness`).
-async fn publish_newest_checkpoint(audit: &AuditLog, store: &Store, last: &mut Option<String>) -> bool {
+async fn publish_newest_checkpoint(audit: &AuditLog, store: &Store, published: &mut Published) -> bool {
     use sightline_store::Collection;
     let Some(newest) = audit.newest_checkpoint() else { return true };
+    // After a publication that failed (a write may have landed though it timed out), the next
+    // proof starts at what the store holds, or nothing is published: a proof from an older
+    // checkpoint than the one witnesses saw reads to them as proofs withheld.
+    let last = match published {
+        Published::Known(last) => last.clone(),
+        Published::Unknown => match store.get::<String>(Collection::Checkpoints, audit.node()).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the checkpoint published before; will try with the next");
+                return false;
+            }
+        },
+    };
     if last.as_deref() == Some(newest.as_str()) {
+        *published = Published::Known(last);
         return true;
     }
     let link = match last.as_deref().map(|old| audit.consistency_from(old)) {
@@ -386,14 +401,24 @@ async fn publish_newest_checkpoint(audit: &AuditLog, store: &Store, last: &mut O
     };
     match linked.await {
         Ok(()) => {
-            *last = Some(note);
+            *published = Published::Known(Some(note));
             true
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot publish the audit checkpoint; will try with the next");
+            *published = Published::Unknown;
             false
         }
     }
+}
+
+/// The checkpoint this node published last, as far as it knows.
+#[derive(Debug, Clone)]
+enum Published {
+    /// This one (none yet: `None`).
+    Known(Option<String>),
+    /// A publication failed: the store is read again first.
+    Unknown,
 }
 
 /// Fails closed (R41): while the audit log cannot be written, running sessions end (and new ones

@@ -79,6 +79,15 @@ async fn contract(backend: Arc<dyn Backend>) {
     b.put_lasting("session:short", b"x", Duration::from_millis(150)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(b.get_ephemeral("session:short").await.unwrap(), None, "expired");
+    // Replaced only while it exists: a logout's take is not undone by a late activity note.
+    assert!(!b.replace_lasting("session:absent", b"x", Duration::from_secs(60)).await.unwrap());
+    assert_eq!(b.get_ephemeral("session:absent").await.unwrap(), None);
+    assert!(b.replace_lasting("session:1", b"touched", Duration::from_secs(60)).await.unwrap());
+    assert_eq!(b.get_ephemeral("session:1").await.unwrap().as_deref(), Some(&b"touched"[..]));
+    b.put_lasting("session:4", b"out", Duration::from_secs(60)).await.unwrap();
+    assert!(b.take_ephemeral("session:4").await.unwrap().is_some());
+    assert!(!b.replace_lasting("session:4", b"back?", Duration::from_secs(60)).await.unwrap());
+    assert_eq!(b.get_ephemeral("session:4").await.unwrap(), None);
     // A key written lasting and then plain is plain from then on.
     b.put_lasting("session:3", b"lasting", Duration::from_secs(60)).await.unwrap();
     b.put_ephemeral("session:3", b"plain", Duration::from_secs(60)).await.unwrap();
@@ -127,12 +136,12 @@ async fn embedded_backend_passes_the_contract_and_survives_a_restart() {
     let reopened = Embedded::open(dir.path()).unwrap();
     assert_eq!(reopened.get(Collection::Users, "u1").await.unwrap().as_deref(), Some(&b"uno"[..]));
     assert_eq!(reopened.get_ephemeral("ceremony:1").await.unwrap(), None);
-    assert_eq!(reopened.get_ephemeral("session:1").await.unwrap().as_deref(), Some(&b"alive"[..]));
-    for gone in ["session:2", "session:short", "session:3"] {
+    assert_eq!(reopened.get_ephemeral("session:1").await.unwrap().as_deref(), Some(&b"touched"[..]));
+    for gone in ["session:2", "session:short", "session:3", "session:4", "session:absent"] {
         assert_eq!(reopened.get_ephemeral(gone).await.unwrap(), None, "{gone}");
     }
     // Taken after the restart, it is gone after the next one too.
-    assert_eq!(reopened.take_ephemeral("session:1").await.unwrap().as_deref(), Some(&b"alive"[..]));
+    assert_eq!(reopened.take_ephemeral("session:1").await.unwrap().as_deref(), Some(&b"touched"[..]));
     drop(reopened);
     let again = Embedded::open(dir.path()).unwrap();
     assert_eq!(again.get_ephemeral("session:1").await.unwrap(), None);

@@ -53,6 +53,9 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 pub struct Embedded {
     db: Arc<Database>,
     ephemeral: Mutex<HashMap<String, Held>>,
+    /// Serialises every change of a lasting record: its row and its copy in memory change
+    /// together, and a logout's take is never undone by an activity noted at the same time.
+    lasting: tokio::sync::Mutex<()>,
     inserts: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Vec<u8>>,
 }
@@ -96,6 +99,7 @@ impl Embedded {
         Ok(Embedded {
             db: Arc::new(db),
             ephemeral: Mutex::new(held),
+            lasting: tokio::sync::Mutex::new(()),
             inserts: 0.into(),
             events: broadcast::channel(EVENT_BUFFER).0,
         })
@@ -126,6 +130,44 @@ impl Embedded {
         }
         map.insert(key.to_owned(), Held { value: value.to_vec(), expires: now + ttl, lasting });
         Ok(())
+    }
+
+    /// `put_lasting` under the lasting lock: the row, then the copy in memory. A record memory
+    /// cannot hold (the bound) is taken off the disk again, so the two never disagree.
+    async fn put_lasting_locked(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let expires_ms = now_unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let mut stored = expires_ms.to_be_bytes().to_vec();
+        stored.extend_from_slice(value);
+        self.write_lasting(key, Some(stored)).await?;
+        if let Err(e) = self.hold(key, value, ttl, true) {
+            self.write_lasting(key, None).await?;
+            return Err(e);
+        }
+        if self.inserts.load(std::sync::atomic::Ordering::Relaxed).is_multiple_of(SWEEP_EVERY) {
+            self.sweep_lasting().await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the rows of lasting records that expired (also done at every start).
+    async fn sweep_lasting(&self) -> Result<(), StoreError> {
+        let now_ms = now_unix_ms();
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(LASTING)?;
+                t.retain(|_, stored| {
+                    stored
+                        .get(..8)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map(u64::from_be_bytes)
+                        .is_some_and(|at| at > now_ms)
+                })?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     /// Writes or removes a lasting record in the `lasting` table.
@@ -242,18 +284,26 @@ impl Backend for Embedded {
         let was_lasting = self.ephemeral_map().get(key).is_some_and(|held| held.lasting);
         if was_lasting {
             // Not lasting any more: the table must not bring the old value back at start.
+            let _changing = self.lasting.lock().await;
             self.write_lasting(key, None).await?;
+            return self.hold(key, value, ttl, false);
         }
         self.hold(key, value, ttl, false)
     }
 
     /// On disk first: a record acknowledged as lasting is there after a crash.
     async fn put_lasting(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        let expires_ms = now_unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        let mut stored = expires_ms.to_be_bytes().to_vec();
-        stored.extend_from_slice(value);
-        self.write_lasting(key, Some(stored)).await?;
-        self.hold(key, value, ttl, true)
+        let _changing = self.lasting.lock().await;
+        self.put_lasting_locked(key, value, ttl).await
+    }
+
+    async fn replace_lasting(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        let _changing = self.lasting.lock().await;
+        let present = self.ephemeral_map().get(key).is_some_and(|held| held.expires > Instant::now());
+        if present {
+            self.put_lasting_locked(key, value, ttl).await?;
+        }
+        Ok(present)
     }
 
     async fn get_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -265,6 +315,7 @@ impl Backend for Embedded {
     /// a restart.
     async fn take_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let lasting = self.ephemeral_map().get(key).is_some_and(|held| held.lasting);
+        let _changing = if lasting { Some(self.lasting.lock().await) } else { None };
         if lasting {
             self.write_lasting(key, None).await?;
         }

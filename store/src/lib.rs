@@ -136,6 +136,10 @@ pub enum StoreError {
     Io(String),
     #[error("stored record {collection}/{key} is corrupt: {detail}")]
     Corrupt { collection: &'static str, key: String, detail: String },
+    /// Other writers changed the record every time an update tried: the store answers, the
+    /// record is contended.
+    #[error("state store record {0} changed under every attempt to update it")]
+    Contention(String),
 }
 
 /// What a backend must do. Values are opaque bytes.
@@ -169,6 +173,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn put_lasting(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         self.put_ephemeral(key, value, ttl).await
     }
+    /// Replaces a lasting record only while it exists (`false` when it is gone): a sign-in's
+    /// activity is noted without bringing back one that a logout took meanwhile.
+    async fn replace_lasting(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError>;
 
     /// Sends an event to every relay node sharing this store (this one included).
     async fn publish(&self, event: &[u8]) -> Result<(), StoreError>;
@@ -267,7 +274,7 @@ impl Store {
                 return Ok(Some(new));
             }
         }
-        Err(StoreError::Unavailable(format!("{}/{key}: too much contention", coll.name())))
+        Err(StoreError::Contention(format!("{}/{key}", coll.name())))
     }
 
     pub async fn put_ephemeral<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) -> Result<(), StoreError> {
@@ -277,6 +284,11 @@ impl Store {
     /// An ephemeral record that survives a restart of the relay (`Backend::put_lasting`).
     pub async fn put_lasting<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) -> Result<(), StoreError> {
         self.backend.put_lasting(key, &encode(value), ttl).await
+    }
+
+    /// Replaces a lasting record only while it exists; `false` when it is gone.
+    pub async fn replace_lasting<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) -> Result<bool, StoreError> {
+        self.backend.replace_lasting(key, &encode(value), ttl).await
     }
 
     pub async fn get_ephemeral<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {

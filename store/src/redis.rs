@@ -168,6 +168,21 @@ impl Backend for RedisBackend {
         self.conn().pset_ex::<_, _, ()>(keys::ephemeral(key), value, ms).await.map_err(err)
     }
 
+    async fn replace_lasting(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        let ms = ttl.as_millis().max(1) as u64;
+        // SET ... XX: only an existing key, in one step.
+        let set: Option<String> = redis::cmd("SET")
+            .arg(keys::ephemeral(key))
+            .arg(value)
+            .arg("PX")
+            .arg(ms)
+            .arg("XX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(set.is_some())
+    }
+
     async fn get_ephemeral(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn().get(keys::ephemeral(key)).await.map_err(err)
     }
