@@ -5,7 +5,7 @@
 import * as net from 'node:net';
 import * as fs from 'node:fs';
 import { expect } from '@playwright/test';
-import { test, World, world, stopWorld, openView, sampleFrames, waitFor, recordMeasurement } from './harness';
+import { test, World, world, stopWorld, openView, sampleFrames, waitFor, recordMeasurement, freePort } from './harness';
 
 let w: World | undefined;
 const attackers: net.Socket[] = [];
@@ -42,7 +42,8 @@ function idle(port: number, from: string, n: number, start = ''): Tally {
 
 test('a thousand idle sockets from one address and slowloris clients from another: the cap holds, slow clients are closed, memory stays bounded, and a signed-in operator opens a live view meanwhile @hardening', async ({ browser }) => {
   test.setTimeout(120_000);
-  w = await world(browser, { name: 'desk-conn' });
+  const metricsPort = await freePort();
+  w = await world(browser, { name: 'desk-conn' }, { args: ['--metrics-listen', `127.0.0.1:${metricsPort}`] });
   const pid = w.relay.proc.pid;
   const before = usage(pid);
   const started = Date.now();
@@ -54,6 +55,11 @@ test('a thousand idle sockets from one address and slowloris clients from anothe
   await waitFor('the sockets over the cap to be closed', async () => flood.closed >= 744, 30_000);
   expect(flood.closed).toBe(744);
   expect(flood.open()).toBe(256);
+  // The operations team sees it in the metrics (R46), by cap.
+  const scraped = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const refused = scraped.split('\n').filter((l) => l.startsWith('sightline_connections_refused_total{'))
+    .map((l) => { const m = /^sightline_connections_refused_total\{cap="([a-z_]+)"\} (\d+)$/.exec(l)!; return [m[1], Number(m[2])]; });
+  expect(refused).toEqual([['per_address', 744]]);
 
   // Slowloris from 127.0.0.3: headers that never end, one more byte each second.
   const slow = idle(w.relay.port, '127.0.0.3', 20, 'GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ');

@@ -210,6 +210,10 @@ pub async fn accept_limited(
         match limits.admit(peer.ip()) {
             Ok(permit) => return (Limited::new(tcp, permit), peer),
             Err(refusal) => {
+                crate::metrics::connection_refused(match refusal {
+                    Refusal::Address => "per_address",
+                    Refusal::Total => "total",
+                });
                 let (open, refused) = limits.stats();
                 // Logged sparsely: a flood must not become a flood of log lines.
                 if refused.is_power_of_two() {

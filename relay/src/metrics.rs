@@ -34,6 +34,11 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CapLabel {
+    cap: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PhaseLabel {
     phase: &'static str,
 }
@@ -47,6 +52,7 @@ struct Metrics {
     registry: Registry,
     audit_events: Family<KindOutcome, Counter>,
     sessions_ended: Family<ReasonLabel, Counter>,
+    connections_refused: Family<CapLabel, Counter>,
     viewer_sockets: Gauge,
     agents_connected: Gauge,
     sessions_running: Family<PhaseLabel, Gauge>,
@@ -79,6 +85,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     let sessions_ended =
         registered(r, "sessions_ended", "Sessions that ended on this node, by reason", Family::default());
+    let connections_refused = registered(
+        r,
+        "connections_refused",
+        "Connections closed at accept because a cap was reached, by cap (per_address, total)",
+        Family::default(),
+    );
     let viewer_sockets = registered(r, "viewer_sockets", "Viewer sockets open on this node", Gauge::default());
     let agents_connected = registered(r, "agents_connected", "Agents whose link this node holds", Gauge::default());
     let sessions_running =
@@ -98,6 +110,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         registry,
         audit_events,
         sessions_ended,
+        connections_refused,
         viewer_sockets,
         agents_connected,
         sessions_running,
@@ -111,6 +124,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
 /// A session ended on this node with `reason`.
 pub fn session_ended(reason: &EndReason) {
     METRICS.sessions_ended.get_or_create(&ReasonLabel { reason: end_reason_label(reason) }).inc();
+}
+
+/// A connection was closed at accept: `cap` (per_address or total) was reached.
+pub fn connection_refused(cap: &'static str) {
+    METRICS.connections_refused.get_or_create(&CapLabel { cap }).inc();
 }
 
 /// The label of an end reason: its kind, without the name or text some reasons carry.
