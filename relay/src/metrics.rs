@@ -172,11 +172,8 @@ pub struct CountedSink(pub Arc<AuditLog>);
 
 impl EventSink for CountedSink {
     fn emit(&self, event: Event) {
-        let outcome = match event.outcome {
-            sightline_audit::events::Outcome::Success => "success",
-            sightline_audit::events::Outcome::Failure => "failure",
-        };
-        METRICS.audit_events.get_or_create(&KindOutcome { kind: event.kind.name(), outcome }).inc();
+        let labels = KindOutcome { kind: event.kind.name(), outcome: event.outcome.as_str() };
+        METRICS.audit_events.get_or_create(&labels).inc();
         self.0.emit(event);
     }
 

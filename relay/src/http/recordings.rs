@@ -164,14 +164,13 @@ pub async fn open(
     Extension(auth): Extension<AuthUser>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     carried: Option<Extension<Carried>>,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let dir = match stored(&state, &auth, &id, carried.is_some()).await? {
         Stored::Here(dir) => dir,
-        Stored::There(node) => {
-            let path = format!("/api/recordings/{id}");
-            return Ok(super::carried::fetch(&state, &auth, peer.ip(), &node, &path).await);
-        }
+        // The path asked for, as asked: the other node serves the same route.
+        Stored::There(node) => return Ok(super::carried::fetch(&state, &auth, peer.ip(), &node, uri.path()).await),
     };
     let read = {
         let dir = dir.clone();
@@ -208,14 +207,13 @@ pub async fn chunk(
     Extension(auth): Extension<AuthUser>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     carried: Option<Extension<Carried>>,
+    uri: axum::http::Uri,
     Path((id, n)): Path<(String, u64)>,
 ) -> Result<Response, ApiError> {
     let dir = match stored(&state, &auth, &id, carried.is_some()).await? {
         Stored::Here(dir) => dir,
-        Stored::There(node) => {
-            let path = format!("/api/recordings/{id}/chunks/{n}");
-            return Ok(super::carried::fetch(&state, &auth, peer.ip(), &node, &path).await);
-        }
+        // The path asked for, as asked: the other node serves the same route.
+        Stored::There(node) => return Ok(super::carried::fetch(&state, &auth, peer.ip(), &node, uri.path()).await),
     };
     let path = sightline_recording::files::chunk_path(&dir, n);
     let sealed = tokio::task::spawn_blocking(move || std::fs::read(path))
