@@ -2,10 +2,14 @@
 //! backoff when the relay goes away.
 //!
 //! The agent pings the relay every `PING_EVERY` (1 s) and treats `DEAD_AFTER` (4 s) without any
-//! frame from it as a dead relay, even when TCP says nothing: the session ends at once (held keys
-//! and buttons are released, capture stops), the loss is logged, and the agent reconnects with
-//! exponential backoff and jitter (250 ms to 10 s, `backon`); a connection that lasted
-//! `STABLE_AFTER` resets the backoff. Cleartext `ws://` is refused except to a relay on this
+//! frame from it as a dead relay, even when TCP says nothing: held keys and buttons are released
+//! and capture stops at once, the loss is logged, and the agent reconnects with exponential
+//! backoff and jitter (250 ms to 10 s, `backon`); a connection that lasted `STABLE_AFTER` resets
+//! the backoff. With one relay address the session ends with the relay (R22). With several
+//! (R43), a session the user consented to is suspended instead (`Carried` keeps it across
+//! connections): the agent tries the next node within half a second, claims the session in its
+//! `hello` with the user's signed receipts, and goes on once that node answers `resumed`; a
+//! refusal, or no node within `RESUME_GRACE_MS`, ends it here. Cleartext `ws://` is refused except to a relay on this
 //! machine.
 //!
 //! This loop is the agent's second gate for media: `publish` is refused (`publish_failed`) unless
@@ -140,18 +144,29 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyho
         let _ = getrandom::fill(&mut bytes);
         u32::from_le_bytes(bytes) as usize % config.relay_urls.len()
     };
+    let mut carried = Carried::new();
     loop {
         let url = &config.relay_urls[next % config.relay_urls.len()];
         let started = Instant::now();
+        if let Some(s) = carried.endpoint.as_mut() {
+            // A suspension past its grace ends here, relay or not (what it would tell the relay
+            // goes nowhere: the next node knows of no such session).
+            let _ = s.tick().await;
+        }
         tokio::select! {
             () = &mut shutdown => break,
-            result = session(&config, url).instrument(tracing::info_span!("relay_connection", relay = %url, device = %config.device.info.device_id)) => match result {
+            result = session(&config, url, &mut carried).instrument(tracing::info_span!("relay_connection", relay = %url, device = %config.device.info.device_id)) => match result {
                 Ok(()) => tracing::warn!(relay = %url, "relay closed the connection"),
                 Err(e) => tracing::warn!(relay = %url, "relay connection lost: {e:#}"),
             },
         }
         next += 1;
-        let delay = if started.elapsed() >= STABLE_AFTER {
+        let delay = if carried.endpoint.as_ref().is_some_and(EndpointSession::is_suspended) {
+            // A session waits for the next node: no spreading out, no backoff (R43). Only the
+            // few agents with a running session skip the spread.
+            backoff = new_backoff();
+            random_below(SUSPENDED_RETRY)
+        } else if started.elapsed() >= STABLE_AFTER {
             backoff = new_backoff();
             spread_after_loss()
         } else {
@@ -173,11 +188,33 @@ pub async fn run(config: RunConfig, shutdown: impl Future<Output = ()>) -> anyho
 const SPREAD_AFTER_LOSS: Duration = Duration::from_secs(3);
 
 fn spread_after_loss() -> Duration {
+    random_below(SPREAD_AFTER_LOSS)
+}
+
+/// How soon an agent whose session is suspended tries the next node (R43): at random below this.
+const SUSPENDED_RETRY: Duration = Duration::from_millis(500);
+
+fn random_below(max: Duration) -> Duration {
     let mut bytes = [0u8; 4];
     // Without randomness, no spread rather than no reconnection.
     let _ = getrandom::fill(&mut bytes);
-    let max = u32::try_from(SPREAD_AFTER_LOSS.as_millis()).unwrap_or(u32::MAX);
+    let max = u32::try_from(max.as_millis()).unwrap_or(u32::MAX).max(1);
     Duration::from_millis(u64::from(u32::from_le_bytes(bytes) % max))
+}
+
+/// What outlives one relay connection: the session (suspended while another relay node takes it
+/// over, R43) and the events of its window.
+struct Carried {
+    endpoint: Option<EndpointSession>,
+    frontend_tx: tokio::sync::mpsc::Sender<(String, FrontendEvent)>,
+    frontend_rx: tokio::sync::mpsc::Receiver<(String, FrontendEvent)>,
+}
+
+impl Carried {
+    fn new() -> Carried {
+        let (frontend_tx, frontend_rx) = tokio::sync::mpsc::channel(16);
+        Carried { endpoint: None, frontend_tx, frontend_rx }
+    }
 }
 
 /// The local address that routes to the relay: media binds there, so its one ICE candidate is
@@ -438,7 +475,7 @@ pub async fn ask_help(relay_url: &url::Url, device: &Device, route: &Route) -> a
     }
 }
 
-async fn session(config: &RunConfig, relay_url: &url::Url) -> anyhow::Result<()> {
+async fn session(config: &RunConfig, relay_url: &url::Url, carried: &mut Carried) -> anyhow::Result<()> {
     // Media goes the way signaling does: through the proxy when one applies to the relay.
     let media_proxy = config.route.proxy_for(relay_url.host_str().unwrap_or_default());
     let media_ip = local_ip_towards(relay_url, media_proxy).await?;
@@ -451,6 +488,7 @@ async fn session(config: &RunConfig, relay_url: &url::Url) -> anyhow::Result<()>
         height,
         user: crate::endpoint_user(),
         unattended: config.unattended,
+        resume: carried.endpoint.as_ref().and_then(EndpointSession::resume_claim),
     };
     ws.send(Message::Text(encode(&hello).into())).await?;
     match expect_message(&mut ws, "welcome").await? {
@@ -474,8 +512,7 @@ async fn session(config: &RunConfig, relay_url: &url::Url) -> anyhow::Result<()>
         proxy: media_proxy.map(|p| p.address().to_owned()),
     };
     let mut publication: Option<Publication> = None;
-    let mut endpoint: Option<EndpointSession> = None;
-    let (frontend_tx, mut frontend_rx) = tokio::sync::mpsc::channel::<(String, FrontendEvent)>(16);
+    let Carried { endpoint, frontend_tx, frontend_rx } = carried;
     // The user's chat lines wait here for the publication's data channel to open; a line that
     // cannot be delivered comes back (session id, text) so the bar says so.
     let outbox = std::sync::Arc::new(Outbox::new(CHANNEL_QUEUE));
@@ -562,7 +599,7 @@ async fn session(config: &RunConfig, relay_url: &url::Url) -> anyhow::Result<()>
                             let (session, actions) =
                                 EndpointSession::ask(*request, config.device.clone(), frontend_tx.clone(), config.unattended)
                                     .await;
-                            endpoint = Some(session);
+                            *endpoint = Some(session);
                             actions
                         }
                     }
@@ -582,7 +619,7 @@ async fn session(config: &RunConfig, relay_url: &url::Url) -> anyhow::Result<()>
                             old.stop().await;
                         }
                         // The second gate: no screen leaves without the user's consent.
-                        if let Some(consented) = endpoint.as_ref().filter(|s| s.consented()) {
+                        if let Some(consented) = endpoint.as_ref().filter(|s| s.consented() && !s.is_suspended()) {
                             let sealing = Sealing {
                                 session_id: consented.id.clone(),
                                 device: config.device.clone(),
@@ -624,6 +661,20 @@ async fn session(config: &RunConfig, relay_url: &url::Url) -> anyhow::Result<()>
                         }
                         continue;
                     }
+                    RelayToAgent::Resumed { session_id } => match endpoint.as_mut() {
+                        Some(s) if s.id == session_id => {
+                            s.resumed().await;
+                            continue;
+                        }
+                        _ => vec![not_here(session_id)],
+                    },
+                    RelayToAgent::ResumeRefused { session_id, reason } => match endpoint.as_mut() {
+                        Some(s) if s.id == session_id => {
+                            tracing::warn!(session = %session_id, %reason, "the relay node cannot take the session over");
+                            s.resume_refused(&reason).await
+                        }
+                        _ => continue,
+                    },
                     RelayToAgent::Error { code, message } => {
                         tracing::warn!(?code, %message, "relay refused");
                         continue;
@@ -654,11 +705,17 @@ async fn session(config: &RunConfig, relay_url: &url::Url) -> anyhow::Result<()>
             outbox.set_channel(current);
         }
     };
-    if let Some(mut s) = endpoint.take()
-        && !s.is_ended()
-    {
-        // Capture stops below and held keys are released now, not when the relay returns.
-        let _ = s.relay_lost().await;
+    if let Some(s) = endpoint.as_mut().filter(|s| !s.is_ended()) {
+        // Capture stops below and held keys are released now, not when the relay returns. With
+        // other relay nodes to go to, a running session waits for one of them (R43).
+        if s.may_move() && config.relay_urls.len() > 1 {
+            let _ = s.suspend().await;
+        } else {
+            let _ = s.relay_lost().await;
+        }
+    }
+    if endpoint.as_ref().is_some_and(EndpointSession::is_ended) {
+        *endpoint = None;
     }
     if let Some(p) = publication.take() {
         p.stop().await;

@@ -241,9 +241,12 @@ fn print_tty(st: &mut TtyState, cmd: &UiCommand) {
                 println!("The request for more access lapsed.");
             }
         }
-        UiCommand::Status { granted, observers, paused_by, recording, ending } => {
+        UiCommand::Status { granted, observers, paused_by, recording, ending, reconnecting } => {
             st.asking = None;
             st.running = true;
+            if *reconnecting {
+                println!("[session] {}", crate::prompt::RECONNECTING_LINE);
+            }
             println!(
                 "[session] granted: {}; observers: {}; {}recording {}",
                 sightline_proto::levels_text(granted),

@@ -27,6 +27,9 @@ pub enum UiCommand {
         /// Once the end of the session's hours or window is near: when, and why (R3, R16).
         #[serde(default)]
         ending: Option<sightline_proto::EndsAt>,
+        /// The relay node was lost and the session waits for another to take it over (R43).
+        #[serde(default)]
+        reconnecting: bool,
     },
     Chat {
         from: String,
@@ -36,6 +39,10 @@ pub enum UiCommand {
         reason: String,
     },
 }
+
+/// What the bar says while the session waits for another relay node (R43).
+pub const RECONNECTING_LINE: &str =
+    "Reconnecting: the relay was lost. Nothing can act on this screen until another relay takes the session over.";
 
 /// From the front end to the agent, one JSON object per line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,13 +18,17 @@ use std::sync::Arc;
 use sightline_core::session::{Effect, Event, Levels, Phase, Session};
 use sightline_proto::channel::{ChannelMessage, Input};
 use sightline_proto::{
-    AgentToRelay, ConsentKind, ConsentReceipt, ConsentRequest, Decision, EndReason, Level, Party, SessionEvent,
+    AgentToRelay, ConsentKind, ConsentReceipt, ConsentRequest, Decision, EndReason, Level, Party, ResumeClaim,
+    SessionEvent,
 };
 
 use crate::device::Device;
 use crate::frontend::{Frontend, FrontendEvent, FrontendEvents};
 use crate::input::Injector;
 use crate::prompt::{UiCommand, UiReport, consent_lines};
+
+/// How long a session waits, suspended, for another relay node to take it over (R43).
+const RESUME_GRACE: std::time::Duration = std::time::Duration::from_millis(sightline_core::handover::RESUME_GRACE_MS);
 
 /// What the connection must do for the session.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +58,12 @@ pub struct EndpointSession {
     bar_hidden: bool,
     /// This agent runs unattended (nobody at the screen to ask, R2).
     unattended: bool,
+    /// The receipts of what the user allowed (the consent, then each elevation): a relay node
+    /// that takes the session over after its node was lost checks them (R43).
+    allowed: Vec<ConsentReceipt>,
+    /// Since when the session waits for another relay node to take it over: nothing is
+    /// injected and nothing captured meanwhile, and past `RESUME_GRACE_MS` it ends here.
+    suspended_since: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for EndpointSession {
@@ -97,6 +107,8 @@ impl EndpointSession {
             injected: 0,
             bar_hidden: true,
             unattended,
+            allowed: Vec::new(),
+            suspended_since: None,
         };
         if unattended || session.request.terms.unattended {
             // Checked here too, not only at the relay: an unattended session must be recorded and
@@ -187,6 +199,9 @@ impl EndpointSession {
         let levels = if decision == Decision::Allow { levels } else { Vec::new() };
         tracing::info!(session = %self.id, ?kind, ?decision, levels = %sightline_proto::levels_text(&levels), "user decided");
         let receipt = self.receipt(kind, decision, levels.clone());
+        if decision == Decision::Allow {
+            self.allowed.push(receipt.clone());
+        }
         let mut actions = vec![Action::Signal(AgentToRelay::Consent { receipt })];
         let set: Levels = levels.into_iter().collect();
         let event = match (kind, decision) {
@@ -268,8 +283,9 @@ impl EndpointSession {
             granted: self.machine.granted().iter().copied().collect(),
             observers: self.observers.clone(),
             paused_by,
-            recording: self.recording,
+            recording: self.recording && self.suspended_since.is_none(),
             ending: self.machine.ending(),
+            reconnecting: self.suspended_since.is_some(),
         };
         if let Some(f) = self.frontend.as_mut() {
             f.send(&cmd).await;
@@ -415,6 +431,10 @@ impl EndpointSession {
     /// first input this side refuses in a session is reported to the relay: the two gates
     /// disagreed, and the record should say so (later ones are counted, for the log at the end).
     pub fn on_input(&mut self, input: &Input) -> Vec<Action> {
+        if self.suspended_since.is_some() {
+            self.machine.dropped_input += 1;
+            return Vec::new();
+        }
         if !self.machine.admit_input(crate::now_ms()) {
             if self.machine.dropped_input > 1 {
                 return Vec::new();
@@ -463,8 +483,18 @@ impl EndpointSession {
         }
     }
 
-    /// Local deadlines: consent timeout (a signed `timed_out`), grant expiry, idle, duration.
+    /// Local deadlines: consent timeout (a signed `timed_out`), grant expiry, idle, duration,
+    /// and a suspension no relay node ended in time.
     pub async fn tick(&mut self) -> Vec<Action> {
+        if self.suspended_since.is_some_and(|since| since.elapsed() >= RESUME_GRACE) {
+            tracing::warn!(session = %self.id, "no relay node took the session over in time: ending it");
+            self.suspended_since = None;
+            let why = format!("no relay node took the session over within {} s", RESUME_GRACE.as_secs());
+            let event = SessionEvent::Ended { reason: EndReason::NodeLost(why.clone()) };
+            let mut actions = vec![Action::Signal(AgentToRelay::Session { session_id: self.id.clone(), event })];
+            actions.extend(self.step(Event::EndedElsewhere(EndReason::NodeLost(why))).await);
+            return actions;
+        }
         if let Phase::AwaitingConsent { deadline_ms, .. } = self.machine.phase
             && crate::now_ms() >= deadline_ms
         {
@@ -483,6 +513,53 @@ impl EndpointSession {
 
     /// The relay connection is gone: the session ends here at once (R22).
     pub async fn relay_lost(&mut self) -> Vec<Action> {
+        self.suspended_since = None;
         self.step(Event::AgentLost).await
+    }
+
+    /// Whether the session may wait for another relay node to take it over (R43): the user
+    /// consented and it runs. A request still waiting for the user ends with its relay.
+    pub fn may_move(&self) -> bool {
+        self.consented()
+    }
+
+    /// The relay node is gone and another may take the session over (R43): input is released
+    /// at once and capture stops (R22 holds: nothing acts on the endpoint without a live relay);
+    /// the bar says the session is reconnecting. The clock of the grace period starts at the
+    /// first loss, not at each failed attempt.
+    pub async fn suspend(&mut self) -> Vec<Action> {
+        if self.suspended_since.is_none() {
+            tracing::warn!(session = %self.id, "relay lost: the session is suspended while another relay node takes it over");
+            self.suspended_since = Some(std::time::Instant::now());
+        }
+        self.release_input();
+        self.injector = None;
+        self.show_status().await;
+        vec![Action::StopMedia]
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspended_since.is_some()
+    }
+
+    /// What the next relay node is asked to take over, while the session is suspended.
+    pub fn resume_claim(&self) -> Option<ResumeClaim> {
+        self.suspended_since?;
+        Some(ResumeClaim { session_id: self.id.clone(), receipts: self.allowed.clone() })
+    }
+
+    /// Another relay node runs the session now: it goes on.
+    pub async fn resumed(&mut self) {
+        if let Some(since) = self.suspended_since.take() {
+            tracing::info!(session = %self.id, after_ms = since.elapsed().as_millis() as u64, "session resumed on another relay node");
+            self.show_status().await;
+        }
+    }
+
+    /// The relay node refused to take the session over: it ends here, with the reason.
+    pub async fn resume_refused(&mut self, reason: &str) -> Vec<Action> {
+        self.suspended_since = None;
+        let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
+        self.step(Event::EndedElsewhere(EndReason::NodeLost(reason))).await
     }
 }

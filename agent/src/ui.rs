@@ -117,6 +117,8 @@ struct Window {
     observers: Vec<String>,
     paused_by: Option<Party>,
     recording: bool,
+    /// The relay node was lost; another is taking the session over (R43).
+    reconnecting: bool,
     chat: Vec<(String, String)>,
     draft: String,
     elevation: Option<Vec<(Level, bool)>>,
@@ -141,6 +143,7 @@ impl Window {
             observers: Vec::new(),
             paused_by: None,
             recording: false,
+            reconnecting: false,
             chat: Vec::new(),
             draft: String::new(),
             elevation: None,
@@ -167,10 +170,14 @@ impl Window {
                 ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
             }
             UiCommand::ElevationClosed => self.elevation = None,
-            UiCommand::Status { granted, observers, paused_by, recording, ending } => {
+            UiCommand::Status { granted, observers, paused_by, recording, ending, reconnecting } => {
                 if matches!(self.mode, Mode::Asking { .. } | Mode::Waiting) {
                     self.mode = Mode::Running;
                 }
+                if reconnecting != self.reconnecting {
+                    eprintln!("consent-ui reconnecting: {reconnecting}");
+                }
+                self.reconnecting = reconnecting;
                 self.granted = granted;
                 self.observers = observers;
                 self.paused_by = paused_by;
@@ -280,6 +287,11 @@ impl Window {
         }
         if let Some(ending) = &self.ending {
             ui.colored_label(DENY_RED, ending);
+        }
+        if self.reconnecting {
+            let line = egui::RichText::new(crate::prompt::RECONNECTING_LINE).strong().color(DENY_RED);
+            let r = ui.label(line);
+            self.rects.push(("reconnecting".to_owned(), r.rect));
         }
         if let Some(by) = self.paused_by {
             // A pause is no alarm unless the relay had to stop the session itself.

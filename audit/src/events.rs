@@ -192,6 +192,13 @@ pub enum EventKind {
     SessionEndingSoon,
     #[serde(rename = "session.ended")]
     SessionEnded,
+    /// The relay node that ran the session was lost and this node took the session over (R43):
+    /// the user was not asked again; the detail names the lost node and the gap.
+    #[serde(rename = "session.moved")]
+    SessionMoved,
+    /// The operator took up their session again on the node it moved to.
+    #[serde(rename = "session.rejoined")]
+    SessionRejoined,
     #[serde(rename = "elevation.requested")]
     ElevationRequested,
     #[serde(rename = "elevation.confirmed")]
@@ -242,7 +249,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 86] = [
+    pub const ALL: [EventKind; 88] = [
         EventKind::Login,
         EventKind::BreakGlassLogin,
         EventKind::BreakGlassRefused,
@@ -307,6 +314,8 @@ impl EventKind {
         EventKind::SessionResumed,
         EventKind::SessionEndingSoon,
         EventKind::SessionEnded,
+        EventKind::SessionMoved,
+        EventKind::SessionRejoined,
         EventKind::ElevationRequested,
         EventKind::ElevationConfirmed,
         EventKind::ElevationRefused,

@@ -47,6 +47,9 @@ pub struct NodeRecord {
     pub agents: Vec<HeldAgent>,
     /// The sessions running on the node.
     pub sessions: Vec<SessionSummary>,
+    /// What a surviving node needs to take each running session over (`crate::handover`).
+    #[serde(default)]
+    pub handovers: Vec<crate::handover::Handover>,
 }
 
 /// An agent a node holds, and since when (to tell a reconnected agent from the record of a node
@@ -286,6 +289,7 @@ mod tests {
             heartbeat_ms,
             agents: agents.iter().map(|(id, since_ms)| HeldAgent { info: agent(id), since_ms: *since_ms }).collect(),
             sessions: vec![],
+            handovers: vec![],
         }
     }
 

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod command_approval;
 pub mod config_file;
 pub mod framecode;
+pub mod handover;
 pub mod help;
 pub mod lockout;
 pub mod mask;

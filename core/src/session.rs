@@ -124,6 +124,17 @@ pub enum Effect {
     EndingSoon(EndsAt),
 }
 
+/// What a surviving node takes over of a session whose node was lost: the levels the user
+/// signed for and the lost node still granted, and the session's clocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub levels: Levels,
+    pub grant_expires_ms: Option<u64>,
+    pub started_ms: u64,
+    pub paused_by: Option<Party>,
+    pub warned: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Session {
     pub phase: Phase,
@@ -164,6 +175,51 @@ impl Session {
             warned: false,
         };
         (session, vec![Effect::AskConsent { levels: requested, deadline_ms }])
+    }
+
+    /// A running session taken over from a relay node that was lost (R43): the user consented on
+    /// that node and is not asked again. It runs from the facts the lost node published, with the
+    /// levels its user signed for (`levels`), and keeps its clocks: the maximum duration counts
+    /// from the original consent (`started_ms`), so a move never lengthens a session. A user's
+    /// own pause holds; the relay's own pause (a stalled recorder there) does not, since the
+    /// recorder here is new. Activity counts from the move, so the operator has the idle timeout
+    /// to come back.
+    pub fn resume(now_ms: u64, obligations: Obligations, allowed: Levels, moved: Moved) -> Session {
+        let phase = match moved.paused_by {
+            Some(by @ (Party::User | Party::Operator)) => Phase::Paused { by },
+            _ => Phase::Active,
+        };
+        let mut granted: Levels = moved.levels.intersection(&allowed).copied().collect();
+        granted.insert(Level::View);
+        // Grants beyond the default ones lapse when they lapsed there, never later.
+        let grant_expires_ms = moved.grant_expires_ms.filter(|_| granted.iter().any(|l| !l.on_by_default()));
+        if grant_expires_ms.is_some_and(|t| now_ms >= t) {
+            granted.retain(|l| l.on_by_default());
+        }
+        Session {
+            phase,
+            obligations,
+            allowed,
+            granted,
+            grant_expires_ms: grant_expires_ms.filter(|t| now_ms < *t),
+            started_ms: moved.started_ms,
+            last_activity_ms: now_ms,
+            observers: 0,
+            elevation: None,
+            dropped_input: 0,
+            dropped_chat: 0,
+            warned: moved.warned,
+        }
+    }
+
+    /// When the user consented (Unix ms): the maximum duration counts from here.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// Whether both sides were warned of the session's end (`EndingSoon`).
+    pub fn warned(&self) -> bool {
+        self.warned
     }
 
     pub fn granted(&self) -> &Levels {
@@ -790,5 +846,39 @@ mod tests {
         // A recorder that fails before consent ends a session that requires it.
         let (mut waiting, _) = Session::new(0, obligations(), levels(&[View]), levels(&[View]));
         assert_eq!(waiting.step(10, Event::RecorderFailed), [Effect::Ended(EndReason::RecorderFailed)]);
+    }
+
+    #[test]
+    fn a_session_taken_over_from_a_lost_node_keeps_its_grants_clocks_and_the_users_pause() {
+        let moved = |levels_: &[Level], expires: Option<u64>, paused_by| Moved {
+            levels: levels(levels_),
+            grant_expires_ms: expires,
+            started_ms: 1_000,
+            paused_by,
+            warned: false,
+        };
+        let allowed = levels(&[View, Chat, Control]);
+        // Control signed for and still granted: input flows at once, nobody is asked again.
+        let s = Session::resume(50_000, obligations(), allowed.clone(), moved(&[View, Control], Some(90_000), None));
+        assert_eq!(s.phase, Phase::Active);
+        assert!(s.may_inject(50_001));
+        assert_eq!(s.grant_expires_ms(), Some(90_000));
+        assert_eq!(s.started_ms(), 1_000, "the maximum duration counts from the original consent");
+        // A level the segment does not allow is not taken over, whatever was claimed.
+        let s = Session::resume(50_000, obligations(), levels(&[View, Chat]), moved(&[View, Control], None, None));
+        assert!(!s.granted().contains(&Control));
+        // A grant that lapsed during the gap does not come back.
+        let s =
+            Session::resume(95_000, obligations(), allowed.clone(), moved(&[View, Chat, Control], Some(90_000), None));
+        assert_eq!(s.granted(), &levels(&[View, Chat]));
+        assert_eq!(s.grant_expires_ms(), None);
+        // The user's pause holds; the lost node's own pause (its recorder) does not.
+        let s = Session::resume(50_000, obligations(), allowed.clone(), moved(&[View], None, Some(Party::User)));
+        assert_eq!(s.phase, Phase::Paused { by: Party::User });
+        let s = Session::resume(50_000, obligations(), allowed.clone(), moved(&[View], None, Some(Party::System)));
+        assert_eq!(s.phase, Phase::Active);
+        // The clocks hold: past the maximum duration since the consent, the next tick ends it.
+        let mut s = Session::resume(50_000, obligations(), allowed, moved(&[View], None, None));
+        assert_eq!(s.step(1_000 + 3_600_000, Event::Tick).last(), Some(&Effect::Ended(EndReason::MaxDuration)));
     }
 }

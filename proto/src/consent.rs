@@ -162,3 +162,14 @@ pub struct ConsentReceipt {
     pub time_ms: u64,
     pub signature: String,
 }
+
+/// An endpoint's claim on the session it ran on a relay node that was lost (R43): the user's
+/// signed consent and elevations, so the node that takes it over grants no more than the user
+/// agreed to, and asks nobody again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeClaim {
+    pub session_id: String,
+    /// The `allow` receipt of the session's consent (`session` or `unattended`), then the
+    /// `allow` receipts of its elevations.
+    pub receipts: Vec<ConsentReceipt>,
+}

@@ -50,6 +50,10 @@ pub enum AgentToRelay {
         /// serves it only where the policy allows unattended access, and refuses it elsewhere.
         #[serde(default)]
         unattended: bool,
+        /// The session this endpoint ran on a relay node that was lost, which it asks this node
+        /// to take over without asking its user again (R43).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeClaim>,
     },
     /// Instead of `hello` on a first connection: enrol this device with a one-time token. The
     /// relay answers `enrolled` and closes the connection.
@@ -111,6 +115,11 @@ pub enum RelayToAgent {
     Enrolled { device_id: String, name: String, segment: String },
     /// The device was authenticated; `name` and `segment` are as enrolled.
     Welcome { name: String, segment: String },
+    /// The session named in `hello`'s `resume` runs on this node now: the agent lifts its
+    /// suspension (R43).
+    Resumed { session_id: String },
+    /// The session named in `hello`'s `resume` cannot move here; the agent ends it.
+    ResumeRefused { session_id: String, reason: String },
     /// Start capturing and publish: answer with `PublishOffer`.
     Publish,
     /// SDP answer to the agent's `PublishOffer`.
@@ -151,6 +160,9 @@ pub enum ViewerToRelay {
     WatchHelp { help_code: String, sdp: String, ticket: String, reason: String, levels: Vec<Level> },
     /// Join a running session as its observer (view only, R21).
     Observe { session_id: String, sdp: String },
+    /// The operator takes up their own session again after it moved to another relay node
+    /// (R43): the same person, with a new offer.
+    Rejoin { session_id: String, sdp: String },
     /// Stop viewing (the operator's own session ends with it).
     Unwatch,
     /// The operator asks the user for more levels (R7).
@@ -180,6 +192,13 @@ pub enum RelayToViewer {
     WatchAnswer { sdp: String },
     /// The view ended without the viewer asking (agent went away, publish failed).
     ViewEnded { reason: ViewEndReason },
+    /// The relay nodes of the service (R43): a viewer whose own connection is lost expects its
+    /// session to move only where there are others.
+    Nodes { nodes: Vec<String> },
+    /// The relay node that ran the viewer's session was lost: a surviving node takes it over
+    /// within seconds; the viewer keeps the last picture and sends `rejoin` (or `observe`) until
+    /// the session answers (R43).
+    SessionMoving { session_id: String },
     /// The state of the session this viewer runs or observes, on every change.
     Session { status: Box<SessionStatus> },
     /// Sessions running now (for observers and senior operators); sent on every change.
@@ -261,6 +280,9 @@ pub enum EndReason {
     RecorderFailed,
     /// The relay's audit log could not be written: no session runs unrecorded in it (R41).
     AuditUnavailable,
+    /// The relay node that ran the session was lost and the session could not move (R43); the
+    /// text says why.
+    NodeLost(String),
     /// The agent declined the request, with its reason (another session runs there).
     DeclinedByEndpoint(String),
     /// The support hours or the maintenance window the session ran in ended (R3, R16).
@@ -283,6 +305,7 @@ impl EndReason {
             EndReason::OperatorLost => "the operator's connection was lost".into(),
             EndReason::RecorderFailed => "recording failed".into(),
             EndReason::AuditUnavailable => "the relay's audit log could not be written".into(),
+            EndReason::NodeLost(why) => format!("the relay node that ran the session was lost: {why}"),
             EndReason::DeclinedByEndpoint(why) => format!("the endpoint declined the request: {why}"),
             EndReason::DeadlineReached(Deadline::SupportHours) => "the support hours of this segment ended".into(),
             EndReason::DeadlineReached(Deadline::MaintenanceWindow) => {
@@ -568,6 +591,7 @@ mod tests {
             height: 720,
             user: "alice".into(),
             unattended: false,
+            resume: None,
         };
         assert_eq!(decode::<AgentToRelay>(&encode(&hello)).unwrap(), hello);
         let publish = RelayToAgent::Publish;

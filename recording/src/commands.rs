@@ -51,7 +51,9 @@ fn relay_key(manifest: &str, trusted: &TrustedKeys, travelling: &Path) -> anyhow
 /// this id verify on their own, so the id and the session must be the ones named.
 fn as_asked(verified: Verified, id: &str) -> anyhow::Result<Verified> {
     let r = &verified.report;
-    if r.recording_id != id || r.session.session_id != id {
+    // A session's first recording has the session's id; one that continues it on another node
+    // (R43) has its own, and names the session in its facts.
+    if r.recording_id != id || (r.continues.is_none() && r.session.session_id != id) {
         bail!(
             "these files are recording {} (session {}, ticket {}, device {}), not recording {id}",
             r.recording_id,
@@ -136,15 +138,25 @@ pub fn against_log(verified: &Verified, logs: &[NodeLog]) -> anyhow::Result<LogC
     let r = &verified.report;
     let id = &r.recording_id;
     let records: Vec<&Record> = logs.iter().flat_map(|l| l.records.iter()).collect();
-    let of_this = |kind: &'static str| {
-        records
-            .iter()
-            .copied()
-            .filter(move |rec| rec.kind == kind && rec.session.as_ref().is_some_and(|s| s.session_id == *id))
+    // A session has one recording per node it ran on (R43: a session that moved goes on in a
+    // recording of its own there): this recording's records are the session's on its node, from
+    // its own `recording.started` up to the next one.
+    let of_session = |kind: &'static str| {
+        records.iter().copied().filter(move |rec| {
+            rec.kind == kind && rec.session.as_ref().is_some_and(|s| s.session_id == r.session.session_id)
+        })
     };
-    let started = of_this("recording.started")
-        .next()
+    let started = of_session("recording.started")
+        .find(|rec| rec.detail == format!("recording {id}"))
         .with_context(|| format!("the audit logs given hold no recording.started for {id}"))?;
+    let next_start = of_session("recording.started")
+        .filter(|rec| rec.node == started.node && rec.seq > started.seq)
+        .map(|rec| rec.seq)
+        .min()
+        .unwrap_or(u64::MAX);
+    let of_this = |kind: &'static str| {
+        of_session(kind).filter(move |rec| rec.node == started.node && rec.seq > started.seq && rec.seq < next_start)
+    };
     let facts = started.session.as_ref().expect("filtered on its session");
     for (what, logged, manifest) in [
         ("ticket", &facts.ticket, &r.session.ticket),

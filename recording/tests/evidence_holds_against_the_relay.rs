@@ -86,6 +86,7 @@ fn record(node: &Node, log: &AuditLog, manifest_key: &ManifestKey, id: &str, dev
         session: Box::new(facts(id)),
         started_ms: 1_000,
         device_key: hex::encode(device.verifying_key().as_bytes()),
+        continues: None,
     };
     let mut dir =
         RecordingDir::create(&node.recordings, id, manifest_key.clone(), vec![node.age.to_public()], 0, open).unwrap();

@@ -78,6 +78,9 @@ pub struct Cluster {
     commands: std::sync::atomic::AtomicU64,
     /// Set by `leave`; the heartbeat writes under it, so nothing is written after.
     left: tokio::sync::Mutex<bool>,
+    /// When each other node's heartbeat last changed, by this node's own clock: a node is lost
+    /// when its record stood still that long, whatever the two clocks say.
+    still_since: std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>,
 }
 
 /// Applies another node's command to a session running here.
@@ -110,14 +113,26 @@ fn apply(
     }
 }
 
-/// A node whose record is this old has its sessions' ends recorded by a survivor: longer than it
-/// takes to leave the lists (`NODE_SILENCE_MS`), so a node that merely missed a few beats is not
-/// declared lost.
-const NODE_LOST_MS: u64 = 6_000;
+/// A node whose record is this old has its sessions taken over or their ends recorded by a
+/// survivor: longer than it takes to leave the lists (`NODE_SILENCE_MS`), so a node that merely
+/// missed a few beats is not declared lost.
+pub const NODE_LOST_MS: u64 = 6_000;
+
+/// The store key by which one surviving node claims a lost node's session, to take it over or to
+/// record its end: once per node lost, so a session that moved and lost its new node too is
+/// claimed again.
+pub fn lost_claim(node: &str, session_id: &str) -> String {
+    format!("node-lost:{node}:{session_id}")
+}
+
+/// How much longer than `NODE_LOST_MS` a survivor waits before recording the end of a lost
+/// node's session whose endpoint is back on a live node: that node is taking the session over
+/// (the relay's `takeover`), and records its end itself if it cannot.
+const TAKEOVER_WINDOW_MS: u64 = 8_000;
 
 /// The records that decode; one that does not (a node of another version during an upgrade) is
 /// skipped with a warning instead of hiding every other node.
-fn decode_records(records: Vec<(String, serde_json::Value)>) -> Vec<NodeRecord> {
+pub(crate) fn decode_records(records: Vec<(String, serde_json::Value)>) -> Vec<NodeRecord> {
     records
         .into_iter()
         .filter_map(|(name, value)| match serde_json::from_value(value) {
@@ -179,6 +194,7 @@ impl Cluster {
             view: watch::channel(ClusterView::default()).0,
             commands: 0.into(),
             left: tokio::sync::Mutex::new(false),
+            still_since: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -234,7 +250,20 @@ impl Cluster {
             heartbeat_ms: now_ms(),
             agents: hub.held_agents().into_iter().map(|(info, since_ms)| HeldAgent { info, since_ms }).collect(),
             sessions: hub.sessions(),
+            handovers: hub.handovers(),
         }
+    }
+
+    /// How long node `name`'s record has stood still, as this node last read it; `None` for a
+    /// node it has not read (or that is gone from the store).
+    pub fn silent_for(&self, name: &str) -> Option<std::time::Duration> {
+        let still = self.still_since.lock().unwrap_or_else(|e| e.into_inner());
+        still.get(name).map(|(_, since)| since.elapsed())
+    }
+
+    /// The shared store (the takeover reads lost nodes' records and claims their sessions).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Keeps this node's record and the view of the others current until the hub goes. Store
@@ -266,10 +295,6 @@ impl Cluster {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
             }
         }
-        // When each other node's heartbeat last changed, by this node's own clock: a node is
-        // lost when its record stood still that long, whatever the two clocks say.
-        let mut still_since: std::collections::HashMap<String, (u64, std::time::Instant)> =
-            std::collections::HashMap::new();
         tokio::spawn(self.clone().serve_commands(hub.clone()));
         loop {
             let (changed_here, read_others) = tokio::select! {
@@ -329,18 +354,24 @@ impl Cluster {
             let view = ClusterView::new(others.iter().cloned().chain([own]), now);
             if fresh {
                 let at = std::time::Instant::now();
-                still_since.retain(|name, _| others.iter().any(|r| &r.name == name));
-                for r in &others {
-                    let entry = still_since.entry(r.name.clone()).or_insert((r.heartbeat_ms, at));
-                    if entry.0 != r.heartbeat_ms {
-                        *entry = (r.heartbeat_ms, at);
-                    }
-                }
-                // A node whose record stood still that long, as of a read made just now.
                 let lost_after = std::time::Duration::from_millis(NODE_LOST_MS);
-                for lost in
-                    others.iter().filter(|r| still_since.get(&r.name).is_some_and(|(_, t)| at - *t >= lost_after))
-                {
+                let lost: Vec<NodeRecord> = {
+                    let mut still_since = self.still_since.lock().unwrap_or_else(|e| e.into_inner());
+                    still_since.retain(|name, _| others.iter().any(|r| &r.name == name));
+                    for r in &others {
+                        let entry = still_since.entry(r.name.clone()).or_insert((r.heartbeat_ms, at));
+                        if entry.0 != r.heartbeat_ms {
+                            *entry = (r.heartbeat_ms, at);
+                        }
+                    }
+                    // A node whose record stood still that long, as of a read made just now.
+                    others
+                        .iter()
+                        .filter(|r| still_since.get(&r.name).is_some_and(|(_, t)| at - *t >= lost_after))
+                        .cloned()
+                        .collect()
+                };
+                for lost in &lost {
                     let which = (lost.name.clone(), lost.heartbeat_ms);
                     if !reaped.contains(&which) && self.end_sessions_of_lost(lost, true).await {
                         reaped.insert(which);
@@ -436,8 +467,10 @@ impl Cluster {
     }
 
     /// A node stopped renewing its record without leaving (killed, powered off, cut off): the
-    /// sessions it ran cannot have recorded their end, so one surviving node (the first to claim
-    /// each in the store) records it, with the facts the lost node last published (R43). Viewers
+    /// sessions it ran cannot have recorded their end. A session whose endpoint came back on a
+    /// live node is left to that node for `TAKEOVER_WINDOW_MS` more (it takes the session over,
+    /// the relay's `takeover`); for every other, one surviving node (the first to claim each in the
+    /// store) records its end, with the facts the lost node last published (R43). Viewers
     /// connected elsewhere were told by their forwarded sockets; the endpoint ends its side
     /// within 5 s of losing the relay (R22). Whether every session was seen to (a store error
     /// leaves the rest for the next beat).
@@ -459,8 +492,17 @@ impl Cluster {
                 }
             }
         }
+        let mut all_seen_to = true;
         for s in lost.sessions.iter().filter(|s| s.phase != sightline_proto::SessionPhase::Ended) {
-            let claim = format!("node-lost:{}", s.session_id);
+            // Its endpoint is back on a live node, which is taking the session over: that node
+            // records the end itself if it cannot, and this one only once it had time to.
+            let back = self.view().node_of_agent(&s.agent_id).is_some_and(|n| n.name != lost.name);
+            let waited = self.silent_for(&lost.name).unwrap_or_default();
+            if read_again && back && waited < std::time::Duration::from_millis(NODE_LOST_MS + TAKEOVER_WINDOW_MS) {
+                all_seen_to = false;
+                continue;
+            }
+            let claim = lost_claim(&lost.name, &s.session_id);
             match self.store.insert_new(Collection::Mutexes, &claim, &(self.me.clone(), now_ms())).await {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -470,35 +512,40 @@ impl Cluster {
                     return false;
                 }
             }
-            let agent = lost.agents.iter().find(|a| a.info.agent_id == s.agent_id).map(|a| &a.info);
-            let facts = SessionFacts {
-                session_id: s.session_id.clone(),
-                ticket: s.ticket.clone(),
-                reason: s.reason.clone(),
-                device_id: s.agent_id.clone(),
-                device: s.agent_name.clone(),
-                endpoint_user: agent.map(|a| a.user.clone()).unwrap_or_default(),
-                operator: s.operator.clone(),
-                levels: s.granted.clone(),
-                unattended: agent.is_some_and(|a| a.unattended),
-            };
             let silent_s = now_ms().saturating_sub(lost.heartbeat_ms) / 1000;
-            let detail = format!(
-                "the relay node that ran the session was lost: {} stopped answering {silent_s} s ago; ended by {}",
-                lost.name, self.me
-            );
-            tracing::warn!(session = %s.session_id, node = %lost.name, "recording the end of a lost node's session");
-            self.events.emit(Event::of_session(
-                now_ms(),
-                EventKind::SessionEnded,
-                Outcome::Failure,
-                "system",
-                facts,
-                None,
-                detail,
-            ));
+            self.record_lost_end(lost, s, &format!("{} stopped answering {silent_s} s ago", lost.name));
         }
-        true
+        all_seen_to
+    }
+
+    /// Records the end of session `s` of the lost node `lost` (its single `session.ended`), once
+    /// this node claimed it: `why` the session could not go on.
+    pub fn record_lost_end(&self, lost: &NodeRecord, s: &sightline_proto::SessionSummary, why: &str) {
+        let agent = lost.agents.iter().find(|a| a.info.agent_id == s.agent_id).map(|a| &a.info);
+        let facts = SessionFacts {
+            session_id: s.session_id.clone(),
+            ticket: s.ticket.clone(),
+            reason: s.reason.clone(),
+            device_id: s.agent_id.clone(),
+            device: s.agent_name.clone(),
+            endpoint_user: agent.map(|a| a.user.clone()).unwrap_or_default(),
+            operator: s.operator.clone(),
+            levels: s.granted.clone(),
+            unattended: agent.is_some_and(|a| a.unattended),
+        };
+        let reason = sightline_proto::EndReason::NodeLost(why.to_owned());
+        let detail = format!("{}; ended by {}", reason.describe(), self.me);
+        tracing::warn!(session = %s.session_id, node = %lost.name, "recording the end of a lost node's session");
+        self.events.emit(Event::of_session(
+            now_ms(),
+            EventKind::SessionEnded,
+            Outcome::Failure,
+            "system",
+            facts,
+            None,
+            detail,
+        ));
+        crate::metrics::session_ended(&reason);
     }
 
     /// Leaves the service (graceful shutdown): the record goes, and the others are told.

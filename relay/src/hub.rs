@@ -80,6 +80,12 @@ impl Hub {
         list
     }
 
+    /// What another node needs to take over each session running here (R43).
+    pub fn handovers(&self) -> Vec<sightline_core::handover::Handover> {
+        let agents: Vec<_> = self.agents.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        agents.iter().filter_map(|a| a.sessions.current()).filter_map(|s| s.handover()).collect()
+    }
+
     /// A running session by id.
     pub fn session(&self, session_id: &str) -> Option<Arc<LiveSession>> {
         let agents: Vec<_> = self.agents.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();

@@ -31,6 +31,7 @@ pub mod session;
 pub mod sockets;
 pub mod sso;
 pub mod state;
+pub mod takeover;
 pub mod tls;
 pub mod turn;
 pub mod witness;

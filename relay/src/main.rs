@@ -231,6 +231,11 @@ enum RecordingAction {
         /// encrypted to the auditors' keys, and the relay has none.
         #[arg(long, required_unless_present = "dir")]
         identity: Option<PathBuf>,
+        /// For a recording that continues one cut by a lost node (R43): that recording's
+        /// directory (`<recordings>/<id>` on its node's disk), verified too (its node's key among
+        /// --key) and checked to be the one this recording names, up to the chunk it names.
+        #[arg(long, requires = "identity")]
+        previous: Option<PathBuf>,
     },
     /// Decrypt and export a recording for an auditor (audited): plaintext chunks, manifest,
     /// recording.webm, timeline.jsonl, relay.pub and the verification report.
@@ -497,6 +502,18 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
                 "; INCOMPLETE: the recording was not closed (the relay stopped during the session)"
             }
         );
+        if let Some(c) = &r.continues {
+            eprintln!(
+                "CONTINUES recording {} of node {} after {} chunks: nothing recorded for {} ms (Unix ms {} to {}): {}",
+                c.previous,
+                c.previous_node,
+                c.previous_chunks,
+                c.gap.end_ms.saturating_sub(c.gap.start_ms),
+                c.gap.start_ms,
+                c.gap.end_ms,
+                c.gap.cause
+            );
+        }
         for gap in &r.gap_findings {
             eprintln!(
                 "missing: {} frames, RTP time {} to {}: {}",
@@ -515,16 +532,27 @@ async fn recording(config: &Config, action: RecordingAction) -> anyhow::Result<(
             }
             Ok(())
         }
-        RecordingAction::Verify { id, dir, keys, audit_dirs, list_gaps, identity } => {
+        RecordingAction::Verify { id, dir, keys, audit_dirs, list_gaps, identity, previous } => {
             let trusted = TrustedKeys::load(&keys)?;
             let options = sightline_core::recording::Options { list_unexplained_gaps: list_gaps };
-            let verified = match dir {
-                Some(dir) => rec::verify_exported(&dir, &id, &trusted, options)?,
-                None => {
-                    let identity = recording::load_identity(&identity.context("--identity is needed to open it")?)?;
-                    rec::verify_stored(&settings.dir.join(&id), &id, &identity, &trusted, options)?
+            let identity = identity.as_deref().map(recording::load_identity).transpose()?;
+            let verified = match (dir, &identity) {
+                (Some(dir), _) => rec::verify_exported(&dir, &id, &trusted, options)?,
+                (None, Some(identity)) => {
+                    rec::verify_stored(&settings.dir.join(&id), &id, identity, &trusted, options)?
                 }
+                (None, None) => anyhow::bail!("--identity is needed to open it"),
             };
+            if let (Some(previous), Some(identity)) = (previous, &identity) {
+                let cont = verified.report.continues.as_ref().context("this recording continues no other")?;
+                let cut = rec::verify_stored(&previous, &cont.previous, identity, &trusted, options)
+                    .context("the recording it continues does not verify")?;
+                sightline_core::recording::check_continuation(&cut, &verified)?;
+                eprintln!(
+                    "continues {} of node {} as named: its first {} chunks are those that node published",
+                    cont.previous, cont.previous_node, cont.previous_chunks
+                );
+            }
             if !audit_dirs.is_empty() {
                 let logs = audit_dirs.iter().map(|d| NodeLog::load(d, &trusted)).collect::<anyhow::Result<Vec<_>>>()?;
                 let check = rec::against_log(&verified, &logs)?;

@@ -146,6 +146,7 @@ fn end_reason_label(reason: &EndReason) -> &'static str {
         EndReason::OperatorLost => "operator_lost",
         EndReason::RecorderFailed => "recorder_failed",
         EndReason::AuditUnavailable => "audit_unavailable",
+        EndReason::NodeLost(_) => "node_lost",
         EndReason::DeclinedByEndpoint(_) => "declined_by_endpoint",
         EndReason::DeadlineReached(_) => "deadline_reached",
     }

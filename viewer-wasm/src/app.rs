@@ -199,6 +199,25 @@ fn Home(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     }
 }
 
+/// A session taken up again after its relay node was lost (R43).
+#[derive(Debug, Clone)]
+struct Moving {
+    session_id: String,
+    /// The view was an observer's: it observes again.
+    observing: bool,
+    /// Until when (Unix ms) the view keeps trying.
+    until_ms: f64,
+    /// An offer was sent and not yet answered: no other is sent meanwhile (a second would
+    /// take the place of the first, and its answer would not fit).
+    asked: bool,
+}
+
+/// How often a moving view offers to take its session up again.
+const REJOIN_EVERY_MS: u64 = 500;
+/// How long a view waits for its session to move: the endpoint's grace (`RESUME_GRACE_MS`) and
+/// a little.
+const MOVE_WITHIN_MS: f64 = (sightline_core::handover::RESUME_GRACE_MS + 3_000) as f64;
+
 /// Where the open view stands, as shown to the operator.
 #[derive(Debug, Clone, PartialEq)]
 enum ViewState {
@@ -212,6 +231,9 @@ enum ViewState {
     Connecting,
     /// Media connected.
     Live,
+    /// The relay node that ran the session was lost: the picture stands still while the session
+    /// moves to another node, and the view takes it up again there (R43).
+    Moving,
     /// The view ended; the message says why.
     Ended(String),
 }
@@ -224,6 +246,7 @@ impl ViewState {
             ViewState::AwaitingConsent => "awaiting consent".into(),
             ViewState::Connecting => "connecting".into(),
             ViewState::Live => "live".into(),
+            ViewState::Moving => "the relay node was lost: moving the session to another node".into(),
             ViewState::Ended(why) => format!("ended: {why}"),
         }
     }
@@ -232,6 +255,7 @@ impl ViewState {
         match self {
             ViewState::Ended(_) => "ended".into(),
             ViewState::AwaitingConsent => "awaiting-consent".into(),
+            ViewState::Moving => "moving".into(),
             other => other.label(),
         }
     }
@@ -296,6 +320,16 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let stream = RwSignal::new_local(None::<MediaStream>);
     let pc = StoredValue::new_local(None::<RtcPeerConnection>);
     let dc = StoredValue::new_local(None::<RtcDataChannel>);
+    // The session being taken up again after its node was lost, until when (R43).
+    let moving = StoredValue::new(None::<Moving>);
+    // How many relay nodes the service has: a session moves only where there are others (R43).
+    let nodes = StoredValue::new(0usize);
+    let start_moving = StoredValue::new_local(None::<std::rc::Rc<dyn Fn(String)>>);
+    let begin_moving = move |session_id: String| {
+        if let Some(start) = start_moving.get_value() {
+            start(session_id);
+        }
+    };
 
     // A senior's approval is a critical action: the relay asks for a passkey step-up (R14), and
     // the approval names the levels shown, so it cannot apply to a different request.
@@ -339,6 +373,10 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
             ice_servers.set_value(servers);
         }
         RelayToViewer::Session { status: s } => {
+            if s.phase != SessionPhase::Ended {
+                // Taken up again where it runs now: the answer to the offer follows.
+                moving.set_value(None);
+            }
             match s.phase {
                 SessionPhase::AwaitingConsent => set_view_state.set(ViewState::AwaitingConsent),
                 SessionPhase::Ended => {
@@ -360,9 +398,12 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
             });
         }
         RelayToViewer::ViewEnded { reason } => {
+            moving.set_value(None);
             close_pc();
             set_view_state.set(ViewState::Ended(end_reason_text(reason).into()));
         }
+        RelayToViewer::SessionMoving { session_id } => begin_moving(session_id),
+        RelayToViewer::Nodes { nodes: list } => nodes.set_value(list.len()),
         RelayToViewer::Error { code: ErrorCode::SessionEnded, message } => {
             close_pc();
             on_session_ended.run(message);
@@ -373,6 +414,12 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                 set_view_state.set(ViewState::Ended(error_text(code, &message)));
             } else {
                 leptos::logging::warn!("relay error: {message}");
+                // Not there yet: the moving view asks again.
+                moving.update_value(|m| {
+                    if let Some(m) = m {
+                        m.asked = false;
+                    }
+                });
                 notice.set(message);
             }
         }
@@ -389,29 +436,62 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         set_agents.set(Vec::new());
         set_running.set(Vec::new());
         set_help_requests.set(Vec::new());
-        if view_state.get_untracked() != ViewState::Idle {
-            close_pc();
-            set_view_state.set(ViewState::Ended("the relay connection was lost".into()));
+        // A session that ran moves to another node when its node was lost (R43): the view
+        // takes it up again once this socket is back, through whichever node it reaches.
+        moving.update_value(|m| {
+            if let Some(m) = m {
+                m.asked = false;
+            }
+        });
+        let running = status.with_untracked(|s| {
+            s.as_ref()
+                .filter(|s| matches!(s.phase, SessionPhase::Active | SessionPhase::Paused))
+                .map(|s| s.session_id.clone())
+        });
+        // With this node the only one, nothing takes the session over: it ended with the node.
+        let running = running.filter(|_| nodes.get_value() > 1);
+        match (view_state.get_untracked(), running) {
+            (ViewState::Idle | ViewState::Ended(_), _) => {}
+            (ViewState::Live | ViewState::Connecting | ViewState::Moving, Some(session_id)) => begin_moving(session_id),
+            _ => {
+                close_pc();
+                set_view_state.set(ViewState::Ended("the relay connection was lost".into()));
+            }
         }
     };
     let signaling = Signaling::connect(on_message, on_lost);
 
-    // Opens a peer connection and sends what `request` builds from its offer.
-    let open = move |label: String, request: std::rc::Rc<dyn Fn(String) -> ViewerToRelay>| {
-        close_pc();
-        status.set(None);
-        chat.set(Vec::new());
-        showing_frames.set(false);
+    // Opens a peer connection and sends what `request` builds from its offer. Taking a moved
+    // session up again (`label` None) keeps the view as it is: the last picture stays until
+    // the new one comes, and the chat goes on.
+    let open = move |label: Option<String>, request: std::rc::Rc<dyn Fn(String) -> ViewerToRelay>| {
+        match label {
+            Some(label) => {
+                close_pc();
+                status.set(None);
+                chat.set(Vec::new());
+                showing_frames.set(false);
+                notice.set(String::new());
+                set_watching.set(Some(label));
+                set_view_state.set(ViewState::Negotiating);
+            }
+            None => {
+                if let Some(old) = pc.try_get_value().flatten() {
+                    media::close(&old);
+                }
+                pc.set_value(None);
+                dc.set_value(None);
+            }
+        }
         chat_ready.set(false);
-        notice.set(String::new());
-        set_watching.set(Some(label));
-        set_view_state.set(ViewState::Negotiating);
         leptos::task::spawn_local(async move {
             let on_event = move |event: MediaEvent| match event {
                 MediaEvent::Stream(s) => stream.set(Some(s)),
                 MediaEvent::Chat { from, text } => chat.update(|c| c.push((from, text, clock_now()))),
                 MediaEvent::ChannelOpen => chat_ready.set(true),
                 MediaEvent::ChannelClosed => chat_ready.set(false),
+                // While the session moves, the connection to the lost node dies: that is no news.
+                MediaEvent::State(_) if moving.with_value(Option::is_some) => {}
                 MediaEvent::State(state) => match state {
                     RtcPeerConnectionState::Connected => set_view_state.set(ViewState::Live),
                     RtcPeerConnectionState::Failed => {
@@ -425,7 +505,8 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
                 Ok((conn, channel, sdp)) => {
                     pc.set_value(Some(conn));
                     dc.set_value(Some(channel));
-                    if !signaling.send(&request(sdp)) {
+                    // A rejoin not sent is tried again by the moving view's timer.
+                    if !signaling.send(&request(sdp)) && moving.with_value(Option::is_none) {
                         close_pc();
                         set_view_state.set(ViewState::Ended("the relay is not connected".into()));
                     }
@@ -471,7 +552,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         }
         let (ticket, reason, levels) = (ticket.get_untracked(), reason.get_untracked(), wanted());
         open(
-            agent.name,
+            Some(agent.name),
             std::rc::Rc::new(move |sdp| ViewerToRelay::Watch {
                 agent_id: agent.agent_id.clone(),
                 sdp,
@@ -489,7 +570,7 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
         }
         let (ticket, reason, levels) = (ticket.get_untracked(), reason.get_untracked(), wanted());
         open(
-            format!("help request {}", sightline_core::help::spoken(&code)),
+            Some(format!("help request {}", sightline_core::help::spoken(&code))),
             std::rc::Rc::new(move |sdp| ViewerToRelay::WatchHelp {
                 help_code: code.clone(),
                 sdp,
@@ -503,11 +584,65 @@ fn Sessions(me: Me, on_session_ended: Callback<String>) -> impl IntoView {
     let observe = move |s: SessionSummary| {
         let session_id = s.session_id.clone();
         open(
-            format!("{} (observing {})", s.agent_name, s.operator),
+            Some(format!("{} (observing {})", s.agent_name, s.operator)),
             std::rc::Rc::new(move |sdp| ViewerToRelay::Observe { session_id: session_id.clone(), sdp }),
         );
     };
+    // Takes the moved session up again: an offer every `REJOIN_EVERY_MS` until the session
+    // answers from its new node, or `MOVE_WITHIN_MS` passed (R43).
+    let rejoin = StoredValue::new_local(None::<std::rc::Rc<dyn Fn()>>);
+    rejoin.set_value(Some(std::rc::Rc::new(move || {
+        let Some(m) = moving.get_value() else { return };
+        if js_sys::Date::now() > m.until_ms {
+            moving.set_value(None);
+            close_pc();
+            set_view_state.set(ViewState::Ended(
+                "the relay node that ran the session was lost, and the session did not move to another node".into(),
+            ));
+            return;
+        }
+        if !m.asked && signaling.state.get_untracked() == crate::signaling::RelayState::Online {
+            moving.update_value(|m| {
+                if let Some(m) = m {
+                    m.asked = true;
+                }
+            });
+            let session_id = m.session_id.clone();
+            let request: std::rc::Rc<dyn Fn(String) -> ViewerToRelay> = if m.observing {
+                std::rc::Rc::new(move |sdp| ViewerToRelay::Observe { session_id: session_id.clone(), sdp })
+            } else {
+                std::rc::Rc::new(move |sdp| ViewerToRelay::Rejoin { session_id: session_id.clone(), sdp })
+            };
+            open(None, request);
+        }
+        leptos::prelude::set_timeout(
+            move || {
+                if let Some(again) = rejoin.try_get_value().flatten() {
+                    again();
+                }
+            },
+            std::time::Duration::from_millis(REJOIN_EVERY_MS),
+        );
+    })));
+    start_moving.set_value(Some(std::rc::Rc::new(move |session_id: String| {
+        let already = moving.with_value(|m| m.as_ref().is_some_and(|m| m.session_id == session_id));
+        set_view_state.set(ViewState::Moving);
+        if already {
+            return;
+        }
+        let observing = status.with_untracked(|s| s.as_ref().is_some_and(|s| s.observing));
+        moving.set_value(Some(Moving {
+            session_id,
+            observing,
+            until_ms: js_sys::Date::now() + MOVE_WITHIN_MS,
+            asked: false,
+        }));
+        if let Some(first) = rejoin.get_value() {
+            first();
+        }
+    })));
     let stop = move |_| {
+        moving.set_value(None);
         // After the end the relay holds no view: asking it to close one only earns an error.
         if !matches!(view_state.get_untracked(), ViewState::Ended(_) | ViewState::Idle) {
             signaling.send(&ViewerToRelay::Unwatch);

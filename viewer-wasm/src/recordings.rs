@@ -82,7 +82,9 @@ async fn open_here(
     })
     .map_err(|e| format!("the recording does not verify: {e}"))?;
     let r = &verified.report;
-    if r.recording_id != served.id || r.session.session_id != served.id {
+    // A session's first recording has its id; one that continues it on another node (R43) has
+    // its own and names the session in its facts.
+    if r.recording_id != served.id || (r.continues.is_none() && r.session.session_id != served.id) {
         return Err(format!(
             "the relay served recording {} (session {}) for {}",
             r.recording_id, r.session.session_id, served.id
@@ -237,6 +239,15 @@ pub fn RecordingsView() -> impl IntoView {
                                 if r.complete { format!("Complete: {}.", r.end_reason.clone().unwrap_or_default()) } else { "INCOMPLETE: the relay stopped during the session.".to_owned() }
                             )}
                         </p>
+                        {r.continues.clone().map(|c| view! {
+                            <p class="continues" data-testid="recording-continues">
+                                {format!(
+                                    "Continues recording {} of node {} (its {} chunks as that node last published them): nothing was recorded for {} s, from {} to {}, because {}.",
+                                    c.previous, c.previous_node, c.previous_chunks, c.gap.end_ms.saturating_sub(c.gap.start_ms).div_ceil(1000),
+                                    utc(c.gap.start_ms), utc(c.gap.end_ms), c.gap.cause
+                                )}
+                            </p>
+                        })}
                         <div>
                             <button data-testid="recording-play" on:click=move |_| player.with_value(|p| if let Some(p) = p { p.play() })>"Play"</button>
                             <button data-testid="recording-pause" on:click=move |_| player.with_value(|p| if let Some(p) = p { p.pause() })>"Pause"</button>

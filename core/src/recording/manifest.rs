@@ -29,11 +29,37 @@ pub enum ManifestBody {
         started_ms: u64,
         /// The endpoint's Ed25519 public key (hex), which signs the seals.
         device_key: String,
+        /// This recording goes on with a session whose relay node was lost (R43): the cut
+        /// recording it follows, and the gap between them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        continues: Option<Continuation>,
     },
     /// Chunk `index` (from 0) was written: its plaintext's SHA-256 (hex) and size.
     Chunk { index: u64, sha256: String, bytes: u64, frames: u64, written_ms: u64 },
     /// The recording ended with the session.
     Close { chunks: u64, ended_ms: u64, reason: String },
+}
+
+/// Where a recording continues a session's recording cut by the loss of its relay node (R43):
+/// the cut recording (its id and node, the chunks it had written and the last one's hash, as
+/// that node last published them) and the time nothing was recorded, with its cause.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Continuation {
+    pub previous: String,
+    pub previous_node: String,
+    pub previous_chunks: u64,
+    pub previous_last_sha256: Option<String>,
+    pub gap: Gap,
+}
+
+/// A stretch of a session nobody recorded (Unix ms), and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gap {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub cause: String,
 }
 
 /// One line of the manifest.

@@ -18,9 +18,13 @@ mod video;
 pub mod vp8;
 
 pub use chunk::{Chunk, ChunkItem, MAGIC, MAX_ITEM_BYTES, RecordedFrame, TimelineEntry};
-pub use manifest::{ManifestBody, ManifestKey, ManifestLine, ManifestWriter, verifying_key_from_note};
+pub use manifest::{
+    Continuation, Gap, ManifestBody, ManifestKey, ManifestLine, ManifestWriter, verifying_key_from_note,
+};
 pub use seal::{SealChain, frame_hash, seal_head, verify_seal};
-pub use verify::{GapFinding, MAX_UNSEALED_TAIL_MS, Options, RecordingReport, Verified, verify, verify_with};
+pub use verify::{
+    GapFinding, MAX_UNSEALED_TAIL_MS, Options, RecordingReport, Verified, check_continuation, verify, verify_with,
+};
 pub use video::{ShownFrame, TimelineLine, shown_frames, timeline_jsonl, video_start_ms};
 
 /// Why a recording is not what it claims to be.
@@ -52,4 +56,6 @@ pub enum RecordingError {
         "{frames} frames the endpoint sealed (RTP time {first_ts} to {last_ts}) are missing, and no record of the recorder explains them: removed on the way?"
     )]
     UnexplainedGap { frames: u64, first_ts: u32, last_ts: u32 },
+    #[error("this recording does not continue the one given before it: {0}")]
+    NotAContinuation(String),
 }

@@ -23,6 +23,9 @@ pub struct RecordingReport {
     /// The endpoint's Ed25519 key (hex) the manifest names: what its seals were checked with.
     pub device_key: String,
     pub started_ms: u64,
+    /// The cut recording this one continues, and the gap between them (R43).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continues: Option<super::manifest::Continuation>,
     /// The manifest was closed: the recording holds the whole session.
     pub complete: bool,
     pub ended_ms: Option<u64>,
@@ -118,7 +121,7 @@ pub fn verify_with(
         prev = line_hash(raw);
         lines.push(line);
     }
-    let Some(ManifestBody::Open { recording_id, node, segment, session, started_ms, device_key }) =
+    let Some(ManifestBody::Open { recording_id, node, segment, session, started_ms, device_key, continues }) =
         lines.first().map(|l| l.body.clone())
     else {
         return Err(RecordingError::Manifest { line: 0, why: "the first line must open the recording".into() });
@@ -216,6 +219,7 @@ pub fn verify_with(
         session: *session,
         device_key: device_key_hex,
         started_ms,
+        continues,
         complete: close.is_some(),
         ended_ms: close.as_ref().map(|c| c.0),
         end_reason: close.map(|c| c.1),
@@ -233,6 +237,39 @@ pub fn verify_with(
     };
     let chunk_sha256 = chunk_lines.into_iter().map(|(_, sha256, _, _)| sha256).collect();
     Ok(Verified { report, chunks, chunk_sha256 })
+}
+
+/// Checks that `next` continues `previous` (both verified): the same session and endpoint key,
+/// the id and node `next` names, at least the chunks `next` says it had written, the last of
+/// them with the hash it names, and a gap that ends before `next` began. An auditor then knows
+/// exactly what is missing: the gap, and whatever the cut recording holds after its last
+/// published chunk.
+pub fn check_continuation(previous: &Verified, next: &Verified) -> Result<(), RecordingError> {
+    let fail = |why: String| Err(RecordingError::NotAContinuation(why));
+    let Some(cont) = &next.report.continues else {
+        return fail(format!("{} continues no recording", next.report.recording_id));
+    };
+    let (p, n) = (&previous.report, &next.report);
+    if cont.previous != p.recording_id || cont.previous_node != p.node {
+        return fail(format!(
+            "it continues {} of node {}, not {} of node {}",
+            cont.previous, cont.previous_node, p.recording_id, p.node
+        ));
+    }
+    if p.session.session_id != n.session.session_id || p.device_key != n.device_key {
+        return fail("the two recordings are of different sessions or endpoints".into());
+    }
+    if p.chunks < cont.previous_chunks {
+        return fail(format!("the cut recording holds {} chunks, {} were published", p.chunks, cont.previous_chunks));
+    }
+    let last = cont.previous_chunks.checked_sub(1).and_then(|i| previous.chunk_sha256.get(i as usize));
+    if last != cont.previous_last_sha256.as_ref() {
+        return fail("the cut recording's last published chunk has another hash".into());
+    }
+    if cont.gap.start_ms > cont.gap.end_ms || cont.gap.end_ms > n.started_ms {
+        return fail("the gap is not between the two recordings".into());
+    }
+    Ok(())
 }
 
 /// Longest run of frames after the endpoint's last seal that still verifies.

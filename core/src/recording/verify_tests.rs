@@ -50,6 +50,7 @@ fn record(closed: bool, relay_seed: u8, device_seed: u8) -> Recording {
             session: Box::new(facts()),
             started_ms: 1000,
             device_key: hex::encode(device.verifying_key().as_bytes()),
+            continues: None,
         },
     );
     let mut seals = SealChain::new("s1");
@@ -328,4 +329,41 @@ fn seals_signed_by_another_device_fail() {
     rec.resign();
     assert!(matches!(rec.check(), Err(RecordingError::Seal { seq: 0, .. })));
     let _ = rec.device;
+}
+
+#[test]
+fn a_continuation_names_the_cut_recording_and_its_last_published_chunk() {
+    use crate::recording::{Continuation, Gap};
+    let cut = record(false, 1, 2).check().unwrap();
+    let mut next = record(true, 1, 2).check().unwrap();
+    next.report.recording_id = "r2".into();
+    next.report.started_ms = 9_000;
+    let cont = Continuation {
+        previous: "r1".into(),
+        previous_node: "n1".into(),
+        previous_chunks: 2,
+        previous_last_sha256: Some(cut.chunk_sha256[1].clone()),
+        gap: Gap { start_ms: 5_000, end_ms: 8_500, cause: "node n1 lost".into() },
+    };
+    next.report.continues = Some(cont.clone());
+    check_continuation(&cut, &next).unwrap();
+    // Control above; each of these breaks the chain.
+    type Break = (&'static str, fn(&mut Continuation));
+    let breaks: [Break; 5] = [
+        ("another recording", |c| c.previous = "r9".into()),
+        ("another node", |c| c.previous_node = "n9".into()),
+        ("more chunks than the cut one holds", |c| c.previous_chunks = 4),
+        ("another hash", |c| c.previous_last_sha256 = Some("00".repeat(32))),
+        ("a gap after the start", |c| c.gap.end_ms = 9_500),
+    ];
+    for (what, change) in breaks {
+        let mut changed = next.clone();
+        change(changed.report.continues.as_mut().unwrap());
+        assert!(matches!(check_continuation(&cut, &changed), Err(RecordingError::NotAContinuation(_))), "{what}");
+    }
+    let mut other_session = next.clone();
+    other_session.report.session.session_id = "s9".into();
+    assert!(check_continuation(&cut, &other_session).is_err());
+    next.report.continues = None;
+    assert!(check_continuation(&cut, &next).is_err(), "a recording that continues nothing");
 }

@@ -43,7 +43,13 @@ pub(super) async fn agent_ws(
         .on_upgrade(move |socket| {
             // The device is known once its hello verifies (`sockets::agent` records it).
             let span = tracing::info_span!("agent_socket", address = %peer.ip(), device = tracing::field::Empty);
-            crate::sockets::agent::serve(state.hub, state.identity, state.help, proof, socket, peer).instrument(span)
+            let takeover = crate::takeover::Takeover {
+                hub: state.hub.clone(),
+                cluster: state.cluster.clone(),
+                identity: state.identity.clone(),
+                recordings: state.recordings.clone(),
+            };
+            crate::sockets::agent::serve(takeover, state.help, proof, socket, peer).instrument(span)
         })
         .into_response()
 }

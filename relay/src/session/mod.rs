@@ -42,6 +42,7 @@ mod chat;
 mod consent;
 mod controls;
 mod input;
+mod moved;
 mod recorder;
 mod slot;
 
@@ -58,6 +59,7 @@ use sightline_proto::{
 use tokio::sync::{broadcast, watch};
 
 pub use controls::REFUSED_CONTROLS_RECORDED;
+pub use moved::LostNode;
 pub use slot::Sessions;
 
 use crate::link::AgentLink;
@@ -149,6 +151,16 @@ pub struct LiveSession {
     /// The session's recorder, where the segment requires recording (set before consent is
     /// asked; a session that cannot have one does not start).
     recorder: std::sync::OnceLock<Arc<Recorder>>,
+    /// How far the recording has come (chunks written, the last one's hash): published with
+    /// the node's heartbeat, so a node that takes the session over can chain to it (R43).
+    run_head: Mutex<Option<sightline_core::handover::RunHead>>,
+    /// Whether the operator has a view of the session on this node: a session taken over from a
+    /// lost node waits `RESUME_GRACE_MS` for them, then ends as "operator lost".
+    operator_here: std::sync::atomic::AtomicBool,
+    /// The lost node this session moved from, if it did (R43).
+    moved_from: std::sync::OnceLock<String>,
+    /// Set while this node takes the session over (R43): no viewer joins yet.
+    arriving: std::sync::atomic::AtomicBool,
 }
 
 fn sorted(levels: &Levels) -> Vec<Level> {
@@ -169,52 +181,7 @@ impl LiveSession {
         let now = identity.now_ms();
         let (machine, effects) = Session::new(now, obligations, request.allowed.clone(), request.levels.clone());
         let id = hex::encode(sightline_identity::random_bytes::<12>());
-        let status = SessionStatus {
-            session_id: id.clone(),
-            agent_id: link.info.agent_id.clone(),
-            phase: SessionPhase::AwaitingConsent,
-            operator: request.operator.name.clone(),
-            ticket: request.ticket.clone(),
-            reason: request.reason.clone(),
-            granted: Vec::new(),
-            pending_elevation: Vec::new(),
-            paused_by: None,
-            observers: Vec::new(),
-            grant_expires_ms: None,
-            consent_deadline_ms: None,
-            end_reason: None,
-            observing: false,
-            recording: false,
-            ending: None,
-        };
-        let session = Arc::new(LiveSession {
-            id,
-            link: link.clone(),
-            endpoint_sessions: endpoint_sessions.clone(),
-            request,
-            created_ms: now,
-            identity,
-            machine: Mutex::new(machine),
-            observers: Mutex::new(BTreeMap::new()),
-            status: watch::channel(status).0,
-            chat: broadcast::channel(CHAT_BUFFER).0,
-            late_receipts: Mutex::new(Vec::new()),
-            input_refused_reported: false.into(),
-            chat_refused_reported: false.into(),
-            refused_controls: 0.into(),
-            addresses: Mutex::new(BTreeMap::new()),
-            recorder: std::sync::OnceLock::new(),
-        });
-        {
-            let mut addresses = session.addresses.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(ip) = session.request.source {
-                addresses.insert(session.request.operator.name.clone(), ip);
-            }
-            if let Some(ip) = link.address {
-                addresses.insert(format!("user@{}", link.info.name), ip);
-                addresses.insert(format!("device:{}", link.info.agent_id), ip);
-            }
-        }
+        let session = LiveSession::build(identity, link.clone(), endpoint_sessions.clone(), request, machine, id, now);
         if !endpoint_sessions.attach(session.clone()) {
             return Err(SessionError::Busy(link.info.name.clone()));
         }
@@ -248,14 +215,84 @@ impl LiveSession {
         }
         // R26: where recording is required, the recorder runs before the user is even asked.
         if obligations.recording_required
-            && let Err(why) = session.start_recording(recordings).await
+            && let Err(why) = session.start_recording(recordings, None).await
         {
             session.emit(EventKind::RecordingUnavailable, Outcome::Failure, "system", why.clone());
             session.step(Event::RecorderFailed, "system");
             return Err(SessionError::RecordingUnavailable(why));
         }
         session.carry_out(effects, &operator);
-        let ticker = Arc::downgrade(&session);
+        session.spawn_ticker();
+        Ok(session)
+    }
+
+    /// The session's shared parts around its machine (not yet attached to the endpoint).
+    fn build(
+        identity: Arc<Identity>,
+        link: Arc<AgentLink>,
+        endpoint_sessions: Arc<Sessions>,
+        request: Request,
+        machine: Session,
+        id: String,
+        created_ms: u64,
+    ) -> Arc<LiveSession> {
+        let status = SessionStatus {
+            session_id: id.clone(),
+            agent_id: link.info.agent_id.clone(),
+            phase: SessionPhase::AwaitingConsent,
+            operator: request.operator.name.clone(),
+            ticket: request.ticket.clone(),
+            reason: request.reason.clone(),
+            granted: Vec::new(),
+            pending_elevation: Vec::new(),
+            paused_by: None,
+            observers: Vec::new(),
+            grant_expires_ms: None,
+            consent_deadline_ms: None,
+            end_reason: None,
+            observing: false,
+            recording: false,
+            ending: None,
+        };
+        let session = Arc::new(LiveSession {
+            id,
+            link: link.clone(),
+            endpoint_sessions,
+            request,
+            created_ms,
+            identity,
+            machine: Mutex::new(machine),
+            observers: Mutex::new(BTreeMap::new()),
+            status: watch::channel(status).0,
+            chat: broadcast::channel(CHAT_BUFFER).0,
+            late_receipts: Mutex::new(Vec::new()),
+            input_refused_reported: false.into(),
+            chat_refused_reported: false.into(),
+            refused_controls: 0.into(),
+            addresses: Mutex::new(BTreeMap::new()),
+            recorder: std::sync::OnceLock::new(),
+            run_head: Mutex::new(None),
+            operator_here: false.into(),
+            moved_from: std::sync::OnceLock::new(),
+            arriving: false.into(),
+        });
+        {
+            let mut addresses = session.addresses.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(ip) = session.request.source {
+                addresses.insert(session.request.operator.name.clone(), ip);
+            }
+            if let Some(ip) = link.address {
+                addresses.insert(format!("user@{}", link.info.name), ip);
+                addresses.insert(format!("device:{}", link.info.agent_id), ip);
+            }
+        }
+        session
+    }
+
+    /// Runs the session's clocks (deadlines, the recorder's chunks, the maintenance window)
+    /// until it ends.
+    fn spawn_ticker(self: &Arc<Self>) {
+        let ticker = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             let (mut ticks, mut failed_reads) = (0u32, 0u32);
@@ -275,7 +312,6 @@ impl LiveSession {
                 }
             }
         });
-        Ok(session)
     }
 
     /// Reads the device's maintenance window again: closed early (by an admin, on any node), the

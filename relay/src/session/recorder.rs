@@ -14,7 +14,8 @@
 
 use std::sync::Arc;
 
-use sightline_core::recording::{ManifestBody, TimelineEntry};
+use sightline_core::handover::RunHead;
+use sightline_core::recording::{Continuation, ManifestBody, TimelineEntry};
 use sightline_core::session::Event;
 use sightline_proto::channel::MediaSeal;
 use sightline_proto::{Party, SessionEvent};
@@ -25,37 +26,48 @@ use sightline_recording::{Recorder, RecorderNews, Recordings};
 
 impl LiveSession {
     /// Opens the recording: its directory and signed opening line are on disk, the recorder is
-    /// in front of the fan-out, and the agent is told (R9).
-    pub(super) async fn start_recording(self: &Arc<Self>, recordings: &Arc<Recordings>) -> Result<(), String> {
+    /// in front of the fan-out, and the agent is told (R9). A session's first recording has the
+    /// session's id; one that `continues` a recording cut by a lost node (R43) has an id of its
+    /// own, and its opening line names the cut one and the gap.
+    pub(super) async fn start_recording(
+        self: &Arc<Self>,
+        recordings: &Arc<Recordings>,
+        continues: Option<Continuation>,
+    ) -> Result<(), String> {
         let device_key = match self.identity.device(&self.link.info.agent_id).await {
             Ok(Some(device)) => device.public_key,
             Ok(None) => return Err("the device is not enrolled".into()),
             Err(e) => return Err(format!("cannot read the device's key: {e}")),
         };
+        let recording_id = match continues {
+            None => self.id.clone(),
+            Some(_) => hex::encode(sightline_identity::random_bytes::<12>()),
+        };
         let open = ManifestBody::Open {
-            recording_id: self.id.clone(),
+            recording_id: recording_id.clone(),
             node: recordings.settings().node.clone(),
             segment: self.link.info.segment.clone(),
             session: Box::new(self.facts()),
             started_ms: self.identity.now_ms(),
             device_key,
+            continues,
         };
-        let (recordings, id) = (recordings.clone(), self.id.clone());
+        let (recordings, id) = (recordings.clone(), recording_id.clone());
         let starting = recordings.clone();
         let (recorder, mut news) = tokio::task::spawn_blocking(move || starting.start(&id, open))
             .await
             .map_err(|e| format!("recorder set-up panicked: {e}"))?
             .map_err(|e| format!("cannot write to the recordings directory: {e}"))?;
         // Findable by auditors from the start (R30): a recording nobody can find is no evidence.
-        if let Err(e) = recordings.reindex(&self.id).await {
+        if let Err(e) = recordings.reindex(&recording_id).await {
             if !sightline_core::break_glass::is_break_glass(&self.request.operator.name) {
                 recorder.close("the recordings index could not be written");
                 return Err(format!("cannot index the recording: {e}"));
             }
             // Break-glass is for when the store is down (R43): the recording is on this node's
             // disk and in its audit log, and the index takes it once the store answers again.
-            tracing::warn!(recording = %self.id, error = %e, "break-glass session: the recording is indexed when the store answers");
-            let (later, id) = (recordings.clone(), self.id.clone());
+            tracing::warn!(recording = %recording_id, error = %e, "break-glass session: the recording is indexed when the store answers");
+            let (later, id) = (recordings.clone(), recording_id.clone());
             tokio::spawn(async move {
                 while later.reindex(&id).await.is_err() {
                     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
@@ -64,7 +76,9 @@ impl LiveSession {
         }
         let _ = self.recorder.set(recorder.clone());
         self.link.fanout.set_recorder(Arc::new(InFrontOfViewers(recorder)));
-        self.emit(EventKind::RecordingStarted, Outcome::Success, "system", format!("recording {}", self.id));
+        *self.run_head.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(RunHead { recording_id: recording_id.clone(), chunks: 0, last_sha256: None });
+        self.emit(EventKind::RecordingStarted, Outcome::Success, "system", format!("recording {recording_id}"));
         // The agent hears of it with the consent request (it has no session before that).
         self.status.send_modify(|s| s.recording = true);
         let session = self.clone();
@@ -72,8 +86,8 @@ impl LiveSession {
             while let Some(news) = news.recv().await {
                 let closed = matches!(news, RecorderNews::Closed { .. });
                 session.recorder_news(news);
-                if closed && let Err(e) = recordings.reindex(&session.id).await {
-                    tracing::error!(recording = %session.id, error = %e, "cannot mark the recording complete in the index");
+                if closed && let Err(e) = recordings.reindex(&recording_id).await {
+                    tracing::error!(recording = %recording_id, error = %e, "cannot mark the recording complete in the index");
                 }
             }
         });
@@ -85,6 +99,10 @@ impl LiveSession {
     fn recorder_news(&self, news: RecorderNews) {
         match news {
             RecorderNews::Chunk(c) => {
+                if let Some(head) = self.run_head.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    head.chunks = c.index + 1;
+                    head.last_sha256 = Some(c.sha256.clone());
+                }
                 self.emit(EventKind::RecordingChunk, Outcome::Success, "system", c.audit_detail())
             }
             RecorderNews::Stalled(why) => {

@@ -3,7 +3,8 @@
 //!
 //! Every connection starts with a fresh 32-byte challenge, and the first message must answer it
 //! within `HELLO_TIMEOUT`: a `hello` (the device's signature, screen size, the endpoint account
-//! logged in, whether it runs unattended) puts the agent online (`hub`); `enrol`, `open_window`,
+//! logged in, whether it runs unattended, and the session of a lost node it claims, which
+//! `crate::takeover` serves beside the link) puts the agent online (`hub`); `enrol`, `open_window`,
 //! `close_window` and `ask_help` are one-shot calls, answered and closed (the rules are in
 //! `sightline_identity::devices` and `help`). The endpoint account lands in every session record,
 //! so it must be 1-128 printable characters. An unauthenticated peer learns why it was refused
@@ -22,9 +23,9 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
 use sightline_proto::{AgentInfo, AgentToRelay, ErrorCode, RelayToAgent, ViewEndReason, encode};
 
-use crate::hub::{Hub, OnlineAgent};
+use crate::hub::OnlineAgent;
 use crate::sockets::wire::{Heartbeat, Liveness, close_within, next_message, send_within};
-use sightline_identity::{Identity, IdentityError, Revocation, random_bytes};
+use sightline_identity::{IdentityError, Revocation, random_bytes};
 
 /// How often a connected agent's enrolment is re-checked (revocations whose event was missed).
 const DEVICE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -53,13 +54,13 @@ fn text(msg: &RelayToAgent) -> Message {
 
 /// Serves one agent connection to completion.
 pub async fn serve(
-    hub: Arc<Hub>,
-    identity: Arc<Identity>,
+    takeover: crate::takeover::Takeover,
     help: Arc<crate::help::HelpDesk>,
     proof: Option<(Vec<u8>, Arc<sightline_core::relay_proof::RelayProver>)>,
     socket: WebSocket,
     peer: SocketAddr,
 ) {
+    let (hub, identity) = (takeover.hub.clone(), takeover.identity.clone());
     let (mut tx, rx) = socket.split();
     let live = Liveness::default();
     let mut rx = rx.inspect(|_| live.heard());
@@ -72,10 +73,10 @@ pub async fn serve(
     if !send_within(&mut tx, text(&RelayToAgent::Challenge { nonce: hex::encode(challenge), relay })).await {
         return;
     }
-    let (device_id, signature, width, height, user, unattended) =
+    let (device_id, signature, width, height, user, unattended, resume) =
         match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut rx)).await {
-            Ok(Some(Ok(AgentToRelay::Hello { device_id, signature, width, height, user, unattended }))) => {
-                (device_id, signature, width, height, user, unattended)
+            Ok(Some(Ok(AgentToRelay::Hello { device_id, signature, width, height, user, unattended, resume }))) => {
+                (device_id, signature, width, height, user, unattended, resume)
             }
             Ok(Some(Ok(AgentToRelay::OpenWindow { device_id, signature, start_ms, end_ms }))) => {
                 let opened = async {
@@ -198,6 +199,11 @@ pub async fn serve(
         return;
     }
     tracing::info!(agent = %link.info.agent_id, name = %link.info.name, segment = %link.info.segment, unattended, %peer, "agent online");
+    // Its session's node was lost: this node may take the session over (R43). Beside the loop,
+    // which keeps answering the agent meanwhile.
+    if let Some(claim) = resume {
+        tokio::spawn(takeover.serve(agent.clone(), claim));
+    }
 
     // A re-keyed device's old key is as gone as a revoked one.
     let enrolled_key = device.public_key.clone();

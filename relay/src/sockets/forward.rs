@@ -75,7 +75,11 @@ pub async fn route(
         ViewerToRelay::Observe { session_id, .. } if state.hub.session(session_id).is_none() => {
             elsewhere(cluster.node_of_session(session_id))
         }
-        ViewerToRelay::Watch { .. } | ViewerToRelay::Observe { .. } => Route::Here,
+        // A session that moved (R43) is taken up again where it runs now.
+        ViewerToRelay::Rejoin { session_id, .. } if state.hub.session(session_id).is_none() => {
+            elsewhere(cluster.node_of_session(session_id))
+        }
+        ViewerToRelay::Watch { .. } | ViewerToRelay::Observe { .. } | ViewerToRelay::Rejoin { .. } => Route::Here,
         ViewerToRelay::Unwatch | ViewerToRelay::Elevate { .. } | ViewerToRelay::Control { .. } => match carried {
             Some(f) => cluster.node(&f.node).cloned().map_or(Route::Here, Route::There),
             None => Route::Here,
@@ -85,7 +89,13 @@ pub async fn route(
 
 /// Whether `msg` starts a view (and so ends the one open before, wherever it was).
 pub fn starts_view(msg: &ViewerToRelay) -> bool {
-    matches!(msg, ViewerToRelay::Watch { .. } | ViewerToRelay::WatchHelp { .. } | ViewerToRelay::Observe { .. })
+    matches!(
+        msg,
+        ViewerToRelay::Watch { .. }
+            | ViewerToRelay::WatchHelp { .. }
+            | ViewerToRelay::Observe { .. }
+            | ViewerToRelay::Rejoin { .. }
+    )
 }
 
 /// The viewer's socket to another node.
@@ -99,6 +109,9 @@ pub struct Forward {
     in_view: bool,
     /// The far node has reported the view's session at least once.
     seen_status: bool,
+    /// The view's session as last reported (its id and phase): one that ran when the far node
+    /// was lost may move to another node (R43).
+    session: Option<(String, sightline_proto::SessionPhase)>,
 }
 
 impl Forward {
@@ -154,7 +167,15 @@ impl Forward {
         };
         let (tx, rx) = socket.split();
         tracing::info!(user = %auth.user.name, node = %node.name, "viewer forwarded to the node that holds the session");
-        Ok(Forward { node: node.name.clone(), tx, rx, live: Liveness::default(), in_view: false, seen_status: false })
+        Ok(Forward {
+            node: node.name.clone(),
+            tx,
+            rx,
+            live: Liveness::default(),
+            in_view: false,
+            seen_status: false,
+            session: None,
+        })
     }
 
     /// Sends one of the viewer's messages; `false` when the far node is gone or stuck.
@@ -189,11 +210,12 @@ impl Forward {
             match &msg {
                 RelayToViewer::Session { status } => {
                     self.seen_status = true;
+                    self.session = Some((status.session_id.clone(), status.phase));
                     if status.phase == sightline_proto::SessionPhase::Ended {
                         self.in_view = false;
                     }
                 }
-                RelayToViewer::ViewEnded { .. } => self.in_view = false,
+                RelayToViewer::ViewEnded { .. } | RelayToViewer::SessionMoving { .. } => self.in_view = false,
                 // Refused before it started: no view there.
                 RelayToViewer::Error { .. } if !self.seen_status => self.in_view = false,
                 RelayToViewer::WatchAnswer { .. } | RelayToViewer::Error { .. } => {}
@@ -201,6 +223,7 @@ impl Forward {
                 RelayToViewer::Agents { .. }
                 | RelayToViewer::Reasons { .. }
                 | RelayToViewer::Sessions { .. }
+                | RelayToViewer::Nodes { .. }
                 | RelayToViewer::HelpRequests { .. }
                 | RelayToViewer::IceServers { .. } => continue,
             }
@@ -211,6 +234,15 @@ impl Forward {
     /// Whether a view runs there (so its loss must be told to the browser).
     pub fn in_view(&self) -> bool {
         self.in_view
+    }
+
+    /// The session of the view, if it was running (active or paused) when last reported.
+    pub fn running_session(&self) -> Option<&str> {
+        use sightline_proto::SessionPhase;
+        self.session
+            .as_ref()
+            .filter(|(_, phase)| matches!(phase, SessionPhase::Active | SessionPhase::Paused))
+            .map(|(id, _)| id.as_str())
     }
 
     /// Pings the far node; whether it has been silent too long (it pings every viewer socket

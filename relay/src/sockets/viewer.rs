@@ -110,13 +110,16 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
     let mut carried: Option<Forward> = None;
     tracing::debug!(viewer_id, user = %auth.user.name, %peer, "viewer connected");
 
-    let (mut agents_sent, mut sessions_sent) = {
+    let node_names =
+        |view: &sightline_core::cluster::ClusterView| view.nodes().map(|n| n.name.clone()).collect::<Vec<_>>();
+    let (mut agents_sent, mut sessions_sent, mut nodes_sent) = {
         let now = cluster.borrow_and_update();
-        (now.agents.clone(), now.sessions.clone())
+        (now.agents.clone(), now.sessions.clone(), node_names(&now))
     };
     let mut initial = vec![
         RelayToViewer::Reasons { reasons: state.policy.reasons.iter().cloned().collect() },
         RelayToViewer::Agents { agents: agents_sent.clone() },
+        RelayToViewer::Nodes { nodes: nodes_sent.clone() },
     ];
     // Observers and seniors see the sessions of the segments their directory groups reach.
     let visible_sessions = |sessions: &[sightline_proto::SessionSummary]| RelayToViewer::Sessions {
@@ -224,6 +227,10 @@ pub async fn serve(state: AppState, auth: AuthUser, socket: WebSocket, peer: Soc
                 if changed.is_err() { break; }
                 let now = cluster.borrow_and_update().clone();
                 let mut out = Vec::new();
+                if node_names(&now) != nodes_sent {
+                    nodes_sent = node_names(&now);
+                    out.push(RelayToViewer::Nodes { nodes: nodes_sent.clone() });
+                }
                 if now.agents != agents_sent {
                     agents_sent = now.agents;
                     out.push(RelayToViewer::Agents { agents: agents_sent.clone() });
@@ -377,13 +384,18 @@ async fn carry(
     }
 }
 
-/// The node that ran the view went away: the browser is told its view ended with that node (and
-/// asks again, through whichever node then holds the device).
+/// The node that ran the view went away. A running session moves to a surviving node (R43): the
+/// browser is told so, keeps its picture and takes the session up again there (`rejoin`, or
+/// `observe`); any other view ended with that node (the browser asks again, through whichever
+/// node then holds the device).
 fn carried_lost(carried: &mut Option<Forward>) -> Vec<RelayToViewer> {
     match carried.take() {
         Some(far) if far.in_view() => {
             tracing::warn!(node = %far.node, "the node that ran this viewer's session went away");
-            vec![RelayToViewer::ViewEnded { reason: ViewEndReason::NodeLost }]
+            match far.running_session() {
+                Some(id) => vec![RelayToViewer::SessionMoving { session_id: id.to_owned() }],
+                None => vec![RelayToViewer::ViewEnded { reason: ViewEndReason::NodeLost }],
+            }
         }
         _ => Vec::new(),
     }
@@ -447,6 +459,9 @@ async fn handle(
             if session.request.operator.name == auth.user.name {
                 return error(ErrorCode::Forbidden, "the operator cannot observe their own session");
             }
+            if !session.arrived() {
+                return error(ErrorCode::UnknownSession, "the session is still moving here; try again");
+            }
             if !auth.user.reaches(&session.link.info.segment) {
                 return error(ErrorCode::Forbidden, "your directory groups do not reach this session's segment");
             }
@@ -458,6 +473,36 @@ async fn handle(
             session.note_address(&auth.user.name, peer.ip());
             session.observer_joined(viewer_id, &auth.user.name);
             *view = Some(View { session, seat: Seat::Observer, status, pending_sdp: Some(sdp), media: None });
+            None
+        }
+        ViewerToRelay::Rejoin { session_id, sdp } => {
+            if !auth.allows(Capability::ViewSessions) {
+                return error(ErrorCode::Forbidden, "your roles do not allow running sessions");
+            }
+            let Some(session) = state.hub.session(&session_id).filter(|s| !s.is_ended()) else {
+                return error(ErrorCode::UnknownSession, "no such session is running (yet)");
+            };
+            // Only a session that moved, and only for its own operator: nobody takes another's
+            // session, and a running one is not opened twice.
+            if !session.moved() || session.request.operator.name != auth.user.name {
+                return error(ErrorCode::Forbidden, "only the operator of a session that moved takes it up again");
+            }
+            if !session.arrived() {
+                return error(ErrorCode::UnknownSession, "the session is still moving here; try again");
+            }
+            if !auth.user.reaches(&session.link.info.segment) {
+                return error(ErrorCode::Forbidden, "your directory groups do not reach this session's segment");
+            }
+            if let Some(v) = view.take() {
+                // The same session asked again (an offer that crossed the answer): only its media
+                // is replaced, the session goes on.
+                let end = (v.session.id != session.id).then_some(Event::End { by: sightline_proto::Party::Operator });
+                close_view(viewer_id, v, end).await;
+            }
+            session.operator_came_back(peer.ip());
+            let mut status = session.status();
+            status.mark_changed(); // answers the offer at once: the session runs
+            *view = Some(View { session, seat: Seat::Operator, status, pending_sdp: Some(sdp), media: None });
             None
         }
         ViewerToRelay::Unwatch => match view.take() {

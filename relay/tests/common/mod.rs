@@ -130,6 +130,7 @@ impl FakeAgent {
             height: 480,
             user: "alice".into(),
             unattended: false,
+            resume: None,
         };
         send(&mut self.ws, &hello).await;
         let Some(RelayToAgent::Welcome { .. }) = next_message(&mut self.ws).await else { panic!("not welcome") };
