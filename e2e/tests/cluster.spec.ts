@@ -236,8 +236,12 @@ async function sessionOnBOrC(browser: import('@playwright/test').Browser) {
 
 test('kill -9 of the node that runs a session: the session moves to a surviving node without asking the user again; input is released at once and the picture stands still in the gap; the viewer on another node takes it up again; the recording goes on there naming the gap and chaining to the cut one @R43 @R22 @R26 @R2', async ({ browser }) => {
   test.setTimeout(240_000);
-  const { a, home, away, operator, agent, agentDir, endpoint, display, row, sessionId } = await sessionOnBOrC(browser);
+  const { a, home, away, lb, admin, operator, agent, agentDir, endpoint, display, row, sessionId } = await sessionOnBOrC(browser);
   const [homeName, awayName] = [home.opts.node!, away.opts.node!];
+  // An observer on node A watches too.
+  const observer = await personOn(browser, lb, admin, 'officer', 'observer', 'node-a');
+  await observer.getByTestId('session-row').filter({ hasText: 'teller-b' }).getByTestId('observe').click();
+  await expect(observer.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   const all = () => [a, home, away].flatMap((n) => n.auditRecords()).filter((r) => r.session?.session_id === sessionId);
 
   // The operator holds Shift and the left button when the node dies; the control shows the
@@ -265,6 +269,10 @@ test('kill -9 of the node that runs a session: the session moves to a surviving 
   expect(frames[frames.length - 1].counter).toBeGreaterThan(frames[0].counter);
   const movedAt = Date.now();
   expect(agent.log()).toContain('session resumed on another relay node');
+  // The observer takes it up again too, as an observer.
+  await expect(observer.getByTestId('view-state')).toHaveAttribute('data-state', 'live', { timeout: 30_000 });
+  const seen = await sampleFrames(observer, 1500);
+  expect(seen[seen.length - 1].counter).toBeGreaterThan(seen[0].counter);
   expect(agent.log()).toContain('consent-ui reconnecting: false');
   // Input reaches the endpoint again, through the new node's gate.
   await operator.mouse.move(box.x + box.width / 4, box.y + box.height / 4);
@@ -276,6 +284,7 @@ test('kill -9 of the node that runs a session: the session moves to a surviving 
   expect(moved[0].detail).toMatch(new RegExp(`^taken over from relay node ${homeName}, silent for \\d+ s; the user was not asked again`));
   expect(moved[0].session!.levels).toContain('control');
   expect(all().filter((r) => r.kind === 'session.rejoined').map((r) => [r.node, r.actor])).toEqual([[awayName, 'operator']]);
+  expect(all().filter((r) => r.kind === 'observer.joined').map((r) => [r.node, r.actor])).toEqual([[homeName, 'officer'], [awayName, 'officer']]);
   expect(all().filter((r) => r.kind === 'consent.asked').map((r) => r.node)).toEqual([homeName]);
   expect(all().filter((r) => r.kind === 'session.ended')).toEqual([]);
   // The session is listed on the new node, and ends once, by the operator.
@@ -404,4 +413,40 @@ test('a node refuses to start under the name of a live node, and takes the name 
   const again = await Relay.start({ redis: redis.url(), node: 'twin', dataDir: first.dataDir });
   procs.push(again.proc);
   expect(again.proc.log()).not.toContain('another relay node');
+});
+
+test('session move bench: kill -9 of the node that runs a session, five times; time until the operator view on another node is live again with frames advancing @bench @R43', async ({ browser }) => {
+  test.setTimeout(600_000);
+  const rounds: { live_ms: number; frames_ms: number }[] = [];
+  for (let round = 0; round < 5; round++) {
+    const { home, operator } = await sessionOnBOrC(browser);
+    const killedAt = Date.now();
+    await home.proc.kill('SIGKILL');
+    await expect(operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live', { timeout: 60_000 });
+    const liveAt = Date.now();
+    // The first frame that advances after the move: sampled in short windows until one does.
+    let framesAt = 0;
+    for (let i = 0; i < 40 && framesAt === 0; i++) {
+      const frames = await sampleFrames(operator, 250);
+      if (frames.length > 1 && frames[frames.length - 1].counter > frames[0].counter) framesAt = Date.now();
+    }
+    expect(framesAt).toBeGreaterThan(0);
+    rounds.push({ live_ms: liveAt - killedAt, frames_ms: framesAt - killedAt });
+    for (const p of procs.splice(0)) await p.kill();
+    for (const s of started.splice(0)) await s.kill();
+    await operator.context().close();
+  }
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  const results = {
+    date: new Date().toISOString(),
+    machine: '2 cores, loopback, three relay nodes on one redis-server behind HAProxy, Debian chromium, debug build',
+    rounds,
+    median_live_ms: median(rounds.map((r) => r.live_ms)),
+    median_frames_ms: median(rounds.map((r) => r.frames_ms)),
+    max_frames_ms: Math.max(...rounds.map((r) => r.frames_ms)),
+  };
+  const out = path.resolve(__dirname, '../../bench-results');
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, 'session_move.json'), JSON.stringify(results, null, 2));
+  console.log(JSON.stringify(results, null, 2));
 });
