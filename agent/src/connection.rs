@@ -662,10 +662,13 @@ async fn session(config: &RunConfig, relay_url: &url::Url, carried: &mut Carried
                         continue;
                     }
                     RelayToAgent::Resumed { session_id } => match endpoint.as_mut() {
-                        Some(s) if s.id == session_id => {
+                        Some(s) if s.id == session_id && !s.is_ended() => {
                             s.resumed().await;
                             continue;
                         }
+                        // It ended here while it moved (the user ended it, or the grace ran out):
+                        // the node that took it over hears how, and ends it the same way.
+                        Some(s) if s.id == session_id => s.end_told_to_relay().into_iter().collect(),
                         _ => vec![not_here(session_id)],
                     },
                     RelayToAgent::ResumeRefused { session_id, reason } => match endpoint.as_mut() {

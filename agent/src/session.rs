@@ -556,6 +556,17 @@ impl EndpointSession {
         }
     }
 
+    /// How the session ended here, for a relay that did not hear of it (it took the session over
+    /// from a lost node meanwhile): the user's own end as the user's, any other as its reason.
+    pub fn end_told_to_relay(&self) -> Option<Action> {
+        let Phase::Ended(reason) = &self.machine.phase else { return None };
+        let event = match reason {
+            EndReason::EndedByUser => SessionEvent::End { by: Party::User },
+            other => SessionEvent::Ended { reason: other.clone() },
+        };
+        Some(Action::Signal(AgentToRelay::Session { session_id: self.id.clone(), event }))
+    }
+
     /// The relay node refused to take the session over: it ends here, with the reason.
     pub async fn resume_refused(&mut self, reason: &str) -> Vec<Action> {
         self.suspended_since = None;

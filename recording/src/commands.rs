@@ -53,7 +53,11 @@ fn as_asked(verified: Verified, id: &str) -> anyhow::Result<Verified> {
     let r = &verified.report;
     // A session's first recording has the session's id; one that continues it on another node
     // (R43) has its own, and names the session in its facts.
-    if r.recording_id != id || (r.continues.is_none() && r.session.session_id != id) {
+    let own_id = match r.continues {
+        None => r.session.session_id == id,
+        Some(_) => r.session.session_id != id,
+    };
+    if r.recording_id != id || !own_id {
         bail!(
             "these files are recording {} (session {}, ticket {}, device {}), not recording {id}",
             r.recording_id,

@@ -261,6 +261,14 @@ impl Cluster {
         still.get(name).map(|(_, since)| since.elapsed())
     }
 
+    /// How long node `name`'s record has stood still at `heartbeat_ms`: `None` unless this
+    /// node's last read of it saw that very heartbeat (a record read since that moved on, or a
+    /// stalled heartbeat loop that has not read it, proves no silence).
+    pub fn still_for(&self, name: &str, heartbeat_ms: u64) -> Option<std::time::Duration> {
+        let still = self.still_since.lock().unwrap_or_else(|e| e.into_inner());
+        still.get(name).filter(|(beat, _)| *beat == heartbeat_ms).map(|(_, since)| since.elapsed())
+    }
+
     /// The shared store (the takeover reads lost nodes' records and claims their sessions).
     pub fn store(&self) -> &Store {
         &self.store

@@ -63,6 +63,8 @@ pub struct AgentLink {
     /// agent's socket closes it, so both sides end its session (nothing is dropped silently).
     broken: std::sync::atomic::AtomicBool,
     broken_signal: tokio::sync::Notify,
+    /// A session of a lost node is being taken over on this link (R43): no other opens meanwhile.
+    resuming: std::sync::atomic::AtomicBool,
 }
 
 impl AgentLink {
@@ -87,6 +89,7 @@ impl AgentLink {
             sessions_changed,
             broken: std::sync::atomic::AtomicBool::new(false),
             broken_signal: tokio::sync::Notify::new(),
+            resuming: std::sync::atomic::AtomicBool::new(false),
         });
         (link, rx)
     }
@@ -138,6 +141,16 @@ impl AgentLink {
                 false
             }
         }
+    }
+
+    /// Marks whether a lost node's session is being taken over on this link.
+    pub fn set_resuming(&self, on: bool) {
+        self.resuming.store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a lost node's session is being taken over on this link.
+    pub fn resuming(&self) -> bool {
+        self.resuming.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Completes when a message to the agent could not be queued (see `send`).

@@ -84,7 +84,11 @@ async fn open_here(
     let r = &verified.report;
     // A session's first recording has its id; one that continues it on another node (R43) has
     // its own and names the session in its facts.
-    if r.recording_id != served.id || (r.continues.is_none() && r.session.session_id != served.id) {
+    let own_id = match r.continues {
+        None => r.session.session_id == served.id,
+        Some(_) => r.session.session_id != served.id,
+    };
+    if r.recording_id != served.id || !own_id {
         return Err(format!(
             "the relay served recording {} (session {}) for {}",
             r.recording_id, r.session.session_id, served.id

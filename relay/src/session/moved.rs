@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use sightline_core::handover::{Handover, RESUME_GRACE_MS};
+use sightline_core::handover::{Handover, RESUME_GRACE_MS, RunHead};
 use sightline_core::recording::{Continuation, Gap};
 use sightline_core::session::{Event, Levels, Phase, Session};
 use sightline_proto::{RelayToAgent, SessionEvent, SessionPhase};
@@ -72,11 +72,11 @@ impl LiveSession {
             handover.session_id.clone(),
             handover.created_ms,
         );
+        let _ = session.moved_from.set(lost.name.clone());
+        session.arriving.store(true, Ordering::Release);
         if !endpoint_sessions.attach(session.clone()) {
             return Err(SessionError::Busy(link.info.name.clone()));
         }
-        let _ = session.moved_from.set(lost.name.clone());
-        session.arriving.store(true, Ordering::Release);
         link.sessions_changed();
         let gap_s = now.saturating_sub(lost.last_heard_ms) / 1000;
         session.emit(
@@ -99,13 +99,21 @@ impl LiveSession {
         } else {
             // R26 holds through the move: the recorder stands in front of the viewers before the
             // endpoint is told to go on.
-            let continues = handover.recording.as_ref().map(|head| Continuation {
-                previous: head.recording_id.clone(),
+            // A lost node that published no recording head (none written yet) had its first
+            // recording under the session's id, with nothing in it to chain to.
+            let head = handover.recording.clone().unwrap_or(RunHead {
+                recording_id: handover.session_id.clone(),
+                chunks: 0,
+                last_sha256: None,
+            });
+            let continues = Some(Continuation {
+                previous: head.recording_id,
                 previous_node: lost.name.clone(),
                 previous_chunks: head.chunks,
-                previous_last_sha256: head.last_sha256.clone(),
+                previous_last_sha256: head.last_sha256,
                 gap: Gap {
-                    start_ms: lost.last_heard_ms,
+                    // By the lost node's clock: never after this one's start, whatever the skew.
+                    start_ms: lost.last_heard_ms.min(now),
                     end_ms: now,
                     cause: format!("relay node {} was lost", lost.name),
                 },
@@ -121,6 +129,10 @@ impl LiveSession {
         // The endpoint hears it goes on before any viewer's request to publish can reach it:
         // viewers are let in only from here on (`arrived`).
         link.send(RelayToAgent::Resumed { session_id: session.id.clone() });
+        // The lost node's own pause (its recorder) does not hold here: the endpoint's does not.
+        if handover.paused_by == Some(sightline_proto::Party::System) {
+            session.tell_agent(SessionEvent::Resume { by: sightline_proto::Party::System });
+        }
         if session.recorder.get().is_some_and(|r| r.writing()) {
             session.tell_agent(SessionEvent::Recording { on: true });
         }
@@ -148,6 +160,11 @@ impl LiveSession {
     /// recorder not yet in front of them, its endpoint not yet told to go on).
     pub fn arrived(&self) -> bool {
         !self.arriving.load(Ordering::Acquire)
+    }
+
+    /// Whether the operator has taken this moved session up again.
+    pub fn operator_present(&self) -> bool {
+        self.operator_here.load(Ordering::Relaxed)
     }
 
     /// The operator took this moved session up again (from any node): recorded once.

@@ -493,6 +493,12 @@ async fn handle(
             if !auth.user.reaches(&session.link.info.segment) {
                 return error(ErrorCode::Forbidden, "your directory groups do not reach this session's segment");
             }
+            // Once: the operator's view that took it up again is the only one (its own socket may
+            // offer again, when an offer crossed the answer).
+            let same = view.as_ref().is_some_and(|v| v.session.id == session.id && v.seat == Seat::Operator);
+            if session.operator_present() && !same {
+                return error(ErrorCode::Forbidden, "the operator has already taken this session up again");
+            }
             if let Some(v) = view.take() {
                 // The same session asked again (an offer that crossed the answer): only its media
                 // is replaced, the session goes on.
@@ -605,6 +611,10 @@ async fn open_session(
         Ok(o) => o,
         Err(denial) => return refuse(device, ErrorCode::PolicyDenied, denial.to_string()),
     };
+    // A session of a lost node is moving to this device's link (R43): it is the device's session.
+    if link.resuming() {
+        return refuse(device, ErrorCode::Busy, "this device's session is moving here from a lost relay node".into());
+    }
     // One request at a time per device: a second one is refused and leaves the first alone.
     if let Some(running) = agent.sessions.current().filter(|s| !s.is_ended()) {
         let why = if running.status().borrow().phase == SessionPhase::AwaitingConsent {
