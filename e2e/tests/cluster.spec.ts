@@ -201,7 +201,7 @@ test('a viewer cannot claim another address: a forwarding statement is taken onl
 /** Nodes A, B, C on one Redis; node C took node B's key endorsement, so an endpoint enrolled
  * with B also trusts C; the operator (and an observer) on node A; the endpoint knows B and C,
  * starts on either, and runs a recorded session with control granted. */
-async function sessionOnBOrC(browser: import('@playwright/test').Browser) {
+async function sessionOnBOrC(browser: import('@playwright/test').Browser, operatorOnHome = false) {
   const { nodes, lb, admin, redis, ports } = await threeNodes(browser);
   const [a, b] = nodes;
   const endorsed = relayCli(['--data-dir', b.dataDir, '--policy', SAMPLE_POLICY, '--node', 'node-b', 'audit', 'endorse', '--key', path.join(nodes[2].auditDir, 'audit.pub')]);
@@ -224,6 +224,12 @@ async function sessionOnBOrC(browser: import('@playwright/test').Browser) {
   await expect(row.getByTestId('agent-node')).toHaveText(/ · node node-[bc]$/);
   const first = (await row.getByTestId('agent-node').textContent())!.replace(' · node ', '');
   const [home, away] = first === 'node-b' ? [b, c] : [c, b];
+  if (operatorOnHome) {
+    // The operator's own connection is on the node that will run the session.
+    await lb.pin(operator.context(), home.opts.node!);
+    await operator.goto(lb.url);
+    await expect(operator.getByTestId('signed-in-as')).toContainText('operator');
+  }
   await openView(operator, lb, 'teller-b', endpoint);
   await expect(operator.getByTestId('recording')).toHaveAttribute('data-recording', 'true');
   let sessionId = '';
@@ -340,6 +346,22 @@ test('kill -9 of the node that runs a session: the session moves to a surviving 
   await endpoint.click('allow');
   await expect(operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live');
   expect(away.auditRecords().filter((r) => r.kind === 'help.picked_up').map((r) => r.actor)).toEqual(['operator']);
+});
+
+test('kill -9 of the node that runs a session and holds the operator connection: the browser reconnects through the balancer to a surviving node and takes the moved session up again there @R43 @R22', async ({ browser }) => {
+  test.setTimeout(180_000);
+  const { a, home, away, operator, endpoint, sessionId } = await sessionOnBOrC(browser, true);
+  const awayName = away.opts.node!;
+  const all = () => [a, home, away].flatMap((n) => n.auditRecords()).filter((r) => r.session?.session_id === sessionId);
+  await home.proc.kill('SIGKILL');
+  await expect(operator.getByTestId('view-state')).toHaveAttribute('data-state', 'moving', { timeout: 10_000 });
+  await expect(operator.getByTestId('view-state')).toHaveAttribute('data-state', 'live', { timeout: 30_000 });
+  const frames = await sampleFrames(operator, 1500);
+  expect(frames[frames.length - 1].counter).toBeGreaterThan(frames[0].counter);
+  expect(all().filter((r) => r.kind === 'session.rejoined').map((r) => [r.node, r.actor])).toEqual([[awayName, 'operator']]);
+  await operator.getByTestId('end-session').click();
+  await expect.poll(() => all().filter((r) => r.kind === 'session.ended').map((r) => [r.node, r.actor]), { timeout: 15_000 }).toEqual([[awayName, 'operator']]);
+  await endpoint.windowGone();
 });
 
 test('kill -9 of the node that runs a session while its endpoint dies too: the session cannot move, a surviving node records its single end (node lost) and the viewer on another node is told @R43 @R22', async ({ browser }) => {

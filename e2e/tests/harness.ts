@@ -811,11 +811,13 @@ export class LoadBalancer {
       'global', '  maxconn 4096',
       'defaults', '  mode http', '  timeout connect 2s', '  timeout client 30s', '  timeout server 30s', '  timeout tunnel 1h',
       'frontend public', `  bind 127.0.0.1:${port}`,
-      ...nodes.map((n) => `  use_backend pin_${n.name} if { req.cook(sightline_node) -m str ${n.name} }`),
+      // Sticky with failover: a browser stays on its node while that node is up, and goes to the
+      // others once its health checks fail (a node lost, R43).
+      ...nodes.map((n) => `  use_backend pin_${n.name} if { req.cook(sightline_node) -m str ${n.name} } { srv_is_up(pin_${n.name}/${n.name}) }`),
       '  default_backend nodes',
       'backend nodes', '  balance roundrobin', '  option httpchk GET /readyz', '  http-check expect status 200',
       ...nodes.map((n) => `  server ${n.name} 127.0.0.1:${n.port} check inter 1s fall 2 rise 1`),
-      ...nodes.flatMap((n) => [`backend pin_${n.name}`, `  server ${n.name} 127.0.0.1:${n.port}`]),
+      ...nodes.flatMap((n) => [`backend pin_${n.name}`, '  option httpchk GET /readyz', '  http-check expect status 200', `  server ${n.name} 127.0.0.1:${n.port} check inter 1s fall 2 rise 1`]),
     ].join('\n') + '\n';
     const file = path.join(dir, 'haproxy.cfg');
     fs.writeFileSync(file, config);

@@ -168,7 +168,10 @@ pub async fn watch_levels(
                 peer.close().await;
                 return Err((code, message));
             }
-            RelayToViewer::Agents { .. } | RelayToViewer::Reasons { .. } | RelayToViewer::HelpRequests { .. } => {
+            RelayToViewer::Agents { .. }
+            | RelayToViewer::Reasons { .. }
+            | RelayToViewer::HelpRequests { .. }
+            | RelayToViewer::Nodes { .. } => {
                 continue;
             }
             other => panic!("unexpected {other:?}"),
