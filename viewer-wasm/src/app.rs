@@ -74,7 +74,13 @@ pub fn App() -> impl IntoView {
         let _ = window().location().set_hash("");
         load_me(None);
     });
-    let session_ended = Callback::new(move |why: String| page.set(Page::SignIn(Some(why))));
+    // Once on the sign-in form, a late report that the session ended (the socket of the page that
+    // was left, still reconnecting) changes nothing: the form being typed into stays as it is.
+    let session_ended = Callback::new(move |why: String| {
+        if !matches!(page.get_untracked(), Page::SignIn(_)) {
+            page.set(Page::SignIn(Some(why)));
+        }
+    });
     keep_session_alive(session_ended, move || matches!(page.get_untracked(), Page::Home(_)));
 
     view! {
