@@ -254,13 +254,6 @@ impl Cluster {
         }
     }
 
-    /// How long node `name`'s record has stood still, as this node last read it; `None` for a
-    /// node it has not read (or that is gone from the store).
-    pub fn silent_for(&self, name: &str) -> Option<std::time::Duration> {
-        let still = self.still_since.lock().unwrap_or_else(|e| e.into_inner());
-        still.get(name).map(|(_, since)| since.elapsed())
-    }
-
     /// How long node `name`'s record has stood still at `heartbeat_ms`: `None` unless this
     /// node's last read of it saw that very heartbeat (a record read since that moved on, or a
     /// stalled heartbeat loop that has not read it, proves no silence).
@@ -505,7 +498,7 @@ impl Cluster {
             // Its endpoint is back on a live node, which is taking the session over: that node
             // records the end itself if it cannot, and this one only once it had time to.
             let back = self.view().node_of_agent(&s.agent_id).is_some_and(|n| n.name != lost.name);
-            let waited = self.silent_for(&lost.name).unwrap_or_default();
+            let waited = self.still_for(&lost.name, lost.heartbeat_ms).unwrap_or_default();
             if read_again && back && waited < std::time::Duration::from_millis(NODE_LOST_MS + TAKEOVER_WINDOW_MS) {
                 all_seen_to = false;
                 continue;
